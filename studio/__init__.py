@@ -1,0 +1,1 @@
+"""Finetune Studio: a desktop app for LoRA/QLoRA fine-tuning."""

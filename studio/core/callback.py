@@ -1,0 +1,75 @@
+"""The TrainerCallback that turns trainer logs into studio events and honours the Stop button."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from studio.core.events import Emit, make_event
+
+
+class StudioCallback(TrainerCallback):
+    """Relays `started`, `step`, `eval` and `checkpoint` events; stops (with a save) when asked to.
+
+    Only the main process emits, so a multi-process run under `accelerate launch` writes each
+    event once.
+    """
+
+    def __init__(self, emit: Emit, should_stop: Callable[[], bool], *, config_digest: str,
+                 num_train_rows: int, resumed_from: str | None = None):
+        self.emit = emit
+        self.should_stop = should_stop
+        self.config_digest = config_digest
+        self.num_train_rows = num_train_rows
+        self.resumed_from = resumed_from
+        self.stopped = False
+        self._last_tokens: tuple[float, float] | None = None  # (time, tokens seen) at the last log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            import os
+
+            self.emit(make_event("started", pid=os.getpid(), total_steps=state.max_steps,
+                                 config_digest=self.config_digest, num_train_rows=self.num_train_rows,
+                                 resumed_from=self.resumed_from, start_step=state.global_step))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.stopped and self.should_stop():
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True  # the checkpoint a later Resume continues from
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "eval_loss" in logs:
+            self.emit(make_event("eval", step=state.global_step, eval_loss=logs["eval_loss"]))
+        if "loss" in logs:
+            self.emit(make_event(
+                "step",
+                step=state.global_step,
+                epoch=round(state.epoch or 0.0, 4),
+                loss=logs["loss"],
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens_per_second=self._tokens_per_second(logs),
+            ))
+
+    def _tokens_per_second(self, logs: dict[str, Any]) -> float | None:
+        # TRL logs the cumulative number of tokens trained on as `num_tokens`.
+        tokens = logs.get("num_tokens")
+        if tokens is None:
+            return None
+        now = time.monotonic()
+        previous, self._last_tokens = self._last_tokens, (now, float(tokens))
+        if previous is None or now <= previous[0]:
+            return None
+        return round((float(tokens) - previous[1]) / (now - previous[0]), 1)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.emit(make_event("checkpoint", step=state.global_step, path=str(path)))

@@ -1,0 +1,374 @@
+"""The run configuration: dataclasses with help text, TOML on disk, validation that names the key.
+
+Field names follow transformers / PEFT / TRL wherever those libraries have a name for the same
+knob (`r`, `lora_alpha`, `learning_rate`, ...), so users can carry knowledge both ways. Every field
+carries `metadata={"help": ...}`; the same text feeds the CLI, the Config tab's tooltips and
+`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value a user can fix; the message names the file (if any), key and value."""
+
+    def __init__(self, key: str, value: Any, reason: str, *, source: Path | None = None):
+        self.key = key
+        self.value = value
+        self.reason = reason
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key} = {value!r}: {reason}")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class ModelSettings:
+    """Which base model to fine-tune and how to load it."""
+
+    name_or_path: str = field(
+        default="",
+        metadata=_help(
+            "Base model: a local folder with config.json and weights, or a Hugging Face Hub id "
+            "such as meta-llama/Llama-3.2-3B-Instruct (taken from the local HF cache when present). "
+            "A relative folder is read relative to the config file."
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=_help("Run Python code shipped with the model. Only for models whose code you trust."),
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help(
+            "Attention kernel: sdpa (PyTorch's fused attention), eager, or flash_attention_2 when installed.",
+            choices=["sdpa", "eager", "flash_attention_2"],
+        ),
+    )
+
+
+@dataclass
+class QuantizationSettings:
+    """How the frozen base weights are stored while training (QLoRA = 4-bit)."""
+
+    mode: str = field(
+        default="4bit",
+        metadata=_help(
+            "Base weights in 4-bit (QLoRA, least memory), 8-bit, or none (16-bit LoRA, most memory).",
+            choices=["4bit", "8bit", "none"],
+        ),
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4",
+        metadata=_help("4-bit data type: nf4 (NormalFloat, best for normally distributed weights) or fp4.",
+                       choices=["nf4", "fp4"]),
+    )
+    bnb_4bit_use_double_quant: bool = field(
+        default=True,
+        metadata=_help("Quantise the quantisation constants too: saves about 0.37 bits per parameter."),
+    )
+    compute_dtype: str = field(
+        default="auto",
+        metadata=_help(
+            "Dtype for matrix products: auto picks bfloat16 on GPUs that support it, float16 on older "
+            "GPUs and float32 on CPU.",
+            choices=["auto", "bfloat16", "float16", "float32"],
+        ),
+    )
+
+
+@dataclass
+class LoraSettings:
+    """The low-rank adapter that is actually trained (PEFT LoraConfig)."""
+
+    r: int = field(default=16, metadata=_help("LoRA rank: size of the adapter matrices. 8–64 is typical.", min=1))
+    lora_alpha: int = field(
+        default=32, metadata=_help("LoRA scaling numerator; the update is scaled by lora_alpha / r.", min=1)
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata=_help("Dropout on the adapter's input during training.", min=0.0, max=0.9)
+    )
+    target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata=_help(
+            "Layers that get an adapter: 'all-linear' (every linear layer but the output head) or "
+            "module names such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj."
+        ),
+    )
+    bias: str = field(
+        default="none",
+        metadata=_help("Which biases are trained: none, all, or lora_only.", choices=["none", "all", "lora_only"]),
+    )
+
+
+@dataclass
+class DataSettings:
+    """Where the examples come from and what the loss is computed on."""
+
+    train_file: str = field(
+        default="",
+        metadata=_help(
+            "Training data: a .jsonl or .json file of chat conversations (OpenAI 'messages', ShareGPT "
+            "'conversations'), Alpaca records, prompt/completion pairs or plain 'text'. A relative path "
+            "is read relative to the config file."
+        ),
+    )
+    eval_file: str = field(
+        default="", metadata=_help("Optional separate evaluation file in the same format. Empty = none.")
+    )
+    eval_fraction: float = field(
+        default=0.0,
+        metadata=_help("Fraction of the training rows held out for evaluation (seeded). 0 = no eval split.",
+                       min=0.0, max=0.5),
+    )
+    train_on_responses_only: bool = field(
+        default=True,
+        metadata=_help(
+            "Compute the loss on the assistant's replies only (prompts are masked). Turn off to also "
+            "train on the user's turns."
+        ),
+    )
+
+
+@dataclass
+class TrainingSettings:
+    """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
+
+    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", min=0.0))
+    num_train_epochs: float = field(
+        default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
+    )
+    max_steps: int = field(
+        default=-1, metadata=_help("Stop after this many optimiser steps; -1 = use num_train_epochs.", min=-1)
+    )
+    per_device_train_batch_size: int = field(
+        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1)
+    )
+    gradient_accumulation_steps: int = field(
+        default=4,
+        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1),
+    )
+    max_length: int = field(
+        default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8)
+    )
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata=_help("How the learning rate changes over the run.",
+                       choices=["cosine", "linear", "constant", "constant_with_warmup"]),
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("Fraction of the steps spent warming the learning rate up.", min=0.0, max=0.5)
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the adapter.", min=0.0))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping threshold.", min=0.0))
+    optim: str = field(
+        default="auto",
+        metadata=_help(
+            "Optimiser: auto = paged_adamw_8bit on CUDA, adamw_torch on CPU.",
+            choices=["auto", "paged_adamw_8bit", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"],
+        ),
+    )
+    gradient_checkpointing: bool = field(
+        default=True, metadata=_help("Recompute activations in the backward pass: much less memory, ~30% slower.")
+    )
+    seed: int = field(default=42, metadata=_help("Random seed for initialisation, shuffling and the eval split."))
+    logging_steps: int = field(default=1, metadata=_help("Log loss and learning rate every N steps.", min=1))
+    save_steps: int = field(default=50, metadata=_help("Write a resumable checkpoint every N steps.", min=1))
+    save_total_limit: int = field(default=3, metadata=_help("Keep at most this many checkpoints.", min=1))
+    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps (when there is eval data).", min=1))
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to reproduce a run."""
+
+    name: str = field(default="", metadata=_help("Run name; empty = generated from the model and the time."))
+    model: ModelSettings = field(default_factory=ModelSettings)
+    quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def validate(self) -> None:
+        """Raise ConfigError for the first value that is out of range or inconsistent."""
+        for section in SECTIONS:
+            settings = getattr(self, section)
+            for f in dataclasses.fields(settings):
+                _check_bounds(f"{section}.{f.name}", getattr(settings, f.name), f.metadata)
+        if not self.model.name_or_path:
+            raise ConfigError("model.name_or_path", "", "no base model given")
+        if not self.data.train_file:
+            raise ConfigError("data.train_file", "", "no training data given")
+        if not self.lora.target_modules:
+            raise ConfigError("lora.target_modules", [], "name at least one module, or 'all-linear'")
+        if self.data.eval_file and self.data.eval_fraction > 0:
+            raise ConfigError("data.eval_fraction", self.data.eval_fraction,
+                              "give either an eval file or an eval fraction, not both")
+
+    def digest(self) -> str:
+        """A short stable fingerprint of the settings (the run name excluded)."""
+        payload = to_dict(self)
+        payload.pop("name", None)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+SECTIONS = ("model", "quantization", "lora", "data", "training")
+
+
+def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(key, value, f"must be at least {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(key, value, f"must be at most {meta['max']}")
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as plain TOML-able data."""
+    data = dataclasses.asdict(config)
+    return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def _coerce(key: str, value: Any, annotation: Any, source: Path | None) -> Any:
+    """Check a TOML value against a dataclass field type; ints are accepted where floats are expected."""
+    hint = annotation
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, bool) and hint is not bool:
+            raise ConfigError(key, value, f"expected {hint.__name__}, got a boolean", source=source)
+        if not isinstance(value, hint):
+            raise ConfigError(key, value, f"expected {hint.__name__}, got {type(value).__name__}", source=source)
+        return value
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str):  # "q_proj,v_proj" is a common hand-written form
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, value, "expected a list of strings", source=source)
+        return list(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def from_dict(data: dict[str, Any], *, source: Path | None = None) -> RunConfig:
+    """Build a RunConfig from parsed TOML, rejecting unknown keys and wrong types by name."""
+    data = dict(data)
+    version = data.pop("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError("schema_version", version, f"this studio reads version {SCHEMA_VERSION}", source=source)
+    config = RunConfig()
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(key, value, f"unknown key (known: {', '.join(['name', *SECTIONS])})", source=source)
+        if key == "name":
+            config.name = _coerce("name", value, str, source)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, f"expected a [{key}] table", source=source)
+        section_type = hints[key]
+        section_hints = typing.get_type_hints(section_type)
+        section = getattr(config, key)
+        for sub_key, sub_value in value.items():
+            full_key = f"{key}.{sub_key}"
+            if sub_key not in section_hints:
+                known = ", ".join(section_hints)
+                raise ConfigError(full_key, sub_value, f"unknown key (known in [{key}]: {known})", source=source)
+            setattr(section, sub_key, _coerce(full_key, sub_value, section_hints[sub_key], source))
+    try:
+        config.validate()
+    except ConfigError as error:
+        if source is not None and error.source is None:
+            raise ConfigError(error.key, error.value, error.reason, source=source) from None
+        raise
+    return config
+
+
+def loads(text: str, *, source: Path | None = None) -> RunConfig:
+    """Parse TOML text into a validated RunConfig."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("(file)", str(source or "<text>"), f"not valid TOML: {error}", source=source) from None
+    return from_dict(data, source=source)
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a TOML config file; relative model/data paths are resolved against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("(file)", str(path), "is not UTF-8 text") from None
+    config = loads(text, source=path)
+    resolve_relative_paths(config, path.parent)
+    return config
+
+
+def resolve_relative_paths(config: RunConfig, base: Path) -> None:
+    """Make relative local paths absolute; a Hub id such as 'org/model' stays as it is if no such folder exists."""
+    for section, key in (("data", "train_file"), ("data", "eval_file"), ("model", "name_or_path")):
+        settings = getattr(config, section)
+        value = getattr(settings, key)
+        if not value or Path(value).is_absolute():
+            continue
+        candidate = (base / value).resolve()
+        if section == "model" and not candidate.exists():
+            continue  # a Hub id
+        setattr(settings, key, str(candidate))
+
+
+def dumps(config: RunConfig) -> str:
+    """The config as TOML text (one table per section)."""
+    import tomli_w  # small; only needed when writing
+
+    return tomli_w.dumps(to_dict(config))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the config as TOML, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(config), encoding="utf-8")
+    tmp.replace(path)
+
+
+def copy_config(config: RunConfig) -> RunConfig:
+    """A deep copy (configs are mutable dataclasses edited by the UI)."""
+    return copy.deepcopy(config)
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of one field, for tooltips and docs."""
+    settings_type = typing.get_type_hints(RunConfig)[section]
+    for f in dataclasses.fields(settings_type):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{name}")

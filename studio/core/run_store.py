@@ -1,0 +1,156 @@
+"""Run directories: where a run's config, events, checkpoints, adapter and log live.
+
+    <runs dir>/<run name>/
+        run.toml            the resolved config, enough to reproduce the run
+        events.jsonl        append-only event log (see studio.core.events)
+        train.log           the training process's console output (warnings, tracebacks)
+        checkpoints/        checkpoint-N folders, each written atomically
+        adapter/            the final PEFT adapter with tokenizer and chat template
+        stop-request        present while a stop has been asked for
+
+The stop request is a file rather than a signal so that it works the same on every platform and
+from any process — also from a window reopened after the one that started the run was closed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio.core.events import TERMINAL_EVENTS, read_events
+from studio.core.paths import runs_dir
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Paths inside one run directory (nothing is created until written)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "run.toml"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def stop_request_path(self) -> Path:
+        return self.path / "stop-request"
+
+    def request_stop(self) -> None:
+        """Ask the training process to save and stop at the end of the current step."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.stop_request_path.write_text(f"{time.time()}\n", encoding="utf-8")
+
+    def stop_requested(self) -> bool:
+        return self.stop_request_path.exists()
+
+    def clear_stop_request(self) -> None:
+        self.stop_request_path.unlink(missing_ok=True)
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (staging folders are never listed)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoints_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        checkpoints = self.checkpoints()
+        return checkpoints[-1] if checkpoints else None
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.events_path)
+
+    def status(self) -> str:
+        """running | completed | stopped | failed | new, read from the events (and the pid, if unfinished)."""
+        events = self.events()
+        if not events:
+            return "new"
+        for event in reversed(events):
+            if event["event"] == "finished":
+                return event.get("status", "completed")
+            if event["event"] == "failed":
+                return "failed"
+        pid = next((e.get("pid") for e in reversed(events) if e.get("pid")), None)
+        if pid is not None and not _pid_alive(pid):
+            return "failed"  # the process vanished without a word: never report it as done
+        return "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+class RunStore:
+    """All runs under one root folder (default: the user data dir's `runs/`)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else runs_dir()
+
+    def new_run(self, name: str = "", model: str = "") -> RunDirectory:
+        """Reserve a fresh, uniquely named run directory."""
+        base = _slug(name) if name else f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(Path(model).name or 'model')}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        candidate, n = self.root / base, 2
+        while True:
+            try:
+                candidate.mkdir()
+                return RunDirectory(candidate)
+            except FileExistsError:
+                candidate, n = self.root / f"{base}-{n}", n + 1
+
+    def runs(self) -> list[RunDirectory]:
+        """Every run directory, newest first."""
+        if not self.root.is_dir():
+            return []
+        dirs = [RunDirectory(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(dirs, key=lambda r: r.path.stat().st_mtime, reverse=True)
+
+    def delete(self, run: RunDirectory) -> None:
+        shutil.rmtree(run.path)
+
+
+def is_terminal(event: dict[str, Any]) -> bool:
+    return event.get("event") in TERMINAL_EVENTS

@@ -1,0 +1,194 @@
+"""The training entry: data → tokens → (Q)LoRA model → TRL SFTTrainer → adapter, reported as events.
+
+`run_training(config, run_dir, emit, should_stop)` is a plain function (the Orange3 long-task
+pattern): the CLI calls it in the training child process with `emit` writing events.jsonl, and tests
+call it with a list's `append`. It never touches Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.core.chat_tokens import encode_example, ensure_chat_template, trained_token_count
+from studio.core.config import RunConfig
+from studio.core.dataset import DataError, LoadedData, load_training_data
+from studio.core.events import Emit, make_event
+from studio.core.run_store import RunDirectory
+
+log = logging.getLogger(__name__)
+
+
+class AdapterCheckError(RuntimeError):
+    """The adapter written at the end of training cannot be read back."""
+
+
+def tokenize_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_only: bool) -> list[dict[str, Any]]:
+    """Encode every example with the same function the Dataset tab's preview uses."""
+    rows = [encode_example(tokenizer, ex, train_on_responses_only=train_on_responses_only) for ex in data.examples]
+    if not any(trained_token_count(row["labels"]) for row in rows):
+        raise DataError(
+            f"{data.path}: no row has a token to train on (every label is masked). Check that the "
+            "conversations contain assistant replies, or turn off 'train on responses only'."
+        )
+    return rows
+
+
+def _model_load_kwargs(config: RunConfig, hardware: Any) -> dict[str, Any]:
+    from studio.core.library_configs import quantization_config, torch_dtype
+
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(hardware.compute_dtype),
+        "attn_implementation": config.model.attn_implementation,
+        "trust_remote_code": config.model.trust_remote_code,
+    }
+    quant = quantization_config(config, hardware)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        # Quantised weights must be placed at load time; under `accelerate launch` each process
+        # takes the GPU of its own local rank.
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": f"cuda:{local_rank}" if hardware.device == "cuda" else "cpu"}
+    return kwargs
+
+
+def _atomic_checkpoint_trainer(base: type) -> type:
+    """A trainer subclass whose checkpoints appear whole or not at all (staging folder + rename)."""
+
+    class AtomicCheckpointTrainer(base):
+        _staging_dir: str | None = None
+
+        def _get_output_dir(self, trial):
+            return self._staging_dir or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            from transformers.trainer_utils import rotate_checkpoints
+
+            final_root = Path(super()._get_output_dir(trial))
+            name = f"checkpoint-{self.state.global_step}"
+            staging = final_root / ".staging"
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)  # a save torn by an earlier kill
+            self._staging_dir = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_dir = None
+            if self.args.should_save:
+                target = final_root / name
+                if target.exists():  # the same step saved twice (e.g. stop on a save step)
+                    shutil.rmtree(target)
+                os.replace(staging / name, target)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit)
+
+    return AtomicCheckpointTrainer
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
+    """Write the PEFT adapter plus tokenizer and chat template, atomically."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
+def verify_adapter(adapter_dir: Path) -> int:
+    """Read the adapter back (config and every tensor); returns the number of LoRA tensors."""
+    import torch
+    from peft import PeftConfig
+    from safetensors import safe_open
+
+    PeftConfig.from_pretrained(str(adapter_dir))
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise AdapterCheckError(f"{weights} was not written")
+    count = 0
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            if not torch.isfinite(f.get_tensor(key)).all():
+                raise AdapterCheckError(f"{weights}: tensor {key} holds NaN or infinity")
+            count += 1
+    if count == 0:
+        raise AdapterCheckError(f"{weights} holds no tensors")
+    return count
+
+
+def run_training(
+    config: RunConfig,
+    run_dir: RunDirectory,
+    emit: Emit,
+    should_stop: Callable[[], bool] = lambda: False,
+    *,
+    resume_from: Path | None = None,
+) -> str:
+    """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
+    config.validate()
+    emit(make_event("log", level="info", message=f"Reading {config.data.train_file}"))
+    train_data = load_training_data(Path(config.data.train_file))
+    eval_data = load_training_data(Path(config.data.eval_file)) if config.data.eval_file else None
+
+    emit(make_event("log", level="info", message="Loading tokenizer"))
+    import datasets
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from studio.core.callback import StudioCallback
+    from studio.core.library_configs import lora_config, resolve_hardware, sft_config
+
+    transformers.set_seed(config.training.seed)
+    datasets.disable_progress_bars()
+    hardware = resolve_hardware(config)
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path,
+                                              trust_remote_code=config.model.trust_remote_code)
+    ensure_chat_template(tokenizer)
+
+    responses_only = config.data.train_on_responses_only
+    train_rows = tokenize_dataset(tokenizer, train_data, train_on_responses_only=responses_only)
+    train_set = datasets.Dataset.from_list(train_rows)
+    eval_set = None
+    if eval_data is not None:
+        eval_set = datasets.Dataset.from_list(
+            tokenize_dataset(tokenizer, eval_data, train_on_responses_only=responses_only))
+    elif config.data.eval_fraction > 0:
+        split = train_set.train_test_split(test_size=config.data.eval_fraction, seed=config.training.seed)
+        train_set, eval_set = split["train"], split["test"]
+
+    emit(make_event("log", level="info",
+                    message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
+                            f"{hardware.compute_dtype} on {hardware.device})"))
+    model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **_model_load_kwargs(config, hardware))
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
+                              resumed_from=str(resume_from) if resume_from else None)
+    trainer_class = _atomic_checkpoint_trainer(SFTTrainer)
+    trainer = trainer_class(
+        model=model,
+        args=sft_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=[callback],
+    )
+    # Our callback reports every log as an event; the default printer would repeat each one as a dict.
+    trainer.remove_callback(transformers.PrinterCallback)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    status = "stopped" if callback.stopped else "completed"
+    if trainer.is_world_process_zero():
+        save_adapter(trainer.model, tokenizer, run_dir.adapter_dir)
+        tensors = verify_adapter(run_dir.adapter_dir)
+        final_loss = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
+        emit(make_event("finished", status=status, step=trainer.state.global_step, final_loss=final_loss,
+                        adapter=str(run_dir.adapter_dir), adapter_tensors=tensors))
+    return status

@@ -1,0 +1,28 @@
+"""Starting the window: the QApplication, its identity and icon, then the main window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def icon_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "resources" / "icons" / "finetune-studio.png"
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("Finetune Studio")
+    app.setOrganizationName("finetune-studio")
+    app.setDesktopFileName("finetune-studio")
+    if icon_path().is_file():
+        app.setWindowIcon(QIcon(str(icon_path())))
+
+    from studio.ui.qt_main_window import QtMainWindow
+
+    window = QtMainWindow()
+    window.show()
+    return app.exec()

@@ -1,0 +1,174 @@
+"""The main window: Dataset, Config, Training and Chat tabs around one current RunConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
+
+from studio.core.config import ConfigError, RunConfig, load_config, save_config
+from studio.core.gpu import TelemetrySource
+from studio.core.paths import user_data_dir
+from studio.core.run_store import RunDirectory, RunStore
+from studio.ui.qt_chat_tab import QtChatTab
+from studio.ui.qt_config_tab import QtConfigTab
+from studio.ui.qt_dataset_tab import QtDatasetTab
+from studio.ui.qt_training_tab import QtTrainingTab
+from studio.ui.qt_workers import QtFunctionWorker
+
+LAST_CONFIG_NAME = "last-config.toml"
+
+
+def last_config_path() -> Path:
+    return user_data_dir() / LAST_CONFIG_NAME
+
+
+class QtMainWindow(QMainWindow):
+    def __init__(self, *, store: RunStore | None = None, telemetry: TelemetrySource | None = None,
+                 offer_demo: bool = True):
+        super().__init__()
+        self.setWindowTitle("Finetune Studio")
+        self.resize(1180, 780)
+        self.config = RunConfig()
+        self.store = store or RunStore()
+        self._demo_worker: QtFunctionWorker | None = None
+
+        self.dataset_tab = QtDatasetTab()
+        self.config_tab = QtConfigTab()
+        self.training_tab = QtTrainingTab(self.store, telemetry)
+        self.chat_tab = QtChatTab()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        for widget, title in ((self.dataset_tab, "Dataset"), (self.config_tab, "Config"),
+                              (self.training_tab, "Training"), (self.chat_tab, "Chat")):
+            self.tabs.addTab(widget, title)
+        self.setCentralWidget(self.tabs)
+        self.banner = QLabel()
+        self.statusBar().addWidget(self.banner, 1)
+
+        self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
+        self.config_tab.changed.connect(self._on_config_edited)
+        self.training_tab.start_button.clicked.connect(self.start_training)
+        self.training_tab.run_ended.connect(self._on_run_ended)
+        self._build_menus()
+
+        settings = QSettings()
+        geometry = settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+
+        if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
+            self.banner.setText("Restored your last settings.")
+        elif offer_demo:
+            self.prepare_demo()
+
+    # --- menus --------------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in (
+            ("Open dataset…", QKeySequence.StandardKey.Open, self.dataset_tab._browse),
+            ("Open config…", None, self._open_config_dialog),
+            ("Save config as…", QKeySequence.StandardKey.SaveAs, self._save_config_dialog),
+            ("Use the offline demo", None, self.prepare_demo),
+            ("Quit", QKeySequence.StandardKey.Quit, self.close),
+        ):
+            action = QAction(text, self)
+            if shortcut is not None:
+                action.setShortcut(shortcut)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("About Finetune Studio", self)
+        about.triggered.connect(lambda: QMessageBox.about(
+            self, "Finetune Studio",
+            "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
+            f"runs are kept in {self.store.root}."))
+        help_menu.addAction(about)
+
+    # --- the current config -----------------------------------------------------------------------
+    def set_config(self, config: RunConfig) -> None:
+        self.config = config
+        self.config_tab.set_config(config)
+        if config.data.train_file and Path(config.data.train_file).is_file():
+            self.dataset_tab.open_path(Path(config.data.train_file))
+        base = config.model.name_or_path
+        self.chat_tab.set_model(base)
+
+    def _on_dataset_chosen(self, path: Path) -> None:
+        self.config.data.train_file = str(path)
+
+    def _on_config_edited(self) -> None:
+        self.config_tab.apply_to(self.config)
+
+    def _load_config_file(self, path: Path, *, quiet: bool = False) -> bool:
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            if not quiet:
+                QMessageBox.warning(self, "Cannot open config", str(error))
+            return False
+        self.set_config(config)
+        return True
+
+    def _open_config_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open config", "", "Run configs (*.toml)")
+        if path:
+            self._load_config_file(Path(path))
+
+    def _save_config_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save config", "run.toml", "Run configs (*.toml)")
+        if path:
+            self.config_tab.apply_to(self.config)
+            save_config(self.config, Path(path))
+
+    # --- first launch: the offline demo --------------------------------------------------------------
+    def prepare_demo(self) -> QtFunctionWorker:
+        """Build the demo (seconds, once) in the background and select it, so Start works at once."""
+        from studio.core.demo import build_demo
+        from studio.core.presets import write_demo_config
+
+        def build(progress):
+            assets = build_demo(progress=progress)
+            write_demo_config(assets)
+            return assets
+
+        self.banner.setText("Preparing the offline demo model and dataset…")
+        worker = QtFunctionWorker(build, pass_progress=True, parent=self)
+        worker.progress.connect(self.banner.setText)
+        worker.succeeded.connect(self._on_demo_ready)
+        worker.failed.connect(lambda message: self.banner.setText(f"The demo could not be built: {message}"))
+        self._demo_worker = worker
+        worker.start()
+        return worker
+
+    def _on_demo_ready(self, assets) -> None:
+        if self._load_config_file(assets.config_path):
+            self.banner.setText("The offline demo is selected: a tiny model and 10 support-desk conversations. "
+                                "Press Start training on the Training tab.")
+            self.tabs.setCurrentWidget(self.training_tab)
+
+    # --- training ------------------------------------------------------------------------------------------
+    def start_training(self) -> RunDirectory | None:
+        self.config_tab.apply_to(self.config)
+        run_dir = self.training_tab.start(self.config)
+        if run_dir is not None:
+            save_config(self.config, last_config_path())
+        return run_dir
+
+    def _on_run_ended(self, run_dir: RunDirectory, status: str, message: str) -> None:
+        if status != "failed" and (run_dir.adapter_dir / "adapter_config.json").is_file():
+            self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
+        self.banner.setText(f"Run {run_dir.name}: {status}.")
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self.training_tab.confirm_close():
+            event.ignore()
+            return
+        QSettings().setValue("window/geometry", self.saveGeometry())
+        if self._demo_worker is not None:
+            self._demo_worker.wait()
+        self.training_tab.shutdown()
+        self.chat_tab.shutdown()
+        event.accept()

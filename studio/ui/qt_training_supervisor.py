@@ -1,0 +1,143 @@
+"""QtTrainingSupervisor: owns the training child process and relays its events as Qt signals.
+
+Why a child process: a CUDA OOM, a crash in a native kernel or a kill can never take the window
+down, and all GPU memory goes back to the card when the process exits.
+
+The child's stdout/stderr go straight to the run's `train.log` file instead of a pipe: nothing can
+fill up and stall the child, and the run keeps going (and logging) if the window closes. Events
+are read by tailing `events.jsonl` — the same file the run history and re-attach read — so the live
+view and the stored run can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QThread, Signal
+
+from studio.core.events import EventReader, TERMINAL_EVENTS, append_event, make_event
+from studio.core.run_store import RunDirectory
+
+POLL_INTERVAL_MS = 100
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGKILL'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def training_command(run_dir: RunDirectory, *, resume: bool = False) -> list[str]:
+    """The child's command line: the same `finetune-studio train` a user can run in a terminal."""
+    command = [sys.executable, "-m", "studio", "train", str(run_dir.config_path), "--output", str(run_dir.path)]
+    if resume:
+        command.append("--resume")
+    return command
+
+
+class QtTrainingSupervisor(QThread):
+    """Starts `finetune-studio train` for a run directory and reports its events and its ending.
+
+    Signals: `event(dict)` for every event of the run (from its first line), `ended(status, message)`
+    once the process is gone, with status completed | stopped | failed.
+    """
+
+    event = Signal(dict)
+    ended = Signal(str, str)
+
+    def __init__(self, run_dir: RunDirectory, *, resume: bool = False, stop_timeout_s: float = 120.0, parent=None):
+        super().__init__(parent)
+        self.run_dir = run_dir
+        self.resume = resume
+        self.stop_timeout_s = stop_timeout_s
+        self.pid: int | None = None
+        self._process: subprocess.Popen | None = None
+        self._stop_deadline: float | None = None
+        self._kill_now = False
+
+    # --- called from the GUI thread -------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: ask the run to save and stop. Second call: kill it."""
+        if self._stop_deadline is None:
+            self.run_dir.request_stop()
+            self._stop_deadline = time.monotonic() + self.stop_timeout_s
+        else:
+            self._kill_now = True
+
+    def kill(self) -> None:
+        self._kill_now = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_deadline is not None
+
+    # --- the supervising thread -------------------------------------------------------------------
+    def run(self) -> None:
+        self.run_dir.clear_stop_request()
+        log_file = open(self.run_dir.log_path, "ab")
+        try:
+            process = self._start(log_file)
+        except OSError as error:
+            log_file.close()
+            self._finish_with_failure(f"the training process could not start: {error}")
+            return
+        self._process, self.pid = process, process.pid
+        reader = EventReader(self.run_dir.events_path)
+        terminal: dict | None = None
+        try:
+            while True:
+                terminal = self._relay(reader) or terminal
+                if process.poll() is not None:
+                    break
+                if self.isInterruptionRequested():
+                    return  # detached: the run goes on and keeps writing its run directory
+                if self._kill_now or (self._stop_deadline is not None and time.monotonic() > self._stop_deadline):
+                    process.kill()
+                    process.wait()
+                    break
+                self.msleep(POLL_INTERVAL_MS)
+            terminal = self._relay(reader) or terminal  # the last events written before the exit
+        finally:
+            log_file.close()
+        returncode = process.returncode
+        if terminal is not None and not (terminal["event"] == "finished" and returncode != 0):
+            status = terminal.get("status", "completed") if terminal["event"] == "finished" else "failed"
+            self.ended.emit(status, terminal.get("message") or terminal.get("hint") or "")
+            return
+        # The process ended without saying how: record it in the run so history tells the truth too.
+        self._finish_with_failure(f"the training process ended unexpectedly ({describe_exit(returncode)}); "
+                                  f"see {self.run_dir.log_path.name}")
+
+    def _start(self, log_file) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        kwargs: dict = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+        else:
+            kwargs["start_new_session"] = True  # Ctrl-C in the studio's terminal does not hit the run
+        return subprocess.Popen(training_command(self.run_dir, resume=self.resume), stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **kwargs)
+
+    def _relay(self, reader: EventReader) -> dict | None:
+        terminal = None
+        for event in reader.read_new():
+            self.event.emit(event)
+            if event["event"] in TERMINAL_EVENTS:
+                terminal = event
+        return terminal
+
+    def _finish_with_failure(self, message: str) -> None:
+        event = make_event("failed", kind="crash", message=message,
+                           hint="Resume from the last checkpoint, or read train.log for the cause.")
+        append_event(self.run_dir.events_path, event)
+        self.event.emit(event)
+        self.ended.emit("failed", message)

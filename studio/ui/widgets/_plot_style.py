@@ -1,0 +1,82 @@
+"""Shared look of the app's pyqtgraph plots: white background, dark axes.
+
+Kept in one place so the loss plot and the GPU panel read as one family in
+screenshots and docs.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+
+BACKGROUND = "w"
+FOREGROUND = "#303030"
+MUTED = "#707070"
+GRID_ALPHA = 0.18
+
+# Tableau-like colours: distinct on white and for common colour blindness.
+BLUE = "#1f77b4"
+ORANGE = "#e8710a"
+GREEN = "#2ca02c"
+RED = "#c62828"
+GREY = "#7f7f7f"
+
+_configured = False
+
+
+def configure_pyqtgraph() -> None:
+    """Apply global pyqtgraph options once, before the first plot is built."""
+    global _configured
+    if _configured:
+        return
+    # Global on purpose: per-item antialias is easy to forget on new curves,
+    # and downsampling + clip-to-view keep the painted point count small.
+    pg.setConfigOptions(antialias=True)
+    _configured = True
+
+
+def make_plot_widget(
+    title: str,
+    x_label: str | None,
+    y_label: str | None,
+    axis_items: dict | None = None,
+) -> pg.PlotWidget:
+    """A white PlotWidget with dark axes, a light grid and a title.
+
+    A ``None`` label leaves that axis unlabelled (e.g. clock-time axes).
+    """
+    configure_pyqtgraph()
+    widget = pg.PlotWidget(background=BACKGROUND, axisItems=axis_items)
+    plot = widget.getPlotItem()
+    plot.setTitle(title, color=FOREGROUND, size="11pt")
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(pg.mkPen(FOREGROUND))
+        axis.setTextPen(pg.mkPen(FOREGROUND))
+    for side, label in (("bottom", x_label), ("left", y_label)):
+        if label is not None:
+            plot.setLabel(side, label, color=FOREGROUND)
+    plot.showGrid(x=True, y=True, alpha=GRID_ALPHA)
+    return widget
+
+
+def add_legend(plot: pg.PlotItem) -> pg.LegendItem:
+    """A compact top-right legend on a translucent white card."""
+    return plot.addLegend(
+        offset=(-8, 8),
+        brush=pg.mkBrush(255, 255, 255, 215),
+        pen=pg.mkPen(0, 0, 0, 45),
+        labelTextColor=FOREGROUND,
+        labelTextSize="9pt",
+        verSpacing=-4,
+    )
+
+
+def enable_fast_downsampling(curve: pg.PlotDataItem, method: str = "peak") -> None:
+    """Auto-downsample and clip ``curve`` so long histories repaint quickly."""
+    curve.setDownsampling(auto=True, method=method)
+    curve.setClipToView(True)
+    # pyqtgraph keeps ~5 samples per pixel by default; one (a min/max pair for
+    # "peak") looks the same and paints several times faster with thick
+    # antialiased pens. There is no public setter, hence the guarded access.
+    if "autoDownsampleFactor" in curve.opts:
+        curve.opts["autoDownsampleFactor"] = 1.0

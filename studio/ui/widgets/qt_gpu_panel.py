@@ -1,0 +1,414 @@
+"""GPU (or host RAM) telemetry panel: memory over time plus live stats."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from studio.core.gpu import (
+    NO_GPU_TEXT,
+    GpuReading,
+    HostReading,
+    TelemetrySource,
+    format_bytes,
+)
+from studio.ui.widgets import _plot_style as style
+from studio.ui.widgets._growing_buffer import GrowingBuffer
+
+__all__ = ["QtGpuPanel"]
+
+_log = logging.getLogger(__name__)
+
+_GIB = float(1024**3)
+_REDRAW_INTERVAL_MS = 100
+# Column layout of the history buffer; host readings fill only the first two.
+_TIME, _CARD, _PROCESS = 0, 1, 2
+
+
+class _QtTelemetrySampler(QThread):
+    """Calls ``source.read(pid)`` every ``interval_s`` off the GUI thread.
+
+    A plain QThread with an Event-based sleep rather than a QTimer: stop()
+    wakes the loop at once, so closing the window never waits an interval.
+    """
+
+    reading_ready = Signal(object)
+
+    def __init__(self, source: TelemetrySource, interval_s: float, pid: int | None):
+        super().__init__()
+        self._source = source
+        self._interval_s = interval_s
+        self._stop_event = threading.Event()
+        # Plain attribute: rebinding is atomic under the GIL, no lock needed.
+        self.pid = pid
+
+    def run(self) -> None:
+        failed_before = False
+        while not self._stop_event.is_set():
+            try:
+                reading = self._source.read(self.pid)
+            except Exception:  # noqa: BLE001 - a sampler must outlive bad reads
+                if not failed_before:
+                    _log.exception("telemetry read failed; will keep trying")
+                    failed_before = True
+                reading = None
+            if reading is not None:
+                self.reading_ready.emit(reading)
+            self._stop_event.wait(self._interval_s)
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+
+class QtGpuPanel(QWidget):
+    """Memory-over-time plot and live stats for one :class:`TelemetrySource`.
+
+    With an NVIDIA card it plots card-wide usage, the training process's own
+    usage and a dashed line at the card's capacity; without one it plots the
+    training process's RAM. Sampling runs on a worker thread (see
+    :meth:`start`); :meth:`add_reading` is public so tests and replays can feed
+    readings directly.
+    """
+
+    #: Fraction of the card (or host RAM) above which memory shows as a warning.
+    WARNING_FRACTION = 0.95
+
+    def __init__(
+        self,
+        source: TelemetrySource,
+        parent: QWidget | None = None,
+        *,
+        interval_s: float = 0.5,
+    ) -> None:
+        super().__init__(parent)
+        self._source = source
+        self._interval_s = interval_s
+        self._pid: int | None = None
+        self._sampler: _QtTelemetrySampler | None = None
+        self._history = GrowingBuffer(3, capacity=512)
+        self._total_bytes: int | None = None
+        self._peak_bytes: int | None = None
+        self._process_peak_bytes: int | None = None
+        self._memory_warning = False
+        self._latest: GpuReading | HostReading | None = None
+
+        self._header = QLabel(self._header_text(source))
+        self._header.setObjectName("gpuPanelHeader")
+        self._header.setWordWrap(True)
+        self._header.setStyleSheet("font-weight: 600;")
+
+        self._build_plot()
+        stats = self._build_stats()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(6)
+        layout.addWidget(self._header)
+        layout.addWidget(self._plot_widget, stretch=1)
+        layout.addWidget(self._legend)
+        layout.addLayout(stats)
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(_REDRAW_INTERVAL_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
+
+        app = QApplication.instance()
+        if app is not None:
+            # A QThread still running at interpreter exit aborts the process.
+            app.aboutToQuit.connect(self.stop)
+
+    # ------------------------------------------------------------ building
+
+    @staticmethod
+    def _header_text(source: TelemetrySource) -> str:
+        if source.has_gpu or NO_GPU_TEXT.lower() in source.description.lower():
+            return source.description
+        return f"{NO_GPU_TEXT} — {source.description}"
+
+    def _build_plot(self) -> None:
+        has_gpu = self._source.has_gpu
+        self._plot_widget = style.make_plot_widget(
+            "GPU memory" if has_gpu else "Training process memory (RAM)",
+            None,
+            "GiB",
+            axis_items={"bottom": pg.DateAxisItem(orientation="bottom")},
+        )
+        self._plot_widget.setMinimumHeight(160)
+        plot = self._plot_widget.getPlotItem()
+        plot.setMouseEnabled(x=True, y=False)
+        self._card_curve = self._process_curve = self._total_curve = None
+        if has_gpu:
+            self._card_curve = plot.plot(name="card used", pen=pg.mkPen(style.BLUE, width=2))
+            self._process_curve = plot.plot(
+                name="training process", pen=pg.mkPen(style.GREEN, width=2)
+            )
+            self._total_curve = plot.plot(
+                name="card total",
+                pen=pg.mkPen(style.GREY, width=1.5, style=Qt.PenStyle.DashLine),
+            )
+        else:
+            self._process_curve = plot.plot(
+                name="training process RSS", pen=pg.mkPen(style.BLUE, width=2)
+            )
+        for curve in (self._card_curve, self._process_curve):
+            if curve is not None:
+                # "peak" so a short allocation spike, the thing that OOMs a
+                # run, stays visible however long the history gets.
+                style.enable_fast_downsampling(curve, "peak")
+        # Below the plot rather than pyqtgraph's in-plot legend: memory curves
+        # sweep the whole view, so any in-plot corner ends up covering data.
+        self._legend = QLabel(self._legend_html(has_gpu))
+        self._legend.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._legend.setVisible(has_gpu)
+
+    @staticmethod
+    def _legend_html(has_gpu: bool) -> str:
+        if not has_gpu:
+            return ""
+        entries = [
+            (style.BLUE, "solid", "card used"),
+            (style.GREEN, "solid", "training process"),
+            (style.GREY, "dashed", "card total"),
+        ]
+        swatch = (
+            '<span style="color:{0}; font-weight:bold;">{1}</span>'
+            '&nbsp;<span style="color:{2};">{3}</span>'
+        )
+        return "&nbsp;&nbsp;&nbsp;".join(
+            swatch.format(colour, "━━" if kind == "solid" else "╍╍", style.FOREGROUND, text)
+            for colour, kind, text in entries
+        )
+
+    def _build_stats(self) -> QGridLayout:
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(2)
+        self._value_labels: dict[str, QLabel] = {}
+        if self._source.has_gpu:
+            rows = [
+                ("memory", "Card memory"), ("utilization", "Utilisation"),
+                ("process", "Process"), ("temperature", "Temperature"),
+                ("peak", "Peak"), ("power", "Power"),
+            ]  # fmt: skip
+        else:
+            rows = [("memory", "Process RAM"), ("peak", "Peak RAM")]
+        for i, (key, caption) in enumerate(rows):
+            name = QLabel(caption + ":")
+            name.setStyleSheet(f"color: {style.MUTED};")
+            value = QLabel("—")
+            value.setObjectName(f"gpuPanel_{key}")
+            self._value_labels[key] = value
+            row, col = divmod(i, 2)
+            grid.addWidget(name, row, col * 2)
+            grid.addWidget(value, row, col * 2 + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        return grid
+
+    # ----------------------------------------------------------------- API
+
+    @property
+    def source(self) -> TelemetrySource:
+        """Where readings come from."""
+        return self._source
+
+    @property
+    def header_text(self) -> str:
+        """The device line shown above the plot."""
+        return self._header.text()
+
+    @property
+    def pid(self) -> int | None:
+        """The watched training process, ``None`` when idle."""
+        return self._pid
+
+    def set_pid(self, pid: int | None) -> None:
+        """Watch ``pid`` (the training child); ``None`` when no run is active.
+
+        A new pid starts a new run, so the peaks restart from zero.
+        """
+        if pid is not None and pid != self._pid:
+            self.reset_peak()
+        self._pid = pid
+        if self._sampler is not None:
+            self._sampler.pid = pid
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the sampling thread is alive."""
+        return self._sampler is not None and self._sampler.isRunning()
+
+    def start(self) -> None:
+        """Start sampling at ``1 / interval_s`` Hz on a worker thread (idempotent)."""
+        if self.is_running:
+            return
+        self._sampler = _QtTelemetrySampler(self._source, self._interval_s, self._pid)
+        self._sampler.reading_ready.connect(self.add_reading)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        """Stop sampling and join the thread; call from the owner's closeEvent."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is None:
+            return
+        sampler.request_stop()
+        # Reads are a few NVML/psutil calls, so joining is short and makes
+        # deleting the panel right after stop() safe.
+        sampler.wait()
+        sampler.reading_ready.disconnect(self.add_reading)
+
+    def add_reading(self, reading: GpuReading | HostReading | None) -> None:
+        """Record one reading: update the labels now and the plot shortly."""
+        if reading is None:
+            return
+        self._latest = reading
+        if isinstance(reading, GpuReading):
+            used, total = reading.card_used_bytes, reading.card_total_bytes
+            process = reading.process_used_bytes
+            self._history.append(
+                reading.time, used / _GIB, np.nan if process is None else process / _GIB
+            )
+            self._track_peaks(used, process)
+        else:
+            used, total = reading.process_rss_bytes, reading.host_total_bytes
+            self._history.append(reading.time, np.nan, used / _GIB)
+            self._track_peaks(used, None)
+        self._total_bytes = total or None
+        self._update_labels(reading, used, total)
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def clear(self) -> None:
+        """Forget the history and peaks."""
+        self._history.clear()
+        self._latest = None
+        self.reset_peak()
+        for label in self._value_labels.values():
+            label.setText("—")
+        self._set_warning(False)
+        self._redraw()
+
+    def reset_peak(self) -> None:
+        """Restart peak tracking (a new run began)."""
+        self._peak_bytes = None
+        self._process_peak_bytes = None
+        if "peak" in self._value_labels:
+            self._value_labels["peak"].setText("—")
+
+    @property
+    def reading_count(self) -> int:
+        """Readings recorded since construction or :meth:`clear`."""
+        return len(self._history)
+
+    @property
+    def latest_reading(self) -> GpuReading | HostReading | None:
+        """The most recent reading, if any."""
+        return self._latest
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """Highest card usage (GPU) or process RSS (host) since the last reset."""
+        return self._peak_bytes
+
+    @property
+    def process_peak_bytes(self) -> int | None:
+        """Highest per-process card usage since the last reset (GPU only)."""
+        return self._process_peak_bytes
+
+    @property
+    def memory_warning(self) -> bool:
+        """Whether the latest reading is above :attr:`WARNING_FRACTION` of total."""
+        return self._memory_warning
+
+    def value_text(self, key: str) -> str:
+        """Text of a stat label: ``memory``, ``process``, ``utilization``,
+        ``temperature``, ``power`` or ``peak`` (the last three GPU-only)."""
+        return self._value_labels[key].text()
+
+    # ------------------------------------------------------------- Qt hooks
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        self.stop()
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------ internals
+
+    def _track_peaks(self, used: int, process: int | None) -> None:
+        self._peak_bytes = used if self._peak_bytes is None else max(self._peak_bytes, used)
+        if process is not None:
+            self._process_peak_bytes = (
+                process
+                if self._process_peak_bytes is None
+                else max(self._process_peak_bytes, process)
+            )
+
+    def _update_labels(
+        self, reading: GpuReading | HostReading, used: int, total: int
+    ) -> None:
+        labels = self._value_labels
+        fraction = used / total if total else 0.0
+        labels["memory"].setText(_fmt_used_of_total(used, total))
+        if isinstance(reading, GpuReading):
+            process = format_bytes(reading.process_used_bytes)
+            if self._process_peak_bytes is not None:
+                process += f" (peak {format_bytes(self._process_peak_bytes)})"
+            labels["process"].setText(process)
+            labels["utilization"].setText(_fmt(reading.utilization_pct, "{:.0f}%"))
+            labels["temperature"].setText(_fmt(reading.temperature_c, "{:.0f} °C"))
+            labels["power"].setText(_fmt(reading.power_w, "{:.0f} W"))
+        labels["peak"].setText(format_bytes(self._peak_bytes))
+        self._set_warning(bool(total) and fraction > self.WARNING_FRACTION)
+
+    def _set_warning(self, warning: bool) -> None:
+        if warning == self._memory_warning:
+            return
+        self._memory_warning = warning
+        label = self._value_labels["memory"]
+        label.setStyleSheet(f"color: {style.RED}; font-weight: 600;" if warning else "")
+        label.setToolTip(
+            "Memory is nearly full: training may run out of memory. Try a smaller "
+            "batch size, a shorter max length or gradient checkpointing."
+            if warning
+            else ""
+        )
+
+    def _redraw(self) -> None:
+        self._redraw_timer.stop()
+        times = self._history.column(_TIME)
+        process = self._history.column(_PROCESS)
+        self._process_curve.setData(times, process, connect="finite")
+        top = np.nanmax(process) if len(process) and np.isfinite(process).any() else 0.0
+        if self._card_curve is not None:
+            card = self._history.column(_CARD)
+            self._card_curve.setData(times, card, connect="finite")
+            if len(card) and np.isfinite(card).any():
+                top = max(top, float(np.nanmax(card)))
+        if self._total_curve is not None and self._total_bytes and len(times):
+            total = self._total_bytes / _GIB
+            self._total_curve.setData([times[0], times[-1]], [total, total])
+            top = max(top, total)
+        plot = self._plot_widget.getPlotItem()
+        # Memory reads best against zero; autoscaling y would exaggerate noise.
+        plot.setYRange(0.0, max(top, 0.1) * 1.08, padding=0)
+
+
+def _fmt_used_of_total(used: int, total: int) -> str:
+    if not total:
+        return format_bytes(used)
+    if total >= _GIB:
+        # One unit for both numbers keeps the label short enough for a sidebar.
+        text = f"{used / _GIB:.1f} / {total / _GIB:.1f} GiB"
+    else:
+        text = f"{format_bytes(used)} / {format_bytes(total)}"
+    return f"{text} ({used / total:.0%})"
+
+
+def _fmt(value: float | None, template: str) -> str:
+    return "—" if value is None else template.format(value)
