@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "NO_GPU_TEXT",
@@ -202,14 +203,10 @@ class NvmlTelemetry:
                 lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
             ),
             temperature_c=self._metric(
-                lambda: float(
-                    nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
-                )
+                lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
             ),
             # NVML reports milliwatts.
-            power_w=self._metric(
-                lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
-            ),
+            power_w=self._metric(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
         )
 
     def _metric(self, fn: Callable[[], _T]) -> _T | None:
@@ -268,13 +265,10 @@ class HostTelemetry:
             description = (
                 f"{NO_GPU_TEXT} — showing the training process's RAM"
                 if self._psutil is not None
-                else f"{NO_GPU_TEXT} — install psutil to see the training "
-                "process's RAM"
+                else f"{NO_GPU_TEXT} — install psutil to see the training process's RAM"
             )
         self.description = description
-        self.host_total_bytes = (
-            int(self._psutil.virtual_memory().total) if self._psutil else 0
-        )
+        self.host_total_bytes = int(self._psutil.virtual_memory().total) if self._psutil else 0
 
     def read(self, pid: int | None) -> HostReading | None:
         """RSS of ``pid`` and its children; ``None`` when idle or it has exited."""

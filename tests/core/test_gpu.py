@@ -40,7 +40,6 @@ def _real_nvml_works() -> bool:
 
 
 HAS_NVIDIA_GPU = _real_nvml_works()
-needs_gpu = pytest.mark.skipif(not HAS_NVIDIA_GPU, reason="needs an NVIDIA GPU")
 needs_no_gpu = pytest.mark.skipif(HAS_NVIDIA_GPU, reason="checks the no-GPU fallback")
 
 
@@ -58,7 +57,7 @@ def make_fake_nvml(**overrides) -> types.ModuleType:
     mod.NVML_TEMPERATURE_GPU = 0
     mod.init_calls = 0
 
-    def nvmlInit():
+    def nvmlInit():  # noqa: N802 - mirrors the pynvml name
         mod.init_calls += 1
 
     def raise_not_supported(*args):
@@ -299,7 +298,8 @@ def test_detect_gpu_without_compute_capability(fake_nvml):
 # ---------------------------------------------------------------- real NVML
 
 
-@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_NVIDIA_GPU, reason="needs an NVIDIA GPU")
 def test_real_nvml_reading():
     source = detect_telemetry()
     assert isinstance(source, NvmlTelemetry)
@@ -310,7 +310,8 @@ def test_real_nvml_reading():
     assert reading.process_used_bytes is None or reading.process_used_bytes >= 0
 
 
-@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_NVIDIA_GPU, reason="needs an NVIDIA GPU")
 def test_real_detect_gpu():
     info = detect_gpu()
     assert info is not None

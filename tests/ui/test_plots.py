@@ -91,7 +91,7 @@ def test_buffer_growth_keeps_every_point(loss_plot):
     n = 5000  # several doublings past the initial capacity
     steps = np.arange(n)
     losses = 1.0 + np.sin(steps / 50.0)
-    for s, loss in zip(steps, losses):
+    for s, loss in zip(steps, losses, strict=True):
         loss_plot.add_train_point(int(s), float(loss))
     got_steps, got_losses = loss_plot.train_points()
     np.testing.assert_array_equal(got_steps, steps)
@@ -105,9 +105,11 @@ def test_redraw_is_coalesced_but_catches_up(qtbot, loss_plot):
     # Nothing painted synchronously: the timer does it.
     assert loss_plot._raw_curve.xData is None or len(loss_plot._raw_curve.xData) < 1000
     qtbot.waitUntil(
-        lambda: loss_plot._raw_curve.xData is not None
-        and len(loss_plot._raw_curve.xData) == 1000
-        and len(loss_plot._smooth_curve.xData) == 1000,
+        lambda: (
+            loss_plot._raw_curve.xData is not None
+            and len(loss_plot._raw_curve.xData) == 1000
+            and len(loss_plot._smooth_curve.xData) == 1000
+        ),
         timeout=2000,
     )
 
@@ -224,8 +226,7 @@ def test_gpu_panel_plots_every_reading(qtbot, make_panel):
     for i in range(1500):  # beyond the buffer's initial capacity
         panel.add_reading(gpu_reading(i, (1 + i % 4) * GIB, GIB))
     qtbot.waitUntil(
-        lambda: panel._card_curve.xData is not None
-        and len(panel._card_curve.xData) == 1500,
+        lambda: panel._card_curve.xData is not None and len(panel._card_curve.xData) == 1500,
         timeout=2000,
     )
     np.testing.assert_array_equal(panel._card_curve.xData, 1000.0 + np.arange(1500))
@@ -256,6 +257,19 @@ def test_no_gpu_header_and_ram_plot(make_panel):
     assert panel.reading_count == 2
     panel.add_reading(HostReading(3.0, int(15.5 * GIB), 16 * GIB))
     assert panel.memory_warning is True
+
+
+def test_gpu_panel_clear_returns_to_placeholder(make_panel):
+    panel = make_panel(FakeGpuSource())
+    assert panel._placeholder.isVisible()
+    panel.add_reading(gpu_reading(0, 4 * GIB, 1 * GIB))
+    panel._redraw()
+    assert not panel._placeholder.isVisible()
+    panel.clear()
+    assert panel.reading_count == 0
+    assert panel.peak_bytes is None
+    assert panel.value_text("memory") == "—"
+    assert panel._placeholder.isVisible()
 
 
 def test_real_host_fallback_header(make_panel):
@@ -316,3 +330,26 @@ def test_gpu_panel_thread_survives_failing_reads(qtbot, make_panel):
     qtbot.waitUntil(lambda: panel.reading_count >= 1, timeout=3000)
     panel.stop()
     assert not panel.is_running
+
+
+def test_gpu_panel_stop_does_not_hang_on_a_stuck_read(qtbot, make_panel, monkeypatch):
+    from studio.ui.widgets import qt_gpu_panel
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Stuck(FakeGpuSource):
+        def read(self, pid):
+            entered.set()
+            release.wait(10)
+            return super().read(pid)
+
+    monkeypatch.setattr(qt_gpu_panel, "_JOIN_TIMEOUT_MS", 50)
+    panel = make_panel(Stuck())
+    panel.start()
+    qtbot.waitUntil(entered.is_set, timeout=3000)
+    panel.stop()  # returns after the cap instead of blocking the GUI
+    assert not panel.is_running
+    assert len(qt_gpu_panel._orphaned_samplers) == 1
+    release.set()
+    qtbot.waitUntil(lambda: not qt_gpu_panel._orphaned_samplers, timeout=3000)

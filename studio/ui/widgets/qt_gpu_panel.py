@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -27,8 +28,13 @@ _log = logging.getLogger(__name__)
 
 _GIB = float(1024**3)
 _REDRAW_INTERVAL_MS = 100
+_JOIN_TIMEOUT_MS = 5000
 # Column layout of the history buffer; host readings fill only the first two.
 _TIME, _CARD, _PROCESS = 0, 1, 2
+
+
+# Samplers whose stop() timed out, kept referenced until their read returns.
+_orphaned_samplers: set[_QtTelemetrySampler] = set()
 
 
 class _QtTelemetrySampler(QThread):
@@ -100,6 +106,7 @@ class QtGpuPanel(QWidget):
 
         self._header = QLabel(self._header_text(source))
         self._header.setObjectName("gpuPanelHeader")
+        self._header.setTextFormat(Qt.TextFormat.PlainText)  # device names are data
         self._header.setWordWrap(True)
         self._header.setStyleSheet("font-weight: 600;")
 
@@ -162,6 +169,13 @@ class QtGpuPanel(QWidget):
                 # "peak" so a short allocation spike, the thing that OOMs a
                 # run, stays visible however long the history gets.
                 style.enable_fast_downsampling(curve, "peak")
+        self._placeholder = pg.TextItem(
+            "Waiting for the first reading…" if has_gpu else "Start a run to see its memory use",
+            color=style.MUTED,
+            anchor=(0.5, 0.5),
+        )
+        plot.addItem(self._placeholder, ignoreBounds=True)
+        self._show_placeholder()
         # Below the plot rather than pyqtgraph's in-plot legend: memory curves
         # sweep the whole view, so any in-plot corner ends up covering data.
         self._legend = QLabel(self._legend_html(has_gpu))
@@ -259,10 +273,15 @@ class QtGpuPanel(QWidget):
         if sampler is None:
             return
         sampler.request_stop()
-        # Reads are a few NVML/psutil calls, so joining is short and makes
-        # deleting the panel right after stop() safe.
-        sampler.wait()
         sampler.reading_ready.disconnect(self.add_reading)
+        # Reads are a few NVML/psutil calls, so the join is normally instant;
+        # the cap only matters if a driver call hangs (GPU fell off the bus).
+        if not sampler.wait(_JOIN_TIMEOUT_MS):
+            _log.warning("telemetry thread did not stop within %d ms", _JOIN_TIMEOUT_MS)
+            # Destroying a running QThread aborts the process: keep it alive
+            # until its read returns and the loop notices the stop request.
+            _orphaned_samplers.add(sampler)
+            sampler.finished.connect(lambda: _orphaned_samplers.discard(sampler))
 
     def add_reading(self, reading: GpuReading | HostReading | None) -> None:
         """Record one reading: update the labels now and the plot shortly."""
@@ -349,9 +368,7 @@ class QtGpuPanel(QWidget):
                 else max(self._process_peak_bytes, process)
             )
 
-    def _update_labels(
-        self, reading: GpuReading | HostReading, used: int, total: int
-    ) -> None:
+    def _update_labels(self, reading: GpuReading | HostReading, used: int, total: int) -> None:
         labels = self._value_labels
         fraction = used / total if total else 0.0
         labels["memory"].setText(_fmt_used_of_total(used, total))
@@ -379,12 +396,32 @@ class QtGpuPanel(QWidget):
             else ""
         )
 
+    def _show_placeholder(self) -> None:
+        # Without data pyqtgraph would label a clock axis around 1970; show
+        # the last minute instead so the empty plot already reads as "now".
+        now = time.time()
+        plot = self._plot_widget.getPlotItem()
+        plot.setXRange(now - 60.0, now, padding=0)
+        plot.setYRange(0.0, 1.0, padding=0)
+        self._placeholder.setPos(now - 30.0, 0.5)
+        self._placeholder.setVisible(True)
+
     def _redraw(self) -> None:
         self._redraw_timer.stop()
+        if not len(self._history):
+            self._process_curve.setData([], [])
+            for curve in (self._card_curve, self._total_curve):
+                if curve is not None:
+                    curve.setData([], [])
+            self._show_placeholder()
+            return
+        if self._placeholder.isVisible():
+            self._placeholder.setVisible(False)
+            self._plot_widget.getPlotItem().enableAutoRange(x=True)
         times = self._history.column(_TIME)
         process = self._history.column(_PROCESS)
         self._process_curve.setData(times, process, connect="finite")
-        top = np.nanmax(process) if len(process) and np.isfinite(process).any() else 0.0
+        top = float(np.nanmax(process)) if len(process) and np.isfinite(process).any() else 0.0
         if self._card_curve is not None:
             card = self._history.column(_CARD)
             self._card_curve.setData(times, card, connect="finite")

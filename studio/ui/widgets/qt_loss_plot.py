@@ -49,9 +49,7 @@ class QtLossPlot(QWidget):
         raw_colour = pg.mkColor(style.BLUE)
         raw_colour.setAlpha(80)  # context for the smoothed line, not competition
         self._raw_curve = plot.plot(name="train (raw)", pen=pg.mkPen(raw_colour, width=1))
-        self._smooth_curve = plot.plot(
-            name="train (smoothed)", pen=pg.mkPen(style.BLUE, width=2.5)
-        )
+        self._smooth_curve = plot.plot(name="train (smoothed)", pen=pg.mkPen(style.BLUE, width=2.5))
         self._eval_curve = plot.plot(
             name="eval",
             pen=pg.mkPen(style.ORANGE, width=1.5),
