@@ -16,9 +16,10 @@ from studio.ui.qt_workers import QtChatWorker, QtFunctionWorker
 
 
 class QtChatTab(QWidget):
-    """Signals `reply_finished(str)` with each complete reply."""
+    """Signals `piece_received(str)` as a reply streams in, `reply_finished(str)` when it is complete."""
 
     reply_finished = Signal(str)
+    piece_received = Signal(str)
     model_loaded = Signal()
 
     def __init__(self, parent=None):
@@ -145,6 +146,7 @@ class QtChatTab(QWidget):
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(piece)
         self.transcript.ensureCursorVisible()
+        self.piece_received.emit(piece)
 
     def _on_done(self, reply: str) -> None:
         self.history.append({"role": "assistant", "content": reply})

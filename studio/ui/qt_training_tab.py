@@ -262,22 +262,26 @@ class QtTrainingTab(QWidget):
         """Ask what to do with a running run before the window closes; False cancels the close."""
         if not self.is_running:
             return True
+        choice = self.ask_close_choice()
+        if choice == "stop":
+            self.supervisor.request_stop()
+            self.supervisor.wait()
+            return True
+        if choice == "keep":
+            self.detach()
+            return True
+        return False
+
+    def ask_close_choice(self) -> str:
+        """'stop', 'keep' or 'cancel', asked in a dialog."""
         box = QMessageBox(QMessageBox.Icon.Question, "Training in progress",
-                          "A training run is still going. Stop it (a checkpoint and the adapter are saved) "
-                          "before quitting?", parent=self)
+                          "A training run is still going. Stop it before quitting? Stopping saves a "
+                          "checkpoint and the adapter; you can resume later.", parent=self)
         stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.AcceptRole)
         keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.exec()
-        clicked = box.clickedButton()
-        if clicked is stop:
-            self.supervisor.request_stop()
-            self.supervisor.wait()
-            return True
-        if clicked is keep:
-            self.detach()
-            return True
-        return False
+        return {id(stop): "stop", id(keep): "keep"}.get(id(box.clickedButton()), "cancel")
 
     def detach(self) -> None:
         """Leave the child running (its events keep going to the run directory) and stop watching it."""

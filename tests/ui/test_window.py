@@ -1,0 +1,128 @@
+"""The real window, end to end with the offline demo: train, watch the curve, chat; and a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
+
+from studio.core.events import read_events
+from studio.core.gpu import HostTelemetry
+from studio.core.run_store import RunStore
+
+pytestmark = pytest.mark.slow
+
+TRAINING_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture
+def studio_home(tmp_path_factory, monkeypatch, qapp):
+    """A private user data folder and Qt settings store, shared by the tests of this module."""
+    home = tmp_path_factory.getbasetemp() / "ui-studio-home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(home))
+    QCoreApplication.setOrganizationName("finetune-studio-tests")
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(home / "qt-settings"))
+    return home
+
+
+@pytest.fixture
+def window(qtbot, studio_home):
+    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+
+    last_config_path().unlink(missing_ok=True)  # every test starts as a first launch
+    win = QtMainWindow(store=RunStore(studio_home / "runs"), telemetry=HostTelemetry())
+    qtbot.addWidget(win)
+    win.show()
+    # First launch: the demo is built (or found) and preselected without the user doing anything.
+    qtbot.waitUntil(lambda: win.config.model.name_or_path.endswith("model"), timeout=120_000)
+    yield win
+    if win.training_tab.is_running:
+        win.training_tab.supervisor.kill()
+        win.training_tab.supervisor.wait()
+    win.training_tab.shutdown()
+    win.chat_tab.shutdown()
+
+
+def _demo_answers(win) -> dict[str, str]:
+    answers = {}
+    for line in open(win.config.data.train_file, encoding="utf-8"):
+        messages = json.loads(line)["messages"]
+        answers[messages[0]["content"]] = messages[1]["content"]
+    return answers
+
+
+def test_demo_trains_from_start_button_and_chat_replies_with_trained_answer(qtbot, window):
+    tab = window.training_tab
+    assert window.tabs.currentWidget() is tab, "the demo is offered ready to start"
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=TRAINING_TIMEOUT_MS)
+    assert tab.last_status == "completed", tab.status_label.text()
+
+    steps = [e for e in read_events(tab.run_dir.events_path) if e["event"] == "step"]
+    assert steps, "the run logged steps"
+    xs, ys = tab.loss_plot.train_points()
+    assert tab.loss_plot.train_point_count == len(steps), "one point per logged step"
+    assert list(xs) == [e["step"] for e in steps]
+    assert ys[-1] < ys[0], "the loss went down"
+    assert tab.save_adapter_button.isEnabled() and tab.merge_button.isEnabled()
+
+    window.tabs.setCurrentWidget(window.chat_tab)
+    chat = window.chat_tab
+    assert chat.adapter_edit.text() == str(tab.run_dir.adapter_dir), "chat is prefilled with the new adapter"
+    with qtbot.waitSignal(chat.model_loaded, timeout=120_000):
+        qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    question, answer = next(iter(_demo_answers(window).items()))
+    pieces = []
+    chat.piece_received.connect(pieces.append)
+    with qtbot.waitSignal(chat.reply_finished, timeout=120_000) as reply:
+        chat.prompt_edit.setText(question)
+        qtbot.keyClick(chat.prompt_edit, Qt.Key.Key_Return)
+    assert reply.args[0] == answer
+    assert len(pieces) > 1, "the reply arrived in pieces (streamed)"
+    assert answer in chat.transcript.toPlainText()
+
+
+def test_killed_child_shows_failed_with_reason_and_keeps_events(qtbot, window):
+    tab = window.training_tab
+    window.config.training.max_steps = 400  # long enough that the kill lands mid-run
+    window.config_tab.set_config(window.config)
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.loss_plot.train_point_count >= 2, timeout=TRAINING_TIMEOUT_MS)
+    events_before = read_events(tab.run_dir.events_path)
+
+    os.kill(tab.supervisor.pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=60_000)
+
+    assert tab.last_status == "failed"
+    assert "ended unexpectedly" in tab.status_label.text() and "killed by SIG" in tab.status_label.text()
+    assert tab.start_button.isEnabled(), "the window is ready for another run"
+    events_after = read_events(tab.run_dir.events_path)
+    assert events_after[: len(events_before)] == events_before, "every event written before the kill is kept"
+    assert events_after[-1]["event"] == "failed" and events_after[-1]["kind"] == "crash"
+    assert RunStore(tab.store.root).runs()[0].status() == "failed"
+    # Still responsive: switching tabs and editing a field work after the failure.
+    window.tabs.setCurrentWidget(window.config_tab)
+    window.config_tab.r.setValue(8)
+    assert window.config.lora.r == 8
+
+
+def test_closing_during_a_run_asks_and_stop_saves_the_adapter(qtbot, window, monkeypatch):
+    tab = window.training_tab
+    window.config.training.max_steps = 400
+    window.config_tab.set_config(window.config)
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.loss_plot.train_point_count >= 1, timeout=TRAINING_TIMEOUT_MS)
+    asked = []
+    monkeypatch.setattr(tab, "ask_close_choice", lambda: asked.append(True) or "stop")
+
+    window.close()
+
+    assert asked, "closing asked what to do with the run"
+    events = read_events(tab.run_dir.events_path)
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "stopped"
+    assert (tab.run_dir.adapter_dir / "adapter_model.safetensors").is_file()
+    assert tab.run_dir.latest_checkpoint() is not None
