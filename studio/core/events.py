@@ -29,7 +29,7 @@ FAILURE_KINDS = ("oom", "data", "config", "crash")
 Emit = Callable[[dict[str, Any]], None]
 
 
-def make_event(kind: str, **fields: Any) -> dict[str, Any]:
+def make_event(kind: str, /, **fields: Any) -> dict[str, Any]:
     """An event dict with its kind and timestamp first (readable when the file is opened by hand)."""
     return {"event": kind, "time": round(time.time(), 3), **fields}
 

@@ -85,6 +85,30 @@ def test_demo_trains_from_start_button_and_chat_replies_with_trained_answer(qtbo
     assert len(pieces) > 1, "the reply arrived in pieces (streamed)"
     assert answer in chat.transcript.toPlainText()
 
+    # Save the adapter and merge it into the base, each to a chosen folder.
+    saved = tab.save_adapter_to(window.store.root.parent / "exported-adapter")
+    assert (saved / "adapter_model.safetensors").is_file() and (saved / "tokenizer_config.json").is_file()
+    merged_dir = window.store.root.parent / "merged-model"
+    worker = tab.merge_to(merged_dir)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert "Merged model written" in tab.status_label.text(), tab.status_label.text()
+    assert (merged_dir / "config.json").is_file() and (merged_dir / "tokenizer_config.json").is_file()
+    assert list(merged_dir.glob("*.safetensors")), "merged weights saved as safetensors"
+
+
+def test_child_that_fails_on_bad_data_shows_failed_with_the_line(qtbot, window, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good_line = open(window.config.data.train_file, encoding="utf-8").readline()
+    bad.write_text(good_line + '{"messages": [{"role": "user", "content": "hi"}\n', encoding="utf-8")
+    window.config.data.train_file = str(bad)
+    tab = window.training_tab
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=120_000)
+    assert tab.last_status == "failed"
+    assert f"{bad}:2:" in tab.status_label.text(), tab.status_label.text()
+    assert read_events(tab.run_dir.events_path)[-1]["kind"] == "data"
+
 
 def test_killed_child_shows_failed_with_reason_and_keeps_events(qtbot, window):
     tab = window.training_tab
