@@ -1,6 +1,72 @@
 """Shared pytest configuration."""
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
 
 # Before any QApplication exists: tests run on headless CI and dev boxes.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+_SESSION_HOME: Path | None = None
+
+
+def pytest_configure(config):
+    """Point the studio's user data folder at a throwaway folder for the whole session.
+
+    Set before collection so nothing (imports included, and every subprocess, which inherits
+    the environment) ever touches the real user folder.
+    """
+    global _SESSION_HOME
+    from studio.core.paths import HOME_ENV_VAR
+
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="finetune-studio-home-"))
+    os.environ[HOME_ENV_VAR] = str(_SESSION_HOME)
+
+
+def pytest_unconfigure(config):
+    if _SESSION_HOME is not None:
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def studio_home() -> Path:
+    """The session's stand-in for the user data folder (FINETUNE_STUDIO_HOME)."""
+    assert _SESSION_HOME is not None
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory):
+    """The offline demo (model, dataset, demo.toml), built once per session."""
+    from studio.core.demo import build_demo
+    from studio.core.presets import write_demo_config
+
+    assets = build_demo(tmp_path_factory.mktemp("demo"))
+    write_demo_config(assets)
+    return assets
+
+
+def _run_studio(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """`finetune-studio ARGS` as a child process (`python -m studio`), output captured as text."""
+    return subprocess.run([sys.executable, "-m", "studio", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def run_studio():
+    """Call as `run_studio("train", config, "--output", run_dir)`; returns the CompletedProcess."""
+    return _run_studio
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_assets, tmp_path_factory) -> Path:
+    """The one full demo training run of the session (the CLI, as a user runs it); returns the run dir."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    result = _run_studio("train", demo_assets.config_path, "--output", run_dir)
+    assert result.returncode == 0, f"demo training failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return run_dir

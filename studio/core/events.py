@@ -42,6 +42,9 @@ class EventWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Binary append: one write() per event keeps lines whole even if two processes append.
         self._file = open(self.path, "ab")
+        if self._file.tell() > 0 and not _ends_with_newline(self.path):
+            # A writer killed mid-line left a torn last line; start ours on a fresh one so it stays valid.
+            self._file.write(b"\n")
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.write(event)
@@ -61,6 +64,12 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def append_event(path: Path, event: dict[str, Any]) -> None:

@@ -90,12 +90,16 @@ class RunDirectory:
         events = self.events()
         if not events:
             return "new"
-        for event in reversed(events):
+        # Each training process (the first run and every resume) opens with an event carrying its pid;
+        # only the latest process's events decide the status.
+        starts = [i for i, event in enumerate(events) if event.get("pid")]
+        latest = events[starts[-1]:] if starts else events
+        for event in reversed(latest):
             if event["event"] == "finished":
                 return event.get("status", "completed")
             if event["event"] == "failed":
                 return "failed"
-        pid = next((e.get("pid") for e in reversed(events) if e.get("pid")), None)
+        pid = events[starts[-1]]["pid"] if starts else None
         if pid is not None and not _pid_alive(pid):
             return "failed"  # the process vanished without a word: never report it as done
         return "running"

@@ -1,0 +1,121 @@
+"""`finetune-studio` on the command line, run the way a user runs it (a child process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio.core.config import load_config
+
+
+def test_help_lists_the_subcommands(run_studio):
+    result = run_studio("--help")
+    assert result.returncode == 0
+    for command in ("demo", "train", "chat", "merge"):
+        assert command in result.stdout
+
+
+def test_demo_builds_the_model_dataset_and_config(tmp_path, run_studio):
+    folder = tmp_path / "my demo"
+    result = run_studio("demo", "--output", folder)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (folder / "model" / "config.json").is_file()
+    assert (folder / "model" / "tokenizer_config.json").is_file()
+    assert list((folder / "model").glob("*.safetensors"))
+    rows = (folder / "dataset.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 10 and all("messages" in json.loads(row) for row in rows)
+    config = load_config(folder / "demo.toml")
+    assert config.model.name_or_path == str((folder / "model").resolve())
+    assert config.data.train_file == str((folder / "dataset.jsonl").resolve())
+    # What the user is told: where things are, and how to train.
+    assert str(folder / "demo.toml") in result.stdout
+    assert "finetune-studio train" in result.stderr
+
+    # The folder can be moved: the config refers to its model and data relative to itself.
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    assert load_config(moved / "demo.toml").model.name_or_path == str((moved / "model").resolve())
+
+
+def test_demo_twice_keeps_the_built_demo(tmp_path, run_studio):
+    folder = tmp_path / "demo"
+    assert run_studio("demo", "--output", folder).returncode == 0
+    weights = next((folder / "model").glob("*.safetensors"))
+    built = weights.stat().st_mtime_ns
+    second = run_studio("demo", "--output", folder)
+    assert second.returncode == 0
+    assert weights.stat().st_mtime_ns == built
+
+
+def test_train_with_a_missing_config_is_bad_input_naming_it(tmp_path, run_studio):
+    missing = tmp_path / "nope.toml"
+    result = run_studio("train", missing, "--output", tmp_path / "run")
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_subcommand_is_refused(run_studio):
+    result = run_studio("fly")
+    assert result.returncode == 2
+    assert "fly" in result.stderr
+
+
+def test_chat_with_a_missing_model_is_bad_input(tmp_path, run_studio):
+    result = run_studio("chat", "--model", tmp_path / "no-model", "--prompt", "hi")
+    assert result.returncode == 2
+    assert str(tmp_path / "no-model") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_merge_of_a_folder_without_an_adapter_is_bad_input(tmp_path, run_studio):
+    result = run_studio("merge", tmp_path, "--output", tmp_path / "merged")
+    assert result.returncode == 2
+    assert "adapter" in result.stderr
+    assert not (tmp_path / "merged").exists()
+
+
+def _students_question(demo_assets) -> tuple[str, str]:
+    """A demo question and its trained answer (one the 60-step demo run reproduces exactly)."""
+    conversations = [json.loads(line)["messages"] for line in
+                     demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()]
+    return next((m[0]["content"], m[1]["content"]) for m in conversations
+                if m[0]["content"].startswith("Do students"))
+
+
+@pytest.mark.slow
+def test_merge_writes_a_standalone_model(trained_run, tmp_path, run_studio, demo_assets):
+    output = tmp_path / "merged"
+    result = run_studio("merge", trained_run, "--output", output)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(output) in result.stdout
+    assert not output.with_name("merged.partial").exists()
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from studio.core.demo import CHAT_TEMPLATE
+
+    config = AutoConfig.from_pretrained(str(output))
+    assert config.model_type == "llama"
+    assert list(output.glob("*.safetensors"))
+    assert not (output / "adapter_config.json").exists()  # standalone: no adapter left to load
+    assert AutoTokenizer.from_pretrained(str(output)).chat_template == CHAT_TEMPLATE
+
+    # The merged model alone answers like base + adapter.
+    question, answer = _students_question(demo_assets)
+    chat = run_studio("chat", "--model", output, "--prompt", question, "--max-new-tokens", 60)
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    assert chat.stdout.strip() == answer
+
+
+@pytest.mark.slow
+def test_chat_with_a_run_directory_gives_the_trained_answer(trained_run, demo_assets, run_studio):
+    question, answer = _students_question(demo_assets)
+
+    result = run_studio("chat", "--model", trained_run, "--prompt", question, "--max-new-tokens", 60)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == answer

@@ -1,0 +1,320 @@
+"""End-to-end training of the offline demo: the run directory, the adapter, stop, resume, failures.
+
+The one full 60-step demo run of the session is the `trained_run` fixture (tests/conftest.py); the
+other runs here train for a few steps only. Tests that train (or load the model) are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from studio.core.config import load_config, save_config
+from studio.core.run_store import RunDirectory
+
+
+def _demo_conversations(dataset_path: Path) -> list[list[dict[str, str]]]:
+    return [json.loads(line)["messages"] for line in dataset_path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+# ------------------------------------------------------------------ (a) the run directory
+
+
+@pytest.mark.slow
+def test_a_training_run_writes_its_whole_run_directory(trained_run, demo_assets):
+    run = RunDirectory(trained_run)
+
+    config = load_config(run.config_path)
+    assert config.name == "demo"
+    assert Path(config.model.name_or_path) == demo_assets.model_dir.resolve()
+    assert Path(config.data.train_file) == demo_assets.dataset_path.resolve()
+    assert config.training.max_steps == 60
+
+    events = run.events()
+    kinds = [e["event"] for e in events]
+    assert "started" in kinds
+    assert kinds.index("started") < kinds.index("step")
+    started = events[kinds.index("started")]
+    assert started["total_steps"] == 60
+    assert started["num_train_rows"] == 10
+    assert started["config_digest"] == config.digest()
+
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 61))  # logging_steps = 1: one event per step
+    for e in steps:
+        assert isinstance(e["loss"], float) and e["loss"] > 0
+        assert e["learning_rate"] is not None
+    assert steps[-1]["loss"] < steps[0]["loss"]
+
+    finished = events[-1]
+    assert finished["event"] == "finished"
+    assert finished["status"] == "completed"
+    assert finished["step"] == 60
+    assert finished["final_loss"] == steps[-1]["loss"]
+    assert Path(finished["adapter"]) == run.adapter_dir
+    assert not any(e["event"] == "failed" for e in events)
+    assert run.status() == "completed"
+
+    # save_steps = 20, save_total_limit = 2: the last two checkpoints are kept, whole.
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [20, 40, 60]
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-40", "checkpoint-60"]
+    for checkpoint in run.checkpoints():
+        assert (checkpoint / "trainer_state.json").is_file()
+        assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert not (run.checkpoints_dir / ".staging").exists()
+
+    adapter = run.adapter_dir
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "tokenizer_config.json").is_file()
+    assert not adapter.with_name("adapter.partial").exists()
+    assert not run.stop_requested()
+
+    from transformers import AutoTokenizer
+
+    from studio.core.demo import CHAT_TEMPLATE
+
+    assert AutoTokenizer.from_pretrained(str(adapter)).chat_template == CHAT_TEMPLATE
+
+
+# ------------------------------------------------------------------ (b) the adapter, without the studio
+
+
+@pytest.mark.slow
+def test_the_adapter_answers_the_demo_questions_with_plain_transformers_and_peft(trained_run, demo_assets):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir = trained_run / "adapter"
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    conversations = _demo_conversations(demo_assets.dataset_path)
+
+    def answers(model) -> list[str]:
+        replies = []
+        for messages in conversations:
+            inputs = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
+                                                   return_tensors="pt", return_dict=True)
+            with torch.no_grad():
+                output = model.generate(**inputs, max_new_tokens=80, do_sample=False,
+                                        pad_token_id=tokenizer.pad_token_id)
+            replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+        return replies
+
+    expected = [messages[-1]["content"] for messages in conversations]
+
+    base = AutoModelForCausalLM.from_pretrained(str(demo_assets.model_dir), dtype=torch.float32).eval()
+    base_correct = sum(got == want for got, want in zip(answers(base), expected))
+
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(demo_assets.model_dir), dtype=torch.float32), str(adapter_dir)
+    ).eval()
+    tuned_replies = answers(tuned)
+    tuned_correct = sum(got == want for got, want in zip(tuned_replies, expected))
+
+    assert base_correct == 0
+    report = "\n".join(f"  {'ok ' if got == want else 'BAD'} {got!r}" for got, want in zip(tuned_replies, expected))
+    assert tuned_correct >= 8, f"only {tuned_correct}/10 demo answers reproduced:\n{report}"
+
+
+# ------------------------------------------------------------------ (c) stop, (d) resume
+
+
+@pytest.fixture(scope="module")
+def stopped_run(demo_assets, tmp_path_factory):
+    """A run stopped by the Stop button (should_stop) after its 2nd step event, trained in-process."""
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    config.training.max_steps = 6
+    run = RunDirectory(tmp_path_factory.mktemp("stopped") / "run")
+    run.path.mkdir()
+    events: list[dict] = []
+
+    def should_stop() -> bool:
+        return sum(e["event"] == "step" for e in events) >= 2
+
+    status = run_training(config, run, events.append, should_stop)
+    return run, events, status
+
+
+@pytest.mark.slow
+def test_a_stop_request_saves_a_checkpoint_and_an_adapter(stopped_run):
+    run, events, status = stopped_run
+
+    assert status == "stopped"
+    finished = events[-1]
+    assert finished["event"] == "finished"
+    assert finished["status"] == "stopped"
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert 2 <= finished["step"] < 6
+    assert steps[-1] == finished["step"]
+
+    assert [p.name for p in run.checkpoints()] == [f"checkpoint-{finished['step']}"]
+    assert (run.latest_checkpoint() / "trainer_state.json").is_file()
+
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+
+    assert PeftConfig.from_pretrained(str(run.adapter_dir)).base_model_name_or_path
+    assert load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_continues_the_step_count(stopped_run, demo_assets, run_studio, tmp_path):
+    stopped, events, _ = stopped_run
+    stopped_step = events[-1]["step"]
+    run = RunDirectory(tmp_path / "run")  # a copy, so the stopped run stays as it was for other tests
+    shutil.copytree(stopped.path, run.path)
+
+    result = run_studio("train", demo_assets.config_path, "--output", run.path, "--max-steps", 6, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    resumed = run.events()
+    started = next(e for e in resumed if e["event"] == "started")
+    assert started["resumed_from"] == str(run.checkpoints_dir / f"checkpoint-{stopped_step}")
+    new_steps = [e["step"] for e in resumed if e["event"] == "step"]
+    assert new_steps and new_steps[0] > stopped_step
+    assert new_steps == sorted(new_steps) and new_steps[-1] == 6
+    assert resumed[-1]["event"] == "finished" and resumed[-1]["status"] == "completed"
+    assert resumed[-1]["step"] == 6
+    assert run.status() == "completed"
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, demo_assets, run_studio):
+    result = run_studio("train", demo_assets.config_path, "--output", tmp_path / "fresh", "--resume")
+    assert result.returncode == 2
+    assert "no checkpoint to resume from" in result.stderr
+    assert str(tmp_path / "fresh") in result.stderr
+
+
+def test_a_refused_resume_leaves_no_empty_run_in_the_history(tmp_path, demo_assets, run_studio):
+    import os
+
+    from studio.core.paths import HOME_ENV_VAR
+    from studio.core.run_store import RunStore
+
+    home = tmp_path / "home"
+    result = run_studio("train", demo_assets.config_path, "--resume", env={**os.environ, HOME_ENV_VAR: str(home)})
+
+    assert result.returncode == 2
+    assert "no checkpoint to resume from" in result.stderr
+    assert RunStore(home / "runs").runs() == []
+
+
+# ------------------------------------------------------------------ (e) failures a user can act on
+
+
+def _config_with(demo_assets, folder: Path, **changes) -> Path:
+    """The demo config with absolute paths and `section__key=value` changes, saved into `folder`."""
+    config = load_config(demo_assets.config_path)
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        setattr(getattr(config, section), key, value)
+    path = folder / "config.toml"
+    save_config(config, path)
+    return path
+
+
+def test_a_missing_data_file_is_bad_input_naming_the_file(tmp_path, demo_assets, run_studio):
+    missing = tmp_path / "no-such-data.jsonl"
+    config = _config_with(demo_assets, tmp_path, data__train_file=str(missing))
+    run = RunDirectory(tmp_path / "run")
+
+    result = run_studio("train", config, "--output", run.path)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert str(missing) in result.stderr
+    last = run.events()[-1]
+    assert last["event"] == "failed"
+    assert last["kind"] == "data"
+    assert str(missing) in last["message"]
+    assert run.status() == "failed"
+
+
+def test_a_malformed_data_line_is_bad_input_naming_file_and_line(tmp_path, demo_assets, run_studio):
+    data = tmp_path / "data.jsonl"
+    lines = demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3][:-5]  # line 4 loses its closing brackets
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = _config_with(demo_assets, tmp_path, data__train_file=str(data))
+    run = RunDirectory(tmp_path / "run")
+
+    result = run_studio("train", config, "--output", run.path)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{data}:4: malformed JSON" in result.stderr
+    last = run.events()[-1]
+    assert last["event"] == "failed" and last["kind"] == "data"
+    assert f"{data}:4: malformed JSON" in last["message"]
+
+
+@pytest.mark.parametrize(
+    ("toml_line", "extra_args", "key"),
+    [
+        ("r = 0", (), "lora.r"),
+        ('mode = "3bit"', (), "quantization.mode"),
+        ("", ("--max-steps", "-5"), "training.max_steps"),
+    ],
+)
+def test_a_bad_config_value_is_bad_input_naming_the_key(tmp_path, demo_assets, run_studio, toml_line,
+                                                        extra_args, key):
+    config = _config_with(demo_assets, tmp_path)
+    if toml_line:
+        name = toml_line.split(" =")[0]
+        lines = config.read_text(encoding="utf-8").splitlines()
+        assert any(line.startswith(f"{name} =") for line in lines)
+        config.write_text("\n".join(toml_line if line.startswith(f"{name} =") else line for line in lines),
+                          encoding="utf-8")
+
+    result = run_studio("train", config, "--output", tmp_path / "run", *extra_args)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert key in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_max_length_too_short_for_any_reply_is_bad_input_naming_max_length(tmp_path, demo_assets, run_studio):
+    # Every demo prompt is longer than 8 tokens, so truncation leaves no assistant token to train on.
+    config = _config_with(demo_assets, tmp_path, training__max_length=8)
+    run = RunDirectory(tmp_path / "run")
+
+    result = run_studio("train", config, "--output", run.path, "--max-steps", 2)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "max_length" in result.stderr
+    assert run.events()[-1]["event"] == "failed"
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_reported_with_a_hint(tmp_path, demo_assets, monkeypatch):
+    import torch
+    import transformers
+
+    from studio import cli
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", out_of_memory)
+    run = RunDirectory(tmp_path / "run")
+    saved_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = cli.main(["train", str(demo_assets.config_path), "--output", str(run.path), "--max-steps", "2"])
+    finally:
+        for s, handler in saved_handlers.items():  # the CLI installs its Ctrl-C handler in this process
+            signal.signal(s, handler)
+
+    assert code == 1
+    last = run.events()[-1]
+    assert last["event"] == "failed"
+    assert last["kind"] == "oom"
+    assert "out of memory" in last["message"].lower()
+    assert "gradient checkpointing" in last["hint"] or "max length" in last["hint"]
+    assert run.status() == "failed"
