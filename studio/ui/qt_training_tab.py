@@ -111,8 +111,7 @@ class QtTrainingTab(QWidget):
         except ConfigError as error:
             self._set_status("failed", f"Cannot start: {error}")
             return None
-        run_dir = self.store.new_run(config.name if config.name and config.name != "demo" else "",
-                                     config.model.name_or_path)
+        run_dir = self.store.new_run(config.name, config.model.name_or_path)
         config.name = run_dir.name
         save_config(config, run_dir.config_path)
         self._attach(run_dir, QtTrainingSupervisor(run_dir, parent=self))

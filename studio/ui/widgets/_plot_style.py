@@ -52,6 +52,8 @@ def make_plot_widget(
         axis = plot.getAxis(name)
         axis.setPen(pg.mkPen(FOREGROUND))
         axis.setTextPen(pg.mkPen(FOREGROUND))
+        # Units are fixed (GiB, loss); an automatic "(x0.001)" prefix only confuses.
+        axis.enableAutoSIPrefix(False)
     for side, label in (("bottom", x_label), ("left", y_label)):
         if label is not None:
             plot.setLabel(side, label, color=FOREGROUND)
