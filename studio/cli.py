@@ -46,10 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--load-in-4bit", action="store_true", help="load the base in 4-bit NF4")
 
+    estimate = sub.add_parser("estimate", help="estimate the GPU memory a config needs, with its breakdown")
+    estimate.add_argument("config", type=Path, metavar="CONFIG.toml")
+    estimate.add_argument("--model", help="override model.name_or_path: a model folder, a Hub id in the HF cache, "
+                                           "or a bundled shape such as llama-3.1-8b")
+    estimate.add_argument("--gpu-memory", metavar="SIZE",
+                          help="compare with this much free GPU memory, e.g. 8GiB (default: the detected GPU's)")
+    estimate.add_argument("--json", action="store_true", help="print one JSON document")
+
     merge = sub.add_parser("merge", help="merge an adapter into its base model (16-bit)")
     merge.add_argument("adapter", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     merge.add_argument("--output", type=Path, required=True)
     merge.add_argument("--base", help="base model (default: the one recorded in the adapter)")
+
+    data = sub.add_parser("data", help="inspect a dataset the way training reads it")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    inspect = data_sub.add_parser("inspect", help="detected format, counts, errors with line numbers, token stats")
+    inspect.add_argument("file", metavar="FILE", help="a data file, a saved dataset folder or a Hub dataset id")
+    inspect.add_argument("--model", help="a model folder or Hub id whose tokenizer and chat template count tokens")
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument("--format", default="auto", help="record shape (default: detected)")
+    inspect.add_argument("--columns", help="column mapping as field=column pairs, e.g. prompt=question,completion=answer")
+    inspect.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
+    inspect.add_argument("--split", default="train", help="split of a Hub dataset or DatasetDict folder")
+    inspect.add_argument("--max-length", type=int, default=1024, help="max_length for the truncation count")
+    inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (responses only is the "
+                                                                   "default)")
+    inspect.add_argument("--sample", type=int, metavar="N", help="count tokens on N random rows (default: all)")
     return parser
 
 
@@ -59,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from studio.ui.app import run_app
 
         return run_app()
-    handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge}[args.command]
+    handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
+               "estimate": cmd_estimate, "data": cmd_data}[args.command]
     try:
         return handler(args)
     except BadInput as error:
@@ -98,7 +122,7 @@ def _print_event(event: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from studio.core.config import ConfigError, load_config, save_config
-    from studio.core.events import EventWriter
+    from studio.core.events import EventWriter, make_event
     from studio.core.failures import failure_event
     from studio.core.run_store import RunDirectory, RunStore
 
@@ -116,10 +140,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         run_dir = RunDirectory(args.output.resolve())
+        resume_from = _resume_checkpoint(args.resume, run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
+    elif args.resume is not None and args.resume != "latest":
+        # Resuming a named checkpoint without --output continues in that checkpoint's run directory.
+        resume_from = _resume_checkpoint(args.resume, None)
+        run_dir = RunDirectory(resume_from.parent.parent)
+    elif args.resume is not None:
+        raise BadInput("--resume without a checkpoint needs --output RUN_DIR (the run to continue)")
     else:
-        run_dir = RunStore().new_run(config.name, config.model.name_or_path)
-    resume_from = _resume_checkpoint(args.resume, run_dir)
+        run_dir, resume_from = RunStore().new_run(config.name, config.model.name_or_path), None
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     writer = EventWriter(run_dir.events_path) if main_process else None
@@ -130,6 +160,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             _print_event(event)
 
     if main_process:
+        # The first event of every training process carries its pid, so the run history can tell a
+        # live run from one whose process vanished (see RunDirectory.status).
+        emit(make_event("log", level="info", message=f"Training process {os.getpid()} started",
+                        pid=os.getpid(), resumed_from=str(resume_from) if resume_from else None))
         run_dir.clear_stop_request()
         if not config.name:
             config.name = run_dir.name
@@ -148,10 +182,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"finetune-studio train: {event['message']}", file=sys.stderr)
             return EXIT_BAD_INPUT
         traceback.print_exc()
+        _keep_traceback_in_run_log(run_dir)
         return EXIT_INTERNAL
     finally:
         if writer is not None:
             writer.close()
+
+
+def _keep_traceback_in_run_log(run_dir: Any) -> None:
+    """Append the traceback to the run's train.log, unless stdout already goes there (window runs)."""
+    try:
+        if os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(run_dir.log_path)):
+            return
+    except (OSError, ValueError, AttributeError):
+        pass  # no log yet, or stdout is not a file
+    with open(run_dir.log_path, "a", encoding="utf-8") as log:
+        log.write(traceback.format_exc())
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Any) -> Path | None:
@@ -213,6 +259,87 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+def _config_for_estimate(path: Path, model: str | None) -> Any:
+    """The config as `train` would read it, except that no training data is needed for an estimate."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from studio.core.config import ConfigError, from_dict, resolve_relative_paths
+
+    try:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError("(file)", str(path), f"not valid TOML: {error}", source=path) from None
+        if isinstance(data.get("data", {}), dict):
+            data.setdefault("data", {}).setdefault("train_file", "(not needed for an estimate)")
+        if model and isinstance(data.get("model", {}), dict):
+            data.setdefault("model", {})["name_or_path"] = model
+        config = from_dict(data, source=path)
+    except ConfigError as error:
+        raise BadInput(str(error)) from None
+    resolve_relative_paths(config, path.parent)
+    if model and Path(model).exists():  # a folder given on the command line is relative to the working directory
+        config.model.name_or_path = str(Path(model).resolve())
+    return config
+
+
+def _parse_size(text: str) -> int:
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(gib|gb|g|mib|mb|m)?\s*", text.lower())
+    if not match:
+        raise BadInput(f"--gpu-memory {text!r}: expected a size such as 8GiB or 7600MiB")
+    value, unit = float(match.group(1)), match.group(2) or "gib"
+    return int(value * (1024**2 if unit.startswith("m") else 1024**3))
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from studio.core.gpu import detect_gpu
+    from studio.core.model_source import ModelSourceError, find_model_config
+    from studio.core.presets import GPU_PRESETS
+    from studio.core.vram import ModelShape, ShapeError, estimate_vram, format_gib
+
+    config = _config_for_estimate(args.config, args.model)
+    try:
+        source = find_model_config(config.model.name_or_path)
+        shape = ModelShape.from_config(source.config, source.name)
+    except (ModelSourceError, ShapeError) as error:
+        raise BadInput(f"{args.config}: model.name_or_path = {config.model.name_or_path!r}: {error}") from None
+    estimate = estimate_vram(shape, config)
+
+    if args.gpu_memory:
+        free, against = _parse_size(args.gpu_memory), f"--gpu-memory {args.gpu_memory}"
+    elif (gpu := detect_gpu()) is not None:
+        free, against = gpu.free_bytes, f"free memory of {gpu.name}"
+    else:
+        target = GPU_PRESETS[0]
+        free, against = target.vram_bytes, f"no NVIDIA GPU detected: the {target.label.split(' —')[0]} preset's card"
+    if args.json:
+        document = estimate.to_dict(free)
+        document.update(config=str(args.config), model_source=source.description, compared_with=against)
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    s = estimate.settings
+    count = s["parameters"]
+    print(f"VRAM estimate for {shape.name}, "
+          + (f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M") + " parameters")
+    print(f"  model shape: {source.description}")
+    print(f"  settings: {s['quantization']}, r {s['r']}, max_length {s['max_length']} x batch "
+          f"{s['per_device_train_batch_size']}, gradient checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
+          f"{s['optim']}")
+    print(f"  adapted layers: {', '.join(s['target_modules']) or 'none'} "
+          f"({s['lora_parameters'] / 1e6:.1f}M LoRA parameters)")
+    print(estimate.format_table())
+    print(f"verdict: {estimate.verdict(free)} ({format_gib(estimate.total)} of {format_gib(free)}; {against})")
+    for note in estimate.notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from studio.core.chat import ModelLoadError
     from studio.core.merge import merge_adapter
@@ -223,6 +350,44 @@ def cmd_merge(args: argparse.Namespace) -> int:
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
     print(out)
+    return EXIT_OK
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from studio.core.data_prepare import load_tokenizer
+    from studio.core.data_stats import format_report, inspection_report, measure_tokens
+    from studio.core.dataset import DataError, load_data
+
+    name = "finetune-studio data inspect"
+    columns = [part.strip() for part in args.columns.split(",") if part.strip()] if args.columns else None
+    try:
+        data = load_data(args.file, args.format, mapping=columns, encoding=args.encoding, split=args.split)
+    except DataError as error:
+        if args.json:
+            print(json.dumps({"path": str(args.file), "ok": False, "error": str(error),
+                              "suggested_encoding": getattr(error.encoding_guess, "encoding", None)}, indent=2))
+        raise BadInput(str(error)) from None
+    stats = None
+    if args.model and len(data.examples):
+        try:
+            tokenizer = load_tokenizer(args.model)
+        except Exception as error:  # a wrong path or an unreachable Hub id
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BadInput(f"--model {args.model}: its tokenizer cannot be loaded: {reason}") from None
+        stats = measure_tokens(tokenizer, data, train_on_responses_only=not args.all_tokens,
+                               max_length=args.max_length, limit=args.sample)
+    report = inspection_report(data, stats, model=args.model)
+    report["ok"] = bool(data.format) and len(data.examples) > 0 and not data.issues
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
+    if data.issues:
+        for issue in data.issues[:20]:
+            print(f"{name}: {issue}", file=sys.stderr)
+        more = " (first 20 shown)" if data.issue_count > 20 else ""
+        print(f"{name}: {data.path}: {data.issue_count} bad row(s){more}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not len(data.examples):
+        print(f"{name}: {data.path}: no examples", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 

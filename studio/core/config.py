@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import json
 import types
 import typing
@@ -119,6 +120,27 @@ class LoraSettings:
         default="none",
         metadata=_help("Which biases are trained: none, all, or lora_only.", choices=["none", "all", "lora_only"]),
     )
+    modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Modules trained in full and saved with the adapter, e.g. lm_head and embed_tokens when new tokens "
+            "were added. Each costs its full size again in weights, gradients and optimiser states."
+        ),
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata=_help(
+            "Rank-stabilised LoRA: scale the update by lora_alpha / sqrt(r) instead of lora_alpha / r, which "
+            "keeps high ranks (64+) learning as fast as low ones."
+        ),
+    )
+    use_dora: bool = field(
+        default=False,
+        metadata=_help(
+            "DoRA: split each adapted weight into magnitude and direction. Often a little better than LoRA at "
+            "low rank, but slower and uses more memory (the full weight is rebuilt at every step)."
+        ),
+    )
 
 
 @dataclass
@@ -128,9 +150,10 @@ class DataSettings:
     train_file: str = field(
         default="",
         metadata=_help(
-            "Training data: a .jsonl or .json file of chat conversations (OpenAI 'messages', ShareGPT "
-            "'conversations'), Alpaca records, prompt/completion pairs or plain 'text'. A relative path "
-            "is read relative to the config file."
+            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a folder saved with datasets' "
+            "save_to_disk, or a Hugging Face Hub dataset id; records are chat conversations (OpenAI "
+            "'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion pairs or plain 'text'. "
+            "A relative path is read relative to the config file."
         ),
     )
     eval_file: str = field(
@@ -147,6 +170,42 @@ class DataSettings:
             "Compute the loss on the assistant's replies only (prompts are masked). Turn off to also "
             "train on the user's turns."
         ),
+    )
+    format: str = field(
+        default="auto",
+        metadata=_help(
+            "Record shape of the data: auto (detected from the first records and shown with its evidence), "
+            "messages (OpenAI role/content turns), conversations (ShareGPT from/value turns), alpaca "
+            "(instruction/input/output), prompt_completion, or text (plain text, continued pre-training).",
+            choices=["auto", "messages", "conversations", "alpaca", "prompt_completion", "text"],
+        ),
+    )
+    column_mapping: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Which source column holds which field, as field=column pairs, for data whose columns are named "
+            "otherwise, e.g. prompt=question, completion=answer. Fields: messages, conversations, instruction, "
+            "input, output, prompt, completion, system, text. Empty = the standard names."
+        ),
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata=_help(
+            "Text encoding of JSON/JSONL/CSV files: utf-8 (a byte-order mark is recognised), or a legacy "
+            "one such as cp1254 (Windows Turkish), cp1252 (Windows Western European), latin-1 or utf-16. "
+            "The Dataset tab detects a wrong one and offers the right one."
+        ),
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata=_help(
+            "Train on the good rows and skip the bad ones (each is listed in the run's log as file:line: "
+            "reason). Off = any bad row stops the run before it starts."
+        ),
+    )
+    split: str = field(
+        default="train",
+        metadata=_help("Split to read from a Hugging Face Hub dataset or a saved DatasetDict folder."),
     )
 
 
@@ -196,6 +255,29 @@ class TrainingSettings:
     save_steps: int = field(default=50, metadata=_help("Write a resumable checkpoint every N steps.", min=1))
     save_total_limit: int = field(default=3, metadata=_help("Keep at most this many checkpoints.", min=1))
     eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps (when there is eval data).", min=1))
+    eval_strategy: str = field(
+        default="steps",
+        metadata=_help(
+            "When to evaluate (only when there is eval data): every eval_steps steps, at the end of every "
+            "epoch, or never.",
+            choices=["steps", "epoch", "no"],
+        ),
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata=_help(
+            "Stop when the eval loss has not improved for this many evaluations in a row; 0 = never stop early. "
+            "Only active when there is eval data.",
+            min=0,
+        ),
+    )
+    packing: bool = field(
+        default=False,
+        metadata=_help(
+            "Pack several short examples into each max_length sequence: fewer, fuller batches and faster "
+            "epochs when most examples are much shorter than max_length."
+        ),
+    )
 
 
 @dataclass
@@ -224,6 +306,10 @@ class RunConfig:
         if self.data.eval_file and self.data.eval_fraction > 0:
             raise ConfigError("data.eval_fraction", self.data.eval_fraction,
                               "give either an eval file or an eval fraction, not both")
+        _validate_data_reading(self.data)
+        if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
+            raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
+                              "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
 
     def digest(self) -> str:
         """A short stable fingerprint of the settings (the run name excluded)."""
@@ -236,6 +322,8 @@ SECTIONS = ("model", "quantization", "lora", "data", "training")
 
 
 def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf
+        raise ConfigError(key, value, "must be a finite number")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
@@ -243,6 +331,21 @@ def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(key, value, f"must be at least {meta['min']}")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(key, value, f"must be at most {meta['max']}")
+
+
+def _validate_data_reading(data: DataSettings) -> None:
+    """The column mapping and encoding must be usable (checked here so a bad config fails before a run)."""
+    from studio.core.data_sources import normalise_encoding
+    from studio.core.dataset import parse_column_mapping
+
+    try:
+        parse_column_mapping(data.column_mapping)
+    except ValueError as error:
+        raise ConfigError("data.column_mapping", data.column_mapping, str(error)) from None
+    try:
+        normalise_encoding(data.encoding)
+    except ValueError as error:
+        raise ConfigError("data.encoding", data.encoding, str(error)) from None
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
@@ -339,9 +442,15 @@ def resolve_relative_paths(config: RunConfig, base: Path) -> None:
         if not value or Path(value).is_absolute():
             continue
         candidate = (base / value).resolve()
-        if section == "model" and not candidate.exists():
+        if not candidate.exists() and (section == "model" or _is_hub_dataset_id(value)):
             continue  # a Hub id
         setattr(settings, key, str(candidate))
+
+
+def _is_hub_dataset_id(value: str) -> bool:
+    from studio.core.data_sources import looks_like_hub_id
+
+    return looks_like_hub_id(value)
 
 
 def dumps(config: RunConfig) -> str:

@@ -80,8 +80,26 @@ def lora_config(config: RunConfig) -> Any:
         lora_dropout=lora.lora_dropout,
         target_modules=targets,
         bias=lora.bias,
+        modules_to_save=list(lora.modules_to_save) or None,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
         task_type="CAUSAL_LM",
     )
+
+
+def early_stopping_active(config: RunConfig, *, has_eval: bool) -> bool:
+    """Early stopping needs eval data, evaluations and a patience above 0."""
+    t = config.training
+    return has_eval and t.early_stopping_patience > 0 and t.eval_strategy != "no"
+
+
+def extra_callbacks(config: RunConfig, *, has_eval: bool) -> list[Any]:
+    """Library callbacks the run config asks for (today: transformers' EarlyStoppingCallback)."""
+    if not early_stopping_active(config, has_eval=has_eval):
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=config.training.early_stopping_patience)]
 
 
 def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool) -> Any:
@@ -118,15 +136,19 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.eval_steps if has_eval else None,
+        eval_strategy=t.eval_strategy if has_eval else "no",
+        eval_steps=t.eval_steps if has_eval and t.eval_strategy == "steps" else None,
+        # EarlyStoppingCallback compares this metric; without load_best_model_at_end the adapter saved at the end
+        # is the last one (the best checkpoint is still on disk among the kept checkpoints).
+        metric_for_best_model="eval_loss" if early_stopping_active(config, has_eval=has_eval) else None,
+        greater_is_better=False if early_stopping_active(config, has_eval=has_eval) else None,
         bf16=hardware.compute_dtype == "bfloat16",
         fp16=hardware.compute_dtype == "float16",
         use_cpu=hardware.device == "cpu",
         report_to="none",
         disable_tqdm=True,  # the studio shows progress; tqdm bars would fill the log with carriage returns
         dataset_num_proc=None,
-        packing=False,
+        packing=t.packing,
         assistant_only_loss=False,  # labels arrive pre-computed by chat_tokens.encode_example
         completion_only_loss=False,
         dataloader_num_workers=0,

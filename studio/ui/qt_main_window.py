@@ -37,6 +37,7 @@ class QtMainWindow(QMainWindow):
 
         self.dataset_tab = QtDatasetTab()
         self.config_tab = QtConfigTab()
+        self.config_tab.config_source = lambda: self.config  # "Copy as command" saves the whole config
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.chat_tab = QtChatTab()
         self.tabs = QTabWidget()
@@ -49,6 +50,7 @@ class QtMainWindow(QMainWindow):
         self.statusBar().addWidget(self.banner, 1)
 
         self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
+        self.dataset_tab.settings_changed.connect(self._on_dataset_settings_edited)
         self.config_tab.changed.connect(self._on_config_edited)
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
@@ -91,8 +93,7 @@ class QtMainWindow(QMainWindow):
     def set_config(self, config: RunConfig) -> None:
         self.config = config
         self.config_tab.set_config(config)
-        if config.data.train_file and Path(config.data.train_file).is_file():
-            self.dataset_tab.open_path(Path(config.data.train_file))
+        self.dataset_tab.set_config(config)  # reads the data (in the background) with the config's data settings
         base = config.model.name_or_path
         self.chat_tab.set_model(base)
 
@@ -101,6 +102,11 @@ class QtMainWindow(QMainWindow):
 
     def _on_config_edited(self) -> None:
         self.config_tab.apply_to(self.config)
+        self.dataset_tab.set_config(self.config)  # model, max length and shared data fields
+
+    def _on_dataset_settings_edited(self) -> None:
+        self.dataset_tab.apply_to(self.config)
+        self.config_tab.set_config(self.config)  # keep the Config tab's copy of shared fields current
 
     def _load_config_file(self, path: Path, *, quiet: bool = False) -> bool:
         try:
@@ -166,6 +172,7 @@ class QtMainWindow(QMainWindow):
         if not self.training_tab.confirm_close():
             event.ignore()
             return
+        self.dataset_tab.shutdown()
         QSettings().setValue("window/geometry", self.saveGeometry())
         if self._demo_worker is not None:
             self._demo_worker.wait()

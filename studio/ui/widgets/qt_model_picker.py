@@ -1,0 +1,253 @@
+"""Choosing the base model: a local folder, a model already in the Hugging Face cache, or a Hub id
+downloaded with a progress bar (cancel keeps what was fetched; starting again resumes)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, Qt, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (
+    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QToolButton,
+    QVBoxLayout, QWidget,
+)
+from superqt import QElidingLabel
+
+from studio.core.config import field_help
+from studio.core.gpu import format_bytes
+from studio.core.model_source import (
+    DownloadProgress, ModelSourceError, cached_snapshot, download_model, hf_cache_dir, list_cached_models,
+    looks_like_hub_id,
+)
+from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.widgets import _plot_style as style
+
+__all__ = ["QtModelPicker", "running_workers"]
+
+_running: set[QtFunctionWorker] = set()
+"""Background workers still running. They have no Qt parent, so closing a window never destroys a
+thread that is still running; each one leaves this set when it finishes."""
+
+
+def running_workers() -> set[QtFunctionWorker]:
+    return set(_running)
+
+
+def start_worker(worker: QtFunctionWorker) -> QtFunctionWorker:
+    """Start a parentless worker and keep it alive until it has finished."""
+    _running.add(worker)
+    worker.finished.connect(lambda: _running.discard(worker))
+    worker.start()
+    return worker
+
+
+TRUST_WARNING = ("Trusting remote code runs Python files from the model's repository on this computer, with your "
+                 "permissions. Tick it only for a model whose code you trust; it is cleared when the model changes.")
+
+
+class QtModelPicker(QWidget):
+    """The model line edit with Browse / In cache / Download, a download progress bar and trust_remote_code.
+
+    Signals: `model_changed(str)` when the user picks or types a model (not from `set_model`),
+    `trust_changed(bool)`, `download_finished(str)` with the snapshot folder, `download_failed(str)`.
+    """
+
+    model_changed = Signal(str)
+    trust_changed = Signal(bool)
+    download_finished = Signal(str)
+    download_failed = Signal(str)
+    _download_progress = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("a local model folder, or a Hub id such as meta-llama/Llama-3.2-3B-Instruct")
+        self.model_edit.setToolTip(field_help("model", "name_or_path"))
+        self.browse_button = QPushButton("Folder…")
+        self.browse_button.setToolTip("Choose a local model folder (with config.json and weights)")
+        self.cache_button = QToolButton()
+        self.cache_button.setText("In cache")
+        self.cache_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.cache_menu = QMenu(self.cache_button)
+        self.cache_menu.aboutToShow.connect(self.refresh_cache_menu)
+        self.cache_button.setMenu(self.cache_menu)
+        self.cache_button.setToolTip("Models already in your Hugging Face cache, with their size on disk")
+        self.download_button = QPushButton("Download")
+        self.download_button.setToolTip("Download this Hub id into the Hugging Face cache (resumes an interrupted "
+                                        "download)")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.status_label = QElidingLabel()
+        self.trust_remote_code = QCheckBox("Trust remote code")
+        self.trust_remote_code.setToolTip(f"{field_help('model', 'trust_remote_code')}\n\n{TRUST_WARNING}")
+        self.trust_warning = QLabel("⚠ runs the model repository's own Python code on this computer")
+        self.trust_warning.setStyleSheet(f"color: {style.ORANGE};")
+        self.trust_warning.setToolTip(TRUST_WARNING)
+        self.trust_warning.hide()
+
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.model_edit, stretch=1)
+        for widget in (self.browse_button, self.cache_button, self.download_button):
+            row.addWidget(widget)
+        second = QHBoxLayout()
+        second.setContentsMargins(0, 0, 0, 0)
+        second.addWidget(self.trust_remote_code)
+        second.addWidget(self.trust_warning)
+        second.addSpacing(12)
+        second.addWidget(self.progress_bar, stretch=1)
+        second.addWidget(self.cancel_button)
+        second.addWidget(self.status_label, stretch=2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addLayout(second)
+        self._set_downloading(False)
+
+        self._trusted_for: str | None = None
+        self._cancel = threading.Event()
+        self.download_worker: QtFunctionWorker | None = None
+        self.browse_button.clicked.connect(self._browse)
+        self.download_button.clicked.connect(self.start_download)
+        self.cancel_button.clicked.connect(self.cancel_download)
+        self.model_edit.textEdited.connect(self._on_text_edited)
+        self.trust_remote_code.toggled.connect(self._on_trust_toggled)
+        self._download_progress.connect(self._on_download_progress)
+        self._update_download_button()
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    # --- the model ----------------------------------------------------------------------------------
+    def model(self) -> str:
+        return self.model_edit.text().strip()
+
+    def set_model(self, name_or_path: str, *, trust_remote_code: bool = False) -> None:
+        """Show a model without emitting `model_changed`."""
+        self.model_edit.setText(name_or_path)
+        self.trust_remote_code.blockSignals(True)
+        self.trust_remote_code.setChecked(trust_remote_code)
+        self.trust_remote_code.blockSignals(False)
+        self._trusted_for = name_or_path if trust_remote_code else None
+        self.trust_warning.setVisible(trust_remote_code)
+        self._update_download_button()
+
+    def choose(self, name_or_path: str) -> None:
+        """Pick a model as the user would (emits `model_changed`)."""
+        self.model_edit.setText(name_or_path)
+        self._on_text_edited(name_or_path)
+
+    def _on_text_edited(self, text: str) -> None:
+        # trust_remote_code was given to one model; a different model must be trusted again.
+        if self.trust_remote_code.isChecked() and text.strip() != self._trusted_for:
+            self.trust_remote_code.setChecked(False)
+        self._update_download_button()
+        self.model_changed.emit(text.strip())
+
+    def _on_trust_toggled(self, checked: bool) -> None:
+        self._trusted_for = self.model() if checked else None
+        self.trust_warning.setVisible(checked)
+        self.trust_changed.emit(checked)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
+        if folder:
+            self.choose(folder)
+
+    def refresh_cache_menu(self) -> None:
+        """List the models in the HF cache (fast: reads the cache folder only)."""
+        self.cache_menu.clear()
+        try:
+            models = list_cached_models()
+        except Exception as error:  # noqa: BLE001 - a broken cache must not break the menu
+            models = []
+            self.status_label.setText(f"Could not read the Hugging Face cache: {error}")
+        if not models:
+            action = QAction(f"No models in the Hugging Face cache ({hf_cache_dir()})", self.cache_menu)
+            action.setEnabled(False)
+            self.cache_menu.addAction(action)
+            return
+        for cached in models:
+            label = f"{cached.repo_id}    {format_bytes(cached.size_bytes)}"
+            if not cached.has_weights:
+                label += "  (config only)"
+            action = QAction(label, self.cache_menu)
+            action.triggered.connect(lambda _=False, repo=cached.repo_id: self.choose(repo))
+            self.cache_menu.addAction(action)
+
+    # --- downloads ------------------------------------------------------------------------------------
+    def _update_download_button(self) -> None:
+        text = self.model()
+        hub = bool(text) and looks_like_hub_id(text)
+        downloading = self.download_worker is not None
+        self.download_button.setEnabled(hub and not downloading)
+        if hub and cached_snapshot(text) is not None:
+            self.download_button.setText("Update")
+            self.download_button.setToolTip("In your Hugging Face cache; downloads missing or newer files")
+        else:
+            self.download_button.setText("Download")
+            self.download_button.setToolTip("Download this Hub id into the Hugging Face cache (an interrupted "
+                                            "download resumes)")
+
+    def _set_downloading(self, downloading: bool) -> None:
+        self.progress_bar.setVisible(downloading)
+        self.cancel_button.setVisible(downloading)
+        self.cancel_button.setEnabled(downloading)
+
+    def start_download(self) -> QtFunctionWorker | None:
+        repo_id = self.model()
+        if not looks_like_hub_id(repo_id) or self.download_worker is not None:
+            return None
+        self._cancel.clear()
+        self.progress_bar.setRange(0, 0)  # busy until the file list and sizes are known
+        self.progress_bar.setFormat("listing files…")
+        self._set_downloading(True)
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Downloading {repo_id} into {hf_cache_dir()}")
+        worker = QtFunctionWorker(download_model, repo_id, progress=self._download_progress.emit,
+                                  should_cancel=self._cancel.is_set, expected_errors=(ModelSourceError,))
+        worker.succeeded.connect(self._on_download_done)
+        worker.failed.connect(self._on_download_failed)
+        worker.finished.connect(self._on_download_ended)
+        self.download_worker = worker
+        self._update_download_button()
+        return start_worker(worker)
+
+    def cancel_download(self) -> None:
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setFormat("cancelling…")
+
+    def _on_download_progress(self, progress: DownloadProgress) -> None:
+        if not progress.total_bytes:
+            return
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(int(1000 * min(progress.done_bytes / progress.total_bytes, 1.0)))
+        files = f", file {progress.files_done} of {progress.files_total}" if progress.files_total else ""
+        self.progress_bar.setFormat(f"{format_bytes(progress.done_bytes)} of {format_bytes(progress.total_bytes)}"
+                                    f"{files}")
+
+    def _on_download_done(self, folder: Path) -> None:
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Downloaded: {folder}")
+        self.download_finished.emit(str(folder))
+
+    def _on_download_failed(self, message: str) -> None:
+        self.status_label.setStyleSheet(f"color: {style.RED};")
+        self.status_label.setText(message)
+        self.status_label.setToolTip(message)
+        self.download_failed.emit(message)
+
+    def _on_download_ended(self) -> None:
+        self.download_worker = None
+        self._set_downloading(False)
+        self._update_download_button()
+
+    def shutdown(self) -> None:
+        """Cancel a running download and wait for its thread (the files fetched so far stay cached)."""
+        worker = self.download_worker
+        if worker is not None:
+            self._cancel.set()
+            worker.wait(30_000)
