@@ -48,7 +48,7 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
         if message["role"] != "assistant":
             continue
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
+        upto = full if i == len(messages) - 1 else render(tokenizer, messages[: i + 1])
         if not (upto.startswith(prompt) and full.startswith(upto)):
             raise TemplateError(
                 "the chat template renders earlier turns differently once later turns are added, so the "
@@ -60,22 +60,41 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
 
 def encode_example(tokenizer: Any, example: dict[str, Any], *, train_on_responses_only: bool = True) -> dict[str, list[int]]:
     """`input_ids` and `labels` (IGNORE_INDEX where no loss is taken) for one normalised example."""
-    if "text" in example:
-        ids = tokenizer(example["text"], add_special_tokens=True)["input_ids"]
-        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
-            ids = ids + [tokenizer.eos_token_id]  # so the model also learns where a document ends
-        return {"input_ids": ids, "labels": list(ids)}
-    text, spans = assistant_char_spans(tokenizer, example["messages"])
-    # The template already contains the special tokens (BOS, headers); adding them again would double BOS.
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"]
-    if not train_on_responses_only:
-        return {"input_ids": ids, "labels": list(ids)}
+    return encode_examples(tokenizer, [example], train_on_responses_only=train_on_responses_only)[0]
+
+
+def encode_examples(tokenizer: Any, examples: list[dict[str, Any]], *,
+                    train_on_responses_only: bool = True) -> list[dict[str, list[int]]]:
+    """encode_example for a batch: the same ids and labels, with one (parallel) tokenizer call per kind of row."""
+    results: list[dict[str, list[int]]] = [{} for _ in examples]
+    chats = [(i, *assistant_char_spans(tokenizer, example["messages"]))
+             for i, example in enumerate(examples) if "text" not in example]
+    if chats:
+        # The template already contains the special tokens (BOS, headers); adding them again would double BOS.
+        encoded = tokenizer([text for _, text, _ in chats], add_special_tokens=False, return_offsets_mapping=True)
+        for (i, _, spans), ids, offsets in zip(chats, encoded["input_ids"], encoded["offset_mapping"]):
+            labels = _response_labels(ids, offsets, spans) if train_on_responses_only else list(ids)
+            results[i] = {"input_ids": ids, "labels": labels}
+    texts = [(i, example["text"]) for i, example in enumerate(examples) if "text" in example]
+    if texts:
+        encoded = tokenizer([text for _, text in texts], add_special_tokens=True)
+        for (i, _), ids in zip(texts, encoded["input_ids"]):
+            if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+                ids = ids + [tokenizer.eos_token_id]  # so the model also learns where a document ends
+            results[i] = {"input_ids": ids, "labels": list(ids)}
+    return results
+
+
+def _response_labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Each token's id where it starts inside an assistant span, else IGNORE_INDEX (spans are in order)."""
     labels = []
-    for token_id, (start, end) in zip(ids, encoded["offset_mapping"]):
-        inside = any(span_start <= start < span_end for span_start, span_end in spans) and end > start
+    span = 0
+    for token_id, (start, end) in zip(ids, offsets):
+        while span < len(spans) and start >= spans[span][1]:
+            span += 1
+        inside = span < len(spans) and spans[span][0] <= start and end > start
         labels.append(token_id if inside else IGNORE_INDEX)
-    return {"input_ids": ids, "labels": labels}
+    return labels
 
 
 def trained_token_count(labels: list[int]) -> int:

@@ -1,0 +1,105 @@
+"""The training data exactly as the trainer receives it: read → normalise → encode → eval split.
+
+`run_training` and the Dataset tab's preview share every step: the same reader and column mapping
+(`dataset.load_with_settings`), the same tokenizer loading (`load_tokenizer`) and the same
+`chat_tokens.encode_example`, so the highlighted tokens in the preview are the trained ones.
+Encoding runs as a `datasets` map over the Arrow-backed examples, so a large dataset is never
+held as Python lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.core.chat_tokens import IGNORE_INDEX, encode_examples, ensure_chat_template
+from studio.core.dataset import DataError, LoadedData, load_with_settings
+from studio.core.events import make_event
+
+ENCODING_VERSION = 1
+"""Bump when encode_example's output changes, so cached encodings are not reused."""
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer with a chat template and a pad token, as training uses it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def nothing_to_train_error(path: Path | str) -> DataError:
+    return DataError(
+        f"{path}: no row has a token to train on (every label is masked). Check that the "
+        "conversations contain assistant replies, or turn off 'train on responses only'."
+    )
+
+
+def training_data(settings: Any, path: str | Path | None = None, *,
+                  emit: Callable[[dict], None] | None = None) -> LoadedData:
+    """Read a data file with the run's data settings; bad rows stop the run unless skip_bad_rows is on.
+
+    Skipped rows are reported in a log event, never dropped silently.
+    """
+    data = load_with_settings(settings, path)
+    if data.issues and not settings.skip_bad_rows:
+        raise DataError(f"{data.path}: {data.issue_count} bad row(s)", data.issues, total=data.issue_count)
+    if not len(data.examples):
+        if data.issues:
+            raise DataError(f"{data.path}: no usable examples ({data.issue_count} bad row(s))", data.issues,
+                            total=data.issue_count)
+        raise DataError(f"{data.path}: no examples")
+    if data.issues and emit is not None:
+        shown = "\n".join(str(issue) for issue in data.issues[:10])
+        more = f"\n… and {data.issue_count - 10} more" if data.issue_count > 10 else ""
+        emit(make_event("log", level="warning",
+                        message=f"Skipping {data.issue_count} bad row(s) of {data.path} "
+                                f"(data.skip_bad_rows is on):\n{shown}{more}"))
+    return data
+
+
+def _encode_batch(batch: dict[str, list], tokenizer: Any, train_on_responses_only: bool) -> dict[str, list]:
+    examples = [{"text": text} if messages is None else {"messages": messages}
+                for messages, text in zip(batch["messages"], batch["text"])]
+    encoded = encode_examples(tokenizer, examples, train_on_responses_only=train_on_responses_only)
+    return {"input_ids": [e["input_ids"] for e in encoded], "labels": [e["labels"] for e in encoded],
+            "num_trained": [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in encoded]}
+
+
+def encode_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_only: bool) -> Any:
+    """A `datasets.Dataset` of `input_ids` and `labels`, one row per example, from encode_example."""
+    dataset = data.to_dataset()
+    template = getattr(tokenizer, "chat_template", "") or ""
+    fingerprint = hashlib.sha256("|".join(map(str, (
+        ENCODING_VERSION, dataset._fingerprint, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+        template, train_on_responses_only))).encode()).hexdigest()[:32]
+    encoded = dataset.map(
+        _encode_batch,
+        batched=True,
+        batch_size=256,
+        fn_kwargs={"tokenizer": tokenizer, "train_on_responses_only": train_on_responses_only},
+        remove_columns=dataset.column_names,
+        new_fingerprint=fingerprint,
+    )
+    if not any(count > 0 for count in encoded["num_trained"]):
+        raise nothing_to_train_error(data.path)
+    return encoded.remove_columns("num_trained")
+
+
+def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data: LoadedData | None,
+                  ) -> tuple[Any, Any]:
+    """(train_set, eval_set) for the trainer: the eval file's rows, or a seeded eval fraction, or none."""
+    responses_only = config.data.train_on_responses_only
+    train_set = encode_dataset(tokenizer, train_data, train_on_responses_only=responses_only)
+    eval_set = None
+    if eval_data is not None:
+        eval_set = encode_dataset(tokenizer, eval_data, train_on_responses_only=responses_only)
+    elif config.data.eval_fraction > 0:
+        if len(train_set) < 2:
+            raise DataError(f"{train_data.path}: {len(train_set)} row(s) cannot be split for evaluation; "
+                            "set data.eval_fraction = 0 or give an eval file")
+        split = train_set.train_test_split(test_size=config.data.eval_fraction, seed=config.training.seed)
+        train_set, eval_set = split["train"], split["test"]
+    return train_set, eval_set
