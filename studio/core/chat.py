@@ -3,15 +3,27 @@
 The tokenizer (and so the chat template) is taken from the adapter folder when it has one: the
 studio saves the template a run trained with beside its adapter, so chat renders prompts exactly
 as training did.
+
+One copy of the base weights serves every adapter: adapters are loaded side by side into one
+`PeftModel`, `set_adapter` switches between them and `disable_adapter()` gives the base model's
+own answer (compare mode) — nothing is reloaded. Generations on one model never overlap (a lock),
+since switching adapters while a reply is being generated would change it midway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+BASE_MODEL = "(base)"
+"""Adapter choice meaning: no adapter, the base model's own weights."""
 
 
 class ModelLoadError(ValueError):
@@ -56,13 +68,66 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 @dataclass
+class GenerationSettings:
+    """How a reply is sampled; temperature 0 means greedy (deterministic)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+@dataclass
+class ReplyStats:
+    """Filled in while a reply is generated: new tokens, seconds, and whether Stop cut it short."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def adapter_display_name(adapter_dir: Path) -> str:
+    """A short, PEFT-safe name: the run's name for `<run>/adapter`, else the folder's."""
+    adapter_dir = Path(adapter_dir)
+    name = adapter_dir.parent.name if adapter_dir.name == "adapter" and adapter_dir.parent.name else adapter_dir.name
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "adapter"
+
+
+def _torch_dtype_for_chat() -> Any:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPUs compute in float32 anyway; half precision would only be slower there
+
+
+@dataclass
 class ChatModel:
-    """A loaded base model, optionally wrapped with named LoRA adapters."""
+    """A loaded base model, optionally wrapped with named LoRA adapters sharing its weights."""
 
     model: Any
     tokenizer: Any
     adapters: list[str] = field(default_factory=list)
     base_name: str = ""
+    adapter_paths: dict[str, Path] = field(default_factory=dict)
+    load_in_4bit: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, model: str | Path, adapters: Sequence[str | Path] = (), *, load_in_4bit: bool = False) -> "ChatModel":
@@ -82,7 +147,7 @@ class ChatModel:
         check_model_source(base)
 
         cuda = torch.cuda.is_available()
-        dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else (torch.float16 if cuda else torch.float32)
+        dtype = _torch_dtype_for_chat()
         kwargs: dict[str, Any] = {"dtype": dtype}
         if load_in_4bit:
             from transformers import BitsAndBytesConfig
@@ -100,50 +165,124 @@ class ChatModel:
         if cuda and not load_in_4bit:
             loaded = loaded.to("cuda")
         ensure_chat_template(tokenizer)
-
-        names = []
-        if adapter_dirs:
-            from peft import PeftModel
-
-            names = [f"adapter{i}" if i else "default" for i in range(len(adapter_dirs))]
-            loaded = PeftModel.from_pretrained(loaded, str(adapter_dirs[0]), adapter_name=names[0])
-            for name, folder in zip(names[1:], adapter_dirs[1:]):
-                loaded.load_adapter(str(folder), adapter_name=name)
         loaded.eval()
-        return cls(model=loaded, tokenizer=tokenizer, adapters=names, base_name=base)
+        chat = cls(model=loaded, tokenizer=tokenizer, base_name=base, load_in_4bit=load_in_4bit)
+        for folder in adapter_dirs:
+            chat.add_adapter(folder)
+        if chat.adapters:
+            chat.set_adapter(chat.adapters[0])
+        return chat
 
-    def stream_reply(self, messages: list[dict[str, str]], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                     top_p: float = 1.0, stop: threading.Event | None = None) -> Iterator[str]:
-        """Yield the reply piece by piece as it is generated; greedy when temperature is 0."""
+    # --- adapters on one copy of the base weights ------------------------------------------------------
+    def add_adapter(self, folder: str | Path) -> str:
+        """Load another adapter beside the others (the base weights are not reloaded); returns its name."""
+        folder = resolve_adapter_dir(Path(folder))
+        name, n = adapter_display_name(folder), 2
+        while name in self.adapters:
+            name, n = f"{adapter_display_name(folder)}_{n}", n + 1
+        with self._lock:
+            if self.adapters:
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            self.model.eval()
+        self.adapters.append(name)
+        self.adapter_paths[name] = folder
+        return name
+
+    @property
+    def active_adapter(self) -> str | None:
+        if not self.adapters:
+            return None
+        active = getattr(self.model, "active_adapter", None)
+        return active if isinstance(active, str) else self.adapters[0]
+
+    def set_adapter(self, name: str) -> None:
+        """Make `name` the adapter replies use (instant: only which LoRA weights apply changes)."""
+        if name not in self.adapters:
+            raise KeyError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        with self._lock:
+            self.model.set_adapter(name)
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.model is not None
+
+    def unload(self) -> None:
+        """Drop the weights and give the memory back (CUDA's cache too)."""
+        with self._lock:
+            self.model = None
+            self.tokenizer = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    # --- generation ---------------------------------------------------------------------------------------
+    def stream_reply(self, messages: list[dict[str, str]], settings: GenerationSettings | None = None, *,
+                     adapter: str | None = None, stop: threading.Event | None = None,
+                     stats: ReplyStats | None = None, **overrides: Any) -> Iterator[str]:
+        """Yield the reply piece by piece as it is generated; greedy when temperature is 0.
+
+        `adapter`: one of `adapters`, BASE_MODEL for the base alone (adapters disabled), or None
+        for the active one. Keyword overrides (`max_new_tokens=`, `temperature=`, ...) patch `settings`.
+        """
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        if self.model is None:
+            raise ModelLoadError("the model was unloaded; load it again")
+        settings = GenerationSettings(**{**(settings.__dict__ if settings else {}), **overrides})
         stop = stop or threading.Event()
+        stats = stats if stats is not None else ReplyStats()
+
+        finished = threading.Event()  # set when the consumer stops reading; `stop` stays the caller's
 
         class StopOnEvent(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return stop.is_set()
+                return stop.is_set() or finished.is_set()
+
+        class CountingStreamer(TextIteratorStreamer):
+            def put(self, value):
+                if not self.next_tokens_are_prompt:
+                    stats.tokens += int(value.numel())
+                super().put(value)
 
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                     return_dict=True)
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         generate_kwargs: dict[str, Any] = dict(
-            **inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
-            pad_token_id=self.tokenizer.pad_token_id,
+            **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
+            pad_token_id=self.tokenizer.pad_token_id, **settings.generate_kwargs(),
         )
-        if temperature > 0:
-            generate_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            generate_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         errors: list[BaseException] = []
+        model = self.model
 
         def generate() -> None:
             import torch
 
             try:
-                with torch.inference_mode():
-                    self.model.generate(**generate_kwargs)
+                with self._lock:
+                    if adapter == BASE_MODEL and self.adapters:
+                        choice = model.disable_adapter()
+                    else:
+                        if adapter is not None and adapter != BASE_MODEL and adapter != self.active_adapter:
+                            model.set_adapter(adapter)
+                        choice = contextlib.nullcontext()
+                    if settings.seed is not None:
+                        torch.manual_seed(settings.seed)
+                    started = time.perf_counter()
+                    try:
+                        with choice, torch.inference_mode():
+                            model.generate(**generate_kwargs)
+                    finally:
+                        stats.seconds = time.perf_counter() - started
             except BaseException as error:  # re-raised in the consumer's thread below
                 errors.append(error)
                 streamer.end()
@@ -155,10 +294,43 @@ class ChatModel:
                 if piece:
                     yield piece
         finally:
-            stop.set()
+            finished.set()  # a consumer that stops reading early ends the generation with it
             worker.join()
+            stats.stopped = stop.is_set()
         if errors:
             raise errors[0]
 
-    def reply(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
-        return "".join(self.stream_reply(messages, **kwargs))
+    def reply(self, messages: list[dict[str, str]], settings: GenerationSettings | None = None,
+              **kwargs: Any) -> str:
+        return "".join(self.stream_reply(messages, settings, **kwargs))
+
+
+def estimate_chat_memory(config: dict[str, Any], *, load_in_4bit: bool, context_tokens: int = 4096) -> int:
+    """Bytes of GPU memory chatting with this model needs: weights, a KV cache, the CUDA context."""
+    from studio.core.vram import CUDA_CONTEXT_BYTES, ModelShape
+
+    shape = ModelShape.from_config(config)
+    if load_in_4bit:  # NF4 + double quantisation for decoder linears, 16-bit for the rest
+        weights = shape.decoder_linear_params * 4.127 / 8 + (shape.parameter_count - shape.decoder_linear_params) * 2
+    else:
+        weights = shape.parameter_count * 2
+    kv_cache = 2 * shape.num_hidden_layers * shape.kv_dim * context_tokens * 2
+    return int(weights + kv_cache + CUDA_CONTEXT_BYTES)
+
+
+def chat_memory_warning(needed_bytes: int, gpu: Any, *, training_running: bool) -> str | None:
+    """A warning to show before loading, or None: no GPU (CPU chat), or plenty of free memory.
+
+    `gpu` is a `studio.core.gpu.GpuInfo` (None without an NVIDIA GPU).
+    """
+    from studio.core.vram import format_gib
+
+    if gpu is None:
+        return None
+    need, free = format_gib(needed_bytes), format_gib(gpu.free_bytes)
+    if training_running:
+        return (f"A training run is using {gpu.name}. Chatting with this model needs about {need} of GPU memory "
+                f"and {free} is free now: loading it may run out of memory and stop the run, or slow it down.")
+    if needed_bytes > gpu.free_bytes:
+        return f"This model needs about {need} of GPU memory but only {free} is free on {gpu.name}."
+    return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.chat_tokens import IGNORE_INDEX, encode_examples, ensure_chat_template
+from studio.core.config import ConfigError
 from studio.core.dataset import DataError, LoadedData, load_with_settings
 from studio.core.events import make_event
 
@@ -88,11 +89,21 @@ def encode_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_only:
     return encoded.remove_columns("num_trained")
 
 
+def _check_something_survives_truncation(train_set: Any, max_length: int, path: Path | str) -> None:
+    """Fail by name when max_length cuts every trained token (TRL would drop every row and crash)."""
+    for batch in train_set.iter(batch_size=1000):
+        if any(any(label != IGNORE_INDEX for label in labels[:max_length]) for labels in batch["labels"]):
+            return
+    raise ConfigError("training.max_length", max_length,
+                      f"every example in {path} is cut before its first trained token; raise max length")
+
+
 def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data: LoadedData | None,
                   ) -> tuple[Any, Any]:
     """(train_set, eval_set) for the trainer: the eval file's rows, or a seeded eval fraction, or none."""
     responses_only = config.data.train_on_responses_only
     train_set = encode_dataset(tokenizer, train_data, train_on_responses_only=responses_only)
+    _check_something_survives_truncation(train_set, config.training.max_length, train_data.path)
     eval_set = None
     if eval_data is not None:
         eval_set = encode_dataset(tokenizer, eval_data, train_on_responses_only=responses_only)

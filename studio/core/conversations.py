@@ -1,0 +1,104 @@
+"""Chat conversations saved and reopened as JSON, in OpenAI's `messages` shape.
+
+    {"messages": [{"role": "system", "content": ...}, {"role": "user", ...}, {"role": "assistant", ...}],
+     "finetune_studio": {"model": ..., "adapters": [...], "generation": {...},
+                         "compare": {"adapter": ..., "base_messages": [...]}}}
+
+`messages` alone is a valid OpenAI chat request (and a valid row of the studio's training data), so
+a good conversation can be pasted into a dataset. A plain JSON list of messages opens too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+
+
+class ConversationError(ValueError):
+    """A conversation file that cannot be read; the message names the file and what is wrong."""
+
+
+@dataclass
+class Conversation:
+    """The messages of one chat (system prompt first, if any) and how they were produced."""
+
+    messages: list[dict[str, str]] = field(default_factory=list)
+    model: str = ""
+    adapters: list[str] = field(default_factory=list)
+    generation: dict[str, Any] = field(default_factory=dict)
+    base_messages: list[dict[str, str]] | None = None  # compare mode: the base model's side
+    compare_adapter: str = ""
+
+    @property
+    def system_prompt(self) -> str:
+        return self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else ""
+
+    @property
+    def turns(self) -> list[dict[str, str]]:
+        """The messages without the system prompt."""
+        return [m for i, m in enumerate(self.messages) if not (i == 0 and m["role"] == "system")]
+
+    def to_json(self) -> dict[str, Any]:
+        studio: dict[str, Any] = {"model": self.model, "adapters": self.adapters, "generation": self.generation}
+        if self.base_messages is not None:
+            studio["compare"] = {"adapter": self.compare_adapter, "base_messages": self.base_messages}
+        return {"messages": self.messages, "finetune_studio": studio}
+
+
+def _check_messages(messages: Any, path: Path, key: str) -> list[dict[str, str]]:
+    if not isinstance(messages, list):
+        raise ConversationError(f"{path}: {key} must be a list of messages")
+    checked = []
+    for i, message in enumerate(messages):
+        where = f"{path}: {key}[{i}]"
+        if not isinstance(message, dict):
+            raise ConversationError(f"{where}: expected an object with role and content")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ConversationError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ConversationError(f"{where}: content must be text")
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+def save_conversation(path: Path, conversation: Conversation) -> Path:
+    """Write the conversation as pretty JSON (atomically: a crash never leaves half a file)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(conversation.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def load_conversation(path: Path) -> Conversation:
+    """Read a conversation saved by the studio, an OpenAI `{"messages": [...]}` object or a bare list."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConversationError(f"{path}: cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConversationError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ConversationError(f"{path}:{error.lineno}: not valid JSON: {error.msg}") from None
+    if isinstance(data, list):
+        return Conversation(messages=_check_messages(data, path, "messages"))
+    if not isinstance(data, dict) or "messages" not in data:
+        raise ConversationError(f"{path}: expected an object with a 'messages' list")
+    studio = data.get("finetune_studio") if isinstance(data.get("finetune_studio"), dict) else {}
+    compare = studio.get("compare") if isinstance(studio.get("compare"), dict) else None
+    return Conversation(
+        messages=_check_messages(data["messages"], path, "messages"),
+        model=str(studio.get("model") or ""),
+        adapters=[str(a) for a in studio.get("adapters") or []],
+        generation=dict(studio.get("generation") or {}),
+        base_messages=_check_messages(compare["base_messages"], path, "finetune_studio.compare.base_messages")
+        if compare and "base_messages" in compare else None,
+        compare_adapter=str(compare.get("adapter", "")) if compare else "",
+    )

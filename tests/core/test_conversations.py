@@ -1,0 +1,45 @@
+"""Chat conversations as JSON in OpenAI's messages shape: round trip, plain lists, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio.core.conversations import Conversation, ConversationError, load_conversation, save_conversation
+
+
+def test_a_conversation_round_trips_with_its_compare_side(tmp_path):
+    conversation = Conversation(
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello!"}],
+        model="/models/base", adapters=["/runs/a/adapter"], generation={"temperature": 0.0, "max_new_tokens": 64},
+        base_messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "asdf"}],
+        compare_adapter="a")
+    path = save_conversation(tmp_path / "chat.json", conversation)
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["messages"][0] == {"role": "system", "content": "Be brief."}  # a valid OpenAI request as is
+    loaded = load_conversation(path)
+    assert loaded == conversation
+    assert loaded.system_prompt == "Be brief." and [m["role"] for m in loaded.turns] == ["user", "assistant"]
+
+
+def test_a_bare_list_of_messages_opens(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps([{"role": "user", "content": "Hi"}]), encoding="utf-8")
+    assert load_conversation(path).messages == [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"messages": [{"role": "user", "content": "Hi"}', "not valid JSON"),
+    ('{"messages": [{"role": "robot", "content": "Hi"}]}', "messages[0]: role 'robot'"),
+    ('{"messages": [{"role": "user", "content": 3}]}', "messages[0]: content must be text"),
+    ('{"conversation": []}', "'messages' list"),
+])
+def test_a_bad_file_is_refused_naming_the_file_and_the_problem(tmp_path, text, reason):
+    path = tmp_path / "bad.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversationError) as error:
+        load_conversation(path)
+    assert str(path) in str(error.value) and reason in str(error.value)
