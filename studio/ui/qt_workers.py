@@ -1,4 +1,4 @@
-"""Background work for the window: one generic QThread that runs a core function off the GUI thread.
+"""Background work for the window: a generic QThread that runs a core function off the GUI thread.
 
 Core functions stay Qt-free; they report progress through a plain callback, which this worker turns
 into a queued signal. Errors come back as a message (the traceback goes to the terminal / log),
@@ -47,35 +47,3 @@ class QtFunctionWorker(QThread):
             self.failed.emit(f"{type(error).__name__}: {error}")
         else:
             self.succeeded.emit(result)
-
-
-class QtChatWorker(QThread):
-    """Streams one chat reply: `piece(str)` per generated fragment, then `done(str)` or `failed(str)`."""
-
-    piece = Signal(str)
-    done = Signal(str)
-    failed = Signal(str)
-
-    def __init__(self, chat_model: Any, messages: list[dict[str, str]], *, max_new_tokens: int = 256,
-                 temperature: float = 0.0, parent=None):
-        super().__init__(parent)
-        import threading
-
-        self._chat_model = chat_model
-        self._messages = messages
-        self._max_new_tokens = max_new_tokens
-        self._temperature = temperature
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        pieces = []
-        try:
-            for piece in self._chat_model.stream_reply(self._messages, max_new_tokens=self._max_new_tokens,
-                                                       temperature=self._temperature, stop=self.stop_event):
-                pieces.append(piece)
-                self.piece.emit(piece)
-        except Exception as error:
-            log.error("chat generation failed:\n%s", traceback.format_exc())
-            self.failed.emit(f"{type(error).__name__}: {error}")
-            return
-        self.done.emit("".join(pieces))
