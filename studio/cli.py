@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--output", type=Path, required=True)
     merge.add_argument("--base", help="base model (default: the one recorded in the adapter)")
 
+    export = sub.add_parser("export", help="export a trained model: GGUF + Ollama Modelfile, or the adapter")
+    export_sub = export.add_subparsers(dest="export_command", metavar="KIND", required=True)
+    gguf = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp and Ollama, with a Modelfile and model card")
+    gguf.add_argument("model", type=Path, metavar="MODEL_DIR",
+                      help="a merged model folder, or a run directory / adapter (merged first into a temporary folder)")
+    gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf")
+    gguf.add_argument("--type", dest="gguf_type", choices=("f16", "q8_0"), default="f16",
+                      help="weight type of the matrices (default: f16)")
+    adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
+    adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
+    adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP")
+    adapter_export.add_argument("--zip", action="store_true", help="write a .zip file instead of a folder")
+
     data = sub.add_parser("data", help="inspect a dataset the way training reads it")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     inspect = data_sub.add_parser("inspect", help="detected format, counts, errors with line numbers, token stats")
@@ -83,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_app()
     handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
-               "estimate": cmd_estimate, "data": cmd_data}[args.command]
+               "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except BadInput as error:
@@ -147,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_from = _resume_checkpoint(args.resume, None)
         run_dir = RunDirectory(resume_from.parent.parent)
     elif args.resume is not None:
-        raise BadInput("--resume without a checkpoint needs --output RUN_DIR (the run to continue)")
+        raise BadInput("no checkpoint to resume from: give --output RUN_DIR (the run to continue) or --resume CKPT")
     else:
         run_dir, resume_from = RunStore().new_run(config.name, config.model.name_or_path), None
 
@@ -342,14 +355,45 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from studio.core.chat import ModelLoadError
+    from studio.core.export_common import ExportError
     from studio.core.merge import merge_adapter
 
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base,
                             progress=lambda m: print(m, file=sys.stderr))
-    except ModelLoadError as error:
+    except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     print(out)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from studio.core.chat import ModelLoadError
+    from studio.core.export_common import ExportError
+
+    last: list[str] = []
+
+    def progress(fraction: float, message: str) -> None:
+        if not last or last[-1] != message:
+            last.append(message)
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    try:
+        if args.export_command == "gguf":
+            from studio.core.gguf_export import export_gguf
+
+            result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, on_progress=progress)
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+            print(result.path)
+            print(result.modelfile)
+        else:
+            from studio.core.export_adapter import export_adapter, export_adapter_zip
+
+            export = export_adapter_zip if args.zip else export_adapter
+            print(export(args.source, args.output, on_progress=progress))
+    except (ModelLoadError, ExportError) as error:
+        raise BadInput(str(error)) from None
     return EXIT_OK
 
 

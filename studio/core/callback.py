@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
+from studio.core import fault_injection
 from studio.core.events import Emit, make_event
 
 
@@ -36,8 +37,18 @@ class StudioCallback(TrainerCallback):
                                  config_digest=self.config_digest, num_train_rows=self.num_train_rows,
                                  resumed_from=self.resumed_from, start_step=state.global_step))
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        fault_injection.raise_oom_at_step(state.global_step + 1)
+
     def on_step_end(self, args, state, control, **kwargs):
-        if not self.stopped and self.should_stop():
+        if self.stopped:
+            return
+        wanted = state.is_world_process_zero and (self.should_stop() or fault_injection.stop_at_step(state.global_step))
+        if args.world_size > 1:
+            # Every process must stop after the same step, or the others wait forever in the next step's
+            # collective: the main process decides and tells the rest (it also reads the stop file first).
+            wanted = _main_process_decides(wanted, args.device)
+        if wanted:
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True  # the checkpoint a later Resume continues from
@@ -73,3 +84,15 @@ class StudioCallback(TrainerCallback):
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             self.emit(make_event("checkpoint", step=state.global_step, path=str(path)))
+
+
+def _main_process_decides(flag: bool, device: Any) -> bool:
+    """Rank 0's `flag`, on every process of a distributed run."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    decision = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(decision, src=0)
+    return bool(decision.item())

@@ -105,6 +105,27 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return EventReader(path).read_new()
 
 
+_TAIL_BYTES = 64 * 1024
+
+
+def read_last_event(path: Path) -> dict[str, Any] | None:
+    """The last complete event, read from the end of the file (cheap however long the file is)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    events = _parse_lines(tail[: tail.rfind(b"\n") + 1])
+    if events:
+        return events[-1]
+    if size > _TAIL_BYTES:  # one event longer than the tail: rare, read it all
+        events = read_events(path)
+        return events[-1] if events else None
+    return None
+
+
 def _parse_lines(data: bytes) -> list[dict[str, Any]]:
     events = []
     for raw in data.splitlines():

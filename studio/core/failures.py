@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from studio.core.config import ConfigError, RunConfig
+from studio.core.config import ConfigError, RunConfig, copy_config
 from studio.core.dataset import DataError
 from studio.core.events import make_event
 
@@ -19,24 +20,59 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "cuda_error_out_of_memory" in text)
 
 
-def oom_hint(config: RunConfig) -> str:
+@dataclass(frozen=True)
+class MemorySaving:
+    """One change to a config that lowers peak memory: what it is, for people, and which fields it sets."""
+
+    description: str
+    changes: dict[str, Any]  # "section.field" -> new value
+
+
+def memory_savings(config: RunConfig) -> list[MemorySaving]:
     """Concrete changes that lower peak memory, most effective first, for this config."""
     t = config.training
-    steps = []
+    savings = []
     if not t.gradient_checkpointing:
-        steps.append("turn on gradient checkpointing")
+        savings.append(MemorySaving("turn on gradient checkpointing", {"training.gradient_checkpointing": True}))
     if t.per_device_train_batch_size > 1:
         accumulation = t.gradient_accumulation_steps * t.per_device_train_batch_size
-        steps.append(f"use batch size 1 with gradient accumulation {accumulation} (same effective batch)")
+        savings.append(MemorySaving(
+            f"use batch size 1 with gradient accumulation {accumulation} (same effective batch)",
+            {"training.per_device_train_batch_size": 1, "training.gradient_accumulation_steps": accumulation}))
     if t.max_length > 256:
-        steps.append(f"halve max length to {t.max_length // 2}")
+        savings.append(MemorySaving(f"halve max length to {t.max_length // 2}",
+                                    {"training.max_length": t.max_length // 2}))
     if config.quantization.mode != "4bit":
-        steps.append("load the base model in 4-bit")
+        savings.append(MemorySaving("load the base model in 4-bit", {"quantization.mode": "4bit"}))
     if config.lora.r > 16:
-        steps.append(f"lower the LoRA rank to {max(8, config.lora.r // 2)}")
-    if not steps:
-        steps.append("choose a smaller base model")
+        rank = max(8, config.lora.r // 2)
+        savings.append(MemorySaving(f"lower the LoRA rank to {rank}",
+                                    {"lora.r": rank,
+                                     "lora.lora_alpha": max(1, round(config.lora.lora_alpha * rank / config.lora.r))}))
+    return savings
+
+
+def oom_hint(config: RunConfig) -> str:
+    """Concrete changes that lower peak memory, most effective first, for this config."""
+    steps = [saving.description for saving in memory_savings(config)] or ["choose a smaller base model"]
     return "Out of memory: " + "; ".join(steps) + "."
+
+
+def oom_retry_config(config: RunConfig) -> tuple[RunConfig, MemorySaving] | None:
+    """A copy of `config` with the most effective memory saving applied, and that saving; None if none is left.
+
+    One change at a time, so the user sees which one made the run fit (the "Retry" button of a run that
+    ran out of memory; pressing it again after another OOM applies the next one).
+    """
+    savings = memory_savings(config)
+    if not savings:
+        return None
+    adjusted = copy_config(config)
+    for dotted, value in savings[0].changes.items():
+        section, name = dotted.split(".")
+        setattr(getattr(adjusted, section), name, value)
+    adjusted.validate()
+    return adjusted, savings[0]
 
 
 def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
@@ -56,7 +92,10 @@ def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, A
                         "gradient_checkpointing": t.gradient_checkpointing, "r": config.lora.r,
                         "quantization": config.quantization.mode}
         hint = oom_hint(config) if config is not None else "Lower max length or batch size."
+        retry = oom_retry_config(config) if config is not None else None
         return make_event("failed", kind="oom", message=f"{type(error).__name__}: {error}".strip()[:2000],
-                          settings=settings, hint=hint)
+                          settings=settings, hint=hint,
+                          suggestion=retry[1].description if retry else None,
+                          suggestion_changes=retry[1].changes if retry else None)
     return make_event("failed", kind="crash", message=f"{type(error).__name__}: {error}"[:2000],
                       hint="The traceback is in the run's train.log.")

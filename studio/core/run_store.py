@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.events import TERMINAL_EVENTS, read_events
+from studio.core.events import TERMINAL_EVENTS, read_events, read_last_event
 from studio.core.paths import runs_dir
 
 
@@ -85,8 +85,21 @@ class RunDirectory:
     def events(self) -> list[dict[str, Any]]:
         return read_events(self.events_path)
 
+    def last_event(self) -> dict[str, Any] | None:
+        """The last complete event (read from the end of the file)."""
+        return read_last_event(self.events_path)
+
     def status(self) -> str:
         """running | completed | stopped | failed | new, read from the events (and the pid, if unfinished)."""
+        # A process's ending is its last event, so a run whose last event is terminal is decided without
+        # reading the whole file (the run history and the start-up scan ask this of every run).
+        last = self.last_event()
+        if last is None:
+            return "new"
+        if last["event"] == "finished":
+            return last.get("status", "completed")
+        if last["event"] == "failed":
+            return "failed"
         events = self.events()
         if not events:
             return "new"
@@ -99,13 +112,44 @@ class RunDirectory:
                 return event.get("status", "completed")
             if event["event"] == "failed":
                 return "failed"
-        pid = events[starts[-1]]["pid"] if starts else None
-        if pid is not None and not _pid_alive(pid):
+        opening = events[starts[-1]] if starts else None
+        if opening is not None and not _pid_alive(opening["pid"], started_by=opening.get("time")):
             return "failed"  # the process vanished without a word: never report it as done
         return "running"
 
+    def training_process(self) -> tuple[int, float | None] | None:
+        """(pid, time of its first event) of the run's latest training process, while it is alive."""
+        if self.status() != "running":
+            return None
+        opening = next((e for e in reversed(self.events()) if e.get("pid")), None)
+        if opening is None:
+            return None
+        return int(opening["pid"]), opening.get("time")
 
-def _pid_alive(pid: int) -> bool:
+
+def _pid_alive(pid: int, started_by: float | None = None) -> bool:
+    """Whether `pid` is a live process (not a zombie) that existed by `started_by` (seconds since the epoch).
+
+    The time check guards against pid reuse: a process created after the run's event is not the run.
+    """
+    try:
+        import psutil
+    except ImportError:  # psutil is a dependency; this only keeps the check working without it
+        return _pid_exists(pid)
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started_by is not None and process.create_time() > float(started_by) + 2.0:
+            return False
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    return True
+
+
+def _pid_exists(pid: int) -> bool:
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
         import ctypes
 
@@ -152,8 +196,19 @@ class RunStore:
         dirs = [RunDirectory(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(dirs, key=lambda r: r.path.stat().st_mtime, reverse=True)
 
+    def running_runs(self) -> list[RunDirectory]:
+        """Runs whose training process is alive (e.g. kept training after the window closed)."""
+        return [run for run in self.runs() if run.status() == "running"]
+
     def delete(self, run: RunDirectory) -> None:
+        """Remove a run's folder; a run that is still training is refused (stop it first)."""
+        if run.status() == "running":
+            raise RunBusyError(f"{run.path}: the run is still training; stop it before deleting it")
         shutil.rmtree(run.path)
+
+
+class RunBusyError(RuntimeError):
+    """The run's training process is alive."""
 
 
 def is_terminal(event: dict[str, Any]) -> bool:

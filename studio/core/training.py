@@ -13,9 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.core.chat_tokens import encode_example, ensure_chat_template, trained_token_count
+from studio.core import fault_injection
+from studio.core.chat_tokens import encode_example, trained_token_count
 from studio.core.config import RunConfig
-from studio.core.dataset import DataError, LoadedData, load_training_data
+from studio.core.data_prepare import encode_splits, load_tokenizer, nothing_to_train_error, training_data
+from studio.core.dataset import LoadedData
 from studio.core.events import Emit, make_event
 from studio.core.run_store import RunDirectory
 
@@ -30,10 +32,7 @@ def tokenize_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_onl
     """Encode every example with the same function the Dataset tab's preview uses."""
     rows = [encode_example(tokenizer, ex, train_on_responses_only=train_on_responses_only) for ex in data.examples]
     if not any(trained_token_count(row["labels"]) for row in rows):
-        raise DataError(
-            f"{data.path}: no row has a token to train on (every label is masked). Check that the "
-            "conversations contain assistant replies, or turn off 'train on responses only'."
-        )
+        raise nothing_to_train_error(data.path)
     return rows
 
 
@@ -72,11 +71,17 @@ def _atomic_checkpoint_trainer(base: type) -> type:
             staging = final_root / ".staging"
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # a save torn by an earlier kill
+            # Under `accelerate launch` every process writes into the staging folder (its own RNG state):
+            # nobody writes before it is cleared, and it is renamed only once everybody has written.
+            self.accelerator.wait_for_everyone()
             self._staging_dir = str(staging)
             try:
                 super()._save_checkpoint(model, trial)
+                # Tests kill the process here: the checkpoint is staged, not yet in place.
+                fault_injection.pause_point("checkpoint_save", step=self.state.global_step)
             finally:
                 self._staging_dir = None
+            self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 target = final_root / name
                 if target.exists():  # the same step saved twice (e.g. stop on a save step)
@@ -131,39 +136,33 @@ def run_training(
     """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
     config.validate()
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}"))
-    train_data = load_training_data(Path(config.data.train_file))
-    eval_data = load_training_data(Path(config.data.eval_file)) if config.data.eval_file else None
+    # The same reader, column mapping and encoding as the Dataset tab; bad rows stop the run unless
+    # data.skip_bad_rows is on (then each skipped row is logged).
+    train_data = training_data(config.data, emit=emit)
+    eval_data = training_data(config.data, config.data.eval_file, emit=emit) if config.data.eval_file else None
 
     emit(make_event("log", level="info", message="Loading tokenizer"))
     import datasets
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
     from studio.core.callback import StudioCallback
-    from studio.core.library_configs import lora_config, resolve_hardware, sft_config
+    from studio.core.library_configs import extra_callbacks, lora_config, resolve_hardware, sft_config
 
     transformers.set_seed(config.training.seed)
     datasets.disable_progress_bars()
     hardware = resolve_hardware(config)
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path,
-                                              trust_remote_code=config.model.trust_remote_code)
-    ensure_chat_template(tokenizer)
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
 
-    responses_only = config.data.train_on_responses_only
-    train_rows = tokenize_dataset(tokenizer, train_data, train_on_responses_only=responses_only)
-    train_set = datasets.Dataset.from_list(train_rows)
-    eval_set = None
-    if eval_data is not None:
-        eval_set = datasets.Dataset.from_list(
-            tokenize_dataset(tokenizer, eval_data, train_on_responses_only=responses_only))
-    elif config.data.eval_fraction > 0:
-        split = train_set.train_test_split(test_size=config.data.eval_fraction, seed=config.training.seed)
-        train_set, eval_set = split["train"], split["test"]
+    # encode_example over the Arrow-backed rows (a datasets map, never Python lists), then the eval split.
+    emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows"))
+    train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
 
     emit(make_event("log", level="info",
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
                             f"{hardware.compute_dtype} on {hardware.device})"))
+    fault_injection.pause_point("model_load")  # tests kill here
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **_model_load_kwargs(config, hardware))
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -178,7 +177,7 @@ def run_training(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[callback],
+        callbacks=[callback, *extra_callbacks(config, has_eval=eval_set is not None)],
     )
     # Our callback reports every log as an event; the default printer would repeat each one as a dict.
     trainer.remove_callback(transformers.PrinterCallback)

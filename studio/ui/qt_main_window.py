@@ -15,6 +15,7 @@ from studio.core.run_store import RunDirectory, RunStore
 from studio.ui.qt_chat_tab import QtChatTab
 from studio.ui.qt_config_tab import QtConfigTab
 from studio.ui.qt_dataset_tab import QtDatasetTab
+from studio.ui.qt_runs_view import QtRunsView
 from studio.ui.qt_training_tab import QtTrainingTab
 from studio.ui.qt_workers import QtFunctionWorker
 
@@ -39,11 +40,12 @@ class QtMainWindow(QMainWindow):
         self.config_tab = QtConfigTab()
         self.config_tab.config_source = lambda: self.config  # "Copy as command" saves the whole config
         self.training_tab = QtTrainingTab(self.store, telemetry)
-        self.chat_tab = QtChatTab()
+        self.runs_view = QtRunsView(self.store)
+        self.chat_tab = QtChatTab(runs_root=self.store.root)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for widget, title in ((self.dataset_tab, "Dataset"), (self.config_tab, "Config"),
-                              (self.training_tab, "Training"), (self.chat_tab, "Chat")):
+                              (self.training_tab, "Training"), (self.runs_view, "Runs"), (self.chat_tab, "Chat")):
             self.tabs.addTab(widget, title)
         self.setCentralWidget(self.tabs)
         self.banner = QLabel()
@@ -54,6 +56,10 @@ class QtMainWindow(QMainWindow):
         self.config_tab.changed.connect(self._on_config_edited)
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
+        self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
+        self.training_tab.config_adjusted.connect(self._on_config_adjusted)
+        self.runs_view.open_config_requested.connect(self._open_run_config)
+        self.runs_view.resume_requested.connect(self._resume_run)
         self._build_menus()
 
         settings = QSettings()
@@ -65,6 +71,7 @@ class QtMainWindow(QMainWindow):
             self.banner.setText("Restored your last settings.")
         elif offer_demo:
             self.prepare_demo()
+        self._reattach_running_run()
 
     # --- menus --------------------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -81,6 +88,12 @@ class QtMainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             action.triggered.connect(slot)
             file_menu.addAction(action)
+        export_menu = self.menuBar().addMenu("&Export")
+        self.export_action = QAction("Export a trained model…", self)
+        self.export_action.setShortcut("Ctrl+E")
+        self.export_action.setToolTip("Adapter folder or zip, merged 16-bit model, GGUF + Ollama Modelfile")
+        self.export_action.triggered.connect(self.chat_tab.open_export_dialog)
+        export_menu.addAction(self.export_action)
         help_menu = self.menuBar().addMenu("&Help")
         about = QAction("About Finetune Studio", self)
         about.triggered.connect(lambda: QMessageBox.about(
@@ -167,6 +180,30 @@ class QtMainWindow(QMainWindow):
         if status != "failed" and (run_dir.adapter_dir / "adapter_config.json").is_file():
             self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
         self.banner.setText(f"Run {run_dir.name}: {status}.")
+        self.runs_view.refresh()
+
+    def _reattach_running_run(self) -> None:
+        """A run kept training after a window closed shows up again, live, with its whole curve so far."""
+        for run_dir in self.store.running_runs():
+            if self.training_tab.reattach(run_dir):
+                self.tabs.setCurrentWidget(self.training_tab)
+                self.banner.setText(f"Run {run_dir.name} is still training: showing it live again.")
+                return
+
+    def _on_config_adjusted(self, config: RunConfig) -> None:
+        config.name = self.config.name  # the retry changed a setting, not the user's run name
+        self.set_config(config)
+
+    def _open_run_config(self, config: RunConfig) -> None:
+        self.set_config(config)
+        self.tabs.setCurrentWidget(self.config_tab)
+        self.banner.setText(f"Loaded the settings of run {config.name}.")
+
+    def _resume_run(self, run_dir: RunDirectory) -> None:
+        if self.training_tab.resume(run_dir):
+            self.tabs.setCurrentWidget(self.training_tab)
+        elif self.training_tab.is_running:
+            self.banner.setText(f"Cannot resume {run_dir.name} while another run is training.")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.training_tab.confirm_close():

@@ -7,6 +7,10 @@ The child's stdout/stderr go straight to the run's `train.log` file instead of a
 fill up and stall the child, and the run keeps going (and logging) if the window closes. Events
 are read by tailing `events.jsonl` — the same file the run history and re-attach read — so the live
 view and the stored run can never disagree.
+
+A supervisor can also watch a training process it did not start (`QtTrainingSupervisor.attach`): a
+run kept training after the window closed is found again at start-up by the pid its first event
+carries, and Stop still works because the stop request is a file.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from studio.core.run_store import RunDirectory
 POLL_INTERVAL_MS = 100
 
 
-def describe_exit(returncode: int) -> str:
-    """'exit code 3' or 'killed by SIGKILL'."""
+def describe_exit(returncode: int | None) -> str:
+    """'exit code 3', 'killed by SIGKILL', or — for a process another window started — 'exit status unknown'."""
+    if returncode is None:
+        return "exit status unknown: it was started by an earlier window"
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -36,12 +42,91 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def training_command(run_dir: RunDirectory, *, resume: bool = False) -> list[str]:
+def training_command(run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None) -> list[str]:
     """The child's command line: the same `finetune-studio train` a user can run in a terminal."""
     command = [sys.executable, "-m", "studio", "train", str(run_dir.config_path), "--output", str(run_dir.path)]
-    if resume:
+    if resume_from is not None:
+        command += ["--resume", str(resume_from)]
+    elif resume:
         command.append("--resume")
     return command
+
+
+class _StartedProcess:
+    """The child this supervisor started (a Popen)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self._process = process
+        self.pid = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    def poll(self) -> bool:
+        """True once the process has ended."""
+        return self._process.poll() is not None
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
+
+class _WatchedProcess:
+    """A training process some earlier window started: watched by pid (psutil), not owned.
+
+    Its exit status is only known when it happens to be this process's own child (then it is reaped
+    here); otherwise `returncode` stays None and the run's events say how it ended.
+    """
+
+    def __init__(self, pid: int, started_by: float | None):
+        import psutil
+
+        self.pid = pid
+        self.returncode: int | None = None
+        self._ended = False
+        try:
+            self._process = psutil.Process(pid)
+            if started_by is not None and self._process.create_time() > started_by + 2.0:
+                self._ended = True  # the pid was reused: the run's process is long gone
+        except psutil.NoSuchProcess:
+            self._ended = True
+
+    def poll(self) -> bool:
+        import psutil
+
+        if self._ended:
+            return True
+        try:
+            gone = self._process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        if gone:
+            self._ended = True
+            self._reap()
+        return self._ended
+
+    def _reap(self) -> None:
+        if os.name == "nt":
+            return
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not ours: its parent (or init) collects it
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    def kill(self) -> None:
+        import psutil
+
+        try:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return
+        self.poll()
 
 
 class QtTrainingSupervisor(QThread):
@@ -54,15 +139,35 @@ class QtTrainingSupervisor(QThread):
     event = Signal(dict)
     ended = Signal(str, str)
 
-    def __init__(self, run_dir: RunDirectory, *, resume: bool = False, stop_timeout_s: float = 120.0, parent=None):
+    def __init__(self, run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None,
+                 attach_pid: int | None = None, attach_started_by: float | None = None,
+                 stop_timeout_s: float = 120.0, parent=None):
         super().__init__(parent)
         self.run_dir = run_dir
         self.resume = resume
+        self.resume_from = resume_from
+        self.attach_pid = attach_pid
+        self._attach_started_by = attach_started_by
         self.stop_timeout_s = stop_timeout_s
-        self.pid: int | None = None
-        self._process: subprocess.Popen | None = None
+        self.pid: int | None = attach_pid
+        self._process: _StartedProcess | _WatchedProcess | None = None
         self._stop_deadline: float | None = None
         self._kill_now = False
+
+    @classmethod
+    def attach(cls, run_dir: RunDirectory, **kwargs) -> "QtTrainingSupervisor | None":
+        """A supervisor watching the run's live training process (started by an earlier window); None if
+        the run is not training."""
+        process = run_dir.training_process()
+        if process is None:
+            return None
+        pid, started_by = process
+        return cls(run_dir, attach_pid=pid, attach_started_by=started_by, **kwargs)
+
+    @property
+    def attached(self) -> bool:
+        """Whether this supervisor watches a process it did not start."""
+        return self.attach_pid is not None
 
     # --- called from the GUI thread -------------------------------------------------------------
     def request_stop(self) -> None:
@@ -82,34 +187,39 @@ class QtTrainingSupervisor(QThread):
 
     # --- the supervising thread -------------------------------------------------------------------
     def run(self) -> None:
-        self.run_dir.clear_stop_request()
-        log_file = open(self.run_dir.log_path, "ab")
-        try:
-            process = self._start(log_file)
-        except OSError as error:
-            log_file.close()
-            self._finish_with_failure(f"the training process could not start: {error}")
-            return
+        log_file = None
+        if self.attach_pid is not None:
+            process = _WatchedProcess(self.attach_pid, self._attach_started_by)
+        else:
+            self.run_dir.clear_stop_request()
+            log_file = open(self.run_dir.log_path, "ab")
+            try:
+                process = _StartedProcess(self._start(log_file))
+            except OSError as error:
+                log_file.close()
+                self._finish_with_failure(f"the training process could not start: {error}")
+                return
         self._process, self.pid = process, process.pid
         reader = EventReader(self.run_dir.events_path)
         terminal: dict | None = None
         try:
             while True:
                 terminal = self._relay(reader) or terminal
-                if process.poll() is not None:
+                if process.poll():
                     break
                 if self.isInterruptionRequested():
                     return  # detached: the run goes on and keeps writing its run directory
                 if self._kill_now or (self._stop_deadline is not None and time.monotonic() > self._stop_deadline):
                     process.kill()
-                    process.wait()
                     break
                 self.msleep(POLL_INTERVAL_MS)
             terminal = self._relay(reader) or terminal  # the last events written before the exit
         finally:
-            log_file.close()
+            if log_file is not None:
+                log_file.close()
         returncode = process.returncode
-        if terminal is not None and not (terminal["event"] == "finished" and returncode != 0):
+        failed_exit = returncode is not None and returncode != 0
+        if terminal is not None and not (terminal["event"] == "finished" and failed_exit):
             status = terminal.get("status", "completed") if terminal["event"] == "finished" else "failed"
             self.ended.emit(status, terminal.get("message") or terminal.get("hint") or "")
             return
@@ -124,7 +234,8 @@ class QtTrainingSupervisor(QThread):
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
         else:
             kwargs["start_new_session"] = True  # Ctrl-C in the studio's terminal does not hit the run
-        return subprocess.Popen(training_command(self.run_dir, resume=self.resume), stdout=log_file,
+        command = training_command(self.run_dir, resume=self.resume, resume_from=self.resume_from)
+        return subprocess.Popen(command, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **kwargs)
 
     def _relay(self, reader: EventReader) -> dict | None:

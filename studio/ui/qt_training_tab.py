@@ -1,41 +1,63 @@
-"""Training tab: Start/Stop, progress, the live loss curve and GPU memory, and what to do with the result."""
+"""Training tab: Start / Stop / Resume, progress, live curves, GPU memory, the run's log, and the ending.
+
+One run at a time goes through a QtTrainingSupervisor. The tab draws everything from the run's
+events (the supervisor relays events.jsonl from its first line), so a fresh run, a resumed run and
+a run re-attached after the window was reopened are all shown by the same code path.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget,
+    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
+    QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.config import ConfigError, RunConfig, copy_config, save_config
+from studio.core.config import ConfigError, RunConfig, copy_config, load_config, save_config
 from studio.core.gpu import TelemetrySource, detect_telemetry
+from studio.core.run_history import format_duration
 from studio.core.run_store import RunDirectory, RunStore
 from studio.ui.qt_training_supervisor import QtTrainingSupervisor
 from studio.ui.qt_workers import QtFunctionWorker
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
-from studio.ui.widgets.qt_loss_plot import QtLossPlot
+from studio.ui.widgets.qt_log_panel import QtLogPanel
+from studio.ui.widgets.qt_metrics_plots import QtMetricsPlots
 
 STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b00020", "running": "#1f4e9c"}
 
+_SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "batch size",
+                  "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
+
 
 def _format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return format_duration(seconds)
+
+
+def _describe_settings(settings: dict) -> str:
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        parts.append(f"{_SETTING_NAMES.get(key, key)} {value}")
+    return ", ".join(parts)
 
 
 class QtTrainingTab(QWidget):
     """Runs one training at a time through a QtTrainingSupervisor.
 
-    Signals: `run_started(RunDirectory)`, `run_ended(RunDirectory, status, message)`.
+    Signals: `run_started(RunDirectory)`, `run_ended(RunDirectory, status, message)`,
+    `config_adjusted(RunConfig)` when a retry changed the settings (the window keeps them).
     """
 
     run_started = Signal(object)
     run_ended = Signal(object, str, str)
+    config_adjusted = Signal(object)
+
+    #: Runs that trained at least this long announce their ending (tray message or status bar).
+    NOTIFY_AFTER_S = 60.0
 
     def __init__(self, store: RunStore, telemetry: TelemetrySource | None = None, parent=None):
         super().__init__(parent)
@@ -43,11 +65,11 @@ class QtTrainingTab(QWidget):
         self.supervisor: QtTrainingSupervisor | None = None
         self.run_dir: RunDirectory | None = None
         self.last_status: str | None = None
-        self._total_steps: int | None = None
-        self._start_step = 0
-        self._started_at: float | None = None
-        self._first_step_at: float | None = None
+        self.last_failure: dict | None = None  # the `failed` event of the latest process, if any
+        self.last_notification: tuple[str, str] | None = None
         self._worker: QtFunctionWorker | None = None
+        self._tray: QSystemTrayIcon | None = None
+        self._last_checkpoint_step: int | None = None
 
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("startButton")
@@ -55,6 +77,17 @@ class QtTrainingTab(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip("Save a checkpoint and the adapter, then stop. Press again to end it at once.")
+        self.resume_button = QToolButton()
+        self.resume_button.setText("Resume")
+        self.resume_button.setToolTip("Continue this run from its latest checkpoint (the arrow picks another one): "
+                                      "the step count, learning-rate schedule and optimizer state carry on.")
+        self.resume_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        self.resume_menu = QMenu(self.resume_button)
+        self.resume_menu.aboutToShow.connect(self._fill_resume_menu)
+        self.resume_button.setMenu(self.resume_menu)
+        self.resume_button.clicked.connect(lambda: self.resume())
+        self.resume_button.setEnabled(False)
+
         self.status_label = QLabel("Ready. Press Start to train with the settings of the Config tab.")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -62,6 +95,12 @@ class QtTrainingTab(QWidget):
         self.progress.setFormat("no run")
         self.progress.setValue(0)
         self.detail_label = QLabel("")
+        self.detail_label.setMinimumWidth(120)
+
+        self.retry_button = QPushButton("Retry with this change")
+        self.retry_button.setToolTip("Start a new run with the suggested change applied (the Config tab keeps it)")
+        self.retry_button.clicked.connect(self.retry_with_suggestion)
+        self.retry_button.setVisible(False)
 
         self.save_adapter_button = QPushButton("Save adapter to…")
         self.merge_button = QPushButton("Merge into base (16-bit)…")
@@ -70,33 +109,57 @@ class QtTrainingTab(QWidget):
         self.save_adapter_button.clicked.connect(self._save_adapter)
         self.merge_button.clicked.connect(self._merge)
 
-        self.loss_plot = QtLossPlot()
+        self.metrics_plots = QtMetricsPlots()
+        self.loss_plot = self.metrics_plots.loss_plot
         self.gpu_panel = QtGpuPanel(telemetry or detect_telemetry())
+        self.gpu_panel.setMinimumWidth(330)
+        self.log_panel = QtLogPanel()
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.resume_button)
         buttons.addWidget(self.progress, stretch=1)
         buttons.addWidget(self.detail_label)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, stretch=1)
+        status_row.addWidget(self.retry_button, alignment=Qt.AlignmentFlag.AlignTop)
         result_row = QHBoxLayout()
         result_row.addStretch(1)
         result_row.addWidget(self.save_adapter_button)
         result_row.addWidget(self.merge_button)
 
         plots = QSplitter(Qt.Orientation.Horizontal)
-        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.metrics_plots)
         plots.addWidget(self.gpu_panel)
-        plots.setSizes([640, 420])
+        plots.setStretchFactor(0, 3)
+        plots.setStretchFactor(1, 1)
+        plots.setSizes([780, 380])
+        main = QSplitter(Qt.Orientation.Vertical)
+        main.addWidget(plots)
+        main.addWidget(self.log_panel)
+        main.setStretchFactor(0, 4)
+        main.setStretchFactor(1, 1)
+        main.setSizes([520, 130])
+        self.splitter = main
 
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
-        layout.addWidget(self.status_label)
-        layout.addWidget(plots, stretch=1)
+        layout.addLayout(status_row)
+        layout.addWidget(main, stretch=1)
         layout.addLayout(result_row)
 
         self.stop_button.clicked.connect(self.stop)
+        self._clock = QTimer(self)  # elapsed time moves on between steps (and while the model loads)
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._refresh_progress)
+        # Steps can come every few milliseconds; the progress text is rewritten at most 4 times a second.
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(250)
+        self._progress_timer.timeout.connect(self._refresh_progress)
 
-    # --- starting and stopping ----------------------------------------------------------------------
+    # --- starting, resuming, re-attaching and stopping -------------------------------------------------------
     @property
     def is_running(self) -> bool:
         return self.supervisor is not None and self.supervisor.isRunning()
@@ -117,24 +180,53 @@ class QtTrainingTab(QWidget):
         self._attach(run_dir, QtTrainingSupervisor(run_dir, parent=self))
         return run_dir
 
-    def _attach(self, run_dir: RunDirectory, supervisor: QtTrainingSupervisor) -> None:
+    def resume(self, run_dir: RunDirectory | None = None, checkpoint: Path | None = None) -> bool:
+        """Continue a run (default: the one shown) from a checkpoint (default: its latest) in a new process."""
+        run_dir = run_dir or self.run_dir
+        if self.is_running or run_dir is None:
+            return False
+        if checkpoint is None and run_dir.latest_checkpoint() is None:
+            self._set_status("failed", f"Run {run_dir.name} has no checkpoint to resume from.")
+            return False
+        self._attach(run_dir, QtTrainingSupervisor(run_dir, resume=True, resume_from=checkpoint, parent=self),
+                     verb="Resuming")
+        return True
+
+    def reattach(self, run_dir: RunDirectory) -> bool:
+        """Show and supervise a run whose training process is alive (kept training after a window closed)."""
+        if self.is_running:
+            return False
+        supervisor = QtTrainingSupervisor.attach(run_dir, parent=self)
+        if supervisor is None:
+            return False
+        self._attach(run_dir, supervisor, verb="Re-attached to")
+        return True
+
+    def _attach(self, run_dir: RunDirectory, supervisor: QtTrainingSupervisor, *, verb: str = "Starting") -> None:
         self.run_dir, self.supervisor = run_dir, supervisor
-        self.loss_plot.clear()
+        self.last_status, self.last_failure, self._last_checkpoint_step = None, None, None
+        self.metrics_plots.reset()  # the supervisor replays the whole events file, earlier processes too
         self.gpu_panel.clear()
-        self._total_steps, self._start_step, self._first_step_at = None, 0, None
-        self._started_at = time.monotonic()
+        self.log_panel.set_path(run_dir.log_path)
+        self.log_panel.start()
         supervisor.event.connect(self.handle_event)
         supervisor.ended.connect(self._on_ended)
         supervisor.start()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
+        self.resume_button.setEnabled(False)
+        self.retry_button.setVisible(False)
         self.save_adapter_button.setEnabled(False)
         self.merge_button.setEnabled(False)
         self.progress.setRange(0, 0)  # busy until the run reports its step count
         self.progress.setFormat("starting…")
-        self._set_status("running", f"Starting run {run_dir.name}…")
+        self.detail_label.setText("")
+        self._set_status("running", f"{verb} run {run_dir.name}…")
+        if supervisor.pid:
+            self.gpu_panel.set_pid(supervisor.pid)
         self.gpu_panel.start()
+        self._clock.start()
         self.run_started.emit(run_dir)
 
     def stop(self) -> None:
@@ -148,73 +240,183 @@ class QtTrainingTab(QWidget):
         else:
             self.supervisor.kill()
 
-    # --- events from the run ---------------------------------------------------------------------------
+    # --- events from the run -----------------------------------------------------------------------------------
     def handle_event(self, event: dict) -> None:
+        self.metrics_plots.feed(event)
         kind = event["event"]
+        if event.get("pid") is not None:
+            self.last_failure = None  # a new process: an earlier one's failure is history
         if kind == "log":
-            self._set_status("running", event.get("message", ""))
+            if not (self.supervisor is not None and self.supervisor.stopping):
+                self._set_status("running", event.get("message", ""))
         elif kind == "started":
-            self._total_steps = event.get("total_steps") or None
-            self._start_step = event.get("start_step") or 0
+            metrics = self.metrics_plots.metrics
             if self.supervisor is not None and self.supervisor.pid:
-                self.gpu_panel.set_pid(event.get("pid") or self.supervisor.pid)
-            if self._total_steps:
-                self.progress.setRange(0, self._total_steps)
-                self.progress.setValue(self._start_step)
-            self._set_status("running", f"Training {self.run_dir.name if self.run_dir else ''}")
+                self.gpu_panel.set_pid(self.supervisor.pid)
+            if metrics.total_steps:
+                self.progress.setRange(0, metrics.total_steps)
+                self.progress.setValue(min(metrics.start_step, metrics.total_steps))
+            resumed = f" from step {metrics.start_step}" if metrics.start_step else ""
+            self._set_status("running", f"Training {self.run_dir.name if self.run_dir else ''}{resumed}")
+            self._refresh_progress()
         elif kind == "step":
-            self.loss_plot.add_train_point(event["step"], event["loss"])
-            self._update_progress(event)
-        elif kind == "eval":
-            self.loss_plot.add_eval_point(event["step"], event["eval_loss"])
+            if not self._progress_timer.isActive():
+                self._progress_timer.start()
         elif kind == "checkpoint":
-            self.detail_label.setText(f"checkpoint at step {event['step']}")
+            self._last_checkpoint_step = event.get("step")
+            self._refresh_progress()
+        elif kind == "failed":
+            self.last_failure = event
 
-    def _update_progress(self, event: dict) -> None:
-        step = event["step"]
-        now = time.monotonic()
-        if self._first_step_at is None:
-            self._first_step_at = (now, step)
-        if self._total_steps:
-            self.progress.setValue(min(step, self._total_steps))
-            first_time, first_step = self._first_step_at
-            done = step - first_step
-            eta = ""
-            if done > 0:
-                remaining = (self._total_steps - step) * (now - first_time) / done
-                eta = f" · ETA {_format_duration(remaining)}"
-            elapsed = _format_duration(now - (self._started_at or now))
-            self.progress.setFormat(f"step {step}/{self._total_steps} · epoch {event.get('epoch', 0):.2f}"
-                                    f" · {elapsed}{eta}")
-        self.detail_label.setText(f"loss {event['loss']:.4f}")
+    def _refresh_progress(self) -> None:
+        self._progress_timer.stop()
+        metrics = self.metrics_plots.metrics
+        details = []
+        if metrics.final_loss is not None:
+            details.append(f"loss {metrics.final_loss:.4f}")
+        if metrics.eval_loss:
+            details.append(f"eval {metrics.eval_loss[-1]:.4f}")
+        if self._last_checkpoint_step is not None:
+            details.append(f"saved at {self._last_checkpoint_step}")
+        self.detail_label.setText(" · ".join(details))
+        if not metrics.total_steps:
+            if self.is_running:
+                self.progress.setFormat(f"starting… {format_duration(metrics.elapsed(time.time()))}")
+            return
+        step = metrics.current_step
+        self.progress.setValue(min(step, metrics.total_steps))
+        parts = [f"step {step}/{metrics.total_steps}"]
+        if metrics.current_epoch is not None:
+            parts.append(f"epoch {metrics.current_epoch:.2f}")
+        live = self.is_running and metrics.ending is None
+        parts.append(format_duration(metrics.elapsed(time.time() if live else None)))
+        eta = metrics.eta()
+        if eta is not None and live:
+            parts.append(f"ETA {format_duration(eta)}")
+        self.progress.setFormat(" · ".join(parts))
 
     def _on_ended(self, status: str, message: str) -> None:
+        self._clock.stop()
+        self._progress_timer.stop()
         self.gpu_panel.set_pid(None)
         self.gpu_panel.stop()
+        self.log_panel.stop()
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stop")
-        self.progress.setRange(0, max(1, self._total_steps or 1))
-        self.progress.setFormat(status)
+        metrics = self.metrics_plots.metrics
+        self.progress.setRange(0, max(1, metrics.total_steps or 1))
+        self.progress.setValue(min(metrics.current_step, self.progress.maximum()))
         has_adapter = self.run_dir is not None and (self.run_dir.adapter_dir / "adapter_config.json").is_file()
         self.save_adapter_button.setEnabled(has_adapter and status != "failed")
         self.merge_button.setEnabled(has_adapter and status != "failed")
+        can_resume = status in ("stopped", "failed") and self.run_dir is not None and bool(self.run_dir.checkpoints())
+        self.resume_button.setEnabled(can_resume)
         name = self.run_dir.name if self.run_dir else "run"
+        duration = format_duration(metrics.elapsed())
         if status == "failed":
-            self._set_status("failed", f"Run {name} failed: {message}")
+            self.progress.setFormat(f"failed at step {metrics.current_step} · {duration}")
+            self._set_status("failed", self._failure_text(name, message), rich_tail=self._failure_hint())
+            self._offer_retry()
         elif status == "stopped":
-            self._set_status("stopped", f"Run {name} stopped; checkpoint and adapter saved. "
-                                        "Open the Chat tab to talk to it.")
+            self.progress.setFormat(f"stopped at step {metrics.current_step} · {duration}")
+            self._set_status("stopped", f"Run {name} stopped at step {metrics.current_step}; checkpoint and adapter "
+                                        "saved. Resume continues it; the Chat tab talks to it.")
         else:
             self.progress.setValue(self.progress.maximum())
-            self._set_status("completed", f"Run {name} completed. Open the Chat tab to talk to it.")
+            self.progress.setFormat(f"completed · {metrics.current_step} steps · {duration}")
+            self._set_status("completed", f"Run {name} completed in {duration}; its adapter loads. "
+                                          "Open the Chat tab to talk to it.")
         self.last_status = status
+        if metrics.elapsed() >= self.NOTIFY_AFTER_S:
+            self._notify(f"Training {status}", f"Run {name}: {status} after {duration}"
+                         + (f" — {message}" if status == "failed" and message else ""))
         self.run_ended.emit(self.run_dir, status, message)
 
-    def _set_status(self, status: str, text: str) -> None:
+    def _failure_text(self, name: str, message: str) -> str:
+        failure = self.last_failure or {}
+        kind = failure.get("kind")
+        if kind == "oom":
+            return (f"Run {name} ran out of memory ({failure.get('message', message)}). "
+                    f"Settings: {_describe_settings(failure.get('settings') or {})}.")
+        if kind in ("data", "config"):
+            return f"Run {name} failed ({kind}): {failure.get('message') or message}"
+        return f"Run {name} failed: {failure.get('message') or message}"
+
+    def _failure_hint(self) -> str:
+        failure = self.last_failure or {}
+        hint = failure.get("hint") or ""
+        if self.run_dir is not None and self.run_dir.checkpoints() and failure.get("kind") not in ("data", "config"):
+            hint += f" Resume continues from {self.run_dir.latest_checkpoint().name}."
+        return hint.strip()
+
+    # --- an out-of-memory failure: one-click retry -------------------------------------------------------------
+    def _offer_retry(self) -> None:
+        failure = self.last_failure or {}
+        suggestion = failure.get("suggestion")
+        if failure.get("kind") == "oom" and suggestion:
+            self.retry_button.setText(f"Retry: {suggestion}")
+            self.retry_button.setVisible(True)
+
+    def retry_config(self) -> RunConfig | None:
+        """The failed run's config with the memory suggestion applied (None unless the run ran out of memory)."""
+        from studio.core.failures import oom_retry_config
+
+        if self.run_dir is None or (self.last_failure or {}).get("kind") != "oom":
+            return None
+        try:
+            config = load_config(self.run_dir.config_path)
+        except ConfigError as error:
+            self._set_status("failed", f"Cannot retry: {error}")
+            return None
+        retry = oom_retry_config(config)
+        if retry is None:
+            return None
+        adjusted, _ = retry
+        adjusted.name = f"{self.run_dir.name}-retry"
+        return adjusted
+
+    def retry_with_suggestion(self) -> RunDirectory | None:
+        """Start a new run with the suggested change; the window's config takes the change too."""
+        adjusted = self.retry_config()
+        if adjusted is None or self.is_running:
+            return None
+        self.config_adjusted.emit(copy_config(adjusted))
+        return self.start(adjusted)
+
+    # --- showing the run ------------------------------------------------------------------------------------------
+    def _set_status(self, status: str, text: str, *, rich_tail: str = "") -> None:
         colour = STATUS_COLOURS.get(status, "#333")
+        tail = f"<br><b>What to do:</b> {_escape(rich_tail)}" if rich_tail else ""
         self.status_label.setText(f"<span style='color:{colour}; font-weight:600'>{status.upper()}</span>"
-                                  f" &nbsp;{_escape(text)}")
+                                  f" &nbsp;{_escape(text)}{tail}")
+
+    def _fill_resume_menu(self) -> None:
+        self.resume_menu.clear()
+        if self.run_dir is None:
+            return
+        checkpoints = self.run_dir.checkpoints()
+        for checkpoint in reversed(checkpoints):
+            action = self.resume_menu.addAction(f"From {checkpoint.name}")
+            action.triggered.connect(lambda _=False, c=checkpoint: self.resume(checkpoint=c))
+        if not checkpoints:
+            self.resume_menu.addAction("No checkpoint yet").setEnabled(False)
+
+    def _notify(self, title: str, text: str) -> None:
+        """A desktop notification where the desktop has a tray; the window's status bar otherwise."""
+        self.last_notification = (title, text)
+        if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():
+            if self._tray is None:
+                icon = QApplication.windowIcon()
+                if icon.isNull():
+                    icon = self.style().standardIcon(QStyle.StandardPixmap.SP_ComputerIcon)
+                self._tray = QSystemTrayIcon(icon, self)
+            self._tray.show()
+            self._tray.showMessage(title, text)
+            return
+        window = self.window()
+        if isinstance(window, QMainWindow):
+            window.statusBar().showMessage(f"{title}: {text}", 60_000)
 
     # --- results ----------------------------------------------------------------------------------------------
     def _save_adapter(self) -> None:
@@ -257,6 +459,7 @@ class QtTrainingTab(QWidget):
         worker.start()
         return worker
 
+    # --- closing ---------------------------------------------------------------------------------------------
     def confirm_close(self) -> bool:
         """Ask what to do with a running run before the window closes; False cancels the close."""
         if not self.is_running:
@@ -275,7 +478,8 @@ class QtTrainingTab(QWidget):
         """'stop', 'keep' or 'cancel', asked in a dialog."""
         box = QMessageBox(QMessageBox.Icon.Question, "Training in progress",
                           "A training run is still going. Stop it before quitting? Stopping saves a "
-                          "checkpoint and the adapter; you can resume later.", parent=self)
+                          "checkpoint and the adapter; you can resume later. A run kept training shows "
+                          "up again, live, the next time you open the studio.", parent=self)
         stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.AcceptRole)
         keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -288,10 +492,17 @@ class QtTrainingTab(QWidget):
             self.supervisor.requestInterruption()
             self.supervisor.event.disconnect(self.handle_event)
             self.supervisor.ended.disconnect(self._on_ended)
+            self.supervisor.wait(2000)
+        self._clock.stop()
+        self.log_panel.stop()
         self.gpu_panel.stop()
 
     def shutdown(self) -> None:
+        self._clock.stop()
+        self.log_panel.stop()
         self.gpu_panel.stop()
+        if self._tray is not None:
+            self._tray.hide()
 
 
 def _escape(text: str) -> str:

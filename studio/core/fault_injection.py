@@ -1,0 +1,66 @@
+"""Test-only fault injection for the training process, switched on by one environment variable.
+
+The fault tests of the window must kill a run at exact moments (while the model loads, while a
+checkpoint is being saved) and make it run out of memory on a machine without a GPU. Real timing
+is too quick and too variable for that, so the training process pauses or fails on request:
+
+    FINETUNE_STUDIO_TEST_FAULTS="pause_model_load=30,pause_checkpoint_save=30,oom_at_step=3,stop_at_step=4"
+
+- `pause_<point>=SECONDS`: sleep at a named point (`model_load`, `checkpoint_save`), after printing
+  `fault injection: pausing at <point>` to stderr (it lands in train.log, which a test can watch);
+  with `pause_<point>_from_step=N`, only from step N on (e.g. let the first checkpoint be saved).
+- `oom_at_step=N`: raise a simulated `torch.OutOfMemoryError` as step N begins.
+- `stop_at_step=N`: behave as if Stop was pressed at the end of step N (on the main process only,
+  which is how a multi-process run must still stop all its processes together).
+
+Unset (always, outside tests), every function here returns at once and does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+ENV_VAR = "FINETUNE_STUDIO_TEST_FAULTS"
+
+
+def _faults() -> dict[str, float]:
+    text = os.environ.get(ENV_VAR, "")
+    faults = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            faults[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            print(f"fault injection: ignoring {item!r} in {ENV_VAR}", file=sys.stderr, flush=True)
+    return faults
+
+
+def pause_point(name: str, step: int | None = None) -> None:
+    """Sleep at this point if `pause_<name>` is set (and `step` has reached `pause_<name>_from_step`)."""
+    faults = _faults()
+    seconds = faults.get(f"pause_{name}")
+    from_step = faults.get(f"pause_{name}_from_step")
+    if from_step is not None and (step is None or step < from_step):
+        return
+    if seconds:
+        print(f"fault injection: pausing at {name} for {seconds:g} s", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+
+
+def raise_oom_at_step(step: int) -> None:
+    """Raise a simulated CUDA out-of-memory error if `oom_at_step` is this step."""
+    at = _faults().get("oom_at_step")
+    if at is not None and step >= at:
+        import torch
+
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8.00 GiB "
+            f"(simulated by {ENV_VAR})")
+
+
+def stop_at_step(step: int) -> bool:
+    """Whether `stop_at_step` asks to stop at this step."""
+    at = _faults().get("stop_at_step")
+    return at is not None and step >= at

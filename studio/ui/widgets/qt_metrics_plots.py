@@ -1,0 +1,344 @@
+"""The Training tab's live curves: loss (raw, smoothed, eval), learning rate, grad norm and tokens/s.
+
+Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.run_history.RunMetrics` (the
+same code the Runs view reads finished runs with) turns them into series, and the plots are fed
+from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
+that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between steps and
+training time, the plots are reloaded from the series in one go.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
+from superqt import QLabeledDoubleSlider
+
+from studio.core.run_history import RunMetrics
+from studio.ui.widgets import _plot_style as style
+from studio.ui.widgets._growing_buffer import GrowingBuffer
+from studio.ui.widgets.qt_loss_plot import QtLossPlot
+
+__all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis"]
+
+_REDRAW_INTERVAL_MS = 100
+# One plot is redrawn per frame tick: a repaint costs a few milliseconds per plot (more on a busy CPU),
+# and four plots repainted in one pass of the event loop would add up to a stall the user feels.
+_FRAME_INTERVAL_MS = 40
+_LEFT_AXIS_WIDTH = 52  # room for "0.00025" or "12000"
+X_STEPS, X_TIME = "steps", "time"
+
+
+def format_seconds(seconds: float) -> str:
+    """Tick text for training time: 0:45, 12:30, 2:05:00."""
+    seconds = int(round(seconds))
+    sign = "-" if seconds < 0 else ""
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"{sign}{minutes}:{secs:02d}"
+
+
+class TrainingXAxis(pg.AxisItem):
+    """A bottom axis that reads as steps (plain integers) or as training time (m:ss)."""
+
+    def __init__(self, mode: str = X_STEPS):
+        super().__init__(orientation="bottom")
+        self.mode = mode
+        self.setPen(pg.mkPen(style.FOREGROUND))
+        self.setTextPen(pg.mkPen(style.FOREGROUND))
+        self.enableAutoSIPrefix(False)
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        self.setLabel("training time (m:ss)" if mode == X_TIME else "step", color=style.FOREGROUND)
+        self.picture = None  # pyqtgraph caches the painted ticks
+        self.update()
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph API
+        if self.mode != X_TIME:
+            levels = super().tickValues(minVal, maxVal, size)
+            whole = [(spacing, values) for spacing, values in levels if spacing >= 1]  # no tick at step 2.5
+            return whole or levels
+        span = max(maxVal - minVal, 1e-9)
+        # Round-number time steps (seconds, minutes, hours) instead of decimal ones.
+        for spacing in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400):
+            if span / spacing <= max(2, size / 90):
+                break
+        first = math.ceil(minVal / spacing) * spacing
+        return [(spacing, list(np.arange(first, maxVal + spacing * 0.01, spacing)))]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph API
+        if self.mode == X_TIME:
+            return [format_seconds(v) for v in values]
+        return [f"{v:.0f}" if float(v).is_integer() else f"{v:g}" for v in values]
+
+
+def _install_x_axis(plot_widget: pg.PlotWidget, mode: str) -> TrainingXAxis:
+    axis = TrainingXAxis(mode)
+    plot_item = plot_widget.getPlotItem()
+    plot_item.setAxisItems({"bottom": axis})
+    axis.set_mode(mode)
+    for side in ("left", "bottom"):
+        # Major and minor grid lines only: the sub-minor ones are barely visible and cost half of a repaint.
+        plot_item.getAxis(side).setStyle(maxTickLevel=1)
+    plot_item.showGrid(x=True, y=True, alpha=style.GRID_ALPHA)
+    # A fixed width for the tick labels: with auto-range, clip-to-view and auto-downsampling, a width that
+    # follows the labels feeds back (labels -> view width -> downsampled data -> y range -> labels) and
+    # noisy data can make the view flip between two ranges, repainting every frame.
+    plot_item.getAxis("left").setWidth(_LEFT_AXIS_WIDTH)
+    return axis
+
+
+class _FrameScheduler(QObject):
+    """Runs pending redraws one per tick, oldest first, so at most one plot repaints per event-loop pass."""
+
+    def __init__(self, parent: QObject, interval_ms: int = _FRAME_INTERVAL_MS):
+        super().__init__(parent)
+        self._pending: list[Callable[[], None]] = []
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._tick)
+
+    def request(self, redraw: Callable[[], None]) -> None:
+        if redraw not in self._pending:
+            self._pending.append(redraw)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def cancel(self, redraw: Callable[[], None]) -> None:
+        if redraw in self._pending:
+            self._pending.remove(redraw)
+
+    def _tick(self) -> None:
+        if self._pending:
+            self._pending.pop(0)()
+        if not self._pending:
+            self._timer.stop()
+
+
+class _QtScheduledLossPlot(QtLossPlot):
+    """The loss plot, redrawn in its turn by a _FrameScheduler instead of by its own timer."""
+
+    def __init__(self, scheduler: _FrameScheduler, **kwargs):
+        self._scheduler = scheduler
+        super().__init__(**kwargs)
+
+    def _schedule_redraw(self) -> None:  # QtLossPlot's hook for "data changed"
+        self._scheduler.request(self._redraw)
+
+    def _redraw(self) -> None:
+        self._scheduler.cancel(self._redraw)
+        super()._redraw()
+
+
+class QtSeriesPlot(QWidget):
+    """One live metric against the step (or time): a curve created once and fed with setData."""
+
+    def __init__(self, title: str, colour: str, parent: QWidget | None = None, *, y_label: str | None = None,
+                 scheduler: _FrameScheduler | None = None):
+        super().__init__(parent)
+        self._scheduler = scheduler
+        self._data = GrowingBuffer(2, capacity=256)
+        self._plot_widget = style.make_plot_widget(title, None, y_label)
+        self._plot_widget.setMinimumHeight(120)
+        self.x_axis = _install_x_axis(self._plot_widget, X_STEPS)
+        # A 1-pixel pen: Qt strokes it on a fast path, while a wider antialiased pen along a noisy
+        # (peak-downsampled) series costs ten times as much per repaint.
+        self._curve = self._plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=1))
+        style.enable_fast_downsampling(self._curve, "peak")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._plot_widget)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(_REDRAW_INTERVAL_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
+
+    @property
+    def plot_widget(self) -> pg.PlotWidget:
+        return self._plot_widget
+
+    @property
+    def curve(self) -> pg.PlotDataItem:
+        return self._curve
+
+    @property
+    def point_count(self) -> int:
+        return len(self._data)
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of ``(x, y)``, current even before a redraw."""
+        return self._data.column(0).copy(), self._data.column(1).copy()
+
+    def add_point(self, x: float, y: float) -> None:
+        """Append one point; a missing value (None or NaN, e.g. tokens/s at a process's first step) is none."""
+        if y is None or not math.isfinite(y):
+            # Not even as a gap: with clip-to-view, a NaN at the edge of the view makes auto-range
+            # oscillate between two ranges (a repaint every frame).
+            return
+        self._data.append(x, y)
+        if self._scheduler is not None:
+            self._scheduler.request(self._redraw)
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def set_points(self, xs: Sequence[float], ys: Sequence[float]) -> None:
+        xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        finite = np.isfinite(ys)
+        self._data.replace([xs[finite], ys[finite]])
+        self._redraw()
+        self._plot_widget.getPlotItem().enableAutoRange()
+
+    def clear(self) -> None:
+        self.set_points([], [])
+
+    def _redraw(self) -> None:
+        self._redraw_timer.stop()
+        if self._scheduler is not None:
+            self._scheduler.cancel(self._redraw)
+        self._curve.setData(self._data.column(0), self._data.column(1))
+
+
+class QtMetricsPlots(QWidget):
+    """Every live training curve, with a smoothing slider and a steps / training-time toggle."""
+
+    def __init__(self, parent: QWidget | None = None, *, smoothing: float = 0.6):
+        super().__init__(parent)
+        self.metrics = RunMetrics()
+        self.x_mode = X_STEPS
+
+        self._scheduler = _FrameScheduler(self)
+        self.loss_plot = _QtScheduledLossPlot(self._scheduler, smoothing=smoothing)
+        self.loss_plot.setMinimumHeight(200)
+        self._loss_axis = _install_x_axis(self.loss_plot.plot_widget, X_STEPS)
+        legend = self.loss_plot.plot_widget.getPlotItem().legend
+        if legend is not None:
+            # Bottom left: a falling loss curve leaves that corner empty, the top right is where eval points go.
+            legend.anchor(itemPos=(0, 1), parentPos=(0, 1), offset=(8, -8))
+        self.lr_plot = QtSeriesPlot("Learning rate", style.GREEN, scheduler=self._scheduler)
+        self.grad_norm_plot = QtSeriesPlot("Gradient norm", style.RED, scheduler=self._scheduler)
+        self.tokens_plot = QtSeriesPlot("Tokens / s", style.GREY, scheduler=self._scheduler)
+        self.series_plots = {"learning_rate": self.lr_plot, "grad_norm": self.grad_norm_plot,
+                             "tokens_per_second": self.tokens_plot}
+
+        self.steps_button = QRadioButton("Steps")
+        self.time_button = QRadioButton("Training time")
+        self.steps_button.setChecked(True)
+        self.steps_button.setToolTip("Plot against the optimiser step")
+        self.time_button.setToolTip("Plot against training time (a stopped run's pause is left out)")
+        self._x_group = QButtonGroup(self)
+        for button in (self.steps_button, self.time_button):
+            self._x_group.addButton(button)
+        self.time_button.toggled.connect(lambda on: self.set_x_mode(X_TIME if on else X_STEPS))
+
+        self.smoothing_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setRange(0.0, 0.99)
+        self.smoothing_slider.setSingleStep(0.01)
+        self.smoothing_slider.setDecimals(2)
+        self.smoothing_slider.setValue(smoothing)
+        self.smoothing_slider.setMaximumWidth(220)
+        self.smoothing_slider.setToolTip("Weight of the previous smoothed value (exponential moving average); "
+                                         "0 = the raw loss")
+        self._smoothing_timer = QTimer(self)
+        self._smoothing_timer.setSingleShot(True)
+        self._smoothing_timer.setInterval(60)  # a dragged slider recomputes at most ~16 times a second
+        self._smoothing_timer.timeout.connect(self._apply_smoothing)
+        self.smoothing_slider.valueChanged.connect(lambda _: self._smoothing_timer.start())
+
+        controls = QHBoxLayout()
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addWidget(QLabel("x axis:"))
+        controls.addWidget(self.steps_button)
+        controls.addWidget(self.time_button)
+        controls.addSpacing(24)
+        controls.addWidget(QLabel("Loss smoothing:"))
+        controls.addWidget(self.smoothing_slider)
+        controls.addStretch(1)
+
+        small = QHBoxLayout()
+        small.setContentsMargins(0, 0, 0, 0)
+        small.setSpacing(4)
+        for plot in self.series_plots.values():
+            small.addWidget(plot)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(controls)
+        layout.addWidget(self.loss_plot, stretch=3)
+        layout.addLayout(small, stretch=2)
+
+    # --- feeding -------------------------------------------------------------------------------------
+    def feed(self, event: dict) -> None:
+        """Take one run event; step and eval events become points, a resume may redraw everything."""
+        change = self.metrics.feed(event)
+        if change == "step":
+            m = self.metrics
+            x = m.steps[-1] if self.x_mode == X_STEPS else m.times[-1]
+            self.loss_plot.add_train_point(x, m.series["loss"][-1])
+            for name, plot in self.series_plots.items():
+                plot.add_point(x, m.series[name][-1])
+        elif change == "eval":
+            m = self.metrics
+            self.loss_plot.add_eval_point(m.eval_steps[-1] if self.x_mode == X_STEPS else m.eval_times[-1],
+                                          m.eval_loss[-1])
+        elif change == "truncated":
+            self.reload()
+
+    def feed_all(self, events: list[dict]) -> None:
+        """Replace everything with a whole run's events (drawn once, not point by point)."""
+        self.metrics = RunMetrics(events)
+        self.reload()
+
+    def reset(self) -> None:
+        """Empty plots for a new run."""
+        self.metrics = RunMetrics()
+        self.reload()
+
+    def reload(self) -> None:
+        """Redraw every curve from the series (after a truncation or an x-axis change)."""
+        m = self.metrics
+        xs = m.steps if self.x_mode == X_STEPS else m.times
+        self.loss_plot.set_points(np.asarray(xs, dtype=float), np.asarray(m.series["loss"], dtype=float))
+        self.loss_plot.set_eval_points(m.eval_steps if self.x_mode == X_STEPS else m.eval_times, m.eval_loss)
+        self.loss_plot.plot_widget.getPlotItem().enableAutoRange()
+        for name, plot in self.series_plots.items():
+            plot.set_points(xs, m.series[name])
+
+    # --- controls ----------------------------------------------------------------------------------------
+    def set_x_mode(self, mode: str) -> None:
+        """Plot against "steps" or "time" (training seconds)."""
+        if mode not in (X_STEPS, X_TIME):
+            raise ValueError(f"x mode must be {X_STEPS!r} or {X_TIME!r}, got {mode!r}")
+        if mode == self.x_mode:
+            return
+        self.x_mode = mode
+        with_signals_blocked = self.time_button.blockSignals(True)
+        self.time_button.setChecked(mode == X_TIME)
+        self.steps_button.setChecked(mode == X_STEPS)
+        self.time_button.blockSignals(with_signals_blocked)
+        for axis in [self._loss_axis] + [plot.x_axis for plot in self.series_plots.values()]:
+            axis.set_mode(mode)
+        self.reload()
+
+    def set_smoothing(self, value: float) -> None:
+        self.smoothing_slider.setValue(value)
+        self._apply_smoothing()
+
+    def _apply_smoothing(self) -> None:
+        self._smoothing_timer.stop()
+        value = round(float(self.smoothing_slider.value()), 2)
+        if value != self.loss_plot.smoothing:
+            self.loss_plot.smoothing = value
+
+    # --- reading (tests and screenshots) ------------------------------------------------------------------
+    @property
+    def step_point_count(self) -> int:
+        return self.loss_plot.train_point_count
+
+    def series_points(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.series_plots[name].points()

@@ -1,0 +1,70 @@
+"""Failures a user can act on: the OOM hint and the retry config with the suggestion applied."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.core.config import RunConfig
+from studio.core.failures import failure_event, memory_savings, oom_hint, oom_retry_config
+
+
+def _config(**training) -> RunConfig:
+    config = RunConfig(name="big")
+    config.model.name_or_path = "/models/m"
+    config.data.train_file = "/data/d.jsonl"
+    for key, value in training.items():
+        setattr(config.training, key, value)
+    return config
+
+
+def test_retry_applies_the_first_suggestion_only_to_a_copy():
+    config = _config(gradient_checkpointing=False, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    adjusted, saving = oom_retry_config(config)
+    assert saving.description == "turn on gradient checkpointing"
+    assert adjusted.training.gradient_checkpointing is True
+    assert adjusted.training.per_device_train_batch_size == 4, "one change at a time"
+    assert config.training.gradient_checkpointing is False, "the original is untouched"
+    assert oom_hint(config).startswith("Out of memory: turn on gradient checkpointing; use batch size 1")
+
+
+def test_retrying_again_applies_the_next_suggestion_in_turn():
+    config = _config(gradient_checkpointing=False, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                     max_length=2048)
+    config.quantization.mode = "none"
+    config.lora.r, config.lora.lora_alpha = 64, 128
+    applied = []
+    for _ in range(10):
+        retry = oom_retry_config(config)
+        if retry is None:
+            break
+        config, saving = retry
+        applied.append(saving.description)
+    assert applied == [
+        "turn on gradient checkpointing",
+        "use batch size 1 with gradient accumulation 8 (same effective batch)",
+        "halve max length to 1024", "halve max length to 512", "halve max length to 256",
+        "load the base model in 4-bit",
+        "lower the LoRA rank to 32", "lower the LoRA rank to 16",
+    ]
+    t = config.training
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.max_length) == (1, 8, 256)
+    assert config.quantization.mode == "4bit"
+    assert (config.lora.r, config.lora.lora_alpha) == (16, 32), "alpha / r is kept"
+    assert memory_savings(config) == [] and "smaller base model" in oom_hint(config)
+
+
+def test_an_oom_failure_event_carries_settings_hint_and_the_retry_suggestion():
+    import torch
+
+    config = _config(gradient_checkpointing=False, max_length=1024)
+    event = failure_event(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), config)
+    assert event["kind"] == "oom"
+    assert event["settings"]["max_length"] == 1024 and event["settings"]["gradient_checkpointing"] is False
+    assert "gradient checkpointing" in event["hint"]
+    assert event["suggestion"] == "turn on gradient checkpointing"
+    assert event["suggestion_changes"] == {"training.gradient_checkpointing": True}
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA error: out of memory")])
+def test_other_out_of_memory_errors_are_oom(error):
+    assert failure_event(error, _config())["kind"] == "oom"

@@ -1,0 +1,267 @@
+"""The Training tab's widgets fed by hand (no training): metric plots, the log panel, the Runs view."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from studio.core.config import RunConfig, save_config
+from studio.core.events import EventWriter
+from studio.core.run_store import RunDirectory, RunStore
+from studio.ui.widgets.qt_log_panel import ERROR, PLAIN, WARNING, QtLogPanel, classify_line
+from studio.ui.widgets.qt_metrics_plots import X_TIME, QtMetricsPlots, format_seconds
+
+
+def ev(kind: str, t: float, /, **fields) -> dict:
+    return {"event": kind, "time": t, **fields}
+
+
+def step(n: int, t: float, loss: float) -> dict:
+    return ev("step", t, step=n, epoch=n / 10, loss=loss, learning_rate=1e-3 * n, grad_norm=1.0 / n,
+              tokens_per_second=100.0 + n)
+
+
+# ------------------------------------------------------------------ metric plots
+
+
+@pytest.fixture
+def plots(qtbot):
+    widget = QtMetricsPlots()
+    qtbot.addWidget(widget)
+    return widget
+
+
+def test_every_plot_gains_one_point_per_step_event(qtbot, plots):
+    plots.feed(ev("log", 100.0, pid=1, message="Loading"))
+    plots.feed(ev("started", 101.0, pid=1, total_steps=10))
+    for n in range(1, 6):
+        plots.feed(step(n, 101.0 + n, 3.0 - 0.2 * n))
+        assert plots.step_point_count == n
+        for name in ("learning_rate", "grad_norm", "tokens_per_second"):
+            assert plots.series_plots[name].point_count == n
+    plots.feed(ev("eval", 106.5, step=5, eval_loss=2.5))
+    assert plots.loss_plot.eval_point_count == 1
+    np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(plots.series_points("learning_rate")[1], [1e-3, 2e-3, 3e-3, 4e-3, 5e-3])
+    # The curves catch up within a redraw tick (coalesced, not one repaint per point).
+    qtbot.waitUntil(lambda: plots.grad_norm_plot.curve.xData is not None
+                    and len(plots.grad_norm_plot.curve.xData) == 5, timeout=2000)
+
+
+def test_the_x_axis_switches_between_steps_and_training_time(plots):
+    events = [ev("log", 100.0, pid=1), ev("started", 100.0, pid=1, total_steps=10)]
+    events += [step(n, 100.0 + 2 * n, 1.0) for n in range(1, 4)]
+    for event in events:
+        plots.feed(event)
+    plots.time_button.setChecked(True)
+    assert plots.x_mode == X_TIME
+    np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(plots.series_points("tokens_per_second")[0], [2.0, 4.0, 6.0])
+    assert plots.loss_plot.plot_widget.getPlotItem().getAxis("bottom").labelText.startswith("training time")
+    plots.feed(step(4, 110.0, 0.9))
+    assert plots.loss_plot.train_points()[0][-1] == 10.0, "new points follow the chosen axis"
+    plots.steps_button.setChecked(True)
+    np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4])
+    assert plots.loss_plot.plot_widget.getPlotItem().getAxis("bottom").labelText == "step"
+    assert format_seconds(75) == "1:15" and format_seconds(3725) == "1:02:05"
+
+
+def test_a_missing_value_is_no_point_on_its_plot(plots):
+    plots.feed(ev("started", 1.0, pid=1, total_steps=3))
+    plots.feed(ev("step", 2.0, step=1, loss=2.0, learning_rate=0.0, grad_norm=1.0, tokens_per_second=None))
+    plots.feed(step(2, 3.0, 1.5))
+    assert plots.step_point_count == 2 and plots.lr_plot.point_count == 2
+    np.testing.assert_array_equal(plots.series_points("tokens_per_second")[0], [2])
+    plots.set_x_mode(X_TIME)  # a reload drops it too
+    assert plots.tokens_plot.point_count == 1
+
+
+def test_the_smoothing_slider_recomputes_the_smoothed_curve(plots):
+    plots.feed(ev("started", 1.0, pid=1, total_steps=3))
+    for n, loss in enumerate([3.0, 1.0, 2.0], start=1):
+        plots.feed(step(n, 1.0 + n, loss))
+    plots.set_smoothing(0.0)
+    np.testing.assert_array_equal(plots.loss_plot.smoothed_points()[1], [3.0, 1.0, 2.0])
+    plots.set_smoothing(0.5)
+    np.testing.assert_allclose(plots.loss_plot.smoothed_points()[1], [3.0, 2.0, 2.0])
+
+
+def test_a_resume_from_an_older_checkpoint_redraws_without_the_retrained_steps(plots):
+    for event in [ev("log", 1.0, pid=1), ev("started", 1.0, pid=1, total_steps=10)] + \
+                 [step(n, 1.0 + n, 2.0) for n in range(1, 8)]:
+        plots.feed(event)
+    plots.feed(ev("failed", 9.0, kind="crash", message="killed by SIGKILL"))
+    plots.feed(ev("log", 50.0, pid=2, resumed_from="checkpoint-5"))
+    plots.feed(ev("started", 51.0, pid=2, total_steps=10, start_step=5))
+    plots.feed(step(6, 52.0, 1.5))
+    np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(plots.series_points("grad_norm")[0], [1, 2, 3, 4, 5, 6])
+
+
+# ------------------------------------------------------------------ log panel
+
+
+def test_lines_are_classified():
+    assert classify_line("step 3 loss 1.2") == PLAIN
+    assert classify_line("/x/modeling_utils.py:3303: FutureWarning: `is_gradient_checkpointing` is deprecated") == \
+        WARNING
+    assert classify_line("torch.OutOfMemoryError: CUDA out of memory.") == ERROR
+    assert classify_line("RuntimeError: boom") == ERROR
+
+
+@pytest.fixture
+def log_panel(qtbot):
+    panel = QtLogPanel(interval_ms=20)
+    qtbot.addWidget(panel)
+    yield panel
+    panel.stop()
+
+
+def test_the_log_panel_follows_a_growing_file_and_highlights_problems(qtbot, tmp_path, log_panel):
+    log = tmp_path / "train.log"
+    log.write_text("Loading tokenizer\n", encoding="utf-8")
+    log_panel.set_path(log)
+    log_panel.start()
+    assert log_panel.text() == "Loading tokenizer"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("Loading weights:   0%|  | 0/20\rLoading weights: 100%| | 20/20\n")
+        f.write("UserWarning: something odd\nstep 1 loss 2.0\npartial li")
+        f.flush()
+        qtbot.waitUntil(lambda: "step 1 loss 2.0" in log_panel.text(), timeout=3000)
+        assert "partial li" not in log_panel.text(), "a line being written waits for its end"
+        f.write("ne\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                "torch.OutOfMemoryError: CUDA out of memory\nafter the traceback\n")
+    qtbot.waitUntil(lambda: "after the traceback" in log_panel.text(), timeout=3000)
+    lines = log_panel.text().split("\n")
+    assert lines[1] == "Loading weights: 100%| | 20/20", "a progress bar shows its final state"
+    assert "partial line" in lines
+    kinds = {line: log_panel.line_kind(i) for i, line in enumerate(lines)}
+    assert kinds["UserWarning: something odd"] == WARNING
+    assert kinds["step 1 loss 2.0"] == PLAIN
+    assert kinds['  File "x.py", line 1, in <module>'] == ERROR, "the whole traceback is red"
+    assert kinds["torch.OutOfMemoryError: CUDA out of memory"] == ERROR
+    assert kinds["after the traceback"] == PLAIN
+    assert log_panel.warning_count == 1 and log_panel.error_count == 3
+    assert "3 error line(s)" in log_panel.summary.text()
+
+
+def test_a_long_log_is_shown_from_its_end_in_small_chunks(qtbot, tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100_000)), encoding="utf-8")
+    panel = QtLogPanel(chunk_bytes=8 * 1024, initial_tail_bytes=32 * 1024)
+    qtbot.addWidget(panel)
+    panel.set_path(log)
+    assert panel.poll() > 0
+    assert "line 0\n" not in panel.text()
+    panel.poll(until_end=True)
+    assert panel.text().endswith("line 99999")
+    assert "KiB are in" in panel.text().split("\n")[0]
+
+
+# ------------------------------------------------------------------ Runs view
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _make_run(store: RunStore, name: str, losses: list[float], status: str = "completed") -> RunDirectory:
+    run = store.new_run(name)
+    config = RunConfig(name=name)
+    config.model.name_or_path = "/models/tiny"
+    config.data.train_file = "/data/support.jsonl"
+    config.training.learning_rate = 1e-4 if name.endswith("a") else 2e-4
+    save_config(config, run.config_path)
+    pid = _dead_pid()
+    with EventWriter(run.events_path) as writer:
+        writer.write(ev("log", 1000.0, pid=pid))
+        writer.write(ev("started", 1001.0, pid=pid, total_steps=len(losses)))
+        for n, loss in enumerate(losses, start=1):
+            writer.write(step(n, 1001.0 + n, loss))
+        if status == "failed":
+            writer.write(ev("failed", 1001.0 + len(losses), kind="oom", message="CUDA out of memory", hint="x"))
+        else:
+            writer.write(ev("finished", 1001.0 + len(losses), status=status, step=len(losses), final_loss=losses[-1]))
+    if status != "failed":
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+        (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
+    return run
+
+
+@pytest.fixture
+def runs_view(qtbot, tmp_path):
+    from studio.ui.qt_runs_view import QtRunsView
+
+    store = RunStore(tmp_path / "runs")
+    _make_run(store, "run-a", [3.0, 2.0, 1.5, 1.2])
+    _make_run(store, "run-b", [3.0, 2.5, 2.2, 2.0, 1.9, 1.8])
+    _make_run(store, "run-oom", [3.0], status="failed")
+    view = QtRunsView(store)
+    qtbot.addWidget(view)
+    view.refresh_now()
+    return view
+
+
+def _row(view, name: str) -> dict[str, str]:
+    from studio.ui.qt_runs_view import COLUMNS
+
+    for row in range(view.table.rowCount()):
+        if view.table.item(row, 0).text() == name:
+            return {column: view.table.item(row, i).text() for i, column in enumerate(COLUMNS)}
+    raise KeyError(name)
+
+
+def test_the_runs_table_lists_every_run_with_its_summary(runs_view):
+    assert runs_view.table.rowCount() == 3
+    a = _row(runs_view, "run-a")
+    assert a["Model"] == "models/tiny" and a["Dataset"] == "data/support.jsonl" and a["Status"] == "completed"
+    assert a["Steps"] == "4/4" and a["Final loss"] == "1.2000" and a["Best loss"] == "1.2000"
+    assert a["Best eval"] == "—"
+    assert a["Duration"] == "0:05" and a["Adapter"] == "4.0 KiB"
+    oom = _row(runs_view, "run-oom")
+    assert oom["Status"] == "failed (oom)" and oom["Adapter"] == "—"
+
+
+def test_selecting_two_runs_overlays_their_loss_curves(runs_view):
+    runs_view.select_runs(["run-a", "run-b"])
+    assert sorted(runs_view.overlay) == ["run-a", "run-b"]
+    np.testing.assert_array_equal(runs_view.overlay["run-b"][0], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(runs_view.overlay["run-a"][1], [3.0, 2.0, 1.5, 1.2])
+    assert len(runs_view._curves) == 2
+    assert sorted(label.text for _, label in runs_view._legend.items) == ["run-a", "run-b"]
+    assert "2 runs overlaid" in runs_view.info_label.text()
+
+
+def test_open_config_emits_the_runs_config(qtbot, runs_view):
+    runs_view.select_runs(["run-b"])
+    assert runs_view.open_config_button.isEnabled()
+    with qtbot.waitSignal(runs_view.open_config_requested) as signal:
+        runs_view.open_config_button.click()
+    assert signal.args[0].training.learning_rate == 2e-4 and signal.args[0].name == "run-b"
+
+
+def test_delete_asks_and_only_deletes_when_confirmed(runs_view, monkeypatch):
+    asked = []
+    monkeypatch.setattr(runs_view, "ask_delete_choice", lambda names: asked.append(names) or False)
+    runs_view.select_runs(["run-a"])
+    assert runs_view.delete_selected() == []
+    assert asked == [["run-a"]] and runs_view.table.rowCount() == 3
+
+    monkeypatch.setattr(runs_view, "ask_delete_choice", lambda names: True)
+    runs_view.select_runs(["run-a", "run-oom"])
+    assert sorted(runs_view.delete_selected()) == ["run-a", "run-oom"]
+    assert runs_view.table.rowCount() == 1
+    assert [run.name for run in runs_view.store.runs()] == ["run-b"]
+
+
+def test_the_background_refresh_sees_a_new_run(qtbot, runs_view):
+    _make_run(runs_view.store, "run-c", [1.0, 0.5])
+    with qtbot.waitSignal(runs_view.refreshed, timeout=10_000):
+        runs_view.refresh()
+    assert runs_view.table.rowCount() == 4
