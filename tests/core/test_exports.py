@@ -190,7 +190,7 @@ def test_each_family_is_written_with_llama_cpp_names_and_layout(tmp_path, demo_a
     if family == "llama3.1":
         assert "rope_freqs.weight" in tensors
 
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra (pip install -e .[llama-cpp]; it compiles llama.cpp)")
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "model"))
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What are your support hours on Saturday?"}],
                                            tokenize=False, add_generation_prompt=True)
