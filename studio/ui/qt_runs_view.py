@@ -23,6 +23,7 @@ from studio.core.run_history import RunMetrics, RunSummary, format_duration, for
 from studio.core.run_store import RunBusyError, RunDirectory, RunStore
 from studio.ui.qt_workers import QtFunctionWorker
 from studio.ui.widgets import _plot_style as style
+from studio.ui.widgets.qt_metrics_plots import stabilise_auto_range
 
 __all__ = ["QtRunsView"]
 
@@ -123,7 +124,7 @@ class QtRunsView(QWidget):
         self._legend = style.add_legend(self._plot_widget.getPlotItem())
         for side in ("left", "bottom"):
             self._plot_widget.getPlotItem().getAxis(side).setStyle(maxTickLevel=1)  # as the Training tab's plots
-        self._plot_widget.getPlotItem().getAxis("left").setWidth(44)  # see qt_metrics_plots: no width feedback
+        stabilise_auto_range(self._plot_widget.getPlotItem(), left_axis_width=44)
         self._curves: list[pg.PlotDataItem] = []
 
         buttons = QHBoxLayout()
