@@ -113,4 +113,21 @@ def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data
                             "set data.eval_fraction = 0 or give an eval file")
         split = train_set.train_test_split(test_size=config.data.eval_fraction, seed=config.training.seed)
         train_set, eval_set = split["train"], split["test"]
-    return train_set, eval_set
+    max_length = config.training.max_length
+    train_set = truncate(train_set, max_length)
+    return train_set, None if eval_set is None else truncate(eval_set, max_length)
+
+
+def _truncate_batch(batch: dict[str, list], max_length: int) -> dict[str, list]:
+    return {key: [row[:max_length] for row in batch[key]] for key in ("input_ids", "labels")}
+
+
+def truncate(dataset: Any, max_length: int) -> Any:
+    """Keep the first max_length tokens of each row, as TRL would, so that every path trains on the same tokens.
+
+    Done here rather than left to TRL because TRL does not truncate padding-free batches (see fast_path).
+    """
+    if not any(len(ids) > max_length for batch in dataset.iter(batch_size=1000) for ids in batch["input_ids"]):
+        return dataset
+    return dataset.map(_truncate_batch, batched=True, batch_size=1000, fn_kwargs={"max_length": max_length},
+                       desc=None)

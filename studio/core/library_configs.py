@@ -102,8 +102,10 @@ def extra_callbacks(config: RunConfig, *, has_eval: bool) -> list[Any]:
     return [EarlyStoppingCallback(early_stopping_patience=config.training.early_stopping_patience)]
 
 
-def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool) -> Any:
-    """TRL SFTConfig from the run config; the dataset arrives pre-tokenised (see chat_tokens)."""
+def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool,
+               padding_free: bool = False) -> Any:
+    """TRL SFTConfig from the run config; the dataset arrives pre-tokenised (see chat_tokens) and already
+    truncated to max_length (see data_prepare.truncate), which TRL would refuse to do for padding-free batches."""
     from trl import SFTConfig
 
     t = config.training
@@ -123,7 +125,8 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_length=t.max_length,
+        max_length=None if padding_free else t.max_length,
+        padding_free=padding_free,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio,  # transformers 5: a value below 1 is a fraction of the steps
         weight_decay=t.weight_decay,

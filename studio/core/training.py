@@ -36,12 +36,12 @@ def tokenize_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_onl
     return rows
 
 
-def _model_load_kwargs(config: RunConfig, hardware: Any) -> dict[str, Any]:
+def _model_load_kwargs(config: RunConfig, hardware: Any, attn_implementation: str) -> dict[str, Any]:
     from studio.core.library_configs import quantization_config, torch_dtype
 
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype(hardware.compute_dtype),
-        "attn_implementation": config.model.attn_implementation,
+        "attn_implementation": attn_implementation,
         "trust_remote_code": config.model.trust_remote_code,
     }
     quant = quantization_config(config, hardware)
@@ -148,11 +148,14 @@ def run_training(
     from trl import SFTTrainer
 
     from studio.core.callback import StudioCallback
+    from studio.core.fast_path import apply_liger, detect_capabilities, plan_fast_path
     from studio.core.library_configs import extra_callbacks, lora_config, resolve_hardware, sft_config
 
     transformers.set_seed(config.training.seed)
     datasets.disable_progress_bars()
     hardware = resolve_hardware(config)
+    fast = plan_fast_path(config, detect_capabilities(hardware.device), compute_dtype=hardware.compute_dtype)
+    emit(make_event("log", level="info", message=fast.summary()))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
 
     # encode_example over the Arrow-backed rows (a datasets map, never Python lists), then the eval split.
@@ -163,7 +166,12 @@ def run_training(
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
                             f"{hardware.compute_dtype} on {hardware.device})"))
     fault_injection.pause_point("model_load")  # tests kill here
-    model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **_model_load_kwargs(config, hardware))
+    model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path,
+                                                 **_model_load_kwargs(config, hardware, fast.attn_implementation))
+    if fast.liger:
+        not_applied = apply_liger(model)  # before SFTTrainer wraps the model with PEFT
+        if not_applied:
+            emit(make_event("log", level="warning", message=not_applied))
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
@@ -172,7 +180,8 @@ def run_training(
     trainer_class = _atomic_checkpoint_trainer(SFTTrainer)
     trainer = trainer_class(
         model=model,
-        args=sft_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None),
+        args=sft_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None,
+                        padding_free=fast.padding_free),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,

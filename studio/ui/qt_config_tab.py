@@ -28,6 +28,7 @@ from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced
 
 from studio.core.config import ConfigError, RunConfig, copy_config, field_help, save_config
+from studio.core.fast_path import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.gpu import GpuInfo, detect_gpu, format_bytes
 from studio.core.model_source import LinearModules, ModelSourceError, detect_linear_modules, find_model_config
 from studio.core.paths import user_data_dir
@@ -201,6 +202,9 @@ class QtConfigTab(QWidget):
         self.max_length = self._spin("training", "max_length", 8, 1_048_576)
         self.max_length.setSingleStep(256)
         self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
+        self.fast_path = self._check("training", "fast_path", "Fast path")
+        self.fast_path_label = QLabel()  # what the fast path gives on this machine, or why a part of it is off
+        self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
 
         # --- advanced
         self.bnb_4bit_quant_type = self._combo("quantization", "bnb_4bit_quant_type", {"nf4": "nf4", "fp4": "fp4"})
@@ -360,6 +364,8 @@ class QtConfigTab(QWidget):
             ("Effective batch", self.effective_batch),
             ("Max length (tokens)", self.max_length),
             ("", self.gradient_checkpointing),
+            ("", self.fast_path),
+            ("", self.fast_path_label),  # under the box: a long line would widen the column
         ])
         left = QVBoxLayout()
         left.addWidget(lora_box)
@@ -497,6 +503,24 @@ class QtConfigTab(QWidget):
         strategy = self.eval_strategy.currentData()
         self.eval_steps.setEnabled(strategy == "steps")
         self.early_stopping_patience.setEnabled(strategy != "no")
+        self._show_fast_path()
+
+    def _show_fast_path(self) -> None:
+        config = self.current_config()
+        capabilities = capabilities_for_card(self._gpu)
+        plan = plan_fast_path(config, capabilities, compute_dtype=expected_compute_dtype(config, capabilities))
+        # The first line is what is on; the tooltip has every part with its reason.
+        on = [note for note in plan.notes if ": on" in note or "instead of" in note]
+        if not plan.enabled:
+            text = "off: plain transformers + PEFT + TRL"
+        elif on:
+            text = "on here: " + ", ".join(note.split(":")[0] for note in on)
+        elif any("not installed" in note for note in plan.notes):
+            text = "Liger Kernel not installed (hover for how)"
+        else:
+            text = "nothing to gain here (hover for why)"
+        self.fast_path_label.setText(text)
+        self.fast_path_label.setToolTip(plan.summary())
 
     # --- target modules -------------------------------------------------------------------------------
     def set_target_shortcut(self, which: str) -> None:

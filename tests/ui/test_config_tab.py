@@ -290,3 +290,18 @@ def test_the_learning_rate_reads_and_shows_scientific_notation(qtbot, tab):
     box.stepBy(1)
     assert box.value() == pytest.approx(3.75e-5), "a step up multiplies by 1.25"
     assert box.text() == "3.75e-05"
+
+
+def test_the_fast_path_toggle_reaches_the_config_and_says_what_it_gives_here(qtbot, tab):
+    tab.set_config(_config())
+    tab.per_device_train_batch_size.setValue(2)
+    assert tab.fast_path.isChecked() and tab.current_config().training.fast_path is True
+    assert tab.fast_path_label.text() == "on here: padding-free batches"
+    assert "NVIDIA GPU" in tab.fast_path_label.toolTip(), "the tooltip says why Liger is off on this machine"
+
+    tab.per_device_train_batch_size.setValue(1)
+    assert "nothing to gain here" in tab.fast_path_label.text()
+
+    tab.fast_path.setChecked(False)
+    assert tab.current_config().training.fast_path is False
+    assert tab.fast_path_label.text().startswith("off: plain")
