@@ -1,0 +1,60 @@
+"""benchmarks/train_speed.py and its baseline script: the bookkeeping, and both really training."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_speed():
+    return _load("train_speed")
+
+
+def test_steps_per_second_skips_the_warm_up_and_first_step_counts_from_the_start(train_speed):
+    started = 100.0
+    # Step 1 ends 6 s after the start; warm-up steps are slow; from step 6 on, 4 steps per second.
+    steps = [(1, 106.0), (2, 107.0), (3, 108.0), (4, 109.0), (5, 110.0), (6, 111.0), (7, 111.25), (8, 111.5),
+             (9, 111.75), (10, 112.0)]
+    summary = train_speed.summarise(steps, started, wall=13.0)
+    assert summary["first_step_s"] == pytest.approx(6.0)
+    assert summary["steps_per_s"] == pytest.approx(4.0)
+    assert summary["steps"] == 10 and summary["wall_s"] == 13.0
+    with pytest.raises(ValueError, match="no optimiser step"):
+        train_speed.summarise([], started, wall=1.0)
+
+
+def test_the_script_and_the_studio_train_the_same_steps_and_are_compared(train_speed, tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "home"))
+    result = train_speed.measure(steps=8, repeats=1, workdir=tmp_path, variants=("studio", "script"))
+    studio, script = result["samples"]["studio"][0], result["samples"]["script"][0]
+    assert studio["steps"] == script["steps"] == 8
+    for run in (studio, script):
+        assert 0 < run["first_step_s"] < run["wall_s"]
+        assert run["steps_per_s"] > 0
+    assert result["steps_per_s_ratio"] == pytest.approx(studio["steps_per_s"] / script["steps_per_s"])
+    assert result["first_step_gap_s"] == pytest.approx(studio["first_step_s"] - script["first_step_s"])
+    assert (tmp_path / "script-0" / "adapter" / "adapter_config.json").is_file(), "the baseline saved its adapter"
+    table = train_speed.markdown(result)
+    assert "plain TRL script" in table and "steps/s ratio" in table
+
+
+def test_the_baseline_trains_on_the_replies_only_like_the_studio(tmp_path):
+    plain = _load("plain_trl_sft")
+    row = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                        {"role": "assistant", "content": "a"}]}
+    pair = plain.to_prompt_completion(row)
+    assert pair["prompt"] == row["messages"][:2] and pair["completion"] == row["messages"][2:]
