@@ -69,9 +69,14 @@ def detect_capabilities(device: str) -> Capabilities:
     return Capabilities(
         device=device,
         compute_capability=capability,
-        liger_installed=importlib.util.find_spec("liger_kernel") is not None,
+        liger_installed=_liger_installed(),
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
     )
+
+
+def _liger_installed() -> bool:
+    # Liger's kernels are Triton programs: without Triton (Windows without triton-windows) it cannot run.
+    return all(importlib.util.find_spec(name) is not None for name in ("liger_kernel", "triton"))
 
 
 def capabilities_for_card(gpu: Any | None) -> Capabilities:
@@ -80,7 +85,7 @@ def capabilities_for_card(gpu: Any | None) -> Capabilities:
     return Capabilities(
         device="cuda" if gpu is not None else "cpu",
         compute_capability=getattr(gpu, "compute_capability", None),
-        liger_installed=importlib.util.find_spec("liger_kernel") is not None,
+        liger_installed=_liger_installed(),
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
     )
 
@@ -131,8 +136,19 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
 
 
 def apply_liger(model: Any) -> str | None:
-    """Patch `model` (before PEFT wraps it) with Liger's layer kernels; None when applied, else why not."""
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel_to_instance
+    """Patch `model` (before PEFT wraps it) with Liger's layer kernels; None when applied, else why not.
+
+    Liger patches the model's transformers module for the whole process (RoPE is a module-level
+    function), which is fine because every run trains in its own child process.
+    """
+    try:
+        # The instance patcher is what liger's own `AutoLigerKernelForCausalLM` and transformers' Trainer call.
+        from liger_kernel.transformers.monkey_patch import (
+            MODEL_TYPE_TO_APPLY_LIGER_FN,
+            _apply_liger_kernel_to_instance,
+        )
+    except ImportError as error:  # a broken install (e.g. a Triton that does not match torch) trains without it
+        return f"Liger Kernel could not be imported ({error}); training without it"
 
     model_type = getattr(model.config, "model_type", None)
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:

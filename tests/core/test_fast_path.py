@@ -179,3 +179,9 @@ def test_the_fast_path_trains_the_same_loss_curve_as_the_plain_path(demo_assets,
         assert abs(fast - plain) <= LOSS_RELATIVE_TOLERANCE * abs(plain), f"step {step}: {fast} vs {plain}"
     # And training did happen on both: the curve fell.
     assert fast_losses[-1] < 0.5 * fast_losses[0]
+
+
+def test_a_liger_that_cannot_be_imported_trains_without_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", None)  # import raises ImportError
+    message = apply_liger(_FakeModel("llama"))
+    assert "could not be imported" in message and "training without it" in message
