@@ -275,9 +275,9 @@ class TrainingSettings:
         default=True,
         metadata=_help(
             "Use the fastest correct kernels this machine has: Liger Kernel's fused RMSNorm, RoPE and SwiGLU "
-            "(NVIDIA GPU, with the [gpu] extra installed), padding-free batches (no compute spent on padding "
-            "when the batch size is above 1), and FlashAttention-2 instead of sdpa when installed and the GPU "
-            "supports it. The loss matches the plain path within floating-point tolerance. Off = the plain "
+            "(NVIDIA GPU, with the [gpu] extra installed), and FlashAttention-2 instead of sdpa when installed "
+            "and the GPU supports it, with padding-free batches (no compute spent on padding) when the batch "
+            "size is above 1. The loss matches the plain path within floating-point tolerance. Off = the plain "
             "transformers + PEFT + TRL path."
         ),
     )

@@ -7,9 +7,10 @@ Everything here comes from well-kept libraries, switched on only where it is kno
   cross-entropy is *not* used: TRL's SFTTrainer already scores tokens through its own chunked LM
   head that never builds the (tokens × vocabulary) logits, and refuses Liger's.
 - **Padding-free batches** (TRL `padding_free`): the examples of a batch are laid end to end in one
-  row with restarting position ids, so no compute goes to padding. transformers turns the position
-  ids into a block-diagonal mask for sdpa/eager and into sequence boundaries for FlashAttention, so
-  no example attends to another and the loss is the same as the padded one.
+  row with restarting position ids, so no compute goes to padding, and FlashAttention-2's
+  variable-length kernel keeps the examples apart. (transformers would also build a block-diagonal
+  mask for sdpa, but building it every step cost more than the padding saved on the CPU, so the
+  fast path uses padding-free batches with FlashAttention-2 only.) The loss is the padded one.
 - **FlashAttention-2** instead of sdpa when the `flash-attn` package is installed and the GPU can
   run it (compute capability 8.0 or newer: RTX 30xx/40xx/50xx, A100, H100).
 
@@ -117,13 +118,6 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
     else:
         liger, liger_note = True, "Liger Kernel: on (RMSNorm, RoPE, SwiGLU)"
 
-    if t.packing:
-        padding_free, padding_note = False, "padding-free: packing already lays examples end to end"
-    elif t.per_device_train_batch_size == 1:
-        padding_free, padding_note = False, "padding-free: off — a batch of one example has no padding to remove"
-    else:
-        padding_free, padding_note = True, "padding-free batches: on"
-
     capability = capabilities.compute_capability
     flash_ok = (cuda and capabilities.flash_attn_installed and capability is not None
                 and capability >= FLASH_ATTENTION_MIN_CAPABILITY and compute_dtype in ("bfloat16", "float16"))
@@ -131,8 +125,19 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
         attn, attn_note = "flash_attention_2", "attention: flash_attention_2 (instead of sdpa)"
     else:
         attn_note = f"attention: {attn}"
+
+    if t.packing:
+        padding_free, padding_note = False, "padding-free: packing already lays examples end to end"
+    elif t.per_device_train_batch_size == 1:
+        padding_free, padding_note = False, "padding-free: off — a batch of one example has no padding to remove"
+    elif attn != "flash_attention_2":
+        # Without FlashAttention's variable-length kernel the packed row needs a block-diagonal mask built
+        # every step; on the CPU that made the demo 12% slower than padding (benchmarks/train_speed.py).
+        padding_free, padding_note = False, "padding-free: off — it pays with FlashAttention-2 only"
+    else:
+        padding_free, padding_note = True, "padding-free batches: on"
     return FastPathPlan(enabled=True, liger=liger, padding_free=padding_free, attn_implementation=attn,
-                        notes=(liger_note, padding_note, attn_note))
+                        notes=(liger_note, attn_note, padding_note))
 
 
 def apply_liger(model: Any) -> str | None:

@@ -514,7 +514,8 @@ class QtConfigTab(QWidget):
         if not plan.enabled:
             text = "off: plain transformers + PEFT + TRL"
         elif on:
-            text = "on here: " + ", ".join(note.split(":")[0] for note in on)
+            names = [note.split(":")[0] for note in on]
+            text = "on here: " + ", ".join("FlashAttention-2" if name == "attention" else name for name in names)
         elif any("not installed" in note for note in plan.notes):
             text = "Liger Kernel not installed (hover for how)"
         else:

@@ -23,7 +23,6 @@ from studio.core.run_history import RunMetrics, RunSummary, format_duration, for
 from studio.core.run_store import RunBusyError, RunDirectory, RunStore
 from studio.ui.qt_workers import QtFunctionWorker
 from studio.ui.widgets import _plot_style as style
-from studio.ui.widgets.qt_metrics_plots import stabilise_auto_range
 
 __all__ = ["QtRunsView"]
 
@@ -122,9 +121,7 @@ class QtRunsView(QWidget):
         self._plot_widget = style.make_plot_widget("Training loss (smoothed) of the selected runs", "step", "loss")
         self._plot_widget.setMinimumHeight(220)
         self._legend = style.add_legend(self._plot_widget.getPlotItem())
-        for side in ("left", "bottom"):
-            self._plot_widget.getPlotItem().getAxis(side).setStyle(maxTickLevel=1)  # as the Training tab's plots
-        stabilise_auto_range(self._plot_widget.getPlotItem(), left_axis_width=44)
+        style.make_axes_cheap(self._plot_widget.getPlotItem(), left_axis_width=44)  # as the Training tab's plots
         self._curves: list[pg.PlotDataItem] = []
 
         buttons = QHBoxLayout()

@@ -296,12 +296,29 @@ def test_the_fast_path_toggle_reaches_the_config_and_says_what_it_gives_here(qtb
     tab.set_config(_config())
     tab.per_device_train_batch_size.setValue(2)
     assert tab.fast_path.isChecked() and tab.current_config().training.fast_path is True
-    assert tab.fast_path_label.text() == "on here: padding-free batches"
+    assert tab.fast_path_label.text() == "nothing to gain here (hover for why)"
     assert "NVIDIA GPU" in tab.fast_path_label.toolTip(), "the tooltip says why Liger is off on this machine"
-
-    tab.per_device_train_batch_size.setValue(1)
-    assert "nothing to gain here" in tab.fast_path_label.text()
 
     tab.fast_path.setChecked(False)
     assert tab.current_config().training.fast_path is False
     assert tab.fast_path_label.text().startswith("off: plain")
+
+
+def test_on_a_gpu_the_fast_path_line_names_what_applies(qtbot, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    installed = {"liger_kernel", "triton", "flash_attn"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name in installed else real_find_spec(name, *a))
+    card = GpuInfo(name="NVIDIA GeForce RTX 4060", total_bytes=8 << 30, free_bytes=7 << 30,
+                   compute_capability=(8, 9))
+    tab = _make_tab(qtbot, gpu=card)
+    tab.set_config(_config())
+    tab.per_device_train_batch_size.setValue(2)
+    assert tab.fast_path_label.text() == "on here: Liger Kernel, FlashAttention-2, padding-free batches"
+    installed.clear()
+    tab.per_device_train_batch_size.setValue(1)
+    assert tab.fast_path_label.text() == "Liger Kernel not installed (hover for how)"
+    tab.shutdown()
+    qtbot.waitUntil(lambda: not running_workers(), timeout=60_000)

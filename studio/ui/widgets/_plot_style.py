@@ -82,3 +82,28 @@ def enable_fast_downsampling(curve: pg.PlotDataItem, method: str = "peak") -> No
     # antialiased pens. There is no public setter, hence the guarded access.
     if "autoDownsampleFactor" in curve.opts:
         curve.opts["autoDownsampleFactor"] = 1.0
+
+
+_AUTO_RANGE_PADDING = 0.04
+
+
+def make_axes_cheap(plot_item: pg.PlotItem, left_axis_width: int = 52) -> None:
+    """Tick and range settings that keep a live plot's repaint short and stop it from oscillating."""
+    for side in ("left", "bottom"):
+        # Major and minor grid lines only: the sub-minor ones are barely visible and cost half of a repaint.
+        plot_item.getAxis(side).setStyle(maxTickLevel=1)
+    stabilise_auto_range(plot_item, left_axis_width)
+
+
+def stabilise_auto_range(plot_item: pg.PlotItem, left_axis_width: int = 52) -> None:
+    """Make auto-range independent of the plot's pixel size, so it cannot feed back on itself.
+
+    pyqtgraph pads an auto range by a fraction that depends on the view's size in pixels, the view's
+    size depends on the tick labels, and the labels on the range (and, with clip-to-view and
+    auto-downsampling, the data shown depends on the view too). Live, that loop can settle into two
+    ranges the view flips between, a repaint every frame, forever. A fixed padding and a fixed label
+    width break it.
+    """
+    plot_item.getAxis("left").setWidth(left_axis_width)
+    # The instance attribute shadows ViewBox.suggestPadding, which the auto-range code calls.
+    plot_item.getViewBox().suggestPadding = lambda axis: _AUTO_RANGE_PADDING

@@ -43,6 +43,7 @@ class QtLossPlot(QWidget):
 
         self._plot_widget = style.make_plot_widget(title, "step", "loss")
         plot = self._plot_widget.getPlotItem()
+        style.make_axes_cheap(plot)
         style.add_legend(plot)
         # Created once and fed with setData: re-creating items per update
         # leaks scene items and is the usual cause of sluggish live plots.

@@ -23,14 +23,13 @@ from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
 
-__all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis", "stabilise_auto_range"]
+__all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis"]
 
 _REDRAW_INTERVAL_MS = 100
 # One plot is redrawn per frame tick: a repaint costs a few milliseconds per plot (more on a busy CPU),
 # and four plots repainted in one pass of the event loop would add up to a stall the user feels.
 _FRAME_INTERVAL_MS = 40
 _LEFT_AXIS_WIDTH = 52  # room for "0.00025" or "12000"
-_AUTO_RANGE_PADDING = 0.04
 X_STEPS, X_TIME = "steps", "time"
 
 
@@ -83,26 +82,9 @@ def _install_x_axis(plot_widget: pg.PlotWidget, mode: str) -> TrainingXAxis:
     plot_item = plot_widget.getPlotItem()
     plot_item.setAxisItems({"bottom": axis})
     axis.set_mode(mode)
-    for side in ("left", "bottom"):
-        # Major and minor grid lines only: the sub-minor ones are barely visible and cost half of a repaint.
-        plot_item.getAxis(side).setStyle(maxTickLevel=1)
     plot_item.showGrid(x=True, y=True, alpha=style.GRID_ALPHA)
-    stabilise_auto_range(plot_item)
+    style.make_axes_cheap(plot_item, left_axis_width=_LEFT_AXIS_WIDTH)
     return axis
-
-
-def stabilise_auto_range(plot_item: pg.PlotItem, left_axis_width: int = _LEFT_AXIS_WIDTH) -> None:
-    """Make auto-range independent of the plot's pixel size, so it cannot feed back on itself.
-
-    pyqtgraph pads an auto range by a fraction that depends on the view's size in pixels, the view's
-    size depends on the tick labels, and the labels on the range (and, with clip-to-view and
-    auto-downsampling, the data shown depends on the view too). Live, that loop can settle into two
-    ranges the view flips between, a repaint every frame, forever. A fixed padding and a fixed label
-    width break it.
-    """
-    plot_item.getAxis("left").setWidth(left_axis_width)
-    # The instance attribute shadows ViewBox.suggestPadding, which the auto-range code calls.
-    plot_item.getViewBox().suggestPadding = lambda axis: _AUTO_RANGE_PADDING
 
 
 class _FrameScheduler(QObject):
