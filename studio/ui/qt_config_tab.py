@@ -205,6 +205,7 @@ class QtConfigTab(QWidget):
         self.fast_path = self._check("training", "fast_path", "Fast path")
         self.fast_path_label = QLabel()  # what the fast path gives on this machine, or why a part of it is off
         self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
+        self.fast_path_label.setWordWrap(True)  # two short lines rather than a clipped one
 
         # --- advanced
         self.bnb_4bit_quant_type = self._combo("quantization", "bnb_4bit_quant_type", {"nf4": "nf4", "fp4": "fp4"})
