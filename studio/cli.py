@@ -274,19 +274,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _config_for_estimate(path: Path, model: str | None) -> Any:
     """The config as `train` would read it, except that no training data is needed for an estimate."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    from studio.core.config import ConfigError, from_dict, resolve_relative_paths
+    from studio.core.config import ConfigError, from_dict, read_toml, resolve_relative_paths
 
     try:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError("(file)", str(path), f"not valid TOML: {error}", source=path) from None
+        data = read_toml(path)
         if isinstance(data.get("data", {}), dict):
             data.setdefault("data", {}).setdefault("train_file", "(not needed for an estimate)")
         if model and isinstance(data.get("model", {}), dict):

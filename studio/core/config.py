@@ -430,6 +430,17 @@ def loads(text: str, *, source: Path | None = None) -> RunConfig:
     return from_dict(data, source=source)
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table, for callers that adjust it before `from_dict`; ConfigError names the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError("(file)", str(path), f"not valid TOML: {error}", source=path) from None
+
+
 def load_config(path: Path) -> RunConfig:
     """Read a TOML config file; relative model/data paths are resolved against the file's folder."""
     path = Path(path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from studio.core.config import ConfigError, RunConfig, copy_config, from_dict, to_dict
+from studio.core.config import ConfigError, RunConfig, copy_config, from_dict, read_toml, to_dict
 from studio.core.paths import user_data_dir
 
 if TYPE_CHECKING:
@@ -196,18 +196,8 @@ def save_user_preset(name: str, config: RunConfig) -> Path:
 
 def load_user_preset(path: Path) -> Preset:
     """Read one user preset file; raises ConfigError naming the file and the key."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError("(file)", str(path), f"not valid TOML: {error}", source=path) from None
+    data = read_toml(path)
     meta = data.pop("preset", {})
     label = str(meta.get("label") or path.stem) if isinstance(meta, dict) else path.stem
     unknown = sorted(set(data) - set(KNOB_SECTIONS))
