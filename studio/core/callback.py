@@ -96,3 +96,18 @@ def _main_process_decides(flag: bool, device: Any) -> bool:
     decision = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.broadcast(decision, src=0)
     return bool(decision.item())
+
+
+class SaveEachNewBestCallback(TrainerCallback):
+    """With early stopping, saves a checkpoint at every evaluation that improves the eval loss.
+
+    The run then ends with the adapter of its best evaluation (see training.best_checkpoint) even when
+    `save_steps` and `eval_steps` do not line up — transformers' own way (`load_best_model_at_end`) demands
+    that they do and would reload the whole model. Runs before the trainer updates `state.best_metric`, so
+    it compares with the best before this evaluation, as EarlyStoppingCallback does.
+    """
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, Any] | None = None, **kwargs):
+        value = (metrics or {}).get("eval_loss")
+        if value is not None and (state.best_metric is None or value < state.best_metric):
+            control.should_save = True

@@ -267,7 +267,7 @@ class TrainingSettings:
         default=0,
         metadata=_help(
             "Stop when the eval loss has not improved for this many evaluations in a row; 0 = never stop early. "
-            "Only active when there is eval data.",
+            "Only active when there is eval data. The run then keeps the adapter of its lowest eval loss.",
             min=0,
         ),
     )

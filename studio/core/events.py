@@ -10,7 +10,8 @@ Event kinds (the `event` key) and their main fields:
 - `step`: step, epoch, loss, learning_rate, grad_norm, tokens_per_second.
 - `eval`: step, eval_loss.
 - `checkpoint`: step, path.
-- `finished`: status (`completed` | `stopped`), step, final_loss, adapter.
+- `finished`: status (`completed` | `stopped`), step, final_loss, adapter, adapter_step (the step whose
+  adapter was kept: the last, or with early stopping the best evaluation's), best_eval_loss, message.
 - `failed`: kind (`oom` | `data` | `config` | `crash`), message, hint.
 Every event also carries `time` (seconds since the epoch).
 """

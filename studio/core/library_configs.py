@@ -94,12 +94,16 @@ def early_stopping_active(config: RunConfig, *, has_eval: bool) -> bool:
 
 
 def extra_callbacks(config: RunConfig, *, has_eval: bool) -> list[Any]:
-    """Library callbacks the run config asks for (today: transformers' EarlyStoppingCallback)."""
+    """Callbacks the run config asks for: early stopping (transformers' EarlyStoppingCallback) with a
+    checkpoint at each new best evaluation, so the run can end with its best adapter."""
     if not early_stopping_active(config, has_eval=has_eval):
         return []
     from transformers import EarlyStoppingCallback
 
-    return [EarlyStoppingCallback(early_stopping_patience=config.training.early_stopping_patience)]
+    from studio.core.callback import SaveEachNewBestCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=config.training.early_stopping_patience),
+            SaveEachNewBestCallback()]
 
 
 def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool,
@@ -141,8 +145,9 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         save_total_limit=t.save_total_limit,
         eval_strategy=t.eval_strategy if has_eval else "no",
         eval_steps=t.eval_steps if has_eval and t.eval_strategy == "steps" else None,
-        # EarlyStoppingCallback compares this metric; without load_best_model_at_end the adapter saved at the end
-        # is the last one (the best checkpoint is still on disk among the kept checkpoints).
+        # EarlyStoppingCallback compares this metric, and the trainer tracks the best step by it; the run then
+        # writes the adapter from that step's checkpoint (training.best_checkpoint) rather than reloading the
+        # model as load_best_model_at_end would.
         metric_for_best_model="eval_loss" if early_stopping_active(config, has_eval=has_eval) else None,
         greater_is_better=False if early_stopping_active(config, has_eval=has_eval) else None,
         bf16=hardware.compute_dtype == "bfloat16",

@@ -24,6 +24,15 @@ from studio.core.run_store import RunDirectory
 log = logging.getLogger(__name__)
 
 
+def _hide_load_best_model_warning(record: logging.LogRecord) -> bool:
+    # EarlyStoppingCallback warns that without load_best_model_at_end the best model is not loaded; the studio
+    # writes the best evaluation's adapter itself (see best_checkpoint), so the warning would mislead.
+    return not record.getMessage().startswith("Using EarlyStoppingCallback without load_best_model_at_end")
+
+
+logging.getLogger("transformers.trainer_callback").addFilter(_hide_load_best_model_warning)
+
+
 class AdapterCheckError(RuntimeError):
     """The adapter written at the end of training cannot be read back."""
 
@@ -64,6 +73,7 @@ def _atomic_checkpoint_trainer(base: type) -> type:
             return self._staging_dir or super()._get_output_dir(trial)
 
         def _save_checkpoint(self, model, trial):
+            from transformers.trainer import TRAINER_STATE_NAME
             from transformers.trainer_utils import rotate_checkpoints
 
             final_root = Path(super()._get_output_dir(trial))
@@ -77,6 +87,11 @@ def _atomic_checkpoint_trainer(base: type) -> type:
             self._staging_dir = str(staging)
             try:
                 super()._save_checkpoint(model, trial)
+                # The trainer looked for the best checkpoint in the staging folder; point it at its real place
+                # (resume reads it from trainer_state.json, rotation must never delete it).
+                self.state.best_model_checkpoint = self._best_checkpoint_in(final_root)
+                if self.args.should_save:
+                    self.state.save_to_json(str(staging / name / TRAINER_STATE_NAME))
                 # Tests kill the process here: the checkpoint is staged, not yet in place.
                 fault_injection.pause_point("checkpoint_save", step=self.state.global_step)
             finally:
@@ -88,20 +103,58 @@ def _atomic_checkpoint_trainer(base: type) -> type:
                     shutil.rmtree(target)
                 os.replace(staging / name, target)
                 shutil.rmtree(staging, ignore_errors=True)
-                rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit)
+                rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint)
+
+        def _best_checkpoint_in(self, final_root: Path) -> str | None:
+            """Where the checkpoint of the best eval step lives (or will, once this save is renamed)."""
+            best_step = self.state.best_global_step
+            if not best_step:
+                return None
+            path = final_root / f"checkpoint-{best_step}"
+            return str(path) if best_step == self.state.global_step or path.is_dir() else None
 
     return AtomicCheckpointTrainer
 
 
-def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
-    """Write the PEFT adapter plus tokenizer and chat template, atomically."""
+# What PEFT's save_pretrained writes for an adapter (README.md is its model-card stub).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path, *, from_checkpoint: Path | None = None) -> None:
+    """Write the PEFT adapter plus tokenizer and chat template, atomically: the model's current adapter, or
+    the adapter a trainer checkpoint holds (the best evaluation's, when early stopping is on)."""
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
+    if from_checkpoint is None:
+        model.save_pretrained(str(staging))
+    else:
+        staging.mkdir(parents=True)
+        for name in ADAPTER_FILES:
+            if (from_checkpoint / name).is_file():
+                shutil.copy2(from_checkpoint / name, staging / name)
     tokenizer.save_pretrained(str(staging))
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
+
+
+def best_checkpoint(state: Any) -> tuple[Path, int, float] | None:
+    """(folder, step, eval loss) of the best evaluation's checkpoint, if the trainer tracked one that exists."""
+    path = state.best_model_checkpoint
+    if not path or not state.best_global_step or state.best_metric is None or not Path(path).is_dir():
+        return None
+    return Path(path), int(state.best_global_step), float(state.best_metric)
+
+
+def early_stopping_message(state: Any, best: tuple[Path, int, float] | None, *, stopped_by_user: bool) -> str:
+    """What the run's ending says about early stopping and which step's adapter it kept."""
+    parts = []
+    if not stopped_by_user and state.global_step < state.max_steps:
+        parts.append(f"Eval loss stopped improving: stopped early at step {state.global_step} of {state.max_steps}.")
+    if best is not None:
+        parts.append(f"The adapter is from step {best[1]}, the lowest eval loss ({best[2]:.4f}).")
+    return " ".join(parts)
 
 
 def verify_adapter(adapter_dir: Path) -> int:
@@ -149,7 +202,8 @@ def run_training(
 
     from studio.core.callback import StudioCallback
     from studio.core.fast_path import apply_liger, detect_capabilities, plan_fast_path
-    from studio.core.library_configs import extra_callbacks, lora_config, resolve_hardware, sft_config
+    from studio.core.library_configs import (early_stopping_active, extra_callbacks, lora_config, resolve_hardware,
+                                             sft_config)
 
     transformers.set_seed(config.training.seed)
     datasets.disable_progress_bars()
@@ -194,9 +248,17 @@ def run_training(
 
     status = "stopped" if callback.stopped else "completed"
     if trainer.is_world_process_zero():
-        save_adapter(trainer.model, tokenizer, run_dir.adapter_dir)
+        state = trainer.state
+        best, message = None, ""
+        if early_stopping_active(config, has_eval=eval_set is not None):
+            best = best_checkpoint(state)
+            message = early_stopping_message(state, best, stopped_by_user=callback.stopped)
+        from_checkpoint = best[0] if best is not None and best[1] != state.global_step else None
+        save_adapter(trainer.model, tokenizer, run_dir.adapter_dir, from_checkpoint=from_checkpoint)
         tensors = verify_adapter(run_dir.adapter_dir)
-        final_loss = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
-        emit(make_event("finished", status=status, step=trainer.state.global_step, final_loss=final_loss,
-                        adapter=str(run_dir.adapter_dir), adapter_tensors=tensors))
+        final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        emit(make_event("finished", status=status, step=state.global_step, final_loss=final_loss,
+                        adapter=str(run_dir.adapter_dir), adapter_tensors=tensors,
+                        adapter_step=best[1] if best is not None else state.global_step,
+                        best_eval_loss=best[2] if best is not None else None, message=message))
     return status

@@ -321,12 +321,13 @@ class QtTrainingTab(QWidget):
         elif status == "stopped":
             self.progress.setFormat(f"stopped at step {metrics.current_step} · {duration}")
             self._set_status("stopped", f"Run {name} stopped at step {metrics.current_step}; checkpoint and adapter "
-                                        "saved. Resume continues it; the Chat tab talks to it.")
+                                        "saved. " + (f"{message} " if message else "")
+                                        + "Resume continues it; the Chat tab talks to it.")
         else:
             self.progress.setValue(self.progress.maximum())
             self.progress.setFormat(f"completed · {metrics.current_step} steps · {duration}")
             self._set_status("completed", f"Run {name} completed in {duration}; its adapter loads. "
-                                          "Open the Chat tab to talk to it.")
+                                          + (f"{message} " if message else "") + "Open the Chat tab to talk to it.")
         self.last_status = status
         if metrics.elapsed() >= self.NOTIFY_AFTER_S:
             self._notify(f"Training {status}", f"Run {name}: {status} after {duration}"

@@ -122,6 +122,48 @@ def test_the_adapter_answers_the_demo_questions_with_plain_transformers_and_peft
     assert tuned_correct >= 8, f"only {tuned_correct}/10 demo answers reproduced:\n{report}"
 
 
+# ------------------------------------------------------------------ early stopping keeps the best adapter
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_with_the_best_evaluations_adapter(demo_assets, tmp_path):
+    """Held-out demo questions: the eval loss falls while the model learns the format, then rises as it
+    memorises the training answers. The run must stop early and keep the adapter of its lowest eval loss,
+    and that checkpoint must survive rotation even with save_total_limit = 1."""
+    from safetensors.torch import load_file
+
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    config.data.eval_fraction = 0.3
+    t = config.training
+    t.eval_strategy, t.eval_steps, t.early_stopping_patience = "steps", 2, 2
+    t.save_steps, t.save_total_limit = 5, 1  # saves that do not line up with the evaluations
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    events: list[dict] = []
+
+    assert run_training(config, run, events.append) == "completed"
+
+    evals = [(e["step"], e["eval_loss"]) for e in events if e["event"] == "eval"]
+    best_step, best_loss = min(evals, key=lambda pair: pair[1])
+    finished = events[-1]
+    assert finished["step"] < t.max_steps, "the eval loss never rose long enough to stop early"
+    assert best_step < finished["step"]
+    assert finished["adapter_step"] == best_step
+    assert finished["best_eval_loss"] == pytest.approx(best_loss)
+    assert f"stopped early at step {finished['step']} of {t.max_steps}" in finished["message"]
+    assert f"from step {best_step}" in finished["message"]
+
+    best_dir = run.checkpoints_dir / f"checkpoint-{best_step}"
+    assert best_dir in run.checkpoints(), [p.name for p in run.checkpoints()]
+    kept, best = (load_file(str(d / "adapter_model.safetensors")) for d in (run.adapter_dir, best_dir))
+    assert kept.keys() == best.keys() and all((kept[k] == best[k]).all() for k in kept)
+    for checkpoint in run.checkpoints():  # resume reads the best checkpoint's place from here
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        assert state["best_model_checkpoint"] == str(best_dir)
+
+
 # ------------------------------------------------------------------ (c) stop, (d) resume
 
 

@@ -99,6 +99,21 @@ def _assert_killed_with_events_intact(qtbot, tab, events_before: list[dict]) -> 
 # ------------------------------------------------------------------ live plots, stop, resume
 
 
+def test_an_early_stopped_run_says_which_steps_adapter_it_kept(qtbot, tab, demo_config):
+    demo_config.training.max_steps = 60
+    demo_config.data.eval_fraction = 0.3
+    t = demo_config.training
+    t.eval_strategy, t.eval_steps, t.early_stopping_patience = "steps", 2, 2
+    run = tab.start(demo_config)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=RUN_TIMEOUT_MS)
+
+    assert tab.last_status == "completed", tab.status_label.text()
+    finished = read_events(run.events_path)[-1]
+    text = tab.status_label.text()
+    assert f"stopped early at step {finished['step']} of 60" in text, text
+    assert f"The adapter is from step {finished['adapter_step']}, the lowest eval loss" in text, text
+
+
 def test_plots_gain_a_point_per_step_stop_saves_a_loadable_adapter_and_resume_continues(qtbot, tab, demo_config,
                                                                                         demo_assets):
     run = tab.start(demo_config)
