@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.core.paths import user_data_dir
+from studio.core.paths import resource_path, user_data_dir
 
 DEMO_VERSION = 2
 """Bump whenever the built files change; an older demo on disk is then rebuilt."""
@@ -117,7 +117,7 @@ def default_demo_dir() -> Path:
 
 def demo_resource_dir() -> Path:
     """The shipped demo sources: `dataset.jsonl` and the tokenizer's `corpus.txt`."""
-    folder = Path(__file__).resolve().parents[2] / "resources" / "demo"
+    folder = resource_path("demo")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: demo resources are missing; reinstall Finetune Studio")
     return folder

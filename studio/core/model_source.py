@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-BUNDLED_SHAPES_DIR = Path(__file__).resolve().parents[2] / "resources" / "model_configs"
+from studio.core.paths import resource_path
+
+BUNDLED_SHAPES_DIR = resource_path("model_configs")
 
 # Files a training run never needs: original checkpoints, other frameworks' weights, exports.
 _IGNORED_FILES = ["original/*", "*.pth", "consolidated*", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*",

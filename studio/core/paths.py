@@ -20,6 +20,20 @@ def user_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def resource_path(*parts: str) -> Path:
+    """A file or folder shipped in the repository's `resources/` (demo sources, model shapes, icons).
+
+    An installed wheel carries it as `studio/_resources` (pyproject's package-dir); a source checkout or an
+    editable install reads `resources/` beside `studio/`. The wheel's copy is looked for first, because
+    beside an installed `studio/` lies site-packages, where some other package may have a `resources/`.
+    """
+    package_dir = Path(__file__).resolve().parents[1]
+    for root in (package_dir / "_resources", package_dir.parent / "resources"):
+        if (root / "demo").is_dir():
+            return root.joinpath(*parts)
+    raise FileNotFoundError(f"{package_dir}: the studio's resources folder is missing; reinstall Finetune Studio")
+
+
 def runs_dir() -> Path:
     """The folder holding one sub-folder per training run."""
     return user_data_dir() / "runs"

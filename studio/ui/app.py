@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def icon_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "resources" / "icons" / "finetune-studio.png"
+    from studio.core.paths import resource_path
+
+    return resource_path("icons", "finetune-studio.png")
 
 
 def run_app(argv: list[str] | None = None) -> int:
