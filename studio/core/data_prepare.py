@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from studio.core.chat_tokens import IGNORE_INDEX, encode_examples, ensure_chat_template
 from studio.core.config import ConfigError
-from studio.core.dataset import DataError, LoadedData, load_with_settings
+from studio.core.dataset import DataError, LoadedData, load_with_settings, require_trainable
 from studio.core.events import make_event
 
 ENCODING_VERSION = 1
@@ -44,14 +44,7 @@ def training_data(settings: Any, path: str | Path | None = None, *,
 
     Skipped rows are reported in a log event, never dropped silently.
     """
-    data = load_with_settings(settings, path)
-    if data.issues and not settings.skip_bad_rows:
-        raise DataError(f"{data.path}: {data.issue_count} bad row(s)", data.issues, total=data.issue_count)
-    if not len(data.examples):
-        if data.issues:
-            raise DataError(f"{data.path}: no usable examples ({data.issue_count} bad row(s))", data.issues,
-                            total=data.issue_count)
-        raise DataError(f"{data.path}: no examples")
+    data = require_trainable(load_with_settings(settings, path), skip_bad_rows=settings.skip_bad_rows)
     if data.issues and emit is not None:
         shown = "\n".join(str(issue) for issue in data.issues[:10])
         more = f"\n… and {data.issue_count - 10} more" if data.issue_count > 10 else ""

@@ -33,7 +33,7 @@ from studio.core.data_sources import (
 __all__ = [
     "FORMATS", "ROLES", "MAPPING_FIELDS", "DataIssue", "DataError", "LoadedData", "ShapeDetection", "ScanCancelled",
     "read_records", "detect_format", "detect_shape", "normalise", "load_data", "load_training_data",
-    "parse_column_mapping", "format_column_mapping", "load_with_settings",
+    "require_trainable", "parse_column_mapping", "format_column_mapping", "load_with_settings",
 ]
 
 FORMATS = ("messages", "conversations", "alpaca", "prompt_completion", "text")
@@ -918,7 +918,11 @@ def load_training_data(path: Path | str, fmt: str = "auto", *, skip_bad_rows: bo
 
     Training never skips data silently: skipped rows are still listed in `issues`.
     """
-    data = load_data(path, fmt, **options)
+    return require_trainable(load_data(path, fmt, **options), skip_bad_rows=skip_bad_rows)
+
+
+def require_trainable(data: LoadedData, *, skip_bad_rows: bool) -> LoadedData:
+    """The data itself, or a DataError: bad rows unless `skip_bad_rows`, no usable rows at all always."""
     if data.issues and not skip_bad_rows:
         raise DataError(f"{data.path}: {data.issue_count} bad row(s)", data.issues, total=data.issue_count)
     if not len(data.examples):

@@ -107,3 +107,23 @@ def stabilise_auto_range(plot_item: pg.PlotItem, left_axis_width: int = 52) -> N
     plot_item.getAxis("left").setWidth(left_axis_width)
     # The instance attribute shadows ViewBox.suggestPadding, which the auto-range code calls.
     plot_item.getViewBox().suggestPadding = lambda axis: _AUTO_RANGE_PADDING
+
+
+# Plots coalesce bursts of new points into one repaint at most this often: 10 Hz is smooth to the eye, and
+# trainers can log far faster than that.
+REDRAW_INTERVAL_MS = 100
+
+
+def host_plot(owner, plot_widget: pg.PlotWidget, redraw) -> "QTimer":
+    """Fill `owner` with `plot_widget` (no margins); returns its coalescing single-shot redraw timer."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QVBoxLayout
+
+    layout = QVBoxLayout(owner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(plot_widget)
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.setInterval(REDRAW_INTERVAL_MS)
+    timer.timeout.connect(redraw)
+    return timer

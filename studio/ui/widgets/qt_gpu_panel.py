@@ -27,7 +27,6 @@ __all__ = ["QtGpuPanel"]
 _log = logging.getLogger(__name__)
 
 _GIB = float(1024**3)
-_REDRAW_INTERVAL_MS = 100
 _JOIN_TIMEOUT_MS = 5000
 # Column layout of the history buffer; host readings fill only the first two.
 _TIME, _CARD, _PROCESS = 0, 1, 2
@@ -123,7 +122,7 @@ class QtGpuPanel(QWidget):
 
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(_REDRAW_INTERVAL_MS)
+        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
         self._redraw_timer.timeout.connect(self._redraw)
 
         app = QApplication.instance()

@@ -7,16 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QWidget
 
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 
 __all__ = ["QtLossPlot"]
-
-# 10 Hz is smooth to the eye; trainers can log far faster than that.
-_REDRAW_INTERVAL_MS = 100
 
 _STEP, _LOSS, _SMOOTH = 0, 1, 2
 
@@ -65,14 +61,7 @@ class QtLossPlot(QWidget):
         style.enable_fast_downsampling(self._raw_curve, "peak")
         style.enable_fast_downsampling(self._smooth_curve, "mean")
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._plot_widget)
-
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(_REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_timer = style.host_plot(self, self._plot_widget, self._redraw)
 
     # ------------------------------------------------------------------ API
 

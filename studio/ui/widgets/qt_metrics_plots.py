@@ -25,7 +25,6 @@ from studio.ui.widgets.qt_loss_plot import QtLossPlot
 
 __all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis"]
 
-_REDRAW_INTERVAL_MS = 100
 # One plot is redrawn per frame tick: a repaint costs a few milliseconds per plot (more on a busy CPU),
 # and four plots repainted in one pass of the event loop would add up to a stall the user feels.
 _FRAME_INTERVAL_MS = 40
@@ -144,13 +143,7 @@ class QtSeriesPlot(QWidget):
         # (peak-downsampled) series costs ten times as much per repaint.
         self._curve = self._plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=1))
         style.enable_fast_downsampling(self._curve, "peak")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._plot_widget)
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(_REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_timer = style.host_plot(self, self._plot_widget, self._redraw)
 
     @property
     def plot_widget(self) -> pg.PlotWidget:
