@@ -13,7 +13,8 @@ from pathlib import Path
 
 from studio.core.chat import ModelLoadError, resolve_adapter_dir
 from studio.core.export_common import (
-    ExportError, ProgressCallback, Reporter, copy_folder, disk_errors, ensure_free_space, staged_output,
+    ExportError, ProgressCallback, Reporter, check_replaceable, copy_folder, disk_errors, ensure_free_space,
+    staged_output,
 )
 from studio.core.model_card import RunSummary, write_model_card
 
@@ -42,7 +43,7 @@ def export_adapter(source: Path, output: Path, *, on_progress: ProgressCallback 
     """Copy the adapter of a run (or an adapter folder) to `output`, with a model card; returns `output`."""
     report = Reporter(on_progress, cancel)
     adapter = _adapter_source(source)
-    output = Path(output)
+    output = check_replaceable(output, is_dir=True)
     ensure_free_space(output.parent, _folder_size(adapter))
     report(0.0, f"Copying the adapter from {adapter}")
     with staged_output(output, is_dir=True) as staging, disk_errors(output.parent):
@@ -59,6 +60,7 @@ def export_adapter_zip(source: Path, output: Path, *, on_progress: ProgressCallb
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise ExportError(f"{output}: the output file name must end in .zip")
+    output = check_replaceable(output, is_dir=False)
     ensure_free_space(output.parent, _folder_size(adapter))
     report(0.0, f"Copying the adapter from {adapter}")
     with staged_output(output, is_dir=False) as staging, disk_errors(output.parent):

@@ -98,15 +98,59 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+# Files an export writes beside a GGUF file (in its parent folder); see gguf_export.
+GGUF_COMPANIONS = ("Modelfile", "README.md", "loss-curve.svg")
+
+
+def written_by_studio(path: Path) -> bool:
+    """Whether `path` is a file an earlier export wrote: its model card or its Ollama Modelfile."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            head = file.read(2000)
+    except OSError:
+        return False
+    return ("- finetune-studio\n" in head and "Finetune Studio" in head) or "written by Finetune Studio" in head
+
+
+def check_replaceable(output: Path, *, is_dir: bool, companions: tuple[str, ...] = ()) -> Path:
+    """`output` made absolute, or an ExportError when writing there would destroy the user's own files.
+
+    An export replaces what is at its output path. That is right for a new or empty folder and for an earlier
+    export (recognised by its model card); a folder of anything else, or a README.md or Modelfile beside a GGUF
+    file that the studio did not write, is refused before any work starts.
+    """
+    output = Path(output).expanduser().resolve()
+    if is_dir:
+        if output.exists() and not output.is_dir():
+            raise ExportError(f"{output}: is a file, not a folder; choose a name for a new folder")
+        if output.is_dir():
+            present = sorted(p.name for p in output.iterdir())
+            if present and not written_by_studio(output / "README.md"):
+                shown = ", ".join(present[:3]) + (", …" if len(present) > 3 else "")
+                raise ExportError(f"{output}: the folder already holds files ({shown}) and is not an earlier "
+                                  "export; choose a new or empty folder — nothing was changed")
+    elif output.is_dir():
+        raise ExportError(f"{output}: is a folder; give the name of the file to write")
+    for name in companions:
+        beside = output.parent / name
+        if beside.exists() and not written_by_studio(beside):
+            raise ExportError(f"{beside}: already exists and was not written by Finetune Studio; export into a "
+                              "folder of its own — nothing was changed")
+    return output
+
+
 def partial_path(output: Path) -> Path:
     """Where an export is staged before it is renamed to `output`."""
     return output.with_name(output.name + ".partial")
 
 
 @contextlib.contextmanager
-def staged_output(output: Path, *, is_dir: bool) -> Iterator[Path]:
-    """Yield a staging path beside `output`; on success it replaces `output`, on any error it is removed."""
-    output = Path(output)
+def staged_output(output: Path, *, is_dir: bool, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a staging path beside `output`; on success it replaces `output`, on any error it is removed.
+
+    Exports call check_replaceable before their long work too; this last check guards the replace itself.
+    """
+    output = check_replaceable(output, is_dir=is_dir, companions=companions)
     staging = partial_path(output)
     _remove(staging)
     with disk_errors(output.parent):

@@ -59,6 +59,15 @@ class ExportKind(enum.Enum):
         return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
 
 
+def check_output(kind: ExportKind, output: Path) -> Path:
+    """`output` made absolute, or an ExportError when the export would replace the user's own files there
+    (export_common.check_replaceable); the window asks this before it starts an export."""
+    from studio.core.export_common import GGUF_COMPANIONS, check_replaceable
+
+    gguf = kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+    return check_replaceable(output, is_dir=not kind.is_file, companions=GGUF_COMPANIONS if gguf else ())
+
+
 def run_export(kind: ExportKind, source: Path, output: Path, *, on_progress: ProgressCallback | None = None,
                cancel: threading.Event | None = None) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`."""

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.export_common import (
-    ExportError, ProgressCallback, Reporter, disk_errors, ensure_free_space, quiet_libraries, staged_output,
+    GGUF_COMPANIONS, ExportError, ProgressCallback, Reporter, check_replaceable, disk_errors, ensure_free_space,
+    quiet_libraries, staged_output,
 )
 
 GGUF_TYPES = ("f16", "q8_0")
@@ -369,8 +370,9 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
                on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
     """Write a merged model folder as one GGUF file, plus `Modelfile` and README.md beside it."""
+    output = check_replaceable(output, is_dir=False, companions=GGUF_COMPANIONS)
     with quiet_libraries():
-        return _write_gguf(Path(model_dir), Path(output), gguf_type, name, Reporter(on_progress, cancel))
+        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel))
 
 
 def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter) -> GgufExport:
@@ -398,7 +400,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, family.arch)]
     total_bytes = sum(_tensor_nbytes(t.shape, t.qtype) for t in planned)
     ensure_free_space(output.parent, total_bytes)
-    with staged_output(output, is_dir=False) as staging, disk_errors(output.parent):
+    with staged_output(output, is_dir=False, companions=GGUF_COMPANIONS) as staging, disk_errors(output.parent):
         writer = gguf.GGUFWriter(str(staging), arch)
         try:
             writer.add_type(gguf.GGUFType.MODEL)
@@ -492,6 +494,7 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16",
     source, output = Path(source), Path(output)
     if output.suffix.lower() != ".gguf":
         raise ExportError(f"{output}: the output file name must end in .gguf")
+    output = check_replaceable(output, is_dir=False, companions=GGUF_COMPANIONS)  # before the merge's minutes
     if is_merged_model(source):
         return write_gguf(source, output, gguf_type=gguf_type, on_progress=on_progress, cancel=cancel)
     try:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from studio.core.chat import ModelLoadError, adapter_base_model, check_model_source, resolve_adapter_dir
 from studio.core.export_common import (
-    ExportError, ProgressCallback, Reporter, disk_errors, ensure_free_space, quiet_libraries, staged_output,
+    ExportError, ProgressCallback, Reporter, check_replaceable, disk_errors, ensure_free_space, quiet_libraries,
+    staged_output,
 )
 from studio.core.model_card import RunSummary, write_model_card
 
@@ -58,11 +59,12 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
             on_progress(fraction, message)
 
     report = Reporter(report_both, cancel)
+    output = check_replaceable(output, is_dir=True)  # before minutes of loading the base model
     adapter_dir = resolve_adapter_dir(Path(adapter_or_run))
     base = base or adapter_base_model(adapter_dir)
     check_model_source(base)
     with quiet_libraries():
-        return _merge(adapter_dir, base, Path(output), report)
+        return _merge(adapter_dir, base, output, report)
 
 
 def _merge(adapter_dir: Path, base: str, output: Path, report: Reporter) -> Path:

@@ -143,6 +143,7 @@ def loss_curve_svg(losses: list[tuple[int, float]], eval_losses: list[tuple[int,
     evals = [(s, l) for s, l in eval_losses if math.isfinite(l)]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+             '<!-- written by Finetune Studio -->',
              f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
              f'<text x="{left}" y="18" font-size="13" fill="#222">Training loss</text>']
     if not points:

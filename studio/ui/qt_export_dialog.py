@@ -13,10 +13,11 @@ from typing import Any
 from PySide6.QtCore import Qt, QThread, Signal
 from PySide6.QtWidgets import (
     QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.export_jobs import ExportKind, run_export, runs_with_adapters
+from studio.core.export_common import ExportError
+from studio.core.export_jobs import ExportKind, check_output, run_export, runs_with_adapters
 
 
 class QtExportWorker(QThread):
@@ -65,6 +66,7 @@ class QtExportDialog(QDialog):
         self.worker: QtExportWorker | None = None
         self.last_result: Any = None
         self._output_edited = False
+        self._confirmed_output: Path | None = None  # a file the save dialog already asked to overwrite
 
         self.source_combo = QComboBox()
         self.source_combo.setEditable(True)
@@ -191,6 +193,8 @@ class QtExportDialog(QDialog):
         if self.kind.is_file:
             suffix = ".gguf" if self.kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0) else ".zip"
             path, _ = QFileDialog.getSaveFileName(self, "Export to", current, f"*{suffix}")
+            # The save dialog has already asked before choosing an existing file: do not ask twice.
+            self._confirmed_output = Path(path).resolve() if path else None
         else:
             path = QFileDialog.getExistingDirectory(self, "Export into a new folder inside")
             if path:
@@ -210,7 +214,15 @@ class QtExportDialog(QDialog):
             return None
         if self.worker is not None:
             return self.worker
-        worker = QtExportWorker(self.kind, source, Path(output).expanduser(), parent=self)
+        try:
+            target = check_output(self.kind, Path(output))
+        except ExportError as error:
+            self._finish("failed", str(error))
+            return None
+        if target.exists() and target != self._confirmed_output and not self.confirm_replace(target):
+            self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
+            return None
+        worker = QtExportWorker(self.kind, source, target, parent=self)
         worker.progress.connect(self._on_progress)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(lambda message: self._finish("failed", message))
@@ -222,6 +234,14 @@ class QtExportDialog(QDialog):
         self._set_running(True)
         worker.start()
         return worker
+
+    def confirm_replace(self, target: Path) -> bool:
+        """Ask before an export replaces an earlier one (check_output has refused anything else)."""
+        answer = QMessageBox.question(self, "Replace the earlier export?",
+                                      f"{target} already exists. Replace it with this export?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def cancel_export(self) -> None:
         if self.worker is not None:

@@ -56,6 +56,60 @@ def test_exporting_a_folder_without_an_adapter_names_it(tmp_path):
         export_adapter(tmp_path, tmp_path / "out")
 
 
+def _user_folder(folder: Path) -> dict[str, bytes]:
+    """A folder of the user's own files; returns them so a test can check they are untouched."""
+    (folder / "sub" / "deep").mkdir(parents=True)
+    (folder / "keep.txt").write_text("my notes")
+    (folder / "sub" / "deep" / "file.txt").write_text("more")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_export_never_replaces_a_folder_of_the_users_own_files(tmp_path):
+    adapter = _fake_adapter(tmp_path / "adapter")
+    target = tmp_path / "project"
+    before = _user_folder(target)
+
+    with pytest.raises(ExportError, match=r"project: the folder already holds files \(keep.txt, sub\)"):
+        export_adapter(adapter, target)
+    assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    (tmp_path / "folder.zip").mkdir()
+    with pytest.raises(ExportError, match="is a folder"):
+        export_adapter_zip(adapter, tmp_path / "folder.zip")
+    with pytest.raises(ExportError, match="not an earlier export"):
+        export_adapter(adapter, target / "..")  # "..": the folder holding the adapter itself
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_an_earlier_export_or_an_empty_folder_is_replaced(tmp_path):
+    adapter = _fake_adapter(tmp_path / "adapter")
+    (tmp_path / "empty").mkdir()
+    assert export_adapter(adapter, tmp_path / "empty") == tmp_path / "empty"
+    (adapter / "adapter_model.safetensors").write_bytes(b"\1" * 4096)
+    export_adapter(adapter, tmp_path / "empty")  # the earlier export, recognised by its model card
+    assert (tmp_path / "empty" / "adapter_model.safetensors").read_bytes() == b"\1" * 4096
+
+
+def test_a_gguf_export_keeps_a_readme_or_modelfile_it_did_not_write(tmp_path):
+    adapter = _fake_adapter(tmp_path / "adapter")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "README.md").write_text("# my project\n")
+    with pytest.raises(ExportError, match=r"README.md: already exists and was not written by Finetune Studio"):
+        export_gguf(adapter, tmp_path / "proj" / "model.gguf")
+    assert (tmp_path / "proj" / "README.md").read_text() == "# my project\n"
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["README.md"]
+
+
+def test_cli_merge_into_the_current_folder_is_bad_input_and_deletes_nothing(tmp_path, run_studio):
+    adapter = _fake_adapter(tmp_path / "adapter")
+    before = _user_folder(tmp_path / "work")
+    result = run_studio("merge", adapter, "--output", ".", cwd=tmp_path / "work")
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "not an earlier export" in result.stderr and "Traceback" not in result.stderr
+    work = tmp_path / "work"
+    assert {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+
+
 def test_a_full_disk_is_reported_naming_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
     adapter = _fake_adapter(tmp_path / "adapter")
     output = tmp_path / "exports" / "my-adapter"
