@@ -133,6 +133,23 @@ def _print_event(event: dict[str, Any]) -> None:
         print(f"{kind}: {json.dumps(fields, ensure_ascii=False)}", flush=True)
 
 
+def _check_fresh_run_folder(run_dir: Any, config_path: Path) -> None:
+    """A new run goes into a new or empty folder: mixing two runs' events and checkpoints in one folder would
+    make its curves, its status and a later --resume wrong. The window's own run folder, made just before it
+    starts the child, holds only run.toml and train.log; the config being trained may lie there too."""
+    if not run_dir.path.exists():
+        return
+    if run_dir.events_path.exists() or run_dir.checkpoints_dir.exists() or run_dir.adapter_dir.exists():
+        raise BadInput(f"{run_dir.path}: already holds a run ({run_dir.status() or 'unfinished'}); add --resume to "
+                       "continue it, or give --output a new folder")
+    allowed = (run_dir.config_path, run_dir.log_path, config_path.resolve())
+    others = sorted(p.name for p in run_dir.path.iterdir() if p.resolve() not in allowed)
+    if others:
+        shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+        raise BadInput(f"{run_dir.path}: the folder already holds files ({shown}); give --output a new or empty "
+                       "folder for the run")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from studio.core.config import ConfigError, load_config, save_config
     from studio.core.events import EventWriter, make_event
@@ -148,11 +165,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.max_steps is not None:
             config.training.max_steps = args.max_steps
         config.validate()
+        config.check_sources()
     except ConfigError as error:
         raise BadInput(str(error)) from None
 
     if args.output is not None:
         run_dir = RunDirectory(args.output.resolve())
+        if args.resume is None:
+            _check_fresh_run_folder(run_dir, Path(args.config))
         resume_from = _resume_checkpoint(args.resume, run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
     elif args.resume is not None and args.resume != "latest":

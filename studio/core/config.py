@@ -27,6 +27,10 @@ except ModuleNotFoundError:  # Python 3.10
 SCHEMA_VERSION = 1
 
 
+FILE_KEY = "(file)"
+"""ConfigError's key when the config file as a whole is at fault."""
+
+
 class ConfigError(ValueError):
     """A configuration value a user can fix; the message names the file (if any), key and value."""
 
@@ -35,6 +39,9 @@ class ConfigError(ValueError):
         self.value = value
         self.reason = reason
         self.source = source
+        if key == FILE_KEY:  # the file as a whole (unreadable, not TOML): "path: reason"
+            super().__init__(f"{value}: {reason}")
+            return
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key} = {value!r}: {reason}")
 
@@ -218,7 +225,7 @@ class TrainingSettings:
         default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
     )
     max_steps: int = field(
-        default=-1, metadata=_help("Stop after this many optimiser steps; -1 = use num_train_epochs.", min=-1)
+        default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1)
     )
     per_device_train_batch_size: int = field(
         default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1)
@@ -317,9 +324,31 @@ class RunConfig:
             raise ConfigError("data.eval_fraction", self.data.eval_fraction,
                               "give either an eval file or an eval fraction, not both")
         _validate_data_reading(self.data)
+        if self.training.max_steps <= 0 and self.training.num_train_epochs <= 0:
+            raise ConfigError("training.num_train_epochs", self.training.num_train_epochs,
+                              "nothing to train: set the epochs above 0, or training.max_steps")
         if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
             raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
                               "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
+
+    def check_sources(self) -> None:
+        """ConfigError naming the key when the local model folder or a data file the run needs is missing.
+
+        Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
+        Hub ids pass: they are fetched, or read from the cache, when the run loads them.
+        """
+        model = self.model.name_or_path
+        path = Path(model).expanduser()
+        if model and (path.exists() or _looks_like_local_path(model)):
+            if not path.is_dir():
+                raise ConfigError("model.name_or_path", model, "no such folder" if not path.exists() else
+                                  "a file, not a model folder")
+            if not (path / "config.json").is_file():
+                raise ConfigError("model.name_or_path", model, "not a model folder (no config.json in it)")
+        for key in ("train_file", "eval_file"):
+            value = getattr(self.data, key)
+            if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
+                raise ConfigError(f"data.{key}", value, "no such file or folder")
 
     def digest(self) -> str:
         """A short stable fingerprint of the settings (the run name excluded)."""
@@ -426,7 +455,7 @@ def loads(text: str, *, source: Path | None = None) -> RunConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(file)", str(source or "<text>"), f"not valid TOML: {error}", source=source) from None
+        raise ConfigError(FILE_KEY, str(source or "<text>"), f"not valid TOML: {error}", source=source) from None
     return from_dict(data, source=source)
 
 
@@ -436,9 +465,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
+        raise ConfigError(FILE_KEY, str(path), f"cannot be read: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError("(file)", str(path), f"not valid TOML: {error}", source=path) from None
+        raise ConfigError(FILE_KEY, str(path), f"not valid TOML: {error}", source=path) from None
 
 
 def load_config(path: Path) -> RunConfig:
@@ -447,9 +476,9 @@ def load_config(path: Path) -> RunConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror or error}") from None
+        raise ConfigError(FILE_KEY, str(path), f"cannot be read: {error.strerror or error}") from None
     except UnicodeDecodeError:
-        raise ConfigError("(file)", str(path), "is not UTF-8 text") from None
+        raise ConfigError(FILE_KEY, str(path), "is not UTF-8 text") from None
     config = loads(text, source=path)
     resolve_relative_paths(config, path.parent)
     return config
@@ -466,6 +495,12 @@ def resolve_relative_paths(config: RunConfig, base: Path) -> None:
         if not candidate.exists() and (section == "model" or _is_hub_dataset_id(value)):
             continue  # a Hub id
         setattr(settings, key, str(candidate))
+
+
+def _looks_like_local_path(value: str) -> bool:
+    """A path, not a Hub id: absolute, relative with ./ ../ ~, or more than one slash ('org/name' is an id)."""
+    text = value.strip()
+    return Path(text).is_absolute() or text.startswith((".", "~")) or text.replace("\\", "/").count("/") > 1
 
 
 def _is_hub_dataset_id(value: str) -> bool:

@@ -125,7 +125,7 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
         num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps,
+        max_steps=t.max_steps if t.max_steps > 0 else -1,  # 0 means "use the epochs" too (transformers: 1 step)
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,

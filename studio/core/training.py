@@ -188,6 +188,7 @@ def run_training(
 ) -> str:
     """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
     config.validate()
+    config.check_sources()
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}"))
     # The same reader, column mapping and encoding as the Dataset tab; bad rows stop the run unless
     # data.skip_bad_rows is on (then each skipped row is logged).

@@ -184,6 +184,7 @@ def test_lora_options_reach_peft():
 def test_packing_eval_and_early_stopping_reach_the_trainer(tmp_path):
     from transformers import EarlyStoppingCallback
 
+    from studio.core.callback import SaveEachNewBestCallback
     from studio.core.library_configs import Hardware, extra_callbacks, sft_config
 
     hardware = Hardware(device="cpu", compute_dtype="float32", optim="adamw_torch")
@@ -195,14 +196,32 @@ def test_packing_eval_and_early_stopping_reach_the_trainer(tmp_path):
     assert args.packing is True
     assert args.eval_strategy == "epoch"
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
-    (callback,) = extra_callbacks(config, has_eval=True)
+    callback, save_best = extra_callbacks(config, has_eval=True)
     assert isinstance(callback, EarlyStoppingCallback) and callback.early_stopping_patience == 2
+    assert isinstance(save_best, SaveEachNewBestCallback), "a checkpoint at each new best eval loss"
 
     assert extra_callbacks(config, has_eval=False) == [], "no eval data: no early stopping"
     args = sft_config(config, hardware, tmp_path, has_eval=False)
     assert args.eval_strategy == "no" and args.metric_for_best_model is None
     config.training.early_stopping_patience = 0
     assert extra_callbacks(config, has_eval=True) == []
+
+
+def test_max_steps_zero_means_the_epochs_like_minus_one(tmp_path):
+    """transformers would train exactly one step for max_steps = 0; in the studio 0 and -1 both mean "use the
+    epochs", and with no steps and no epochs there is nothing to train."""
+    from studio.core.library_configs import Hardware, sft_config
+
+    hardware = Hardware(device="cpu", compute_dtype="float32", optim="adamw_torch")
+    config = RunConfig()
+    config.model.name_or_path, config.data.train_file = "m", "d.jsonl"
+    config.training.max_steps, config.training.num_train_epochs = 0, 2.0
+    config.validate()
+    args = sft_config(config, hardware, tmp_path, has_eval=False)
+    assert args.max_steps == -1 and args.num_train_epochs == 2.0
+    config.training.num_train_epochs = 0.0
+    with pytest.raises(ConfigError, match="training.num_train_epochs = 0.0: nothing to train"):
+        config.validate()
 
 
 def test_user_presets_live_under_the_user_data_folder(studio_home):

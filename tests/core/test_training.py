@@ -263,20 +263,44 @@ def _config_with(demo_assets, folder: Path, **changes) -> Path:
     return path
 
 
-def test_a_missing_data_file_is_bad_input_naming_the_file(tmp_path, demo_assets, run_studio):
-    missing = tmp_path / "no-such-data.jsonl"
-    config = _config_with(demo_assets, tmp_path, data__train_file=str(missing))
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("data__train_file", "no-such-data.jsonl", "no such file or folder"),
+        ("data__eval_file", "no-such-eval.jsonl", "no such file or folder"),
+        ("model__name_or_path", "no-such-model", "no such folder"),
+        ("model__name_or_path", ".", "not a model folder (no config.json in it)"),
+    ],
+)
+def test_a_missing_model_or_data_is_bad_input_before_any_run_folder_exists(tmp_path, demo_assets, run_studio,
+                                                                           key, value, reason):
+    config = _config_with(demo_assets, tmp_path, **{key: str(tmp_path / value)})
     run = RunDirectory(tmp_path / "run")
 
     result = run_studio("train", config, "--output", run.path)
 
     assert result.returncode == 2, result.stderr[-3000:]
-    assert str(missing) in result.stderr
-    last = run.events()[-1]
-    assert last["event"] == "failed"
-    assert last["kind"] == "data"
-    assert str(missing) in last["message"]
-    assert run.status() == "failed"
+    assert f"{key.replace('__', '.')} = {str((tmp_path / value))!r}: {reason}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not run.path.exists(), "a typo costs a message, not a failed run in the history"
+
+
+def test_a_new_run_into_a_folder_holding_a_run_or_other_files_is_refused(tmp_path, demo_assets, run_studio,
+                                                                         trained_run):
+    config = _config_with(demo_assets, tmp_path)
+    run = RunDirectory(trained_run)
+    events_before = run.events_path.read_bytes()
+
+    result = run_studio("train", config, "--output", run.path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{run.path}: already holds a run (completed); add --resume" in result.stderr
+    assert run.events_path.read_bytes() == events_before
+
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "letter.txt").write_text("keep")
+    result = run_studio("train", config, "--output", tmp_path / "documents")
+    assert result.returncode == 2 and "already holds files (letter.txt)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "documents").iterdir()) == ["letter.txt"]
 
 
 def test_a_malformed_data_line_is_bad_input_naming_file_and_line(tmp_path, demo_assets, run_studio):
