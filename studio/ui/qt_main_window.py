@@ -20,6 +20,7 @@ from studio.ui.qt_training_tab import QtTrainingTab
 from studio.ui.qt_workers import QtFunctionWorker
 
 LAST_CONFIG_NAME = "last-config.toml"
+DEMO_SELECTED = "The offline demo is selected"
 
 
 def last_config_path() -> Path:
@@ -50,6 +51,9 @@ class QtMainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.banner = QLabel()
         self.statusBar().addWidget(self.banner, 1)
+        # The documented defaults from the first paint, not the widgets' minimums (rank 1, max length 8…)
+        # while the demo builds or when there is no last config.
+        self.config_tab.set_config(self.config)
 
         self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
         self.dataset_tab.settings_changed.connect(self._on_dataset_settings_edited)
@@ -69,6 +73,7 @@ class QtMainWindow(QMainWindow):
 
         if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
             self.banner.setText("Restored your last settings.")
+            self._offer_latest_adapter()
         elif offer_demo:
             self.prepare_demo()
         self._reattach_running_run()
@@ -110,10 +115,32 @@ class QtMainWindow(QMainWindow):
         base = config.model.name_or_path
         self.chat_tab.set_model(base)
 
+    def _offer_latest_adapter(self) -> None:
+        """The Chat tab starts with the newest finished adapter trained on the current base model."""
+        from studio.core.config import read_toml
+        from studio.core.export_jobs import runs_with_adapters
+
+        for run_path in runs_with_adapters(self.store.root):
+            try:
+                base = read_toml(run_path / "run.toml").get("model", {}).get("name_or_path")
+            except ConfigError:
+                continue
+            if base == self.config.model.name_or_path:
+                self.chat_tab.set_model(base, RunDirectory(run_path).adapter_dir)
+                return
+
+    def _clear_demo_banner(self) -> None:
+        # "The offline demo is selected… press Start" stops being true once the user picks other data or model.
+        if self.banner.text().startswith(DEMO_SELECTED):
+            self.banner.clear()
+
     def _on_dataset_chosen(self, path: Path) -> None:
         self.config.data.train_file = str(path)
+        self._clear_demo_banner()
 
     def _on_config_edited(self) -> None:
+        if self.config_tab.model_picker.model() != self.config.model.name_or_path:
+            self._clear_demo_banner()
         self.config_tab.apply_to(self.config)
         self.dataset_tab.set_config(self.config)  # model, max length and shared data fields
 
@@ -155,7 +182,7 @@ class QtMainWindow(QMainWindow):
 
         self.banner.setText("Preparing the offline demo model and dataset…")
         worker = QtFunctionWorker(build, pass_progress=True, parent=self)
-        worker.progress.connect(self.banner.setText)
+        worker.progress.connect(lambda message: self.banner.setText(f"Preparing the offline demo: {message}"))
         worker.succeeded.connect(self._on_demo_ready)
         worker.failed.connect(lambda message: self.banner.setText(f"The demo could not be built: {message}"))
         self._demo_worker = worker
@@ -164,7 +191,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_demo_ready(self, assets) -> None:
         if self._load_config_file(assets.config_path):
-            self.banner.setText("The offline demo is selected: a tiny model and 10 support-desk conversations. "
+            self.banner.setText(f"{DEMO_SELECTED}: a tiny model and 10 support-desk conversations. "
                                 "Press Start training on the Training tab.")
             self.tabs.setCurrentWidget(self.training_tab)
 

@@ -26,7 +26,11 @@ from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
 from studio.ui.widgets.qt_log_panel import QtLogPanel
 from studio.ui.widgets.qt_metrics_plots import QtMetricsPlots
 
-STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b00020", "running": "#1f4e9c"}
+# Run endings, plus the words of things that are not a run's ending: a start refused before any run existed,
+# a merge or a saved adapter (which must not relabel the run: a stopped run stays stopped).
+STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b00020", "running": "#1f4e9c",
+                  "not started": "#8a6d00", "merging": "#1f4e9c", "merged": "#1b7f3b", "merge failed": "#b00020",
+                  "saved": "#1b7f3b", "not saved": "#b00020"}
 
 _SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "batch size",
                   "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
@@ -171,8 +175,9 @@ class QtTrainingTab(QWidget):
         config = copy_config(config)
         try:
             config.validate()
+            config.check_sources()
         except ConfigError as error:
-            self._set_status("failed", f"Cannot start: {error}")
+            self._set_status("not started", f"Cannot start: {error}")
             return None
         run_dir = self.store.new_run(config.name, config.model.name_or_path)
         config.name = run_dir.name
@@ -427,15 +432,19 @@ class QtTrainingTab(QWidget):
         if folder:
             self.save_adapter_to(Path(folder) / f"{self.run_dir.name}-adapter")
 
-    def save_adapter_to(self, target: Path) -> Path:
-        """Copy the run's adapter folder (PEFT standard, with tokenizer and chat template)."""
-        import shutil
+    def save_adapter_to(self, target: Path) -> Path | None:
+        """Copy the run's adapter folder (PEFT standard, with tokenizer, chat template and model card) — the
+        Export dialog's adapter export, which never replaces a folder of the user's own files."""
+        from studio.core.export_adapter import export_adapter
+        from studio.core.export_common import ExportError
 
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(self.run_dir.adapter_dir, target)
-        self._set_status(self.last_status or "completed", f"Adapter saved to {target}")
-        return target
+        try:
+            written = export_adapter(self.run_dir.path, target)
+        except (ExportError, OSError) as error:
+            self._set_status("not saved", str(error))
+            return None
+        self._set_status("saved", f"Run {self.run_dir.name}: adapter saved to {written}")
+        return written
 
     def _merge(self) -> None:
         if self.run_dir is None:
@@ -447,14 +456,16 @@ class QtTrainingTab(QWidget):
     def merge_to(self, target: Path) -> QtFunctionWorker:
         """Merge in a background thread; the status line says when it is done."""
         from studio.core.chat import ModelLoadError
+        from studio.core.export_common import ExportError
         from studio.core.merge import merge_adapter
 
         self.merge_button.setEnabled(False)
         worker = QtFunctionWorker(merge_adapter, self.run_dir.adapter_dir, target, pass_progress=True,
-                                  expected_errors=(ModelLoadError, OSError), parent=self)
-        worker.progress.connect(lambda message: self._set_status("running", message))
-        worker.succeeded.connect(lambda out: self._set_status("completed", f"Merged model written to {out}"))
-        worker.failed.connect(lambda message: self._set_status("failed", f"Merge failed: {message}"))
+                                  expected_errors=(ModelLoadError, ExportError, OSError), parent=self)
+        name = self.run_dir.name
+        worker.progress.connect(lambda message: self._set_status("merging", message))
+        worker.succeeded.connect(lambda out: self._set_status("merged", f"Run {name}: merged model written to {out}"))
+        worker.failed.connect(lambda message: self._set_status("merge failed", f"Run {name}: {message}"))
         worker.finished.connect(lambda: self.merge_button.setEnabled(True))
         self._worker = worker
         worker.start()

@@ -92,7 +92,7 @@ def test_demo_trains_from_start_button_and_chat_replies_with_trained_answer(qtbo
     worker = tab.merge_to(merged_dir)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
-    assert "Merged model written" in tab.status_label.text(), tab.status_label.text()
+    assert "MERGED" in tab.status_label.text() and "merged model written to" in tab.status_label.text()
     assert (merged_dir / "config.json").is_file() and (merged_dir / "tokenizer_config.json").is_file()
     assert list(merged_dir.glob("*.safetensors")), "merged weights saved as safetensors"
 
