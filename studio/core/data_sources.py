@@ -168,17 +168,23 @@ def _not_in_encoding_error(path: Path, raw: bytes, line: int, position: int, enc
     guess = guess_encoding(head + b"\n" + raw)
     if guess is not None:
         guess = _example_line(head + b"\n" + raw, guess) if raw in head else guess
-    name = ENCODING_NAMES.get(encoding, encoding)
-    if encoding.startswith("utf-8"):
-        message = f"{path}:{line}: not UTF-8 text (byte {raw[position]:#04x})"
-    else:
-        message = f"{path}:{line}: not {name} text (byte {raw[position]:#04x})"
+    name = "UTF-8" if encoding.startswith("utf-8") else ENCODING_NAMES.get(encoding, encoding)
+    reason = f"not {name} text (byte {raw[position]:#04x})"
     if guess is not None and guess.encoding != encoding:
-        message += (f"; {guess.describe()}. Read it as {guess.name} (data.encoding = \"{guess.encoding}\") "
-                    "or save it as UTF-8")
+        reason += (f"; {guess.describe()}. Read it as {guess.name} (data.encoding = \"{guess.encoding}\") "
+                   "or save it as UTF-8")
     else:
-        message += "; save the file as UTF-8"
-    return DataError(message, encoding_guess=guess)
+        reason += "; save the file as UTF-8"
+    return _located_error(DataIssue(path, line, reason), encoding_guess=guess)
+
+
+def _located_error(issue: DataIssue, *, encoding_guess: EncodingGuess | None = None) -> DataError:
+    """A DataError that is one located problem: its message is the issue and `issues` holds it, so a
+    problems list shows its line rather than the whole file."""
+    error = DataError(str(issue), encoding_guess=encoding_guess)
+    # Set after construction: passed to DataError, the issue would be appended to its own message.
+    error.issues, error.total = [issue], 1
+    return error
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -351,8 +357,8 @@ def _decoded_lines(path: Path, counter: _ByteCounter, codec: str) -> Iterator[st
             pending += decoder.decode(raw)
         except UnicodeDecodeError as error:
             counter.handle.close()
-            raise DataError(f"{path}:{line}: not {ENCODING_NAMES.get(_display_codec(codec), codec)} text "
-                            f"({error.reason})") from None
+            name = ENCODING_NAMES.get(_display_codec(codec), codec)
+            raise _located_error(DataIssue(path, line, f"not {name} text ({error.reason})")) from None
         *complete, pending = pending.split("\n")
         for text in complete:
             line += 1

@@ -508,7 +508,7 @@ class QtDatasetTab(QWidget):
             self._show_failure(error)
             return False
         self.summary_label.setText(f"Reading {html.escape(spec)}…")
-        self.token_view.show_message("Reading the data…")
+        self._clear_preview("Reading the data…", info="No row selected yet.")
         self.progress_bar.setValue(0)
         self.progress_bar.show()
         self.cancel_button.show()
@@ -576,7 +576,14 @@ class QtDatasetTab(QWidget):
         if len(data.examples):
             self._select_row(max(0, min(selected, len(data.examples) - 1)))
         else:
-            self.token_view.show_message("No row could be read; see Problems.")
+            if not data.issue_count:
+                self._clear_preview("This data holds no records.")
+            elif not data.format:
+                self._clear_preview("No row could be read: the record shape was not recognised. Choose the shape "
+                                    "and the columns under Columns, then apply.")
+            else:
+                self._clear_preview("No row could be read; see Problems.")
+            self.histogram.clear("No rows to measure.")
         self._start_stats()
         self.loaded.emit(data)
         if len(data.examples):
@@ -595,6 +602,8 @@ class QtDatasetTab(QWidget):
         shown = len(self.data.examples) if self.data is not None else 0
         self.summary_label.setText(f"<b style='color:{RED}'>Reading cancelled.</b> The first {shown:,} rows are "
                                    "shown; open the file again to read all of it.")
+        if not shown:
+            self._clear_preview("Reading was cancelled before the first rows; open the file again.")
         self.load_failed.emit("cancelled")
 
     def _show_failure(self, error: DataError) -> None:
@@ -608,7 +617,8 @@ class QtDatasetTab(QWidget):
                                         guess=getattr(error, "encoding_guess", None))
         self.bottom_tabs.setTabText(1, "Problems (!)")
         self.bottom_tabs.setCurrentWidget(self.errors_panel)
-        self.token_view.show_message("The data cannot be read; see Problems.")
+        self._clear_preview("The data cannot be read; see Problems.")
+        self.histogram.clear("No rows to measure: the data cannot be read.")
         self.mapping_panel.set_state(None, self.settings.format, self._mapping())
         self.load_failed.emit(str(error))
 
@@ -694,6 +704,13 @@ class QtDatasetTab(QWidget):
         self._tokenizer_error = reason
         self._update_preview()
         self.histogram.clear(f"The tokenizer of {name} could not be loaded: {reason}")
+
+    def _clear_preview(self, message: str, *, info: str = "No row to show.") -> None:
+        """Replace the preview of the last row shown (its tokens and counts) with `message`."""
+        self.preview = None
+        self.preview_info.setText(f"<span style='color:{MASKED_TEXT}'>{html.escape(info)}</span>")
+        self.token_info.setText(" ")
+        self.token_view.show_message(message)
 
     def _update_preview(self) -> None:
         data = self.data

@@ -294,6 +294,25 @@ def test_a_windows_1254_turkish_csv_is_detected_and_read_with_that_encoding(tmp_
                                              {"role": "assistant", "content": "Güneşli ve ılık."}]}
 
 
+def test_a_byte_not_in_the_encoding_is_a_problem_located_at_its_line(tmp_path):
+    path = tmp_path / "turkish.csv"
+    path.write_bytes("prompt,completion\nşüç,hello\n".encode("cp1254"))
+    with pytest.raises(DataError) as info:
+        load_data(path)
+    [issue] = info.value.issues
+    assert (issue.path, issue.line, issue.unit) == (path, 2, "line")
+    assert issue.reason.startswith("not UTF-8 text (byte 0xfe); it looks like Windows-1254 (Turkish)")
+    assert str(info.value) == str(issue)  # said once, not once as the message and again as its issue
+
+    utf16 = tmp_path / "broken.tsv"
+    utf16.write_bytes("prompt\tcompletion\n".encode("utf-16") + b"\x00\xdc" + "x\ty\n".encode("utf-16-le"))
+    with pytest.raises(DataError) as info:
+        load_data(utf16, encoding="utf-16")
+    [issue] = info.value.issues
+    assert issue.line >= 1 and issue.reason.startswith("not UTF-16 text")
+    assert str(info.value) == str(issue)
+
+
 def test_legacy_encodings_are_told_apart():
     assert guess_encoding("Quelle journée — très réussie, déjà!".encode("cp1252")).encoding == "cp1252"
     assert guess_encoding("Şişli'de ığdır, İstanbul".encode("cp1254")).encoding == "cp1254"

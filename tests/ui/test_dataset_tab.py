@@ -137,13 +137,75 @@ def test_a_windows_1254_file_is_detected_and_read_with_one_click(qtbot, tab, con
     assert tab.data is None and "Cannot use this data" in tab.summary_label.text()
     assert panel.encoding_banner.isVisible()
     assert "Windows-1254 (Turkish)" in panel.encoding_label.text() and "İzmir'de" in panel.encoding_label.text()
-    assert panel.model.index(0, 1).data().startswith(f"{path}:3: not UTF-8 text")
+    assert panel.model.index(0, 1).data(Qt.ItemDataRole.ToolTipRole).startswith(f"{path}:3: not UTF-8 text")
 
     panel.encoding_button.click()
     qtbot.waitUntil(lambda: not tab.is_loading(), timeout=LOAD_TIMEOUT_MS)
     assert tab.settings.encoding == "cp1254" and not panel.encoding_banner.isVisible()
     assert tab.data.examples[1]["messages"][0]["content"] == "İzmir'de hava nasıl?"
     assert "Windows-1254" in tab.summary_label.text()
+
+
+def test_a_byte_that_is_not_utf8_is_listed_at_its_line(qtbot, tab, config, tmp_path):
+    path = tmp_path / "turkish.csv"
+    path.write_bytes("prompt,completion\nMerhaba,Selam\nİzmir'de hava nasıl?,Güneşli ve ılık.\n".encode("cp1254"))
+    _open(qtbot, tab, config, path)
+    model = tab.errors_panel.model
+    assert model.rowCount() == 1  # once, at its line, not also as a whole-file problem
+    assert model.index(0, 0).data() == "line 3"
+    assert model.index(0, 1).data().startswith("not UTF-8 text (byte 0xdd)")
+    assert "Cannot use this data" in tab.summary_label.text()
+    assert "cannot be used" in tab.errors_panel.summary_label.text()
+
+
+@pytest.mark.parametrize("source", ["unrecognised shape", "windows-1254", "hub id offline"])
+def test_a_source_without_a_usable_row_clears_the_previous_rows_preview(qtbot, tab, config, tmp_path, monkeypatch,
+                                                                        source):
+    import studio.core.data_sources as data_sources
+
+    good = _write_jsonl(tmp_path / "chat.jsonl", ({"messages": c} for c in CONVERSATIONS))
+    _open(qtbot, tab, config, good)
+    _wait_preview(qtbot, tab)
+    assert "trained" in tab.preview_info.text()
+
+    if source == "unrecognised shape":
+        spec = tmp_path / "qa.csv"
+        spec.write_text("question,answer\nWhat?,That.\nWho?,Me.\n", encoding="utf-8")
+    elif source == "windows-1254":
+        spec = tmp_path / "turkish.csv"
+        spec.write_bytes("prompt,completion\nşüç,hello\n".encode("cp1254"))
+    else:
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setattr(data_sources, "hub_is_reachable", lambda *args, **kwargs: False)
+        spec = "someorg/somedataset"
+    tab.open_path(spec)
+    qtbot.waitUntil(lambda: not tab.is_loading(), timeout=LOAD_TIMEOUT_MS)
+    assert tab.preview is None and tab.rows_model.rowCount() == 0
+    assert "tokens" not in tab.preview_info.text() and "Line 1" not in tab.preview_info.text()
+    assert "No row to show" in tab.preview_info.text()
+    shown = tab.token_view.toPlainText()
+    assert "Hello" not in shown and ("Problems" in shown or "Columns" in shown)
+
+
+def test_the_token_length_plot_starts_at_zero_rows_until_rows_are_measured(qtbot, tab, config, tmp_path):
+    histogram = tab.histogram
+    plot = histogram.plot_widget.getPlotItem()
+    qtbot.waitExposed(histogram)
+
+    def y_range() -> list[float]:
+        return plot.getViewBox().viewRange()[1]
+
+    assert y_range() == [0.0, 1.0] and histogram.empty_text.isVisible()
+    assert histogram.cutoff.value() <= plot.getViewBox().viewRange()[0][1]  # max_length stays in sight
+
+    path = _write_jsonl(tmp_path / "chat.jsonl", ({"messages": c} for c in CONVERSATIONS))
+    with qtbot.waitSignal(tab.stats_ready, timeout=LOAD_TIMEOUT_MS):
+        _open(qtbot, tab, config, path)
+    assert y_range()[0] == 0 and y_range()[1] >= 1 and not histogram.empty_text.isVisible()
+
+    tab.open_path(tmp_path / "missing.jsonl")
+    assert y_range() == [0.0, 1.0] and histogram.empty_text.isVisible()
+    assert "cannot be read" in histogram.caption.text()
 
 
 def test_the_mapping_panel_maps_columns_named_otherwise(qtbot, tab, config, tmp_path):

@@ -145,11 +145,16 @@ class QtDataErrorsPanel(QWidget):
 
     def show_problems(self, issues: list[DataIssue], total: int, *, rows: int, file_error: str = "",
                       guess: EncodingGuess | None = None) -> None:
-        """List the bad rows (and a whole-file error, with an encoding suggestion when there is one)."""
+        """List the bad rows (and a whole-file error, with an encoding suggestion when there is one).
+
+        A file error that is one of the located issues (a byte that is not UTF-8 on line 2) is listed once,
+        at its line.
+        """
         self._issues_total = total
         self._rows = rows
         self._file_error = file_error
-        self.model.set_issues(issues, [file_error] if file_error else [])
+        located = any(str(issue).startswith(file_error) for issue in issues)
+        self.model.set_issues(issues, [file_error] if file_error and not located else [])
         self._guess = guess
         if guess is not None:
             self.encoding_label.setText(f"This file is not UTF-8 text; {guess.describe()}.")

@@ -36,6 +36,8 @@ class QtTokenHistogram(QWidget):
                                       label="max_length {value:.0f}",
                                       labelOpts={"position": 0.88, "color": style.RED, "anchors": [(1, 0), (1, 0)]})
         plot.addItem(self.cutoff)
+        self.empty_text = pg.TextItem("No rows measured yet", color=style.MUTED, anchor=(0.5, 0.5))
+        plot.addItem(self.empty_text, ignoreBounds=True)
         self.caption = QLabel("Token lengths appear once a model is chosen and the data is read.")
         self.caption.setWordWrap(True)
         self.caption.setTextFormat(Qt.TextFormat.RichText)
@@ -43,18 +45,32 @@ class QtTokenHistogram(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget, stretch=1)
         layout.addWidget(self.caption)
+        self._show_empty()
 
     def clear(self, message: str = "") -> None:
+        """No bars, axes that stay at 0 rows (not autoranged around nothing) and `message` as the caption."""
         self.stats = None
         self._bars.setOpts(x0=[0], x1=[1], height=[0])
         self._over_bars.setOpts(x0=[0], x1=[1], height=[0])
         self.caption.setText(message)
+        self._show_empty()
+
+    def _show_empty(self) -> None:
+        plot = self.plot_widget.getPlotItem()
+        right = self.max_length * 1.1
+        plot.setXRange(0, right, padding=0.02)
+        plot.setYRange(0, 1, padding=0)
+        plot.getAxis("left").setStyle(showValues=False)  # "0.2 rows" would mean nothing
+        self.empty_text.setPos(right / 2, 0.5)
+        self.empty_text.show()
 
     def set_max_length(self, max_length: int) -> None:
         self.max_length = max_length
         self.cutoff.setValue(max_length)
         if self.stats is not None:
             self.set_stats(self.stats)
+        else:
+            self._show_empty()
 
     def truncated_rows(self) -> int:
         """Rows (among those measured) longer than the current max_length."""
@@ -75,6 +91,8 @@ class QtTokenHistogram(QWidget):
         plot = self.plot_widget.getPlotItem()
         plot.setXRange(0, float(edges[-1]), padding=0.02)
         plot.setYRange(0, max(1.0, float(counts.max()) * 1.1), padding=0)
+        plot.getAxis("left").setStyle(showValues=True)
+        self.empty_text.setVisible(not stats.measured)
         self.caption.setText(self._caption(stats))
 
     def _caption(self, stats: TokenStats) -> str:
