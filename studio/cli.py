@@ -18,7 +18,19 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class BadInput(Exception):
-    """A user error: printed as one clear line, exit status 2."""
+    """A user error: printed as one clear line, exit status 2 (and, under --json, as a JSON document unless the
+    command has already printed one)."""
+
+    def __init__(self, message: str, *, json_printed: bool = False):
+        super().__init__(message)
+        self.json_printed = json_printed
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """'finetune-studio data inspect', 'finetune-studio export gguf', … for messages."""
+    words = ["finetune-studio", args.command]
+    words += [w for w in (getattr(args, "data_command", None), getattr(args, "export_command", None)) if w]
+    return " ".join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except BadInput as error:
-        print(f"finetune-studio {args.command}: {error}", file=sys.stderr)
+        if getattr(args, "json", False) and not error.json_printed:
+            print(json.dumps({"ok": False, "error": str(error)}, indent=2))
+        print(f"{_command_name(args)}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -412,8 +426,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from studio.core.data_prepare import load_tokenizer
     from studio.core.data_stats import format_report, inspection_report, measure_tokens
     from studio.core.dataset import DataError, load_data
+    from studio.core.model_source import missing_local_model
 
-    name = "finetune-studio data inspect"
+    name = _command_name(args)
     columns = [part.strip() for part in args.columns.split(",") if part.strip()] if args.columns else None
     try:
         data = load_data(args.file, args.format, mapping=columns, encoding=args.encoding, split=args.split)
@@ -421,8 +436,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"path": str(args.file), "ok": False, "error": str(error),
                               "suggested_encoding": getattr(error.encoding_guess, "encoding", None)}, indent=2))
-        raise BadInput(str(error)) from None
+        raise BadInput(str(error), json_printed=True) from None
     stats = None
+    if args.model and (reason := missing_local_model(args.model)) is not None:
+        raise BadInput(f"--model {args.model}: {reason}")
     if args.model and len(data.examples):
         try:
             tokenizer = load_tokenizer(args.model)

@@ -57,10 +57,10 @@ def resolve_adapter_dir(path: Path) -> Path:
 
 def check_model_source(name_or_path: str) -> None:
     """Fail early, with a clear message, on a local path that does not exist."""
-    path = Path(name_or_path).expanduser()
-    looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
-    if looks_local and not (path / "config.json").is_file():
-        raise ModelLoadError(f"{name_or_path}: no model there (config.json not found)")
+    from studio.core.model_source import missing_local_model
+
+    if (reason := missing_local_model(name_or_path)) is not None:
+        raise ModelLoadError(f"{name_or_path}: {reason}")
 
 
 def _has_tokenizer(folder: Path) -> bool:

@@ -337,14 +337,10 @@ class RunConfig:
         Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
         Hub ids pass: they are fetched, or read from the cache, when the run loads them.
         """
-        model = self.model.name_or_path
-        path = Path(model).expanduser()
-        if model and (path.exists() or _looks_like_local_path(model)):
-            if not path.is_dir():
-                raise ConfigError("model.name_or_path", model, "no such folder" if not path.exists() else
-                                  "a file, not a model folder")
-            if not (path / "config.json").is_file():
-                raise ConfigError("model.name_or_path", model, "not a model folder (no config.json in it)")
+        from studio.core.model_source import missing_local_model
+
+        if (reason := missing_local_model(self.model.name_or_path)) is not None:
+            raise ConfigError("model.name_or_path", self.model.name_or_path, reason)
         for key in ("train_file", "eval_file"):
             value = getattr(self.data, key)
             if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
@@ -495,12 +491,6 @@ def resolve_relative_paths(config: RunConfig, base: Path) -> None:
         if not candidate.exists() and (section == "model" or _is_hub_dataset_id(value)):
             continue  # a Hub id
         setattr(settings, key, str(candidate))
-
-
-def _looks_like_local_path(value: str) -> bool:
-    """A path, not a Hub id: absolute, relative with ./ ../ ~, or more than one slash ('org/name' is an id)."""
-    text = value.strip()
-    return Path(text).is_absolute() or text.startswith((".", "~")) or text.replace("\\", "/").count("/") > 1
 
 
 def _is_hub_dataset_id(value: str) -> bool:

@@ -593,6 +593,14 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _root_reason(error: BaseException) -> str:
+    """The first line of the innermost cause of `error` (the library's wrappers say least)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(" :") if text else type(error).__name__
+
+
 @contextmanager
 def _hub_offline() -> Iterator[None]:
     """Make datasets/huggingface_hub use only the local cache (no 20 s of retries when there is no network)."""
@@ -640,6 +648,14 @@ def _open_datasets(source: Source, split: str, hub_reachable: Callable[[], bool]
         if source.kind == "hub":
             raise DataError(f"{source.spec}: cannot load this Hub dataset: {reason}. Check the id, or open a "
                             "local file instead.") from None
+        if source.kind == "folder":
+            # datasets reads every data file in the folder as one table; its top error ("An error occurred while
+            # generating the dataset") names neither the files nor the cause, so both are said here.
+            files = sorted(str(p.relative_to(source.path)) for p in source.path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+            shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            raise DataError(f"{label}: its data files ({shown}) cannot be read as one dataset: "
+                            f"{_root_reason(error)}. Open one of the files instead.") from None
         raise DataError(f"{label}: cannot be read with datasets: {reason}") from None
     if isinstance(loaded, (datasets.DatasetDict, dict)):
         splits = list(loaded)

@@ -210,7 +210,12 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"format:     not recognised — {report['evidence']}")
     if report["mapping"]:
-        lines.append("mapping:    " + ", ".join(f"{k}={v}" for k, v in report["mapping"].items()))
+        pairs = ",".join(f"{k}={v}" for k, v in report["mapping"].items())
+        if report["format"]:
+            lines.append(f"mapping:    {pairs.replace(',', ', ')}")
+        else:  # detected from the column names but not applied: the rows were not read with it
+            lines.append(f"suggested:  {pairs.replace(',', ', ')} — not applied; read with it: "
+                         f"--columns {pairs}")
     lines.append(f"rows:       {report['rows']:,} usable, {report['bad_rows']:,} bad, "
                  f"{report['duplicates']:,} duplicate(s)")
     for pair in report["duplicate_examples"][:3]:

@@ -116,6 +116,27 @@ def cached_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+def looks_like_local_path(text: str) -> bool:
+    """A path, not a Hub id: absolute, relative with ./ ../ ~, or more than one slash ('org/name' is an id)."""
+    text = text.strip()
+    return Path(text).is_absolute() or text.startswith((".", "~")) or text.replace("\\", "/").count("/") > 1
+
+
+def missing_local_model(name_or_path: str) -> str | None:
+    """Why `name_or_path` names no model, when it is (or looks like) a local path; None for a model folder or
+    a Hub id (those are fetched, or read from the cache, when loaded)."""
+    path = Path(name_or_path).expanduser()
+    if not name_or_path or not (path.exists() or looks_like_local_path(name_or_path)):
+        return None
+    if not path.exists():
+        return "no such folder"
+    if not path.is_dir():
+        return "a file, not a model folder"
+    if not (path / "config.json").is_file():
+        return "not a model folder (no config.json in it)"
+    return None
+
+
 def looks_like_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text.strip())) and not Path(text).expanduser().exists()
 

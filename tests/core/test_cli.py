@@ -77,6 +77,43 @@ def test_merge_of_a_folder_without_an_adapter_is_bad_input(tmp_path, run_studio)
     assert not (tmp_path / "merged").exists()
 
 
+def test_a_missing_config_file_reads_path_then_reason_and_json_still_gets_a_document(tmp_path, run_studio):
+    missing = tmp_path / "nope.toml"
+    result = run_studio("estimate", missing, "--json")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"finetune-studio estimate: {missing}: cannot be read: No such file or directory"
+    assert json.loads(result.stdout) == {"ok": False, "error": f"{missing}: cannot be read: No such file or directory"}
+
+
+def test_data_inspect_names_a_missing_model_folder_without_hub_jargon(tmp_path, run_studio, demo_assets):
+    result = run_studio("data", "inspect", demo_assets.dataset_path, "--model", tmp_path / "no-model")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"finetune-studio data inspect: --model {tmp_path / 'no-model'}: no such folder"
+
+
+def test_data_inspect_of_a_folder_of_unlike_files_names_them(tmp_path, run_studio, demo_assets):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "chats.jsonl").write_text(demo_assets.dataset_path.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "settings.json").write_text('{"version": 2}', encoding="utf-8")
+    result = run_studio("data", "inspect", folder)
+    assert result.returncode == 2
+    assert "its data files (chats.jsonl, settings.json) cannot be read as one dataset" in result.stderr
+    assert "Open one of the files instead" in result.stderr
+
+
+def test_data_inspect_offers_a_detected_mapping_without_claiming_it_was_applied(tmp_path, run_studio):
+    data = tmp_path / "qa.csv"
+    data.write_text("question,answer\nWhat is 2+2?,4\n", encoding="utf-8")
+    result = run_studio("data", "inspect", data)
+    assert result.returncode == 2
+    assert "suggested:  prompt=question, completion=answer — not applied" in result.stdout
+    assert "--columns prompt=question,completion=answer" in result.stdout
+    applied = run_studio("data", "inspect", data, "--columns", "prompt=question,completion=answer")
+    assert applied.returncode == 0, applied.stderr
+    assert "mapping:    prompt=question, completion=answer" in applied.stdout
+
+
 def _students_question(demo_assets) -> tuple[str, str]:
     """A demo question and its trained answer (one the 60-step demo run reproduces exactly)."""
     conversations = [json.loads(line)["messages"] for line in
