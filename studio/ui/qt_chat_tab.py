@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QSignalBlocker, Qt, QThread, Signal
-from PySide6.QtGui import QColor, QFont, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
     QHBoxLayout, QLabel, QLineEdit, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QRadioButton,
-    QSpinBox, QSplitter, QTextBrowser, QToolButton, QVBoxLayout, QWidget,
+    QSpinBox, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from studio.core.chat import BASE_MODEL, GenerationSettings, ReplyStats
 from studio.ui.qt_workers import QtFunctionWorker
 
 TUNED, BASE = "tuned", "base"
+_PLACEHOLDER_FLAGS = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
 _ROLE_STYLE = {"user": ("You", "#1f4e9c"), "assistant": ("Model", "#1b7f3b"), "error": ("Error", "#b00020")}
 
 
@@ -33,6 +34,25 @@ class QtTranscript(QTextBrowser):
         super().__init__(parent)
         self.setOpenLinks(False)
         self.title = title
+        self._placeholder = ""
+
+    # Qt draws a text edit's placeholder on one line, cut off at the edge; this one wraps.
+    def setPlaceholderText(self, text: str) -> None:  # noqa: N802 - Qt API
+        self._placeholder = text
+        self.viewport().update()
+
+    def placeholderText(self) -> str:  # noqa: N802 - Qt API
+        return self._placeholder
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().paintEvent(event)
+        if self._placeholder and self.document().isEmpty():
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().placeholderText().color())
+            margin = int(self.document().documentMargin())
+            painter.drawText(self.viewport().rect().adjusted(margin, margin, -margin, -margin), _PLACEHOLDER_FLAGS,
+                             self._placeholder)
+            painter.end()
 
     def add_message(self, role: str, text: str = "") -> None:
         label, colour = _ROLE_STYLE[role]
@@ -160,10 +180,9 @@ class QtChatTab(QWidget):
         base_browse.clicked.connect(self._browse_base)
         self.adapter_edit = QLineEdit()
         self.adapter_edit.setPlaceholderText("adapter folder or run folder (empty: the base model alone)")
-        self.runs_button = QToolButton()
-        self.runs_button.setText("Runs")
+        # A push button with a menu: like the buttons beside it, with room for the menu arrow.
+        self.runs_button = QPushButton("Runs")
         self.runs_button.setToolTip("Pick the adapter of a finished run")
-        self.runs_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.runs_menu = QMenu(self.runs_button)
         self.runs_menu.aboutToShow.connect(self._fill_runs_menu)
         self.runs_button.setMenu(self.runs_menu)

@@ -18,11 +18,11 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QCoreApplication, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QValidator
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QInputDialog,
-    QLabel, QLineEdit, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget,
+    QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QInputDialog,
+    QLabel, QLayout, QLineEdit, QPushButton, QScrollArea, QSizePolicy, QSpacerItem, QSpinBox, QVBoxLayout, QWidget,
 )
 from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced
@@ -37,7 +37,7 @@ from studio.core.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeEr
 from studio.ui.qt_workers import QtFunctionWorker
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets.qt_model_picker import QtModelPicker, start_worker
-from studio.ui.widgets.qt_vram_panel import QtVramPanel
+from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
 
 _DETECT = object()
 ESTIMATE_DEBOUNCE_MS = 150
@@ -98,6 +98,42 @@ def _is_float(text: str) -> bool:
     return True
 
 
+class _QtNoteLabel(QLabel):
+    """A muted note under a form field: as wide as the field column, wrapped only where the line does
+    not fit, and exactly as tall as its lines at that width.
+
+    (A plain word-wrapped QLabel in a QFormLayout is sized by Qt's guess at a narrow width: a column
+    of three short lines with a one-line gap around it.)
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._hint_height = -1
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt API
+        return False  # the height comes from sizeHint, which follows the width the label was given
+
+    def _height(self) -> int:
+        return self.heightForWidth(max(self.width(), super().minimumSizeHint().width()))
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        # Narrow (the longest word), so a long note never widens the column; Expanding fills it.
+        return QSize(super().minimumSizeHint().width(), self._height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return self.sizeHint()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        height = self._height()
+        if height != self._hint_height:
+            self._hint_height = height
+            self.updateGeometry()
+
+
 @dataclasses.dataclass
 class _Binding:
     """One widget showing one config field."""
@@ -132,6 +168,46 @@ class _Binding:
             w.setValue(value)
         elif isinstance(w, QLineEdit):
             w.setText(", ".join(value))
+
+
+class _ReflowingRow(QBoxLayout):
+    """Two column layouts, side by side (`set_wide(True)`) or the first above the second.
+
+    With `stretch`, each column keeps its boxes at their natural height when it is shorter than the
+    one beside it.
+    """
+
+    def __init__(self, first: QLayout, second: QLayout, *, stretch: bool = True):
+        super().__init__(QBoxLayout.Direction.LeftToRight)
+        self._columns = (first, second)
+        self._stretches: list[QSpacerItem] = []
+        for column in self._columns:
+            if stretch:
+                spacer = QSpacerItem(0, 0, QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Expanding)
+                column.addItem(spacer)
+                self._stretches.append(spacer)
+            self.addLayout(column, 1)
+
+    def is_wide(self) -> bool:
+        return self.direction() == QBoxLayout.Direction.LeftToRight
+
+    def wide_width(self) -> int:
+        """The narrowest width that shows both columns side by side without clipping a field."""
+        spacing = max(self.spacing(), 0)
+        return sum(column.minimumSize().width() for column in self._columns) + spacing
+
+    def set_wide(self, wide: bool) -> bool:
+        """Returns whether the arrangement changed."""
+        if wide == self.is_wide():
+            return False
+        self.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
+        # One above the other, a stretch would open a gap between the columns.
+        vertical = QSizePolicy.Policy.Expanding if wide else QSizePolicy.Policy.Minimum
+        for spacer in self._stretches:
+            spacer.changeSize(0, 0, QSizePolicy.Policy.Minimum, vertical)
+        for column in self._columns:
+            column.invalidate()
+        return True
 
 
 class QtConfigTab(QWidget):
@@ -203,9 +279,8 @@ class QtConfigTab(QWidget):
         self.max_length.setSingleStep(256)
         self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
         self.fast_path = self._check("training", "fast_path", "Fast path")
-        self.fast_path_label = QLabel()  # what the fast path gives on this machine, or why a part of it is off
+        self.fast_path_label = _QtNoteLabel()  # what the fast path gives on this machine, or why a part of it is off
         self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
-        self.fast_path_label.setWordWrap(True)  # two short lines rather than a clipped one
 
         # --- advanced
         self.bnb_4bit_quant_type = self._combo("quantization", "bnb_4bit_quant_type", {"nf4": "nf4", "fp4": "fp4"})
@@ -366,18 +441,15 @@ class QtConfigTab(QWidget):
             ("Max length (tokens)", self.max_length),
             ("", self.gradient_checkpointing),
             ("", self.fast_path),
-            ("", self.fast_path_label),  # under the box: a long line would widen the column
+            ("", self.fast_path_label),  # under the box; wraps rather than widen the column
         ])
+        # Two columns side by side where they fit, one above the other where they do not (see `_reflow`).
         left = QVBoxLayout()
         left.addWidget(lora_box)
         left.addWidget(quant_box)
-        left.addStretch(1)
-        columns = QHBoxLayout()
-        columns.addLayout(left, 1)
         right = QVBoxLayout()
         right.addWidget(training_box)
-        right.addStretch(1)
-        columns.addLayout(right, 1)
+        columns = _ReflowingRow(left, right)
 
         advanced_quant = self._form("Quantisation", [
             ("4-bit type", self.bnb_4bit_quant_type),
@@ -408,16 +480,17 @@ class QtConfigTab(QWidget):
             ("Checkpoints kept", self.save_total_limit),
             ("Log every (steps)", self.logging_steps),
         ])
+        advanced_left = QVBoxLayout()
+        advanced_left.addWidget(advanced_quant)
+        advanced_left.addWidget(advanced_lora, 1)  # as tall as the optimisation box beside it
+        advanced_right = QVBoxLayout()
+        advanced_right.addWidget(advanced_opt)
+        advanced_columns = _ReflowingRow(advanced_left, advanced_right, stretch=False)
         advanced_content = QWidget()
-        grid = QGridLayout(advanced_content)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(advanced_quant, 0, 0)
-        grid.addWidget(advanced_lora, 1, 0)
-        grid.addWidget(advanced_opt, 0, 1, 2, 1)
-        grid.addWidget(advanced_eval, 2, 0, 1, 2)
-        grid.setRowStretch(1, 1)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
+        advanced_layout = QVBoxLayout(advanced_content)
+        advanced_layout.setContentsMargins(0, 0, 0, 0)
+        advanced_layout.addLayout(advanced_columns)
+        advanced_layout.addWidget(advanced_eval)
         self.advanced = QCollapsible("Advanced: quantisation details, adapter options, optimiser, evaluation")
         self.advanced.setCollapsedIcon("▶")
         self.advanced.setExpandedIcon("▼")
@@ -426,18 +499,22 @@ class QtConfigTab(QWidget):
 
         inner = QWidget()
         inner_layout = QVBoxLayout(inner)
-        inner_layout.setContentsMargins(0, 0, 6, 0)
+        inner_layout.setContentsMargins(0, 0, 6, 0)  # a gap before the vertical scroll bar
         inner_layout.addLayout(columns)
         inner_layout.addWidget(self.advanced)
         inner_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Scrolls sideways only when even one column does not fit (a very narrow window).
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setWidget(inner)
         self.scroll_area = scroll
+        self._rows = (columns, advanced_columns)
+        scroll.installEventFilter(self)
+        inner.installEventFilter(self)
 
-        self.vram_panel.setFixedWidth(350)
+        # As wide as its breakdown needs (350 px with the usual font), never squeezed below that.
         self.vram_panel.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
         body = QHBoxLayout()
         body.addWidget(scroll, 1)
@@ -449,6 +526,31 @@ class QtConfigTab(QWidget):
         layout.addWidget(self.command_label)
         self.command_label.hide()  # shown with the first message
         layout.addLayout(body, 1)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (watched is self.scroll_area and event.type() == QEvent.Type.Resize) or (
+                watched is self.scroll_area.widget() and event.type() == QEvent.Type.LayoutRequest):
+            self._reflow()
+        return super().eventFilter(watched, event)
+
+    def _reflow(self) -> None:
+        """Put each pair of columns side by side when the scroll area is wide enough, else one above the other.
+
+        The width is the one left with a vertical scroll bar shown, so the choice does not flip when
+        the bar comes or goes.
+        """
+        scroll = self.scroll_area
+        inner = scroll.widget()
+        if inner is None or inner.layout() is None:
+            return
+        margins = inner.layout().contentsMargins()
+        available = (scroll.width() - 2 * scroll.frameWidth() - scroll.verticalScrollBar().sizeHint().width()
+                     - margins.left() - margins.right())
+        changed = False
+        for row in self._rows:
+            changed |= row.set_wide(available >= row.wide_width())
+        if changed and self.advanced.isExpanded():
+            self.advanced.expand(animate=False)  # the section's height follows its new layout
 
     # --- config in, config out ------------------------------------------------------------------------
     def set_config(self, config: RunConfig) -> None:
@@ -734,7 +836,7 @@ class QtConfigTab(QWidget):
         config = self.current_config()
         model = config.model.name_or_path
         if not model:
-            self.vram_panel.set_unavailable("Choose a model to see how much GPU memory training it needs.")
+            self.vram_panel.set_unavailable(NO_MODEL_TEXT)
             self.estimate_updated.emit(None)
             return
         shape, source = self._shape_for(model)

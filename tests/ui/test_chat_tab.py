@@ -211,3 +211,51 @@ def test_a_run_still_training_in_the_history_counts_as_holding_the_gpu(tab, tmp_
     writer.write(make_event("log", level="info", message="Training process started", pid=os.getpid()))
     writer.close()
     assert tab.training_running()
+
+
+# ------------------------------------------------------------------ layout in a 1024x640 window
+TAB_AT_1024 = (1006, 560)
+
+
+def test_the_runs_button_has_room_for_its_text_and_menu_arrow(qtbot, tab):
+    from PySide6.QtWidgets import QStyle
+
+    tab.resize(*TAB_AT_1024)
+    qtbot.wait(50)
+    button = tab.runs_button
+    assert button.menu() is tab.runs_menu
+    style = button.style()
+    needed = (button.fontMetrics().horizontalAdvance(button.text())
+              + style.pixelMetric(QStyle.PixelMetric.PM_MenuButtonIndicator, None, button)
+              + 2 * style.pixelMetric(QStyle.PixelMetric.PM_ButtonMargin, None, button))
+    assert button.sizeHint().width() >= needed and button.width() >= needed
+
+
+def test_the_transcript_placeholder_wraps_instead_of_being_cut_off(qtbot, tab):
+    from PySide6.QtWidgets import QTextEdit
+
+    tab.resize(*TAB_AT_1024)
+    qtbot.wait(50)
+    transcript = tab.transcript
+    text = transcript.placeholderText()
+    viewport = transcript.viewport()
+    metrics = transcript.fontMetrics()
+    assert metrics.horizontalAdvance(text) > viewport.width(), "the test needs a placeholder longer than the view"
+    assert QTextEdit.placeholderText(transcript) == "", "Qt's own one-line placeholder is not drawn"
+
+    image = viewport.grab().toImage()
+    margin = int(transcript.document().documentMargin())
+    background = image.pixelColor(image.width() - 3, image.height() - 3)
+
+    def ink(top: int, bottom: int) -> bool:
+        return any(image.pixelColor(x, y) != background
+                   for y in range(top, bottom) for x in range(margin, image.width() - margin))
+
+    line = metrics.lineSpacing()
+    assert ink(margin, margin + line), "the first line is drawn"
+    assert ink(margin + line, margin + 2 * line), "the rest wraps onto a second line"
+    assert not ink(margin + 3 * line, margin + 4 * line)
+
+    tab.transcript.add_message("user", "hello")
+    qtbot.wait(20)
+    assert tab.transcript.document().toPlainText() == "You: hello"

@@ -322,3 +322,146 @@ def test_on_a_gpu_the_fast_path_line_names_what_applies(qtbot, monkeypatch):
     assert tab.fast_path_label.text() == "Liger Kernel not installed (hover for how)"
     tab.shutdown()
     qtbot.waitUntil(lambda: not running_workers(), timeout=60_000)
+
+
+# ------------------------------------------------------------------ layout at common window sizes
+# The tab's size inside the main window at 1024x640 and at 1280x800.
+TAB_AT_1024 = (1006, 560)
+TAB_AT_1280 = (1262, 720)
+
+
+def _show_at(qtbot, tab, size, *, advanced=True):
+    tab.set_config(_config())
+    if advanced:
+        tab.advanced.expand(animate=False)
+    tab.resize(*size)
+    tab.show()
+    qtbot.waitExposed(tab)
+    qtbot.wait(50)  # the layout settles (a reflow posts one more layout pass)
+
+
+def _form_widgets(tab):
+    """Every label and field of the forms in the scroll area, as (name, widget)."""
+    from PySide6.QtWidgets import QFormLayout
+
+    inner = tab.scroll_area.widget()
+    for form in inner.findChildren(QFormLayout):
+        for row in range(form.rowCount()):
+            for role in (QFormLayout.ItemRole.LabelRole, QFormLayout.ItemRole.FieldRole,
+                         QFormLayout.ItemRole.SpanningRole):
+                item = form.itemAt(row, role)
+                widget = item.widget() if item is not None else None
+                if widget is not None and widget.isVisibleTo(tab):
+                    name = getattr(widget, "text", lambda: "")() or type(widget).__name__
+                    yield f"{form.parentWidget().title()}: {name}", widget
+
+
+def _group_box(tab, title):
+    from PySide6.QtWidgets import QGroupBox
+
+    return next(box for box in tab.findChildren(QGroupBox) if box.title() == title)
+
+
+@pytest.mark.parametrize("size", [TAB_AT_1024, TAB_AT_1280], ids=["1024x640", "1280x800"])
+def test_every_field_lies_inside_the_viewport_and_is_not_squeezed(qtbot, tab, size):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QLabel, QSizePolicy
+
+    _show_at(qtbot, tab, size)
+    scroll = tab.scroll_area
+    inner, viewport = scroll.widget(), scroll.viewport()
+    assert not scroll.horizontalScrollBar().isVisible(), "no sideways scrolling at this size"
+    assert inner.width() <= viewport.width()
+    checked = 0
+    for name, widget in _form_widgets(tab):
+        left = widget.mapTo(inner, QPoint(0, 0)).x()
+        assert left >= 0 and left + widget.width() <= viewport.width(), f"{name} is cut off at the right"
+        if widget.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored:
+            continue  # the detected layer names: clipped on purpose, the tooltip has them all
+        if isinstance(widget, QLabel) and not widget.wordWrap():
+            assert widget.width() >= widget.sizeHint().width(), f"{name!r} is truncated"
+        else:
+            assert widget.width() >= widget.minimumSizeHint().width(), f"{name} is squeezed"
+        checked += 1
+    assert checked > 40, "the advanced fields are checked too"
+
+
+def test_wide_enough_the_columns_sit_side_by_side_and_narrow_they_stack(qtbot, tab):
+    _show_at(qtbot, tab, TAB_AT_1280, advanced=False)
+    lora, training = _group_box(tab, "LoRA adapter"), _group_box(tab, "Training")
+    assert training.mapTo(tab, lora.rect().topLeft()).x() > lora.mapTo(tab, lora.rect().topRight()).x()
+    assert training.mapTo(tab, training.rect().topLeft()).y() == lora.mapTo(tab, lora.rect().topLeft()).y()
+
+    tab.resize(*TAB_AT_1024)
+    qtbot.wait(50)
+    assert training.mapTo(tab, training.rect().topLeft()).y() > lora.mapTo(tab, lora.rect().bottomLeft()).y()
+    assert training.width() > 400, "one above the other, each column has the whole width"
+
+
+def test_in_a_very_narrow_window_the_form_scrolls_sideways_rather_than_clipping(qtbot, tab):
+    from PySide6.QtCore import QPoint
+
+    _show_at(qtbot, tab, (720, 560))
+    scroll = tab.scroll_area
+    bar = scroll.horizontalScrollBar()
+    assert bar.isVisible() and bar.maximum() > 0
+    inner = scroll.widget()
+    for name, widget in _form_widgets(tab):
+        assert widget.mapTo(inner, QPoint(0, 0)).x() + widget.width() <= inner.width(), f"{name} unreachable"
+
+
+def test_the_estimate_panel_keeps_its_width_for_the_breakdown(qtbot, tab):
+    _show_at(qtbot, tab, TAB_AT_1024)
+    qtbot.waitUntil(lambda: _estimate(tab) is not None)
+    qtbot.wait(50)
+    panel = tab.vram_panel
+    assert panel.width() >= 350 and panel.width() >= panel.minimumSizeHint().width()
+
+
+@pytest.mark.parametrize("size", [TAB_AT_1024, TAB_AT_1280], ids=["1024x640", "1280x800"])
+def test_the_fast_path_note_takes_the_width_it_needs(qtbot, tab, size):
+    _show_at(qtbot, tab, size, advanced=False)
+    label = tab.fast_path_label
+    assert label.text() == "nothing to gain here (hover for why)"
+    metrics = label.fontMetrics()
+    assert label.width() >= metrics.horizontalAdvance(label.text())
+    assert label.height() < 2 * metrics.lineSpacing(), "one line, not a narrow column of three"
+
+    # A note longer than the column wraps, and its box is as tall as its lines.
+    label.setText("on here: Liger Kernel, FlashAttention-2, padding-free batches, and a little more besides")
+    qtbot.wait(50)
+    assert label.height() == label.heightForWidth(label.width())
+
+
+def _menu_button_text_fits(button) -> bool:
+    from PySide6.QtWidgets import QStyle
+
+    style = button.style()
+    needed = (button.fontMetrics().horizontalAdvance(button.text())
+              + style.pixelMetric(QStyle.PixelMetric.PM_MenuButtonIndicator, None, button)
+              + 2 * style.pixelMetric(QStyle.PixelMetric.PM_ButtonMargin, None, button))
+    return button.sizeHint().width() >= needed and button.width() >= needed
+
+
+def test_the_in_cache_button_has_room_for_its_text_and_menu_arrow(qtbot, tab):
+    _show_at(qtbot, tab, TAB_AT_1024, advanced=False)
+    button = tab.model_picker.cache_button
+    assert button.menu() is tab.model_picker.cache_menu
+    assert _menu_button_text_fits(button)
+
+
+def test_the_estimate_panel_lays_its_text_out_before_it_is_painted(qtbot):
+    from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
+
+    panel = QtVramPanel()
+    qtbot.addWidget(panel)
+    panel.resize(350, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    label = panel.against_label
+    assert label.text() == NO_MODEL_TEXT, "the first paint already says what to do"
+    assert label.height() >= label.heightForWidth(label.width())
+
+    # No event processing in between: a paint right now must not draw the new lines in the old box.
+    panel.set_unavailable("No estimate: " + "the model's config.json could not be read here. " * 3)
+    assert label.height() >= label.heightForWidth(label.width()), "the lines would overlap"

@@ -9,8 +9,8 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
-    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QToolButton,
-    QVBoxLayout, QWidget,
+    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QVBoxLayout,
+    QWidget,
 )
 from superqt import QElidingLabel
 
@@ -66,9 +66,9 @@ class QtModelPicker(QWidget):
         self.model_edit.setToolTip(field_help("model", "name_or_path"))
         self.browse_button = QPushButton("Folder…")
         self.browse_button.setToolTip("Choose a local model folder (with config.json and weights)")
-        self.cache_button = QToolButton()
-        self.cache_button.setText("In cache")
-        self.cache_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # A push button with a menu: it looks like its neighbours, and its size hint leaves room for the
+        # menu arrow (a tool button draws its arrow over the text).
+        self.cache_button = QPushButton("In cache")
         self.cache_menu = QMenu(self.cache_button)
         self.cache_menu.aboutToShow.connect(self.refresh_cache_menu)
         self.cache_button.setMenu(self.cache_menu)

@@ -79,8 +79,15 @@ class _QtStackedBar(QWidget):
         painter.end()
 
 
+NO_MODEL_TEXT = "Choose a model to see how much GPU memory training it needs."
+_WIDTH = 350
+
+
 class QtVramPanel(QGroupBox):
-    """Shows a :class:`VramEstimate` against a memory limit, or why there is no estimate."""
+    """Shows a :class:`VramEstimate` against a memory limit, or why there is no estimate.
+
+    Its width hint is 350 px, or more where the breakdown's lines need it (a larger font).
+    """
 
     def __init__(self, parent=None):
         super().__init__("GPU memory estimate", parent)
@@ -122,6 +129,13 @@ class QtVramPanel(QGroupBox):
         layout.addWidget(self.source_label)
         layout.addWidget(self.notes_label)
         layout.addStretch(1)
+        # The first text is there before the first layout: a label filled later has, for a paint or
+        # two, the height of an empty one, and its two lines overlap.
+        self.set_unavailable(NO_MODEL_TEXT)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        hint = super().sizeHint()
+        return QSize(max(_WIDTH, self.minimumSizeHint().width()), hint.height())
 
     def _row(self, index: int) -> tuple[QLabel, QLabel, QLabel]:
         while len(self._row_widgets) <= index:
@@ -160,6 +174,7 @@ class QtVramPanel(QGroupBox):
                 widget.hide()
         self.source_label.setText(f"Model shape: {source}")
         self.notes_label.setText("\n".join(f"• {note}" for note in estimate.notes))
+        self._relayout()
 
     def set_unavailable(self, reason: str) -> None:
         """No estimate (e.g. no model chosen yet, or its config.json is not on this machine)."""
@@ -174,3 +189,10 @@ class QtVramPanel(QGroupBox):
                 widget.hide()
         self.source_label.setText("")
         self.notes_label.setText("")
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Give the labels their new heights now rather than at the next layout pass, so no paint in
+        between draws new text in old, shorter boxes."""
+        if self.isVisible():
+            self.layout().activate()
