@@ -33,6 +33,7 @@ STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b000
 CURVE_COLOURS = (style.BLUE, style.ORANGE, style.GREEN, style.RED, "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", style.GREY)
 OVERLAY_SMOOTHING = 0.6
+SELECT_HINT = "Select runs to overlay their loss curves (Ctrl- or Shift-click for several)."
 
 
 class _SortableItem(QTableWidgetItem):
@@ -114,7 +115,7 @@ class QtRunsView(QWidget):
         self.open_config_button.clicked.connect(self.open_selected_config)
         self.resume_button.clicked.connect(self.resume_selected)
         self.delete_button.clicked.connect(self.delete_selected)
-        self.info_label = QLabel("Select runs to overlay their loss curves (Ctrl- or Shift-click for several).")
+        self.info_label = QLabel(SELECT_HINT)
         self.info_label.setWordWrap(True)
         self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -259,6 +260,12 @@ class QtRunsView(QWidget):
             style.enable_fast_downsampling(curve, "mean")
             self._curves.append(curve)
         self._plot_widget.getPlotItem().enableAutoRange()
+        self._legend.setVisible(bool(selected))  # an empty legend is a stray box in the corner
+        if not self.summaries:
+            self.info_label.setText(f"No runs yet. Start one on the Training tab; every run is kept in "
+                                    f"{self.store.root} and listed here.")
+        elif not selected:
+            self.info_label.setText(SELECT_HINT)
         if len(selected) == 1:
             s = selected[0]
             text = f"{s.path}"

@@ -196,6 +196,22 @@ def make_panel(qtbot):
         panel.stop()
 
 
+def test_the_memory_plots_time_axis_shows_clock_times_even_over_a_few_seconds(qtbot):
+    import pyqtgraph as pg
+
+    from studio.ui.widgets._plot_style import clock_axis
+
+    axis = clock_axis()
+    widget = pg.PlotWidget(axisItems={"bottom": axis})
+    qtbot.addWidget(widget)
+    widget.resize(400, 200)
+    widget.grab()  # a first paint gives the axis its font metrics
+    start = 1_795_000_000.0
+    values = axis.tickValues(start, start + 3.0, 400)  # a run of a few seconds
+    labels = [label for spacing, ticks in values for label in axis.tickStrings(ticks, 1.0, spacing)]
+    assert labels and all(label.count(":") == 2 for label in labels), labels  # 12:00:18, not "18.000"
+
+
 def test_gpu_panel_updates_labels_and_peak(make_panel):
     panel = make_panel(FakeGpuSource())
     assert panel.header_text == "Fake RTX 9000 (8.0 GiB)"

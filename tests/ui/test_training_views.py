@@ -51,6 +51,17 @@ def test_every_plot_gains_one_point_per_step_event(qtbot, plots):
                     and len(plots.grad_norm_plot.curve.xData) == 5, timeout=2000)
 
 
+def test_a_one_step_run_shows_its_point_as_a_dot_until_a_line_can_be_drawn(qtbot, plots):
+    plots.feed(ev("started", 101.0, pid=1, total_steps=1))
+    plots.feed(step(1, 102.0, 7.5))
+    curves = [plots.loss_plot._smooth_curve] + [plot.curve for plot in plots.series_plots.values()]
+    qtbot.waitUntil(lambda: all(c.xData is not None and len(c.xData) == 1 for c in curves), timeout=2000)
+    assert all(c.opts["symbol"] == "o" for c in curves), "a line through one point has no length"
+    plots.feed(step(2, 103.0, 7.0))
+    qtbot.waitUntil(lambda: all(len(c.xData) == 2 for c in curves), timeout=2000)
+    assert all(c.opts["symbol"] is None for c in curves)
+
+
 def test_the_x_axis_switches_between_steps_and_training_time(plots):
     events = [ev("log", 100.0, pid=1), ev("started", 100.0, pid=1, total_steps=10)]
     events += [step(n, 100.0 + 2 * n, 1.0) for n in range(1, 4)]
@@ -236,6 +247,22 @@ def test_selecting_two_runs_overlays_their_loss_curves(runs_view):
     assert len(runs_view._curves) == 2
     assert sorted(label.text for _, label in runs_view._legend.items) == ["run-a", "run-b"]
     assert "2 runs overlaid" in runs_view.info_label.text()
+
+
+def test_the_runs_view_says_what_to_do_when_there_are_no_runs_and_hides_an_empty_legend(qtbot, tmp_path,
+                                                                                          runs_view):
+    from studio.ui.qt_runs_view import QtRunsView
+
+    assert not runs_view._legend.isVisible() or not runs_view.isVisible()
+    runs_view.show()
+    assert not runs_view._legend.isVisible(), "nothing selected: no legend box"
+    runs_view.select_runs(["run-a"])
+    assert runs_view._legend.isVisible()
+
+    empty = QtRunsView(RunStore(tmp_path / "no-runs"))
+    qtbot.addWidget(empty)
+    empty.refresh_now()
+    assert empty.info_label.text().startswith("No runs yet. Start one on the Training tab")
 
 
 def test_open_config_emits_the_runs_config(qtbot, runs_view):

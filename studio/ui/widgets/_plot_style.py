@@ -127,3 +127,30 @@ def host_plot(owner, plot_widget: pg.PlotWidget, redraw) -> "QTimer":
     timer.setInterval(REDRAW_INTERVAL_MS)
     timer.timeout.connect(redraw)
     return timer
+
+
+def clock_axis() -> pg.DateAxisItem:
+    """A bottom axis of wall-clock times that never drops to pyqtgraph's sub-second level: over a short run
+    that level labels ticks "18.000 19.000" (seconds and milliseconds), which reads as anything but a time."""
+    from pyqtgraph.graphicsItems.DateAxisItem import MS_ZOOM_LEVEL
+
+    axis = pg.DateAxisItem(orientation="bottom")
+    axis.zoomLevels = type(axis.zoomLevels)(
+        (spacing, level) for spacing, level in axis.zoomLevels.items() if level is not MS_ZOOM_LEVEL)
+    return axis
+
+
+def mark_lone_point(curve: pg.PlotDataItem, count: int) -> None:
+    """Draw a dot while a curve has a single point: a line through one point has no length, so a one-step run
+    would show an empty plot."""
+    lone = count == 1
+    if lone == (curve.opts.get("symbol") is not None):
+        return
+    if lone:
+        colour = curve.opts["pen"].color() if hasattr(curve.opts.get("pen"), "color") else FOREGROUND
+        curve.setSymbol("o")
+        curve.setSymbolSize(7)
+        curve.setSymbolBrush(colour)
+        curve.setSymbolPen(colour)
+    else:
+        curve.setSymbol(None)

@@ -144,7 +144,7 @@ class QtGpuPanel(QWidget):
             "GPU memory" if has_gpu else "Training process memory (RAM)",
             None,
             "GiB",
-            axis_items={"bottom": pg.DateAxisItem(orientation="bottom")},
+            axis_items={"bottom": style.clock_axis()},
         )
         self._plot_widget.setMinimumHeight(160)
         plot = self._plot_widget.getPlotItem()

@@ -177,4 +177,5 @@ class QtLossPlot(QWidget):
         steps = self._train.column(_STEP)
         self._raw_curve.setData(steps, self._train.column(_LOSS), connect="finite")
         self._smooth_curve.setData(steps, self._train.column(_SMOOTH), connect="finite")
+        style.mark_lone_point(self._smooth_curve, len(steps))
         self._eval_curve.setData(self._eval.column(0), self._eval.column(1))

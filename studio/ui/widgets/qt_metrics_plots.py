@@ -188,6 +188,7 @@ class QtSeriesPlot(QWidget):
         if self._scheduler is not None:
             self._scheduler.cancel(self._redraw)
         self._curve.setData(self._data.column(0), self._data.column(1))
+        style.mark_lone_point(self._curve, len(self._data))
 
 
 class QtMetricsPlots(QWidget):
