@@ -150,3 +150,51 @@ def test_closing_during_a_run_asks_and_stop_saves_the_adapter(qtbot, window, mon
     assert events[-1]["event"] == "finished" and events[-1]["status"] == "stopped"
     assert (tab.run_dir.adapter_dir / "adapter_model.safetensors").is_file()
     assert tab.run_dir.latest_checkpoint() is not None
+
+
+def test_a_restart_restores_the_settings_and_offers_the_newest_adapter_of_that_base(qtbot, studio_home, tmp_path):
+    from studio.core.config import RunConfig, save_config
+    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+
+    base = tmp_path / "base-model"
+    store = RunStore(studio_home / "restart-runs")
+    adapters = {}
+    for name, model in (("older", base), ("other-base", tmp_path / "another-model"), ("newest", base)):
+        run = store.new_run(name)
+        config = RunConfig(name=name)
+        config.model.name_or_path = str(model)
+        save_config(config, run.config_path)
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_config.json").write_text("{}")
+        adapters[name] = run.adapter_dir
+        os.utime(run.path, (0, {"older": 1_000, "other-base": 3_000, "newest": 2_000}[name]))
+    restored = RunConfig(name="mine")
+    restored.model.name_or_path, restored.data.train_file = str(base), str(tmp_path / "chats.jsonl")
+    restored.training.learning_rate = 1.5e-4
+    save_config(restored, last_config_path())
+
+    win = QtMainWindow(store=store, telemetry=HostTelemetry(), offer_demo=False)
+    qtbot.addWidget(win)
+    assert win.banner.text() == "Restored your last settings."
+    assert win.config.training.learning_rate == 1.5e-4
+    assert win.chat_tab.adapter_edit.text() == str(adapters["newest"]), "newest run on the same base model"
+    win.chat_tab.shutdown()
+    win.training_tab.shutdown()
+    last_config_path().unlink()
+
+
+def test_the_config_tab_shows_the_documented_defaults_before_any_config_is_loaded(qtbot, studio_home):
+    from studio.core.config import RunConfig
+    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+
+    last_config_path().unlink(missing_ok=True)
+    win = QtMainWindow(store=RunStore(studio_home / "runs"), telemetry=HostTelemetry(), offer_demo=False)
+    qtbot.addWidget(win)
+    shown = RunConfig()
+    win.config_tab.apply_to(shown)
+    defaults = RunConfig()
+    assert (shown.lora.r, shown.training.learning_rate, shown.training.max_length) == \
+        (defaults.lora.r, defaults.training.learning_rate, defaults.training.max_length)
+    assert shown.lora.target_modules == defaults.lora.target_modules
+    win.chat_tab.shutdown()
+    win.training_tab.shutdown()
