@@ -99,10 +99,25 @@ def normalise_encoding(name: str) -> str:
     return {"iso8859-1": "latin-1", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}.get(canonical, canonical)
 
 
+def _is_utf8_text(data: bytes) -> bool:
+    """Non-ASCII bytes that all form valid UTF-8 sequences (a sample cut mid-character still counts): by chance
+    a legacy-encoded text almost never does."""
+    if all(b < 128 for b in data[:65536]):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start >= len(data) - 3 and error.reason == "unexpected end of data"
+    return True
+
+
 def guess_encoding(data: bytes) -> EncodingGuess | None:
-    """The most plausible non-UTF-8 encoding of `data`, or None when nothing reads it as text."""
+    """The most plausible encoding of `data` when the one it was read with failed, or None when nothing reads
+    it as text. UTF-8 comes first: a UTF-8 file read as Windows-1254 must not be "recognised" as Windows-1252."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return EncodingGuess("utf-16", ENCODING_NAMES["utf-16"], 1.0)
+    if _is_utf8_text(data):
+        return EncodingGuess("utf-8", ENCODING_NAMES["utf-8"], 1.0)
     if len(data) >= 4:
         zeros_odd = data[1:4000:2].count(0)
         zeros_even = data[0:4000:2].count(0)

@@ -614,7 +614,8 @@ class QtDatasetTab(QWidget):
         self.summary_label.setText(f"<b style='color:{RED}'>Cannot use this data.</b> {first}")
         messages = str(error).splitlines()
         self.errors_panel.show_problems(list(error.issues), len(error.issues), rows=0, file_error=messages[0],
-                                        guess=getattr(error, "encoding_guess", None))
+                                        guess=getattr(error, "encoding_guess", None),
+                                        read_as=ENCODING_NAMES.get(self.settings.encoding, self.settings.encoding))
         self.bottom_tabs.setTabText(1, "Problems (!)")
         self.bottom_tabs.setCurrentWidget(self.errors_panel)
         self._clear_preview("The data cannot be read; see Problems.")

@@ -320,6 +320,16 @@ def test_legacy_encodings_are_told_apart():
     assert guess_encoding("x".encode("utf-16")).encoding == "utf-16"
 
 
+def test_a_utf8_file_read_with_a_legacy_encoding_is_recognised_as_utf8(tmp_path):
+    text = "Şimdi mi? Evet, şimdi. İzmir'de hava güneşli.".encode("utf-8")
+    assert guess_encoding(text).encoding == "utf-8"
+    assert guess_encoding(text[:-1]).encoding == "utf-8", "a sample cut inside a character still counts"
+    path = tmp_path / "chats.csv"
+    path.write_bytes(b"prompt,completion\n" + text + b",tamam\n")
+    with pytest.raises(DataError, match=r"not Windows-1254 \(Turkish\) text .*it looks like UTF-8"):
+        load_data(path, encoding="cp1254")
+
+
 def test_utf16_with_a_byte_order_mark_is_read_as_is(tmp_path):
     path = tmp_path / "u16.jsonl"
     path.write_bytes('{"text": "İzmir"}\n{"text": "Ankara"}\n'.encode("utf-16"))

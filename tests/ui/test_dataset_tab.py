@@ -146,6 +146,15 @@ def test_a_windows_1254_file_is_detected_and_read_with_one_click(qtbot, tab, con
     assert "Windows-1254" in tab.summary_label.text()
 
 
+def test_the_encoding_banner_names_the_encoding_the_file_was_read_with(qtbot, tab, config, tmp_path):
+    path = tmp_path / "utf8.csv"
+    path.write_bytes("prompt,completion\nŞimdi mi?,Evet, şimdi.\n".encode("utf-8"))  # Ş holds 0x9e: not cp1254
+    config.data.encoding = "cp1254"
+    _open(qtbot, tab, config, path)
+    text = tab.errors_panel.encoding_label.text()
+    assert text.startswith("This file is not Windows-1254 (Turkish) text; it looks like UTF-8"), text
+
+
 def test_a_byte_that_is_not_utf8_is_listed_at_its_line(qtbot, tab, config, tmp_path):
     path = tmp_path / "turkish.csv"
     path.write_bytes("prompt,completion\nMerhaba,Selam\nİzmir'de hava nasıl?,Güneşli ve ılık.\n".encode("cp1254"))

@@ -144,7 +144,7 @@ class QtDataErrorsPanel(QWidget):
         self.encoding_combo.setCurrentIndex(index)
 
     def show_problems(self, issues: list[DataIssue], total: int, *, rows: int, file_error: str = "",
-                      guess: EncodingGuess | None = None) -> None:
+                      guess: EncodingGuess | None = None, read_as: str = "UTF-8") -> None:
         """List the bad rows (and a whole-file error, with an encoding suggestion when there is one).
 
         A file error that is one of the located issues (a byte that is not UTF-8 on line 2) is listed once,
@@ -157,7 +157,7 @@ class QtDataErrorsPanel(QWidget):
         self.model.set_issues(issues, [file_error] if file_error and not located else [])
         self._guess = guess
         if guess is not None:
-            self.encoding_label.setText(f"This file is not UTF-8 text; {guess.describe()}.")
+            self.encoding_label.setText(f"This file is not {read_as} text; {guess.describe()}.")
             self.encoding_button.setText(f"Read as {guess.name}")
             self.encoding_banner.show()
         else:
