@@ -81,9 +81,10 @@ def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, A
         return make_event("failed", kind="config", message=str(error), key=error.key,
                           hint=f"Fix '{error.key}' in the config and start again.")
     if isinstance(error, DataError):
+        hint = ("Fix or remove the rows listed (or tick Skip bad rows), then start again." if error.issues else
+                "Open the data on the Dataset tab to see what is wrong with it, or choose other data.")
         return make_event("failed", kind="data", message=str(error),
-                          issues=[str(i) for i in error.issues[:50]],
-                          hint="Fix or remove the rows listed, then start again.")
+                          issues=[str(i) for i in error.issues[:50]], hint=hint)
     if is_out_of_memory(error):
         settings = {}
         if config is not None:

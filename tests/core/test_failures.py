@@ -68,3 +68,13 @@ def test_an_oom_failure_event_carries_settings_hint_and_the_retry_suggestion():
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA error: out of memory")])
 def test_other_out_of_memory_errors_are_oom(error):
     assert failure_event(error, _config())["kind"] == "oom"
+
+
+def test_a_data_failure_hint_fits_the_failure():
+    from studio.core.data_issues import DataIssue
+    from studio.core.dataset import DataError
+
+    rows = failure_event(DataError("data.jsonl: 1 bad row(s)", [DataIssue("data.jsonl", 4, "malformed JSON")]), None)
+    assert rows["kind"] == "data" and rows["hint"].startswith("Fix or remove the rows listed")
+    whole = failure_event(DataError("data.jsonl: no examples"), None)
+    assert whole["kind"] == "data" and "rows listed" not in whole["hint"] and "Dataset tab" in whole["hint"]
