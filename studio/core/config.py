@@ -330,6 +330,10 @@ class RunConfig:
         if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
             raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
                               "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
+        if self.training.early_stopping_patience > 0 and not self.data.eval_file and self.data.eval_fraction <= 0:
+            raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
+                              "early stopping needs eval data: hold out a fraction (data.eval_fraction, the Dataset "
+                              "tab's Eval split) or name an eval file (data.eval_file)")
 
     def check_sources(self) -> None:
         """ConfigError naming the key when the local model folder or a data file the run needs is missing.

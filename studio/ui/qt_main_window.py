@@ -135,8 +135,9 @@ class QtMainWindow(QMainWindow):
             self.banner.clear()
 
     def _on_dataset_chosen(self, path: Path) -> None:
+        if str(path) != self.config.data.train_file:  # not the config's own data being read (the demo's, say)
+            self._clear_demo_banner()
         self.config.data.train_file = str(path)
-        self._clear_demo_banner()
 
     def _on_config_edited(self) -> None:
         if self.config_tab.model_picker.model() != self.config.model.name_or_path:

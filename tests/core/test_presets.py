@@ -140,6 +140,7 @@ def test_new_fields_survive_a_toml_round_trip(tmp_path):
     config.training.packing = True
     config.training.eval_strategy = "epoch"
     config.training.early_stopping_patience = 3
+    config.data.eval_fraction = 0.1
     path = tmp_path / "run.toml"
     save_config(config, path)
     assert load_config(path) == config
@@ -151,6 +152,9 @@ def test_new_fields_are_validated_by_name():
         loads(base + '[training]\neval_strategy = "sometimes"\n')
     with pytest.raises(ConfigError, match="training.early_stopping_patience = 2"):
         loads(base + '[training]\neval_strategy = "no"\nearly_stopping_patience = 2\n')
+    with pytest.raises(ConfigError, match="training.early_stopping_patience = 2: early stopping needs eval data"):
+        loads(base + '[training]\neval_strategy = "steps"\nearly_stopping_patience = 2\n')
+    loads(base + 'eval_fraction = 0.2\n[training]\neval_strategy = "steps"\nearly_stopping_patience = 2\n')
     with pytest.raises(ConfigError, match="lora.use_dora"):
         loads(base + '[lora]\nuse_dora = "yes"\n')
 

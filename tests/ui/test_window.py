@@ -198,3 +198,15 @@ def test_the_config_tab_shows_the_documented_defaults_before_any_config_is_loade
     assert shown.lora.target_modules == defaults.lora.target_modules
     win.chat_tab.shutdown()
     win.training_tab.shutdown()
+
+
+def test_the_first_launch_banner_stays_while_the_demo_data_is_read(qtbot, window):
+    from studio.ui.qt_main_window import DEMO_SELECTED
+
+    qtbot.waitUntil(lambda: window.dataset_tab.data is not None and not window.dataset_tab.is_loading(),
+                    timeout=60_000)
+    assert window.banner.text().startswith(DEMO_SELECTED), window.banner.text()
+    other = window.store.root.parent / "other.jsonl"
+    other.write_text(open(window.config.data.train_file, encoding="utf-8").read(), encoding="utf-8")
+    window.dataset_tab.dataset_chosen.emit(other)  # the user opens other data
+    assert window.banner.text() == ""
