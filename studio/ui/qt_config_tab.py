@@ -496,6 +496,10 @@ class QtConfigTab(QWidget):
         self.advanced.setExpandedIcon("▼")
         self.advanced.addWidget(advanced_content)
         self.advanced.setDuration(0)
+        # Collapsed, the section is only zero height: without this, Tab would walk into its fields and the arrow
+        # keys would change a setting nobody can see.
+        advanced_content.setEnabled(False)
+        self.advanced.toggled.connect(advanced_content.setEnabled)
 
         inner = QWidget()
         inner_layout = QVBoxLayout(inner)

@@ -465,3 +465,12 @@ def test_the_estimate_panel_lays_its_text_out_before_it_is_painted(qtbot):
     # No event processing in between: a paint right now must not draw the new lines in the old box.
     panel.set_unavailable("No estimate: " + "the model's config.json could not be read here. " * 3)
     assert label.height() >= label.heightForWidth(label.width()), "the lines would overlap"
+
+
+def test_the_collapsed_advanced_section_takes_no_focus_and_no_keys(qtbot, tab):
+    assert not tab.advanced.isExpanded()
+    assert not tab.bnb_4bit_quant_type.isEnabled(), "Tab would walk into a field nobody can see"
+    tab.advanced.expand(animate=False)
+    assert tab.bnb_4bit_quant_type.isEnabled()
+    tab.advanced.collapse(animate=False)
+    assert not tab.bnb_4bit_quant_type.isEnabled()
