@@ -153,6 +153,8 @@ class QtTrainingSupervisor(QThread):
         self._process: _StartedProcess | _WatchedProcess | None = None
         self._stop_deadline: float | None = None
         self._kill_now = False
+        self._terminal: dict | None = None  # the finished/failed event of the supervised process
+        self._own_events = False  # whether the events read so far have reached that process's own
 
     @classmethod
     def attach(cls, run_dir: RunDirectory, **kwargs) -> "QtTrainingSupervisor | None":
@@ -201,10 +203,10 @@ class QtTrainingSupervisor(QThread):
                 return
         self._process, self.pid = process, process.pid
         reader = EventReader(self.run_dir.events_path)
-        terminal: dict | None = None
+        self._terminal, self._own_events = None, False
         try:
             while True:
-                terminal = self._relay(reader) or terminal
+                self._relay(reader)
                 if process.poll():
                     break
                 if self.isInterruptionRequested():
@@ -213,10 +215,11 @@ class QtTrainingSupervisor(QThread):
                     process.kill()
                     break
                 self.msleep(POLL_INTERVAL_MS)
-            terminal = self._relay(reader) or terminal  # the last events written before the exit
+            self._relay(reader)  # the last events written before the exit
         finally:
             if log_file is not None:
                 log_file.close()
+        terminal = self._terminal
         returncode = process.returncode
         failed_exit = returncode is not None and returncode != 0
         if terminal is not None and not (terminal["event"] == "finished" and failed_exit):
@@ -238,13 +241,19 @@ class QtTrainingSupervisor(QThread):
         return subprocess.Popen(command, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **kwargs)
 
-    def _relay(self, reader: EventReader) -> dict | None:
-        terminal = None
+    def _relay(self, reader: EventReader) -> None:
+        """Emit the new events; remember the ending written by *this* process.
+
+        The file also holds earlier processes of the run (a stop, then a resume): their endings are replayed
+        for the curves but say nothing about how this process ended. This process's events begin with the
+        first one carrying its pid.
+        """
         for event in reader.read_new():
             self.event.emit(event)
-            if event["event"] in TERMINAL_EVENTS:
-                terminal = event
-        return terminal
+            if event.get("pid") is not None and event.get("pid") == self.pid:
+                self._own_events = True
+            elif event["event"] in TERMINAL_EVENTS and self._own_events:
+                self._terminal = event
 
     def _finish_with_failure(self, message: str) -> None:
         event = make_event("failed", kind="crash", message=message,

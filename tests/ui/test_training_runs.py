@@ -173,6 +173,23 @@ def test_a_kill_during_model_load_fails_with_the_signal_and_keeps_the_events(qtb
     assert tab.start_button.isEnabled()
 
 
+def test_a_resumed_run_killed_while_loading_is_failed_not_the_earlier_processs_ending(qtbot, tab, demo_config,
+                                                                                      monkeypatch):
+    demo_config.training.save_steps = 2
+    monkeypatch.setenv(FAULTS, "oom_at_step=4")
+    tab.start(demo_config)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=RUN_TIMEOUT_MS)
+    assert tab.last_status == "failed" and "ran out of memory" in tab.status_label.text()
+
+    monkeypatch.setenv(FAULTS, "pause_model_load=300")
+    assert tab.resume()
+    qtbot.waitUntil(lambda: "pausing at model_load" in tab.log_panel.text(), timeout=RUN_TIMEOUT_MS)
+    events_before = _kill_child(tab)
+    assert [e["kind"] for e in events_before if e["event"] == "failed"] == ["oom"], "the first process's ending"
+    _assert_killed_with_events_intact(qtbot, tab, events_before)
+    assert "ran out of memory" not in tab.status_label.text()
+
+
 def test_a_kill_mid_step_fails_and_resume_continues_from_the_last_checkpoint(qtbot, tab, demo_config):
     demo_config.training.save_steps = 3
     run = tab.start(demo_config)
