@@ -82,6 +82,29 @@ class RunDirectory:
         checkpoints = self.checkpoints()
         return checkpoints[-1] if checkpoints else None
 
+    @property
+    def set_aside_dir(self) -> Path:
+        return self.checkpoints_dir / "set-aside"
+
+    def set_aside_checkpoints_after(self, step: int) -> list[Path]:
+        """Move the checkpoints later than `step` into `checkpoints/set-aside/`; returns where they went.
+
+        Resuming from an older checkpoint retrains the steps after it: the later checkpoints belong to the
+        abandoned steps, and left in place a later plain Resume would pick them up (the highest step) and jump
+        back onto that branch. They are moved, not deleted, so nothing the user trained is lost.
+        """
+        moved = []
+        for checkpoint in self.checkpoints():
+            if int(checkpoint.name.split("-")[1]) <= step:
+                continue
+            self.set_aside_dir.mkdir(parents=True, exist_ok=True)
+            target, n = self.set_aside_dir / checkpoint.name, 2
+            while target.exists():
+                target, n = self.set_aside_dir / f"{checkpoint.name}-{n}", n + 1
+            os.replace(checkpoint, target)
+            moved.append(target)
+        return moved
+
     def events(self) -> list[dict[str, Any]]:
         return read_events(self.events_path)
 

@@ -178,6 +178,17 @@ def verify_adapter(adapter_dir: Path) -> int:
     return count
 
 
+def _set_aside_later_checkpoints(run_dir: RunDirectory, resume_from: Path, emit: Emit) -> None:
+    if resume_from.resolve().parent != run_dir.checkpoints_dir.resolve():
+        return  # a checkpoint of another folder: this run's own are not on its branch
+    moved = run_dir.set_aside_checkpoints_after(int(resume_from.name.split("-")[1]))
+    if moved:
+        emit(make_event("log", level="warning",
+                        message=f"Resuming from {resume_from.name}: the later checkpoint(s) "
+                                f"{', '.join(p.name for p in moved)} belong to the steps retrained now and were "
+                                f"moved to {run_dir.set_aside_dir}"))
+
+
 def run_training(
     config: RunConfig,
     run_dir: RunDirectory,
@@ -245,6 +256,8 @@ def run_training(
     )
     # Our callback reports every log as an event; the default printer would repeat each one as a dict.
     trainer.remove_callback(transformers.PrinterCallback)
+    if resume_from is not None and trainer.is_world_process_zero():
+        _set_aside_later_checkpoints(run_dir, Path(resume_from), emit)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     status = "stopped" if callback.stopped else "completed"

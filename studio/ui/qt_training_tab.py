@@ -256,6 +256,10 @@ class QtTrainingTab(QWidget):
                 self._set_status("running", event.get("message", ""))
         elif kind == "started":
             metrics = self.metrics_plots.metrics
+            start = event.get("start_step") or 0
+            if self._last_checkpoint_step is not None and self._last_checkpoint_step > start:
+                # Resumed from an older checkpoint: the later saves were of the steps retrained now.
+                self._last_checkpoint_step = start
             if self.supervisor is not None and self.supervisor.pid:
                 self.gpu_panel.set_pid(self.supervisor.pid)
             if metrics.total_steps:

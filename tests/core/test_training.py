@@ -228,6 +228,29 @@ def test_resume_continues_the_step_count(stopped_run, demo_assets, run_studio, t
     assert run.status() == "completed"
 
 
+@pytest.mark.slow
+def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(demo_assets, tmp_path):
+    """Otherwise a later plain Resume would pick the highest step and jump back onto the abandoned branch."""
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    config.training.max_steps, config.training.save_steps, config.training.save_total_limit = 6, 2, 3
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    run_training(config, run, lambda event: None)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+    events: list[dict] = []
+    config.training.max_steps = 5
+    run_training(config, run, events.append, resume_from=run.checkpoints_dir / "checkpoint-4")
+
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
+    assert run.latest_checkpoint().name == "checkpoint-5", "the new branch's, not the abandoned step 6"
+    assert (run.set_aside_dir / "checkpoint-6" / "trainer_state.json").is_file(), "moved, not deleted"
+    warning = next(e for e in events if e["event"] == "log" and "checkpoint-6" in e["message"])
+    assert warning["level"] == "warning" and "set-aside" in warning["message"]
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, demo_assets, run_studio):
     result = run_studio("train", demo_assets.config_path, "--output", tmp_path / "fresh", "--resume")
     assert result.returncode == 2
