@@ -24,7 +24,8 @@ from studio.ui.qt_workers import QtFunctionWorker
 
 TUNED, BASE = "tuned", "base"
 _PLACEHOLDER_FLAGS = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
-_ROLE_STYLE = {"user": ("You", "#1f4e9c"), "assistant": ("Model", "#1b7f3b"), "error": ("Error", "#b00020")}
+_ROLE_STYLE = {"user": ("You", "#1f4e9c"), "assistant": ("Model", "#1b7f3b"), "error": ("Error", "#b00020"),
+               "note": ("Note", "#8a6d00")}
 
 
 class QtTranscript(QTextBrowser):
@@ -627,6 +628,14 @@ class QtChatTab(QWidget):
         self.stats_label.setText("Generation failed.")
 
     def _on_worker_finished(self) -> None:
+        # A side that never answered (Stop before the base model's turn in compare mode, or a failure on the
+        # other side) keeps no dangling user turn: the next message would otherwise follow it as a second user
+        # turn in a row, which templates that require alternating roles reject.
+        for history, view in ((self.history, self.transcript), (self.base_history, self.base_transcript)):
+            if history and history[-1]["role"] == "user":
+                history.pop()
+                view.show_messages(history)
+                view.add_message("note", "stopped before this model answered")
         self._generator = None
         self._set_generating(False)
         self.generation_finished.emit()

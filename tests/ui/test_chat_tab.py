@@ -88,6 +88,29 @@ def test_stop_interrupts_a_long_generation_within_a_second(qtbot, tab, demo_asse
 
 
 @pytest.mark.slow
+def test_stop_in_compare_mode_leaves_no_unanswered_turn_on_the_base_side(qtbot, tab, trained_run, demo_assets):
+    _load(qtbot, tab, demo_assets.model_dir, trained_run / "adapter")
+    tab.compare_check.setChecked(True)
+    tab.max_new_tokens.setValue(2000)
+    pieces = []
+    tab.piece_received.connect(pieces.append)
+    tab.send("Tell me a very long story about the sea.")  # not a trained question: a long reply
+    qtbot.waitUntil(lambda: len(pieces) >= 3, timeout=REPLY_TIMEOUT_MS)
+    with qtbot.waitSignal(tab.generation_finished, timeout=5000):
+        tab.stop_generation()  # during the tuned reply: the base model never gets its turn
+
+    assert [m["role"] for m in tab.history] == ["user", "assistant"]
+    assert tab.base_history == [], "the base side's unanswered question is not kept"
+    assert "stopped before this model answered" in tab.base_transcript.toPlainText()
+
+    question, answer = _demo_pairs(demo_assets)[0]
+    tab.max_new_tokens.setValue(64)
+    _ask(qtbot, tab, question)
+    assert [m["role"] for m in tab.base_history] == ["user", "assistant"], "roles alternate on both sides"
+    assert [m["role"] for m in tab.history] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.slow
 def test_switching_adapters_keeps_the_one_copy_of_the_base_weights(qtbot, tab, trained_run, demo_assets, tmp_path):
     second_run = tmp_path / "second-run"
     shutil.copytree(trained_run / "adapter", second_run / "adapter")
