@@ -106,6 +106,17 @@ def _atomic_checkpoint_trainer(base: type) -> type:
                 rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
                                    best_model_checkpoint=self.state.best_model_checkpoint)
 
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # PEFT's load_adapter upcasts the adapter to float32 (autocast_adapter_dtype), while TRL trains QLoRA
+            # adapters in bfloat16: without this a resumed run would train other numbers, with twice the memory
+            # for the adapter, its gradients and optimizer states. Runs before the optimizer is created.
+            target = model if model is not None else self.model
+            dtypes = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            for name, param in target.named_parameters():
+                if name in dtypes and param.dtype != dtypes[name]:
+                    param.data = param.data.to(dtypes[name])
+
         def _best_checkpoint_in(self, final_root: Path) -> str | None:
             """Where the checkpoint of the best eval step lives (or will, once this save is renamed)."""
             best_step = self.state.best_global_step

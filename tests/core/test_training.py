@@ -251,6 +251,36 @@ def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(demo_assets
     assert warning["level"] == "warning" and "set-aside" in warning["message"]
 
 
+@pytest.mark.slow
+def test_a_resumed_run_trains_the_same_numbers_as_one_run_straight_through(demo_assets, tmp_path):
+    """Same losses step for step, and the adapter stays in the dtype TRL trains QLoRA adapters in (bfloat16):
+    PEFT's load_adapter would upcast it to float32 on resume."""
+    import torch
+    from safetensors import safe_open
+
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    config.training.save_steps = 3
+
+    def train(folder: Path, max_steps: int, resume_from: Path | None = None) -> list[tuple[int, float]]:
+        config.training.max_steps = max_steps
+        events: list[dict] = []
+        run_training(config, RunDirectory(folder), events.append, resume_from=resume_from)
+        return [(e["step"], e["loss"]) for e in events if e["event"] == "step"]
+
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    straight = train(tmp_path / "straight", 6)
+    resumed = train(tmp_path / "resumed", 3)
+    resumed += train(tmp_path / "resumed", 6, resume_from=tmp_path / "resumed" / "checkpoints" / "checkpoint-3")
+
+    assert resumed == straight
+    for folder in ("straight", "resumed"):
+        with safe_open(str(tmp_path / folder / "adapter" / "adapter_model.safetensors"), "pt") as weights:
+            assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.bfloat16}
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, demo_assets, run_studio):
     result = run_studio("train", demo_assets.config_path, "--output", tmp_path / "fresh", "--resume")
     assert result.returncode == 2
