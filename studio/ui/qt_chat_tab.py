@@ -371,6 +371,13 @@ class QtChatTab(QWidget):
         self.base_edit.setText(base)
         self.adapter_edit.setText(str(adapter) if adapter else "")
 
+    def forget_runs(self, folders: list[Path]) -> None:
+        """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
+        already loaded stays in memory until Unload)."""
+        text = self.adapter_edit.text().strip()
+        if text and any(Path(text) == folder or folder in Path(text).parents for folder in map(Path, folders)):
+            self.adapter_edit.clear()
+
     def _browse_base(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")
         if folder:

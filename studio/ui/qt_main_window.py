@@ -64,6 +64,8 @@ class QtMainWindow(QMainWindow):
         self.training_tab.config_adjusted.connect(self._on_config_adjusted)
         self.runs_view.open_config_requested.connect(self._open_run_config)
         self.runs_view.resume_requested.connect(self._resume_run)
+        self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
+        self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
         self._build_menus()
 
         settings = QSettings()

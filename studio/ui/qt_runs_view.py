@@ -80,6 +80,7 @@ class QtRunsView(QWidget):
     open_config_requested = Signal(object)
     resume_requested = Signal(object)
     refreshed = Signal()
+    runs_deleted = Signal(object)  # list[Path]: the folders just deleted
 
     def __init__(self, store: RunStore, parent: QWidget | None = None):
         super().__init__(parent)
@@ -308,7 +309,7 @@ class QtRunsView(QWidget):
         selected = [s for s in self.selected_summaries() if s.status != "running"]
         if not selected or not self.ask_delete_choice([s.name for s in selected]):
             return []
-        deleted = []
+        deleted, folders = [], []
         for summary in selected:
             try:
                 self.store.delete(summary.run_dir)
@@ -317,8 +318,11 @@ class QtRunsView(QWidget):
                 continue
             self._metrics_cache.pop(summary.path, None)
             deleted.append(summary.name)
+            folders.append(summary.path)
         self.table.clearSelection()
         self.refresh_now()
+        if folders:
+            self.runs_deleted.emit(folders)
         return deleted
 
     def ask_delete_choice(self, names: list[str]) -> bool:

@@ -30,7 +30,7 @@ from studio.ui.widgets.qt_metrics_plots import QtMetricsPlots
 # a merge or a saved adapter (which must not relabel the run: a stopped run stays stopped).
 STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b00020", "running": "#1f4e9c",
                   "not started": "#8a6d00", "merging": "#1f4e9c", "merged": "#1b7f3b", "merge failed": "#b00020",
-                  "saved": "#1b7f3b", "not saved": "#b00020"}
+                  "saved": "#1b7f3b", "not saved": "#b00020", "deleted": "#8a6d00"}
 
 _SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "batch size",
                   "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
@@ -233,6 +233,23 @@ class QtTrainingTab(QWidget):
         self.gpu_panel.start()
         self._clock.start()
         self.run_started.emit(run_dir)
+
+    def forget_runs(self, folders: list[Path]) -> None:
+        """Runs deleted in the Runs view: the one shown here (if not training) is shown no more."""
+        if self.run_dir is None or self.is_running or self.run_dir.path not in set(map(Path, folders)):
+            return
+        name = self.run_dir.name
+        self.run_dir = None
+        self.metrics_plots.reset()
+        self.gpu_panel.clear()
+        for button in (self.save_adapter_button, self.merge_button, self.resume_button):
+            button.setEnabled(False)
+        self.retry_button.setVisible(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.detail_label.setText("")
+        self._set_status("deleted", f"Run {name} was deleted. Start training for a new run.")
 
     def stop(self) -> None:
         """First press: save and stop; second press: kill."""

@@ -210,3 +210,29 @@ def test_the_first_launch_banner_stays_while_the_demo_data_is_read(qtbot, window
     other.write_text(open(window.config.data.train_file, encoding="utf-8").read(), encoding="utf-8")
     window.dataset_tab.dataset_chosen.emit(other)  # the user opens other data
     assert window.banner.text() == ""
+
+
+def test_deleting_a_run_clears_it_from_the_training_and_chat_tabs(qtbot, studio_home, tmp_path):
+    from studio.core.config import RunConfig, save_config
+    from studio.ui.qt_main_window import QtMainWindow
+
+    store = RunStore(tmp_path / "runs")
+    run = store.new_run("doomed")
+    save_config(RunConfig(name="doomed"), run.config_path)
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
+    win = QtMainWindow(store=store, telemetry=HostTelemetry(), offer_demo=False)
+    qtbot.addWidget(win)
+    win.training_tab.run_dir = run  # as after that run ended
+    win.training_tab.save_adapter_button.setEnabled(True)
+    win.chat_tab.set_model("some-base", run.adapter_dir)
+    win.runs_view.refresh_now()
+    win.runs_view.select_runs(["doomed"])
+    win.runs_view.ask_delete_choice = lambda names: True
+
+    assert win.runs_view.delete_selected() == ["doomed"]
+    assert win.training_tab.run_dir is None and not win.training_tab.save_adapter_button.isEnabled()
+    assert "was deleted" in win.training_tab.status_label.text()
+    assert win.chat_tab.adapter_edit.text() == ""
+    win.chat_tab.shutdown()
+    win.training_tab.shutdown()
