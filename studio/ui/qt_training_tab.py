@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
-    QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
+    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QProgressDialog,
+    QPushButton, QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
 )
 
 from studio.core.config import ConfigError, RunConfig, copy_config, load_config, save_config
@@ -499,13 +499,29 @@ class QtTrainingTab(QWidget):
             return True
         choice = self.ask_close_choice()
         if choice == "stop":
-            self.supervisor.request_stop()
-            self.supervisor.wait()
+            self._stop_and_wait()
             return True
         if choice == "keep":
             self.detach()
             return True
         return False
+
+    def _stop_and_wait(self) -> None:
+        """Stop the run and wait for its save, with the window painting and a way to give up waiting.
+
+        Waiting on the GUI thread alone would freeze the window for as long as the save takes (model load and
+        save of a large model: tens of seconds) with no sign of life.
+        """
+        supervisor = self.supervisor
+        supervisor.request_stop()
+        dialog = QProgressDialog("Stopping the run: saving a checkpoint and the adapter…", "Kill now", 0, 0, self)
+        dialog.setWindowTitle("Stopping training")
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.setMinimumDuration(300)
+        dialog.canceled.connect(supervisor.kill)
+        while not supervisor.wait(50):
+            QApplication.processEvents()
+        dialog.close()
 
     def ask_close_choice(self) -> str:
         """'stop', 'keep' or 'cancel', asked in a dialog."""

@@ -142,9 +142,17 @@ def test_closing_during_a_run_asks_and_stop_saves_the_adapter(qtbot, window, mon
     qtbot.waitUntil(lambda: tab.loss_plot.train_point_count >= 1, timeout=TRAINING_TIMEOUT_MS)
     asked = []
     monkeypatch.setattr(tab, "ask_close_choice", lambda: asked.append(True) or "stop")
+    from PySide6.QtCore import QTimer
+
+    ticks = []
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: ticks.append(1))
+    heartbeat.start(20)
 
     window.close()
 
+    heartbeat.stop()
+    assert ticks, "the window kept processing events while the run saved and stopped"
     assert asked, "closing asked what to do with the run"
     events = read_events(tab.run_dir.events_path)
     assert events[-1]["event"] == "finished" and events[-1]["status"] == "stopped"
