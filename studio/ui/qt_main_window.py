@@ -61,6 +61,8 @@ class QtMainWindow(QMainWindow):
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
         self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
+        self.training_tab.run_started.connect(lambda _: self.runs_view.set_training_busy(True))
+        self.training_tab.run_ended.connect(lambda *_: self.runs_view.set_training_busy(False))
         self.training_tab.config_adjusted.connect(self._on_config_adjusted)
         self.runs_view.open_config_requested.connect(self._open_run_config)
         self.runs_view.resume_requested.connect(self._resume_run)
@@ -84,7 +86,7 @@ class QtMainWindow(QMainWindow):
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
         for text, shortcut, slot in (
-            ("Open dataset…", QKeySequence.StandardKey.Open, self.dataset_tab._browse),
+            ("Open dataset…", QKeySequence.StandardKey.Open, self._open_dataset_dialog),
             ("Open config…", None, self._open_config_dialog),
             ("Save config as…", QKeySequence.StandardKey.SaveAs, self._save_config_dialog),
             ("Use the offline demo", None, self.prepare_demo),
@@ -160,6 +162,10 @@ class QtMainWindow(QMainWindow):
             return False
         self.set_config(config)
         return True
+
+    def _open_dataset_dialog(self) -> None:
+        self.tabs.setCurrentWidget(self.dataset_tab)  # where the file will show
+        self.dataset_tab._browse()
 
     def _open_config_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open config", "", "Run configs (*.toml)")

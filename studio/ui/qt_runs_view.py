@@ -106,6 +106,7 @@ class QtRunsView(QWidget):
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.table.doubleClicked.connect(lambda _: self.open_selected_config())
 
+        self.training_busy = False
         self.refresh_button = QPushButton("Refresh")
         self.open_config_button = QPushButton("Open config")
         self.open_config_button.setToolTip("Load the selected run's settings into the Config tab")
@@ -279,12 +280,19 @@ class QtRunsView(QWidget):
             self.info_label.setText(f"{len(selected)} runs overlaid.")
         self._update_buttons()
 
+    def set_training_busy(self, busy: bool) -> None:
+        """Whether the Training tab is running a run (then no other can be resumed from here)."""
+        self.training_busy = busy
+        self._update_buttons()
+
     def _update_buttons(self) -> None:
         selected = self.selected_summaries() if self.summaries else []
         one = selected[0] if len(selected) == 1 else None
         self.open_config_button.setEnabled(one is not None and one.run_dir.config_path.is_file())
         self.resume_button.setEnabled(one is not None and one.status in ("stopped", "failed")
-                                      and bool(one.checkpoint_steps))
+                                      and bool(one.checkpoint_steps) and not self.training_busy)
+        self.resume_button.setToolTip("Another run is training: one run at a time" if self.training_busy else
+                                      "Continue the selected run from its latest checkpoint on the Training tab")
         self.delete_button.setEnabled(bool(selected) and all(s.status != "running" for s in selected))
 
     # --- actions ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ a run re-attached after the window was reopened are all shown by the same code p
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -34,6 +35,12 @@ STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b000
 
 _SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "batch size",
                   "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
+
+
+def retry_name(run_name: str) -> str:
+    """demo → demo-retry; a retry of demo-retry (or of the folder demo-retry-2) is demo-retry again, which the
+    run store numbers, never demo-retry-retry."""
+    return re.sub(r"-retry(-\d+)?$", "", run_name) + "-retry"
 
 
 def _format_duration(seconds: float) -> str:
@@ -228,6 +235,9 @@ class QtTrainingTab(QWidget):
         self.progress.setFormat("starting…")
         self.detail_label.setText("")
         self._set_status("running", f"{verb} run {run_dir.name}…")
+        window = self.window()
+        if isinstance(window, QMainWindow):
+            window.statusBar().clearMessage()  # an earlier run's ending notice would hide the news of this one
         if supervisor.pid:
             self.gpu_panel.set_pid(supervisor.pid)
         self.gpu_panel.start()
@@ -400,7 +410,7 @@ class QtTrainingTab(QWidget):
         if retry is None:
             return None
         adjusted, _ = retry
-        adjusted.name = f"{self.run_dir.name}-retry"
+        adjusted.name = retry_name(self.run_dir.name)
         return adjusted
 
     def retry_with_suggestion(self) -> RunDirectory | None:

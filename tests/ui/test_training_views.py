@@ -62,6 +62,16 @@ def test_a_one_step_run_shows_its_point_as_a_dot_until_a_line_can_be_drawn(qtbot
     assert all(c.opts["symbol"] is None for c in curves)
 
 
+def test_a_few_steps_are_ticked_at_whole_steps_and_plots_are_no_tab_stops(plots):
+    from PySide6.QtCore import Qt
+
+    axis = plots.lr_plot.x_axis
+    ticks = [v for _, values in axis.tickValues(0.8, 4.2, 400) for v in values]
+    assert ticks and all(float(v).is_integer() for v in ticks), ticks
+    for plot in [plots.loss_plot, *plots.series_plots.values()]:
+        assert plot.plot_widget.focusPolicy() == Qt.FocusPolicy.NoFocus
+
+
 def test_the_x_axis_switches_between_steps_and_training_time(plots):
     events = [ev("log", 100.0, pid=1), ev("started", 100.0, pid=1, total_steps=10)]
     events += [step(n, 100.0 + 2 * n, 1.0) for n in range(1, 4)]
@@ -292,3 +302,22 @@ def test_the_background_refresh_sees_a_new_run(qtbot, runs_view):
     with qtbot.waitSignal(runs_view.refreshed, timeout=10_000):
         runs_view.refresh()
     assert runs_view.table.rowCount() == 4
+
+
+def test_resume_from_the_runs_view_waits_while_another_run_trains(runs_view):
+    (runs_view.store.root / "run-oom" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    runs_view.refresh_now()
+    runs_view.select_runs(["run-oom"])
+    assert runs_view.resume_button.isEnabled()
+    runs_view.set_training_busy(True)
+    assert not runs_view.resume_button.isEnabled() and "one run at a time" in runs_view.resume_button.toolTip()
+    runs_view.set_training_busy(False)
+    assert runs_view.resume_button.isEnabled()
+
+
+def test_a_retry_of_a_retry_is_not_named_retry_retry():
+    from studio.ui.qt_training_tab import retry_name
+
+    assert retry_name("demo") == "demo-retry"
+    assert retry_name("demo-retry") == "demo-retry"
+    assert retry_name("demo-retry-2") == "demo-retry"

@@ -58,6 +58,12 @@ def make_plot_widget(
         if label is not None:
             plot.setLabel(side, label, color=FOREGROUND)
     plot.showGrid(x=True, y=True, alpha=GRID_ALPHA)
+    # Plots are read with the mouse; as Tab stops (the view and its viewport each) they only lengthen the way
+    # from the controls to the log.
+    from PySide6.QtCore import Qt
+
+    widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    widget.viewport().setFocusPolicy(Qt.FocusPolicy.NoFocus)
     return widget
 
 

@@ -61,7 +61,10 @@ class TrainingXAxis(pg.AxisItem):
         if self.mode != X_TIME:
             levels = super().tickValues(minVal, maxVal, size)
             whole = [(spacing, values) for spacing, values in levels if spacing >= 1]  # no tick at step 2.5
-            return whole or levels
+            if whole:
+                return whole
+            # A span of a few steps: pyqtgraph would tick every half step; every whole step reads right.
+            return [(1.0, [float(v) for v in range(math.ceil(minVal), math.floor(maxVal) + 1)])]
         span = max(maxVal - minVal, 1e-9)
         # Round-number time steps (seconds, minutes, hours) instead of decimal ones.
         for spacing in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400):
