@@ -321,3 +321,30 @@ def test_a_retry_of_a_retry_is_not_named_retry_retry():
     assert retry_name("demo") == "demo-retry"
     assert retry_name("demo-retry") == "demo-retry"
     assert retry_name("demo-retry-2") == "demo-retry"
+
+
+def test_the_log_follows_its_end_after_a_large_first_read_until_the_user_scrolls_up(qtbot, tmp_path):
+    from studio.ui.widgets.qt_log_panel import QtLogPanel
+
+    log = tmp_path / "train.log"
+    log.write_text("".join(f"step {i} loss 1.0\n" for i in range(5000)), encoding="utf-8")
+    panel = QtLogPanel()
+    qtbot.addWidget(panel)
+    panel.resize(600, 200)
+    panel.show()
+    panel.set_path(log)  # re-attaching to a long run: a big first insert
+    panel.poll(until_end=True)
+    bar = panel.view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+
+    with log.open("a", encoding="utf-8") as f:
+        f.write("".join(f"step {i} loss 0.9\n" for i in range(5000, 5400)))
+    panel.poll(until_end=True)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=2000)
+
+    bar.setValue(bar.maximum() // 2)  # the user scrolls up to read
+    with log.open("a", encoding="utf-8") as f:
+        f.write("step 5400 loss 0.8\n")
+    panel.poll(until_end=True)
+    qtbot.wait(50)
+    assert bar.value() < bar.maximum() - 4, "reading an earlier line is not interrupted"

@@ -82,6 +82,12 @@ class QtLogPanel(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll)
+        # Following the end is a state the user changes by scrolling, not a guess made at each append: after a
+        # large insert the scroll range is only updated once the text is laid out, so "is it at the bottom
+        # now?" answered no and the view stopped following (seen after re-attaching to a long log).
+        self._follow = True
+        self._scrolling_to_end = False
+        self.view.verticalScrollBar().valueChanged.connect(self._on_scrolled)
 
     # --- API -------------------------------------------------------------------------------------------
     @property
@@ -94,6 +100,7 @@ class QtLogPanel(QWidget):
         self._pending, self._in_traceback, self._skip_partial_first_line = b"", False, False
         self.counts = {WARNING: 0, ERROR: 0}
         self.view.clear()
+        self._follow = True
         self._offset = 0
         self.title.setText(f"Log — {self._path.name}" if self._path else "Log")
         if self._path is not None and self._path.is_file():
@@ -184,8 +191,6 @@ class QtLogPanel(QWidget):
     def _append_lines(self, lines: list[str], force: str | None = None) -> None:
         if not lines:
             return
-        bar = self.view.verticalScrollBar()
-        at_bottom = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.view.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.beginEditBlock()
@@ -205,9 +210,25 @@ class QtLogPanel(QWidget):
         if run_lines:
             self._insert(cursor, run_lines, run_kind, first)
         cursor.endEditBlock()
-        if at_bottom:
-            bar.setValue(bar.maximum())
+        if self._follow:
+            self._scroll_to_end()
+            QTimer.singleShot(0, self._scroll_to_end)  # again once the new text is laid out
         self._update_summary()
+
+    def _scroll_to_end(self) -> None:
+        if not self._follow:
+            return
+        bar = self.view.verticalScrollBar()
+        self._scrolling_to_end = True
+        try:
+            bar.setValue(bar.maximum())
+        finally:
+            self._scrolling_to_end = False
+
+    def _on_scrolled(self, value: int) -> None:
+        if not self._scrolling_to_end:
+            bar = self.view.verticalScrollBar()
+            self._follow = value >= bar.maximum() - 4
 
     def _insert(self, cursor: QTextCursor, lines: list[str], kind: str, first: bool) -> bool:
         text = "\n".join(lines)
