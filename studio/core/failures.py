@@ -26,6 +26,9 @@ class MemorySaving:
 
     description: str
     changes: dict[str, Any]  # "section.field" -> new value
+    # Whether a run may continue from its checkpoint with the change: the adapter's shapes, the base weights and
+    # the steps' schedule (same effective batch) stay as they were. A rank or a quantisation change may not.
+    resumable: bool = False
 
 
 def memory_savings(config: RunConfig) -> list[MemorySaving]:
@@ -33,15 +36,17 @@ def memory_savings(config: RunConfig) -> list[MemorySaving]:
     t = config.training
     savings = []
     if not t.gradient_checkpointing:
-        savings.append(MemorySaving("turn on gradient checkpointing", {"training.gradient_checkpointing": True}))
+        savings.append(MemorySaving("turn on gradient checkpointing", {"training.gradient_checkpointing": True},
+                                    resumable=True))
     if t.per_device_train_batch_size > 1:
         accumulation = t.gradient_accumulation_steps * t.per_device_train_batch_size
         savings.append(MemorySaving(
             f"use batch size 1 with gradient accumulation {accumulation} (same effective batch)",
-            {"training.per_device_train_batch_size": 1, "training.gradient_accumulation_steps": accumulation}))
+            {"training.per_device_train_batch_size": 1, "training.gradient_accumulation_steps": accumulation},
+            resumable=True))
     if t.max_length > 256:
         savings.append(MemorySaving(f"halve max length to {t.max_length // 2}",
-                                    {"training.max_length": t.max_length // 2}))
+                                    {"training.max_length": t.max_length // 2}, resumable=True))
     if config.quantization.mode != "4bit":
         savings.append(MemorySaving("load the base model in 4-bit", {"quantization.mode": "4bit"}))
     if config.lora.r > 16:
@@ -97,6 +102,7 @@ def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, A
         return make_event("failed", kind="oom", message=f"{type(error).__name__}: {error}".strip()[:2000],
                           settings=settings, hint=hint,
                           suggestion=retry[1].description if retry else None,
-                          suggestion_changes=retry[1].changes if retry else None)
+                          suggestion_changes=retry[1].changes if retry else None,
+                          suggestion_resumable=retry[1].resumable if retry else False)
     return make_event("failed", kind="crash", message=f"{type(error).__name__}: {error}"[:2000],
                       hint="The traceback is in the run's train.log.")

@@ -112,6 +112,11 @@ class QtTrainingTab(QWidget):
         self.retry_button.setToolTip("Start a new run with the suggested change applied (the Config tab keeps it)")
         self.retry_button.clicked.connect(self.retry_with_suggestion)
         self.retry_button.setVisible(False)
+        self.resume_changed_button = QPushButton("Resume with this change")
+        self.resume_changed_button.setToolTip("Continue this run from its latest checkpoint with the suggested change "
+                                              "applied: the steps already trained are kept")
+        self.resume_changed_button.clicked.connect(self.resume_with_suggestion)
+        self.resume_changed_button.setVisible(False)
 
         self.save_adapter_button = QPushButton("Save adapter to…")
         self.merge_button = QPushButton("Merge into base (16-bit)…")
@@ -134,6 +139,7 @@ class QtTrainingTab(QWidget):
         buttons.addWidget(self.detail_label)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status_label, stretch=1)
+        status_row.addWidget(self.resume_changed_button, alignment=Qt.AlignmentFlag.AlignTop)
         status_row.addWidget(self.retry_button, alignment=Qt.AlignmentFlag.AlignTop)
         result_row = QHBoxLayout()
         result_row.addStretch(1)
@@ -229,6 +235,7 @@ class QtTrainingTab(QWidget):
         self.stop_button.setText("Stop")
         self.resume_button.setEnabled(False)
         self.retry_button.setVisible(False)
+        self.resume_changed_button.setVisible(False)
         self.save_adapter_button.setEnabled(False)
         self.merge_button.setEnabled(False)
         self.progress.setRange(0, 0)  # busy until the run reports its step count
@@ -255,6 +262,7 @@ class QtTrainingTab(QWidget):
         for button in (self.save_adapter_button, self.merge_button, self.resume_button):
             button.setEnabled(False)
         self.retry_button.setVisible(False)
+        self.resume_changed_button.setVisible(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("")
@@ -394,6 +402,10 @@ class QtTrainingTab(QWidget):
         if failure.get("kind") == "oom" and suggestion:
             self.retry_button.setText(f"Retry: {suggestion}")
             self.retry_button.setVisible(True)
+            checkpoint = self.run_dir.latest_checkpoint() if self.run_dir is not None else None
+            if failure.get("suggestion_resumable") and checkpoint is not None:
+                self.resume_changed_button.setText(f"Resume from {checkpoint.name} and {suggestion}")
+                self.resume_changed_button.setVisible(True)
 
     def retry_config(self) -> RunConfig | None:
         """The failed run's config with the memory suggestion applied (None unless the run ran out of memory)."""
@@ -420,6 +432,25 @@ class QtTrainingTab(QWidget):
             return None
         self.config_adjusted.emit(copy_config(adjusted))
         return self.start(adjusted)
+
+    def resume_with_suggestion(self) -> bool:
+        """Continue the run that ran out of memory from its latest checkpoint with the memory saving applied
+        (written into its run.toml: the run goes on with it); the window's config takes the change too."""
+        from studio.core.failures import oom_retry_config
+
+        if self.run_dir is None or self.is_running or not (self.last_failure or {}).get("suggestion_resumable"):
+            return False
+        try:
+            retry = oom_retry_config(load_config(self.run_dir.config_path))
+        except ConfigError as error:
+            self._set_status("failed", f"Cannot resume: {error}")
+            return False
+        if retry is None or not retry[1].resumable:
+            return False
+        adjusted, _ = retry
+        save_config(adjusted, self.run_dir.config_path)
+        self.config_adjusted.emit(copy_config(adjusted))
+        return self.resume()
 
     # --- showing the run ------------------------------------------------------------------------------------------
     def _set_status(self, status: str, text: str, *, rich_tail: str = "") -> None:

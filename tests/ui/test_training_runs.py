@@ -241,6 +241,29 @@ def test_a_kill_during_a_checkpoint_save_keeps_the_last_good_checkpoint(qtbot, t
 # ------------------------------------------------------------------ out of memory
 
 
+def test_an_oom_after_a_checkpoint_can_resume_from_it_with_the_suggested_change(qtbot, tab, demo_config,
+                                                                                monkeypatch):
+    demo_config.training.max_steps, demo_config.training.save_steps = 6, 2
+    monkeypatch.setenv(FAULTS, "oom_at_step=4")
+    adjusted = []
+    tab.config_adjusted.connect(adjusted.append)
+    run = tab.start(demo_config)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=RUN_TIMEOUT_MS)
+    assert tab.last_status == "failed"
+    assert tab.resume_changed_button.isVisible()
+    assert tab.resume_changed_button.text() == "Resume from checkpoint-2 and turn on gradient checkpointing"
+
+    monkeypatch.delenv(FAULTS)
+    tab.resume_changed_button.click()
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=RUN_TIMEOUT_MS)
+    assert tab.last_status == "completed", tab.status_label.text()
+    assert load_config(run.config_path).training.gradient_checkpointing is True, "the run goes on with the change"
+    assert adjusted and adjusted[-1].training.gradient_checkpointing is True, "and the Config tab takes it"
+    started = [e for e in read_events(run.events_path) if e["event"] == "started"]
+    assert started[-1]["start_step"] == 2, "the steps already trained are kept"
+    _assert_curve_is_steps(tab, 6)
+
+
 def test_a_simulated_oom_fails_as_oom_with_a_suggestion_and_retry_applies_it(qtbot, tab, demo_config, monkeypatch):
     demo_config.training.max_steps = 4
     assert demo_config.training.gradient_checkpointing is False
