@@ -185,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         run_dir = RunDirectory(args.output.resolve())
-        if args.resume is None:
+        # Under `accelerate launch` rank 0 checks: the others would find the events rank 0 has begun writing.
+        if args.resume is None and int(os.environ.get("RANK", "0")) == 0:
             _check_fresh_run_folder(run_dir, Path(args.config))
         resume_from = _resume_checkpoint(args.resume, run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
