@@ -93,11 +93,17 @@ def test_stop_in_compare_mode_leaves_no_unanswered_turn_on_the_base_side(qtbot, 
     tab.compare_check.setChecked(True)
     tab.max_new_tokens.setValue(2000)
     pieces = []
-    tab.piece_received.connect(pieces.append)
-    tab.send("Tell me a very long story about the sea.")  # not a trained question: a long reply
-    qtbot.waitUntil(lambda: len(pieces) >= 3, timeout=REPLY_TIMEOUT_MS)
-    with qtbot.waitSignal(tab.generation_finished, timeout=5000):
-        tab.stop_generation()  # during the tuned reply: the base model never gets its turn
+
+    def stop_on_the_first_tuned_piece(piece: str) -> None:
+        # Stopping from the piece's own slot is certain to land during the tuned reply: waiting for pieces
+        # and then stopping could find that the reply had ended on its own and the base model had begun.
+        pieces.append(piece)
+        if len(pieces) == 1:
+            tab.stop_generation()
+
+    tab.piece_received.connect(stop_on_the_first_tuned_piece)
+    with qtbot.waitSignal(tab.generation_finished, timeout=REPLY_TIMEOUT_MS):
+        tab.send("Tell me a very long story about the sea.")  # the base model never gets its turn
 
     assert [m["role"] for m in tab.history] == ["user", "assistant"]
     assert tab.base_history == [], "the base side's unanswered question is not kept"
