@@ -297,6 +297,7 @@ class Probe:
         self.step_tokens: list[int] = []
         self.pending_tokens = 0
         self.row_digests: list[str] = []
+        self.losses: list[Any] = []  # each micro-batch's loss tensor; read after training (no extra sync)
 
     def now(self) -> float:
         if self.cuda:
@@ -351,7 +352,9 @@ def _instrument(probe: Probe) -> None:
 
             def counted_step(model, inputs, *rest, **more):
                 probe.count(inputs)
-                return step(model, inputs, *rest, **more)
+                loss = step(model, inputs, *rest, **more)
+                probe.losses.append(loss.detach())
+                return loss
 
             self.training_step = counted_step
         return original_train(self, *args, **kwargs)
@@ -446,6 +449,7 @@ def run_case(case: Case, model_dir: Path, data_file: Path, warmup: int, steps: i
         median_step_seconds=statistics.median(seconds[warmup:]) if len(seconds) > warmup else None,
         tokens_digest=probe.tokens_digest() if probe.row_digests else None,
         paged_state_bytes=paged,
+        losses=[round(float(loss), 5) for loss in probe.losses],
     )
     fast = [e["message"] for e in events
             if e.get("event") == "log" and str(e.get("message", "")).startswith("Fast path")]
@@ -541,8 +545,17 @@ def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "studio_mfu": studio.get("mfu"),
             "same_tokens": (plain.get("tokens_digest") is not None
                             and plain.get("tokens_digest") == studio.get("tokens_digest")),
+            "mean_loss_plain": mean_loss(plain),
+            "mean_loss_studio": mean_loss(studio),
         })
     return found
+
+
+def mean_loss(row: dict[str, Any]) -> float | None:
+    """The mean training loss over every step of a case (both paths see the same rows, maybe in another
+    order, so the mean over the run is what can be compared, not step by step)."""
+    losses = row.get("losses") or []
+    return round(statistics.fmean(losses), 5) if losses else None
 
 
 def _num(value: float | None, spec: str, suffix: str = "") -> str:
@@ -579,8 +592,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"| model | tokens/s plain | tokens/s studio | speed-up (≥{TARGET_SPEEDUP:g}×) | peak VRAM plain GiB "
-        f"| peak VRAM studio GiB | VRAM ratio (≤{TARGET_VRAM_RATIO:g}×) | MFU plain | MFU studio | same tokens |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| peak VRAM studio GiB | VRAM ratio (≤{TARGET_VRAM_RATIO:g}×) | MFU plain | MFU studio | same tokens "
+        f"| mean loss plain | mean loss studio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for c in report["comparisons"]:
         lines.append(
@@ -591,7 +605,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_num(c['vram_ratio'], '.2f', '×')}{_met(c['vram_target_met'])} | "
             f"{_num(None if c['plain_mfu'] is None else 100 * c['plain_mfu'], '.1f', '%')} | "
             f"{_num(None if c['studio_mfu'] is None else 100 * c['studio_mfu'], '.1f', '%')} | "
-            f"{'yes' if c['same_tokens'] else 'no'} |")
+            f"{'yes' if c['same_tokens'] else 'no'} | {_num(c.get('mean_loss_plain'), '.4f')} | "
+            f"{_num(c.get('mean_loss_studio'), '.4f')} |")
     capped = [r for r in report["rows"] if r["cap_bytes"]]
     if capped:
         lines += ["", f"Memory cap (RTX 4060 stand-in): torch.cuda.set_per_process_memory_fraction"

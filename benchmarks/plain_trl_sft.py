@@ -18,6 +18,7 @@ times the studio's events.jsonl.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -86,6 +87,10 @@ def build_trainer(settings: dict, output_dir: Path, *, max_steps: int | None = N
     optim = train["optim"]
     if optim == "auto":
         optim = "paged_adamw_8bit" if cuda else "adamw_torch"
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; a user writes the
+    # name their installed version documents.
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     args = SFTConfig(
         output_dir=str(output_dir),
         learning_rate=train["learning_rate"],
@@ -99,7 +104,7 @@ def build_trainer(settings: dict, output_dir: Path, *, max_steps: int | None = N
         weight_decay=train["weight_decay"],
         max_grad_norm=train["max_grad_norm"],
         optim=optim,
-        activation_checkpointing=train["gradient_checkpointing"],
+        **{checkpointing: train["gradient_checkpointing"]},
         seed=train["seed"],
         logging_steps=train["logging_steps"],
         save_steps=train["save_steps"],

@@ -166,12 +166,15 @@ def test_cpu_smoke_runs_both_paths_end_to_end(tmp_path, bench):
         assert row["tokens_per_second"] == pytest.approx(statistics.median(rates), rel=1e-3)
         assert row["flops_per_token"] == bench.model_flops_per_token(DEMO, seq)
         assert row["mfu"] is None  # no GPU, no peak: omitted, not invented
+        assert len(row["losses"]) >= warmup + steps and all(loss > 0 for loss in row["losses"])
     assert "Fast path on" in trained["studio"]["fast_path"]
     assert trained["plain"]["tokens_digest"] == trained["studio"]["tokens_digest"]
     [c] = report["comparisons"]
     plain, studio = trained["plain"]["tokens_per_second"], trained["studio"]["tokens_per_second"]
     assert c["speedup"] == round(studio / plain, 3)
     assert c["same_tokens"] is True
+    # The same rows and settings: the two paths' mean losses agree (the order of the rows may differ).
+    assert c["mean_loss_studio"] == pytest.approx(c["mean_loss_plain"], rel=0.02)
     assert c["vram_ratio"] is None  # the CPU has no VRAM to compare
     assert all(r["status"] == "skipped" for r in report["rows"] if r["cap_bytes"])
     assert report["machine"]["versions"]["trl"] and report["machine"]["gpu"] is None
