@@ -15,14 +15,18 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
   AdamW keeps 2 one-byte states (+ an fp32 absmax per 256) for tensors of 4096+ elements and fp32
   states for smaller ones; the paged variants live in CUDA unified memory (they can spill to CPU
   RAM under pressure, so they count here but are the first to give).
-- **activations**: what autograd saves per token per decoder layer (RMSNorm's fp32 copy, q/k and
-  their rotary copies, the attention kernel's inputs and output, the 4 MLP tensors of size
-  `intermediate_size`), times the layers, or — with gradient checkpointing — one layer input per
-  layer plus one layer recomputed during the backward pass.
+- **activations**: what autograd saves per token per decoder layer (RMSNorm's fp32 copies, the
+  attention kernel's inputs and output, the 3 MLP tensors of size `intermediate_size`, the LoRA
+  branch's dropout outputs and masks — the frozen base layers save no input), times the layers, or —
+  with gradient checkpointing — one layer input per layer plus one layer recomputed during the
+  backward pass.
+- **backward workspace**: one base layer dequantised for its matmul and the gradient in flight.
 - **logits / loss**: TRL's `SFTTrainer` scores tokens with a chunked LM head that never builds the
   (tokens × vocab) logits, only one (≤4096 × 32768) tile; the classic transformers loss (`logits=
   "full"`) holds about 12 bytes per token per vocabulary entry (bf16 logits, their fp32 copy, the
-  log-softmax and its gradient), which dominates for 128k-vocabulary models such as Llama 3.
+  log-softmax and its gradient), which dominates for 128k-vocabulary models such as Llama 3. The loss
+  frees its buffers before the layers' backward pass starts, so it counts only where it needs more
+  than the recomputed layer and the workspace.
 - **CUDA context** (not seen by PyTorch's allocator) and **allocator overhead** (reserved minus
   allocated: the caching allocator's rounding and fragmentation).
 
@@ -48,12 +52,14 @@ DOUBLE_QUANT_BLOCK = 256
 BITS_4BIT = 4 + 32 / NF4_BLOCK
 BITS_4BIT_DOUBLE_QUANT = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DOUBLE_QUANT_BLOCK)  # ≈ 4.127
 
-CUDA_CONTEXT_BYTES = 500 * MIB
-"""Driver context, cuBLAS/cuDNN handles and the loaded kernels of torch and bitsandbytes: memory the
-process holds on the card that PyTorch's allocator never sees. Typical for torch 2.x with lazy
-module loading; calibrate with benchmarks/vram_accuracy.py."""
-ALLOCATOR_OVERHEAD = 0.08
-"""Reserved-over-allocated fraction of the caching allocator (rounding, fragmentation)."""
+CUDA_CONTEXT_BYTES = 680 * MIB
+"""Driver context, cuBLAS handles and the loaded kernels of torch and bitsandbytes: memory the process
+holds on the card that PyTorch's allocator never sees. 682 MiB measured by benchmarks/vram_accuracy.py
+on an H100 (driver 580, CUDA 13, torch 2.11, lazy module loading); consumer cards with CUDA 12 wheels
+usually need less, so this errs on the safe side."""
+ALLOCATOR_OVERHEAD = 0.04
+"""Reserved-over-allocated fraction of the caching allocator (rounding, fragmentation): 1-7%, 3.5% on
+average, over the cases measured by benchmarks/vram_accuracy.py."""
 
 LOGITS_TILE_TOKENS = 4096
 LOGITS_TILE_VOCAB = 32768
@@ -288,6 +294,12 @@ def _optimizer_label(optim: str) -> str:
     }.get(optim, optim)
 
 
+# Which tensor feeds each adapted layer: layers sharing an input share what autograd saves of it.
+_LAYER_INPUT = {"q_proj": "attention norm", "k_proj": "attention norm", "v_proj": "attention norm",
+                "o_proj": "attention output", "gate_proj": "MLP norm", "up_proj": "MLP norm",
+                "down_proj": "MLP product"}
+
+
 def layer_activation_bytes_per_token(
     shape: ModelShape,
     *,
@@ -301,28 +313,31 @@ def layer_activation_bytes_per_token(
     attn_implementation: str,
     seq_len: int,
 ) -> float:
-    """Bytes autograd keeps for one token of one decoder layer (no gradient checkpointing)."""
+    """Bytes autograd keeps for one token of one decoder layer (no gradient checkpointing).
+
+    Only what a backward pass needs is kept: the frozen base layers (bitsandbytes' 4-bit and 8-bit
+    matmuls, and a 16-bit `F.linear` whose weight needs no gradient) save no input, because the input's
+    gradient needs only the weight. Measured on an H100 (benchmarks/vram_accuracy.py), this model is
+    within 1% of the per-token growth of the peak for the Llama-3.1-8B shape.
+    """
     c = dtype_bytes
     h, i = shape.hidden_size, shape.intermediate_size
     q, kv = shape.q_dim, shape.kv_dim
-    norms = 2 * (4 + c) * h  # two RMSNorms: the fp32 copy of the input and the normalised output
+    norms = 2 * 4 * h  # two RMSNorms keep their input's fp32 copy (the variance's rsqrt is one float)
     kv_attn = kv if gqa_native else q  # repeat_kv copies k and v to every query head when a mask is used
-    attention = c * (
-        (q + kv)  # q and k projections, kept by the rotary multiplications
-        + (q + kv)  # their rotate_half copies
-        + (q + 2 * kv_attn)  # the attention kernel's q, k, v
-        + q  # its output
-        + q  # the transposed, contiguous copy that o_proj keeps
-    ) + 4 * shape.num_attention_heads  # log-sum-exp per head (fp32)
+    attention = c * (q + 2 * kv_attn + q) + 4 * shape.num_attention_heads  # the kernel's q, k, v, output; fp32 lse
     if attn_implementation == "eager":
         attention += (4 + c) * shape.num_attention_heads * seq_len  # the softmax matrix, fp32 and cast
-    mlp = 4 * c * i  # gate, up, silu(gate), silu(gate) * up
+    mlp = 3 * c * i  # gate and up outputs, silu(gate): the inputs of silu and of the product
     lora = c * r * len(adapted)  # lora_A outputs, kept by lora_B
-    adapted_inputs = sum(layer.in_features for layer in adapted)
     if lora_dropout > 0:
-        lora += (c + 1) * adapted_inputs  # dropout output and its boolean mask, per adapted layer
+        # each adapted layer drops out its own copy of the input: lora_A keeps it, dropout its boolean mask
+        lora += (c + 1) * sum(layer.in_features for layer in adapted)
+    else:  # lora_A keeps its input, once per distinct input tensor
+        inputs = {_LAYER_INPUT.get(layer.name, layer.name): layer.in_features for layer in adapted}
+        lora += c * sum(inputs.values())
     if lora_in_fp32:
-        lora += c * adapted_inputs  # autocast's copy of the input for the fp32 adapter
+        lora += c * sum(layer.in_features for layer in adapted)  # autocast's copy of the input for the fp32 adapter
     if use_dora:
         lora += 2 * c * sum(layer.out_features for layer in adapted)
     return norms + attention + mlp + lora
@@ -403,31 +418,42 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         lora_in_fp32=q.mode == "none", use_dora=lora.use_dora, gqa_native=gqa_native,
         attn_implementation=config.model.attn_implementation, seq_len=seq,
     )
-    shared = (4 + c) * h + c * h  # the final norm; the embedding output / first layer input
+    final_norm = 4 * h  # the final RMSNorm's fp32 copy of its input
     if t.gradient_checkpointing:
         # Each layer keeps only its input; the backward pass recomputes one layer at a time.
-        activations = tokens * (layers * c * h + per_token_layer + shared)
+        held = tokens * (layers * c * h + final_norm)
+        recomputed = tokens * per_token_layer
+        activation_label = "activations, gradient checkpointing"
     else:
-        activations = tokens * (layers * per_token_layer + shared)
+        held = tokens * (layers * per_token_layer + final_norm)
+        recomputed = 0
+        activation_label = "activations, no checkpointing"
     if not gqa_native:
-        activations += batch * seq * seq  # the boolean (batch, 1, seq, seq) padding mask, shared by the layers
-    parts["activations, " + ("gradient checkpointing" if t.gradient_checkpointing else "no checkpointing")] = round(
-        activations)
+        held += batch * seq * seq  # the boolean (batch, 1, seq, seq) padding mask, shared by the layers
+    parts[activation_label] = round(held + recomputed)
 
-    # --- the loss
-    if logits == "chunked":
-        tile = min(tokens, LOGITS_TILE_TOKENS) * min(v, LOGITS_TILE_VOCAB) * c
-        parts["logits, chunked LM head"] = tile + tokens * (c * h + 4 * h + c * h + 7 * 4)
-    else:
-        parts["logits, fp32 loss over the vocabulary"] = tokens * v * 12
-
-    # --- transient buffers of the backward pass
-    workspace = tokens * c * (3 * shape.intermediate_size + 3 * h)
+    # --- transient buffers of the layers' backward pass
+    workspace = tokens * 2 * c * h  # the gradient flowing back through the residual stream and its branch
     if q.mode != "none":
         workspace += max(layer.params for layer in linears) * c  # one layer dequantised for its matmul
     if lora.use_dora:
         workspace += 2 * max(layer.params for layer in linears) * c  # W + scale·BA rebuilt for the norm
     parts["backward workspace"] = workspace
+
+    # --- the loss. It runs, and frees its buffers, before the layers' backward pass starts, so its
+    # buffers and the layers' backward buffers (a recomputed layer, the workspace) are never held
+    # together: the peak has the larger of the two, and the loss counts only where it is the larger.
+    if logits == "chunked":
+        loss_peak = min(tokens, LOGITS_TILE_TOKENS) * min(v, LOGITS_TILE_VOCAB) * c + tokens * (
+            c * h + 4 * h + c * h + 7 * 4)
+        loss_label = "logits, chunked LM head"
+    else:
+        loss_peak = tokens * v * 12
+        loss_label = "logits, fp32 loss over the vocabulary"
+    parts[loss_label] = max(0, loss_peak - recomputed - workspace)
+    if not parts[loss_label]:
+        notes.append("the loss over the logits runs before the layers' backward pass and fits in the memory "
+                     "that pass needs, so it adds nothing to the peak")
 
     allocated = sum(size for name, size in parts.items() if name != state_label or not optim.startswith("paged_"))
     parts["allocator overhead"] = round(allocated * ALLOCATOR_OVERHEAD)
