@@ -44,6 +44,7 @@ are added to whichever `transformers.Trainer` the path builds):
     python benchmarks/gpu_speed.py --output speed.json     # everything, side by side (one CUDA GPU)
     python benchmarks/gpu_speed.py --quick                 # fewer steps
     python benchmarks/gpu_speed.py --cpu-smoke             # the whole pipeline on the CPU, tiny demo model
+    python benchmarks/gpu_speed.py --profile prof/         # also write where each case's step time goes
 
 Results go to stdout as Markdown (for docs/BENCHMARKS.md) and, with --output, as JSON.
 """
@@ -298,6 +299,9 @@ class Probe:
         self.pending_tokens = 0
         self.row_digests: list[str] = []
         self.losses: list[Any] = []  # each micro-batch's loss tensor; read after training (no extra sync)
+        self.profile_to: Path | None = None  # --profile: where to write the profile of the first measured steps
+        self.profile_steps: tuple[int, int] = (0, 0)  # [first, last) optimiser steps to profile
+        self.profiler: Any = None
 
     def now(self) -> float:
         if self.cuda:
@@ -337,10 +341,17 @@ def _instrument(probe: Probe) -> None:
         def on_train_begin(self, args, state, control, **kwargs):
             probe.started = probe.now()
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            if probe.profile_to is not None and state.global_step == probe.profile_steps[0]:
+                probe.profiler = start_profiler(probe.cuda)
+
         def on_step_end(self, args, state, control, **kwargs):
             probe.step_ends.append(probe.now())
             probe.step_tokens.append(probe.pending_tokens)
             probe.pending_tokens = 0
+            if probe.profiler is not None and state.global_step >= probe.profile_steps[1]:
+                write_profile(probe.profiler, probe.profile_to, probe.profile_steps[1] - probe.profile_steps[0])
+                probe.profiler = None
 
     original_train = transformers.Trainer.train
 
@@ -360,6 +371,39 @@ def _instrument(probe: Probe) -> None:
         return original_train(self, *args, **kwargs)
 
     transformers.Trainer.train = train
+
+
+PROFILE_ENV = "STUDIO_GPU_SPEED_PROFILE"
+PROFILE_STEPS = 2
+
+
+def start_profiler(cuda: bool) -> Any:
+    """torch.profiler over the next steps: where a step's time goes (host work, kernel launches, kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    profiler = profile(activities=activities, record_shapes=False)
+    profiler.__enter__()
+    return profiler
+
+
+def write_profile(profiler: Any, path: Path, steps: int) -> None:
+    """The profiled steps' busiest operators by device time and by host time, and the counts that tell a
+    launch-bound step (many short kernels, device idle) from a compute-bound one."""
+    profiler.__exit__(None, None, None)
+    averages = profiler.key_averages()
+    device_key = "self_device_time_total" if hasattr(averages[0], "self_device_time_total") else "self_cuda_time_total"
+    kernels = [e for e in profiler.events() if getattr(e, "device_type", None) is not None
+               and str(e.device_type).endswith("CUDA")]
+    device_us = sum(getattr(e, device_key, 0) for e in averages)
+    host_us = sum(e.self_cpu_time_total for e in averages)
+    summary = {"steps": steps, "device_kernels": len(kernels), "device_busy_seconds": device_us / 1e6,
+               "host_busy_seconds": host_us / 1e6}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        out.write(json.dumps(summary) + "\n\n")
+        out.write(averages.table(sort_by=device_key, row_limit=40) + "\n\n")
+        out.write(averages.table(sort_by="self_cpu_time_total", row_limit=40) + "\n")
 
 
 def _train_studio(config: RunConfig, work: Path, events: list[dict[str, Any]]) -> None:
@@ -422,6 +466,9 @@ def run_case(case: Case, model_dir: Path, data_file: Path, warmup: int, steps: i
 
     config = case_config(case, str(model_dir), str(data_file), device=device, steps=warmup + steps)
     probe = Probe(cuda)
+    if os.environ.get(PROFILE_ENV):
+        probe.profile_to = Path(os.environ[PROFILE_ENV]) / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', case.label)}.txt"
+        probe.profile_steps = (warmup, warmup + PROFILE_STEPS)
     _instrument(probe)
     events: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gpu-speed-") as work:
@@ -685,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "GPU runs keep theirs in <tmp>/studio-speed-models)")
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help=f"also profile {PROFILE_STEPS} steps after the warm-up of each case (torch.profiler) "
+                             "and write each case's busiest operators to DIR/<case>.txt")
     parser.add_argument("--run-case", help=argparse.SUPPRESS)
     parser.add_argument("--build-model", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -719,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.output, {"dry_run": True, "rows": rows})
         return 0
 
+    if args.profile:
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())  # read by each case's child process
     if args.cpu_smoke:
         with tempfile.TemporaryDirectory(prefix="gpu-speed-smoke-") as scratch:
             args.work_dir = args.work_dir or Path(scratch)

@@ -150,8 +150,10 @@ def test_dry_run_lists_the_cases(tmp_path):
 @pytest.mark.slow
 def test_cpu_smoke_runs_both_paths_end_to_end(tmp_path, bench):
     out = tmp_path / "smoke.json"
+    profiles = tmp_path / "profiles"
     done = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--work-dir", str(tmp_path / "work"),
-                           "--output", str(out)], capture_output=True, text=True, timeout=300)
+                           "--output", str(out), "--profile", str(profiles)], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     trained = {r["path"]: r for r in report["rows"] if not r["cap_bytes"]}
@@ -181,3 +183,8 @@ def test_cpu_smoke_runs_both_paths_end_to_end(tmp_path, bench):
     assert report["command"].startswith("python benchmarks/gpu_speed.py --cpu-smoke")
     assert f"| demo | {plain:,.0f} | {studio:,.0f} | {c['speedup']:.2f}×" in done.stdout
     assert "| demo | studio | 8 | skipped |" in done.stdout
+    for path in ("plain", "studio"):  # --profile: each case's profiled steps, summary first, then operator tables
+        text = (profiles / f"demo-{path}-seq{seq}-b1.txt").read_text()
+        summary = json.loads(text.splitlines()[0])
+        assert summary["steps"] == bench.PROFILE_STEPS and summary["host_busy_seconds"] > 0
+        assert "aten::" in text
