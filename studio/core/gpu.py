@@ -134,6 +134,13 @@ def _process_tree(psutil: ModuleType, pid: int) -> list[Any]:
     return [proc, *children]
 
 
+def _is_zombie(psutil: ModuleType, proc: Any) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True  # gone altogether
+
+
 def _process_tree_pids(pid: int) -> set[int]:
     psutil = _import_psutil()
     if psutil is None:
@@ -276,7 +283,8 @@ class HostTelemetry:
         if pid is None or psutil is None:
             return None
         procs = _process_tree(psutil, pid)
-        if not procs:
+        if not procs or _is_zombie(psutil, procs[0]):
+            # An exited child not yet reaped by the supervisor reads as 0 bytes: not a reading to plot.
             return None
         rss = 0
         for proc in procs:

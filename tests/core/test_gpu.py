@@ -9,6 +9,7 @@ import time
 import types
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from studio.core import gpu
@@ -169,6 +170,21 @@ def test_host_telemetry_idle_and_exited_process():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert source.read(child.pid) is None
+
+
+def test_host_telemetry_has_no_reading_for_an_exited_process_not_yet_reaped():
+    # The supervisor reaps the training process a moment after it ends; until then it is a zombie whose
+    # memory reads as 0, which the RAM plot would draw as a drop to zero at the end of every run.
+    source = HostTelemetry()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.05)
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
+        assert source.read(child.pid) is None
+    finally:
+        child.wait()
 
 
 def test_process_tree_includes_children():
