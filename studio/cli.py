@@ -140,6 +140,10 @@ def _print_event(event: dict[str, Any]) -> None:
         print(f"step {event['step']} loss {event['loss']:.4f}{extra}", flush=True)
     elif kind == "log":
         print(event["message"], flush=True)
+    elif kind == "evaluating":
+        done, total = event["done"], event.get("total")
+        count = f"{done}/{total} batches" if total else f"{done} batch" + ("" if done == 1 else "es")
+        print(f"evaluating at step {event['step']}: {count}", flush=True)
     elif kind == "eval":
         print(f"eval step {event['step']} loss {event['eval_loss']:.4f}", flush=True)
     elif kind in ("started", "checkpoint", "finished", "failed"):

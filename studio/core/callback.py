@@ -12,8 +12,12 @@ from studio.core import fault_injection
 from studio.core.events import Emit, make_event
 
 
+EVAL_PROGRESS_INTERVAL_S = 2.0
+"""At most one `evaluating` event per this many seconds (plus the first and the last batch)."""
+
+
 class StudioCallback(TrainerCallback):
-    """Relays `started`, `step`, `eval` and `checkpoint` events; stops (with a save) when asked to.
+    """Relays `started`, `step`, `evaluating`, `eval` and `checkpoint` events; stops (with a save) when asked to.
 
     Only the main process emits, so a multi-process run under `accelerate launch` writes each
     event once.
@@ -28,6 +32,8 @@ class StudioCallback(TrainerCallback):
         self.resumed_from = resumed_from
         self.stopped = False
         self._last_tokens: tuple[float, float] | None = None  # (time, tokens seen) at the last log
+        self._eval_batches = 0  # batches of the evaluation under way
+        self._eval_reported = 0.0  # when its progress was last emitted
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -52,6 +58,24 @@ class StudioCallback(TrainerCallback):
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True  # the checkpoint a later Resume continues from
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        # An evaluation emits nothing else until it ends, which on a big eval set and a small GPU can be
+        # minutes: progress shows the run is alive (the window, and the supervisor's stop deadline).
+        if not state.is_world_process_zero:
+            return
+        self._eval_batches += 1
+        now = time.monotonic()
+        try:
+            total = len(eval_dataloader) if eval_dataloader is not None else None
+        except TypeError:  # an iterable dataset has no length
+            total = None
+        if self._eval_batches == 1 or now - self._eval_reported >= EVAL_PROGRESS_INTERVAL_S or self._eval_batches == total:
+            self._eval_reported = now
+            self.emit(make_event("evaluating", step=state.global_step, done=self._eval_batches, total=total))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._eval_batches = 0
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         if not state.is_world_process_zero or not logs:

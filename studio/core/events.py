@@ -8,6 +8,7 @@ Event kinds (the `event` key) and their main fields:
 - `log`: message, level — progress before training starts ("Loading model…") and warnings.
 - `started`: pid, total_steps, config_digest, num_train_rows, resumed_from.
 - `step`: step, epoch, loss, learning_rate, grad_norm, tokens_per_second.
+- `evaluating`: step, done, total — evaluation batches done so far (at most one event per 2 s).
 - `eval`: step, eval_loss.
 - `checkpoint`: step, path.
 - `finished`: status (`completed` | `stopped`), step, final_loss, adapter, adapter_step (the step whose

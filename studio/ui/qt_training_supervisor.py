@@ -254,6 +254,10 @@ class QtTrainingSupervisor(QThread):
                 self._own_events = True
             elif event["event"] in TERMINAL_EVENTS and self._own_events:
                 self._terminal = event
+            if self._own_events and self._stop_deadline is not None:
+                # Still working towards the stop (an evaluation reporting progress, a checkpoint being
+                # written): the deadline counts from the run's last sign of life, not from the request.
+                self._stop_deadline = max(self._stop_deadline, time.monotonic() + self.stop_timeout_s)
 
     def _finish_with_failure(self, message: str) -> None:
         event = make_event("failed", kind="crash", message=message,

@@ -81,6 +81,7 @@ class QtTrainingTab(QWidget):
         self._worker: QtFunctionWorker | None = None
         self._tray: QSystemTrayIcon | None = None
         self._last_checkpoint_step: int | None = None
+        self._evaluating: dict | None = None  # the last `evaluating` event of the evaluation under way
 
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("startButton")
@@ -223,6 +224,7 @@ class QtTrainingTab(QWidget):
     def _attach(self, run_dir: RunDirectory, supervisor: QtTrainingSupervisor, *, verb: str = "Starting") -> None:
         self.run_dir, self.supervisor = run_dir, supervisor
         self.last_status, self.last_failure, self._last_checkpoint_step = None, None, None
+        self._evaluating = None
         self.metrics_plots.reset()  # the supervisor replays the whole events file, earlier processes too
         self.gpu_panel.clear()
         self.log_panel.set_path(run_dir.log_path)
@@ -286,6 +288,13 @@ class QtTrainingTab(QWidget):
         kind = event["event"]
         if event.get("pid") is not None:
             self.last_failure = None  # a new process: an earlier one's failure is history
+        if kind == "evaluating":
+            self._evaluating = event
+            self._refresh_progress()
+            return
+        if self._evaluating is not None and kind != "log":
+            self._evaluating = None  # the evaluation ended (its result, the next step, a save or the end)
+            self._refresh_progress()
         if kind == "log":
             if not (self.supervisor is not None and self.supervisor.stopping):
                 self._set_status("running", event.get("message", ""))
@@ -337,6 +346,10 @@ class QtTrainingTab(QWidget):
         eta = metrics.eta()
         if eta is not None and live:
             parts.append(f"ETA {format_duration(eta)}")
+        if self._evaluating is not None and live:
+            done, total = self._evaluating.get("done"), self._evaluating.get("total")
+            parts.append(f"evaluating {done}/{total} batches" if total
+                         else f"evaluating, {done} batch" + ("" if done == 1 else "es"))
         self.progress.setFormat(" · ".join(parts))
 
     def _on_ended(self, status: str, message: str) -> None:

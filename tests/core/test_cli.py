@@ -156,3 +156,14 @@ def test_chat_with_a_run_directory_gives_the_trained_answer(trained_run, demo_as
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == answer
+
+
+def test_the_terminal_shows_evaluation_progress_and_its_result(capsys):
+    from studio.cli import _print_event
+    from studio.core.events import make_event
+
+    _print_event(make_event("evaluating", step=8, done=3, total=9))
+    _print_event(make_event("evaluating", step=8, done=1, total=None))  # an eval set without a length
+    _print_event(make_event("eval", step=8, eval_loss=1.23456))
+    assert capsys.readouterr().out.splitlines() == [
+        "evaluating at step 8: 3/9 batches", "evaluating at step 8: 1 batch", "eval step 8 loss 1.2346"]

@@ -147,6 +147,11 @@ def test_early_stopping_ends_with_the_best_evaluations_adapter(demo_assets, tmp_
 
     evals = [(e["step"], e["eval_loss"]) for e in events if e["event"] == "eval"]
     best_step, best_loss = min(evals, key=lambda pair: pair[1])
+    for step, _ in evals:  # each evaluation reported its progress before its result, ending with its last batch
+        progress = [e for e in events if e["event"] == "evaluating" and e["step"] == step]
+        assert progress and progress[0]["done"] == 1 and progress[-1]["done"] == progress[-1]["total"] > 0
+        assert events.index(progress[-1]) < next(i for i, e in enumerate(events) if e["event"] == "eval"
+                                                  and e["step"] == step)
     finished = events[-1]
     assert finished["step"] < t.max_steps, "the eval loss never rose long enough to stop early"
     assert best_step < finished["step"]
@@ -437,3 +442,26 @@ def test_out_of_memory_is_reported_with_a_hint(tmp_path, demo_assets, monkeypatc
     assert "out of memory" in last["message"].lower()
     assert "gradient checkpointing" in last["hint"] or "max length" in last["hint"]
     assert run.status() == "failed"
+
+
+def test_evaluation_progress_is_reported_at_most_every_two_seconds_with_its_first_and_last_batch(monkeypatch):
+    from types import SimpleNamespace
+
+    from studio.core import callback
+
+    events: list[dict] = []
+    relay = callback.StudioCallback(events.append, lambda: False, config_digest="x", num_train_rows=10)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=4)
+    clock = [100.0]
+    monkeypatch.setattr(callback.time, "monotonic", lambda: clock[0])
+    batches = list(range(7))
+    for _ in batches:
+        relay.on_prediction_step(None, state, None, eval_dataloader=batches)
+        clock[0] += 0.9  # 7 batches over 6.3 s: the first, those 2 s apart, and the last
+    assert [(e["event"], e["step"], e["done"], e["total"]) for e in events] == [
+        ("evaluating", 4, 1, 7), ("evaluating", 4, 4, 7), ("evaluating", 4, 7, 7)]
+
+    relay.on_evaluate(None, state, None)  # the next evaluation counts from its own first batch
+    events.clear()
+    relay.on_prediction_step(None, state, None, eval_dataloader=iter(batches))  # no length: total unknown
+    assert [(e["done"], e["total"]) for e in events] == [(1, None)]

@@ -8,6 +8,7 @@ while the model loads, while a checkpoint is being saved — and kill it there w
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -105,9 +106,15 @@ def test_an_early_stopped_run_says_which_steps_adapter_it_kept(qtbot, tab, demo_
     t = demo_config.training
     t.eval_strategy, t.eval_steps, t.early_stopping_patience = "steps", 2, 2
     run = tab.start(demo_config)
+    shown_while_evaluating = []  # the tab handles each event before this later-connected slot runs
+    tab.supervisor.event.connect(
+        lambda event: shown_while_evaluating.append(tab.progress.format()) if event["event"] == "evaluating" else None)
     qtbot.waitUntil(lambda: tab.last_status is not None, timeout=RUN_TIMEOUT_MS)
 
     assert tab.last_status == "completed", tab.status_label.text()
+    assert shown_while_evaluating and all(re.search(r"evaluating \d+/\d+ batches", text)
+                                          for text in shown_while_evaluating), shown_while_evaluating
+    assert "evaluating" not in tab.progress.format()
     finished = read_events(run.events_path)[-1]
     text = tab.status_label.text()
     assert f"stopped early at step {finished['step']} of 60" in text, text
@@ -334,3 +341,29 @@ def test_a_run_kept_training_after_close_is_reattached_live_and_stop_still_works
         assert "Training stopped" in second.statusBar().currentMessage(), "no tray here: the status bar says it"
     finally:
         _kill_if_running(tab)
+
+
+def test_a_stop_deadline_counts_from_the_runs_last_sign_of_life(qtbot, tmp_path):
+    """Stop is honoured at the next step end; an evaluation can take minutes before that. While the run
+    reports progress the supervisor must not kill it for being slow to stop — only for going silent."""
+    import time
+    from types import SimpleNamespace
+
+    from studio.core.events import make_event
+    from studio.ui.qt_training_supervisor import QtTrainingSupervisor
+
+    def supervisor(pid: int) -> QtTrainingSupervisor:
+        watcher = QtTrainingSupervisor(RunDirectory(tmp_path / "run"), stop_timeout_s=60)
+        watcher.pid, watcher._own_events, watcher._terminal = pid, False, None
+        watcher._stop_deadline = time.monotonic() + 1  # Stop was pressed 59 s ago
+        return watcher
+
+    earlier_process = [make_event("started", pid=111), make_event("evaluating", step=4, done=3, total=9)]
+    this_process = [make_event("log", pid=222, message="Loading"), make_event("evaluating", step=8, done=1, total=9)]
+
+    watcher = supervisor(222)
+    before = watcher._stop_deadline
+    watcher._relay(SimpleNamespace(read_new=lambda: earlier_process))  # replayed history: no sign of life
+    assert watcher._stop_deadline == before
+    watcher._relay(SimpleNamespace(read_new=lambda: this_process))
+    assert watcher._stop_deadline >= time.monotonic() + 59
