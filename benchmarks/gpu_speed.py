@@ -392,7 +392,9 @@ def write_profile(profiler: Any, path: Path, steps: int) -> None:
     launch-bound step (many short kernels, device idle) from a compute-bound one."""
     profiler.__exit__(None, None, None)
     averages = profiler.key_averages()
-    device_key = "self_device_time_total" if hasattr(averages[0], "self_device_time_total") else "self_cuda_time_total"
+    # torch 2.4+ names device time `device`; older releases `cuda`.
+    device_key = "self_cuda_time_total" if averages and not hasattr(averages[0], "self_device_time_total") \
+        else "self_device_time_total"
     kernels = [e for e in profiler.events() if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA")]
     device_us = sum(getattr(e, device_key, 0) for e in averages)
