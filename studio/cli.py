@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", required=True, help="base model folder or Hub id, or a run directory")
     chat.add_argument("--adapter", action="append", default=[], help="adapter folder (repeatable)")
     chat.add_argument("--prompt", help="one-shot prompt; without it, an interactive session")
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--load-in-4bit", action="store_true", help="load the base in 4-bit NF4")
+    chat.add_argument("--system", help="system prompt (as the Chat tab's); without it the chat template's own "
+                                       "default, if it has one")
+    _add_generation_arguments(chat)
+    chat.add_argument("--load-in-4bit", action="store_true",
+                      help="load the base in 4-bit NF4 (a run trained on a 4-bit base is loaded so anyway)")
+    _add_weights_arguments(chat, verb="chat with")
 
     estimate = sub.add_parser("estimate", help="estimate the GPU memory a config needs, with its breakdown")
     estimate.add_argument("config", type=Path, metavar="CONFIG.toml")
@@ -70,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("adapter", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     merge.add_argument("--output", type=Path, required=True)
     merge.add_argument("--base", help="base model (default: the one recorded in the adapter)")
+    _add_weights_arguments(merge, verb="merge into")
+    merge.add_argument("--verify", type=int, metavar="N",
+                       help="compare the merged model's greedy replies with the trained model's on N of the run's "
+                            "examples and state the result on the model card (default: 8 with --base-weights "
+                            "original on a 4-bit run, else 0)")
 
     export = sub.add_parser("export", help="export a trained model: GGUF + Ollama Modelfile, or the adapter")
     export_sub = export.add_subparsers(dest="export_command", metavar="KIND", required=True)
@@ -79,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf")
     gguf.add_argument("--type", dest="gguf_type", choices=("f16", "q8_0"), default="f16",
                       help="weight type of the matrices (default: f16)")
+    _add_weights_arguments(gguf, verb="merge into")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP")
@@ -99,6 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "default)")
     inspect.add_argument("--sample", type=int, metavar="N", help="count tokens on N random rows (default: all)")
     return parser
+
+
+def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Chat tab's generation settings (chat.GenerationSettings), with the same defaults."""
+    from studio.core.chat import GenerationSettings
+
+    d = GenerationSettings()
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                        help=f"longest reply, in tokens (default: {d.max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=d.temperature,
+                        help="sampling temperature; 0 is greedy, the same reply every time (default: 0)")
+    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling when temperature > 0 "
+                                                                     f"(default: {d.top_p})")
+    parser.add_argument("--top-k", type=int, default=d.top_k, help="top-k sampling when temperature > 0; 0 is off")
+    parser.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
+                        help=f"above 1 discourages repeats (default: {d.repetition_penalty})")
+    parser.add_argument("--seed", type=int, help="random seed for sampled replies")
+
+
+def _add_weights_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None:
+    parser.add_argument("--base-weights", choices=("trained", "original"), default="trained",
+                        help=f"base weights to {verb}: 'trained' (default) uses the weights the adapter was trained "
+                             "on — for a QLoRA run the 4-bit base — so it answers like the trained model; "
+                             "'original' uses the original 16-bit weights, which a 4-bit-trained adapter does not "
+                             "know")
+    parser.add_argument("--trust-remote-code", action="store_true", default=None,
+                        help="allow a model that needs its own Python code (default: what the run allowed, else no)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,15 +318,28 @@ def _install_stop_signals(run_dir: Any) -> None:
         signal.signal(signal.SIGTERM, request_stop)
 
 
+CHAT_HELP = "Type a message and press Enter. /clear starts a new conversation, /exit (or Ctrl-D) ends, /help shows this."
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
-    from studio.core.chat import ChatModel, ModelLoadError
+    from studio.core.chat import ChatModel, GenerationSettings, ModelLoadError
 
     try:
-        model = ChatModel.load(args.model, adapters=args.adapter, load_in_4bit=args.load_in_4bit)
+        model = ChatModel.load(args.model, adapters=args.adapter, load_in_4bit=args.load_in_4bit,
+                               weights=args.base_weights, trust_remote_code=args.trust_remote_code)
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
-    history: list[dict[str, str]] = []
-    prompts = [args.prompt] if args.prompt is not None else None
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                                  top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    start: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(start)
+    interactive = args.prompt is None
+    for note in model.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if interactive:
+        adapters = ", ".join(model.adapters) or "no adapter"
+        print(f"{model.base_name} ({model.loaded_as}) with {adapters}.\n{CHAT_HELP}", file=sys.stderr)
+    prompts = [args.prompt] if not interactive else None
     while True:
         if prompts is not None:
             if not prompts:
@@ -299,12 +349,23 @@ def cmd_chat(args: argparse.Namespace) -> int:
             try:
                 prompt = input("you> ")
             except EOFError:
+                print(file=sys.stderr)
                 return EXIT_OK
-            if not prompt.strip():
+            command = prompt.strip().lower()
+            if not command:
+                continue
+            if command in ("/exit", "/quit"):
+                return EXIT_OK
+            if command == "/clear":
+                history = list(start)
+                print("(new conversation)", file=sys.stderr)
+                continue
+            if command in ("/help", "/?"):
+                print(CHAT_HELP, file=sys.stderr)
                 continue
         history.append({"role": "user", "content": prompt})
         reply = []
-        for piece in model.stream_reply(history, max_new_tokens=args.max_new_tokens):
+        for piece in model.stream_reply(history, settings):
             reply.append(piece)
             print(piece, end="", flush=True)
         print()
@@ -389,8 +450,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from studio.core.merge import merge_adapter
 
     try:
-        out = merge_adapter(args.adapter, args.output, base=args.base,
-                            progress=lambda m: print(m, file=sys.stderr))
+        out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
+                            trust_remote_code=args.trust_remote_code, progress=lambda m: print(m, file=sys.stderr))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     print(out)
@@ -412,7 +473,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.export_command == "gguf":
             from studio.core.gguf_export import export_gguf
 
-            result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, on_progress=progress)
+            result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
+                                 trust_remote_code=args.trust_remote_code, on_progress=progress)
             for note in result.notes:
                 print(f"note: {note}", file=sys.stderr)
             print(result.path)

@@ -24,8 +24,13 @@ class StudioCallback(TrainerCallback):
     """
 
     def __init__(self, emit: Emit, should_stop: Callable[[], bool], *, config_digest: str,
-                 num_train_rows: int, resumed_from: str | None = None):
+                 num_train_rows: int, resumed_from: str | None = None, device: str | None = None,
+                 compute_dtype: str | None = None):
         self.emit = emit
+        # Where and in which dtype the base was loaded: a merge quantises the base again from weights in
+        # this dtype, so it gets the NF4 codes the adapter trained against (trained_base).
+        self.device = device
+        self.compute_dtype = compute_dtype
         self.should_stop = should_stop
         self.config_digest = config_digest
         self.num_train_rows = num_train_rows
@@ -41,7 +46,8 @@ class StudioCallback(TrainerCallback):
 
             self.emit(make_event("started", pid=os.getpid(), total_steps=state.max_steps,
                                  config_digest=self.config_digest, num_train_rows=self.num_train_rows,
-                                 resumed_from=self.resumed_from, start_step=state.global_step))
+                                 resumed_from=self.resumed_from, start_step=state.global_step,
+                                 device=self.device, compute_dtype=self.compute_dtype))
 
     def on_step_begin(self, args, state, control, **kwargs):
         fault_injection.raise_oom_at_step(state.global_step + 1)

@@ -18,16 +18,16 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from studio.core.trained_base import (  # noqa: F401 - callers catch ModelLoadError from here
+    BaseWeights, ModelLoadError, TrainedBase, load_base_as_trained, load_tokenizer,
+)
+
 BASE_MODEL = "(base)"
 """Adapter choice meaning: no adapter, the base model's own weights."""
-
-
-class ModelLoadError(ValueError):
-    """A model or adapter the user named cannot be found or read."""
 
 
 def adapter_base_model(adapter_dir: Path) -> str:
@@ -127,51 +127,70 @@ class ChatModel:
     base_name: str = ""
     adapter_paths: dict[str, Path] = field(default_factory=dict)
     load_in_4bit: bool = False
+    loaded_as: str = ""
+    """How the base weights were loaded, in words ("4-bit NF4 (double quantisation), as it was trained")."""
+    trained_base: TrainedBase | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about this load (an adapter trained on differently quantised weights)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def load(cls, model: str | Path, adapters: Sequence[str | Path] = (), *, load_in_4bit: bool = False) -> "ChatModel":
-        """Load a base (or a run directory: its base + adapter) and the given adapters."""
+    def load(cls, model: str | Path, adapters: Sequence[str | Path] = (), *, load_in_4bit: bool = False,
+             weights: BaseWeights | str = BaseWeights.TRAINED, trust_remote_code: bool | None = None) -> "ChatModel":
+        """Load a base (or a run directory: its base + adapter) and the given adapters.
+
+        The base is loaded the way the first adapter's run loaded it (trained_base): a QLoRA run's adapter
+        answers on the same 4-bit weights it trained against, unless `weights` is ORIGINAL. `load_in_4bit`
+        quantises a base whose adapters (if any) say nothing of how they were trained. `trust_remote_code`
+        None means: what the run allowed (False without a run).
+        """
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from studio.core.chat_tokens import ensure_chat_template
 
+        weights = BaseWeights(weights)
         adapter_dirs = [resolve_adapter_dir(Path(a)) for a in adapters]
         model_path = Path(str(model))
+        base: str | None
         if (model_path / "run.toml").is_file() or (model_path / "adapter_config.json").is_file():
             adapter_dirs.insert(0, resolve_adapter_dir(model_path))
-            base = adapter_base_model(adapter_dirs[0])
+            base = None  # the one the adapter records
         else:
             base = str(model)
-        check_model_source(base)
+        if adapter_dirs:
+            trained = TrainedBase.of_adapter(adapter_dirs[0], base=base)
+        else:
+            trained = TrainedBase(base=str(base), known=False)
+        if load_in_4bit and not trained.quantized:
+            trained = replace(trained, quantization="4bit", quant_type="nf4", double_quant=True)
+        check_model_source(trained.base)
+        trust = trained.trust_remote_code if trust_remote_code is None else trust_remote_code
 
-        cuda = torch.cuda.is_available()
-        dtype = _torch_dtype_for_chat()
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype)
-            kwargs["device_map"] = {"": "cuda:0" if cuda else "cpu"}
-        try:
-            tokenizer_source = next((str(a) for a in adapter_dirs if _has_tokenizer(a)), base)
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-            loaded = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-        except OSError as error:
-            raise ModelLoadError(f"{base}: cannot load the model: {error}") from None
-        if cuda and not load_in_4bit:
-            loaded = loaded.to("cuda")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        tokenizer_source = next((str(a) for a in adapter_dirs if _has_tokenizer(a)), trained.base)
+        tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust)
+        loaded, how = load_base_as_trained(trained, weights=weights, dtype=_torch_dtype_for_chat(), device=device,
+                                           trust_remote_code=trust)
         ensure_chat_template(tokenizer)
         loaded.eval()
-        chat = cls(model=loaded, tokenizer=tokenizer, base_name=base, load_in_4bit=load_in_4bit)
+        chat = cls(model=loaded, tokenizer=tokenizer, base_name=trained.base,
+                   load_in_4bit=weights is BaseWeights.TRAINED and trained.quantization == "4bit",
+                   loaded_as=how, trained_base=trained)
         for folder in adapter_dirs:
             chat.add_adapter(folder)
         if chat.adapters:
             chat.set_adapter(chat.adapters[0])
         return chat
+
+    def base_mismatch(self, folder: Path) -> str | None:
+        """Why an adapter does not fit the loaded base's weights (trained on other quantisation), or None."""
+        other = TrainedBase.of_adapter(folder, base=self.base_name)
+        if not other.known or self.trained_base is None:
+            return None
+        if (other.quantization, other.quant_type) != (self.trained_base.quantization, self.trained_base.quant_type):
+            return (f"{adapter_display_name(folder)} was trained on a {other.describe()} base, but the base is "
+                    f"loaded {self.loaded_as}: its replies here may differ from the trained model's")
+        return None
 
     # --- adapters on one copy of the base weights ------------------------------------------------------
     def add_adapter(self, folder: str | Path) -> str:
@@ -180,6 +199,8 @@ class ChatModel:
         name, n = adapter_display_name(folder), 2
         while name in self.adapters:
             name, n = f"{adapter_display_name(folder)}_{n}", n + 1
+        if self.adapters and (mismatch := self.base_mismatch(folder)) is not None:
+            self.notes.append(mismatch)
         with self._lock:
             if self.adapters:
                 self.model.load_adapter(str(folder), adapter_name=name)

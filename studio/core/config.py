@@ -343,8 +343,14 @@ class RunConfig:
         """
         from studio.core.model_source import missing_local_model
 
+        from studio.core.trained_base import needs_remote_code
+
         if (reason := missing_local_model(self.model.name_or_path)) is not None:
             raise ConfigError("model.name_or_path", self.model.name_or_path, reason)
+        if not self.model.trust_remote_code and needs_remote_code(self.model.name_or_path):
+            raise ConfigError("model.trust_remote_code", False,
+                              f"{self.model.name_or_path} needs its own Python code to load (auto_map in its "
+                              "config); set it to true only if you trust the model's author")
         for key in ("train_file", "eval_file"):
             value = getattr(self.data, key)
             if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):

@@ -23,10 +23,11 @@ ENCODING_VERSION = 1
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
-    """The model's tokenizer with a chat template and a pad token, as training uses it."""
-    from transformers import AutoTokenizer
+    """The model's tokenizer with a chat template and a pad token, as training uses it. A tokenizer that needs
+    the model's own code without `trust_remote_code` is refused by name (trained_base.RemoteCodeRefused)."""
+    from studio.core.trained_base import load_tokenizer as load_trusted_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    tokenizer = load_trusted_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer)
     return tokenizer
 

@@ -212,7 +212,8 @@ def _save_quietly(model, tokenizer, folder: Path) -> None:
     hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
     finally:
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
@@ -307,3 +308,27 @@ def _snap_linear_weights_to_nf4(model) -> None:
                     absmax = blocks.abs().amax(dim=1, keepdim=True)
                     nearest = (blocks / absmax).unsqueeze(-1).sub(codes).abs().argmin(dim=-1)
                     module.weight.copy_((codes[nearest] * absmax).reshape(module.weight.shape))
+
+
+def make_nf4_sensitive(model_dir: Path, *, factor: float = 10.0, seed: int = 0) -> None:
+    """Give every decoder linear weight of the model in `model_dir` one outlier per NF4 block, in place.
+
+    NF4 scales each block of 64 weights by its largest magnitude, so one weight `factor` times larger
+    pushes the other 63 onto a coarse grid: the 4-bit model is then a clearly different function
+    from the 16-bit one, as a real pretrained model's is (the demo model is snapped onto the grid so
+    that it is not). Tests and benchmarks train an adapter on the 4-bit copy of such a model to
+    check that chat, merge and exports keep what the adapter learned on the 4-bit weights.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, trust_remote_code=False)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for module in layer.modules():
+                if isinstance(module, torch.nn.Linear):
+                    blocks = module.weight.view(-1, _NF4_BLOCK_SIZE)
+                    pick = torch.randint(0, _NF4_BLOCK_SIZE, (blocks.shape[0],), generator=generator)
+                    blocks[torch.arange(blocks.shape[0]), pick] *= factor
+    _save_quietly(model, None, Path(model_dir))

@@ -35,7 +35,8 @@ def _write_adapter_folder(adapter: Path, target: Path, report: Reporter) -> None
     summary = RunSummary.find(adapter)
     copy_folder(adapter, target, report, end=0.9, skip=lambda rel: rel.name == "README.md")
     base = summary.base_model if summary and summary.base_model else None
-    write_model_card(target, summary, "adapter", files={"base": base} if base else None)
+    # The run record travels with the adapter: chat and merge read from it how the base was loaded (trained_base).
+    write_model_card(target, summary, "adapter", files={"base": base} if base else None, keep_summary=True)
 
 
 def export_adapter(source: Path, output: Path, *, on_progress: ProgressCallback | None = None,

@@ -68,9 +68,10 @@ def check_output(kind: ExportKind, output: Path) -> Path:
     return check_replaceable(output, is_dir=not kind.is_file, companions=GGUF_COMPANIONS if gguf else ())
 
 
-def run_export(kind: ExportKind, source: Path, output: Path, *, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> Any:
-    """Run one export of `source` (a run directory or an adapter folder) to `output`."""
+def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained",
+               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
+    """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
+    weights a merge adds the adapter to (trained_base.BaseWeights)."""
     if kind is ExportKind.ADAPTER:
         from studio.core.export_adapter import export_adapter
 
@@ -82,10 +83,10 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, on_progress: Pro
     if kind is ExportKind.MERGED:
         from studio.core.merge import merge_adapter
 
-        return merge_adapter(source, output, on_progress=on_progress, cancel=cancel)
+        return merge_adapter(source, output, weights=weights, on_progress=on_progress, cancel=cancel)
     from studio.core.gguf_export import export_gguf
 
-    return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0",
+    return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
                        on_progress=on_progress, cancel=cancel)
 
 

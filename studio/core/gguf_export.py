@@ -389,7 +389,8 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     family = model_family(config, model_dir)
     report(0.0, f"Reading {model_dir}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        # A merged folder of the studio's holds a standard tokenizer: never run code shipped with the folder.
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise ExportError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from None
     embedded_template, fmt, end_of_turn = _chat_templates(tokenizer)
@@ -407,7 +408,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
             writer.add_name(model_name)
             if summary is not None and summary.base_model:
                 writer.add_base_model_count(1)
-                writer.add_base_model_name(0, Path(summary.base_model).name or summary.base_model)
+                writer.add_base_model_name(0, Path(summary.base_model_id).name or summary.base_model_id)
             extra = _add_hyperparameters(writer, config, family)
             file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if gguf_type == "q8_0" else gguf.LlamaFileType.MOSTLY_F16
             writer.add_file_type(file_type)
@@ -445,6 +446,10 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     if embedded_template != tokenizer.chat_template:
         notes.append("The chat template is embedded without its {% generation %} markers, which only mark the "
                      "assistant's tokens for training and which llama.cpp's template engine does not know.")
+    if summary is not None and summary.merged_into:
+        notes.append(f"Merged into {summary.merged_into}.")
+    if summary is not None and summary.agreement:
+        notes.append(f"Agreement with the trained model: {summary.agreement}.")
     if isinstance(fmt, str):
         notes.append(f"The Modelfile has no TEMPLATE: the chat template could not be converted ({fmt}); Ollama "
                      "falls back to the template embedded in the GGUF file.")
@@ -485,9 +490,11 @@ def is_merged_model(folder: Path) -> bool:
     return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
 
 
-def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16",
+def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
+                trust_remote_code: bool | None = None,
                 on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
-    """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder)."""
+    """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
+    into the base `weights` given: see merge.merge_adapter)."""
     from studio.core.chat import ModelLoadError, resolve_adapter_dir
     from studio.core.merge import merge_adapter
 
@@ -509,7 +516,8 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16",
         # is then reported for the folder the user chose.
         temp = Path(tempfile.mkdtemp(prefix=".merge-", dir=output.parent))
     try:
-        merged = merge_adapter(source, temp / "merged", on_progress=report.part(0.0, 0.45), cancel=report.cancel)
+        merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
+                              on_progress=report.part(0.0, 0.45), cancel=report.cancel)
         return write_gguf(merged, output, gguf_type=gguf_type, on_progress=report.part(0.45, 1.0),
                           cancel=report.cancel)
     finally:

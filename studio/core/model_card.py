@@ -37,6 +37,12 @@ class RunSummary:
     losses: list[tuple[int, float]] = field(default_factory=list)
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    compute_dtype: str | None = None
+    merged_into: str = ""
+    agreement: str = ""
+    """For a merged model or export: how its greedy replies compare with the trained model's (fidelity)."""
+    """For a merged model: the weights the adapter was added to (see merge.merged_into_text)."""
+    """The dtype the run loaded its base in (from its `started` event): how a merge re-creates that base."""
 
     @classmethod
     def from_run(cls, run_dir: Path) -> RunSummary:
@@ -70,6 +76,7 @@ class RunSummary:
             losses=losses,
             eval_losses=evals,
             settings=settings,
+            compute_dtype=started.get("compute_dtype"),
         )
 
     def to_json(self) -> str:
@@ -97,6 +104,13 @@ class RunSummary:
         if (folder.parent / "run.toml").is_file() and folder.name == "adapter":
             return cls.from_run(folder.parent)
         return None
+
+    @property
+    def base_model_id(self) -> str:
+        """The base as others can fetch it: its Hub id when it came from the Hub (a cache snapshot path)."""
+        from studio.core.model_source import hub_id_of
+
+        return hub_id_of(self.base_model) if self.base_model else ""
 
     def method(self) -> str:
         """'QLoRA (4-bit NF4 base)', 'LoRA (16-bit base)', ... from the run's settings."""
@@ -232,10 +246,10 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
     what, library = _KIND_TEXT[kind]
     s = summary or RunSummary()
     if s.base_model:
-        files.setdefault("base", s.base_model)
+        files.setdefault("base", s.base_model_id)
     front = ["---", f"library_name: {library}"]
     if s.base_model:
-        front.append(f"base_model: {json.dumps(s.base_model)}")
+        front.append(f"base_model: {json.dumps(s.base_model_id)}")
     front += ["tags:", "- finetune-studio", "- lora", "---", ""]
     lines = front + [f"# {s.run_name or 'Fine-tuned model'}", "",
                      f"This is {what}, fine-tuned with Finetune Studio.", ""]
@@ -244,9 +258,11 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
         training = s.settings.get("training", {})
         rows = f" ({s.train_rows} rows)" if s.train_rows else ""
         table = [
-            ("Base model", f"`{s.base_model}`" if s.base_model else "—"),
+            ("Base model", f"`{s.base_model_id}`" if s.base_model else "—"),
             ("Dataset", f"`{Path(s.dataset).name}`{rows}" if s.dataset else "—"),
             ("Method", s.method()),
+            *([("Merged into", s.merged_into)] if s.merged_into and kind != "adapter" else []),
+            *([("Agreement with the trained model", s.agreement)] if s.agreement and kind != "adapter" else []),
             ("LoRA", f"r {lora.get('r', '?')}, alpha {lora.get('lora_alpha', '?')}, dropout "
                      f"{lora.get('lora_dropout', '?')}, modules {', '.join(lora.get('target_modules', [])) or '?'}"),
             ("Training", f"learning rate {training.get('learning_rate', '?')}, batch "

@@ -116,6 +116,16 @@ def cached_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+def hub_id_of(name_or_path: str) -> str:
+    """The Hub id a model came from: itself for an id, 'org/name' for a snapshot folder of the HF cache
+    (`…/models--org--name/snapshots/<revision>`), else the path as given (a model of the user's own)."""
+    parts = Path(name_or_path).parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots" and "--" in part[len("models--"):]:
+            return part[len("models--"):].replace("--", "/", 1)
+    return name_or_path
+
+
 def looks_like_local_path(text: str) -> bool:
     """A path, not a Hub id: absolute, relative with ./ ../ ~, or more than one slash ('org/name' is an id)."""
     text = text.strip()

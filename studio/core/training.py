@@ -253,7 +253,8 @@ def run_training(
         model.config.pad_token_id = tokenizer.pad_token_id
 
     callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
-                              resumed_from=str(resume_from) if resume_from else None)
+                              resumed_from=str(resume_from) if resume_from else None,
+                              device=hardware.device, compute_dtype=hardware.compute_dtype)
     trainer_class = _atomic_checkpoint_trainer(SFTTrainer)
     trainer = trainer_class(
         model=model,

@@ -194,11 +194,17 @@ class QtChatTab(QWidget):
                                            "(no reload); then switch between them below")
         self.add_adapter_button.clicked.connect(self.add_adapter)
 
+        self.precision_trained = QRadioButton("As trained")
+        self.precision_trained.setToolTip("The base weights the adapter was trained on: a QLoRA run's adapter "
+                                          "answers on the same 4-bit weights, as it did in training")
         self.precision_16 = QRadioButton("16-bit")
-        self.precision_16.setToolTip("Full-quality weights (float32 on a CPU, which is faster there)")
+        self.precision_16.setToolTip("The original full-quality weights (float32 on a CPU, which is faster there). "
+                                     "An adapter trained on a 4-bit base learned corrections for the 4-bit "
+                                     "weights and may answer differently here")
         self.load_4bit = QRadioButton("4-bit NF4 (less memory)")
-        self.precision_16.setChecked(True)
+        self.precision_trained.setChecked(True)
         precision = QButtonGroup(self)
+        precision.addButton(self.precision_trained)
         precision.addButton(self.precision_16)
         precision.addButton(self.load_4bit)
         self.load_button = QPushButton("Load model")
@@ -231,6 +237,7 @@ class QtChatTab(QWidget):
         grid.addLayout(adapter_row, 1, 1)
         options = QHBoxLayout()
         options.addWidget(QLabel("Weights"))
+        options.addWidget(self.precision_trained)
         options.addWidget(self.precision_16)
         options.addWidget(self.load_4bit)
         options.addSpacing(16)
@@ -425,10 +432,23 @@ class QtChatTab(QWidget):
             if not base:
                 base = adapter_base_model(resolve_adapter_dir(Path(adapter)))
             config = find_model_config(base).config
-            need = estimate_chat_memory(config, load_in_4bit=self.load_4bit.isChecked())
+            need = estimate_chat_memory(config, load_in_4bit=self._loads_4bit(adapter))
         except (ModelLoadError, ModelSourceError, ShapeError, OSError):
             return None  # the load itself will say what is wrong
         return chat_memory_warning(need, gpu, training_running=self.training_running())
+
+    def _loads_4bit(self, adapter: str) -> bool:
+        """Whether the chosen weights are 4-bit: asked for, or 'as trained' for a run trained on a 4-bit base."""
+        if self.load_4bit.isChecked():
+            return True
+        if not self.precision_trained.isChecked() or not adapter:
+            return False
+        from studio.core.chat import ModelLoadError, TrainedBase, resolve_adapter_dir
+
+        try:
+            return TrainedBase.of_adapter(resolve_adapter_dir(Path(adapter))).quantization == "4bit"
+        except ModelLoadError:
+            return False
 
     def confirm_memory_warning(self, warning: str) -> bool:
         """Ask whether to load anyway (tests replace this)."""
@@ -453,7 +473,9 @@ class QtChatTab(QWidget):
         self.load_button.setEnabled(False)
         self.model_status.setText("Loading…")
         worker = QtFunctionWorker(ChatModel.load, base or adapter, [adapter] if base and adapter else [],
-                                  load_in_4bit=self.load_4bit.isChecked(), expected_errors=(ModelLoadError,),
+                                  load_in_4bit=self.load_4bit.isChecked(),
+                                  weights="original" if self.precision_16.isChecked() else "trained",
+                                  expected_errors=(ModelLoadError,),
                                   parent=self)
         worker.succeeded.connect(self._on_loaded)
         worker.failed.connect(lambda message: self.model_status.setText(f"Could not load: {message}"))
@@ -465,9 +487,10 @@ class QtChatTab(QWidget):
     def _on_loaded(self, chat_model) -> None:
         self.chat_model = chat_model
         self._refresh_adapters()
-        precision = "4-bit NF4" if chat_model.load_in_4bit else "16-bit"
+        precision = chat_model.loaded_as or ("4-bit NF4" if chat_model.load_in_4bit else "16-bit")
         adapters = f" with {', '.join(chat_model.adapters)}" if chat_model.adapters else " (no adapter)"
-        self.model_status.setText(f"Loaded {chat_model.base_name} ({precision}){adapters}.")
+        notes = "".join(f"\n{note}" for note in chat_model.notes)
+        self.model_status.setText(f"Loaded {chat_model.base_name} ({precision}){adapters}.{notes}")
         self._set_generating(False)
         self.model_loaded.emit()
 

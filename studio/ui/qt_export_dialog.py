@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QThread, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+    QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
@@ -28,9 +28,9 @@ class QtExportWorker(QThread):
     failed = Signal(str)
     cancelled = Signal()
 
-    def __init__(self, kind: ExportKind, source: Path, output: Path, parent=None):
+    def __init__(self, kind: ExportKind, source: Path, output: Path, parent=None, *, weights: str = "trained"):
         super().__init__(parent)
-        self.kind, self.source, self.output = kind, source, output
+        self.kind, self.source, self.output, self.weights = kind, source, output, weights
         self.cancel_event = threading.Event()
 
     def run(self) -> None:
@@ -41,8 +41,8 @@ class QtExportWorker(QThread):
         from studio.core.export_common import ExportCancelled, ExportError
 
         try:
-            result = run_export(self.kind, self.source, self.output, on_progress=self.progress.emit,
-                                cancel=self.cancel_event)
+            result = run_export(self.kind, self.source, self.output, weights=self.weights,
+                                on_progress=self.progress.emit, cancel=self.cancel_event)
         except ExportCancelled:
             self.cancelled.emit()
         except (ExportError, ModelLoadError) as error:
@@ -105,6 +105,14 @@ class QtExportDialog(QDialog):
             button.toggled.connect(lambda on, kind=kind: on and self._suggest_output())
             self.kind_buttons[kind] = button
         self.kind_buttons[ExportKind.GGUF_Q8_0].setChecked(True)
+        # The default merges into the weights the adapter trained on (a QLoRA run's 4-bit base, dequantised), so
+        # the export answers like the trained model; the original weights are a choice whose effect is measured.
+        self.original_weights = QCheckBox("Merge into the original 16-bit weights, not the ones it was trained on")
+        self.original_weights.setToolTip(
+            "A QLoRA adapter learned corrections for the 4-bit base it trained on; on the original 16-bit weights "
+            "it can answer differently. With this on, the export compares its replies with the trained model's "
+            "on the run's own examples and states the agreement on the model card.")
+        kinds_layout.addWidget(self.original_weights)
         output_browse = QPushButton("Browse…")
         output_browse.clicked.connect(self._browse_output)
         self._browse_buttons.append(output_browse)
@@ -222,7 +230,9 @@ class QtExportDialog(QDialog):
         if target.exists() and target != self._confirmed_output and not self.confirm_replace(target):
             self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
             return None
-        worker = QtExportWorker(self.kind, source, target, parent=self)
+        merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+        weights = "original" if merges and self.original_weights.isChecked() else "trained"
+        worker = QtExportWorker(self.kind, source, target, parent=self, weights=weights)
         worker.progress.connect(self._on_progress)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(lambda message: self._finish("failed", message))
@@ -260,6 +270,12 @@ class QtExportDialog(QDialog):
             extra = f"\nOllama: ollama create my-model -f {result.modelfile}"
         for note in getattr(result, "notes", []):
             extra += f"\nNote: {note}"
+        if isinstance(result, Path):
+            from studio.core.model_card import RunSummary
+
+            summary = RunSummary.find(result)
+            if summary is not None and summary.agreement:
+                extra += f"\nAgreement: {summary.agreement}"
         self.progress_bar.setValue(1000)
         self._finish("succeeded", f"Written to {path}{extra}")
 
@@ -279,7 +295,8 @@ class QtExportDialog(QDialog):
         self.export_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.close_button.setEnabled(not running)
-        for widget in (self.source_combo, self.output_edit, *self._browse_buttons, *self.kind_buttons.values()):
+        for widget in (self.source_combo, self.output_edit, *self._browse_buttons, *self.kind_buttons.values(),
+                       self.original_weights):
             widget.setEnabled(not running)
 
     def shutdown(self) -> None:
