@@ -43,6 +43,41 @@ def resolve_hardware(config: RunConfig) -> Hardware:
     return Hardware(device=device, compute_dtype=dtype, optim=optim)
 
 
+def cpu_thread_count(config: RunConfig, available: int | None = None) -> int:
+    """Threads a CPU run computes with: the config's, or one fewer than the cores this process may use.
+
+    torch's default (every core) lets any other busy process — the window, a chat, a second run — stall the
+    thread that every parallel matrix product waits for; one free core keeps steps steady.
+    """
+    if config.training.cpu_threads > 0:
+        return config.training.cpu_threads
+    if available is None:
+        import os
+
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, available - 1)
+
+
+def keep_adapter_in_compute_dtype(model: Any, compute_dtype: str) -> int:
+    """Undo TRL's bfloat16 cast of QLoRA adapters unless the run computes in bfloat16; returns tensors cast.
+
+    TRL's SFTTrainer casts every trainable parameter of a quantised model to bfloat16 (the QLoRA paper's
+    recipe for bf16 GPUs). Where the run computes in float32 (a CPU) or float16 (a GPU without bf16), a bf16
+    adapter only loses precision — its updates round to 8 bits of mantissa — and on a CPU without bf16
+    kernels it is also slower; float16 AMP cannot even unscale bf16 gradients. Those runs keep float32.
+    """
+    import torch
+
+    if compute_dtype == "bfloat16":
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.to(torch.float32)
+            cast += 1
+    return cast
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 

@@ -225,12 +225,18 @@ def run_training(
 
     from studio.core.callback import StudioCallback
     from studio.core.fast_path import apply_liger, detect_capabilities, plan_fast_path
-    from studio.core.library_configs import (early_stopping_active, extra_callbacks, lora_config, resolve_hardware,
+    from studio.core.library_configs import (cpu_thread_count, early_stopping_active, extra_callbacks,
+                                             keep_adapter_in_compute_dtype, lora_config, resolve_hardware,
                                              sft_config)
 
     transformers.set_seed(config.training.seed)
     datasets.disable_progress_bars()
     hardware = resolve_hardware(config)
+    if hardware.device == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_thread_count(config))
+        emit(make_event("log", level="info", message=f"Computing with {torch.get_num_threads()} CPU thread(s)"))
     fast = plan_fast_path(config, detect_capabilities(hardware.device), compute_dtype=hardware.compute_dtype)
     emit(make_event("log", level="info", message=fast.summary()))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
@@ -268,6 +274,7 @@ def run_training(
     )
     # Our callback reports every log as an event; the default printer would repeat each one as a dict.
     trainer.remove_callback(transformers.PrinterCallback)
+    keep_adapter_in_compute_dtype(trainer.model, hardware.compute_dtype)  # before the optimizer is created
     if resume_from is not None and trainer.is_world_process_zero():
         _set_aside_later_checkpoints(run_dir, Path(resume_from), emit)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

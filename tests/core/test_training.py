@@ -258,8 +258,8 @@ def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(demo_assets
 
 @pytest.mark.slow
 def test_a_resumed_run_trains_the_same_numbers_as_one_run_straight_through(demo_assets, tmp_path):
-    """Same losses step for step, and the adapter stays in the dtype TRL trains QLoRA adapters in (bfloat16):
-    PEFT's load_adapter would upcast it to float32 on resume."""
+    """Same losses step for step, and the adapter stays in the dtype TRL trains QLoRA adapters in when the run
+    computes in bfloat16: PEFT's load_adapter would upcast it to float32 on resume."""
     import torch
     from safetensors import safe_open
 
@@ -267,6 +267,7 @@ def test_a_resumed_run_trains_the_same_numbers_as_one_run_straight_through(demo_
 
     config = load_config(demo_assets.config_path)
     config.training.save_steps = 3
+    config.quantization.compute_dtype = "bfloat16"  # as on a bf16 GPU; the CPU default (float32) keeps float32
 
     def train(folder: Path, max_steps: int, resume_from: Path | None = None) -> list[tuple[int, float]]:
         config.training.max_steps = max_steps
@@ -465,3 +466,34 @@ def test_evaluation_progress_is_reported_at_most_every_two_seconds_with_its_firs
     events.clear()
     relay.on_prediction_step(None, state, None, eval_dataloader=iter(batches))  # no length: total unknown
     assert [(e["done"], e["total"]) for e in events] == [(1, None)]
+
+
+@pytest.mark.slow
+def test_a_cpu_run_keeps_its_qlora_adapter_in_float32_and_leaves_a_core_free(demo_assets, tmp_path):
+    """TRL casts QLoRA adapters to bfloat16; a run computing in float32 keeps them in float32 (see
+    library_configs.keep_adapter_in_compute_dtype), and the thread count is chosen, not torch's default."""
+    import torch
+    from safetensors import safe_open
+
+    from studio.core.library_configs import cpu_thread_count
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    config.training.max_steps = 2
+    events: list[dict] = []
+    run_training(config, RunDirectory(tmp_path), events.append)
+
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float32}
+    threads = cpu_thread_count(config)
+    assert any(e["event"] == "log" and e["message"] == f"Computing with {threads} CPU thread(s)" for e in events)
+
+
+def test_the_cpu_thread_count_leaves_one_core_free_unless_set():
+    from studio.core.config import RunConfig
+    from studio.core.library_configs import cpu_thread_count
+
+    config = RunConfig()
+    assert [cpu_thread_count(config, available=n) for n in (1, 2, 8)] == [1, 1, 7]
+    config.training.cpu_threads = 2
+    assert cpu_thread_count(config, available=8) == 2
