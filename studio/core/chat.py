@@ -4,6 +4,9 @@ The tokenizer (and so the chat template) is taken from the adapter folder when i
 studio saves the template a run trained with beside its adapter, so chat renders prompts exactly
 as training did.
 
+The base is loaded as the first adapter's run loaded it (trained_base): a QLoRA adapter answers
+on the same 4-bit weights it learned against.
+
 One copy of the base weights serves every adapter: adapters are loaded side by side into one
 `PeftModel`, `set_adapter` switches between them and `disable_adapter()` gives the base model's
 own answer (compare mode) — nothing is reloaded. Generations on one model never overlap (a lock),

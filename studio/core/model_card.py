@@ -214,7 +214,7 @@ def loss_curve_svg(losses: list[tuple[int, float]], eval_losses: list[tuple[int,
 
 _KIND_TEXT = {
     "adapter": ("a LoRA adapter (PEFT format)", "peft"),
-    "merged": ("a standalone model: the adapter merged into its 16-bit base", "transformers"),
+    "merged": ("a standalone model: the adapter merged into its base, stored in 16 bits", "transformers"),
     "gguf": ("a GGUF file for llama.cpp and Ollama", "gguf"),
 }
 

@@ -8,39 +8,11 @@ trained on the 4-bit copy answers its training prompts; put on the 16-bit weight
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 NEW_TOKENS = 40
-
-
-@pytest.fixture(scope="module")
-def sensitive_run(demo_assets, tmp_path_factory) -> Path:
-    """A QLoRA run (NF4 + double quantisation, the studio's defaults) on the NF4-sensitive demo model."""
-    from studio.core.config import load_config, save_config
-    from studio.core.demo import make_nf4_sensitive
-    from studio.core.events import EventWriter
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
-
-    root = tmp_path_factory.mktemp("nf4-sensitive")
-    model_dir = root / "model"
-    shutil.copytree(demo_assets.model_dir, model_dir)
-    make_nf4_sensitive(model_dir)
-    config = load_config(demo_assets.config_path)
-    config.model.name_or_path = str(model_dir)
-    config.training.max_steps = 120  # until the adapter answers every training prompt on the 4-bit base
-    run = RunDirectory(root / "run")
-    run.path.mkdir()
-    save_config(config, run.config_path)
-    writer = EventWriter(run.events_path)
-    try:
-        assert run_training(config, run, writer.write) == "completed"
-    finally:
-        writer.close()
-    return run.path
 
 
 def _prompts(demo_assets) -> list[list[dict[str, str]]]:

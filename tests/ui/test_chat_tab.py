@@ -288,3 +288,26 @@ def test_the_transcript_placeholder_wraps_instead_of_being_cut_off(qtbot, tab):
     tab.transcript.add_message("user", "hello")
     qtbot.wait(20)
     assert tab.transcript.document().toPlainText() == "You: hello"
+
+
+@pytest.mark.slow
+def test_a_4_bit_trained_run_answers_on_the_weights_it_was_trained_on(qtbot, tab, sensitive_run, demo_assets):
+    """The default 'As trained' loads a QLoRA run's base in 4 bits; on this model the 16-bit weights would make
+    the adapter miss most of its answers (tests/core/test_trained_base.py)."""
+    assert tab.precision_trained.isChecked()
+    tab.choose_run(sensitive_run)
+    with qtbot.waitSignal(tab.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
+    assert "4-bit NF4" in tab.model_status.text() and "as it was trained" in tab.model_status.text()
+    replies = []
+    tab.reply_finished.connect(replies.append)
+    pairs = _demo_pairs(demo_assets)[:4]
+    for question, _ in pairs:
+        tab.clear()
+        _ask(qtbot, tab, question)
+    assert replies == [answer for _, answer in pairs]
+
+    tab.precision_16.setChecked(True)
+    with qtbot.waitSignal(tab.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
+    assert "original weights" in tab.model_status.text()
