@@ -295,10 +295,53 @@ def open_records(source: Source | str | Path, *, encoding: str = "utf-8", split:
     except ValueError as error:
         raise DataError(f"{source.label}: {error}") from None
     if source.kind in ("jsonl", "json", "csv", "tsv"):
-        return _open_text(source, codec)
+        before = _file_state(source.path)
+        return _unchanged_while_read(_open_text(source, codec), before)
     if source.kind == "parquet":
-        return _open_parquet(source)
+        before = _file_state(source.path)
+        return _unchanged_while_read(_open_parquet(source), before)
     return _open_datasets(source, split, hub_reachable or hub_is_reachable)
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    """What tells a file that is being written (or replaced) from one that stays as it was."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read: {error.strerror or error}") from None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def file_changed_error(path: Path) -> DataError:
+    return DataError(f"{path}: the file changed while it was read; read it again once it is complete")
+
+
+def _unchanged_while_read(stream: RecordStream, before: tuple[int, int]) -> RecordStream:
+    """The stream, which raises DataError at its end when the file's size or modification time moved while it
+    was read: rows of a file still being written (or truncated) are a mix of two versions, and with
+    skip_bad_rows the torn ones would be skipped silently while the stale ones trained."""
+    path = stream.source.path
+    assert path is not None
+    items = stream.items
+
+    def changed() -> bool:
+        try:
+            return _file_state(path) != before
+        except DataError:
+            return True  # deleted under us
+
+    def checked() -> Iterator[Any]:
+        try:
+            yield from items
+        except (DataError, BrokenDocumentError):
+            if changed():  # a cut-off file reads as broken JSON or a bad byte: the change is the cause
+                raise file_changed_error(path) from None
+            raise
+        if changed():
+            raise file_changed_error(path)
+
+    stream.items = checked()
+    return stream
 
 
 class _ByteCounter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,75 @@ def test_duplicates_are_counted_with_an_example(tmp_path):
     data = load_data(_jsonl(tmp_path / "dup.jsonl", row, {"prompt": "other", "completion": "x"}, row, row))
     assert data.duplicates == 2
     assert data.duplicate_pairs == [(3, 1), (4, 1)]
+
+
+# ------------------------------------------------------------------ a file that changes while it is read
+
+
+def _change_mid_read(monkeypatch, path: Path, change, *, after_lines: int = 3) -> None:
+    """Make the text reader change `path` (as a writer still at work would) after it has read a few lines."""
+    import studio.core.data_sources as sources
+
+    original = sources._ByteCounter.lines
+
+    def lines(self):
+        for number, raw in enumerate(original(self), start=1):
+            if number == after_lines:
+                change(path)
+            yield raw
+
+    monkeypatch.setattr(sources._ByteCounter, "lines", lines)
+
+
+def _truncate_to_half(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def _touch_only(path: Path) -> None:
+    stat = path.stat()  # same size, later modification time: rewritten in place
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+
+@pytest.mark.parametrize("change", [_truncate_to_half, _touch_only], ids=["truncated", "rewritten"])
+def test_a_jsonl_file_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, change):
+    from studio.core.config import DataSettings
+
+    path = _jsonl(tmp_path / "growing.jsonl", *({"text": f"row {i} " + "x" * 200} for i in range(2000)))
+    _change_mid_read(monkeypatch, path, change)
+    message = f"{path}: the file changed while it was read; read it again once it is complete"
+    with pytest.raises(DataError) as info:
+        load_data(path, use_cache=False)
+    assert str(info.value) == message
+    # Training reads through the same reader: skip_bad_rows must not turn a torn file into "usable" rows.
+    with pytest.raises(DataError, match="the file changed while it was read"):
+        training_data(DataSettings(train_file=str(path), skip_bad_rows=True))
+
+
+def test_a_json_or_csv_file_cut_while_it_is_read_says_it_changed_not_that_it_is_broken(tmp_path, monkeypatch):
+    records = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(500)]
+    document = tmp_path / "array.json"
+    document.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    table = tmp_path / "pairs.csv"
+    table.write_text("prompt,completion\n" + "".join(f"q{i},a{i}\n" for i in range(500)), encoding="utf-8")
+    for path in (document, table):
+        _change_mid_read(monkeypatch, path, _truncate_to_half)
+        with pytest.raises(DataError, match="the file changed while it was read"):
+            load_data(path, use_cache=False)
+
+
+def test_a_parquet_file_replaced_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    path = _write_parquet(tmp_path / "rows.parquet", [{"text": f"row {i}"} for i in range(3000)])
+    original = pq.ParquetFile.iter_batches
+
+    def iter_batches(self, *args, **kwargs):
+        for number, batch in enumerate(original(self, *args, **kwargs)):
+            if number == 1:
+                _touch_only(path)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    with pytest.raises(DataError, match="rows.parquet: the file changed while it was read"):
+        load_data(path, use_cache=False)
