@@ -157,9 +157,10 @@ class DataSettings:
     train_file: str = field(
         default="",
         metadata=_help(
-            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a folder saved with datasets' "
-            "save_to_disk, or a Hugging Face Hub dataset id; records are chat conversations (OpenAI "
-            "'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion pairs or plain 'text'. "
+            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a plain text file (.txt, .md), a "
+            "folder saved with datasets' save_to_disk, or a Hugging Face Hub dataset id; records are chat "
+            "conversations (OpenAI 'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion "
+            "pairs or plain 'text'. "
             "A relative path is read relative to the config file."
         ),
     )
@@ -213,6 +214,15 @@ class DataSettings:
     split: str = field(
         default="train",
         metadata=_help("Split to read from a Hugging Face Hub dataset or a saved DatasetDict folder."),
+    )
+    text_split: str = field(
+        default="blank_lines",
+        metadata=_help(
+            "How a plain text file (.txt, .md) is cut into training documents: blank_lines (each block of "
+            "lines between blank lines is one document) or file (the whole file is one document, for long "
+            "texts such as a book or an article per file). Problems are reported at a document's first line.",
+            choices=["blank_lines", "file"],
+        ),
     )
 
 

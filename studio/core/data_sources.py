@@ -1,11 +1,13 @@
-"""Where records come from: JSON/JSONL/CSV/TSV/Parquet files, `save_to_disk` folders and Hub ids.
+"""Where records come from: JSON/JSONL/CSV/TSV/Parquet files, plain text (.txt/.md), `save_to_disk` folders
+and Hub ids.
 
 `open_records(source, ...)` returns a `RecordStream`: an iterator of `(location, record)` pairs —
 or a `DataIssue` for a piece of the input that is not a record (malformed JSON on line N, a CSV row
 with the wrong number of fields) — together with the progress made through the input. Nothing here
 holds a whole file in Python lists: text files are read line by line, tables batch by batch from
 Arrow. Locations are 1-based line numbers for text files and 1-based row numbers for tables, so
-every problem can be reported as `file:line: reason`.
+every problem can be reported as `file:line: reason`. A plain text file becomes `{"text": ...}` records,
+one per document (the lines between blank lines, or the whole file), located by the document's first line.
 
 Text that is not valid in the chosen encoding stops the read with a `DataError` naming the line and,
 where the bytes look like a known legacy encoding (Windows-1254 Turkish, Windows-1252 Western,
@@ -33,12 +35,18 @@ JSON_SUFFIXES = (".json",)
 CSV_SUFFIXES = (".csv",)
 TSV_SUFFIXES = (".tsv", ".tab")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-FILE_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + TSV_SUFFIXES + PARQUET_SUFFIXES
+TEXT_SUFFIXES = (".txt", ".md")
+DATA_FOLDER_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + TSV_SUFFIXES + PARQUET_SUFFIXES
+"""What makes a folder a folder of data files: not text files, as every downloaded Hub repository has a README.md."""
+FILE_SUFFIXES = DATA_FOLDER_SUFFIXES + TEXT_SUFFIXES
 FILE_DIALOG_FILTER = "Datasets (" + " ".join(f"*{s}" for s in FILE_SUFFIXES) + ")"
 
-SOURCE_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "saved", "folder", "hub")
-"""jsonl/json/csv/tsv/parquet: a file; saved: a `save_to_disk` folder; folder: a folder of data files
+SOURCE_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "text", "saved", "folder", "hub")
+"""jsonl/json/csv/tsv/parquet/text: a file; saved: a `save_to_disk` folder; folder: a folder of data files
 (a downloaded Hub repository); hub: a Hugging Face Hub dataset id."""
+
+TEXT_SPLITS = ("blank_lines", "file")
+"""How a plain text file is cut into documents: at blank lines, or not at all (one document per file)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ASCII_COMPATIBLE = {"utf-8", "utf-8-sig", "cp1252", "cp1254", "latin-1", "iso8859-1", "iso8859-9", "ascii",
@@ -221,7 +229,7 @@ class Source:
 
     @property
     def unit(self) -> str:
-        return "line" if self.kind in ("jsonl", "json", "csv", "tsv") else "row"
+        return "line" if self.kind in ("jsonl", "json", "csv", "tsv", "text") else "row"
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -238,14 +246,14 @@ def resolve_source(spec: str | Path) -> Source:
         if (path / "dataset_dict.json").is_file() or (
                 (path / "state.json").is_file() and (path / "dataset_info.json").is_file()):
             return Source(text, "saved", path)
-        if any(p.suffix.lower() in FILE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        if any(p.suffix.lower() in DATA_FOLDER_SUFFIXES for p in path.rglob("*") if p.is_file()):
             return Source(text, "folder", path)
         raise DataError(f"{path}: a folder, but neither one saved with datasets' save_to_disk nor one "
-                        f"holding data files ({', '.join(FILE_SUFFIXES)})")
+                        f"holding data files ({', '.join(DATA_FOLDER_SUFFIXES)})")
     suffix = path.suffix.lower()
     if path.is_file():
         for kind, suffixes in (("jsonl", JSONL_SUFFIXES), ("json", JSON_SUFFIXES), ("csv", CSV_SUFFIXES),
-                               ("tsv", TSV_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+                               ("tsv", TSV_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES)):
             if suffix in suffixes:
                 return Source(text, kind, path)
         raise DataError(f"{path}: unsupported file type '{suffix}' (use {', '.join(FILE_SUFFIXES)}, a folder "
@@ -286,17 +294,22 @@ class RecordStream:
 
 
 def open_records(source: Source | str | Path, *, encoding: str = "utf-8", split: str = "train",
-                 hub_reachable: Callable[[], bool] | None = None) -> RecordStream:
-    """A RecordStream over any supported source; DataError for an unreadable source."""
+                 hub_reachable: Callable[[], bool] | None = None, text_split: str = "blank_lines") -> RecordStream:
+    """A RecordStream over any supported source; DataError for an unreadable source.
+
+    `text_split` says how a plain text file is cut into documents (see TEXT_SPLITS).
+    """
     if not isinstance(source, Source):
         source = resolve_source(source)
     try:
         codec = normalise_encoding(encoding)
     except ValueError as error:
         raise DataError(f"{source.label}: {error}") from None
-    if source.kind in ("jsonl", "json", "csv", "tsv"):
+    if text_split not in TEXT_SPLITS:
+        raise DataError(f"{source.label}: unknown text split '{text_split}' (known: {', '.join(TEXT_SPLITS)})")
+    if source.kind in ("jsonl", "json", "csv", "tsv", "text"):
         before = _file_state(source.path)
-        return _unchanged_while_read(_open_text(source, codec), before)
+        return _unchanged_while_read(_open_text(source, codec, text_split), before)
     if source.kind == "parquet":
         before = _file_state(source.path)
         return _unchanged_while_read(_open_parquet(source), before)
@@ -364,7 +377,7 @@ class _ByteCounter:
         return min(1.0, self.done / self.size)
 
 
-def _open_text(source: Source, codec: str) -> RecordStream:
+def _open_text(source: Source, codec: str, text_split: str = "blank_lines") -> RecordStream:
     path = source.path
     assert path is not None
     try:
@@ -382,6 +395,8 @@ def _open_text(source: Source, codec: str) -> RecordStream:
         items = _jsonl_items(path, lines)
     elif source.kind == "json":
         items = _json_items(path, lines)
+    elif source.kind == "text":
+        items = _text_documents(lines, whole_file=text_split == "file")
     else:
         items, columns = _csv_items(path, lines, "\t" if source.kind == "tsv" else None)
         return RecordStream(source, items, encoding=_display_codec(codec), columns=columns,
@@ -424,6 +439,30 @@ def _decoded_lines(path: Path, counter: _ByteCounter, codec: str) -> Iterator[st
     pending += decoder.decode(b"", final=True)
     if pending:
         yield pending
+
+
+def _text_documents(lines: Iterator[str], *, whole_file: bool) -> Iterator[Any]:
+    """A plain text file's documents as (first line, {"text": ...}): each run of non-blank lines, or the whole
+    file; blank lines before and after a document are not part of it, line ends become \\n."""
+    start: int | None = None
+    parts: list[str] = []
+    blank_run: list[str] = []  # blank lines inside a whole-file document, kept once more text follows
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            if start is not None and not whole_file:
+                yield start, {"text": "\n".join(parts)}
+                start, parts = None, []
+            elif start is not None:
+                blank_run.append(text)
+            continue
+        if start is None:
+            start = number
+        parts.extend(blank_run)
+        blank_run = []
+        parts.append(text)
+    if start is not None:
+        yield start, {"text": "\n".join(parts)}
 
 
 def _jsonl_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
@@ -710,7 +749,7 @@ def _open_datasets(source: Source, split: str, hub_reachable: Callable[[], bool]
             # datasets reads every data file in the folder as one table; its top error ("An error occurred while
             # generating the dataset") names neither the files nor the cause, so both are said here.
             files = sorted(str(p.relative_to(source.path)) for p in source.path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+                           if p.is_file() and p.suffix.lower() in DATA_FOLDER_SUFFIXES)
             shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
             raise DataError(f"{label}: its data files ({shown}) cannot be read as one dataset: "
                             f"{_root_reason(error)}. Open one of the files instead.") from None

@@ -167,3 +167,42 @@ def test_the_terminal_shows_evaluation_progress_and_its_result(capsys):
     _print_event(make_event("eval", step=8, eval_loss=1.23456))
     assert capsys.readouterr().out.splitlines() == [
         "evaluating at step 8: 3/9 batches", "evaluating at step 8: 1 batch", "eval step 8 loss 1.2346"]
+
+
+def test_data_inspect_reads_a_plain_text_file_split_at_blank_lines_or_one_document_per_file(tmp_path, capsys):
+    from studio.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A first paragraph.\n\nA second one,\non two lines.\n", encoding="utf-8")
+    assert main(["data", "inspect", str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "unsupported file type" not in out
+    assert "format:     text — a plain text file" in out and "rows:       2 usable, 0 bad" in out
+    assert main(["data", "inspect", str(corpus), "--text-split", "file", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["source"] == "text" and report["rows"] == 1 and report["ok"]
+
+
+@pytest.mark.slow
+def test_train_on_a_plain_text_file_completes_with_one_row_per_document(tmp_path, run_studio, demo_assets):
+    from studio.core.config import save_config
+    from studio.core.run_store import RunDirectory
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Nimbus Fiber 500 costs 450 TL a month.\nThe upgrade is free.\n\n"
+                      "Support is open every day from 08:00 to 22:00.\n\n"
+                      "A red modem light means: unplug it for thirty seconds.\n", encoding="utf-8")
+    config = load_config(demo_assets.config_path)
+    config.data.train_file = str(corpus)
+    config.training.max_steps = 2
+    save_config(config, tmp_path / "text.toml")
+    run = RunDirectory(tmp_path / "run")
+
+    result = run_studio("train", tmp_path / "text.toml", "--output", run.path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = run.events()
+    started = next(e for e in events if e["event"] == "started")
+    assert started["num_train_rows"] == 3  # the three blank-line separated documents
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"

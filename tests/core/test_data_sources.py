@@ -177,6 +177,52 @@ def test_an_unsupported_file_or_missing_path_is_named(tmp_path):
         load_data(tmp_path / "missing.csv")
 
 
+def test_a_plain_text_file_is_read_as_documents_split_at_blank_lines(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("\n\nNimbus outage report\r\nİzmir was down for an hour.\r\n\r\n \t\n"
+                       "Second document,\nover two lines.\n\n\nThird.".encode("utf-8"))
+    data = load_data(corpus)
+    assert data.source_kind == "text" and data.format == "text" and data.confident
+    assert "plain text file" in data.evidence and "blank lines" in data.evidence
+    assert _clean(data) == [{"text": "Nimbus outage report\nİzmir was down for an hour."},
+                            {"text": "Second document,\nover two lines."}, {"text": "Third."}]
+    assert data.lines == [3, 7, 11]  # each document is located by its first line
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nA paragraph.\n\n- a list\n", encoding="utf-8")
+    whole = load_data(notes, text_split="file")
+    assert _clean(whole) == [{"text": "# Notes\n\nA paragraph.\n\n- a list"}] and whole.lines == [1]
+    assert "whole file as one document" in whole.evidence
+    assert len(load_data(notes).examples) == 3  # the cached blank-line scan is not reused for another split
+    with pytest.raises(DataError, match="unknown text split 'pages'"):
+        load_data(notes, text_split="pages")
+
+
+def test_problems_in_a_plain_text_file_point_at_the_document_first_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"Fine text.\n\nOne more\nparagraph with caf\xe9.\n")  # Latin-1 byte on line 4
+    with pytest.raises(DataError, match=r"corpus.txt:4: not UTF-8 text"):
+        load_data(corpus)
+    assert len(load_data(corpus, encoding="latin-1").examples) == 2
+    corpus.write_text("same\n\nother\n\nsame\n", encoding="utf-8")
+    assert load_data(corpus).duplicate_pairs == [(5, 1)]
+    chosen = load_data(corpus, "messages")  # a shape a text file cannot have: every document, at its first line
+    assert [(i.line, i.reason) for i in chosen.issues] == [(1, "'messages' is missing"), (3, "'messages' is missing"),
+                                                          (5, "'messages' is missing")]
+
+
+def test_text_files_are_offered_but_do_not_make_a_hub_repository_a_data_folder(tmp_path):
+    from studio.core.data_sources import FILE_DIALOG_FILTER, looks_like_hub_id
+
+    assert "*.txt" in FILE_DIALOG_FILTER and "*.md" in FILE_DIALOG_FILTER
+    assert not looks_like_hub_id("books/moby-dick.txt")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "README.md").write_text("# A dataset card\n", encoding="utf-8")
+    with pytest.raises(DataError, match="neither one saved with datasets' save_to_disk nor one holding data files"):
+        load_data(folder)
+
+
 # ------------------------------------------------------------------ shapes, mapping
 
 
