@@ -3,7 +3,8 @@
 Field names follow transformers / PEFT / TRL wherever those libraries have a name for the same
 knob (`r`, `lora_alpha`, `learning_rate`, ...), so users can carry knowledge both ways. Every field
 carries `metadata={"help": ...}`; the same text feeds the CLI, the Config tab's tooltips and
-`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`.
+`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`, and `above`
+(an exclusive lower bound).
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ class DataSettings:
 class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
-    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", min=0.0))
+    # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
+    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0))
     num_train_epochs: float = field(
         default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
     )
@@ -238,11 +240,12 @@ class TrainingSettings:
         default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1)
     )
     per_device_train_batch_size: int = field(
-        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1)
+        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1, max=1024)
     )
     gradient_accumulation_steps: int = field(
         default=4,
-        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1),
+        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1,
+                       max=1024),
     )
     max_length: int = field(
         default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8)
@@ -330,6 +333,10 @@ class RunConfig:
             raise ConfigError("data.train_file", "", "no training data given")
         if not self.lora.target_modules:
             raise ConfigError("lora.target_modules", [], "name at least one module, or 'all-linear'")
+        if "all-linear" in self.lora.target_modules and len(self.lora.target_modules) > 1:
+            raise ConfigError("lora.target_modules", self.lora.target_modules,
+                              "'all-linear' must stand alone (it already names every linear layer), or list "
+                              "module names without it")
         if self.data.eval_file and self.data.eval_fraction > 0:
             raise ConfigError("data.eval_fraction", self.data.eval_fraction,
                               "give either an eval file or an eval fraction, not both")
@@ -376,6 +383,8 @@ def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    if "above" in meta and value <= meta["above"]:
+        raise ConfigError(key, value, f"must be above {meta['above']}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(key, value, f"must be at least {meta['min']}")
     if "max" in meta and value > meta["max"]:
