@@ -52,6 +52,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ASCII_COMPATIBLE = {"utf-8", "utf-8-sig", "cp1252", "cp1254", "latin-1", "iso8859-1", "iso8859-9", "ascii",
                      "cp1250", "cp1251", "cp1253", "cp1257", "iso8859-15"}
 _TABLE_BATCH_ROWS = 1000
+TOO_DEEP = "nested too deeply to read (lists or objects inside each other about a thousand levels deep)"
+"""Python's json parser recurses once per level: a record nested deeper than the recursion limit is a bad row."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -473,6 +475,8 @@ def _jsonl_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
             yield number, json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as error:
             yield DataIssue(path, number, f"malformed JSON: {error.msg} (column {error.colno})")
+        except RecursionError:
+            yield DataIssue(path, number, TOO_DEEP)
 
 
 def _json_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
@@ -486,7 +490,7 @@ def _json_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
         if end_of_first != -1 and text[end_of_first:].strip():
             try:
                 first = json.loads(text[start:end_of_first])
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 first = None
             if isinstance(first, dict):  # one object per line: JSON Lines named .json
                 yield from _jsonl_items(path, iter(text.splitlines(keepends=True)))
@@ -525,11 +529,42 @@ class _JsonDocument:
                                                                         f"(column {error.colno})"))
 
     def _decode(self, position: int) -> tuple[Any, int]:
+        """The value at `position` and where it ends; a value nested too deeply to parse is _TooDeep."""
         try:
             return self.decoder.raw_decode(self.text, position)
         except json.JSONDecodeError as error:
             raise BrokenDocumentError(DataIssue(self.path, error.lineno,
                                                 f"malformed JSON: {error.msg} (column {error.colno})")) from None
+        except RecursionError:
+            return _TooDeep, self._value_end(position)
+
+    def _value_end(self, position: int) -> int:
+        """Where the value at `position` ends, found without recursion (brackets counted, strings skipped), so
+        that the records after one nested too deeply are still read."""
+        text, depth, i = self.text, 0, position
+        while i < len(text):
+            char = text[i]
+            if char == '"':
+                i += 1
+                while True:
+                    quote = text.find('"', i)
+                    if quote == -1:
+                        raise self._broken("Unterminated string starting at", i - 1)
+                    backslashes = len(text[i:quote]) - len(text[i:quote].rstrip("\\"))
+                    i = quote + 1
+                    if backslashes % 2 == 0:
+                        break
+                if depth == 0:
+                    return i
+                continue
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+                if depth <= 0:
+                    return i + 1
+            i += 1
+        raise self._broken("Expecting value", len(text))
 
     def records(self) -> Iterator[Any]:
         text = self.text
@@ -555,7 +590,7 @@ class _JsonDocument:
                 raise self._broken("Expecting value", position)
             line = self._line_at(position)
             record, position = self._decode(position)
-            yield line, record
+            yield DataIssue(self.path, line, TOO_DEEP) if record is _TooDeep else (line, record)
             position = self._skip(position)
             if position < len(text) and text[position] == ",":
                 position = self._skip(position + 1)
@@ -596,6 +631,10 @@ class _JsonDocument:
                     yield DataIssue(self.path, 1, "a JSON object must hold exactly one list of records")
                 return position + 1
             raise self._broken("Expecting ',' delimiter", position)
+
+
+class _TooDeep:
+    """Stands for a JSON value nested too deeply for the parser."""
 
 
 def _sniff_delimiter(header: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from studio.core.data_issues import DataError, DataIssue
 from studio.core.data_sources import (
-    TEXT_SPLITS, BrokenDocumentError, Source, normalise_encoding, open_records, resolve_source,
+    TEXT_SPLITS, TOO_DEEP, BrokenDocumentError, Source, normalise_encoding, open_records, resolve_source,
 )
 
 __all__ = [
@@ -348,6 +348,8 @@ def _normalise_turns(turns: Any, key: str, role_map: dict[str, str]) -> list[dic
         except json.JSONDecodeError as error:
             raise ValueError(f"'{key}' is text that is not a JSON list of turns: {error.msg} "
                              f"(character {error.pos + 1})") from None
+        except RecursionError:
+            raise ValueError(f"'{key}' is JSON text {TOO_DEEP}") from None
     if not isinstance(turns, list):
         raise ValueError(f"'{key}' must be a list")
     if not turns:

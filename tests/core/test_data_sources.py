@@ -553,3 +553,25 @@ def test_a_parquet_file_replaced_while_it_is_read_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
     with pytest.raises(DataError, match="rows.parquet: the file changed while it was read"):
         load_data(path, use_cache=False)
+
+
+def test_a_record_nested_100k_deep_is_a_bad_row_at_its_line_and_the_others_are_read(tmp_path):
+    deep = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    good = {"prompt": "What are your support hours?", "completion": "08:00 to 22:00."}
+    lines = _jsonl(tmp_path / "deep.jsonl", good, deep, good)
+    data = load_data(lines)
+    assert [(i.line, i.reason) for i in data.issues] == [(2, "nested too deeply to read (lists or objects inside "
+                                                             "each other about a thousand levels deep)")]
+    assert data.lines == [1, 3]
+
+    document = tmp_path / "deep.json"
+    document.write_text('[\n' + json.dumps(good) + ',\n{"text": "a \\" ] {\\\\", "x": ' + "[" * 100_000
+                        + "]" * 100_000 + '},\n' + json.dumps(good) + "\n]\n", encoding="utf-8")
+    data = load_data(document)
+    assert [(i.line, i.reason.split(" (")[0]) for i in data.issues] == [(3, "nested too deeply to read")]
+    assert data.lines == [2, 4]
+
+    table = tmp_path / "deep.csv"
+    table.write_text("messages\n\"" + "[" * 100_000 + "]" * 100_000 + "\"\n", encoding="utf-8")
+    data = load_data(table)
+    assert [i.line for i in data.issues] == [2] and "nested too deeply" in data.issues[0].reason
