@@ -353,7 +353,9 @@ class RunConfig:
                               "tab's Eval split) or name an eval file (data.eval_file)")
 
     def check_sources(self) -> None:
-        """ConfigError naming the key when the local model folder or a data file the run needs is missing.
+        """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+        when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
+        that name no layer; see `preflight`).
 
         Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
         Hub ids pass: they are fetched, or read from the cache, when the run loads them.
@@ -366,6 +368,9 @@ class RunConfig:
             value = getattr(self.data, key)
             if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
                 raise ConfigError(f"data.{key}", value, "no such file or folder")
+        from studio.core.preflight import check_model
+
+        check_model(self)  # weights, architecture and target modules, read from the model's files only
 
     def digest(self) -> str:
         """A short stable fingerprint of the settings (the run name excluded)."""
