@@ -244,8 +244,7 @@ class TrainingSettings:
     )
     gradient_accumulation_steps: int = field(
         default=4,
-        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1,
-                       max=1024),
+        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1),
     )
     max_length: int = field(
         default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8)
