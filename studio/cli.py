@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--columns", help="column mapping as field=column pairs, e.g. prompt=question,completion=answer")
     inspect.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     inspect.add_argument("--split", default="train", help="split of a Hub dataset or DatasetDict folder")
+    inspect.add_argument("--text-split", choices=("blank_lines", "file"), default="blank_lines",
+                         help="how a .txt/.md file is cut into documents: at blank lines (default), or one "
+                              "document per file (data.text_split)")
     inspect.add_argument("--max-length", type=int, default=1024, help="max_length for the truncation count")
     inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (responses only is the "
                                                                    "default)")
@@ -498,7 +501,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     name = _command_name(args)
     columns = [part.strip() for part in args.columns.split(",") if part.strip()] if args.columns else None
     try:
-        data = load_data(args.file, args.format, mapping=columns, encoding=args.encoding, split=args.split)
+        data = load_data(args.file, args.format, mapping=columns, encoding=args.encoding, split=args.split,
+                         text_split=args.text_split)
     except DataError as error:
         if args.json:
             print(json.dumps({"path": str(args.file), "ok": False, "error": str(error),

@@ -3,7 +3,8 @@
 Field names follow transformers / PEFT / TRL wherever those libraries have a name for the same
 knob (`r`, `lora_alpha`, `learning_rate`, ...), so users can carry knowledge both ways. Every field
 carries `metadata={"help": ...}`; the same text feeds the CLI, the Config tab's tooltips and
-`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`.
+`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`, and `above`
+(an exclusive lower bound).
 """
 
 from __future__ import annotations
@@ -157,9 +158,10 @@ class DataSettings:
     train_file: str = field(
         default="",
         metadata=_help(
-            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a folder saved with datasets' "
-            "save_to_disk, or a Hugging Face Hub dataset id; records are chat conversations (OpenAI "
-            "'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion pairs or plain 'text'. "
+            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a plain text file (.txt, .md), a "
+            "folder saved with datasets' save_to_disk, or a Hugging Face Hub dataset id; records are chat "
+            "conversations (OpenAI 'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion "
+            "pairs or plain 'text'. "
             "A relative path is read relative to the config file."
         ),
     )
@@ -214,13 +216,23 @@ class DataSettings:
         default="train",
         metadata=_help("Split to read from a Hugging Face Hub dataset or a saved DatasetDict folder."),
     )
+    text_split: str = field(
+        default="blank_lines",
+        metadata=_help(
+            "How a plain text file (.txt, .md) is cut into training documents: blank_lines (each block of "
+            "lines between blank lines is one document) or file (the whole file is one document, for long "
+            "texts such as a book or an article per file). Problems are reported at a document's first line.",
+            choices=["blank_lines", "file"],
+        ),
+    )
 
 
 @dataclass
 class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
-    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", min=0.0))
+    # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
+    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0))
     num_train_epochs: float = field(
         default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
     )
@@ -228,7 +240,7 @@ class TrainingSettings:
         default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1)
     )
     per_device_train_batch_size: int = field(
-        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1)
+        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1, max=1024)
     )
     gradient_accumulation_steps: int = field(
         default=4,
@@ -330,6 +342,10 @@ class RunConfig:
             raise ConfigError("data.train_file", "", "no training data given")
         if not self.lora.target_modules:
             raise ConfigError("lora.target_modules", [], "name at least one module, or 'all-linear'")
+        if "all-linear" in self.lora.target_modules and len(self.lora.target_modules) > 1:
+            raise ConfigError("lora.target_modules", self.lora.target_modules,
+                              "'all-linear' must stand alone (it already names every linear layer), or list "
+                              "module names without it")
         if self.data.eval_file and self.data.eval_fraction > 0:
             raise ConfigError("data.eval_fraction", self.data.eval_fraction,
                               "give either an eval file or an eval fraction, not both")
@@ -346,7 +362,9 @@ class RunConfig:
                               "tab's Eval split) or name an eval file (data.eval_file)")
 
     def check_sources(self) -> None:
-        """ConfigError naming the key when the local model folder or a data file the run needs is missing.
+        """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+        when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
+        that name no layer; see `preflight`).
 
         Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
         Hub ids pass: they are fetched, or read from the cache, when the run loads them.
@@ -365,6 +383,9 @@ class RunConfig:
             value = getattr(self.data, key)
             if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
                 raise ConfigError(f"data.{key}", value, "no such file or folder")
+        from studio.core.preflight import check_model
+
+        check_model(self)  # weights, architecture and target modules, read from the model's files only
 
     def digest(self) -> str:
         """A short stable fingerprint of the settings (the run name excluded)."""
@@ -382,6 +403,8 @@ def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    if "above" in meta and value <= meta["above"]:
+        raise ConfigError(key, value, f"must be above {meta['above']}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(key, value, f"must be at least {meta['min']}")
     if "max" in meta and value > meta["max"]:

@@ -77,6 +77,8 @@ def _allowed(meta: typing.Mapping[str, Any]) -> str:
     if "choices" in meta:
         return ", ".join(f"`{c}`" for c in meta["choices"])
     low, high = meta.get("min"), meta.get("max")
+    if meta.get("above") is not None:
+        return f"> {meta['above']}"
     if low is not None and high is not None:
         return f"{low} … {high}"
     if low is not None:

@@ -1,11 +1,13 @@
-"""Where records come from: JSON/JSONL/CSV/TSV/Parquet files, `save_to_disk` folders and Hub ids.
+"""Where records come from: JSON/JSONL/CSV/TSV/Parquet files, plain text (.txt/.md), `save_to_disk` folders
+and Hub ids.
 
 `open_records(source, ...)` returns a `RecordStream`: an iterator of `(location, record)` pairs —
 or a `DataIssue` for a piece of the input that is not a record (malformed JSON on line N, a CSV row
 with the wrong number of fields) — together with the progress made through the input. Nothing here
 holds a whole file in Python lists: text files are read line by line, tables batch by batch from
 Arrow. Locations are 1-based line numbers for text files and 1-based row numbers for tables, so
-every problem can be reported as `file:line: reason`.
+every problem can be reported as `file:line: reason`. A plain text file becomes `{"text": ...}` records,
+one per document (the lines between blank lines, or the whole file), located by the document's first line.
 
 Text that is not valid in the chosen encoding stops the read with a `DataError` naming the line and,
 where the bytes look like a known legacy encoding (Windows-1254 Turkish, Windows-1252 Western,
@@ -33,17 +35,25 @@ JSON_SUFFIXES = (".json",)
 CSV_SUFFIXES = (".csv",)
 TSV_SUFFIXES = (".tsv", ".tab")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-FILE_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + TSV_SUFFIXES + PARQUET_SUFFIXES
+TEXT_SUFFIXES = (".txt", ".md")
+DATA_FOLDER_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + TSV_SUFFIXES + PARQUET_SUFFIXES
+"""What makes a folder a folder of data files: not text files, as every downloaded Hub repository has a README.md."""
+FILE_SUFFIXES = DATA_FOLDER_SUFFIXES + TEXT_SUFFIXES
 FILE_DIALOG_FILTER = "Datasets (" + " ".join(f"*{s}" for s in FILE_SUFFIXES) + ")"
 
-SOURCE_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "saved", "folder", "hub")
-"""jsonl/json/csv/tsv/parquet: a file; saved: a `save_to_disk` folder; folder: a folder of data files
+SOURCE_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "text", "saved", "folder", "hub")
+"""jsonl/json/csv/tsv/parquet/text: a file; saved: a `save_to_disk` folder; folder: a folder of data files
 (a downloaded Hub repository); hub: a Hugging Face Hub dataset id."""
+
+TEXT_SPLITS = ("blank_lines", "file")
+"""How a plain text file is cut into documents: at blank lines, or not at all (one document per file)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ASCII_COMPATIBLE = {"utf-8", "utf-8-sig", "cp1252", "cp1254", "latin-1", "iso8859-1", "iso8859-9", "ascii",
                      "cp1250", "cp1251", "cp1253", "cp1257", "iso8859-15"}
 _TABLE_BATCH_ROWS = 1000
+TOO_DEEP = "nested too deeply to read (lists or objects inside each other about a thousand levels deep)"
+"""Python's json parser recurses once per level: a record nested deeper than the recursion limit is a bad row."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -221,7 +231,7 @@ class Source:
 
     @property
     def unit(self) -> str:
-        return "line" if self.kind in ("jsonl", "json", "csv", "tsv") else "row"
+        return "line" if self.kind in ("jsonl", "json", "csv", "tsv", "text") else "row"
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -238,14 +248,14 @@ def resolve_source(spec: str | Path) -> Source:
         if (path / "dataset_dict.json").is_file() or (
                 (path / "state.json").is_file() and (path / "dataset_info.json").is_file()):
             return Source(text, "saved", path)
-        if any(p.suffix.lower() in FILE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        if any(p.suffix.lower() in DATA_FOLDER_SUFFIXES for p in path.rglob("*") if p.is_file()):
             return Source(text, "folder", path)
         raise DataError(f"{path}: a folder, but neither one saved with datasets' save_to_disk nor one "
-                        f"holding data files ({', '.join(FILE_SUFFIXES)})")
+                        f"holding data files ({', '.join(DATA_FOLDER_SUFFIXES)})")
     suffix = path.suffix.lower()
     if path.is_file():
         for kind, suffixes in (("jsonl", JSONL_SUFFIXES), ("json", JSON_SUFFIXES), ("csv", CSV_SUFFIXES),
-                               ("tsv", TSV_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+                               ("tsv", TSV_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES)):
             if suffix in suffixes:
                 return Source(text, kind, path)
         raise DataError(f"{path}: unsupported file type '{suffix}' (use {', '.join(FILE_SUFFIXES)}, a folder "
@@ -286,19 +296,67 @@ class RecordStream:
 
 
 def open_records(source: Source | str | Path, *, encoding: str = "utf-8", split: str = "train",
-                 hub_reachable: Callable[[], bool] | None = None) -> RecordStream:
-    """A RecordStream over any supported source; DataError for an unreadable source."""
+                 hub_reachable: Callable[[], bool] | None = None, text_split: str = "blank_lines") -> RecordStream:
+    """A RecordStream over any supported source; DataError for an unreadable source.
+
+    `text_split` says how a plain text file is cut into documents (see TEXT_SPLITS).
+    """
     if not isinstance(source, Source):
         source = resolve_source(source)
     try:
         codec = normalise_encoding(encoding)
     except ValueError as error:
         raise DataError(f"{source.label}: {error}") from None
-    if source.kind in ("jsonl", "json", "csv", "tsv"):
-        return _open_text(source, codec)
+    if text_split not in TEXT_SPLITS:
+        raise DataError(f"{source.label}: unknown text split '{text_split}' (known: {', '.join(TEXT_SPLITS)})")
+    if source.kind in ("jsonl", "json", "csv", "tsv", "text"):
+        before = _file_state(source.path)
+        return _unchanged_while_read(_open_text(source, codec, text_split), before)
     if source.kind == "parquet":
-        return _open_parquet(source)
+        before = _file_state(source.path)
+        return _unchanged_while_read(_open_parquet(source), before)
     return _open_datasets(source, split, hub_reachable or hub_is_reachable)
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    """What tells a file that is being written (or replaced) from one that stays as it was."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read: {error.strerror or error}") from None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def file_changed_error(path: Path) -> DataError:
+    return DataError(f"{path}: the file changed while it was read; read it again once it is complete")
+
+
+def _unchanged_while_read(stream: RecordStream, before: tuple[int, int]) -> RecordStream:
+    """The stream, which raises DataError at its end when the file's size or modification time moved while it
+    was read: rows of a file still being written (or truncated) are a mix of two versions, and with
+    skip_bad_rows the torn ones would be skipped silently while the stale ones trained."""
+    path = stream.source.path
+    assert path is not None
+    items = stream.items
+
+    def changed() -> bool:
+        try:
+            return _file_state(path) != before
+        except DataError:
+            return True  # deleted under us
+
+    def checked() -> Iterator[Any]:
+        try:
+            yield from items
+        except (DataError, BrokenDocumentError):
+            if changed():  # a cut-off file reads as broken JSON or a bad byte: the change is the cause
+                raise file_changed_error(path) from None
+            raise
+        if changed():
+            raise file_changed_error(path)
+
+    stream.items = checked()
+    return stream
 
 
 class _ByteCounter:
@@ -321,7 +379,7 @@ class _ByteCounter:
         return min(1.0, self.done / self.size)
 
 
-def _open_text(source: Source, codec: str) -> RecordStream:
+def _open_text(source: Source, codec: str, text_split: str = "blank_lines") -> RecordStream:
     path = source.path
     assert path is not None
     try:
@@ -339,6 +397,8 @@ def _open_text(source: Source, codec: str) -> RecordStream:
         items = _jsonl_items(path, lines)
     elif source.kind == "json":
         items = _json_items(path, lines)
+    elif source.kind == "text":
+        items = _text_documents(lines, whole_file=text_split == "file")
     else:
         items, columns = _csv_items(path, lines, "\t" if source.kind == "tsv" else None)
         return RecordStream(source, items, encoding=_display_codec(codec), columns=columns,
@@ -383,6 +443,30 @@ def _decoded_lines(path: Path, counter: _ByteCounter, codec: str) -> Iterator[st
         yield pending
 
 
+def _text_documents(lines: Iterator[str], *, whole_file: bool) -> Iterator[Any]:
+    """A plain text file's documents as (first line, {"text": ...}): each run of non-blank lines, or the whole
+    file; blank lines before and after a document are not part of it, line ends become \\n."""
+    start: int | None = None
+    parts: list[str] = []
+    blank_run: list[str] = []  # blank lines inside a whole-file document, kept once more text follows
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            if start is not None and not whole_file:
+                yield start, {"text": "\n".join(parts)}
+                start, parts = None, []
+            elif start is not None:
+                blank_run.append(text)
+            continue
+        if start is None:
+            start = number
+        parts.extend(blank_run)
+        blank_run = []
+        parts.append(text)
+    if start is not None:
+        yield start, {"text": "\n".join(parts)}
+
+
 def _jsonl_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -391,6 +475,8 @@ def _jsonl_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
             yield number, json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as error:
             yield DataIssue(path, number, f"malformed JSON: {error.msg} (column {error.colno})")
+        except RecursionError:
+            yield DataIssue(path, number, TOO_DEEP)
 
 
 def _json_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
@@ -404,7 +490,7 @@ def _json_items(path: Path, lines: Iterator[str]) -> Iterator[Any]:
         if end_of_first != -1 and text[end_of_first:].strip():
             try:
                 first = json.loads(text[start:end_of_first])
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 first = None
             if isinstance(first, dict):  # one object per line: JSON Lines named .json
                 yield from _jsonl_items(path, iter(text.splitlines(keepends=True)))
@@ -443,11 +529,42 @@ class _JsonDocument:
                                                                         f"(column {error.colno})"))
 
     def _decode(self, position: int) -> tuple[Any, int]:
+        """The value at `position` and where it ends; a value nested too deeply to parse is _TooDeep."""
         try:
             return self.decoder.raw_decode(self.text, position)
         except json.JSONDecodeError as error:
             raise BrokenDocumentError(DataIssue(self.path, error.lineno,
                                                 f"malformed JSON: {error.msg} (column {error.colno})")) from None
+        except RecursionError:
+            return _TooDeep, self._value_end(position)
+
+    def _value_end(self, position: int) -> int:
+        """Where the value at `position` ends, found without recursion (brackets counted, strings skipped), so
+        that the records after one nested too deeply are still read."""
+        text, depth, i = self.text, 0, position
+        while i < len(text):
+            char = text[i]
+            if char == '"':
+                i += 1
+                while True:
+                    quote = text.find('"', i)
+                    if quote == -1:
+                        raise self._broken("Unterminated string starting at", i - 1)
+                    backslashes = len(text[i:quote]) - len(text[i:quote].rstrip("\\"))
+                    i = quote + 1
+                    if backslashes % 2 == 0:
+                        break
+                if depth == 0:
+                    return i
+                continue
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+                if depth <= 0:
+                    return i + 1
+            i += 1
+        raise self._broken("Expecting value", len(text))
 
     def records(self) -> Iterator[Any]:
         text = self.text
@@ -473,7 +590,7 @@ class _JsonDocument:
                 raise self._broken("Expecting value", position)
             line = self._line_at(position)
             record, position = self._decode(position)
-            yield line, record
+            yield DataIssue(self.path, line, TOO_DEEP) if record is _TooDeep else (line, record)
             position = self._skip(position)
             if position < len(text) and text[position] == ",":
                 position = self._skip(position + 1)
@@ -514,6 +631,10 @@ class _JsonDocument:
                     yield DataIssue(self.path, 1, "a JSON object must hold exactly one list of records")
                 return position + 1
             raise self._broken("Expecting ',' delimiter", position)
+
+
+class _TooDeep:
+    """Stands for a JSON value nested too deeply for the parser."""
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -667,7 +788,7 @@ def _open_datasets(source: Source, split: str, hub_reachable: Callable[[], bool]
             # datasets reads every data file in the folder as one table; its top error ("An error occurred while
             # generating the dataset") names neither the files nor the cause, so both are said here.
             files = sorted(str(p.relative_to(source.path)) for p in source.path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+                           if p.is_file() and p.suffix.lower() in DATA_FOLDER_SUFFIXES)
             shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
             raise DataError(f"{label}: its data files ({shown}) cannot be read as one dataset: "
                             f"{_root_reason(error)}. Open one of the files instead.") from None

@@ -4,8 +4,8 @@ Every record becomes either `{"messages": [{"role": ..., "content": ...}, ...]}`
 `{"text": ...}` (plain text for continued pre-training). Problems are collected as
 `file:line: reason` rather than raised one at a time, so the user sees every bad row at once.
 
-Sources are read by `studio.core.data_sources` (JSON, JSONL, CSV/TSV, Parquet, `save_to_disk`
-folders, Hub ids); the normalised examples are written to an Arrow table batch by batch, so a
+Sources are read by `studio.core.data_sources` (JSON, JSONL, CSV/TSV, Parquet, plain text,
+`save_to_disk` folders, Hub ids); the normalised examples are written to an Arrow table batch by batch, so a
 million-row file is never held as Python lists. `LoadedData.examples` reads rows from that table
 on demand and `LoadedData.to_dataset()` hands it to `datasets` for training.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from studio.core.data_issues import DataError, DataIssue
 from studio.core.data_sources import (
-    BrokenDocumentError, Source, normalise_encoding, open_records, resolve_source,
+    TEXT_SPLITS, TOO_DEEP, BrokenDocumentError, Source, normalise_encoding, open_records, resolve_source,
 )
 
 __all__ = [
@@ -348,6 +348,8 @@ def _normalise_turns(turns: Any, key: str, role_map: dict[str, str]) -> list[dic
         except json.JSONDecodeError as error:
             raise ValueError(f"'{key}' is text that is not a JSON list of turns: {error.msg} "
                              f"(character {error.pos + 1})") from None
+        except RecursionError:
+            raise ValueError(f"'{key}' is JSON text {TOO_DEEP}") from None
     if not isinstance(turns, list):
         raise ValueError(f"'{key}' must be a list")
     if not turns:
@@ -675,12 +677,14 @@ def _cache_root() -> Path:
     return user_data_dir() / "cache" / "data"
 
 
-def _cache_key(source: Source, fmt: str, mapping: Mapping[str, str], encoding: str, split: str) -> str | None:
+def _cache_key(source: Source, fmt: str, mapping: Mapping[str, str], encoding: str, split: str,
+               text_split: str = "blank_lines") -> str | None:
     if source.path is None or not source.path.is_file():
         return None  # folders and Hub datasets are Arrow already (cached by datasets)
     stat = source.path.stat()
     payload = json.dumps([_CACHE_VERSION, str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, fmt,
-                          sorted(mapping.items()), encoding, split])
+                          sorted(mapping.items()), encoding, split]
+                         + ([text_split] if source.kind == "text" else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -760,8 +764,11 @@ def load_data(
     should_stop: Callable[[], bool] | None = None,
     use_cache: bool = True,
     hub_reachable: Callable[[], bool] | None = None,
+    text_split: str = "blank_lines",
 ) -> LoadedData:
     """Read and normalise a whole source, collecting every bad row as a DataIssue.
+
+    A plain text file is cut into documents as `text_split` says: at blank lines, or one per file.
 
     A source that cannot be read at all (missing, unsupported, not in the encoding) raises DataError.
     `progress(fraction, rows)` is called every few thousand rows, `on_head(LoadedData)` once with the
@@ -772,12 +779,14 @@ def load_data(
     if fmt not in ("auto", "", *FORMATS):
         raise DataError(f"{source.label}: unknown format '{fmt}' (known: auto, {', '.join(FORMATS)})")
     fmt = fmt or "auto"
+    if text_split not in TEXT_SPLITS:
+        raise DataError(f"{source.label}: unknown text split '{text_split}' (known: {', '.join(TEXT_SPLITS)})")
     try:
         mapping = parse_column_mapping(mapping)
         encoding = normalise_encoding(encoding)
     except ValueError as error:
         raise DataError(f"{source.label}: {error}") from None
-    key = _cache_key(source, fmt, mapping, encoding, split) if use_cache else None
+    key = _cache_key(source, fmt, mapping, encoding, split, text_split) if use_cache else None
     cached = _load_cached(key, source)
     if cached is not None:
         if on_head is not None:
@@ -786,7 +795,7 @@ def load_data(
             progress(1.0, cached.row_count)
         return cached
 
-    stream = open_records(source, encoding=encoding, split=split, hub_reachable=hub_reachable)
+    stream = open_records(source, encoding=encoding, split=split, hub_reachable=hub_reachable, text_split=text_split)
     label, unit = source.label, source.unit
     writer = _NormalisedWriter(_new_cache_dir(key))
     issues: list[DataIssue] = []
@@ -810,6 +819,10 @@ def load_data(
         broken = error.issue
     records = [record for item in sample if not isinstance(item, DataIssue) for record in (item[1],)]
     detection = detect_shape(records, stream.columns, fmt=fmt, mapping=mapping)
+    if source.kind == "text" and fmt == "auto" and not mapping:  # the file's kind is the evidence, not a key
+        detection = ShapeDetection("text", "a plain text file (continued pre-training), " + (
+            "the whole file as one document" if text_split == "file" else
+            "one document per block of lines between blank lines"), True)
     mapping = dict(detection.mapping)  # for an unrecognised shape: the suggestion, shown but not applied
     hint = ""
     if not detection.format:
@@ -934,6 +947,8 @@ def require_trainable(data: LoadedData, *, skip_bad_rows: bool) -> LoadedData:
 
 
 def load_with_settings(settings: Any, path: str | Path | None = None, **options: Any) -> LoadedData:
-    """load_data with a DataSettings' format, column mapping, encoding and split (path: its train_file)."""
+    """load_data with a DataSettings' format, column mapping, encoding, split and text split (path: its
+    train_file)."""
     return load_data(path if path is not None else settings.train_file, settings.format,
-                     mapping=settings.column_mapping, encoding=settings.encoding, split=settings.split, **options)
+                     mapping=settings.column_mapping, encoding=settings.encoding, split=settings.split,
+                     text_split=settings.text_split, **options)

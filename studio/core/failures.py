@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +81,27 @@ def oom_retry_config(config: RunConfig) -> tuple[RunConfig, MemorySaving] | None
     return adjusted, savings[0]
 
 
+_TERMINAL_CODES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+"""ANSI/VT escape sequences (colours, OSC links): libraries colour their messages for a terminal."""
+
+
+def plain_text(text: str) -> str:
+    """`text` without terminal escape sequences, as events.jsonl, the window and a log file need it."""
+    return _TERMINAL_CODES.sub("", text)
+
+
 def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
-    """The `failed` event for an exception: kind oom | data | config | crash, message and hint."""
+    """The `failed` event for an exception: kind oom | data | config | crash, message and hint, in plain text."""
+    event = _failure_event(error, config)
+    for name in ("message", "hint"):
+        if isinstance(event.get(name), str):
+            event[name] = plain_text(event[name])
+    if isinstance(event.get("issues"), list):
+        event["issues"] = [plain_text(issue) for issue in event["issues"]]
+    return event
+
+
+def _failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
     if isinstance(error, ConfigError):
         return make_event("failed", kind="config", message=str(error), key=error.key,
                           hint=f"Fix '{error.key}' in the config and start again.")

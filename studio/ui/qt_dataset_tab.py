@@ -4,7 +4,7 @@ Reading, tokenizer loading and token counting run in QThread workers (`qt_datase
 first rows appear while the rest is read. The preview goes through `data_preview.preview_example`,
 i.e. the trainer's own `encode_example`, so the highlighted tokens are the trained ones. The tab edits
 the data part of the run config (format, column mapping, encoding, skip bad rows, eval split,
-responses only) and signals `settings_changed` after each edit.
+responses only, how a plain text file is cut into documents) and signals `settings_changed` after each edit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup, QCheckBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+    QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
     QLineEdit, QProgressBar, QPushButton, QRadioButton, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -33,9 +33,11 @@ from studio.ui.widgets.qt_token_view import MASKED_COLOURS, MASKED_TEXT, TRAINED
 RED = "#b3261e"
 STATS_SAMPLE_ROWS = 20_000
 """Token lengths are first measured on this many random rows; 'Measure all rows' does the rest."""
-_READ_FIELDS = ("train_file", "format", "column_mapping", "encoding", "split")
+_READ_FIELDS = ("train_file", "format", "column_mapping", "encoding", "split", "text_split")
 _TAB_FIELDS = ("train_file", "eval_file", "eval_fraction", "train_on_responses_only", "format", "column_mapping",
-               "encoding", "skip_bad_rows", "split")
+               "encoding", "skip_bad_rows", "split", "text_split")
+TEXT_SPLIT_LABELS = {"blank_lines": "a document per block (split at blank lines)",
+                     "file": "one document per file"}
 
 
 def _summary(example: dict[str, Any]) -> tuple[str, str, int]:
@@ -249,7 +251,7 @@ class QtDatasetTab(QWidget):
 
         # --- the source bar -----------------------------------------------------------------------
         self.open_button = QPushButton("Open file…")
-        self.open_button.setToolTip("JSON, JSONL, CSV, TSV or Parquet")
+        self.open_button.setToolTip("JSON, JSONL, CSV, TSV, Parquet, or plain text (.txt, .md)")
         self.open_button.clicked.connect(self._browse)
         self.folder_button = QPushButton("Open folder…")
         self.folder_button.setToolTip("A folder saved with datasets' save_to_disk, or a folder of data files")
@@ -263,6 +265,14 @@ class QtDatasetTab(QWidget):
         self.split_edit.setFixedWidth(self.fontMetrics().horizontalAdvance("validation") + 24)
         self.split_edit.setToolTip("data.split: which split of a Hub dataset or a saved DatasetDict to read")
         self.split_edit.editingFinished.connect(self._on_split_name_edited)
+        # Shown for plain text files only: where one training document ends.
+        self.text_split_combo = QComboBox()
+        for value, label in TEXT_SPLIT_LABELS.items():
+            self.text_split_combo.addItem(label, value)
+        self.text_split_combo.setToolTip(
+            "data.text_split: how a .txt/.md file is cut into training documents — at blank lines, or not at "
+            "all (the whole file is one document)")
+        self.text_split_combo.currentIndexChanged.connect(self._on_text_split_chosen)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setFixedWidth(180)
@@ -377,6 +387,7 @@ class QtDatasetTab(QWidget):
         top.addWidget(self.source_edit, stretch=1)
         top.addWidget(self.split_label)
         top.addWidget(self.split_edit)
+        top.addWidget(self.text_split_combo)
         top.addWidget(self.progress_bar)
         top.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
@@ -456,6 +467,14 @@ class QtDatasetTab(QWidget):
             has_splits = False
         self.split_label.setVisible(has_splits)
         self.split_edit.setVisible(has_splits)
+        try:
+            is_text = resolve_source(s.train_file).kind == "text" if s.train_file else False
+        except DataError:
+            is_text = False
+        self.text_split_combo.blockSignals(True)
+        self.text_split_combo.setCurrentIndex(max(0, self.text_split_combo.findData(s.text_split)))
+        self.text_split_combo.blockSignals(False)
+        self.text_split_combo.setVisible(is_text)
 
     # --- opening -----------------------------------------------------------------------------------------
     def _browse(self) -> None:
@@ -484,6 +503,7 @@ class QtDatasetTab(QWidget):
             self.settings.encoding = "utf-8"
             self.settings.skip_bad_rows = False
             self.settings.split = "train"
+            self.settings.text_split = "blank_lines"
         self._sync_widgets()
         started = self._start_load()
         if changed:
@@ -514,7 +534,8 @@ class QtDatasetTab(QWidget):
         self.cancel_button.show()
         s = self.settings
         freeze_heap()
-        worker = QtDataLoadWorker(spec, fmt=s.format, mapping=s.column_mapping, encoding=s.encoding, split=s.split)
+        worker = QtDataLoadWorker(spec, fmt=s.format, mapping=s.column_mapping, encoding=s.encoding, split=s.split,
+                                  text_split=s.text_split)
         worker.head_ready.connect(self._on_head)
         worker.progress.connect(self._on_progress)
         worker.loaded.connect(self._on_loaded)
@@ -834,6 +855,14 @@ class QtDatasetTab(QWidget):
         if split == self.settings.split:
             return
         self.settings.split = split
+        self.settings_changed.emit()
+        self._start_load()
+
+    def _on_text_split_chosen(self) -> None:
+        text_split = self.text_split_combo.currentData()
+        if text_split == self.settings.text_split:
+            return
+        self.settings.text_split = text_split
         self.settings_changed.emit()
         self._start_load()
 

@@ -101,10 +101,11 @@ class QtDataLoadWorker(_StoppableWorker):
     cancelled = Signal()
 
     def __init__(self, spec: str, *, fmt: str = "auto", mapping: list[str] | None = None, encoding: str = "utf-8",
-                 split: str = "train", parent=None):
+                 split: str = "train", text_split: str = "blank_lines", parent=None):
         super().__init__(parent)
         self.spec = spec
-        self._options = {"mapping": list(mapping or []), "encoding": encoding, "split": split}
+        self._options = {"mapping": list(mapping or []), "encoding": encoding, "split": split,
+                         "text_split": text_split}
         self._fmt = fmt
         self._last_progress = 0.0
 

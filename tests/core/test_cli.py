@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -167,3 +168,108 @@ def test_the_terminal_shows_evaluation_progress_and_its_result(capsys):
     _print_event(make_event("eval", step=8, eval_loss=1.23456))
     assert capsys.readouterr().out.splitlines() == [
         "evaluating at step 8: 3/9 batches", "evaluating at step 8: 1 batch", "eval step 8 loss 1.2346"]
+
+
+def test_data_inspect_reads_a_plain_text_file_split_at_blank_lines_or_one_document_per_file(tmp_path, capsys):
+    from studio.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A first paragraph.\n\nA second one,\non two lines.\n", encoding="utf-8")
+    assert main(["data", "inspect", str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "unsupported file type" not in out
+    assert "format:     text — a plain text file" in out and "rows:       2 usable, 0 bad" in out
+    assert main(["data", "inspect", str(corpus), "--text-split", "file", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["source"] == "text" and report["rows"] == 1 and report["ok"]
+
+
+@pytest.mark.slow
+def test_train_on_a_plain_text_file_completes_with_one_row_per_document(tmp_path, run_studio, demo_assets):
+    from studio.core.config import save_config
+    from studio.core.run_store import RunDirectory
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Nimbus Fiber 500 costs 450 TL a month.\nThe upgrade is free.\n\n"
+                      "Support is open every day from 08:00 to 22:00.\n\n"
+                      "A red modem light means: unplug it for thirty seconds.\n", encoding="utf-8")
+    config = load_config(demo_assets.config_path)
+    config.data.train_file = str(corpus)
+    config.training.max_steps = 2
+    save_config(config, tmp_path / "text.toml")
+    run = RunDirectory(tmp_path / "run")
+
+    result = run_studio("train", tmp_path / "text.toml", "--output", run.path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = run.events()
+    started = next(e for e in events if e["event"] == "started")
+    assert started["num_train_rows"] == 3  # the three blank-line separated documents
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"
+
+
+def _pickle_only_model(demo_assets, folder):
+    """The demo model with its weights saved as pytorch_model.bin instead of safetensors."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(demo_assets.model_dir, folder)
+    weights = {}
+    for path in folder.glob("*.safetensors"):
+        weights.update(load_file(str(path)))
+        path.unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    return folder
+
+
+def _unknown_architecture_model(demo_assets, folder):
+    import shutil
+
+    shutil.copytree(demo_assets.model_dir, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["model_type"] = "nimbus_llm_v9"
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "key", "reason"),
+    [
+        ("targets", "lora.target_modules = ['q_proj', 'qq_proj']",
+         "'qq_proj' matches no layer of this model; its linear layers are q_proj, k_proj"),
+        ("pickle", "model.name_or_path", "its weights are pickle files only (pytorch_model.bin)"),
+        ("architecture", "model.name_or_path", "unknown architecture: its config.json has model_type 'nimbus_llm_v9'"),
+        ("batch", "training.per_device_train_batch_size = 1000000000", "must be at most 1024"),
+        ("learning_rate", "training.learning_rate = 0.0", "must be above 0.0"),
+    ],
+)
+def test_train_refuses_what_cannot_train_before_a_run_folder_exists(tmp_path, capsys, demo_assets, case, key,
+                                                                    reason):
+    from studio.cli import main
+    from studio.core.config import save_config
+
+    config = load_config(demo_assets.config_path)
+    if case == "targets":
+        config.lora.target_modules = ["q_proj", "qq_proj"]
+    elif case == "pickle":
+        config.model.name_or_path = str(_pickle_only_model(demo_assets, tmp_path / "pickled"))
+    elif case == "architecture":
+        config.model.name_or_path = str(_unknown_architecture_model(demo_assets, tmp_path / "alien"))
+    save_config(config, tmp_path / "run.toml")
+    text = (tmp_path / "run.toml").read_text(encoding="utf-8")
+    if case in ("batch", "learning_rate"):  # values validation refuses are written by hand, as a user would
+        name, value = key.split(".")[1].split(" = ")
+        text, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.MULTILINE)
+        assert count == 1
+    (tmp_path / "run.toml").write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+
+    assert main(["train", str(tmp_path / "run.toml"), "--output", str(run)]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("finetune-studio train: ") and key in err and reason in err, err
+    assert not run.exists(), "bad input costs a message, not a failed run in the history"

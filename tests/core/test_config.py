@@ -138,7 +138,6 @@ def test_a_boolean_is_not_taken_for_a_number():
     [
         ("[lora]\nr = 0\n", "lora.r", "0"),
         ("[lora]\nlora_dropout = 2\n", "lora.lora_dropout", "2"),
-        ("[training]\nlearning_rate = -0.1\n", "training.learning_rate", "-0.1"),
         ("[training]\nwarmup_ratio = 0.9\n", "training.warmup_ratio", "0.9"),
     ],
 )
@@ -146,6 +145,27 @@ def test_out_of_range_values_are_named(toml, key, shown):
     message = _error(_with(toml))
     assert f"{key} = {shown}" in message
     assert "must be at" in message
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "-0.1"])
+def test_a_learning_rate_of_zero_or_below_is_refused_by_name(value):
+    # A learning rate of 0 was accepted and "completed" a run whose adapter never changed.
+    message = _error(_with(f"[training]\nlearning_rate = {value}\n"))
+    assert f"training.learning_rate = {float(value)!r}: must be above 0.0" in message
+
+
+@pytest.mark.parametrize("key", ["per_device_train_batch_size"])
+def test_an_absurd_batch_size_is_refused_by_name_before_anything_loads(key):
+    # 10**9 used to pass validation and fail only after the model had loaded, as a crashed run.
+    message = _error(_with(f"[training]\n{key} = {10**9}\n"))
+    assert f"training.{key} = {10**9}: must be at most 1024" in message
+    assert loads(_with(f"[training]\n{key} = 1024\n"))  # the largest the Config tab offers is fine
+
+
+def test_all_linear_mixed_with_module_names_is_refused():
+    # PEFT reads 'all-linear' as its shortcut only when it stands alone; in a list it names no layer.
+    message = _error(_with('[lora]\ntarget_modules = ["all-linear", "q_proj"]\n'))
+    assert "lora.target_modules = ['all-linear', 'q_proj']: 'all-linear' must stand alone" in message
 
 
 def test_a_learning_rate_that_is_not_a_number_is_rejected():

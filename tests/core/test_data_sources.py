@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,52 @@ def test_an_unsupported_file_or_missing_path_is_named(tmp_path):
     assert str(sheet) in str(info.value) and "'.xlsx'" in str(info.value)
     with pytest.raises(DataError, match="no such file"):
         load_data(tmp_path / "missing.csv")
+
+
+def test_a_plain_text_file_is_read_as_documents_split_at_blank_lines(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("\n\nNimbus outage report\r\nİzmir was down for an hour.\r\n\r\n \t\n"
+                       "Second document,\nover two lines.\n\n\nThird.".encode("utf-8"))
+    data = load_data(corpus)
+    assert data.source_kind == "text" and data.format == "text" and data.confident
+    assert "plain text file" in data.evidence and "blank lines" in data.evidence
+    assert _clean(data) == [{"text": "Nimbus outage report\nİzmir was down for an hour."},
+                            {"text": "Second document,\nover two lines."}, {"text": "Third."}]
+    assert data.lines == [3, 7, 11]  # each document is located by its first line
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nA paragraph.\n\n- a list\n", encoding="utf-8")
+    whole = load_data(notes, text_split="file")
+    assert _clean(whole) == [{"text": "# Notes\n\nA paragraph.\n\n- a list"}] and whole.lines == [1]
+    assert "whole file as one document" in whole.evidence
+    assert len(load_data(notes).examples) == 3  # the cached blank-line scan is not reused for another split
+    with pytest.raises(DataError, match="unknown text split 'pages'"):
+        load_data(notes, text_split="pages")
+
+
+def test_problems_in_a_plain_text_file_point_at_the_document_first_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"Fine text.\n\nOne more\nparagraph with caf\xe9.\n")  # Latin-1 byte on line 4
+    with pytest.raises(DataError, match=r"corpus.txt:4: not UTF-8 text"):
+        load_data(corpus)
+    assert len(load_data(corpus, encoding="latin-1").examples) == 2
+    corpus.write_text("same\n\nother\n\nsame\n", encoding="utf-8")
+    assert load_data(corpus).duplicate_pairs == [(5, 1)]
+    chosen = load_data(corpus, "messages")  # a shape a text file cannot have: every document, at its first line
+    assert [(i.line, i.reason) for i in chosen.issues] == [(1, "'messages' is missing"), (3, "'messages' is missing"),
+                                                          (5, "'messages' is missing")]
+
+
+def test_text_files_are_offered_but_do_not_make_a_hub_repository_a_data_folder(tmp_path):
+    from studio.core.data_sources import FILE_DIALOG_FILTER, looks_like_hub_id
+
+    assert "*.txt" in FILE_DIALOG_FILTER and "*.md" in FILE_DIALOG_FILTER
+    assert not looks_like_hub_id("books/moby-dick.txt")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "README.md").write_text("# A dataset card\n", encoding="utf-8")
+    with pytest.raises(DataError, match="neither one saved with datasets' save_to_disk nor one holding data files"):
+        load_data(folder)
 
 
 # ------------------------------------------------------------------ shapes, mapping
@@ -434,3 +481,97 @@ def test_duplicates_are_counted_with_an_example(tmp_path):
     data = load_data(_jsonl(tmp_path / "dup.jsonl", row, {"prompt": "other", "completion": "x"}, row, row))
     assert data.duplicates == 2
     assert data.duplicate_pairs == [(3, 1), (4, 1)]
+
+
+# ------------------------------------------------------------------ a file that changes while it is read
+
+
+def _change_mid_read(monkeypatch, path: Path, change, *, after_lines: int = 3) -> None:
+    """Make the text reader change `path` (as a writer still at work would) after it has read a few lines."""
+    import studio.core.data_sources as sources
+
+    original = sources._ByteCounter.lines
+
+    def lines(self):
+        for number, raw in enumerate(original(self), start=1):
+            if number == after_lines:
+                change(path)
+            yield raw
+
+    monkeypatch.setattr(sources._ByteCounter, "lines", lines)
+
+
+def _truncate_to_half(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def _touch_only(path: Path) -> None:
+    stat = path.stat()  # same size, later modification time: rewritten in place
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+
+@pytest.mark.parametrize("change", [_truncate_to_half, _touch_only], ids=["truncated", "rewritten"])
+def test_a_jsonl_file_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, change):
+    from studio.core.config import DataSettings
+
+    path = _jsonl(tmp_path / "growing.jsonl", *({"text": f"row {i} " + "x" * 200} for i in range(2000)))
+    _change_mid_read(monkeypatch, path, change)
+    message = f"{path}: the file changed while it was read; read it again once it is complete"
+    with pytest.raises(DataError) as info:
+        load_data(path, use_cache=False)
+    assert str(info.value) == message
+    # Training reads through the same reader: skip_bad_rows must not turn a torn file into "usable" rows.
+    with pytest.raises(DataError, match="the file changed while it was read"):
+        training_data(DataSettings(train_file=str(path), skip_bad_rows=True))
+
+
+def test_a_json_or_csv_file_cut_while_it_is_read_says_it_changed_not_that_it_is_broken(tmp_path, monkeypatch):
+    records = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(500)]
+    document = tmp_path / "array.json"
+    document.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    table = tmp_path / "pairs.csv"
+    table.write_text("prompt,completion\n" + "".join(f"q{i},a{i}\n" for i in range(500)), encoding="utf-8")
+    for path in (document, table):
+        _change_mid_read(monkeypatch, path, _truncate_to_half)
+        with pytest.raises(DataError, match="the file changed while it was read"):
+            load_data(path, use_cache=False)
+
+
+def test_a_parquet_file_replaced_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    path = _write_parquet(tmp_path / "rows.parquet", [{"text": f"row {i}"} for i in range(3000)])
+    original = pq.ParquetFile.iter_batches
+
+    def iter_batches(self, *args, **kwargs):
+        for number, batch in enumerate(original(self, *args, **kwargs)):
+            if number == 1:
+                _touch_only(path)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    with pytest.raises(DataError, match="rows.parquet: the file changed while it was read"):
+        load_data(path, use_cache=False)
+
+
+def test_a_record_nested_100k_deep_is_a_bad_row_at_its_line_and_the_others_are_read(tmp_path):
+    deep = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    good = {"prompt": "What are your support hours?", "completion": "08:00 to 22:00."}
+    lines = _jsonl(tmp_path / "deep.jsonl", good, deep, good)
+    data = load_data(lines)
+    assert [(i.line, i.reason) for i in data.issues] == [(2, "nested too deeply to read (lists or objects inside "
+                                                             "each other about a thousand levels deep)")]
+    assert data.lines == [1, 3]
+
+    document = tmp_path / "deep.json"
+    document.write_text('[\n' + json.dumps(good) + ',\n{"text": "a \\" ] {\\\\", "x": ' + "[" * 100_000
+                        + "]" * 100_000 + '},\n' + json.dumps(good) + "\n]\n", encoding="utf-8")
+    data = load_data(document)
+    assert [(i.line, i.reason.split(" (")[0]) for i in data.issues] == [(3, "nested too deeply to read")]
+    assert data.lines == [2, 4]
+
+    table = tmp_path / "deep.csv"
+    table.write_text("messages\n\"" + "[" * 100_000 + "]" * 100_000 + "\"\n", encoding="utf-8")
+    data = load_data(table)
+    assert [i.line for i in data.issues] == [2] and "nested too deeply" in data.issues[0].reason

@@ -78,3 +78,16 @@ def test_a_data_failure_hint_fits_the_failure():
     assert rows["kind"] == "data" and rows["hint"].startswith("Fix or remove the rows listed")
     whole = failure_event(DataError("data.jsonl: no examples"), None)
     assert whole["kind"] == "data" and "rows listed" not in whole["hint"] and "Dataset tab" in whole["hint"]
+
+
+def test_failure_messages_reach_the_events_file_without_terminal_colour_codes():
+    # transformers colours some errors for a terminal; in events.jsonl and the window they were escape codes.
+    from studio.core.dataset import DataError
+
+    coloured = OSError("\x1b[1m\x1b[31mError:\x1b[0m no file named \x1b]8;;file:///m\x07model.safetensors\x1b]8;;\x07 "
+                       "in \x1b[4m/models/m\x1b[24m")
+    event = failure_event(coloured, _config())
+    assert event["kind"] == "crash"
+    assert event["message"] == "OSError: Error: no file named model.safetensors in /models/m"
+    data = failure_event(DataError("\x1b[33mbad rows\x1b[0m", ["\x1b[31md.jsonl:3: bad\x1b[0m"]), None)
+    assert "\x1b" not in data["message"] and data["issues"] == ["d.jsonl:3: bad"]

@@ -475,3 +475,39 @@ def test_a_long_row_shows_its_first_tokens_until_asked_for_all(qtbot, demo_asset
     view.token_hovered.connect(hovered.append)
     view.highlighted.emit(QUrl("#0"))
     assert hovered == [f"token 1 of {preview.total_tokens} · id {tokenizer.bos_token_id} · '<|begin_of_text|>' · masked"]
+
+
+def test_a_plain_text_file_opens_from_the_dialog_and_its_documents_can_be_whole_files(qtbot, tab, config, tmp_path,
+                                                                                      monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    corpus = tmp_path / "corpus.md"
+    corpus.write_text("# Nimbus\n\nFiber 500 costs 450 TL a month.\n\nSupport is open from 08:00 to 22:00.\n",
+                      encoding="utf-8")
+    offered = []
+
+    def choose(parent, caption, folder, filters):
+        offered.append(filters)
+        return str(corpus), filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", choose)
+    tab.set_config(config)
+    tab.open_button.click()
+    qtbot.waitUntil(lambda: tab.data is not None and tab.data.complete, timeout=LOAD_TIMEOUT_MS)
+    assert "*.txt" in offered[0] and "*.md" in offered[0]
+    assert tab.rows_model.rowCount() == 3 and tab.data.lines == [1, 3, 5]
+    assert "plain text" in tab.summary_label.text()
+    assert tab.text_split_combo.isVisible() and tab.text_split_combo.currentData() == "blank_lines"
+
+    changed = []
+    tab.settings_changed.connect(lambda: changed.append(1))
+    tab.text_split_combo.setCurrentIndex(tab.text_split_combo.findData("file"))
+    qtbot.waitUntil(lambda: tab.data is not None and tab.data.complete and tab.rows_model.rowCount() == 1,
+                    timeout=LOAD_TIMEOUT_MS)
+    assert tab.settings.text_split == "file" and changed
+    applied = RunConfig()
+    tab.apply_to(applied)
+    assert applied.data.text_split == "file"
+
+    _open(qtbot, tab, config, _write_jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATIONS[1]}]))
+    assert not tab.text_split_combo.isVisible()  # only plain text has documents to cut

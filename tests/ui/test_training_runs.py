@@ -367,3 +367,12 @@ def test_a_stop_deadline_counts_from_the_runs_last_sign_of_life(qtbot, tmp_path)
     assert watcher._stop_deadline == before
     watcher._relay(SimpleNamespace(read_new=lambda: this_process))
     assert watcher._stop_deadline >= time.monotonic() + 59
+
+
+def test_start_refuses_target_modules_that_match_no_layer_without_making_a_run(tab, demo_config, tmp_path):
+    # The window runs the same pre-flight as `finetune-studio train`: no failed run appears in the history.
+    demo_config.lora.target_modules = ["q_proj", "qq_proj"]
+    assert tab.start(demo_config) is None
+    assert not tab.is_running and RunStore(tmp_path / "runs").runs() == []
+    text = tab.status_label.text()
+    assert "NOT STARTED" in text and "lora.target_modules" in text and "'qq_proj' matches no layer" in text
