@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from studio.core.config import ConfigError, RunConfig, copy_config
 from studio.core.dataset import DataError
 from studio.core.events import make_event
+
+
+class DiskFullError(OSError):
+    """No space left on the run's disk while the run was saving something (a checkpoint, the adapter)."""
+
+    def __init__(self, folder: Path, *, saving: str, intact: Path | None = None, needed_bytes: int | None = None):
+        super().__init__(errno.ENOSPC, f"No space left on device while saving {saving}", str(folder))
+        self.folder = Path(folder)
+        self.saving = saving
+        self.intact = intact
+        self.needed_bytes = needed_bytes
+
+    def message(self) -> str:
+        intact = f"{self.intact.name} is intact" if self.intact is not None else "no checkpoint was saved yet"
+        free = f"free {_format_bytes(self.needed_bytes)}" if self.needed_bytes else "free some space"
+        then = "Resume" if self.intact is not None else "start again"
+        return f"no space left on {self.folder} while saving {self.saving}; {intact}; {free} and {then}"
+
+
+def _format_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in the files under `folder` (0 if it is gone)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC (or a quota) anywhere in the exception's chain, or torch's way of saying it.
+
+    torch.save reports a failed write as `RuntimeError: [enforce fail at inline_container.cc:…] unexpected pos
+    …` (PyTorchStreamWriter found fewer bytes written than it wrote) and drops the OSError that caused it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return True
+        text = str(error)
+        if isinstance(error, RuntimeError) and ("No space left on device" in text
+                                                or ("inline_container" in text and "unexpected pos" in text)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -80,8 +131,22 @@ def oom_retry_config(config: RunConfig) -> tuple[RunConfig, MemorySaving] | None
     return adjusted, savings[0]
 
 
-def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
-    """The `failed` event for an exception: kind oom | data | config | crash, message and hint."""
+def failure_event(error: BaseException, config: RunConfig | None, *, folder: Path | None = None) -> dict[str, Any]:
+    """The `failed` event for an exception: kind oom | data | config | disk | crash, message and hint.
+
+    `folder` is the run folder, named by a full disk's message when the error does not say where it was saving.
+    """
+    if isinstance(error, DiskFullError):
+        return make_event("failed", kind="disk", message=error.message(), folder=str(error.folder),
+                          intact_checkpoint=str(error.intact) if error.intact else None,
+                          hint="Free space on that disk, then Resume." if error.intact else
+                               "Free space on that disk, then start again.")
+    if is_disk_full(error):
+        where = folder or (Path(error.filename) if isinstance(error, OSError) and error.filename else None)
+        return make_event("failed", kind="disk", message=f"no space left on {where or 'the disk'}; free some space "
+                                                         "and Resume (or start again if no checkpoint was saved)",
+                          folder=str(where) if where else None, detail=f"{type(error).__name__}: {error}"[:500],
+                          hint="Free space on that disk, then Resume.")
     if isinstance(error, ConfigError):
         return make_event("failed", kind="config", message=str(error), key=error.key,
                           hint=f"Fix '{error.key}' in the config and start again.")
