@@ -10,6 +10,7 @@ from typing import Any
 from studio.core.config import ConfigError, RunConfig, copy_config
 from studio.core.dataset import DataError
 from studio.core.events import make_event
+from studio.core.run_store import RunDirectory
 
 
 class DiskFullError(OSError):
@@ -136,17 +137,6 @@ def failure_event(error: BaseException, config: RunConfig | None, *, folder: Pat
 
     `folder` is the run folder, named by a full disk's message when the error does not say where it was saving.
     """
-    if isinstance(error, DiskFullError):
-        return make_event("failed", kind="disk", message=error.message(), folder=str(error.folder),
-                          intact_checkpoint=str(error.intact) if error.intact else None,
-                          hint="Free space on that disk, then Resume." if error.intact else
-                               "Free space on that disk, then start again.")
-    if is_disk_full(error):
-        where = folder or (Path(error.filename) if isinstance(error, OSError) and error.filename else None)
-        return make_event("failed", kind="disk", message=f"no space left on {where or 'the disk'}; free some space "
-                                                         "and Resume (or start again if no checkpoint was saved)",
-                          folder=str(where) if where else None, detail=f"{type(error).__name__}: {error}"[:500],
-                          hint="Free space on that disk, then Resume.")
     if isinstance(error, ConfigError):
         return make_event("failed", kind="config", message=str(error), key=error.key,
                           hint=f"Fix '{error.key}' in the config and start again.")
@@ -155,6 +145,24 @@ def failure_event(error: BaseException, config: RunConfig | None, *, folder: Pat
                 "Open the data on the Dataset tab to see what is wrong with it, or choose other data.")
         return make_event("failed", kind="data", message=str(error),
                           issues=[str(i) for i in error.issues[:50]], hint=hint)
+    if isinstance(error, DiskFullError):
+        return make_event("failed", kind="disk", message=error.message(), folder=str(error.folder),
+                          intact_checkpoint=str(error.intact) if error.intact else None,
+                          hint="Free space on that disk, then Resume." if error.intact else
+                               "Free space on that disk, then start again.")
+    if is_disk_full(error):
+        file = Path(error.filename) if isinstance(error, OSError) and error.filename else None
+        where = folder or (file.parent if file is not None else None)
+        intact = RunDirectory(Path(folder)).latest_checkpoint() if folder is not None else None
+        saving = f" while saving {file.name.removesuffix('.tmp')}" if file is not None else ""
+        message = (f"no space left on {where or 'the disk'}{saving}"
+                   + (f"; {intact.name} is intact; free some space and Resume" if intact else
+                      "; free some space and start again"))
+        return make_event("failed", kind="disk", message=message, folder=str(where) if where else None,
+                          intact_checkpoint=str(intact) if intact else None,
+                          detail=f"{type(error).__name__}: {error}"[:500],
+                          hint="Free space on that disk, then Resume." if intact else
+                               "Free space on that disk, then start again.")
     if is_out_of_memory(error):
         settings = {}
         if config is not None:
