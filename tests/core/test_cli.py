@@ -303,3 +303,33 @@ def test_a_resume_on_a_still_full_disk_ends_with_one_line_and_leaves_no_temp_con
     assert not (run.path / "run.toml.tmp").exists()
     assert run.events()[-1]["event"] == "failed" and run.events()[-1]["kind"] == "disk"
     assert run.busy_message() is None, "the lock went with the ended run"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_terminal_events_and_train_log(
+        tmp_path, demo_assets, run_studio):
+    import os
+
+    from studio.core.fault_injection import ENV_VAR
+    from studio.core.run_store import RunDirectory
+
+    from studio.core.config import save_config
+
+    run = RunDirectory(tmp_path / "run")
+    config = load_config(demo_assets.config_path)
+    config.training.save_steps = 2
+    save_config(config, tmp_path / "config.toml")
+    result = run_studio("train", tmp_path / "config.toml", "--output", run.path, "--max-steps", 4,
+                        env={**os.environ, ENV_VAR: "disk_full_at_checkpoint=4"})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    failed = run.events()[-1]
+    assert failed["event"] == "failed" and failed["kind"] == "disk"
+    assert failed["message"].startswith(f"no space left on {run.path} while saving checkpoint-4; checkpoint-2 is "
+                                        "intact; free ")
+    assert f"finetune-studio train: {failed['message']}" in result.stderr.splitlines()
+    log = run.log_path.read_text(encoding="utf-8")
+    assert f"finetune-studio train: {failed['message']}" in log
+    assert "OSError: [Errno 28]" in log, "the cause, for whoever reads the log"
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
