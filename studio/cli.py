@@ -188,7 +188,7 @@ class _RunLog:
             try:
                 self._file.write(text)
                 self._file.flush()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: closed, a stop signal after the run ended
                 pass
 
     def close(self) -> None:
