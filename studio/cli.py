@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", type=Path, help="run directory (default: a new folder under the runs folder)")
     train.add_argument("--max-steps", type=int, help="override training.max_steps")
     train.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
-                       help="continue from a checkpoint folder (no value: the run's latest checkpoint)")
+                       help="continue from a checkpoint folder (no value: the run's latest checkpoint); a run "
+                            "already complete is left as it is (exit 0) unless --max-steps raises its end")
 
     chat = sub.add_parser("chat", help="talk to a model, optionally with adapters")
     chat.add_argument("--model", required=True, help="base model folder or Hub id, or a run directory")
@@ -172,23 +173,78 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_event(event: dict[str, Any]) -> None:
+def _event_line(event: dict[str, Any]) -> str | None:
     """A compact human line per event for the terminal (the events file holds the full record)."""
     kind = event["event"]
     if kind == "step":
         extra = f" lr {event['learning_rate']:.2e}" if event.get("learning_rate") is not None else ""
-        print(f"step {event['step']} loss {event['loss']:.4f}{extra}", flush=True)
-    elif kind == "log":
-        print(event["message"], flush=True)
-    elif kind == "evaluating":
+        return f"step {event['step']} loss {event['loss']:.4f}{extra}"
+    if kind == "log":
+        return event["message"]
+    if kind == "evaluating":
         done, total = event["done"], event.get("total")
         count = f"{done}/{total} batches" if total else f"{done} batch" + ("" if done == 1 else "es")
-        print(f"evaluating at step {event['step']}: {count}", flush=True)
-    elif kind == "eval":
-        print(f"eval step {event['step']} loss {event['eval_loss']:.4f}", flush=True)
-    elif kind in ("started", "checkpoint", "finished", "failed"):
+        return f"evaluating at step {event['step']}: {count}"
+    if kind == "eval":
+        return f"eval step {event['step']} loss {event['eval_loss']:.4f}"
+    if kind in ("started", "checkpoint", "finished", "failed"):
         fields = {k: v for k, v in event.items() if k not in ("event", "time", "issues")}
-        print(f"{kind}: {json.dumps(fields, ensure_ascii=False)}", flush=True)
+        return f"{kind}: {json.dumps(fields, ensure_ascii=False)}"
+    return None
+
+
+def _print_event(event: dict[str, Any], run_log: "_RunLog | None" = None) -> None:
+    line = _event_line(event)
+    if line is not None:
+        (run_log or _RunLog(None)).say(line)
+
+
+class _RunLog:
+    """The human lines of a CLI run: printed, and appended to the run's train.log.
+
+    A run the window started already has its stdout and stderr in train.log (the supervisor redirects them), so
+    there the lines are only printed — written twice they would show twice. Every write may meet a full disk:
+    the message that says so must not be lost to the traceback of its own write.
+    """
+
+    def __init__(self, run_dir: Any):
+        self._file = None
+        if run_dir is not None and not _stdout_is_run_log(run_dir):
+            try:
+                self._file = open(run_dir.log_path, "a", encoding="utf-8")
+            except OSError:
+                pass
+
+    def say(self, text: str, *, stream: Any = None, terminal: bool = True) -> None:
+        if terminal:
+            try:
+                print(text, file=stream or sys.stdout, flush=True)
+            except OSError:
+                pass  # stdout is train.log on a full disk: nothing more can be done for this line
+        self.log_only(text + "\n")
+
+    def log_only(self, text: str) -> None:
+        if self._file is not None:
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except (OSError, ValueError):  # ValueError: closed, a stop signal after the run ended
+                pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+
+
+def _stdout_is_run_log(run_dir: Any) -> bool:
+    """Whether stdout already goes to the run's train.log (a run the window started)."""
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(run_dir.log_path))
+    except (OSError, ValueError, AttributeError):
+        return False  # no log yet, or stdout is not a file
 
 
 def _check_fresh_run_folder(run_dir: Any, config_path: Path) -> None:
@@ -200,7 +256,7 @@ def _check_fresh_run_folder(run_dir: Any, config_path: Path) -> None:
     if run_dir.events_path.exists() or run_dir.checkpoints_dir.exists() or run_dir.adapter_dir.exists():
         raise BadInput(f"{run_dir.path}: already holds a run ({run_dir.status() or 'unfinished'}); add --resume to "
                        "continue it, or give --output a new folder")
-    allowed = (run_dir.config_path, run_dir.log_path, config_path.resolve())
+    allowed = (run_dir.config_path, run_dir.log_path, run_dir.lock_path, config_path.resolve())
     others = sorted(p.name for p in run_dir.path.iterdir() if p.resolve() not in allowed)
     if others:
         shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
@@ -227,10 +283,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise BadInput(str(error)) from None
 
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     if args.output is not None:
         run_dir = RunDirectory(args.output.resolve())
+        # A live run's folder is refused before anything reads or writes it (its checkpoints are its own).
+        if main_process and run_dir.path.is_dir() and (busy := run_dir.busy_message()):
+            raise BadInput(busy)
         # Under `accelerate launch` rank 0 checks: the others would find the events rank 0 has begun writing.
-        if args.resume is None and int(os.environ.get("RANK", "0")) == 0:
+        if args.resume is None and main_process:
             _check_fresh_run_folder(run_dir, Path(args.config))
         resume_from = _resume_checkpoint(args.resume, run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
@@ -238,58 +298,89 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Resuming a named checkpoint without --output continues in that checkpoint's run directory.
         resume_from = _resume_checkpoint(args.resume, None)
         run_dir = RunDirectory(resume_from.parent.parent)
+        if main_process and (busy := run_dir.busy_message()):
+            raise BadInput(busy)
     elif args.resume is not None:
         raise BadInput("no checkpoint to resume from: give --output RUN_DIR (the run to continue) or --resume CKPT")
     else:
         run_dir, resume_from = RunStore().new_run(config.name, config.model.name_or_path), None
 
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
-    writer = EventWriter(run_dir.events_path) if main_process else None
+    # One writer per run folder, for this process's whole life; the OS lets go when it dies, however it dies.
+    lock = run_dir.writer_lock() if main_process else None
+    if lock is not None and not lock.acquire():
+        raise BadInput(run_dir.busy_message() or f"{run_dir.path}: another process is training into this folder")
+    if main_process:
+        run_dir.remove_leftovers()  # a checkpoint or adapter a killed process left half-saved
+    if resume_from is not None and main_process:
+        from studio.core.training import completed_resume
+
+        done = completed_resume(resume_from, config)
+        if done is not None and run_dir.status() == "completed" and run_dir.adapter_dir.is_dir():
+            # Nothing to train, and nothing to redo: the run, its checkpoints and its adapter stay as they are.
+            print(f"{run_dir.path}: the run is complete (step {done[0]} of {done[1]}); nothing to train. "
+                  f"To train further, resume with a higher --max-steps (e.g. --max-steps {done[1] * 2}).")
+            lock.release()
+            return EXIT_OK
+
+    run_log = _RunLog(run_dir if main_process else None)
+    writer: EventWriter | None = None
 
     def emit(event: dict[str, Any]) -> None:
-        if writer is not None:
+        if main_process:
+            if writer is None:
+                raise OSError(f"{run_dir.events_path}: could not be opened")
             writer.write(event)
-            _print_event(event)
-
-    if main_process:
-        # The first event of every training process carries its pid, so the run history can tell a
-        # live run from one whose process vanished (see RunDirectory.status).
-        emit(make_event("log", level="info", message=f"Training process {os.getpid()} started",
-                        pid=os.getpid(), resumed_from=str(resume_from) if resume_from else None))
-        run_dir.clear_stop_request()
-        if not config.name:
-            config.name = run_dir.name
-        save_config(config, run_dir.config_path)
-    _install_stop_signals(run_dir)
-
-    from studio.core.training import run_training
+            _print_event(event, run_log)
 
     try:
+        if main_process:
+            writer = EventWriter(run_dir.events_path)
+            # The first event of every training process carries its pid, so the run history can tell a
+            # live run from one whose process vanished (see RunDirectory.status).
+            emit(make_event("log", level="info", message=f"Training process {os.getpid()} started",
+                            pid=os.getpid(), resumed_from=str(resume_from) if resume_from else None))
+            run_dir.clear_stop_request()
+            if not config.name:
+                config.name = run_dir.name
+            save_config(config, run_dir.config_path)
+        _install_stop_signals(run_dir, run_log)
+
+        from studio.core.training import run_training
+
         run_training(config, run_dir, emit, run_dir.stop_requested, resume_from=resume_from)
         return EXIT_OK
     except Exception as error:  # every failure is recorded as an event before the process ends
-        event = failure_event(error, config)
-        emit(event)
-        if event["kind"] in ("config", "data"):
-            print(f"finetune-studio train: {event['message']}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        traceback.print_exc()
-        _keep_traceback_in_run_log(run_dir)
-        return EXIT_INTERNAL
+        return _record_failure(failure_event(error, config, folder=run_dir.path), emit, run_log)
     finally:
         if writer is not None:
             writer.close()
+        run_log.close()
+        if lock is not None:
+            lock.release()
 
 
-def _keep_traceback_in_run_log(run_dir: Any) -> None:
-    """Append the traceback to the run's train.log, unless stdout already goes there (window runs)."""
+def _record_failure(event: dict[str, Any], emit: Any, run_log: _RunLog) -> int:
+    """Write the failed event, the message and (for an internal failure) the traceback; the exit status.
+
+    The short message goes first everywhere: on a full disk the longer writes after it may fail.
+    """
     try:
-        if os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(run_dir.log_path)):
-            return
-    except (OSError, ValueError, AttributeError):
-        pass  # no log yet, or stdout is not a file
-    with open(run_dir.log_path, "a", encoding="utf-8") as log:
-        log.write(traceback.format_exc())
+        emit(event)
+    except OSError:  # a full disk refuses the events file too: the terminal and train.log still get the message
+        run_log.say(f"failed: {event['message']}")
+    if event["kind"] in ("config", "data"):
+        run_log.say(f"finetune-studio train: {event['message']}", stream=sys.stderr)
+        return EXIT_BAD_INPUT
+    if event["kind"] == "disk":
+        run_log.say(f"finetune-studio train: {event['message']}", stream=sys.stderr)
+        run_log.log_only(traceback.format_exc())  # the cause, for the log only: the line above says what to do
+        return EXIT_INTERNAL
+    try:
+        traceback.print_exc()
+    except OSError:
+        pass
+    run_log.log_only(traceback.format_exc())
+    return EXIT_INTERNAL
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Any) -> Path | None:
@@ -306,15 +397,15 @@ def _resume_checkpoint(resume: str | None, run_dir: Any) -> Path | None:
     return checkpoint
 
 
-def _install_stop_signals(run_dir: Any) -> None:
+def _install_stop_signals(run_dir: Any, run_log: _RunLog) -> None:
     """First Ctrl-C / SIGTERM asks for a graceful stop (checkpoint + adapter); a second one interrupts."""
 
     def request_stop(signum: int, frame: Any) -> None:
         if run_dir.stop_requested():
             signal.default_int_handler(signum, frame)
         run_dir.request_stop()
-        print("stop requested: saving a checkpoint and the adapter (press Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        run_log.say("stop requested: saving a checkpoint and the adapter (press Ctrl-C again to abort)",
+                    stream=sys.stderr)
 
     signal.signal(signal.SIGINT, request_stop)
     if hasattr(signal, "SIGTERM"):

@@ -550,12 +550,25 @@ def dumps(config: RunConfig) -> str:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    """Write the config as TOML, atomically (temp file + rename)."""
+    """Write the config as TOML, atomically (temp file + rename); an unchanged file is not rewritten.
+
+    A failed write (a full disk) leaves the file as it was and no `.tmp` beside it, and raises the OSError.
+    """
     path = Path(path)
+    text = dumps(config)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return  # a resume with the same settings: nothing to write, even on a full disk
+    except (OSError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(config), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def copy_config(config: RunConfig) -> RunConfig:

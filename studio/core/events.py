@@ -13,7 +13,8 @@ Event kinds (the `event` key) and their main fields:
 - `checkpoint`: step, path.
 - `finished`: status (`completed` | `stopped`), step, final_loss, adapter, adapter_step (the step whose
   adapter was kept: the last, or with early stopping the best evaluation's), best_eval_loss, message.
-- `failed`: kind (`oom` | `data` | `config` | `crash`), message, hint.
+- `failed`: kind (`oom` | `data` | `config` | `disk` | `crash`), message, hint. `disk` is a full disk: the
+  message names the folder, what was being saved and the checkpoint that is intact.
 Every event also carries `time` (seconds since the epoch).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 TERMINAL_EVENTS = ("finished", "failed")
-FAILURE_KINDS = ("oom", "data", "config", "crash")
+FAILURE_KINDS = ("oom", "data", "config", "disk", "crash")
 
 Emit = Callable[[dict[str, Any]], None]
 

@@ -2,13 +2,65 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from studio.core.config import ConfigError, RunConfig, copy_config
 from studio.core.dataset import DataError
 from studio.core.events import make_event
+from studio.core.run_store import RunDirectory
+
+
+class DiskFullError(OSError):
+    """No space left on the run's disk while the run was saving something (a checkpoint, the adapter)."""
+
+    def __init__(self, folder: Path, *, saving: str, intact: Path | None = None, needed_bytes: int | None = None):
+        super().__init__(errno.ENOSPC, f"No space left on device while saving {saving}", str(folder))
+        self.folder = Path(folder)
+        self.saving = saving
+        self.intact = intact
+        self.needed_bytes = needed_bytes
+
+    def message(self) -> str:
+        intact = f"{self.intact.name} is intact" if self.intact is not None else "no checkpoint was saved yet"
+        free = f"free {_format_bytes(self.needed_bytes)}" if self.needed_bytes else "free some space"
+        then = "Resume" if self.intact is not None else "start again"
+        return f"no space left on {self.folder} while saving {self.saving}; {intact}; {free} and {then}"
+
+
+def _format_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in the files under `folder` (0 if it is gone)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC (or a quota) anywhere in the exception's chain, or torch's way of saying it.
+
+    torch.save reports a failed write as `RuntimeError: [enforce fail at inline_container.cc:…] unexpected pos
+    …` (PyTorchStreamWriter found fewer bytes written than it wrote) and drops the OSError that caused it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return True
+        text = str(error)
+        if isinstance(error, RuntimeError) and ("No space left on device" in text
+                                                or ("inline_container" in text and "unexpected pos" in text)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -90,9 +142,13 @@ def plain_text(text: str) -> str:
     return _TERMINAL_CODES.sub("", text)
 
 
-def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
-    """The `failed` event for an exception: kind oom | data | config | crash, message and hint, in plain text."""
-    event = _failure_event(error, config)
+def failure_event(error: BaseException, config: RunConfig | None, *, folder: Path | None = None) -> dict[str, Any]:
+    """The `failed` event for an exception: kind oom | data | config | disk | crash, message and hint, in plain
+    text.
+
+    `folder` is the run folder, named by a full disk's message when the error does not say where it was saving.
+    """
+    event = _failure_event(error, config, folder=folder)
     for name in ("message", "hint"):
         if isinstance(event.get(name), str):
             event[name] = plain_text(event[name])
@@ -101,7 +157,7 @@ def failure_event(error: BaseException, config: RunConfig | None) -> dict[str, A
     return event
 
 
-def _failure_event(error: BaseException, config: RunConfig | None) -> dict[str, Any]:
+def _failure_event(error: BaseException, config: RunConfig | None, *, folder: Path | None = None) -> dict[str, Any]:
     if isinstance(error, ConfigError):
         return make_event("failed", kind="config", message=str(error), key=error.key,
                           hint=f"Fix '{error.key}' in the config and start again.")
@@ -110,6 +166,24 @@ def _failure_event(error: BaseException, config: RunConfig | None) -> dict[str, 
                 "Open the data on the Dataset tab to see what is wrong with it, or choose other data.")
         return make_event("failed", kind="data", message=str(error),
                           issues=[str(i) for i in error.issues[:50]], hint=hint)
+    if isinstance(error, DiskFullError):
+        return make_event("failed", kind="disk", message=error.message(), folder=str(error.folder),
+                          intact_checkpoint=str(error.intact) if error.intact else None,
+                          hint="Free space on that disk, then Resume." if error.intact else
+                               "Free space on that disk, then start again.")
+    if is_disk_full(error):
+        file = Path(error.filename) if isinstance(error, OSError) and error.filename else None
+        where = folder or (file.parent if file is not None else None)
+        intact = RunDirectory(Path(folder)).latest_checkpoint() if folder is not None else None
+        saving = f" while saving {file.name.removesuffix('.tmp')}" if file is not None else ""
+        message = (f"no space left on {where or 'the disk'}{saving}"
+                   + (f"; {intact.name} is intact; free some space and Resume" if intact else
+                      "; free some space and start again"))
+        return make_event("failed", kind="disk", message=message, folder=str(where) if where else None,
+                          intact_checkpoint=str(intact) if intact else None,
+                          detail=f"{type(error).__name__}: {error}"[:500],
+                          hint="Free space on that disk, then Resume." if intact else
+                               "Free space on that disk, then start again.")
     if is_out_of_memory(error):
         settings = {}
         if config is not None:

@@ -10,6 +10,8 @@ is too quick and too variable for that, so the training process pauses or fails 
   `fault injection: pausing at <point>` to stderr (it lands in train.log, which a test can watch);
   with `pause_<point>_from_step=N`, only from step N on (e.g. let the first checkpoint be saved).
 - `oom_at_step=N`: raise a simulated `torch.OutOfMemoryError` as step N begins.
+- `disk_full_at_checkpoint=N`: raise `OSError(ENOSPC)` while checkpoint-N (or any later one) is being saved,
+  after part of it is staged — a full disk without filling one.
 - `stop_at_step=N`: behave as if Stop was pressed at the end of step N (on the main process only,
   which is how a multi-process run must still stop all its processes together).
 
@@ -18,9 +20,11 @@ Unset (always, outside tests), every function here returns at once and does noth
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
+from pathlib import Path
 
 ENV_VAR = "FINETUNE_STUDIO_TEST_FAULTS"
 
@@ -58,6 +62,13 @@ def raise_oom_at_step(step: int) -> None:
         raise torch.OutOfMemoryError(
             "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8.00 GiB "
             f"(simulated by {ENV_VAR})")
+
+
+def disk_full_point(name: str, step: int, path: Path) -> None:
+    """Raise the OSError a full disk gives if `disk_full_at_<name>` has been reached (only `checkpoint` is used)."""
+    at = _faults().get(f"disk_full_at_{name.removesuffix('_save')}")
+    if at is not None and step >= at:
+        raise OSError(errno.ENOSPC, f"No space left on device (simulated by {ENV_VAR})", str(path))
 
 
 def stop_at_step(step: int) -> bool:

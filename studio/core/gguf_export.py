@@ -30,6 +30,7 @@ from studio.core.export_common import (
     GGUF_COMPANIONS, ExportError, ProgressCallback, Reporter, check_replaceable, disk_errors, ensure_free_space,
     quiet_libraries, staged_output,
 )
+from studio.core.folder_lock import FolderLock, is_locked
 
 GGUF_TYPES = ("f16", "q8_0")
 
@@ -512,13 +513,32 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     report = Reporter(on_progress, cancel)
     with disk_errors(output.parent):
         output.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_merges(output.parent)
         # Beside the output, not in /tmp: the merged copy is as big as the model, and a full disk
         # is then reported for the folder the user chose.
-        temp = Path(tempfile.mkdtemp(prefix=".merge-", dir=output.parent))
+        temp = Path(tempfile.mkdtemp(prefix=MERGE_PREFIX, dir=output.parent))
+    # Held while the merged copy is in use, so that another export into the same folder knows it is not abandoned.
+    in_use = FolderLock(temp / MERGE_LOCK)
+    in_use.acquire()
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
                               on_progress=report.part(0.0, 0.45), cancel=report.cancel)
         return write_gguf(merged, output, gguf_type=gguf_type, on_progress=report.part(0.45, 1.0),
                           cancel=report.cancel)
-    finally:
+    finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
+        in_use.release()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+MERGE_PREFIX, MERGE_LOCK = ".merge-", ".in-use"
+
+
+def remove_abandoned_merges(folder: Path) -> list[Path]:
+    """Remove the temporary merged copies (`.merge-*`) a killed export left in `folder` — each as big as the
+    model. A copy an export still uses is locked by it and kept."""
+    removed = []
+    for temp in Path(folder).glob(MERGE_PREFIX + "*"):
+        if temp.is_dir() and not is_locked(temp / MERGE_LOCK):
+            shutil.rmtree(temp, ignore_errors=True)
+            removed.append(temp)
+    return removed

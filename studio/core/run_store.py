@@ -7,6 +7,7 @@
         checkpoints/        checkpoint-N folders, each written atomically
         adapter/            the final PEFT adapter with tokenizer and chat template
         stop-request        present while a stop has been asked for
+        run.lock            locked by the run's training process while it lives (see studio.core.folder_lock)
 
 The stop request is a file rather than a signal so that it works the same on every platform and
 from any process — also from a window reopened after the one that started the run was closed.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.core.events import TERMINAL_EVENTS, read_events, read_last_event
+from studio.core.folder_lock import FolderLock, is_locked, lock_holder
 from studio.core.paths import runs_dir
 
 
@@ -59,6 +61,35 @@ class RunDirectory:
     @property
     def stop_request_path(self) -> Path:
         return self.path / "stop-request"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
+    def writer_lock(self) -> FolderLock:
+        """The lock the run's one training process holds for its whole life (call `acquire()` on it)."""
+        return FolderLock(self.lock_path)
+
+    def busy_message(self) -> str | None:
+        """Why nothing may train into this folder now (a live process holds its lock), or None."""
+        if not is_locked(self.lock_path):
+            return None
+        pid = lock_holder(self.lock_path)
+        by = f"process {pid}" if pid else "another process"
+        return (f"{self.path}: the run is still training ({by}, started from a terminal or another window); "
+                "stop it, or wait for it to end, before resuming or starting into this folder")
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove what a killed process left half-written: a staged checkpoint and a staged adapter.
+
+        Only the lock's holder may call this: in a folder another process trains into, these are its saves.
+        """
+        removed = []
+        for leftover in (self.checkpoints_dir / ".staging", self.path / (self.adapter_dir.name + ".partial")):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+        return removed
 
     def request_stop(self) -> None:
         """Ask the training process to save and stop at the end of the current step."""
@@ -225,7 +256,7 @@ class RunStore:
 
     def delete(self, run: RunDirectory) -> None:
         """Remove a run's folder; a run that is still training is refused (stop it first)."""
-        if run.status() == "running":
+        if run.status() == "running" or run.busy_message():
             raise RunBusyError(f"{run.path}: the run is still training; stop it before deleting it")
         shutil.rmtree(run.path)
 

@@ -19,6 +19,7 @@ from studio.core.config import RunConfig
 from studio.core.data_prepare import encode_splits, load_tokenizer, nothing_to_train_error, training_data
 from studio.core.dataset import LoadedData
 from studio.core.events import Emit, make_event
+from studio.core.failures import DiskFullError, folder_size, is_disk_full
 from studio.core.run_store import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,18 @@ def _atomic_checkpoint_trainer(base: type) -> type:
                     self.state.save_to_json(str(staging / name / TRAINER_STATE_NAME))
                 # Tests kill the process here: the checkpoint is staged, not yet in place.
                 fault_injection.pause_point("checkpoint_save", step=self.state.global_step)
+                fault_injection.disk_full_point("checkpoint_save", step=self.state.global_step,
+                                                path=staging / name)
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+                # The torn staging folder goes at once: its bytes are what the failure message and the log need.
+                needed = folder_size(staging / name)
+                shutil.rmtree(staging, ignore_errors=True)
+                intact = _latest_checkpoint_in(final_root)
+                if intact is not None:
+                    needed = max(needed, folder_size(intact))
+                raise DiskFullError(final_root.parent, saving=name, intact=intact, needed_bytes=needed) from error
             finally:
                 self._staging_dir = None
             self.accelerator.wait_for_everyone()
@@ -105,6 +118,16 @@ def _atomic_checkpoint_trainer(base: type) -> type:
                 shutil.rmtree(staging, ignore_errors=True)
                 rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
                                    best_model_checkpoint=self.state.best_model_checkpoint)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            # The scheduler's lambdas are this run's (its total steps), but scheduler.pt and the optimizer's
+            # param groups bring the learning rate the old schedule reached: resumed with a raised max_steps, a
+            # run that had decayed to 0 trained its next step at 0. Continue this run's schedule instead.
+            scheduler = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler)  # accelerate wraps it
+            base_lrs = list(getattr(scheduler, "base_lrs", []))
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:
+                continue_schedule(scheduler, base_lrs)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             # PEFT's load_adapter upcasts the adapter to float32 (autocast_adapter_dtype), while TRL trains QLoRA
@@ -126,6 +149,44 @@ def _atomic_checkpoint_trainer(base: type) -> type:
             return str(path) if best_step == self.state.global_step or path.is_dir() else None
 
     return AtomicCheckpointTrainer
+
+
+def _latest_checkpoint_in(root: Path) -> Path | None:
+    return RunDirectory(root.parent).latest_checkpoint() if root.name == "checkpoints" else None
+
+
+def continue_schedule(scheduler: Any, base_lrs: list[float]) -> None:
+    """Set a just-loaded LambdaLR scheduler, and its optimizer, to this run's schedule at the loaded step.
+
+    `base_lrs` are this run's learning rates (the scheduler's before the checkpoint was loaded); the step count
+    (`last_epoch`) is the checkpoint's. With the same settings this gives the very numbers the checkpoint held.
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    if not isinstance(scheduler, LambdaLR) or len(base_lrs) != len(scheduler.lr_lambdas):
+        return  # transformers builds every named schedule but reduce_lr_on_plateau as a LambdaLR
+    scheduler.base_lrs = list(base_lrs)
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(base_lrs, scheduler.lr_lambdas)]
+    for group, lr, base in zip(scheduler.optimizer.param_groups, lrs, base_lrs):
+        group["lr"], group["initial_lr"] = lr, base
+    scheduler._last_lr = lrs
+
+
+def completed_resume(checkpoint: Path, config: RunConfig) -> tuple[int, int] | None:
+    """(step, total) when resuming from `checkpoint` has nothing left to train under `config`; else None.
+
+    The total is `training.max_steps` when set (the user may raise it to train further), else the step count the
+    checkpoint's run computed from its epochs.
+    """
+    import json
+
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        step, recorded_total = int(state.get("global_step") or 0), int(state.get("max_steps") or 0)
+    except (OSError, ValueError, TypeError):
+        return None  # the trainer's own reading says what is wrong with it
+    total = config.training.max_steps if config.training.max_steps > 0 else recorded_total
+    return (step, total) if total > 0 and step >= total else None
 
 
 # What PEFT's save_pretrained writes for an adapter (README.md is its model-card stub).
@@ -242,6 +303,9 @@ def run_training(
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
 
     # encode_example over the Arrow-backed rows (a datasets map, never Python lists), then the eval split.
+    if resume_from is not None and (done := completed_resume(Path(resume_from), config)) is not None:
+        return _finish_from_checkpoint(run_dir, tokenizer, emit, Path(resume_from), *done)
+
     emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows"))
     train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
 
@@ -287,7 +351,7 @@ def run_training(
             best = best_checkpoint(state)
             message = early_stopping_message(state, best, stopped_by_user=callback.stopped)
         from_checkpoint = best[0] if best is not None and best[1] != state.global_step else None
-        save_adapter(trainer.model, tokenizer, run_dir.adapter_dir, from_checkpoint=from_checkpoint)
+        _save_adapter_or_say_disk_full(trainer.model, tokenizer, run_dir, from_checkpoint)
         tensors = verify_adapter(run_dir.adapter_dir)
         final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         emit(make_event("finished", status=status, step=state.global_step, final_loss=final_loss,
@@ -295,3 +359,36 @@ def run_training(
                         adapter_step=best[1] if best is not None else state.global_step,
                         best_eval_loss=best[2] if best is not None else None, message=message))
     return status
+
+
+def _save_adapter_or_say_disk_full(model: Any, tokenizer: Any, run_dir: RunDirectory,
+                                   from_checkpoint: Path | None) -> None:
+    try:
+        save_adapter(model, tokenizer, run_dir.adapter_dir, from_checkpoint=from_checkpoint)
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        shutil.rmtree(run_dir.adapter_dir.with_name(run_dir.adapter_dir.name + ".partial"), ignore_errors=True)
+        intact = run_dir.latest_checkpoint()
+        raise DiskFullError(run_dir.path, saving="the adapter", intact=intact,
+                            needed_bytes=folder_size(intact) if intact else None) from error
+
+
+def _finish_from_checkpoint(run_dir: RunDirectory, tokenizer: Any, emit: Emit, checkpoint: Path, step: int,
+                            total: int) -> str:
+    """A resume from the run's last step (a run stopped there, or one that failed writing its adapter): nothing is
+    trained — transformers would train one step past the end — and the adapter is the checkpoint's."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return "completed"
+    emit(make_event("log", level="info", message=f"{checkpoint.name} is step {step} of {total}, the run's last: "
+                                                 "writing its adapter without training further"))
+    _save_adapter_or_say_disk_full(None, tokenizer, run_dir, checkpoint)
+    tensors = verify_adapter(run_dir.adapter_dir)
+    import json
+
+    history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("log_history", [])
+    final_loss = next((h["loss"] for h in reversed(history) if "loss" in h), None)
+    emit(make_event("finished", status="completed", step=step, final_loss=final_loss,
+                    adapter=str(run_dir.adapter_dir), adapter_tensors=tensors, adapter_step=step,
+                    best_eval_loss=None, message=f"The adapter is {checkpoint.name}'s."))
+    return "completed"

@@ -240,6 +240,8 @@ class QtMainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.training_tab)
         elif self.training_tab.is_running:
             self.banner.setText(f"Cannot resume {run_dir.name} while another run is training.")
+        elif (busy := run_dir.busy_message()) is not None:
+            self.banner.setText(f"Cannot resume {run_dir.name}: {busy}")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.training_tab.confirm_close():

@@ -289,10 +289,12 @@ class QtRunsView(QWidget):
         selected = self.selected_summaries() if self.summaries else []
         one = selected[0] if len(selected) == 1 else None
         self.open_config_button.setEnabled(one is not None and one.run_dir.config_path.is_file())
+        # A run whose events read stopped or failed may still have a live process (one started from a terminal).
+        busy = one.run_dir.busy_message() if one is not None else None
         self.resume_button.setEnabled(one is not None and one.status in ("stopped", "failed")
-                                      and bool(one.checkpoint_steps) and not self.training_busy)
+                                      and bool(one.checkpoint_steps) and not self.training_busy and busy is None)
         self.resume_button.setToolTip("Another run is training: one run at a time" if self.training_busy else
-                                      "Continue the selected run from its latest checkpoint on the Training tab")
+                                      busy or "Continue the selected run from its latest checkpoint on the Training tab")
         self.delete_button.setEnabled(bool(selected) and all(s.status != "running" for s in selected))
 
     # --- actions ---------------------------------------------------------------------------------------------

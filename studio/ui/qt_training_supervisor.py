@@ -226,6 +226,11 @@ class QtTrainingSupervisor(QThread):
             status = terminal.get("status", "completed") if terminal["event"] == "finished" else "failed"
             self.ended.emit(status, terminal.get("message") or terminal.get("hint") or "")
             return
+        if not self._own_events and (busy := self.run_dir.busy_message()) is not None:
+            # Our child was turned away because another process trains into the folder: its events are that
+            # run's, and a `failed` event here would mark the live run failed.
+            self.ended.emit("failed", f"Not started: {busy}")
+            return
         # The process ended without saying how: record it in the run so history tells the truth too.
         self._finish_with_failure(f"the training process ended unexpectedly ({describe_exit(returncode)}); "
                                   f"see {self.run_dir.log_path.name}")

@@ -204,6 +204,10 @@ class QtTrainingTab(QWidget):
         run_dir = run_dir or self.run_dir
         if self.is_running or run_dir is None:
             return False
+        if (busy := run_dir.busy_message()) is not None:
+            # A second writer would interleave its events with the live run's and set its checkpoints aside.
+            self._set_status("not started", f"Cannot resume: {busy}")
+            return False
         if checkpoint is None and run_dir.latest_checkpoint() is None:
             self._set_status("failed", f"Run {run_dir.name} has no checkpoint to resume from.")
             return False

@@ -273,3 +273,169 @@ def test_train_refuses_what_cannot_train_before_a_run_folder_exists(tmp_path, ca
     assert len(err.splitlines()) == 1, err
     assert err.startswith("finetune-studio train: ") and key in err and reason in err, err
     assert not run.exists(), "bad input costs a message, not a failed run in the history"
+
+
+def _fake_stopped_run(demo_assets, folder):
+    """A run folder as a stopped run leaves it: run.toml, events, checkpoint-2 and checkpoint-4 (no weights)."""
+    from studio.core.config import save_config
+    from studio.core.events import EventWriter, make_event
+    from studio.core.run_store import RunDirectory
+
+    run = RunDirectory(folder)
+    config = load_config(demo_assets.config_path)
+    config.training.max_steps = 8
+    save_config(config, run.config_path)
+    with EventWriter(run.events_path) as writer:
+        writer.write(make_event("log", level="info", message="Training process 1 started", pid=1))
+        writer.write(make_event("finished", status="stopped", step=4))
+    for step in (2, 4):
+        checkpoint = run.checkpoints_dir / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 8}))
+    return run
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("resume", [["--resume"], ["--resume", "CKPT2"]])
+def test_resuming_a_run_that_is_still_training_is_bad_input_and_touches_nothing(tmp_path, demo_assets, run_studio,
+                                                                                 resume):
+    run = _fake_stopped_run(demo_assets, tmp_path / "run")
+    resume = [str(run.checkpoints_dir / "checkpoint-2") if arg == "CKPT2" else arg for arg in resume]
+    lock = run.writer_lock()
+    assert lock.acquire()  # this test process plays the live training process
+    before = _snapshot(run.path)
+    try:
+        result = run_studio("train", run.config_path, "--output", run.path, *resume)
+    finally:
+        lock.release()
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "still training" in result.stderr and str(run.path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(run.path) == before, "no event, no set-aside move, no rewritten file"
+
+
+def test_a_cli_run_writes_its_lines_to_train_log(trained_run):
+    log = (trained_run / "train.log").read_text(encoding="utf-8").splitlines()
+    assert sum(line.startswith("step 1 loss ") for line in log) == 1
+    assert any(line.startswith("step 60 loss ") for line in log)
+    assert any(line.startswith("finished: ") for line in log)
+
+
+def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
+    """The window's child prints into train.log already (the supervisor redirects stdout there)."""
+    import subprocess
+    import sys
+
+    from studio.core.run_store import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    code = ("import sys; from pathlib import Path; from studio.cli import _RunLog; from studio.core.run_store import "
+            "RunDirectory; log = _RunLog(RunDirectory(Path(sys.argv[1]))); log.say('step 1 loss 2.0'); log.close()")
+    with open(run.log_path, "ab") as stdout:
+        subprocess.run([sys.executable, "-c", code, str(run.path)], stdout=stdout, check=True)
+    assert run.log_path.read_text(encoding="utf-8") == "step 1 loss 2.0\n"
+
+    subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, check=True)  # a terminal run
+    assert run.log_path.read_text(encoding="utf-8") == "step 1 loss 2.0\n" * 2
+
+
+def test_a_full_disk_still_gets_its_message_into_train_log_when_the_traceback_does_not_fit(tmp_path, capsys):
+    import errno
+
+    from studio.cli import EXIT_INTERNAL, _record_failure, _RunLog
+    from studio.core.failures import DiskFullError, failure_event
+
+    class NearlyFullFile:  # room for a short line, not for a traceback
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            if len(text) > 300:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.text += text
+
+        def flush(self):
+            pass
+
+    def emit(event):  # the events file is refused too
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = _RunLog(None)
+    log._file = NearlyFullFile()
+    try:
+        raise DiskFullError(tmp_path, saving="checkpoint-4", intact=tmp_path / "checkpoints" / "checkpoint-2",
+                            needed_bytes=3_500_000)
+    except DiskFullError as error:
+        status = _record_failure(failure_event(error, None), emit, log)
+
+    assert status == EXIT_INTERNAL
+    message = (f"no space left on {tmp_path} while saving checkpoint-4; checkpoint-2 is intact; free 3.5 MB and "
+               "Resume")
+    assert message in log._file.text
+    assert capsys.readouterr().err.strip() == f"finetune-studio train: {message}"
+
+
+def test_a_resume_on_a_still_full_disk_ends_with_one_line_and_leaves_no_temp_config(tmp_path, demo_assets,
+                                                                                     monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    from studio.cli import main
+
+    run = _fake_stopped_run(demo_assets, tmp_path / "run")
+    before = run.config_path.read_bytes()
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.endswith(".tmp"):
+            real_write_text(self, "par")  # a torn write: part of the file, then the error
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    status = main(["train", str(run.config_path), "--output", str(run.path), "--resume", "--max-steps", "9"])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [f"finetune-studio train: no space left on {run.path} while saving "
+                                        "run.toml; checkpoint-4 is intact; free some space and Resume"]
+    assert run.config_path.read_bytes() == before
+    assert not (run.path / "run.toml.tmp").exists()
+    assert run.events()[-1]["event"] == "failed" and run.events()[-1]["kind"] == "disk"
+    assert run.busy_message() is None, "the lock went with the ended run"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_terminal_events_and_train_log(
+        tmp_path, demo_assets, run_studio):
+    import os
+
+    from studio.core.fault_injection import ENV_VAR
+    from studio.core.run_store import RunDirectory
+
+    from studio.core.config import save_config
+
+    run = RunDirectory(tmp_path / "run")
+    config = load_config(demo_assets.config_path)
+    config.training.save_steps = 2
+    save_config(config, tmp_path / "config.toml")
+    result = run_studio("train", tmp_path / "config.toml", "--output", run.path, "--max-steps", 4,
+                        env={**os.environ, ENV_VAR: "disk_full_at_checkpoint=4"})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    failed = run.events()[-1]
+    assert failed["event"] == "failed" and failed["kind"] == "disk"
+    assert failed["message"].startswith(f"no space left on {run.path} while saving checkpoint-4; checkpoint-2 is "
+                                        "intact; free ")
+    assert f"finetune-studio train: {failed['message']}" in result.stderr.splitlines()
+    log = run.log_path.read_text(encoding="utf-8")
+    assert f"finetune-studio train: {failed['message']}" in log
+    assert "OSError: [Errno 28]" in log, "the cause, for whoever reads the log"
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]

@@ -90,7 +90,7 @@ def test_append_event_adds_to_an_existing_log(tmp_path):
 
 
 def test_a_failed_event_can_be_made_with_its_kind(tmp_path):
-    # `failed` events carry a `kind` field (oom | data | config | crash), as documented in events.py.
+    # `failed` events carry a `kind` field (oom | data | config | disk | crash), as documented in events.py.
     event = make_event("failed", kind="oom", message="CUDA out of memory", hint="Lower max length.")
     assert event["event"] == "failed"
     assert event["kind"] == "oom"

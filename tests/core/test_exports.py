@@ -461,3 +461,38 @@ def test_the_adapter_exports_as_a_peft_folder_and_a_zip(trained_run, tmp_path):
     assert "support-adapter/adapter_model.safetensors" in names
     assert all(name.startswith("support-adapter/") for name in names)
     shutil.rmtree(folder)
+
+
+def test_a_gguf_export_from_an_adapter_removes_its_merged_copy_and_those_a_killed_export_left(tmp_path,
+                                                                                              monkeypatch):
+    """The merged copy is as big as the model: Ctrl-C must not leave it, nor may a kill -9 leave it for good."""
+    from studio.core import merge
+    from studio.core.folder_lock import FolderLock
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    out = tmp_path / "out"
+    abandoned = out / ".merge-killed"
+    (abandoned / "merged").mkdir(parents=True)
+    (abandoned / "merged" / "model.safetensors").write_bytes(b"\0" * 1024)
+    live = out / ".merge-live"  # another export into the same folder, still working
+    (live / "merged").mkdir(parents=True)
+    in_use = FolderLock(live / ".in-use")
+    assert in_use.acquire()
+    seen = []
+
+    def interrupted_merge(source, target, **kwargs):
+        seen.append(sorted(p.name for p in out.glob(".merge-*")))
+        target.mkdir()
+        (target / "model.safetensors").write_bytes(b"\0" * 1024)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merge, "merge_adapter", interrupted_merge)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            export_gguf(adapter, out / "model.gguf")
+        assert len(seen) == 1 and ".merge-killed" not in seen[0] and ".merge-live" in seen[0], seen
+        assert sorted(p.name for p in out.glob(".merge-*")) == [".merge-live"]
+    finally:
+        in_use.release()

@@ -91,3 +91,36 @@ def test_failure_messages_reach_the_events_file_without_terminal_colour_codes():
     assert event["message"] == "OSError: Error: no file named model.safetensors in /models/m"
     data = failure_event(DataError("\x1b[33mbad rows\x1b[0m", ["\x1b[31md.jsonl:3: bad\x1b[0m"]), None)
     assert "\x1b" not in data["message"] and data["issues"] == ["d.jsonl:3: bad"]
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 1000"),
+    RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+])
+def test_a_full_disk_is_its_own_failure_kind_naming_the_run_folder_and_its_intact_checkpoint(tmp_path, error):
+    (tmp_path / "checkpoints" / "checkpoint-20").mkdir(parents=True)
+    if "file write failed" in str(error):  # torch's message alone does not say why: the chained OSError does
+        error.__cause__ = OSError(28, "No space left on device")
+
+    event = failure_event(error, _config(), folder=tmp_path)
+
+    assert event["kind"] == "disk"
+    assert event["message"] == f"no space left on {tmp_path}; checkpoint-20 is intact; free some space and Resume"
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_which_and_how_much_to_free(tmp_path):
+    from studio.core.failures import DiskFullError
+
+    error = DiskFullError(tmp_path, saving="checkpoint-40", intact=tmp_path / "checkpoints" / "checkpoint-20",
+                          needed_bytes=52_400_000)
+    event = failure_event(error, _config())
+
+    assert event["kind"] == "disk"
+    assert event["message"] == (f"no space left on {tmp_path} while saving checkpoint-40; checkpoint-20 is intact; "
+                                "free 52.4 MB and Resume")
+    assert "Resume" in event["hint"]
+
+
+def test_a_runtime_error_that_is_not_a_full_disk_stays_a_crash():
+    assert failure_event(RuntimeError("expected scalar type Float"), _config())["kind"] == "crash"

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from studio.core.events import EventWriter, make_event
 from studio.core.paths import HOME_ENV_VAR
-from studio.core.run_store import RunDirectory, RunStore
+from studio.core.run_store import RunBusyError, RunDirectory, RunStore
 
 
 def _write(run: RunDirectory, *events: dict) -> None:
@@ -171,3 +173,50 @@ def test_run_directory_layout(tmp_path):
     assert run.adapter_dir == tmp_path / "r" / "adapter"
     assert run.checkpoints_dir == tmp_path / "r" / "checkpoints"
     assert not Path(tmp_path / "r").exists()  # nothing is created until written
+
+
+def _hold_lock_in_child(run: RunDirectory) -> subprocess.Popen:
+    """A separate process that takes the run's writer lock and keeps it until killed."""
+    code = ("import sys, time; from pathlib import Path; from studio.core.run_store import RunDirectory; "
+            "lock = RunDirectory(Path(sys.argv[1])).writer_lock(); assert lock.acquire(); "
+            "print('locked', flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(run.path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_run_folder_has_one_writer_and_a_killed_writer_leaves_it_free(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    child = _hold_lock_in_child(run)
+    try:
+        message = run.busy_message()
+        assert message is not None and "still training" in message and f"process {child.pid}" in message
+        assert not run.writer_lock().acquire(attempts=1), "a second writer is turned away"
+        with pytest.raises(RunBusyError):
+            RunStore(tmp_path).delete(run)
+    finally:
+        child.kill()  # SIGKILL: no clean-up code of the holder runs
+        child.wait()
+        child.stdout.close()
+
+    assert run.busy_message() is None, "the OS released the dead process's lock"
+    lock = run.writer_lock()
+    assert lock.acquire(attempts=1)
+    assert run.busy_message() is not None, "held by this process now"
+    lock.release()
+    assert run.busy_message() is None
+
+
+def test_the_leftovers_of_a_killed_save_are_removed_and_complete_checkpoints_kept(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    (run.checkpoints_dir / ".staging" / "checkpoint-4").mkdir(parents=True)
+    (run.checkpoints_dir / ".staging" / "checkpoint-4" / "optimizer.pt").write_bytes(b"torn")
+    (run.path / "adapter.partial").mkdir()
+
+    removed = run.remove_leftovers()
+
+    assert sorted(p.name for p in removed) == [".staging", "adapter.partial"]
+    assert [p.name for p in run.checkpoints_dir.iterdir()] == ["checkpoint-2"]
+    assert not (run.path / "adapter.partial").exists()

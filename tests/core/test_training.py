@@ -7,6 +7,7 @@ other runs here train for a few steps only. Tests that train (or load the model)
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -497,3 +498,111 @@ def test_the_cpu_thread_count_leaves_one_core_free_unless_set():
     assert [cpu_thread_count(config, available=n) for n in (1, 2, 8)] == [1, 1, 7]
     config.training.cpu_threads = 2
     assert cpu_thread_count(config, available=8) == 2
+
+
+# ------------------------------------------------------------------ one writer, a complete run, a full disk
+
+
+@pytest.fixture(scope="module")
+def complete_run(demo_assets, tmp_path_factory):
+    """A 4-step run on a linear schedule (it decays to 0 at its end), checkpoints at steps 2 and 4, completed."""
+    from studio.core.events import EventWriter
+    from studio.core.training import run_training
+
+    config = load_config(demo_assets.config_path)
+    t = config.training
+    t.max_steps, t.save_steps, t.save_total_limit, t.lr_scheduler_type, t.warmup_ratio = 4, 2, 3, "linear", 0.0
+    run = RunDirectory(tmp_path_factory.mktemp("complete") / "run")
+    save_config(config, run.config_path)
+    with EventWriter(run.events_path) as writer:
+        assert run_training(config, run, writer.write) == "completed"
+    return run
+
+
+def _copy_run(run: RunDirectory, folder: Path) -> RunDirectory:
+    shutil.copytree(run.path, folder)
+    return RunDirectory(folder)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resuming_a_complete_run_says_so_and_changes_nothing(complete_run, run_studio, tmp_path):
+    run = _copy_run(complete_run, tmp_path / "run")
+    before = _tree(run.path)
+    (run.checkpoints_dir / ".staging" / "checkpoint-6").mkdir(parents=True)  # a save a killed process tore
+
+    result = run_studio("train", run.config_path, "--output", run.path, "--resume")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == (f"{run.path}: the run is complete (step 4 of 4); nothing to train. To train "
+                                     "further, resume with a higher --max-steps (e.g. --max-steps 8).")
+    after = _tree(run.path)
+    after.pop("run.lock")  # the lock file the refused-nothing process held
+    assert after == before, "no step, no checkpoint rotated, no adapter rewritten, no event"
+    assert not (run.checkpoints_dir / ".staging").exists(), "the torn save is cleaned up"
+
+
+@pytest.mark.slow
+def test_raising_max_steps_of_a_complete_run_continues_the_schedule_it_asks_for(complete_run, tmp_path):
+    """The 4-step linear schedule ended at learning rate 0; resumed to 8 steps, step 5 trains at the 8-step
+    schedule's rate (transformers restored the old schedule's 0 for the first step)."""
+    from studio.core.training import run_training
+
+    run = _copy_run(complete_run, tmp_path / "run")
+    config = load_config(run.config_path)
+    config.training.max_steps = 8
+    events: list[dict] = []
+    assert run_training(config, run, events.append, resume_from=run.checkpoints_dir / "checkpoint-4") == "completed"
+
+    steps = [(e["step"], e["learning_rate"]) for e in events if e["event"] == "step"]
+    lr = config.training.learning_rate
+    assert [s for s, _ in steps] == [5, 6, 7, 8]
+    assert [rate for _, rate in steps] == pytest.approx([lr * 4 / 8, lr * 3 / 8, lr * 2 / 8, lr * 1 / 8])
+    assert events[-1]["event"] == "finished" and events[-1]["step"] == 8
+
+
+@pytest.mark.slow
+def test_resuming_from_the_last_step_of_an_unfinished_run_writes_its_adapter_without_training(complete_run,
+                                                                                             tmp_path):
+    """A run that failed while writing its adapter (its last checkpoint saved): Resume finishes it."""
+    from studio.core.training import run_training
+
+    run = _copy_run(complete_run, tmp_path / "run")
+    shutil.rmtree(run.adapter_dir)
+    checkpoints = _tree(run.checkpoints_dir)
+    events: list[dict] = []
+    status = run_training(load_config(run.config_path), run, events.append,
+                          resume_from=run.checkpoints_dir / "checkpoint-4")
+
+    assert status == "completed"
+    assert not [e for e in events if e["event"] in ("step", "started")], "not one step past the end"
+    assert events[-1]["event"] == "finished" and events[-1]["step"] == 4 and events[-1]["adapter_step"] == 4
+    assert (run.adapter_dir / "adapter_model.safetensors").read_bytes() == \
+        (run.checkpoints_dir / "checkpoint-4" / "adapter_model.safetensors").read_bytes()
+    assert _tree(run.checkpoints_dir) == checkpoints
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_names_the_intact_one(demo_assets, tmp_path, monkeypatch):
+    from studio.core import fault_injection
+    from studio.core.failures import DiskFullError, failure_event
+    from studio.core.training import run_training
+
+    monkeypatch.setenv(fault_injection.ENV_VAR, "disk_full_at_checkpoint=4")
+    config = load_config(demo_assets.config_path)
+    config.training.max_steps, config.training.save_steps = 4, 2
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    with pytest.raises(DiskFullError) as raised:
+        run_training(config, run, lambda event: None)
+
+    event = failure_event(raised.value, config, folder=run.path)
+    assert event["kind"] == "disk"
+    assert event["message"].startswith(f"no space left on {run.path} while saving checkpoint-4; checkpoint-2 is "
+                                       "intact; free ")
+    assert re.search(r"; free \d+\.\d (KB|MB) and Resume$", event["message"]), event["message"]
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
+    assert not (run.checkpoints_dir / ".staging").exists(), "the torn save's bytes are given back at once"

@@ -376,3 +376,43 @@ def test_start_refuses_target_modules_that_match_no_layer_without_making_a_run(t
     assert not tab.is_running and RunStore(tmp_path / "runs").runs() == []
     text = tab.status_label.text()
     assert "NOT STARTED" in text and "lora.target_modules" in text and "'qq_proj' matches no layer" in text
+
+
+def test_the_window_will_not_resume_a_run_another_process_is_training(qtbot, tab, demo_assets):
+    """Neither the Training tab, the Runs view nor a supervisor's child may become the folder's second writer."""
+    import json
+
+    from studio.core.events import EventWriter, make_event
+    from studio.ui.qt_runs_view import QtRunsView
+    from studio.ui.qt_training_supervisor import QtTrainingSupervisor
+
+    run = RunDirectory(tab.store.root / "live")
+    save_config(load_config(demo_assets.config_path), run.config_path)
+    with EventWriter(run.events_path) as writer:  # its events say stopped: a terminal run's resume is under way
+        writer.write(make_event("log", level="info", message="Training process 1 started", pid=1))
+        writer.write(make_event("finished", status="stopped", step=2))
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    events = run.events_path.read_bytes()
+    lock = run.writer_lock()
+    assert lock.acquire()  # this test process plays the live training process
+    try:
+        assert tab.resume(run) is False
+        assert not tab.is_running
+        assert "Cannot resume" in tab.status_label.text() and "still training" in tab.status_label.text()
+
+        view = QtRunsView(tab.store)
+        qtbot.addWidget(view)
+        view.refresh_now()
+        view.select_runs(["live"])
+        assert not view.resume_button.isEnabled()
+        assert "still training" in view.resume_button.toolTip()
+
+        supervisor = QtTrainingSupervisor(run, resume=True)
+        with qtbot.waitSignal(supervisor.ended, timeout=RUN_TIMEOUT_MS) as ended:
+            supervisor.start()
+        supervisor.wait()
+        assert ended.args[0] == "failed" and "still training" in ended.args[1]
+        assert run.events_path.read_bytes() == events, "no failed event marks the live run failed"
+    finally:
+        lock.release()
