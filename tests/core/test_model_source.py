@@ -266,3 +266,17 @@ def test_the_progress_bar_class_prints_nothing(capsys):
     bar.close()
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_a_base_from_the_hub_cache_is_named_by_its_hub_id_on_model_cards(tmp_path):
+    from studio.core.model_card import RunSummary, model_card
+    from studio.core.model_source import hub_id_of
+
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "0123abc"
+    assert hub_id_of(str(snapshot)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id_of("meta-llama/Llama-3.2-3B-Instruct") == "meta-llama/Llama-3.2-3B-Instruct"
+    assert hub_id_of(str(tmp_path / "my-model")) == str(tmp_path / "my-model")
+
+    card = model_card(RunSummary(run_name="r", base_model=str(snapshot)), "merged")
+    assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card
+    assert str(snapshot) not in card
