@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from studio.core.export_common import ExportError
 from studio.core.export_jobs import ExportKind, check_output, run_export, runs_with_adapters
+from studio.core.gguf_export import DEFAULT_GGUF_TYPE
 
 
 class QtExportWorker(QThread):
@@ -104,7 +105,9 @@ class QtExportDialog(QDialog):
             group.addButton(button)
             button.toggled.connect(lambda on, kind=kind: on and self._suggest_output())
             self.kind_buttons[kind] = button
-        self.kind_buttons[ExportKind.GGUF_Q8_0].setChecked(True)
+        # The GGUF type `finetune-studio export gguf` defaults to as well (gguf_export says why it is q8_0).
+        default_gguf = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
+        self.kind_buttons[default_gguf].setChecked(True)
         output_browse = QPushButton("Browse…")
         output_browse.clicked.connect(self._browse_output)
         self._browse_buttons.append(output_browse)
