@@ -80,3 +80,17 @@ def test_the_start_command_with_xcb_libraries_missing_names_them_and_exits_2():
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert result.stderr.count("\n") == 1
     assert "sudo apt install libxcb-icccm4 libxcb-keysyms1" in result.stderr
+
+
+def test_the_readme_names_every_package_the_xcb_plugin_needs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    commands = {tool: " ".join(re.findall(rf"sudo {tool} install ((?:[^\n]*\\\n)*[^\n]*)", readme))
+                for tool in ("apt", "dnf")}
+    named = {tool: set(text.replace("\\", " ").split()) for tool, text in commands.items()}
+    linked = [name for name in missing_libraries("xcb", loads=lambda name: False) if name in SYSTEM_PACKAGES]
+    assert len(linked) > 20
+    assert {SYSTEM_PACKAGES[name][0] for name in linked} == named["apt"]
+    assert {SYSTEM_PACKAGES[name][1] for name in linked} == named["dnf"]
