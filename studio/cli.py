@@ -227,15 +227,15 @@ class _TrainReport:
         took = _duration(self._clock() - self._began)
         resume = f"finetune-studio train {_quoted(self.run_dir.config_path)} --output {_quoted(run)} --resume"
         if event["event"] == "failed":
-            lines = [f"run folder: {run} (after {took}; its console output is in {self.run_dir.log_path.name})"]
+            lines = [f"run folder: {run} (failed after {took})"]
             if event["kind"] in ("oom", "crash") and self.run_dir.latest_checkpoint() is not None:
                 lines.append(f"continue from its latest checkpoint: {resume}")
             return lines
         adapter = f"adapter:    {event['adapter']}"
         if event.get("adapter_step") not in (None, event["step"]):
             best = event.get("best_eval_loss")
-            adapter += f" (from step {event['adapter_step']}" + (f", eval loss {best:.4f})" if best is not None
-                                                                 else ")")
+            kept = f"from step {event['adapter_step']}" + (f", eval loss {best:.4f}" if best is not None else "")
+            adapter += f" ({kept})"
         lines = [adapter, f"run folder: {run}", f"time taken: {took}"]
         if event["status"] == "stopped":
             lines.append(f"continue training: {resume}")
@@ -245,7 +245,8 @@ class _TrainReport:
 
         # Beside a run given --output; a run in the studio's runs folder exports where the window's Export dialog
         # does, so the runs folder holds runs only.
-        folder = Path.home() / "finetune-studio-exports" if run.resolve().parent == runs_dir().resolve() else run.parent
+        in_runs_folder = run.resolve().parent == runs_dir().resolve()
+        folder = Path.home() / "finetune-studio-exports" if in_runs_folder else run.parent
         gguf_kind = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
         commands = [("chat with it", f"finetune-studio chat --model {_quoted(run)}"),
                     ("merge it (16-bit)", f"finetune-studio merge {_quoted(run)} --output "

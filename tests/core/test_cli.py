@@ -233,7 +233,7 @@ def test_a_failed_run_is_one_human_line_and_a_crash_with_a_checkpoint_offers_res
                                                    "hint": "The traceback is in the run's train.log."}))
     assert lines[:2] == ["run failed (crash): RuntimeError: boom",
                          "  what to do: The traceback is in the run's train.log."]
-    assert lines[2].startswith(f"run folder: {run.path} (after ")
+    assert lines[2].startswith(f"run folder: {run.path} (failed after ")
     assert lines[3] == f"continue from its latest checkpoint: finetune-studio train {run.config_path} --output " \
                        f"{run.path} --resume"
     bad_data = _report_lines(capsys, run, ("failed", {"kind": "data", "message": "d.jsonl:3: bad", "hint": "Fix it"}))
