@@ -239,14 +239,12 @@ class _TrainReport:
         lines = [adapter, f"run folder: {run}", f"time taken: {took}"]
         if event["status"] == "stopped":
             lines.append(f"continue training: {resume}")
-        from studio.core.export_jobs import ExportKind
+        from studio.core.export_jobs import ExportKind, default_exports_dir
         from studio.core.gguf_export import DEFAULT_GGUF_TYPE
         from studio.core.paths import runs_dir
 
-        # Beside a run given --output; a run in the studio's runs folder exports where the window's Export dialog
-        # does, so the runs folder holds runs only.
-        in_runs_folder = run.resolve().parent == runs_dir().resolve()
-        folder = Path.home() / "finetune-studio-exports" if in_runs_folder else run.parent
+        # Beside a run given --output; a run in the studio's runs folder exports where the Export dialog does.
+        folder = default_exports_dir() if run.resolve().parent == runs_dir().resolve() else run.parent
         gguf_kind = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
         commands = [("chat with it", f"finetune-studio chat --model {_quoted(run)}"),
                     ("merge it (16-bit)", f"finetune-studio merge {_quoted(run)} --output "

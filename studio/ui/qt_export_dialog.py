@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.export_common import ExportError
-from studio.core.export_jobs import ExportKind, check_output, run_export, runs_with_adapters
+from studio.core.export_jobs import ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters
 from studio.core.gguf_export import DEFAULT_GGUF_TYPE
 
 
@@ -183,7 +183,7 @@ class QtExportDialog(QDialog):
         if self._output_edited or source is None:
             return
         run_name = source.parent.name if source.name == "adapter" else source.name
-        folder = Path.home() / "finetune-studio-exports"
+        folder = default_exports_dir()
         self.output_edit.setText(str(self.kind.default_output(run_name or "model", folder)))
 
     def _browse_source(self) -> None:

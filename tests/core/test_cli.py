@@ -248,7 +248,7 @@ def test_a_run_in_the_studios_runs_folder_is_exported_where_the_export_dialog_ex
     run = _FakeRun(runs_dir() / "demo-3")
     lines = _report_lines(capsys, run, ("finished", {"status": "completed", "step": 2, "final_loss": None,
                                                      "adapter": "A", "adapter_step": 2, "message": ""}))
-    exports = Path.home() / "finetune-studio-exports"
+    exports = Path.home() / "finetune-studio-exports"  # the Export dialog's default folder
     assert any(line.endswith(f"--output {exports / 'demo-3-merged'}") for line in lines), lines
     assert any(line.endswith(f"--output {exports / 'demo-3-gguf' / 'demo-3-q8_0.gguf'}") for line in lines), lines
 
