@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: the --config's model)")
     inspect.add_argument("--config", type=Path, metavar="CONFIG.toml",
                          help="read the data as this run config would: its model, max_length, responses-only "
-                              "setting, format, column mapping, encoding and split (the options below win)")
+                              "setting, format, column mapping, encoding and split (an option given here wins)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.add_argument("--format", help="record shape (default: detected)")
     inspect.add_argument("--columns", help="column mapping as field=column pairs, e.g. prompt=question,completion=answer")
