@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from studio.core.library_output import hide_weight_loading_bars, silence_known_library_warnings
 
@@ -154,40 +154,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_event(event: dict[str, Any], total_steps: int | None = None) -> None:
-    """A compact human line per event for the terminal (the events file holds the full record); `total_steps`
-    (from the run's `started` event) completes the `finished` line."""
+def _event_line(event: dict[str, Any], total_steps: int | None = None) -> str | None:
+    """A compact human line (or two) per event for the terminal (the events file holds the full record);
+    `total_steps` (from the run's `started` event) completes the `finished` line."""
     kind = event["event"]
     if kind == "step":
         extra = f" lr {event['learning_rate']:.2e}" if event.get("learning_rate") is not None else ""
-        print(f"step {event['step']} loss {event['loss']:.4f}{extra}", flush=True)
-    elif kind == "log":
-        print(event["message"], flush=True)
-    elif kind == "evaluating":
+        return f"step {event['step']} loss {event['loss']:.4f}{extra}"
+    if kind == "log":
+        return event["message"]
+    if kind == "evaluating":
         done, total = event["done"], event.get("total")
         count = f"{done}/{total} batches" if total else f"{done} batch" + ("" if done == 1 else "es")
-        print(f"evaluating at step {event['step']}: {count}", flush=True)
-    elif kind == "eval":
-        print(f"eval step {event['step']} loss {event['eval_loss']:.4f}", flush=True)
-    elif kind == "started":
+        return f"evaluating at step {event['step']}: {count}"
+    if kind == "eval":
+        return f"eval step {event['step']} loss {event['eval_loss']:.4f}"
+    if kind == "started":
         rows = event.get("num_train_rows")
         line = f"training {event['total_steps']} steps" + (f" on {rows} rows" if rows is not None else "")
         if event.get("resumed_from"):
             line += f", resumed from {event['resumed_from']} at step {event.get('start_step', 0)}"
-        print(line, flush=True)
-    elif kind == "checkpoint":
-        print(f"step {event['step']}: checkpoint saved in {event['path']}", flush=True)
-    elif kind == "finished":
+        return line
+    if kind == "checkpoint":
+        return f"step {event['step']}: checkpoint saved in {event['path']}"
+    if kind == "finished":
         line = f"run {event['status']} at step {event['step']}" + (f" of {total_steps}" if total_steps else "")
         if event.get("final_loss") is not None:
             line += f", final loss {event['final_loss']:.4f}"
+        return line + (f"\n{event['message']}" if event.get("message") else "")
+    if kind == "failed":
+        line = f"run failed ({event['kind']}): {event['message']}"
+        return line + (f"\n  what to do: {event['hint']}" if event.get("hint") else "")
+    return None
+
+
+def _print_event(event: dict[str, Any], total_steps: int | None = None) -> None:
+    line = _event_line(event, total_steps)
+    if line is not None:
         print(line, flush=True)
-        if event.get("message"):
-            print(event["message"], flush=True)
-    elif kind == "failed":
-        print(f"run failed ({event['kind']}): {event['message']}", flush=True)
-        if event.get("hint"):
-            print(f"  what to do: {event['hint']}", flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -205,10 +209,11 @@ class _TrainReport:
 
     The events file keeps the full record; this is for the person at the terminal (and the window's log)."""
 
-    def __init__(self, run_dir: Any):
+    def __init__(self, run_dir: Any, say: Callable[[str], None] | None = None):
         import time
 
         self.run_dir = run_dir
+        self._say = say or (lambda text: print(text, flush=True))
         self._clock = time.monotonic
         self._began = self._clock()
         self._total_steps: int | None = None
@@ -216,10 +221,11 @@ class _TrainReport:
     def __call__(self, event: dict[str, Any]) -> None:
         if event["event"] == "started":
             self._total_steps = event.get("total_steps")
-        _print_event(event, self._total_steps)
+        if (line := _event_line(event, self._total_steps)) is not None:
+            self._say(line)
         if event["event"] in ("finished", "failed"):
             for line in self.summary(event):
-                print(line, flush=True)
+                self._say(line)
 
     def summary(self, event: dict[str, Any]) -> list[str]:
         """The closing lines for a `finished` or `failed` event."""
@@ -228,7 +234,9 @@ class _TrainReport:
         resume = f"finetune-studio train {_quoted(self.run_dir.config_path)} --output {_quoted(run)} --resume"
         if event["event"] == "failed":
             lines = [f"run folder: {run} (failed after {took})"]
-            if event["kind"] in ("oom", "crash") and self.run_dir.latest_checkpoint() is not None:
+            # Out of memory, a full disk or a crash: once the cause is dealt with, the last checkpoint is good to
+            # go on from. Bad data or a bad config would fail again the same way.
+            if event["kind"] not in ("config", "data") and self.run_dir.latest_checkpoint() is not None:
                 lines.append(f"continue from its latest checkpoint: {resume}")
             return lines
         adapter = f"adapter:    {event['adapter']}"

@@ -238,6 +238,8 @@ def test_a_failed_run_is_one_human_line_and_a_crash_with_a_checkpoint_offers_res
                        f"{run.path} --resume"
     bad_data = _report_lines(capsys, run, ("failed", {"kind": "data", "message": "d.jsonl:3: bad", "hint": "Fix it"}))
     assert not any("--resume" in line for line in bad_data), "retraining bad data from a checkpoint fixes nothing"
+    full_disk = _report_lines(capsys, run, ("failed", {"kind": "disk", "message": "no space left", "hint": "Free"}))
+    assert full_disk[-1].endswith("--resume"), "after freeing space, the run goes on from its checkpoint"
 
 
 def test_a_run_in_the_studios_runs_folder_is_exported_where_the_export_dialog_exports(capsys, studio_home):
