@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from studio.core.library_output import hide_weight_loading_bars, silence_known_library_warnings
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -34,6 +37,9 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from studio.core.config import TrainingSettings
+    from studio.core.gguf_export import DEFAULT_GGUF_TYPE, GGUF_TYPES
+
     parser = argparse.ArgumentParser(prog="finetune-studio",
                                      description="Point-and-click LoRA/QLoRA fine-tuning. No command opens the window.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -73,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = sub.add_parser("merge", help="merge an adapter into its base model (16-bit)")
     merge.add_argument("adapter", type=Path, metavar="RUN_DIR_OR_ADAPTER")
-    merge.add_argument("--output", type=Path, required=True)
+    merge.add_argument("--output", type=Path, required=True, metavar="DIR",
+                       help="the merged model's folder: a new or empty one, or an earlier export to replace")
     merge.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     _add_weights_arguments(merge, verb="merge into")
     merge.add_argument("--verify", type=int, metavar="N",
@@ -86,31 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     gguf = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp and Ollama, with a Modelfile and model card")
     gguf.add_argument("model", type=Path, metavar="MODEL_DIR",
                       help="a merged model folder, or a run directory / adapter (merged first into a temporary folder)")
-    gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf")
-    gguf.add_argument("--type", dest="gguf_type", choices=("f16", "q8_0"), default="f16",
-                      help="weight type of the matrices (default: f16)")
+    gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf",
+                      help="the .gguf file to write; its Modelfile and model card go beside it, so give it a folder "
+                           "of its own")
+    gguf.add_argument("--type", dest="gguf_type", choices=GGUF_TYPES, default=DEFAULT_GGUF_TYPE,
+                      help=f"weight type of the matrices (default: {DEFAULT_GGUF_TYPE}, about half the size of f16 "
+                           "with nearly the same answers; the Export dialog's default too)")
     _add_weights_arguments(gguf, verb="merge into")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
-    adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP")
+    adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",
+                                help="the folder to write (a new or empty one, or an earlier export), or the .zip "
+                                     "file with --zip")
     adapter_export.add_argument("--zip", action="store_true", help="write a .zip file instead of a folder")
 
     data = sub.add_parser("data", help="inspect a dataset the way training reads it")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     inspect = data_sub.add_parser("inspect", help="detected format, counts, errors with line numbers, token stats")
     inspect.add_argument("file", metavar="FILE", help="a data file, a saved dataset folder or a Hub dataset id")
-    inspect.add_argument("--model", help="a model folder or Hub id whose tokenizer and chat template count tokens")
+    inspect.add_argument("--model", help="a model folder or Hub id whose tokenizer and chat template count tokens "
+                                         "(default: the --config's model)")
+    inspect.add_argument("--config", type=Path, metavar="CONFIG.toml",
+                         help="read the data as this run config would: its model, max_length, responses-only "
+                              "setting, format, column mapping, encoding and split (an option given here wins)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
-    inspect.add_argument("--format", default="auto", help="record shape (default: detected)")
+    inspect.add_argument("--format", help="record shape (default: detected)")
     inspect.add_argument("--columns", help="column mapping as field=column pairs, e.g. prompt=question,completion=answer")
-    inspect.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
-    inspect.add_argument("--split", default="train", help="split of a Hub dataset or DatasetDict folder")
-    inspect.add_argument("--text-split", choices=("blank_lines", "file"), default="blank_lines",
-                         help="how a .txt/.md file is cut into documents: at blank lines (default), or one "
+    inspect.add_argument("--encoding", help="text encoding (default: utf-8)")
+    inspect.add_argument("--split", help="split of a Hub dataset or DatasetDict folder (default: train)")
+    inspect.add_argument("--text-split", choices=("blank_lines", "file"),
+                         help="how a .txt/.md file is cut into documents: at blank lines (the default), or one "
                               "document per file (data.text_split)")
-    inspect.add_argument("--max-length", type=int, default=1024, help="max_length for the truncation count")
-    inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (responses only is the "
-                                                                   "default)")
+    inspect.add_argument("--max-length", type=int,
+                         help=f"max_length for the truncation count (default: the config's, else "
+                              f"{TrainingSettings().max_length}, a new run's)")
+    inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (default: responses "
+                                                                   "only, unless the config trains on all tokens)")
     inspect.add_argument("--sample", type=int, metavar="N", help="count tokens on N random rows (default: all)")
     return parser
 
@@ -143,11 +161,14 @@ def _add_weights_arguments(parser: argparse.ArgumentParser, *, verb: str) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    silence_known_library_warnings()
     args = build_parser().parse_args(argv)
     if args.command is None:
         from studio.ui.app import run_app
 
         return run_app()
+    if args.command in ("train", "chat", "merge"):  # the commands that load a model (exports quiet their own)
+        hide_weight_loading_bars()
     handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
                "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export}[args.command]
     try:
@@ -173,8 +194,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _event_line(event: dict[str, Any]) -> str | None:
-    """A compact human line per event for the terminal (the events file holds the full record)."""
+def _event_line(event: dict[str, Any], total_steps: int | None = None) -> str | None:
+    """A compact human line (or two) per event for the terminal (the events file holds the full record);
+    `total_steps` (from the run's `started` event) completes the `finished` line."""
     kind = event["event"]
     if kind == "step":
         extra = f" lr {event['learning_rate']:.2e}" if event.get("learning_rate") is not None else ""
@@ -187,16 +209,99 @@ def _event_line(event: dict[str, Any]) -> str | None:
         return f"evaluating at step {event['step']}: {count}"
     if kind == "eval":
         return f"eval step {event['step']} loss {event['eval_loss']:.4f}"
-    if kind in ("started", "checkpoint", "finished", "failed"):
-        fields = {k: v for k, v in event.items() if k not in ("event", "time", "issues")}
-        return f"{kind}: {json.dumps(fields, ensure_ascii=False)}"
+    if kind == "started":
+        rows = event.get("num_train_rows")
+        line = f"training {event['total_steps']} steps" + (f" on {rows} rows" if rows is not None else "")
+        if event.get("resumed_from"):
+            line += f", resumed from {event['resumed_from']} at step {event.get('start_step', 0)}"
+        return line
+    if kind == "checkpoint":
+        return f"step {event['step']}: checkpoint saved in {event['path']}"
+    if kind == "finished":
+        line = f"run {event['status']} at step {event['step']}" + (f" of {total_steps}" if total_steps else "")
+        if event.get("final_loss") is not None:
+            line += f", final loss {event['final_loss']:.4f}"
+        return line + (f"\n{event['message']}" if event.get("message") else "")
+    if kind == "failed":
+        line = f"run failed ({event['kind']}): {event['message']}"
+        return line + (f"\n  what to do: {event['hint']}" if event.get("hint") else "")
     return None
 
 
-def _print_event(event: dict[str, Any], run_log: "_RunLog | None" = None) -> None:
-    line = _event_line(event)
-    if line is not None:
-        (run_log or _RunLog(None)).say(line)
+def _duration(seconds: float) -> str:
+    """'48 s', '3 min 12 s', '2 h 05 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class _TrainReport:
+    """What `train` prints: a line per event, and at the end where the result is and the commands that use it.
+
+    The events file keeps the full record; this is for the person at the terminal (and the window's log)."""
+
+    def __init__(self, run_dir: Any, say: Callable[[str], None] | None = None):
+        import time
+
+        self.run_dir = run_dir
+        self._say = say or (lambda text: print(text, flush=True))
+        self._clock = time.monotonic
+        self._began = self._clock()
+        self._total_steps: int | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] == "started":
+            self._total_steps = event.get("total_steps")
+        if (line := _event_line(event, self._total_steps)) is not None:
+            self._say(line)
+        if event["event"] in ("finished", "failed"):
+            for line in self.summary(event):
+                self._say(line)
+
+    def summary(self, event: dict[str, Any]) -> list[str]:
+        """The closing lines for a `finished` or `failed` event."""
+        run = self.run_dir.path
+        took = _duration(self._clock() - self._began)
+        resume = f"finetune-studio train {_quoted(self.run_dir.config_path)} --output {_quoted(run)} --resume"
+        if event["event"] == "failed":
+            lines = [f"run folder: {run} (failed after {took})"]
+            # Out of memory, a full disk or a crash: once the cause is dealt with, the last checkpoint is good to
+            # go on from. Bad data or a bad config would fail again the same way.
+            if event["kind"] not in ("config", "data") and self.run_dir.latest_checkpoint() is not None:
+                lines.append(f"continue from its latest checkpoint: {resume}")
+            return lines
+        adapter = f"adapter:    {event['adapter']}"
+        if event.get("adapter_step") not in (None, event["step"]):
+            best = event.get("best_eval_loss")
+            kept = f"from step {event['adapter_step']}" + (f", eval loss {best:.4f}" if best is not None else "")
+            adapter += f" ({kept})"
+        lines = [adapter, f"run folder: {run}", f"time taken: {took}"]
+        if event["status"] == "stopped":
+            lines.append(f"continue training: {resume}")
+        from studio.core.export_jobs import ExportKind, default_exports_dir
+        from studio.core.gguf_export import DEFAULT_GGUF_TYPE
+        from studio.core.paths import runs_dir
+
+        # Beside a run given --output; a run in the studio's runs folder exports where the Export dialog does.
+        folder = default_exports_dir() if run.resolve().parent == runs_dir().resolve() else run.parent
+        gguf_kind = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
+        commands = [("chat with it", f"finetune-studio chat --model {_quoted(run)}"),
+                    ("merge it (16-bit)", f"finetune-studio merge {_quoted(run)} --output "
+                                          f"{_quoted(ExportKind.MERGED.default_output(run.name, folder))}"),
+                    ("export for Ollama", f"finetune-studio export gguf {_quoted(run)} --output "
+                                          f"{_quoted(gguf_kind.default_output(run.name, folder))}")]
+        width = max(len(label) for label, _ in commands) + 1
+        return lines + ["next:"] + [f"  {(label + ':').ljust(width)} {command}" for label, command in commands]
+
+
+def _quoted(path: Any) -> str:
+    """A path as one shell word (run folders may have spaces), to paste as it is."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 class _RunLog:
@@ -325,12 +430,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_log = _RunLog(run_dir if main_process else None)
     writer: EventWriter | None = None
 
+    report = _TrainReport(run_dir, say=run_log.say)
+
     def emit(event: dict[str, Any]) -> None:
         if main_process:
             if writer is None:
                 raise OSError(f"{run_dir.events_path}: could not be opened")
             writer.write(event)
-            _print_event(event, run_log)
+            report(event)
 
     try:
         if main_process:
@@ -466,14 +573,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
-def _config_for_estimate(path: Path, model: str | None) -> Any:
-    """The config as `train` would read it, except that no training data is needed for an estimate."""
+def _config_without_data(path: Path, model: str | None) -> Any:
+    """The config as `train` would read it, except that no training data is needed (an estimate, a data
+    inspection of another file)."""
     from studio.core.config import ConfigError, from_dict, read_toml, resolve_relative_paths
 
     try:
         data = read_toml(path)
         if isinstance(data.get("data", {}), dict):
-            data.setdefault("data", {}).setdefault("train_file", "(not needed for an estimate)")
+            data.setdefault("data", {}).setdefault("train_file", "(not needed here)")
         if model and isinstance(data.get("model", {}), dict):
             data.setdefault("model", {})["name_or_path"] = model
         config = from_dict(data, source=path)
@@ -501,7 +609,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from studio.core.presets import GPU_PRESETS
     from studio.core.vram import ModelShape, ShapeError, estimate_vram, format_gib
 
-    config = _config_for_estimate(args.config, args.model)
+    config = _config_without_data(args.config, args.model)
     try:
         source = find_model_config(config.model.name_or_path)
         shape = ModelShape.from_config(source.config, source.name)
@@ -523,7 +631,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return EXIT_OK
     s = estimate.settings
     count = s["parameters"]
-    print(f"VRAM estimate for {shape.name}, "
+    print(f"VRAM estimate for {_model_title(source)}, "
           + (f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M") + " parameters")
     print(f"  model shape: {source.description}")
     print(f"  settings: {s['quantization']}, r {s['r']}, max_length {s['max_length']} x batch "
@@ -536,6 +644,32 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for note in estimate.notes:
         print(f"note: {note}")
     return EXIT_OK
+
+
+# Folder names that say where a model is, not which model it is ("VRAM estimate for model" named nothing).
+_GENERIC_FOLDERS = re.compile(r"models?|merged|base|adapter|outputs?|final|weights|hf|checkpoint(-\d+)?|snapshots?"
+                              r"|[0-9a-f]{40}", re.IGNORECASE)
+
+
+def _model_title(source: Any) -> str:
+    """The model's name for `estimate`'s title: a Hub id from the cache (or a cache path), the folder's own name,
+    the Hub id config.json recorded (`_name_or_path`), else its architecture."""
+    if source.origin != "folder":
+        return source.name  # the Hub id as given, or a bundled shape's name
+    folder = source.path.parent
+    parts = folder.parts
+    for index, part in enumerate(parts[:-1]):
+        if part.startswith("models--") and parts[index + 1] == "snapshots":
+            return part.removeprefix("models--").replace("--", "/", 1)  # the cache's own spelling of org/name
+    if not _GENERIC_FOLDERS.fullmatch(folder.name):
+        return folder.name
+    recorded = str(source.config.get("_name_or_path") or "").strip().rstrip("/\\")
+    recorded_name = Path(recorded).name if recorded else ""
+    if recorded_name and not _GENERIC_FOLDERS.fullmatch(recorded_name):
+        # A Hub id is kept whole; of a path on whoever saved it, only its last part means anything here.
+        return recorded if recorded.count("/") == 1 and not Path(recorded).is_absolute() else recorded_name
+    model_type = source.config.get("model_type") or "unknown"
+    return f"the {model_type} model in {folder}"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -589,35 +723,50 @@ def cmd_data(args: argparse.Namespace) -> int:
     from studio.core.dataset import DataError, load_data
     from studio.core.model_source import missing_local_model
 
+    from studio.core.config import DataSettings, TrainingSettings
+
     name = _command_name(args)
-    columns = [part.strip() for part in args.columns.split(",") if part.strip()] if args.columns else None
+    config = _config_without_data(args.config, None) if args.config is not None else None
+    reading = config.data if config is not None else DataSettings()
+    columns = ([part.strip() for part in args.columns.split(",") if part.strip()] if args.columns
+               else list(reading.column_mapping) or None)
+    model = args.model or (config.model.name_or_path if config is not None else None)
+    # The config's opt-in to a model's own code holds for the config's model only.
+    trust_remote_code = bool(config is not None and not args.model and config.model.trust_remote_code)
+    max_length = args.max_length or (config.training if config is not None else TrainingSettings()).max_length
+    responses_only = not args.all_tokens and reading.train_on_responses_only
     try:
-        data = load_data(args.file, args.format, mapping=columns, encoding=args.encoding, split=args.split,
-                         text_split=args.text_split)
+        data = load_data(args.file, args.format or reading.format, mapping=columns,
+                         encoding=args.encoding or reading.encoding, split=args.split or reading.split,
+                         text_split=args.text_split or reading.text_split)
     except DataError as error:
         if args.json:
             print(json.dumps({"path": str(args.file), "ok": False, "error": str(error),
                               "suggested_encoding": getattr(error.encoding_guess, "encoding", None)}, indent=2))
         raise BadInput(str(error), json_printed=True) from None
     stats = None
-    if args.model and (reason := missing_local_model(args.model)) is not None:
-        raise BadInput(f"--model {args.model}: {reason}")
-    if args.model and len(data.examples):
+    model_key = "--model" if args.model else f"{args.config}: model.name_or_path ="
+    if model and (reason := missing_local_model(model)) is not None:
+        raise BadInput(f"{model_key} {model}: {reason}")
+    if model and len(data.examples):
         try:
-            tokenizer = load_tokenizer(args.model)
+            tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         except Exception as error:  # a wrong path or an unreachable Hub id
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BadInput(f"--model {args.model}: its tokenizer cannot be loaded: {reason}") from None
-        stats = measure_tokens(tokenizer, data, train_on_responses_only=not args.all_tokens,
-                               max_length=args.max_length, limit=args.sample)
-    report = inspection_report(data, stats, model=args.model)
+            raise BadInput(f"{model_key} {model}: its tokenizer cannot be loaded: {reason}") from None
+        stats = measure_tokens(tokenizer, data, train_on_responses_only=responses_only,
+                               max_length=max_length, limit=args.sample)
+    report = inspection_report(data, stats, model=model)
     report["ok"] = bool(data.format) and len(data.examples) > 0 and not data.issues
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
     if data.issues:
-        for issue in data.issues[:20]:
-            print(f"{name}: {issue}", file=sys.stderr)
-        more = " (first 20 shown)" if data.issue_count > 20 else ""
-        print(f"{name}: {data.path}: {data.issue_count} bad row(s){more}", file=sys.stderr)
+        # The report on stdout lists each bad row; stderr gets one line saying so, which names where the first is
+        # (printing every error on both streams showed each twice in a terminal).
+        first = data.issues[0]
+        where = f"row {first.line}" if first.unit == "row" else f"line {first.line}"
+        rows = f"{data.issue_count:,} bad row" + ("s" if data.issue_count > 1 else "")
+        listed = "in the JSON document" if args.json else "above"
+        print(f"{name}: {data.path}: {rows}, the first at {where} (listed {listed})", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not len(data.examples):
         print(f"{name}: {data.path}: no examples", file=sys.stderr)

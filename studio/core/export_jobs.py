@@ -59,6 +59,12 @@ class ExportKind(enum.Enum):
         return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
 
 
+def default_exports_dir() -> Path:
+    """Where an export goes unless the user picks a place (the Export dialog, and the commands `train` suggests):
+    a folder of its own in the home folder, so the runs folder holds runs only."""
+    return Path.home() / "finetune-studio-exports"
+
+
 def check_output(kind: ExportKind, output: Path) -> Path:
     """`output` made absolute, or an ExportError when the export would replace the user's own files there
     (export_common.check_replaceable); the window asks this before it starts an export."""

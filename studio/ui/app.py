@@ -13,6 +13,13 @@ def icon_path() -> Path:
 
 
 def run_app(argv: list[str] | None = None) -> int:
+    from studio.ui.display_check import DISPLAY_EXIT_STATUS, display_problem
+
+    # Before Qt is imported: when it cannot open a window it aborts the process (status 134) with a message that
+    # may name the wrong library; this says what is missing and how to install it, in one line.
+    if (problem := display_problem()) is not None:
+        print(f"finetune-studio: {problem}", file=sys.stderr)
+        return DISPLAY_EXIT_STATUS
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 

@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.export_common import ExportError
-from studio.core.export_jobs import ExportKind, check_output, run_export, runs_with_adapters
+from studio.core.export_jobs import ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters
+from studio.core.gguf_export import DEFAULT_GGUF_TYPE
 
 
 class QtExportWorker(QThread):
@@ -104,7 +105,9 @@ class QtExportDialog(QDialog):
             group.addButton(button)
             button.toggled.connect(lambda on, kind=kind: on and self._suggest_output())
             self.kind_buttons[kind] = button
-        self.kind_buttons[ExportKind.GGUF_Q8_0].setChecked(True)
+        # The GGUF type `finetune-studio export gguf` defaults to as well (gguf_export says why it is q8_0).
+        default_gguf = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
+        self.kind_buttons[default_gguf].setChecked(True)
         # The default merges into the weights the adapter trained on (a QLoRA run's 4-bit base, dequantised), so
         # the export answers like the trained model; the original weights are a choice whose effect is measured.
         self.original_weights = QCheckBox("Merge into the original 16-bit weights, not the ones it was trained on")
@@ -188,7 +191,7 @@ class QtExportDialog(QDialog):
         if self._output_edited or source is None:
             return
         run_name = source.parent.name if source.name == "adapter" else source.name
-        folder = Path.home() / "finetune-studio-exports"
+        folder = default_exports_dir()
         self.output_edit.setText(str(self.kind.default_output(run_name or "model", folder)))
 
     def _browse_source(self) -> None:

@@ -439,3 +439,161 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_ter
     assert f"finetune-studio train: {failed['message']}" in log
     assert "OSError: [Errno 28]" in log, "the cause, for whoever reads the log"
     assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
+
+
+# ------------------------------------------------------------------ what the terminal shows (issue 12, item 16)
+
+
+def test_train_ends_with_a_summary_and_the_next_commands_without_bars_or_library_warnings(tmp_path, run_studio,
+                                                                                          demo_assets):
+    run_dir = tmp_path / "my run"
+    result = run_studio("train", demo_assets.config_path, "--output", run_dir, "--max-steps", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "training 2 steps on 10 rows" in out
+    assert f"step 2: checkpoint saved in {run_dir / 'checkpoints' / 'checkpoint-2'}" in out
+    assert "run completed at step 2 of 2, final loss " in out
+    assert f"adapter:    {run_dir / 'adapter'}" in out and "time taken: " in out
+    quoted = f"'{run_dir}'"  # a folder name with a space is pasted as one word
+    assert f"finetune-studio chat --model {quoted}" in out
+    assert f"finetune-studio merge {quoted} --output '{tmp_path / 'my run-merged'}'" in out
+    assert f"finetune-studio export gguf {quoted} --output '{tmp_path / 'my run-gguf' / 'my run-q8_0.gguf'}'" in out
+    assert "{" not in out, "no raw JSON event lines"
+    both = out + result.stderr
+    assert "Loading weights" not in both and "it/s]" not in both, "no tqdm bars"
+    assert "Warning" not in both, "a clean run prints no warning (the FutureWarning from inside PEFT is gone)"
+
+    chat = run_studio("chat", "--model", run_dir, "--prompt", "hello", "--max-new-tokens", 2)
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    assert "Loading weights" not in chat.stderr and "Warning" not in chat.stderr
+
+
+class _FakeRun:
+    """The parts of a RunDirectory the train report reads."""
+
+    def __init__(self, path, checkpoint=None):
+        self.path, self.config_path, self.log_path = path, path / "run.toml", path / "train.log"
+        self._checkpoint = checkpoint
+
+    def latest_checkpoint(self):
+        return self._checkpoint
+
+
+def _report_lines(capsys, run, *events):
+    from studio.cli import _TrainReport
+    from studio.core.events import make_event
+
+    report = _TrainReport(run)
+    for kind, fields in events:
+        report(make_event(kind, **fields))
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_stopped_run_says_how_to_continue_and_names_the_adapter_kept_by_early_stopping(tmp_path, capsys):
+    run = _FakeRun(tmp_path / "run")
+    lines = _report_lines(capsys, run, ("started", {"total_steps": 60, "num_train_rows": 10, "resumed_from": None}),
+                          ("finished", {"status": "stopped", "step": 30, "final_loss": 0.5, "adapter": "A",
+                                        "adapter_step": 20, "best_eval_loss": 0.25, "message": ""}))
+    assert lines[1] == "run stopped at step 30 of 60, final loss 0.5000"
+    assert "adapter:    A (from step 20, eval loss 0.2500)" in lines
+    assert f"continue training: finetune-studio train {run.config_path} --output {run.path} --resume" in lines
+
+
+def test_a_failed_run_is_one_human_line_and_a_crash_with_a_checkpoint_offers_resume(tmp_path, capsys):
+    run = _FakeRun(tmp_path / "run", checkpoint=tmp_path / "run" / "checkpoints" / "checkpoint-4")
+    lines = _report_lines(capsys, run, ("failed", {"kind": "crash", "message": "RuntimeError: boom",
+                                                   "hint": "The traceback is in the run's train.log."}))
+    assert lines[:2] == ["run failed (crash): RuntimeError: boom",
+                         "  what to do: The traceback is in the run's train.log."]
+    assert lines[2].startswith(f"run folder: {run.path} (failed after ")
+    assert lines[3] == f"continue from its latest checkpoint: finetune-studio train {run.config_path} --output " \
+                       f"{run.path} --resume"
+    bad_data = _report_lines(capsys, run, ("failed", {"kind": "data", "message": "d.jsonl:3: bad", "hint": "Fix it"}))
+    assert not any("--resume" in line for line in bad_data), "retraining bad data from a checkpoint fixes nothing"
+    full_disk = _report_lines(capsys, run, ("failed", {"kind": "disk", "message": "no space left", "hint": "Free"}))
+    assert full_disk[-1].endswith("--resume"), "after freeing space, the run goes on from its checkpoint"
+
+
+def test_a_run_in_the_studios_runs_folder_is_exported_where_the_export_dialog_exports(capsys, studio_home):
+    from pathlib import Path
+
+    from studio.core.paths import runs_dir
+
+    run = _FakeRun(runs_dir() / "demo-3")
+    lines = _report_lines(capsys, run, ("finished", {"status": "completed", "step": 2, "final_loss": None,
+                                                     "adapter": "A", "adapter_step": 2, "message": ""}))
+    exports = Path.home() / "finetune-studio-exports"  # the Export dialog's default folder
+    assert any(line.endswith(f"--output {exports / 'demo-3-merged'}") for line in lines), lines
+    assert any(line.endswith(f"--output {exports / 'demo-3-gguf' / 'demo-3-q8_0.gguf'}") for line in lines), lines
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from studio.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    missing = [f"{parser.prog} {action.option_strings[0]}" for parser in parsers(build_parser())
+               for action in parser._actions
+               if action.option_strings and not action.help and not isinstance(action, argparse._HelpAction)]
+    assert missing == []
+
+
+def test_export_gguf_and_the_export_dialog_share_one_default_type():
+    from studio.cli import build_parser
+    from studio.core.gguf_export import DEFAULT_GGUF_TYPE
+
+    args = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"])
+    assert args.gguf_type == DEFAULT_GGUF_TYPE == "q8_0"
+
+
+def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses_setting(tmp_path, run_studio,
+                                                                                          demo_assets):
+    from studio.core.config import RunConfig, save_config
+
+    def tokens(*extra):
+        result = run_studio("data", "inspect", demo_assets.dataset_path, "--json", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)["tokens"]
+
+    config = load_config(demo_assets.config_path)
+    config.training.max_length, config.data.train_on_responses_only = 32, False
+    short = tmp_path / "short.toml"
+    save_config(config, short)
+
+    default = tokens("--model", demo_assets.model_dir)
+    assert default["max_length"] == RunConfig().training.max_length  # a new run's, not a literal of its own
+    from_config = tokens("--config", short)  # the config's model counts the tokens
+    assert from_config["max_length"] == 32 and from_config["truncated_rows"] == 10  # every demo row is longer
+    assert from_config["trained_tokens"] == from_config["total_tokens"] > default["trained_tokens"]
+    assert tokens("--config", short, "--max-length", 64)["max_length"] == 64, "the option wins over the config"
+
+    missing = run_studio("data", "inspect", demo_assets.dataset_path, "--config", tmp_path / "nope.toml")
+    assert missing.returncode == 2 and str(tmp_path / "nope.toml") in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_estimate_names_a_local_model_by_what_it_is_not_its_folder(tmp_path, run_studio, demo_assets):
+    from studio.cli import _model_title
+    from studio.core.model_source import ModelConfigSource
+
+    def title(folder, **config):
+        return _model_title(ModelConfigSource({"model_type": "qwen2", **config}, "folder", folder / "config.json",
+                                              folder.name))
+
+    assert title(tmp_path / "Qwen2.5-0.5B-Instruct") == "Qwen2.5-0.5B-Instruct", "a folder named for its model"
+    assert title(tmp_path / "model", _name_or_path="Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+    assert title(tmp_path / "merged", _name_or_path="/home/someone/ckpt/support-bot/") == "support-bot"
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B" / "snapshots" / ("a" * 40)
+    assert title(snapshot) == "Qwen/Qwen2.5-0.5B", "a folder in an HF cache names its Hub id"
+    assert title(tmp_path / "model") == f"the qwen2 model in {tmp_path / 'model'}"
+
+    result = run_studio("estimate", demo_assets.config_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"VRAM estimate for the llama model in {demo_assets.model_dir}, ")

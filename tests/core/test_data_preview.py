@@ -196,9 +196,15 @@ def test_data_inspect_exits_2_naming_file_and_line(run_studio, tmp_path):
                     encoding="utf-8")
     result = run_studio("data", "inspect", path, "--json")
     assert result.returncode == 2
-    assert f"{path}:2: malformed JSON" in result.stderr and f"{path}:3: 'prompt' must be a string" in result.stderr
+    # One line on stderr, naming the file and the first bad line; the document on stdout lists each error once.
+    assert result.stderr == f"finetune-studio data inspect: {path}: 2 bad rows, the first at line 2 (listed in " \
+                            "the JSON document)\n"
     report = json.loads(result.stdout)  # still one JSON document
     assert not report["ok"] and [e["line"] for e in report["errors"]] == [2, 3]
+    plain = run_studio("data", "inspect", path)
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "the first at line 2 (listed above)" in plain.stderr
+    for error in (f"{path}:2: malformed JSON", f"{path}:3: 'prompt' must be a string"):
+        assert (plain.stdout + plain.stderr).count(error) == 1, error
 
     turkish = tmp_path / "tr.csv"
     turkish.write_bytes("prompt,completion\nİzmir?,Güneşli.\n".encode("cp1254"))

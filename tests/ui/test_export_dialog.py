@@ -60,3 +60,14 @@ def test_an_earlier_export_is_replaced_only_after_the_user_says_yes(qtbot, dialo
         dialog.start_export()
     assert finished.args[0] == "succeeded", finished.args[1]
     assert (output / "adapter_model.safetensors").read_bytes() == b"\0" * 4096
+
+
+def test_the_dialog_opens_on_the_gguf_type_the_cli_defaults_to(qtbot, tmp_path):
+    from studio.cli import build_parser
+    from studio.ui.qt_export_dialog import QtExportDialog
+
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter"), runs_root=tmp_path / "runs")
+    qtbot.addWidget(widget)
+    cli_default = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"]).gguf_type
+    assert widget.kind is {"f16": ExportKind.GGUF_F16, "q8_0": ExportKind.GGUF_Q8_0}[cli_default]
+    assert widget.output_edit.text().endswith(f"-{cli_default}.gguf")

@@ -169,6 +169,33 @@ def test_the_log_panel_follows_a_growing_file_and_highlights_problems(qtbot, tmp
     assert "3 error line(s)" in log_panel.summary.text()
 
 
+def test_a_warning_printed_on_two_lines_counts_once(qtbot, tmp_path, log_panel):
+    import warnings
+
+    # Exactly what Python's warnings module prints: the header line, then the indented source line that warned.
+    printed = warnings.formatwarning("`x` is deprecated", FutureWarning, "/lib/modeling_utils.py", 3312,
+                                     "        warnings.warn(")
+    assert printed.count("\n") == 2 and "warn" in printed.splitlines()[1]
+    seen = []
+    log_panel.problem_seen.connect(lambda kind, line: seen.append(kind))
+    log = tmp_path / "train.log"
+    log.write_text("Fast path on\n" + printed + "Fast path on\n  attention: sdpa\n", encoding="utf-8")
+    log_panel.set_path(log)
+    log_panel.poll(until_end=True)
+    lines = log_panel.text().split("\n")
+    assert log_panel.warning_count == 1 and seen == [WARNING]
+    assert "1 warning(s)" in log_panel.summary.text()
+    assert log_panel.line_kind(lines.index("  warnings.warn(")) == WARNING, "the source line is shown as the warning"
+    assert log_panel.line_kind(lines.index("  attention: sdpa")) == PLAIN, "an indented line after a plain one"
+    with open(log, "a", encoding="utf-8") as f:  # a second warning, its source line in a later read
+        f.write(printed.splitlines(keepends=True)[0])
+    log_panel.poll(until_end=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(printed.splitlines(keepends=True)[1])
+    log_panel.poll(until_end=True)
+    assert log_panel.warning_count == 2 and seen == [WARNING, WARNING]
+
+
 def test_a_long_log_is_shown_from_its_end_in_small_chunks(qtbot, tmp_path):
     log = tmp_path / "train.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)), encoding="utf-8")

@@ -38,7 +38,8 @@ def classify_line(line: str) -> str:
 
 
 class QtLogPanel(QWidget):
-    """Tails one log file. Signals: `problem_seen(kind, line)` for each warning or error line."""
+    """Tails one log file. Signals: `problem_seen(kind, line)` for each warning (once, however many lines it
+    takes) or error line."""
 
     problem_seen = Signal(str, str)
 
@@ -51,6 +52,7 @@ class QtLogPanel(QWidget):
         self._offset = 0
         self._pending = b""
         self._in_traceback = False
+        self._in_warning = False  # the indented lines after a warning belong to it
         self._skip_partial_first_line = False  # after starting mid-file
         self.counts = {WARNING: 0, ERROR: 0}
 
@@ -98,6 +100,7 @@ class QtLogPanel(QWidget):
         """Show this file (from its last `initial_tail_bytes`) and follow it while the timer runs."""
         self._path = Path(path) if path is not None else None
         self._pending, self._in_traceback, self._skip_partial_first_line = b"", False, False
+        self._in_warning = False
         self.counts = {WARNING: 0, ERROR: 0}
         self.view.clear()
         self._follow = True
@@ -177,16 +180,22 @@ class QtLogPanel(QWidget):
         return {QColor(c).name(): kind for kind, c in _COLOURS.items()}.get(colour, PLAIN)
 
     # --- internals -------------------------------------------------------------------------------------
-    def _classify(self, line: str) -> str:
+    def _classify(self, line: str) -> tuple[str, bool]:
+        """The line's highlight, and whether it starts a new problem (the counts and `problem_seen`)."""
         if _TRACEBACK in line:
-            self._in_traceback = True
-            return ERROR
+            self._in_traceback, self._in_warning = True, False
+            return ERROR, True
         if self._in_traceback:
-            if line[:1].isspace() or not line.strip():
-                return ERROR
-            self._in_traceback = False  # the exception's own line closes the traceback
-            return ERROR
-        return classify_line(line)
+            if not (line[:1].isspace() or not line.strip()):
+                self._in_traceback = False  # the exception's own line closes the traceback
+            return ERROR, True
+        if self._in_warning and line[:1].isspace() and line.strip():
+            # Python prints a warning as `file:line: Category: message` and then the source line that raised it,
+            # indented (`  warnings.warn(`): one warning, which counted twice made a clean run show "2 warning(s)".
+            return WARNING, False
+        kind = classify_line(line)
+        self._in_warning = kind == WARNING
+        return kind, kind != PLAIN
 
     def _append_lines(self, lines: list[str], force: str | None = None) -> None:
         if not lines:
@@ -198,8 +207,8 @@ class QtLogPanel(QWidget):
         run_kind, run_lines = None, []
         first = self.view.document().isEmpty()
         for line in lines:
-            kind = force or self._classify(line)
-            if kind != PLAIN:
+            kind, new_problem = (force, False) if force else self._classify(line)
+            if new_problem:
                 self.counts[kind] += 1
                 self.problem_seen.emit(kind, line)
             if kind != run_kind and run_lines:
