@@ -312,7 +312,8 @@ class TrainingSettings:
         metadata=_help(
             "CPU threads a run on the CPU computes with; 0 = automatic: one core fewer than the machine has "
             "(at least 1), so the window and other work keep a core and never make every training step wait "
-            "for a busy thread (measured on 2 cores: 7x slower steps with 2 threads while another process ran). "
+            "for a busy thread (measured on 2 cores: steps took 1.6x as long with 2 threads as with 1 while another "
+            "process kept a core busy, and the same time when nothing else ran; benchmarks/cpu_threads.py). "
             "Runs on a GPU are not affected.",
             min=0,
         ),

@@ -159,14 +159,14 @@ def test_chat_with_a_run_directory_gives_the_trained_answer(trained_run, demo_as
     assert result.stdout.strip() == answer
 
 
-def test_the_terminal_shows_evaluation_progress_and_its_result(capsys):
-    from studio.cli import _print_event
+def test_the_terminal_shows_evaluation_progress_and_its_result():
+    from studio.cli import _event_line
     from studio.core.events import make_event
 
-    _print_event(make_event("evaluating", step=8, done=3, total=9))
-    _print_event(make_event("evaluating", step=8, done=1, total=None))  # an eval set without a length
-    _print_event(make_event("eval", step=8, eval_loss=1.23456))
-    assert capsys.readouterr().out.splitlines() == [
+    lines = [_event_line(make_event("evaluating", step=8, done=3, total=9)),
+             _event_line(make_event("evaluating", step=8, done=1, total=None)),  # an eval set without a length
+             _event_line(make_event("eval", step=8, eval_loss=1.23456))]
+    assert lines == [
         "evaluating at step 8: 3/9 batches", "evaluating at step 8: 1 batch", "eval step 8 loss 1.2346"]
 
 
@@ -322,7 +322,8 @@ def test_a_cli_run_writes_its_lines_to_train_log(trained_run):
     log = (trained_run / "train.log").read_text(encoding="utf-8").splitlines()
     assert sum(line.startswith("step 1 loss ") for line in log) == 1
     assert any(line.startswith("step 60 loss ") for line in log)
-    assert any(line.startswith("finished: ") for line in log)
+    assert any(line.startswith("run completed at step 60") for line in log)  # the human end line, and the summary
+    assert any(line.startswith("adapter:") for line in log)
 
 
 def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
