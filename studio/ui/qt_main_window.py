@@ -64,6 +64,8 @@ class QtMainWindow(QMainWindow):
         self.config_tab.changed.connect(self._on_config_edited)
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
+        # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
+        self.training_tab.run_started.connect(lambda _: self.banner.clear())
         self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
         self.training_tab.run_started.connect(lambda _: self.runs_view.set_training_busy(True))
         self.training_tab.run_ended.connect(lambda *_: self.runs_view.set_training_busy(False))

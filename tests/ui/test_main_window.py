@@ -123,3 +123,36 @@ def test_an_installed_studio_without_the_docs_opens_them_on_the_homepage(make_wi
     monkeypatch.setattr(paths.Path, "is_file", lambda self: False)  # as in site-packages: no pyproject, no docs
     assert paths.document_location("docs/CONFIG.md").endswith("/blob/main/docs/CONFIG.md")
     assert paths.document_location("README.md").startswith("https://")
+
+
+# --------------------------------------------------------------------------------------------- texts
+
+
+def test_a_starting_run_replaces_the_demo_hint_and_an_earlier_runs_ending(make_window):
+    from studio.ui.qt_main_window import DEMO_SELECTED
+
+    win = make_window()
+    run = win.store.new_run("demo-2")
+    for stale in (f"{DEMO_SELECTED}: a tiny model… Press Start training on the Training tab.", "Run demo-1: stopped."):
+        win.banner.setText(stale)
+        win.training_tab.run_started.emit(run)
+        assert win.banner.text() == ""
+
+
+def test_the_preparation_phases_show_as_they_come_and_the_memory_panel_follows_the_process_at_once(make_window,
+                                                                                                  monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    win = make_window()
+    tab = win.training_tab
+    monkeypatch.setattr(tab, "supervisor", SimpleNamespace(pid=os.getpid(), stopping=False))  # the child's events
+    tab.handle_event({"event": "log", "time": 1.0, "pid": os.getpid(), "message": "Training process started"})
+    assert tab.gpu_panel.pid == os.getpid(), "watched from the process's first event, not from its first step"
+    tab.handle_event({"event": "log", "time": 2.0, "message": "Importing PyTorch, transformers and TRL",
+                      "phase": "libraries"})
+    assert tab.status_label.text().endswith("Preparing the run (2 of 5): Importing PyTorch, transformers and TRL")
+    tab.handle_event({"event": "log", "time": 9.0, "message": "Loading demo/model", "phase": "model"})
+    assert tab.status_label.text().endswith("Preparing the run (5 of 5): Loading demo/model")
+    tab.grab().save("/tmp/h3-phases.png")
+    monkeypatch.undo()  # before the window closes: closing asks the supervisor whether it still runs
