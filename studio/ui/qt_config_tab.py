@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,9 @@ _DETECT = object()
 ESTIMATE_DEBOUNCE_MS = 150
 _NUMBER_WIDTH = 100
 DETECT_DEBOUNCE_MS = 800
+DETECTED_LINE_CHARS = 72  # the layer-names label's lines: it fits beside the form's labels in the default window
+READING_LAYER_NAMES = ("Reading the model's layer names… The first read after a start imports PyTorch and "
+                       "transformers, which can take a minute or more on a busy machine.")
 
 QUANT_MODE_TEXT = {"4bit": "4-bit NF4 (QLoRA)", "8bit": "8-bit", "none": "16-bit (plain LoRA)"}
 OPTIM_TEXT = {
@@ -657,7 +661,7 @@ class QtConfigTab(QWidget):
             self.detected_modules = None
             self._set_detected_text(f"Layer names unknown: {error}")
             return
-        self._set_detected_text("Reading the model's layer names…")
+        self._set_detected_text(READING_LAYER_NAMES)
         worker = QtFunctionWorker(detect_linear_modules, model, trust_remote_code=trust,
                                   expected_errors=(ModelSourceError, ValueError, ImportError, OSError))
         # Bound methods, not lambdas: the worker may outlive this tab, and Qt drops a deleted
@@ -702,7 +706,10 @@ class QtConfigTab(QWidget):
         self._set_detected_text("\n".join(lines))
 
     def _set_detected_text(self, text: str) -> None:
-        self.detected_label.setText(text)
+        shown = text
+        if "\n" not in text:  # an error or a notice: explicit lines (see the label), cut between words
+            shown = textwrap.fill(text, DETECTED_LINE_CHARS, break_long_words=False, break_on_hyphens=False)
+        self.detected_label.setText(shown)
         self.detected_label.setToolTip(text)
 
     def _on_download_finished(self, _folder: str) -> None:
