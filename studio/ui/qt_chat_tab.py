@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QSignalBlocker, Qt, QThread, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
@@ -165,6 +165,7 @@ class QtChatTab(QWidget):
         self.gpu_info: Callable[[], Any] = detect_gpu
         self.training_running: Callable[[], bool] = lambda: _running_training(self.runs_root)
         self._loader: QtFunctionWorker | None = None
+        self._loading_fields: tuple[str, str] | None = None  # (base, adapter) as they were when Load was pressed
         self._generator: QtReplyWorker | None = None
         self._export_dialog = None
 
@@ -452,6 +453,7 @@ class QtChatTab(QWidget):
         self.unload_model()
         self.load_button.setEnabled(False)
         self.model_status.setText("Loading…")
+        self._loading_fields = (base, adapter)
         worker = QtFunctionWorker(ChatModel.load, base or adapter, [adapter] if base and adapter else [],
                                   load_in_4bit=self.load_4bit.isChecked(), expected_errors=(ModelLoadError,),
                                   parent=self)
@@ -462,7 +464,19 @@ class QtChatTab(QWidget):
         worker.start()
         return worker
 
+    def _fields(self) -> tuple[str, str]:
+        return self.base_edit.text().strip(), self.adapter_edit.text().strip()
+
     def _on_loaded(self, chat_model) -> None:
+        if self._loading_fields is not None and self._fields() != self._loading_fields:
+            # The fields changed while it loaded (a run that ended fills in its adapter a moment after Load
+            # was pressed): what shows is what the user expects to talk to, so that is loaded instead.
+            self._loading_fields = None
+            self.chat_model = chat_model
+            self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
+            QTimer.singleShot(0, self.load_model)
+            return
+        self._loading_fields = None
         self.chat_model = chat_model
         self._refresh_adapters()
         precision = "4-bit NF4" if chat_model.load_in_4bit else "16-bit"

@@ -288,3 +288,31 @@ def test_the_transcript_placeholder_wraps_instead_of_being_cut_off(qtbot, tab):
     tab.transcript.add_message("user", "hello")
     qtbot.wait(20)
     assert tab.transcript.document().toPlainText() == "You: hello"
+
+
+def test_an_adapter_filled_in_while_the_base_loads_is_what_gets_loaded(qtbot, tab, monkeypatch, tmp_path):
+    # Load pressed a moment before a finished run filled in its adapter: the base alone loaded while the
+    # field showed the adapter, and the chat answered as the untrained base (issue 12, item 13).
+    import threading
+    from types import SimpleNamespace
+
+    from studio.core import chat
+
+    release, loads = threading.Event(), []
+
+    def fake_load(base, adapters, **kwargs):
+        loads.append((base, list(adapters)))
+        release.wait(30)
+        return SimpleNamespace(base_name=base, adapters=[f"adapter-{len(a)}" for a in adapters], load_in_4bit=False,
+                               active_adapter=adapters[0] if adapters else None, unload=lambda: None)
+
+    monkeypatch.setattr(chat.ChatModel, "load", staticmethod(fake_load))
+    tab.set_model("base-model")
+    tab.load_model()
+    qtbot.waitUntil(lambda: loads == [("base-model", [])])
+    tab.set_model("base-model", tmp_path / "run" / "adapter")  # the run has ended meanwhile
+    release.set()
+    qtbot.waitUntil(lambda: len(loads) == 2, timeout=10_000)
+    assert loads[1] == ("base-model", [str(tmp_path / "run" / "adapter")])
+    qtbot.waitUntil(lambda: tab.model_status.text().startswith("Loaded"), timeout=10_000)
+    assert "no adapter" not in tab.model_status.text()
