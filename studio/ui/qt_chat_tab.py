@@ -166,6 +166,8 @@ class QtChatTab(QWidget):
         self.training_running: Callable[[], bool] = lambda: _running_training(self.runs_root)
         self._loader: QtFunctionWorker | None = None
         self._loading_fields: tuple[str, str] | None = None  # (base, adapter) as they were when Load was pressed
+        self._loaded_adapter: Path | None = None  # the adapter folder (or run folder) the loaded model came with
+        self._turn_warnings: dict[Path, str | None] = {}
         self._generator: QtReplyWorker | None = None
         self._export_dialog = None
 
@@ -335,6 +337,10 @@ class QtChatTab(QWidget):
         self.regenerate_button.clicked.connect(self.regenerate)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
+        self.turn_hint = QLabel("")  # e.g. the adapter only ever saw one-turn conversations
+        self.turn_hint.setWordWrap(True)
+        self.turn_hint.setStyleSheet("color: #8a5300;")
+        self.turn_hint.hide()
         prompt_row = QHBoxLayout()
         prompt_row.addWidget(self.prompt_edit, stretch=1)
         for button in (self.send_button, self.stop_button, self.regenerate_button, self.clear_button):
@@ -363,6 +369,7 @@ class QtChatTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.model_box)
         layout.addLayout(middle, stretch=1)
+        layout.addWidget(self.turn_hint)
         layout.addLayout(prompt_row)
         layout.addLayout(footer)
 
@@ -476,6 +483,8 @@ class QtChatTab(QWidget):
             self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
             QTimer.singleShot(0, self.load_model)
             return
+        self._loaded_adapter = Path(self._loading_fields[1]) if self._loading_fields and self._loading_fields[1] else None
+        self._turn_warnings: dict[Path, str | None] = {}
         self._loading_fields = None
         self.chat_model = chat_model
         self._refresh_adapters()
@@ -575,10 +584,25 @@ class QtChatTab(QWidget):
         self.prompt_edit.clear()
         self.history.append({"role": "user", "content": text})
         self.transcript.add_message("user", text)
+        self._show_turn_hint()
         if self.compare_mode:
             self.base_history.append({"role": "user", "content": text})
             self.base_transcript.add_message("user", text)
         self._generate()
+
+    def _show_turn_hint(self) -> None:
+        """From the second turn on, say so when the adapter never saw a conversation that long."""
+        from studio.core.conversations import single_turn_warning
+
+        turns = sum(1 for message in self.history if message["role"] == "user")
+        adapter = self._loaded_adapter if self.chat_model is not None and self.chat_model.adapters else None
+        warning = None
+        if turns >= 2 and adapter is not None:
+            if adapter not in self._turn_warnings:  # read once per loaded adapter (a few thousand data rows)
+                self._turn_warnings[adapter] = single_turn_warning(adapter, turns)
+            warning = self._turn_warnings[adapter]
+        self.turn_hint.setText(warning or "")
+        self.turn_hint.setVisible(bool(warning))
 
     def regenerate(self) -> None:
         """Drop the last reply (both sides in compare mode) and answer the last message again."""
@@ -674,6 +698,7 @@ class QtChatTab(QWidget):
         self.transcript.clear()
         self.base_transcript.clear()
         self.stats_label.setText("")
+        self.turn_hint.hide()
 
     def _set_generating(self, generating: bool) -> None:
         ready = self.chat_model is not None
