@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced
 
-from studio.core.config import ConfigError, RunConfig, copy_config, field_help, save_config
+from studio.core.config import ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config
 from studio.core.fast_path import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.gpu import GpuInfo, detect_gpu, format_bytes
 from studio.core.model_source import LinearModules, ModelSourceError, detect_linear_modules, find_model_config
@@ -306,6 +306,9 @@ class QtConfigTab(QWidget):
             attn.pop("flash_attention_2")
         self.attn_implementation = self._combo("model", "attn_implementation", attn)
         self.eval_strategy = self._combo("training", "eval_strategy", EVAL_TEXT)
+        self.eval_summary = QLabel()  # what actually happens: no eval rows means no evaluation, whatever the schedule
+        self.eval_summary.setWordWrap(True)
+        self.eval_summary.setStyleSheet(f"color: {style.MUTED};")
         self.eval_steps = self._spin("training", "eval_steps", 1, 10_000_000)
         self.early_stopping_patience = self._spin("training", "early_stopping_patience", 0, 1000)
         self.early_stopping_patience.setSpecialValueText("off")
@@ -479,6 +482,7 @@ class QtConfigTab(QWidget):
         advanced_eval = self._form("Evaluation and checkpoints", [
             ("Evaluate", self.eval_strategy),
             ("Eval steps", self.eval_steps),
+            ("", self.eval_summary),
             ("Early stopping patience", self.early_stopping_patience),
             ("Save every (steps)", self.save_steps),
             ("Checkpoints kept", self.save_total_limit),
@@ -614,6 +618,8 @@ class QtConfigTab(QWidget):
         strategy = self.eval_strategy.currentData()
         self.eval_steps.setEnabled(strategy == "steps")
         self.early_stopping_patience.setEnabled(strategy != "no")
+        config = self.current_config()
+        self.eval_summary.setText(describe_evaluation(config.data, config.training))
         self._show_fast_path()
 
     def _show_fast_path(self) -> None:

@@ -156,3 +156,24 @@ def test_the_preparation_phases_show_as_they_come_and_the_memory_panel_follows_t
     assert tab.status_label.text().endswith("Preparing the run (5 of 5): Loading demo/model")
     tab.grab().save("/tmp/h3-phases.png")
     monkeypatch.undo()  # before the window closes: closing asks the supervisor whether it still runs
+
+
+def test_the_eval_split_and_the_eval_schedule_tell_one_truth(make_window):
+    from studio.core.config import RunConfig
+
+    win = make_window()
+    config = RunConfig()
+    config.model.name_or_path = "acme/tiny"
+    config.training.eval_strategy, config.training.eval_steps = "steps", 50
+    win.set_config(config)
+    split, schedule = win.dataset_tab.split_panel.counts_label, win.config_tab.eval_summary
+
+    def both() -> tuple[str, str]:
+        return split.text(), schedule.text()
+
+    # Before: the split said "No evaluation" while Advanced said "every 50 steps".
+    assert all(text.startswith("No evaluation: no eval rows") for text in both()), both()
+    win.dataset_tab.split_panel.fraction_radio.setChecked(True)  # the user holds out a fraction
+    assert all(text.endswith("Evaluated every 50 steps.") for text in both()), both()
+    win.config_tab.eval_strategy.setCurrentIndex(win.config_tab.eval_strategy.findData("no"))
+    assert all(text.endswith("No evaluation: Evaluate is set to never (Config tab, Advanced).") for text in both())
