@@ -483,7 +483,8 @@ class QtChatTab(QWidget):
             self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
             QTimer.singleShot(0, self.load_model)
             return
-        self._loaded_adapter = Path(self._loading_fields[1]) if self._loading_fields and self._loading_fields[1] else None
+        adapter_field = self._loading_fields[1] if self._loading_fields else ""
+        self._loaded_adapter = Path(adapter_field) if adapter_field else None
         self._turn_warnings: dict[Path, str | None] = {}
         self._loading_fields = None
         self.chat_model = chat_model

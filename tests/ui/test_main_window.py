@@ -133,7 +133,7 @@ def test_a_starting_run_replaces_the_demo_hint_and_an_earlier_runs_ending(make_w
 
     win = make_window()
     run = win.store.new_run("demo-2")
-    for stale in (f"{DEMO_SELECTED}: a tiny model… Press Start training on the Training tab.", "Run demo-1: stopped."):
+    for stale in (f"{DEMO_SELECTED}: a tiny model… Press Start training.", "Run demo-1: stopped."):
         win.banner.setText(stale)
         win.training_tab.run_started.emit(run)
         assert win.banner.text() == ""
