@@ -510,6 +510,18 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(FILE_KEY, str(path), f"not valid TOML: {error}", source=path) from None
 
 
+def describe_evaluation(data: DataSettings, training: TrainingSettings) -> str:
+    """When the run computes an eval loss, in one sentence: the Dataset tab's split and the Config tab's
+    schedule both decide it (sft_config evaluates only with eval rows and a strategy), so both show this."""
+    if not data.eval_file and data.eval_fraction <= 0:
+        return "No evaluation: no eval rows are chosen (Dataset tab, Evaluation split)."
+    if training.eval_strategy == "no":
+        return "No evaluation: Evaluate is set to never (Config tab, Advanced)."
+    if training.eval_strategy == "epoch":
+        return "Evaluated after every epoch."
+    return f"Evaluated every {training.eval_steps} steps."
+
+
 def load_config(path: Path) -> RunConfig:
     """Read a TOML config file; relative model/data paths are resolved against the file's folder."""
     path = Path(path)

@@ -102,3 +102,64 @@ def load_conversation(path: Path) -> Conversation:
         if compare and "base_messages" in compare else None,
         compare_adapter=str(compare.get("adapter", "")) if compare else "",
     )
+
+
+# ------------------------------------------------------------------------------- what an adapter was taught
+
+TURN_SAMPLE_ROWS = 2000
+"""Rows of a run's training data read to count its turns: enough to tell one-turn data from multi-turn data,
+few enough to answer at once when a chat reaches its second turn."""
+
+
+def most_assistant_turns(examples: Any) -> int:
+    """The most assistant replies in one of `examples` (normalised rows: {"messages": [...]} or {"text": ...})."""
+    most = 0
+    for example in examples:
+        messages = example.get("messages") if isinstance(example, dict) else None
+        if messages:
+            most = max(most, sum(1 for message in messages if message.get("role") == "assistant"))
+    return most
+
+
+def trained_turns(adapter_or_run: Path) -> int | None:
+    """The most assistant turns in one training conversation of the run that made this adapter.
+
+    Read from the run's `run.toml` (its data file, format and column mapping) and the first
+    TURN_SAMPLE_ROWS rows of that file; None when that cannot be told (no run folder, the data is gone,
+    plain text, a format read otherwise than line by line).
+    """
+    from studio.core.config import ConfigError, read_toml
+    from studio.core.dataset import (DataIssue, detect_format, format_from_mapping, normalise, parse_column_mapping,
+                                     read_records)
+
+    folder = Path(adapter_or_run)
+    run_dir = folder if (folder / "run.toml").is_file() else folder.parent
+    try:
+        data = read_toml(run_dir / "run.toml").get("data", {})  # as written: no check that the model still exists
+        mapping = parse_column_mapping(data.get("column_mapping"))
+        chosen = data.get("format", "auto")
+        examples = []
+        for item in read_records(data["train_file"]):
+            if isinstance(item, DataIssue):
+                continue
+            _line, record = item
+            try:
+                fmt = chosen if chosen != "auto" else format_from_mapping(mapping) or detect_format(record)[0]
+                examples.append(normalise(record, fmt, mapping))
+            except ValueError:
+                continue  # a bad row says nothing about the turns of the others
+            if len(examples) >= TURN_SAMPLE_ROWS:
+                break
+    except (ConfigError, KeyError, OSError, ValueError):
+        return None
+    return most_assistant_turns(examples) or None
+
+
+def single_turn_warning(adapter_or_run: Path | None, user_turns: int) -> str | None:
+    """A hint for the chat's second and later turns when the adapter only ever saw one-turn conversations."""
+    if adapter_or_run is None or user_turns < 2:
+        return None
+    if trained_turns(adapter_or_run) != 1:
+        return None
+    return ("This adapter was trained on one-turn conversations only, so replies after the first turn may be "
+            "poor. Press Clear to ask in a fresh conversation.")

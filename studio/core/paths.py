@@ -37,3 +37,31 @@ def resource_path(*parts: str) -> Path:
 def runs_dir() -> Path:
     """The folder holding one sub-folder per training run."""
     return user_data_dir() / "runs"
+
+
+DOCUMENTS = {"README.md": "#readme", "docs/CONFIG.md": "/blob/main/docs/CONFIG.md"}
+"""The user documentation: a file of the source tree, and where the project's homepage shows it."""
+
+
+def document_location(name: str) -> Path | str:
+    """Where to read one of DOCUMENTS: the source tree's file, else (an installed wheel carries no docs) its
+    page on the project's homepage."""
+    root = Path(__file__).resolve().parents[2]
+    # The checks tell a checkout from site-packages, where any package may have left a README.md.
+    if (root / "pyproject.toml").is_file() and (root / "studio" / "core").is_dir() and (root / name).is_file():
+        return root / name
+    return project_homepage() + DOCUMENTS[name]
+
+
+def project_homepage() -> str:
+    """The Homepage of the installed package's metadata (pyproject's [project.urls])."""
+    from importlib import metadata
+
+    try:
+        for entry in metadata.metadata("finetune-studio").get_all("Project-URL") or []:
+            label, _, url = entry.partition(",")
+            if label.strip().lower() == "homepage":
+                return url.strip()
+    except metadata.PackageNotFoundError:
+        pass
+    return "https://github.com/finetune-studio/finetune-studio"

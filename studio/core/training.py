@@ -272,13 +272,15 @@ def run_training(
     """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
     config.validate()
     config.check_sources()
-    emit(make_event("log", level="info", message=f"Reading {config.data.train_file}"))
+    # Each preparation step before the first training step is a log event with a `phase` (data, libraries,
+    # tokenizer, tokenising, model), so the window can say what the first minute of a run is spent on.
+    emit(make_event("log", level="info", message=f"Reading {config.data.train_file}", phase="data"))
     # The same reader, column mapping and encoding as the Dataset tab; bad rows stop the run unless
     # data.skip_bad_rows is on (then each skipped row is logged).
     train_data = training_data(config.data, emit=emit)
     eval_data = training_data(config.data, config.data.eval_file, emit=emit) if config.data.eval_file else None
 
-    emit(make_event("log", level="info", message="Loading tokenizer"))
+    emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
     import transformers
     from transformers import AutoModelForCausalLM
@@ -300,18 +302,19 @@ def run_training(
         emit(make_event("log", level="info", message=f"Computing with {torch.get_num_threads()} CPU thread(s)"))
     fast = plan_fast_path(config, detect_capabilities(hardware.device), compute_dtype=hardware.compute_dtype)
     emit(make_event("log", level="info", message=fast.summary()))
+    emit(make_event("log", level="info", message="Loading tokenizer", phase="tokenizer"))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
 
     # encode_example over the Arrow-backed rows (a datasets map, never Python lists), then the eval split.
     if resume_from is not None and (done := completed_resume(Path(resume_from), config)) is not None:
         return _finish_from_checkpoint(run_dir, tokenizer, emit, Path(resume_from), *done)
 
-    emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows"))
+    emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows", phase="tokenising"))
     train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
 
     emit(make_event("log", level="info",
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
-                            f"{hardware.compute_dtype} on {hardware.device})"))
+                            f"{hardware.compute_dtype} on {hardware.device})", phase="model"))
     fault_injection.pause_point("model_load")  # tests kill here
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path,
                                                  **_model_load_kwargs(config, hardware, fast.attn_implementation))

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QSignalBlocker, Qt, QThread, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
@@ -165,6 +165,9 @@ class QtChatTab(QWidget):
         self.gpu_info: Callable[[], Any] = detect_gpu
         self.training_running: Callable[[], bool] = lambda: _running_training(self.runs_root)
         self._loader: QtFunctionWorker | None = None
+        self._loading_fields: tuple[str, str] | None = None  # (base, adapter) as they were when Load was pressed
+        self._loaded_adapter: Path | None = None  # the adapter folder (or run folder) the loaded model came with
+        self._turn_warnings: dict[Path, str | None] = {}
         self._generator: QtReplyWorker | None = None
         self._export_dialog = None
 
@@ -341,6 +344,10 @@ class QtChatTab(QWidget):
         self.regenerate_button.clicked.connect(self.regenerate)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
+        self.turn_hint = QLabel("")  # e.g. the adapter only ever saw one-turn conversations
+        self.turn_hint.setWordWrap(True)
+        self.turn_hint.setStyleSheet("color: #8a5300;")
+        self.turn_hint.hide()
         prompt_row = QHBoxLayout()
         prompt_row.addWidget(self.prompt_edit, stretch=1)
         for button in (self.send_button, self.stop_button, self.regenerate_button, self.clear_button):
@@ -369,6 +376,7 @@ class QtChatTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.model_box)
         layout.addLayout(middle, stretch=1)
+        layout.addWidget(self.turn_hint)
         layout.addLayout(prompt_row)
         layout.addLayout(footer)
 
@@ -472,6 +480,7 @@ class QtChatTab(QWidget):
         self.unload_model()
         self.load_button.setEnabled(False)
         self.model_status.setText("Loading…")
+        self._loading_fields = (base, adapter)
         worker = QtFunctionWorker(ChatModel.load, base or adapter, [adapter] if base and adapter else [],
                                   load_in_4bit=self.load_4bit.isChecked(),
                                   weights="original" if self.precision_16.isChecked() else "trained",
@@ -484,7 +493,22 @@ class QtChatTab(QWidget):
         worker.start()
         return worker
 
+    def _fields(self) -> tuple[str, str]:
+        return self.base_edit.text().strip(), self.adapter_edit.text().strip()
+
     def _on_loaded(self, chat_model) -> None:
+        if self._loading_fields is not None and self._fields() != self._loading_fields:
+            # The fields changed while it loaded (a run that ended fills in its adapter a moment after Load
+            # was pressed): what shows is what the user expects to talk to, so that is loaded instead.
+            self._loading_fields = None
+            self.chat_model = chat_model
+            self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
+            QTimer.singleShot(0, self.load_model)
+            return
+        adapter_field = self._loading_fields[1] if self._loading_fields else ""
+        self._loaded_adapter = Path(adapter_field) if adapter_field else None
+        self._turn_warnings: dict[Path, str | None] = {}
+        self._loading_fields = None
         self.chat_model = chat_model
         self._refresh_adapters()
         precision = chat_model.loaded_as or ("4-bit NF4" if chat_model.load_in_4bit else "16-bit")
@@ -584,10 +608,25 @@ class QtChatTab(QWidget):
         self.prompt_edit.clear()
         self.history.append({"role": "user", "content": text})
         self.transcript.add_message("user", text)
+        self._show_turn_hint()
         if self.compare_mode:
             self.base_history.append({"role": "user", "content": text})
             self.base_transcript.add_message("user", text)
         self._generate()
+
+    def _show_turn_hint(self) -> None:
+        """From the second turn on, say so when the adapter never saw a conversation that long."""
+        from studio.core.conversations import single_turn_warning
+
+        turns = sum(1 for message in self.history if message["role"] == "user")
+        adapter = self._loaded_adapter if self.chat_model is not None and self.chat_model.adapters else None
+        warning = None
+        if turns >= 2 and adapter is not None:
+            if adapter not in self._turn_warnings:  # read once per loaded adapter (a few thousand data rows)
+                self._turn_warnings[adapter] = single_turn_warning(adapter, turns)
+            warning = self._turn_warnings[adapter]
+        self.turn_hint.setText(warning or "")
+        self.turn_hint.setVisible(bool(warning))
 
     def regenerate(self) -> None:
         """Drop the last reply (both sides in compare mode) and answer the last message again."""
@@ -683,6 +722,7 @@ class QtChatTab(QWidget):
         self.transcript.clear()
         self.base_transcript.clear()
         self.stats_label.setText("")
+        self.turn_hint.hide()
 
     def _set_generating(self, generating: bool) -> None:
         ready = self.chat_model is not None

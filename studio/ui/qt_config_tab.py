@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced
 
-from studio.core.config import ConfigError, RunConfig, copy_config, field_help, save_config
+from studio.core.config import ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config
 from studio.core.fast_path import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.gpu import GpuInfo, detect_gpu, format_bytes
 from studio.core.model_source import LinearModules, ModelSourceError, detect_linear_modules, find_model_config
@@ -43,6 +44,9 @@ _DETECT = object()
 ESTIMATE_DEBOUNCE_MS = 150
 _NUMBER_WIDTH = 100
 DETECT_DEBOUNCE_MS = 800
+DETECTED_LINE_CHARS = 72  # the layer-names label's lines: it fits beside the form's labels in the default window
+READING_LAYER_NAMES = ("Reading the model's layer names… The first read after a start imports PyTorch and "
+                       "transformers, which can take a minute or more on a busy machine.")
 
 QUANT_MODE_TEXT = {"4bit": "4-bit NF4 (QLoRA)", "8bit": "8-bit", "none": "16-bit (plain LoRA)"}
 OPTIM_TEXT = {
@@ -302,6 +306,9 @@ class QtConfigTab(QWidget):
             attn.pop("flash_attention_2")
         self.attn_implementation = self._combo("model", "attn_implementation", attn)
         self.eval_strategy = self._combo("training", "eval_strategy", EVAL_TEXT)
+        self.eval_summary = QLabel()  # what actually happens: no eval rows means no evaluation, whatever the schedule
+        self.eval_summary.setWordWrap(True)
+        self.eval_summary.setStyleSheet(f"color: {style.MUTED};")
         self.eval_steps = self._spin("training", "eval_steps", 1, 10_000_000)
         self.early_stopping_patience = self._spin("training", "early_stopping_patience", 0, 1000)
         self.early_stopping_patience.setSpecialValueText("off")
@@ -475,6 +482,7 @@ class QtConfigTab(QWidget):
         advanced_eval = self._form("Evaluation and checkpoints", [
             ("Evaluate", self.eval_strategy),
             ("Eval steps", self.eval_steps),
+            ("", self.eval_summary),
             ("Early stopping patience", self.early_stopping_patience),
             ("Save every (steps)", self.save_steps),
             ("Checkpoints kept", self.save_total_limit),
@@ -610,6 +618,8 @@ class QtConfigTab(QWidget):
         strategy = self.eval_strategy.currentData()
         self.eval_steps.setEnabled(strategy == "steps")
         self.early_stopping_patience.setEnabled(strategy != "no")
+        config = self.current_config()
+        self.eval_summary.setText(describe_evaluation(config.data, config.training))
         self._show_fast_path()
 
     def _show_fast_path(self) -> None:
@@ -657,7 +667,7 @@ class QtConfigTab(QWidget):
             self.detected_modules = None
             self._set_detected_text(f"Layer names unknown: {error}")
             return
-        self._set_detected_text("Reading the model's layer names…")
+        self._set_detected_text(READING_LAYER_NAMES)
         worker = QtFunctionWorker(detect_linear_modules, model, trust_remote_code=trust,
                                   expected_errors=(ModelSourceError, ValueError, ImportError, OSError))
         # Bound methods, not lambdas: the worker may outlive this tab, and Qt drops a deleted
@@ -702,7 +712,10 @@ class QtConfigTab(QWidget):
         self._set_detected_text("\n".join(lines))
 
     def _set_detected_text(self, text: str) -> None:
-        self.detected_label.setText(text)
+        shown = text
+        if "\n" not in text:  # an error or a notice: explicit lines (see the label), cut between words
+            shown = textwrap.fill(text, DETECTED_LINE_CHARS, break_long_words=False, break_on_hyphens=False)
+        self.detected_label.setText(shown)
         self.detected_label.setToolTip(text)
 
     def _on_download_finished(self, _folder: str) -> None:

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QLineEdit, QProgressBar, QPushButton, QRadioButton, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from studio.core.config import DataSettings, RunConfig
+from studio.core.config import DataSettings, RunConfig, TrainingSettings, describe_evaluation
 from studio.core.data_sources import ENCODING_NAMES, FILE_DIALOG_FILTER, resolve_source
 from studio.core.dataset import FORMAT_NAMES, DataError, LoadedData, format_column_mapping
 from studio.ui.qt_dataset_workers import QtDataLoadWorker, QtTokenizerWorker, QtTokenStatsWorker, freeze_heap
@@ -161,10 +161,14 @@ class QtEvalSplitPanel(QWidget):
         self.file_edit.editingFinished.connect(self._emit)
         self._rows = 0
         self._seed = 42
+        self._training = TrainingSettings()  # the schedule (Config tab, Advanced) decides too: one sentence for both
         self._update_enabled()
 
-    def set_values(self, eval_fraction: float, eval_file: str, *, rows: int, seed: int) -> None:
+    def set_values(self, eval_fraction: float, eval_file: str, *, rows: int, seed: int,
+                   training: TrainingSettings | None = None) -> None:
         self._rows, self._seed = rows, seed
+        if training is not None:
+            self._training = training
         for widget in (self.group, self.fraction_spin, self.file_edit):
             widget.blockSignals(True)
         if eval_file:
@@ -200,17 +204,19 @@ class QtEvalSplitPanel(QWidget):
         self.file_edit.setEnabled(self.file_radio.isChecked())
         self.browse_button.setEnabled(self.file_radio.isChecked())
         fraction, eval_file = self.values()
+        when = html.escape(describe_evaluation(DataSettings(eval_fraction=fraction, eval_file=eval_file),
+                                               self._training))
         if fraction and self._rows:
             held = max(1, round(self._rows * fraction))
             self.counts_label.setText(f"{self._rows - held:,} rows train, {held:,} rows evaluate "
-                                      f"(drawn with seed {self._seed}).")
+                                      f"(drawn with seed {self._seed}). {when}")
         elif eval_file:
             exists = Path(eval_file).exists()
-            self.counts_label.setText(f"All {self._rows:,} rows train; the eval file is read the same way."
+            self.counts_label.setText(f"All {self._rows:,} rows train; the eval file is read the same way. {when}"
                                       if exists else f"<span style='color:{RED}'>{html.escape(eval_file)}: "
                                                      "no such file</span>")
         else:
-            self.counts_label.setText("No eval loss is computed.")
+            self.counts_label.setText(when)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose an eval file", "", FILE_DIALOG_FILTER)
@@ -239,6 +245,7 @@ class QtDatasetTab(QWidget):
         self.trust_remote_code = False
         self.max_length = 1024
         self.seed = 42
+        self.training = TrainingSettings()
         self.tokenizer: Any = None
         self._tokenizer_name = ""
         self._tokenizer_error = ""
@@ -411,6 +418,7 @@ class QtDatasetTab(QWidget):
         responses_changed = new.train_on_responses_only != self.settings.train_on_responses_only
         self.settings = new
         self.seed = config.training.seed
+        self.training = copy.deepcopy(config.training)
         self.trust_remote_code = config.model.trust_remote_code
         if config.training.max_length != self.max_length:
             self.max_length = config.training.max_length
@@ -457,7 +465,7 @@ class QtDatasetTab(QWidget):
         self.errors_panel.set_skip_bad_rows(s.skip_bad_rows)
         self.errors_panel.set_encoding(s.encoding or "utf-8")
         rows = len(self.data.examples) if self.data is not None else 0
-        self.split_panel.set_values(s.eval_fraction, s.eval_file, rows=rows, seed=self.seed)
+        self.split_panel.set_values(s.eval_fraction, s.eval_file, rows=rows, seed=self.seed, training=self.training)
         if s.train_file and not self.source_edit.hasFocus():
             self.source_edit.setText(s.train_file)
         self.split_edit.setText(s.split if s.split != "train" else "")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QRect, QSettings, QSize, Qt, QUrl
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from studio.core.config import ConfigError, RunConfig, load_config, save_config
 from studio.core.gpu import TelemetrySource
-from studio.core.paths import user_data_dir
+from studio.core.paths import document_location, user_data_dir
 from studio.core.run_store import RunDirectory, RunStore
 from studio.ui.qt_chat_tab import QtChatTab
 from studio.ui.qt_config_tab import QtConfigTab
@@ -20,6 +20,10 @@ from studio.ui.qt_training_tab import QtTrainingTab
 from studio.ui.qt_workers import QtFunctionWorker
 
 LAST_CONFIG_NAME = "last-config.toml"
+DEFAULT_SIZE = QSize(1180, 780)
+# Room left around a default-sized window for what the window manager adds (title bar, borders), which is
+# not part of the size given to resize() and not known before the window is shown.
+FRAME_ALLOWANCE = QSize(16, 48)
 DEMO_SELECTED = "The offline demo is selected"
 
 
@@ -32,7 +36,7 @@ class QtMainWindow(QMainWindow):
                  offer_demo: bool = True):
         super().__init__()
         self.setWindowTitle("Finetune Studio")
-        self.resize(1180, 780)
+        self.resize(DEFAULT_SIZE)
         self.config = RunConfig()
         self.store = store or RunStore()
         self._demo_worker: QtFunctionWorker | None = None
@@ -60,6 +64,8 @@ class QtMainWindow(QMainWindow):
         self.config_tab.changed.connect(self._on_config_edited)
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
+        # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
+        self.training_tab.run_started.connect(lambda _: self.banner.clear())
         self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
         self.training_tab.run_started.connect(lambda _: self.runs_view.set_training_busy(True))
         self.training_tab.run_ended.connect(lambda *_: self.runs_view.set_training_busy(False))
@@ -70,10 +76,9 @@ class QtMainWindow(QMainWindow):
         self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
         self._build_menus()
 
-        settings = QSettings()
-        geometry = settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        geometry = QSettings().value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.fit_to_screen()
 
         if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
             self.banner.setText("Restored your last settings.")
@@ -81,6 +86,23 @@ class QtMainWindow(QMainWindow):
         elif offer_demo:
             self.prepare_demo()
         self._reattach_running_run()
+
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """The default size, shrunk to what the screen leaves free (panels, docks, the title bar), centred.
+
+        On a 1366x768 laptop the default 780-pixel height would put the status bar below the screen.
+        `available` is the screen's free area; by default that of the screen the window is on.
+        """
+        if available is None:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            if screen is None:
+                return
+            available = screen.availableGeometry()
+        size = DEFAULT_SIZE.boundedTo(available.size() - FRAME_ALLOWANCE)
+        self.resize(size.expandedTo(self.minimumSizeHint()))
+        # A window's position is that of its frame: centre the frame, the allowance included.
+        self.move(available.left() + max(0, (available.width() - self.width() - FRAME_ALLOWANCE.width()) // 2),
+                  available.top() + max(0, (available.height() - self.height() - FRAME_ALLOWANCE.height()) // 2))
 
     # --- menus --------------------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -104,12 +126,37 @@ class QtMainWindow(QMainWindow):
         self.export_action.triggered.connect(self.chat_tab.open_export_dialog)
         export_menu.addAction(self.export_action)
         help_menu = self.menuBar().addMenu("&Help")
+        self.help_actions: dict[str, QAction] = {}
+        for key, text, tip in (
+            ("README.md", "Getting started (README)", "Setting up, the tabs one by one, export, the command line"),
+            ("docs/CONFIG.md", "Settings reference (CONFIG.md)", "Every setting of a run's config, with its default"),
+        ):
+            action = QAction(text, self)
+            action.setToolTip(tip)
+            action.triggered.connect(lambda _=False, key=key: self._open_location(document_location(key)))
+            help_menu.addAction(action)
+            self.help_actions[key] = action
+        self.open_runs_folder_action = QAction("Open the runs folder (each run's train.log)", self)
+        self.open_runs_folder_action.setToolTip(f"{self.store.root}: one folder per run, with its log, "
+                                                "events, checkpoints and adapter")
+        self.open_runs_folder_action.triggered.connect(self._open_runs_folder)
+        help_menu.addAction(self.open_runs_folder_action)
+        help_menu.addSeparator()
         about = QAction("About Finetune Studio", self)
         about.triggered.connect(lambda: QMessageBox.about(
             self, "Finetune Studio",
             "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
             f"runs are kept in {self.store.root}."))
         help_menu.addAction(about)
+
+    def _open_location(self, location: Path | str) -> None:
+        url = QUrl.fromLocalFile(str(location)) if isinstance(location, Path) else QUrl(location)
+        if not QDesktopServices.openUrl(url):
+            self.banner.setText(f"Could not open {location}: no application is set to open it.")
+
+    def _open_runs_folder(self) -> None:
+        self.store.root.mkdir(parents=True, exist_ok=True)  # before the first run it does not exist yet
+        self._open_location(self.store.root)
 
     # --- the current config -----------------------------------------------------------------------
     def set_config(self, config: RunConfig) -> None:

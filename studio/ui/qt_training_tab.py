@@ -37,6 +37,10 @@ _SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "ba
                   "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
 
 
+PREPARATION_PHASES = ("data", "libraries", "tokenizer", "tokenising", "model")
+"""The `phase` of the log events a training process writes before its first step (run_training), in order."""
+
+
 def retry_name(run_name: str) -> str:
     """demo → demo-retry; a retry of demo-retry (or of the folder demo-retry-2) is demo-retry again, which the
     run store numbers, never demo-retry-retry."""
@@ -292,6 +296,10 @@ class QtTrainingTab(QWidget):
         kind = event["event"]
         if event.get("pid") is not None:
             self.last_failure = None  # a new process: an earlier one's failure is history
+            if self.supervisor is not None and event["pid"] == self.supervisor.pid:
+                # Its first event (before the libraries, the data and the model load, a minute or more): the
+                # memory panel follows the process from then on, not from its first step.
+                self.gpu_panel.set_pid(event["pid"])
         if kind == "evaluating":
             self._evaluating = event
             self._refresh_progress()
@@ -301,7 +309,11 @@ class QtTrainingTab(QWidget):
             self._refresh_progress()
         if kind == "log":
             if not (self.supervisor is not None and self.supervisor.stopping):
-                self._set_status("running", event.get("message", ""))
+                message = event.get("message", "")
+                if event.get("phase") in PREPARATION_PHASES:
+                    number = PREPARATION_PHASES.index(event["phase"]) + 1
+                    message = f"Preparing the run ({number} of {len(PREPARATION_PHASES)}): {message}"
+                self._set_status("running", message)
         elif kind == "started":
             metrics = self.metrics_plots.metrics
             start = event.get("start_step") or 0

@@ -43,3 +43,45 @@ def test_a_bad_file_is_refused_naming_the_file_and_the_problem(tmp_path, text, r
     with pytest.raises(ConversationError) as error:
         load_conversation(path)
     assert str(path) in str(error.value) and reason in str(error.value)
+
+
+def _run_with_data(tmp_path, rows: list[dict], name: str = "run"):
+    from studio.core.config import RunConfig, save_config
+
+    data = tmp_path / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    run = tmp_path / name
+    (run / "adapter").mkdir(parents=True)
+    config = RunConfig()
+    config.data.train_file = str(data)
+    save_config(config, run / "run.toml")
+    return run
+
+
+def _turns(*pairs: tuple[str, str]) -> dict:
+    return {"messages": [m for q, a in pairs for m in ({"role": "user", "content": q},
+                                                       {"role": "assistant", "content": a})]}
+
+
+def test_a_second_turn_with_an_adapter_trained_on_one_turn_conversations_gets_a_hint(tmp_path):
+    from studio.core.conversations import single_turn_warning, trained_turns
+
+    one_turn = _run_with_data(tmp_path, [_turns(("hi", "hello"))] * 5, "one")
+    assert trained_turns(one_turn / "adapter") == 1
+    assert single_turn_warning(one_turn / "adapter", user_turns=1) is None, "the first turn is what it learned"
+    assert "one-turn conversations" in single_turn_warning(one_turn / "adapter", user_turns=2)
+
+    several = _run_with_data(tmp_path, [_turns(("hi", "hello")), _turns(("a", "b"), ("c", "d"))], "multi")
+    assert trained_turns(several) == 2
+    assert single_turn_warning(several / "adapter", user_turns=3) is None
+
+
+def test_no_hint_when_the_runs_data_cannot_be_read(tmp_path):
+    from studio.core.conversations import single_turn_warning, trained_turns
+
+    gone = _run_with_data(tmp_path, [_turns(("hi", "hello"))])
+    (tmp_path / "run.jsonl").unlink()
+    assert trained_turns(gone / "adapter") is None
+    assert single_turn_warning(gone / "adapter", user_turns=2) is None
+    assert single_turn_warning(tmp_path / "not-a-run" / "adapter", user_turns=2) is None
+    assert single_turn_warning(None, user_turns=2) is None

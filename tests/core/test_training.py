@@ -44,6 +44,9 @@ def test_a_training_run_writes_its_whole_run_directory(trained_run, demo_assets)
     assert started["total_steps"] == 60
     assert started["num_train_rows"] == 10
     assert started["config_digest"] == config.digest()
+    # The minute before the first step is told phase by phase (the window shows them as they come).
+    phases = [e["phase"] for e in events[:kinds.index("started")] if e["event"] == "log" and "phase" in e]
+    assert phases == ["data", "libraries", "tokenizer", "tokenising", "model"]
 
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 61))  # logging_steps = 1: one event per step

@@ -311,3 +311,67 @@ def test_a_4_bit_trained_run_answers_on_the_weights_it_was_trained_on(qtbot, tab
     with qtbot.waitSignal(tab.model_loaded, timeout=LOAD_TIMEOUT_MS):
         qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
     assert "original weights" in tab.model_status.text()
+
+
+def _fake_loader(monkeypatch, release=None):
+    """ChatModel.load replaced by a stand-in (no weights): records each load, waits for `release` if given."""
+    from types import SimpleNamespace
+
+    from studio.core import chat
+
+    loads = []
+
+    def fake_load(base, adapters, **kwargs):
+        loads.append((base, list(adapters)))
+        if release is not None:
+            release.wait(30)
+        return SimpleNamespace(base_name=base, adapters=[f"adapter-{len(a)}" for a in adapters], load_in_4bit=False,
+                               active_adapter=adapters[0] if adapters else None, unload=lambda: None,
+                               loaded_as="16-bit", notes=[])
+
+    monkeypatch.setattr(chat.ChatModel, "load", staticmethod(fake_load))
+    return loads
+
+
+def test_an_adapter_filled_in_while_the_base_loads_is_what_gets_loaded(qtbot, tab, monkeypatch, tmp_path):
+    # Load pressed a moment before a finished run filled in its adapter: the base alone loaded while the
+    # field showed the adapter, and the chat answered as the untrained base (issue 12, item 13).
+    import threading
+
+    release = threading.Event()
+    loads = _fake_loader(monkeypatch, release)
+    tab.set_model("base-model")
+    tab.load_model()
+    qtbot.waitUntil(lambda: loads == [("base-model", [])])
+    tab.set_model("base-model", tmp_path / "run" / "adapter")  # the run has ended meanwhile
+    release.set()
+    qtbot.waitUntil(lambda: len(loads) == 2, timeout=10_000)
+    assert loads[1] == ("base-model", [str(tmp_path / "run" / "adapter")])
+    qtbot.waitUntil(lambda: tab.model_status.text().startswith("Loaded"), timeout=10_000)
+    assert "no adapter" not in tab.model_status.text()
+
+
+def test_a_second_turn_says_when_the_adapter_only_learned_one_turn_conversations(qtbot, tab, monkeypatch, tmp_path):
+    from studio.core.config import RunConfig, save_config
+
+    run = tmp_path / "runs" / "one-turn"
+    (run / "adapter").mkdir(parents=True)
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n", encoding="utf-8")
+    config = RunConfig()
+    config.data.train_file = str(data)
+    save_config(config, run / "run.toml")
+    _fake_loader(monkeypatch)
+    monkeypatch.setattr(tab, "_generate", lambda: None)  # the replies do not matter here
+    tab.set_model("base-model", run / "adapter")
+    with qtbot.waitSignal(tab.model_loaded, timeout=10_000):
+        tab.load_model()
+    tab.send("Where is my order?")
+    assert not tab.turn_hint.isVisible(), "the first turn is what it was trained on"
+    tab.history.append({"role": "assistant", "content": "On its way."})
+    tab.send("And the other one?")
+    assert tab.turn_hint.isVisible() and "one-turn conversations" in tab.turn_hint.text()
+    tab.grab().save("/tmp/h3-chat-turn-hint.png")
+    tab.clear()
+    assert not tab.turn_hint.isVisible()

@@ -247,6 +247,39 @@ def test_a_download_without_network_says_so(qtbot, tab, monkeypatch):
     assert not tab.model_picker.progress_bar.isVisible() and tab.model_picker.download_button.isEnabled()
 
 
+def test_a_download_error_is_shown_whole_and_goes_once_a_local_folder_is_chosen(qtbot, tab, demo_assets):
+    picker = tab.model_picker
+    tab.resize(1000, 700)
+    tab.show()
+    tab.set_config(_config("acme/not-cached"))
+    message = ("Could not download acme/not-cached: 401 Client Error: Unauthorized for url: "
+               "https://huggingface.co/api/models/acme/not-cached/revision/main (a gated or private model: "
+               "log in with `hf auth login` and ask for access on its page)")
+    picker._on_download_failed(message)
+    label = picker.status_label
+    # Every wrapped line has room (the label is as tall as its text needs), and that is more than one line.
+    qtbot.waitUntil(lambda: label.height() >= label.heightForWidth(label.width()) > 1.5 * label.fontMetrics().height())
+    assert picker.status_label.text() == message and picker.status_label.wordWrap(), "wrapped, never elided"
+    tab.grab().save("/tmp/h3-download-error.png")
+    picker.choose(str(demo_assets.model_dir))  # the user picks a local folder instead
+    assert picker.status_label.text() == ""
+
+
+def test_an_unknown_layer_names_message_is_cut_between_words(qtbot, tab, tmp_path):
+    folder = tmp_path / "a model folder whose config.json is missing, so its layer names cannot be read"
+    folder.mkdir()
+    tab.set_config(_config(str(folder)))
+    qtbot.waitUntil(lambda: "Layer names unknown" in tab.detected_label.text(), timeout=10_000)
+    tab.resize(1000, 700)
+    tab.show()
+    qtbot.wait(300)
+    tab.grab().save("/tmp/h3-layer-names.png")
+    lines = tab.detected_label.text().split("\n")
+    # Lines short enough for the label beside the form (it clips, it does not wrap by itself).
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines if " " in line), lines
+    assert " ".join(lines) == tab.detected_label.toolTip(), "nothing is lost: the lines join to the message"
+
+
 def test_a_folder_is_not_offered_for_download(qtbot, tab, tmp_path):
     tab.set_config(_config(str(tmp_path)))
     assert not tab.model_picker.download_button.isEnabled()

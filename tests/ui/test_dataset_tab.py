@@ -87,7 +87,7 @@ def test_a_multi_turn_conversation_shows_trained_tokens_highlighted(qtbot, tab, 
     assert "Nimbus support" not in trained and "red light" not in trained
     assert f"{preview.trained_tokens} trained" in tab.preview_info.text()
     assert TRAINED_COLOURS[0] in tab.token_view.toHtml() or TRAINED_COLOURS[1] in tab.token_view.toHtml()
-    assert "Is there an outage in İzmir right now?" in tab.token_view.toPlainText()
+    assert "Is there an outage in İzmir right now?" in tab.token_view.plain_text()
 
     tab.select_row(1)
     assert "".join(p.text for p in tab.preview.pieces if p.trained) == CONVERSATIONS[1][1]["content"] + EOT
@@ -192,7 +192,7 @@ def test_a_source_without_a_usable_row_clears_the_previous_rows_preview(qtbot, t
     assert tab.preview is None and tab.rows_model.rowCount() == 0
     assert "tokens" not in tab.preview_info.text() and "Line 1" not in tab.preview_info.text()
     assert "No row to show" in tab.preview_info.text()
-    shown = tab.token_view.toPlainText()
+    shown = tab.token_view.plain_text()
     assert "Hello" not in shown and ("Problems" in shown or "Columns" in shown)
 
 
@@ -511,3 +511,39 @@ def test_a_plain_text_file_opens_from_the_dialog_and_its_documents_can_be_whole_
 
     _open(qtbot, tab, config, _write_jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATIONS[1]}]))
     assert not tab.text_split_combo.isVisible()  # only plain text has documents to cut
+
+
+def test_the_token_preview_wraps_between_tokens_never_inside_one(qtbot, demo_assets):
+    from studio.core.data_prepare import load_tokenizer
+    from studio.core.data_preview import preview_example
+    from studio.ui.widgets.qt_token_view import QtTokenView
+
+    token_break = "\u200b"  # a zero-width space: where a line may wrap
+
+    tokenizer = load_tokenizer(str(demo_assets.model_dir))
+    row = {"messages": [{"role": "user", "content": "Where is my order #1234-5678/B? It's late."},
+                        {"role": "assistant", "content": "Sorry! Order #1234-5678/B ships on 2024-05-01."}] * 4}
+    preview = preview_example(tokenizer, row)
+    view = QtTokenView()
+    qtbot.addWidget(view)
+    view.resize(230, 900)  # a narrow pane: dozens of wrapped lines
+    view.show()
+    view.show_preview(preview)
+    document = view.document()
+    document.setTextWidth(view.viewport().width())
+    wrapped_inside, lines = [], 0
+    block = document.begin()
+    while block.isValid():
+        layout, text = block.layout(), block.text()
+        for number in range(1, layout.lineCount()):
+            start = layout.lineAt(number).textStart()
+            lines += 1
+            if text[start - 1] not in (token_break, "\u2028"):  # after a token or a shown line break
+                wrapped_inside.append(text[max(0, start - 8):start] + "⏎" + text[start:start + 8])
+        block = block.next()
+    assert lines > 10, "the view must be narrow enough to wrap"
+    assert wrapped_inside == []
+    assert "<|eot_id|>" in view.plain_text()
+    view.selectAll()
+    copied = view.createMimeDataFromSelection().text()
+    assert "<|eot_id|>" in copied and token_break not in copied

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from PySide6.QtCore import QEvent, QObject
 
 from studio.core.config import RunConfig, save_config
 from studio.core.events import EventWriter
@@ -120,6 +121,53 @@ def test_a_resume_from_an_older_checkpoint_redraws_without_the_retrained_steps(p
     plots.feed(step(6, 52.0, 1.5))
     np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(plots.series_points("grad_norm")[0], [1, 2, 3, 4, 5, 6])
+
+
+class _PaintCounter(QObject):
+    """Counts paint events on the plots' viewports. Past `limit` paints since the last reset it swallows
+    them: a repaint loop never lets the event loop return, so the test would hang instead of failing."""
+
+    def __init__(self, widgets, limit: int = 200):
+        super().__init__()
+        self.limit, self.count, self.overflowed = limit, 0, False
+        for widget in widgets:
+            widget.viewport().installEventFilter(self)
+
+    def reset(self) -> None:
+        self.count, self.overflowed = 0, False
+
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.Paint:
+            self.count += 1
+            if self.count > self.limit:
+                self.overflowed = True
+                return True
+        return False
+
+
+@pytest.mark.parametrize("width", range(706, 712))
+def test_the_plots_stop_repainting_once_a_1000_step_run_has_been_drawn(qtbot, width):
+    # Auto-downsampling keeps every n-th point, so the x extent of what is drawn depended on n, n on the
+    # view's range and the range on that extent: at some widths two ranges took turns, a repaint every
+    # pass of the event loop, for as long as the window stayed open (issue 12, item 9). These widths
+    # put the small plots' views around 180 pixels wide, where 1,000 steps flipped.
+    plots = QtMetricsPlots()
+    qtbot.addWidget(plots)
+    counter = _PaintCounter([plots.loss_plot.plot_widget] + [p.plot_widget for p in plots.series_plots.values()])
+    plots.resize(width, 520)
+    plots.show()
+    qtbot.waitExposed(plots)
+    plots.feed(ev("started", 0.0, pid=1, total_steps=1000))
+    for n in range(1, 1001):
+        plots.feed(ev("step", 0.5 * n, step=n, epoch=n / 100, loss=3.0 / (1 + n / 100), grad_norm=1 + n % 7 / 7,
+                      learning_rate=3e-3 * min(1.0, n / 50), tokens_per_second=None if n == 1 else 3e3 + n % 11))
+    qtbot.waitUntil(lambda: not plots.redraw_pending, timeout=5000)
+    qtbot.wait(300)  # the last redraws paint
+    counter.reset()
+    qtbot.wait(400)
+    views = [p.plot_widget.getPlotItem().getViewBox().width() for p in plots.series_plots.values()]
+    assert (counter.count, counter.overflowed) == (0, False), f"{counter.count} repaints with views {views} wide"
+    assert len(plots.grad_norm_plot.curve.getOriginalDataset()[0]) == 1000
 
 
 # ------------------------------------------------------------------ log panel

@@ -129,3 +129,16 @@ def test_plot_refresh_loss_series_is_shared_and_deterministic(plot_refresh):
     assert steps[0] == 1 and steps[-1] == 1000 and len(losses) == 1000
     assert (losses == again_losses).all() and (steps == again_steps).all()
     assert losses[:100].mean() > losses[-100:].mean()  # a falling loss curve
+
+
+def test_ui_idle_replays_a_run_into_the_window_and_counts_what_it_does_idle(qapp, tmp_path):
+    ui_idle = _load("ui_idle")
+    assert ui_idle.parse_widths("1176-1178,1366") == [1176, 1177, 1178, 1366]
+    events = ui_idle.demo_like_events(150)
+    assert sum(e["event"] == "step" for e in events) == 150 and events[-1]["event"] == "finished"
+    result = ui_idle.measure(events=events, widths=[1000], idle_s=0.3, workdir=tmp_path)
+    (row,) = result["widths"]
+    assert row["steps_plotted"] == 150 and row["width"] == 1000
+    assert len(row["plot_view_widths"]) == 4 and row["cpu_s_per_s"] >= 0
+    assert row["paints"] == 0, "an idle window paints nothing"
+    assert result["widths_painting"] == 0 and "| 1000 |" in ui_idle.markdown(result)

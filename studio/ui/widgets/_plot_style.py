@@ -6,6 +6,7 @@ screenshots and docs.
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 
 BACKGROUND = "w"
@@ -88,6 +89,31 @@ def enable_fast_downsampling(curve: pg.PlotDataItem, method: str = "peak") -> No
     # antialiased pens. There is no public setter, hence the guarded access.
     if "autoDownsampleFactor" in curve.opts:
         curve.opts["autoDownsampleFactor"] = 1.0
+    _x_bounds_from_all_points(curve)
+
+
+def _x_bounds_from_all_points(curve: pg.PlotDataItem) -> None:
+    """Auto-range x over every point of `curve`, not over the points it draws.
+
+    Downsampled by n, a curve draws every n-th point, so the x extent it reports moves by up to n-1
+    steps with n; n follows the view's range and auto-range sets that range from the extent. Near a
+    boundary between two n that is a loop: n=5 gives a range that asks for n=6, whose range asks for
+    n=5, one repaint per pass of the event loop for as long as the window is open (a 1,000-step run
+    kept a core busy after it ended). The extent of all the points does not depend on n.
+    """
+    drawn_bounds = curve.dataBounds
+
+    def data_bounds(ax, frac=1.0, orthoRange=None):  # noqa: N803 - pyqtgraph API
+        bounds = drawn_bounds(ax, frac, orthoRange)
+        if ax != 0 or bounds[0] is None or frac != 1.0 or orthoRange is not None:
+            return bounds
+        xs = curve.getOriginalDataset()[0]
+        if xs is None or len(xs) == 0:
+            return bounds
+        return float(np.nanmin(xs)), float(np.nanmax(xs))
+
+    # The instance attribute shadows PlotDataItem.dataBounds, which ViewBox's auto-range calls.
+    curve.dataBounds = data_bounds
 
 
 _AUTO_RANGE_PADDING = 0.04

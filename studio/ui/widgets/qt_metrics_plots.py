@@ -105,6 +105,10 @@ class _FrameScheduler(QObject):
         if not self._timer.isActive():
             self._timer.start()
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
     def cancel(self, redraw: Callable[[], None]) -> None:
         if redraw in self._pending:
             self._pending.remove(redraw)
@@ -327,6 +331,11 @@ class QtMetricsPlots(QWidget):
             self.loss_plot.smoothing = value
 
     # --- reading (tests and screenshots) ------------------------------------------------------------------
+    @property
+    def redraw_pending(self) -> bool:
+        """Whether some plot still has points to draw (the frame timer draws one plot per tick)."""
+        return self._scheduler.pending
+
     @property
     def step_point_count(self) -> int:
         return self.loss_plot.train_point_count

@@ -9,10 +9,9 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
-    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QVBoxLayout,
-    QWidget,
+    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSizePolicy,
+    QVBoxLayout, QWidget,
 )
-from superqt import QElidingLabel
 
 from studio.core.config import field_help
 from studio.core.gpu import format_bytes
@@ -79,7 +78,11 @@ class QtModelPicker(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
-        self.status_label = QElidingLabel()
+        # Wrapped, not elided: a download error is read to its last word ("…: 401 Client Error" told nothing).
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.trust_remote_code = QCheckBox("Trust remote code")
         self.trust_remote_code.setToolTip(f"{field_help('model', 'trust_remote_code')}\n\n{TRUST_WARNING}")
         self.trust_warning = QLabel("⚠ runs the model repository's own Python code on this computer")
@@ -107,6 +110,7 @@ class QtModelPicker(QWidget):
         self._set_downloading(False)
 
         self._trusted_for: str | None = None
+        self._download_error = False
         self._cancel = threading.Event()
         self.download_worker: QtFunctionWorker | None = None
         self.browse_button.clicked.connect(self._browse)
@@ -126,6 +130,8 @@ class QtModelPicker(QWidget):
 
     def set_model(self, name_or_path: str, *, trust_remote_code: bool = False) -> None:
         """Show a model without emitting `model_changed`."""
+        if name_or_path != self.model():
+            self._clear_download_error()
         self.model_edit.setText(name_or_path)
         self.trust_remote_code.blockSignals(True)
         self.trust_remote_code.setChecked(trust_remote_code)
@@ -140,6 +146,7 @@ class QtModelPicker(QWidget):
         self._on_text_edited(name_or_path)
 
     def _on_text_edited(self, text: str) -> None:
+        self._clear_download_error()  # the error was about the model the field held before
         # trust_remote_code was given to one model; a different model must be trusted again.
         if self.trust_remote_code.isChecked() and text.strip() != self._trusted_for:
             self.trust_remote_code.setChecked(False)
@@ -234,7 +241,15 @@ class QtModelPicker(QWidget):
         self.status_label.setText(f"Downloaded: {folder}")
         self.download_finished.emit(str(folder))
 
+    def _clear_download_error(self) -> None:
+        if self._download_error:
+            self._download_error = False
+            self.status_label.setStyleSheet("")
+            self.status_label.clear()
+            self.status_label.setToolTip("")
+
     def _on_download_failed(self, message: str) -> None:
+        self._download_error = True
         self.status_label.setStyleSheet(f"color: {style.RED};")
         self.status_label.setText(message)
         self.status_label.setToolTip(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QMimeData, QUrl, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QTextBrowser
 
@@ -25,9 +25,29 @@ MAX_SHOWN_TOKENS = 1200
 about 70 ms per thousand, all of it on the GUI thread."""
 
 
+WORD_JOINER, TOKEN_BREAK = "\u2060", "\u200b"
+"""Lines wrap between tokens (a zero-width space after each) and never inside one: Qt may break after any
+punctuation, so `<|eot_id|>` came out as `<|` + `eot_id|>`; a word joiner after each such character forbids it."""
+
+
+def _joined(text: str) -> str:
+    """`text` with a word joiner after every character a line could break after (punctuation, CJK)."""
+    out = []
+    for i, char in enumerate(text):
+        out.append(char)
+        breakable = not (char.isdigit() or (char.isalpha() and ord(char) < 0x2E80)) and char not in " \t\r\n"
+        if breakable and i < len(text) - 1:
+            out.append(WORD_JOINER)
+    return "".join(out)
+
+
+def _without_break_controls(text: str) -> str:
+    return text.replace(WORD_JOINER, "").replace(TOKEN_BREAK, "")
+
+
 def _visible(text: str) -> str:
-    """Token text as HTML, with line breaks and tabs made visible."""
-    escaped = html.escape(text).replace("\t", "→").replace(" ", "&nbsp;")
+    """Token text as HTML, with line breaks and tabs made visible, never wrapped inside."""
+    escaped = html.escape(_joined(text)).replace("\t", "→").replace(" ", "&nbsp;")
     return escaped.replace("\r", "").replace("\n", "↵<br>")
 
 
@@ -47,6 +67,16 @@ class QtTokenView(QTextBrowser):
         self.anchorClicked.connect(self._on_click)
         self.preview: ExamplePreview | None = None
         self.shown_tokens = 0
+
+    def plain_text(self) -> str:
+        """What the view shows, as text (without the invisible line-break controls)."""
+        return _without_break_controls(self.toPlainText())
+
+    def createMimeDataFromSelection(self) -> QMimeData:  # noqa: N802 - Qt API
+        # Copied text is the tokens' own, not laced with zero-width characters.
+        mime = QMimeData()
+        mime.setText(_without_break_controls(self.textCursor().selection().toPlainText()))
+        return mime
 
     def show_message(self, text: str) -> None:
         """A line of grey text in place of tokens (no model yet, loading, an error)."""
@@ -70,7 +100,7 @@ class QtTokenView(QTextBrowser):
             if piece.special:
                 style += "; font-weight:600"
             text = _visible(piece.text) if piece.text else "&#8203;"
-            parts.append(f"<a href='#{piece.index}' style='{style}'>{text}</a>")
+            parts.append(f"<a href='#{piece.index}' style='{style}'>{text}</a>{TOKEN_BREAK}")
         if len(shown) < len(preview.pieces):
             parts.append(f"<br><br><span style='color:{MASKED_TEXT}'>… {len(preview.pieces) - len(shown):,} more "
                          "tokens not shown — </span><a href='#all' style='color:#1f77b4'>show all</a>")
