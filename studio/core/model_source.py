@@ -273,9 +273,66 @@ def linear_modules_from_config(config: dict[str, Any], *, trust_remote_code: boo
     return _group_linear_modules(model)
 
 
+def _layer_names_cache() -> Path:
+    from studio.core.paths import user_data_dir
+
+    return user_data_dir() / "cache" / "layer-names.json"
+
+
+def _layer_names_key(config: dict[str, Any], trust_remote_code: bool) -> str:
+    import hashlib
+
+    payload = json.dumps({"config": config, "trust_remote_code": trust_remote_code}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cached_linear_modules(name_or_path: str, *, trust_remote_code: bool = False) -> LinearModules | None:
+    """The layer names found earlier for a model with this very config.json, without importing torch: the
+    first read after a start imports PyTorch and transformers, which on a busy 2-core machine took minutes."""
+    try:
+        source = find_model_config(name_or_path)
+        entry = json.loads(_layer_names_cache().read_text(encoding="utf-8")).get(
+            _layer_names_key(source.config, trust_remote_code))
+    except (ModelSourceError, OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return LinearModules(*(tuple(str(n) for n in entry[k]) for k in ("attention", "mlp", "other")))
+    except (KeyError, TypeError):
+        return None
+
+
+def _remember_linear_modules(config: dict[str, Any], trust_remote_code: bool, modules: LinearModules) -> None:
+    cache = _layer_names_cache()
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+        if not isinstance(known, dict):
+            known = {}
+        known[_layer_names_key(config, trust_remote_code)] = {
+            "attention": list(modules.attention), "mlp": list(modules.mlp), "other": list(modules.other)}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = cache.with_suffix(".tmp")
+        staging.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(staging, cache)
+    except (OSError, ValueError):
+        pass  # a cache: the next start reads the names again
+
+
 def detect_linear_modules(name_or_path: str, *, trust_remote_code: bool = False) -> LinearModules:
-    """The linear layer names of a local/cached/bundled model, read from its config.json only."""
+    """The linear layer names of a local/cached/bundled model, read from its config.json only (and remembered,
+    see cached_linear_modules)."""
+    cached = cached_linear_modules(name_or_path, trust_remote_code=trust_remote_code)
+    if cached is not None:
+        return cached
     source = find_model_config(name_or_path)
+    modules = _read_linear_modules(source, trust_remote_code)
+    if not (trust_remote_code and "auto_map" in source.config):  # a model's own code may change under one config
+        _remember_linear_modules(source.config, trust_remote_code, modules)
+    return modules
+
+
+def _read_linear_modules(source: ModelConfigSource, trust_remote_code: bool) -> LinearModules:
     if source.origin != "bundled" and trust_remote_code and "auto_map" in source.config:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM

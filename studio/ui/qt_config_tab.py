@@ -31,7 +31,9 @@ from superqt.utils import qdebounced
 from studio.core.config import ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config
 from studio.core.fast_path import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.gpu import GpuInfo, detect_gpu, format_bytes
-from studio.core.model_source import LinearModules, ModelSourceError, detect_linear_modules, find_model_config
+from studio.core.model_source import (
+    LinearModules, ModelSourceError, cached_linear_modules, detect_linear_modules, find_model_config,
+)
 from studio.core.paths import user_data_dir
 from studio.core.presets import GPU_PRESETS, Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset
 from studio.core.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, estimate_vram
@@ -658,6 +660,9 @@ class QtConfigTab(QWidget):
             return
         if (model, trust) in self._detected:
             self._on_detected(model, self._detected[(model, trust)])
+            return
+        if (known := cached_linear_modules(model, trust_remote_code=trust)) is not None:
+            self._on_detected(model, known, trust=trust)  # read at an earlier start: no torch import needed
             return
         if self.detect_worker is not None:
             return  # one at a time; the finished handler checks whether the model changed meanwhile

@@ -280,3 +280,31 @@ def test_a_base_from_the_hub_cache_is_named_by_its_hub_id_on_model_cards(tmp_pat
     card = model_card(RunSummary(run_name="r", base_model=str(snapshot)), "merged")
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card
     assert str(snapshot) not in card
+
+
+def test_layer_names_found_once_are_known_at_the_next_start_without_torch(demo_assets, tmp_path, monkeypatch):
+    """After a relaunch the Config tab said "Reading the model's layer names…" for minutes: the read imports
+    PyTorch and transformers. Names read once are kept per config.json and come back without that import."""
+    import shutil
+    import subprocess
+    import sys
+
+    from studio.core.model_source import cached_linear_modules, detect_linear_modules
+
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "home"))
+    model = tmp_path / "model"
+    shutil.copytree(demo_assets.model_dir, model)
+    assert cached_linear_modules(str(model)) is None
+    found = detect_linear_modules(str(model))
+    assert "q_proj" in found.attention
+
+    code = ("import sys; from studio.core.model_source import cached_linear_modules; "
+            "m = cached_linear_modules(sys.argv[1]); print(','.join(m.all)); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
+    names, imported = done.stdout.splitlines()
+    assert names.split(",") == list(found.all) and imported == "False False"
+
+    config = (model / "config.json").read_text()
+    (model / "config.json").write_text(config.replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
+    assert cached_linear_modules(str(model)) is None, "another config is another model"

@@ -197,6 +197,21 @@ def test_the_models_linear_layers_are_detected(qtbot, tab, tmp_path):
     assert "gate_proj" in tab.detected_label.text()
 
 
+def test_after_a_relaunch_known_layer_names_show_at_once(qtbot, tmp_path):
+    from studio.core.model_source import detect_linear_modules
+
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
+    detect_linear_modules(str(folder))  # what the window read at an earlier start
+    relaunched = _make_tab(qtbot)
+    with qtbot.waitSignal(relaunched.modules_detected, timeout=5_000):
+        relaunched.set_config(_config(str(folder)))
+    assert relaunched.detect_worker is None, "no background read (and no torch import) was needed"
+    assert "gate_proj" in relaunched.detected_label.text()
+    relaunched.shutdown()
+
+
 # ------------------------------------------------------------------ model picker
 
 
