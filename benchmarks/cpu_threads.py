@@ -31,7 +31,7 @@ def _seconds_per_step(events_path: Path) -> float:
 
 
 def _train(config_path: Path, threads: int, out: Path, steps: int, *, busy: bool) -> float:
-    from studio.core.config import load_config, save_config
+    from studio.core.config.settings import load_config, save_config
 
     config = load_config(config_path)
     config.training.cpu_threads = threads
@@ -58,8 +58,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
-    from studio.core.demo import build_demo
-    from studio.core.presets import write_demo_config
+    from studio.core.system.demo import build_demo
+    from studio.core.config.presets import write_demo_config
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     results: dict[str, list[float]] = {}

@@ -48,7 +48,7 @@ def _token_count(dataset) -> int:
 
 
 def part_scan(path: Path) -> dict:
-    from studio.core.dataset import load_data
+    from studio.core.data.loading import load_data
 
     start = time.perf_counter()
     first: list[float] = []
@@ -65,13 +65,13 @@ def part_scan(path: Path) -> dict:
 def part_tokenise(path: Path, model: str, limit: int | None) -> dict:
     import datasets
 
-    from studio.core.data_prepare import encode_dataset, load_tokenizer
-    from studio.core.dataset import load_data
+    from studio.core.train.prepare import encode_dataset, load_tokenizer
+    from studio.core.data.loading import load_data
 
     datasets.disable_progress_bars()
     data = load_data(path)
     if limit is not None and limit < len(data.examples):
-        from studio.core.dataset import ExampleRows, LineNumbers
+        from studio.core.data.table import ExampleRows, LineNumbers
 
         table = data.examples.table.slice(0, limit)
         data.examples, data.lines = ExampleRows(table), LineNumbers(table)
@@ -114,7 +114,7 @@ def part_window(path: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from studio.ui.qt_dataset_tab import QtDatasetTab
+    from studio.ui.tabs.dataset_tab import QtDatasetTab
 
     tab = QtDatasetTab()
     tab.resize(1180, 740)
@@ -186,7 +186,7 @@ def main() -> int:
 
     from _synthetic import write_chat_jsonl
 
-    from studio.core.demo import build_demo
+    from studio.core.system.demo import build_demo
 
     work = Path(tempfile.mkdtemp(prefix="dataset-bench-"))
     say = (lambda *_: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))

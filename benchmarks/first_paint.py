@@ -40,7 +40,7 @@ TARGET_S = 1.5
 T0_ENV = "FIRST_PAINT_T0"
 SETTINGS_ENV = "FIRST_PAINT_QSETTINGS"
 TIMEOUT_ENV = "FIRST_PAINT_TIMEOUT_S"
-HOME_ENV = "FINETUNE_STUDIO_HOME"  # studio.core.paths.HOME_ENV_VAR (not imported: the parent stays light)
+HOME_ENV = "FINETUNE_STUDIO_HOME"  # studio.core.system.paths.HOME_ENV_VAR (not imported: the parent stays light)
 KINDS = ("studio", "baseline")
 # Must not be imported before the window has painted: each costs seconds on a CPU-only machine.
 MUST_BE_DEFERRED = ("torch", "transformers", "trl", "peft", "datasets")

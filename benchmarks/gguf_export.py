@@ -27,7 +27,7 @@ def build_model(shape: str, folder: Path, layers: int | None) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from studio.core.demo import build_demo
+    from studio.core.system.demo import build_demo
 
     config_dict = json.loads((ROOT / "resources" / "model_configs" / f"{shape}.json").read_text())
     if layers:

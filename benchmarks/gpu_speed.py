@@ -5,8 +5,8 @@ resources/model_configs/, nothing to download), each path trains QLoRA (NF4, dou
 all linear layers, sequence 2048, batch 1, gradient checkpointing, paged 8-bit AdamW:
 
 - **plain**: `benchmarks/plain_trl_sft.py`'s `build_trainer`, the script a user writes from the
-  libraries' docs (no studio code), given the run's settings (`studio.core.config.to_dict`);
-- **studio**: `studio.core.training.run_training` with `training.fast_path = True` (see
+  libraries' docs (no studio code), given the run's settings (`studio.core.config.settings.to_dict`);
+- **studio**: `studio.core.train.run.run_training` with `training.fast_path = True` (see
   studio/core/fast_path.py: Liger Kernel, FlashAttention-2 and padding-free batches where available).
 
 Every case runs in its own child process, so each starts with a clean card and no monkey-patch of one
@@ -74,9 +74,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vram_accuracy  # noqa: E402  (also puts the repo root on sys.path)
 
-from studio.core.config import RunConfig, to_dict  # noqa: E402
-from studio.core.model_source import bundled_shapes  # noqa: E402
-from studio.core.vram import CUDA_CONTEXT_BYTES, GIB  # noqa: E402
+from studio.core.config.settings import RunConfig, to_dict  # noqa: E402
+from studio.core.models.source import bundled_shapes  # noqa: E402
+from studio.core.plan.vram import CUDA_CONTEXT_BYTES, GIB  # noqa: E402
 
 MODELS = ("llama-3.2-3b", "llama-3.1-8b")
 PATHS = ("plain", "studio")
@@ -90,7 +90,7 @@ QUICK_WARMUP, QUICK_STEPS = 2, 4
 TARGET_SPEEDUP = 1.5  # studio tokens/s ÷ plain tokens/s, at least
 TARGET_VRAM_RATIO = 0.6  # studio peak ÷ plain peak, at most
 RESULT_PREFIX = "GPU_SPEED_RESULT "
-SMOKE_MODEL = "demo"  # --cpu-smoke: studio.core.demo's tiny Llama
+SMOKE_MODEL = "demo"  # --cpu-smoke: studio.core.system.demo's tiny Llama
 SMOKE_SEQ, SMOKE_WARMUP, SMOKE_STEPS = 128, 1, 2
 
 # Dense (no 2:4 sparsity) BF16 tensor-core peaks in TFLOPS, FP32 accumulate, matched against
@@ -253,8 +253,8 @@ def _build_model_here(model: str, folder: Path) -> None:
 
 
 def prepare_demo(folder: Path) -> Path:
-    """studio.core.demo's tiny Llama (vocabulary 1024) in its own folder, with the word tokenizer."""
-    from studio.core.demo import build_demo
+    """studio.core.system.demo's tiny Llama (vocabulary 1024) in its own folder, with the word tokenizer."""
+    from studio.core.system.demo import build_demo
 
     if (folder / "config.json").is_file() and has_word_tokenizer(folder, model_config(folder)["vocab_size"]):
         return folder
@@ -409,8 +409,8 @@ def write_profile(profiler: Any, path: Path, steps: int) -> None:
 
 
 def _train_studio(config: RunConfig, work: Path, events: list[dict[str, Any]]) -> None:
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
+    from studio.core.runs.store import RunDirectory
+    from studio.core.train.run import run_training
 
     run_dir = RunDirectory(work / "run")
     run_dir.path.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ the completion), so TRL trains on the reply only, as the studio does.
     python benchmarks/plain_trl_sft.py CONFIG.toml --output DIR [--max-steps N]
 
 CONFIG.toml is a config as the studio saves it (every key present: *Copy as command* or
-`studio.core.config.save_config`).
+`studio.core.config.settings.save_config`).
 
 Each optimiser step prints one JSON line {"step": n, "time": unix_seconds, "loss": x} on stdout
 (a TrainerCallback, the way a user would watch a run) so a benchmark can time it the same way it

@@ -44,11 +44,11 @@ def _greedy(model, tokenizer, prompts) -> list[str]:
 
 
 def _train(work: Path, demo, *, sensitive: bool, steps: int) -> Path:
-    from studio.core.config import load_config, save_config
-    from studio.core.demo import make_nf4_sensitive
-    from studio.core.events import EventWriter
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
+    from studio.core.config.settings import load_config, save_config
+    from studio.core.system.demo import make_nf4_sensitive
+    from studio.core.runs.events import EventWriter
+    from studio.core.runs.store import RunDirectory
+    from studio.core.train.run import run_training
 
     model_dir = work / "model"
     shutil.copytree(demo.model_dir, model_dir)
@@ -73,9 +73,9 @@ def measure(work: Path, demo, *, sensitive: bool, steps: int) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from studio.core.chat import ChatModel
-    from studio.core.gguf_export import export_gguf
-    from studio.core.merge import merge_adapter
+    from studio.core.chat.model import ChatModel
+    from studio.core.export.gguf import export_gguf
+    from studio.core.export.merge import merge_adapter
 
     run = _train(work, demo, sensitive=sensitive, steps=steps)
     rows = [json.loads(line)["messages"] for line in demo.dataset_path.read_text(encoding="utf-8").splitlines()]
@@ -131,8 +131,8 @@ def main() -> int:
 
     import torch
 
-    from studio.core.demo import build_demo
-    from studio.core.presets import write_demo_config
+    from studio.core.system.demo import build_demo
+    from studio.core.config.presets import write_demo_config
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="qlora-fidelity-") as tmp:

@@ -42,9 +42,9 @@ VARIANTS = ("studio", "studio-plain", "script")
 def prepare(workdir: Path, steps: int) -> dict[str, Path]:
     """The demo model and data, and one config per variant (identical but for the fast path)."""
     sys.path.insert(0, str(REPO))
-    from studio.core.config import load_config, save_config
-    from studio.core.demo import build_demo
-    from studio.core.presets import write_demo_config
+    from studio.core.config.settings import load_config, save_config
+    from studio.core.system.demo import build_demo
+    from studio.core.config.presets import write_demo_config
 
     assets = build_demo(workdir / "demo")
     write_demo_config(assets)

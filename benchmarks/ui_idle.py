@@ -73,9 +73,9 @@ def _run_loop(app, ms: float) -> None:
 def measure_width(app, store_dir: Path, events: list[dict], width: int, height: int, idle_s: float) -> dict:
     from PySide6.QtCore import QElapsedTimer, QEvent, QObject, QTimer
 
-    from studio.core.gpu import HostTelemetry
-    from studio.core.run_store import RunStore
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.core.system.gpu import HostTelemetry
+    from studio.core.runs.store import RunStore
+    from studio.ui.main_window import QtMainWindow
 
     window = QtMainWindow(store=RunStore(store_dir), telemetry=HostTelemetry(), offer_demo=False)
     window.resize(width, height)

@@ -35,12 +35,12 @@ class FakeGpuTelemetry:
     description = "Synthetic GPU (8.0 GiB) — benchmark stand-in"
 
     def __init__(self):
-        from studio.core.gpu import HostTelemetry
+        from studio.core.system.gpu import HostTelemetry
 
         self._host = HostTelemetry()
 
     def read(self, pid):
-        from studio.core.gpu import GpuReading
+        from studio.core.system.gpu import GpuReading
 
         host = self._host.read(pid)
         process = host.process_rss_bytes if host is not None else None
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     QCoreApplication.setOrganizationName("finetune-studio-benchmark")
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(workdir / "qt-settings"))
 
-    from studio.core.config import load_config
-    from studio.core.demo import build_demo
-    from studio.core.gpu import HostTelemetry, detect_telemetry
-    from studio.core.presets import write_demo_config
-    from studio.core.run_store import RunStore
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.core.config.settings import load_config
+    from studio.core.system.demo import build_demo
+    from studio.core.system.gpu import HostTelemetry, detect_telemetry
+    from studio.core.config.presets import write_demo_config
+    from studio.core.runs.store import RunStore
+    from studio.ui.main_window import QtMainWindow
 
     assets = build_demo(workdir / "demo")
     write_demo_config(assets)

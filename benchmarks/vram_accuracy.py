@@ -1,4 +1,4 @@
-"""How close `studio.core.vram.estimate_vram` is to what a real QLoRA run takes on a CUDA GPU.
+"""How close `studio.core.plan.vram.estimate_vram` is to what a real QLoRA run takes on a CUDA GPU.
 
 For each model shape in resources/model_configs/ a random-weight model is built once (no download:
 the shapes are the published config.json values), then every case of a matrix — sequence length ×
@@ -38,9 +38,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from studio.core.config import RunConfig  # noqa: E402
-from studio.core.model_source import bundled_shapes  # noqa: E402
-from studio.core.vram import GIB, ModelShape, VramEstimate, estimate_vram  # noqa: E402
+from studio.core.config.settings import RunConfig  # noqa: E402
+from studio.core.models.source import bundled_shapes  # noqa: E402
+from studio.core.plan.vram import GIB, ModelShape, VramEstimate, estimate_vram  # noqa: E402
 
 MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "qwen2.5-7b", "mistral-7b")
 SEQ_LENGTHS = (512, 1024, 2048)
@@ -194,7 +194,7 @@ def run_case(case: Case, model_dir: Path, steps: int, device: str) -> dict[str, 
     from trl import SFTTrainer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.core.library_configs import Hardware, lora_config, quantization_config, sft_config, torch_dtype
+    from studio.core.train.factories import Hardware, lora_config, quantization_config, sft_config, torch_dtype
 
     context = None
     if device == "cuda":

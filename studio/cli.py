@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from studio.core.library_output import hide_weight_loading_bars, silence_known_library_warnings
+from studio.core.system.library_output import hide_weight_loading_bars, silence_known_library_warnings
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,8 +37,8 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from studio.core.config import TrainingSettings
-    from studio.core.gguf_export import DEFAULT_GGUF_TYPE, GGUF_TYPES
+    from studio.core.config.settings import TrainingSettings
+    from studio.core.export.gguf import DEFAULT_GGUF_TYPE, GGUF_TYPES
 
     parser = argparse.ArgumentParser(prog="finetune-studio",
                                      description="Point-and-click LoRA/QLoRA fine-tuning. No command opens the window.")
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """The Chat tab's generation settings (chat.GenerationSettings), with the same defaults."""
-    from studio.core.chat import GenerationSettings
+    from studio.core.chat.model import GenerationSettings
 
     d = GenerationSettings()
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
@@ -184,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from studio.core.demo import build_demo
-    from studio.core.presets import write_demo_config
+    from studio.core.system.demo import build_demo
+    from studio.core.config.presets import write_demo_config
 
     assets = build_demo(args.output, force=args.force, progress=lambda m: print(m, file=sys.stderr))
     write_demo_config(assets)
@@ -281,9 +281,9 @@ class _TrainReport:
         lines = [adapter, f"run folder: {run}", f"time taken: {took}"]
         if event["status"] == "stopped":
             lines.append(f"continue training: {resume}")
-        from studio.core.export_jobs import ExportKind, default_exports_dir
-        from studio.core.gguf_export import DEFAULT_GGUF_TYPE
-        from studio.core.paths import runs_dir
+        from studio.core.export.jobs import ExportKind, default_exports_dir
+        from studio.core.export.gguf import DEFAULT_GGUF_TYPE
+        from studio.core.system.paths import runs_dir
 
         # Beside a run given --output; a run in the studio's runs folder exports where the Export dialog does.
         folder = default_exports_dir() if run.resolve().parent == runs_dir().resolve() else run.parent
@@ -370,10 +370,10 @@ def _check_fresh_run_folder(run_dir: Any, config_path: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from studio.core.config import ConfigError, load_config, save_config
-    from studio.core.events import EventWriter, make_event
-    from studio.core.failures import failure_event
-    from studio.core.run_store import RunDirectory, RunStore
+    from studio.core.config.settings import ConfigError, load_config, save_config
+    from studio.core.runs.events import EventWriter, make_event
+    from studio.core.train.failures import failure_event
+    from studio.core.runs.store import RunDirectory, RunStore
 
     try:
         config = load_config(args.config)
@@ -417,7 +417,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         run_dir.remove_leftovers()  # a checkpoint or adapter a killed process left half-saved
     if resume_from is not None and main_process:
-        from studio.core.training import completed_resume
+        from studio.core.train.run import completed_resume
 
         done = completed_resume(resume_from, config)
         if done is not None and run_dir.status() == "completed" and run_dir.adapter_dir.is_dir():
@@ -452,7 +452,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_config(config, run_dir.config_path)
         _install_stop_signals(run_dir, run_log)
 
-        from studio.core.training import run_training
+        from studio.core.train.run import run_training
 
         run_training(config, run_dir, emit, run_dir.stop_requested, resume_from=resume_from)
         return EXIT_OK
@@ -523,7 +523,8 @@ CHAT_HELP = "Type a message and press Enter. /clear starts a new conversation, /
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from studio.core.chat import ChatModel, GenerationSettings, ModelLoadError
+    from studio.core.chat.model import ChatModel, GenerationSettings
+    from studio.core.models.source import ModelLoadError
 
     try:
         model = ChatModel.load(args.model, adapters=args.adapter, load_in_4bit=args.load_in_4bit,
@@ -576,7 +577,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def _config_without_data(path: Path, model: str | None) -> Any:
     """The config as `train` would read it, except that no training data is needed (an estimate, a data
     inspection of another file)."""
-    from studio.core.config import ConfigError, from_dict, read_toml, resolve_relative_paths
+    from studio.core.config.settings import ConfigError, from_dict, read_toml, resolve_relative_paths
 
     try:
         data = read_toml(path)
@@ -604,10 +605,10 @@ def _parse_size(text: str) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from studio.core.gpu import detect_gpu
-    from studio.core.model_source import ModelSourceError, find_model_config
-    from studio.core.presets import GPU_PRESETS
-    from studio.core.vram import ModelShape, ShapeError, estimate_vram, format_gib
+    from studio.core.system.gpu import detect_gpu
+    from studio.core.models.source import ModelSourceError, find_model_config
+    from studio.core.config.presets import GPU_PRESETS
+    from studio.core.plan.vram import ModelShape, ShapeError, estimate_vram, format_gib
 
     config = _config_without_data(args.config, args.model)
     try:
@@ -673,9 +674,9 @@ def _model_title(source: Any) -> str:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from studio.core.chat import ModelLoadError
-    from studio.core.export_common import ExportError
-    from studio.core.merge import merge_adapter
+    from studio.core.models.source import ModelLoadError
+    from studio.core.export.staging import ExportError
+    from studio.core.export.merge import merge_adapter
 
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
@@ -687,8 +688,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from studio.core.chat import ModelLoadError
-    from studio.core.export_common import ExportError
+    from studio.core.models.source import ModelLoadError
+    from studio.core.export.staging import ExportError
 
     last: list[str] = []
 
@@ -699,7 +700,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         if args.export_command == "gguf":
-            from studio.core.gguf_export import export_gguf
+            from studio.core.export.gguf import export_gguf
 
             result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                  trust_remote_code=args.trust_remote_code, on_progress=progress)
@@ -708,7 +709,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(result.path)
             print(result.modelfile)
         else:
-            from studio.core.export_adapter import export_adapter, export_adapter_zip
+            from studio.core.export.adapter import export_adapter, export_adapter_zip
 
             export = export_adapter_zip if args.zip else export_adapter
             print(export(args.source, args.output, on_progress=progress))
@@ -718,12 +719,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from studio.core.data_prepare import load_tokenizer
-    from studio.core.data_stats import format_report, inspection_report, measure_tokens
-    from studio.core.dataset import DataError, load_data
-    from studio.core.model_source import missing_local_model
+    from studio.core.train.prepare import load_tokenizer
+    from studio.core.data.stats import format_report, inspection_report, measure_tokens
+    from studio.core.data.issues import DataError
+    from studio.core.data.loading import load_data
+    from studio.core.models.source import missing_local_model
 
-    from studio.core.config import DataSettings, TrainingSettings
+    from studio.core.config.settings import DataSettings, TrainingSettings
 
     name = _command_name(args)
     config = _config_without_data(args.config, None) if args.config is not None else None

@@ -22,7 +22,7 @@ def pytest_configure(config):
     the environment) ever touches the real user folder.
     """
     global _SESSION_HOME
-    from studio.core.paths import HOME_ENV_VAR
+    from studio.core.system.paths import HOME_ENV_VAR
 
     _SESSION_HOME = Path(tempfile.mkdtemp(prefix="finetune-studio-home-"))
     os.environ[HOME_ENV_VAR] = str(_SESSION_HOME)
@@ -43,8 +43,8 @@ def studio_home() -> Path:
 @pytest.fixture(scope="session")
 def demo_assets(tmp_path_factory):
     """The offline demo (model, dataset, demo.toml), built once per session."""
-    from studio.core.demo import build_demo
-    from studio.core.presets import write_demo_config
+    from studio.core.system.demo import build_demo
+    from studio.core.config.presets import write_demo_config
 
     assets = build_demo(tmp_path_factory.mktemp("demo"))
     write_demo_config(assets)
@@ -77,11 +77,11 @@ def sensitive_run(demo_assets, tmp_path_factory) -> Path:
     """A QLoRA run (NF4 + double quantisation, the studio's defaults) on the NF4-sensitive demo model
     (demo.make_nf4_sensitive): its adapter answers its training prompts on the 4-bit base it trained on and
     mostly not on the 16-bit weights — the case where chat, merge and export must use the trained weights."""
-    from studio.core.config import load_config, save_config
-    from studio.core.demo import make_nf4_sensitive
-    from studio.core.events import EventWriter
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
+    from studio.core.config.settings import load_config, save_config
+    from studio.core.system.demo import make_nf4_sensitive
+    from studio.core.runs.events import EventWriter
+    from studio.core.runs.store import RunDirectory
+    from studio.core.train.run import run_training
 
     root = tmp_path_factory.mktemp("nf4-sensitive")
     model_dir = root / "model"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def icon_path() -> Path:
-    from studio.core.paths import resource_path
+    from studio.core.system.paths import resource_path
 
     return resource_path("icons", "finetune-studio.png")
 
@@ -30,7 +30,7 @@ def run_app(argv: list[str] | None = None) -> int:
     if icon_path().is_file():
         app.setWindowIcon(QIcon(str(icon_path())))
 
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.ui.main_window import QtMainWindow
 
     window = QtMainWindow()
     window.show()

@@ -22,7 +22,8 @@ from typing import Any
 
 from PySide6.QtCore import QThread, Signal
 
-from studio.core.dataset import DataError, ScanCancelled, load_data
+from studio.core.data.issues import DataError
+from studio.core.data.loading import ScanCancelled, load_data
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class QtTokenizerWorker(_StoppableWorker):
         self._trust_remote_code = trust_remote_code
 
     def run(self) -> None:
-        from studio.core.data_prepare import load_tokenizer
+        from studio.core.train.prepare import load_tokenizer
 
         try:
             with _no_gc_while_importing():
@@ -175,8 +176,8 @@ class QtTokenStatsWorker(_StoppableWorker):
         self._trust_remote_code = trust_remote_code
 
     def run(self) -> None:
-        from studio.core.data_prepare import load_tokenizer
-        from studio.core.data_stats import measure_tokens
+        from studio.core.train.prepare import load_tokenizer
+        from studio.core.data.stats import measure_tokens
 
         try:
             with _no_gc_while_importing():

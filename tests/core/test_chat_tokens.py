@@ -6,15 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.chat_tokens import (
-    FALLBACK_CHAT_TEMPLATE,
-    IGNORE_INDEX,
-    encode_example,
-    ensure_chat_template,
-    trained_token_count,
+from studio.core.data.tokens import (
+    FALLBACK_CHAT_TEMPLATE, IGNORE_INDEX, encode_example, ensure_chat_template, trained_token_count,
 )
-from studio.core.dataset import DataError, LoadedData
-from studio.core.training import tokenize_dataset
+from studio.core.data.issues import DataError
+from studio.core.data.table import LoadedData
+from studio.core.train.run import tokenize_dataset
 
 EOT = "<|eot_id|>"
 
@@ -55,7 +52,7 @@ def test_only_the_assistant_reply_and_its_end_of_turn_are_trained(tokenizer):
 
 
 def test_every_demo_conversation_trains_exactly_its_answer(tokenizer, demo_assets):
-    from studio.core.dataset import load_training_data
+    from studio.core.data.loading import load_training_data
 
     data = load_training_data(demo_assets.dataset_path)
     assert len(data.examples) == 10

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from studio.core.config import load_config
+from studio.core.config.settings import load_config
 
 
 def test_help_lists_the_subcommands(run_studio):
@@ -134,7 +134,7 @@ def test_merge_writes_a_standalone_model(trained_run, tmp_path, run_studio, demo
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from studio.core.demo import CHAT_TEMPLATE
+    from studio.core.system.demo import CHAT_TEMPLATE
 
     config = AutoConfig.from_pretrained(str(output))
     assert config.model_type == "llama"
@@ -161,7 +161,7 @@ def test_chat_with_a_run_directory_gives_the_trained_answer(trained_run, demo_as
 
 def test_the_terminal_shows_evaluation_progress_and_its_result():
     from studio.cli import _event_line
-    from studio.core.events import make_event
+    from studio.core.runs.events import make_event
 
     lines = [_event_line(make_event("evaluating", step=8, done=3, total=9)),
              _event_line(make_event("evaluating", step=8, done=1, total=None)),  # an eval set without a length
@@ -186,8 +186,8 @@ def test_data_inspect_reads_a_plain_text_file_split_at_blank_lines_or_one_docume
 
 @pytest.mark.slow
 def test_train_on_a_plain_text_file_completes_with_one_row_per_document(tmp_path, run_studio, demo_assets):
-    from studio.core.config import save_config
-    from studio.core.run_store import RunDirectory
+    from studio.core.config.settings import save_config
+    from studio.core.runs.store import RunDirectory
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Nimbus Fiber 500 costs 450 TL a month.\nThe upgrade is free.\n\n"
@@ -249,7 +249,7 @@ def _unknown_architecture_model(demo_assets, folder):
 def test_train_refuses_what_cannot_train_before_a_run_folder_exists(tmp_path, capsys, demo_assets, case, key,
                                                                     reason):
     from studio.cli import main
-    from studio.core.config import save_config
+    from studio.core.config.settings import save_config
 
     config = load_config(demo_assets.config_path)
     if case == "targets":
@@ -277,9 +277,9 @@ def test_train_refuses_what_cannot_train_before_a_run_folder_exists(tmp_path, ca
 
 def _fake_stopped_run(demo_assets, folder):
     """A run folder as a stopped run leaves it: run.toml, events, checkpoint-2 and checkpoint-4 (no weights)."""
-    from studio.core.config import save_config
-    from studio.core.events import EventWriter, make_event
-    from studio.core.run_store import RunDirectory
+    from studio.core.config.settings import save_config
+    from studio.core.runs.events import EventWriter, make_event
+    from studio.core.runs.store import RunDirectory
 
     run = RunDirectory(folder)
     config = load_config(demo_assets.config_path)
@@ -331,11 +331,11 @@ def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
     import subprocess
     import sys
 
-    from studio.core.run_store import RunDirectory
+    from studio.core.runs.store import RunDirectory
 
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
-    code = ("import sys; from pathlib import Path; from studio.cli import _RunLog; from studio.core.run_store import "
+    code = ("import sys; from pathlib import Path; from studio.cli import _RunLog; from studio.core.runs.store import "
             "RunDirectory; log = _RunLog(RunDirectory(Path(sys.argv[1]))); log.say('step 1 loss 2.0'); log.close()")
     with open(run.log_path, "ab") as stdout:
         subprocess.run([sys.executable, "-c", code, str(run.path)], stdout=stdout, check=True)
@@ -349,7 +349,7 @@ def test_a_full_disk_still_gets_its_message_into_train_log_when_the_traceback_do
     import errno
 
     from studio.cli import EXIT_INTERNAL, _record_failure, _RunLog
-    from studio.core.failures import DiskFullError, failure_event
+    from studio.core.train.failures import DiskFullError, failure_event
 
     class NearlyFullFile:  # room for a short line, not for a traceback
         def __init__(self):
@@ -417,10 +417,10 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_ter
         tmp_path, demo_assets, run_studio):
     import os
 
-    from studio.core.fault_injection import ENV_VAR
-    from studio.core.run_store import RunDirectory
+    from studio.core.train.fault_injection import ENV_VAR
+    from studio.core.runs.store import RunDirectory
 
-    from studio.core.config import save_config
+    from studio.core.config.settings import save_config
 
     run = RunDirectory(tmp_path / "run")
     config = load_config(demo_assets.config_path)
@@ -482,7 +482,7 @@ class _FakeRun:
 
 def _report_lines(capsys, run, *events):
     from studio.cli import _TrainReport
-    from studio.core.events import make_event
+    from studio.core.runs.events import make_event
 
     report = _TrainReport(run)
     for kind, fields in events:
@@ -518,7 +518,7 @@ def test_a_failed_run_is_one_human_line_and_a_crash_with_a_checkpoint_offers_res
 def test_a_run_in_the_studios_runs_folder_is_exported_where_the_export_dialog_exports(capsys, studio_home):
     from pathlib import Path
 
-    from studio.core.paths import runs_dir
+    from studio.core.system.paths import runs_dir
 
     run = _FakeRun(runs_dir() / "demo-3")
     lines = _report_lines(capsys, run, ("finished", {"status": "completed", "step": 2, "final_loss": None,
@@ -548,7 +548,7 @@ def test_every_option_of_every_command_has_help_text():
 
 def test_export_gguf_and_the_export_dialog_share_one_default_type():
     from studio.cli import build_parser
-    from studio.core.gguf_export import DEFAULT_GGUF_TYPE
+    from studio.core.export.gguf import DEFAULT_GGUF_TYPE
 
     args = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"])
     assert args.gguf_type == DEFAULT_GGUF_TYPE == "q8_0"
@@ -556,7 +556,7 @@ def test_export_gguf_and_the_export_dialog_share_one_default_type():
 
 def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses_setting(tmp_path, run_studio,
                                                                                           demo_assets):
-    from studio.core.config import RunConfig, save_config
+    from studio.core.config.settings import RunConfig, save_config
 
     def tokens(*extra):
         result = run_studio("data", "inspect", demo_assets.dataset_path, "--json", *extra)
@@ -582,7 +582,7 @@ def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses
 
 def test_estimate_names_a_local_model_by_what_it_is_not_its_folder(tmp_path, run_studio, demo_assets):
     from studio.cli import _model_title
-    from studio.core.model_source import ModelConfigSource
+    from studio.core.models.source import ModelConfigSource
 
     def title(folder, **config):
         return _model_title(ModelConfigSource({"model_type": "qwen2", **config}, "folder", folder / "config.json",

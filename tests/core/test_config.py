@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.config import (
-    SECTIONS,
-    ConfigError,
-    RunConfig,
-    field_help,
-    load_config,
-    loads,
-    save_config,
+from studio.core.config.settings import (
+    SECTIONS, ConfigError, RunConfig, field_help, load_config, loads, save_config,
 )
 
 MINIMAL = """

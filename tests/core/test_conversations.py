@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from studio.core.conversations import Conversation, ConversationError, load_conversation, save_conversation
+from studio.core.chat.conversations import Conversation, ConversationError, load_conversation, save_conversation
 
 
 def test_a_conversation_round_trips_with_its_compare_side(tmp_path):
@@ -46,7 +46,7 @@ def test_a_bad_file_is_refused_naming_the_file_and_the_problem(tmp_path, text, r
 
 
 def _run_with_data(tmp_path, rows: list[dict], name: str = "run"):
-    from studio.core.config import RunConfig, save_config
+    from studio.core.config.settings import RunConfig, save_config
 
     data = tmp_path / f"{name}.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
@@ -64,7 +64,7 @@ def _turns(*pairs: tuple[str, str]) -> dict:
 
 
 def test_a_second_turn_with_an_adapter_trained_on_one_turn_conversations_gets_a_hint(tmp_path):
-    from studio.core.conversations import single_turn_warning, trained_turns
+    from studio.core.chat.conversations import single_turn_warning, trained_turns
 
     one_turn = _run_with_data(tmp_path, [_turns(("hi", "hello"))] * 5, "one")
     assert trained_turns(one_turn / "adapter") == 1
@@ -77,7 +77,7 @@ def test_a_second_turn_with_an_adapter_trained_on_one_turn_conversations_gets_a_
 
 
 def test_no_hint_when_the_runs_data_cannot_be_read(tmp_path):
-    from studio.core.conversations import single_turn_warning, trained_turns
+    from studio.core.chat.conversations import single_turn_warning, trained_turns
 
     gone = _run_with_data(tmp_path, [_turns(("hi", "hello"))])
     (tmp_path / "run.jsonl").unlink()

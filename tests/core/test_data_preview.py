@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.chat_tokens import IGNORE_INDEX, encode_example
-from studio.core.data_prepare import encode_dataset, load_tokenizer
-from studio.core.data_preview import preview_example
-from studio.core.data_stats import measure_tokens
-from studio.core.dataset import DataError, LoadedData, load_data, load_with_settings
+from studio.core.data.tokens import IGNORE_INDEX, encode_example
+from studio.core.train.prepare import encode_dataset, load_tokenizer
+from studio.core.data.preview import preview_example
+from studio.core.data.stats import measure_tokens
+from studio.core.data.issues import DataError
+from studio.core.data.table import LoadedData
+from studio.core.data.loading import load_data, load_with_settings
 
 EOT = "<|eot_id|>"
 MULTI_TURN = {"messages": [
@@ -95,8 +97,8 @@ def _capture_trainer_inputs(monkeypatch, config, tmp_path) -> dict:
     """Run run_training up to trainer.train() and keep what the SFTTrainer would train on."""
     import trl
 
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
+    from studio.core.runs.store import RunDirectory
+    from studio.core.train.run import run_training
 
     captured: dict = {}
 
@@ -119,7 +121,7 @@ def test_the_preview_equals_what_the_trainer_receives(demo_assets, tokenizer, tm
     prepared dataset and its collated batch hold the preview's ids and labels, row for row."""
     import csv
 
-    from studio.core.config import load_config
+    from studio.core.config.settings import load_config
 
     path = tmp_path / "support.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -155,7 +157,7 @@ def test_the_preview_equals_what_the_trainer_receives(demo_assets, tokenizer, tm
 
 @pytest.mark.slow
 def test_training_refuses_bad_rows_unless_told_to_skip_and_splits_eval_by_seed(demo_assets, tmp_path, monkeypatch):
-    from studio.core.config import load_config
+    from studio.core.config.settings import load_config
 
     path = tmp_path / "data.jsonl"
     lines = demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.data_prepare import training_data
-from studio.core.data_sources import guess_encoding
-from studio.core.dataset import (
-    DataError, ExampleRows, ScanCancelled, detect_shape, load_data, load_with_settings, parse_column_mapping,
-)
+from studio.core.train.prepare import training_data
+from studio.core.data.encoding import guess_encoding
+from studio.core.data.issues import DataError
+from studio.core.data.table import ExampleRows
+from studio.core.data.loading import ScanCancelled, load_data, load_with_settings
+from studio.core.data.shape import detect_shape, parse_column_mapping
 
 CHAT = [{"role": "system", "content": "You are Nimbus support."},
         {"role": "user", "content": "Is there an outage in İzmir?"},
@@ -212,7 +213,7 @@ def test_problems_in_a_plain_text_file_point_at_the_document_first_line(tmp_path
 
 
 def test_text_files_are_offered_but_do_not_make_a_hub_repository_a_data_folder(tmp_path):
-    from studio.core.data_sources import FILE_DIALOG_FILTER, looks_like_hub_id
+    from studio.core.data.sources import FILE_DIALOG_FILTER, looks_like_hub_id
 
     assert "*.txt" in FILE_DIALOG_FILTER and "*.md" in FILE_DIALOG_FILTER
     assert not looks_like_hub_id("books/moby-dick.txt")
@@ -405,7 +406,7 @@ def test_nothing_in_a_file_escapes_as_anything_but_a_data_error(tmp_path):
 
 
 def test_skip_bad_rows_is_honoured_and_every_skipped_row_is_logged(tmp_path):
-    from studio.core.config import DataSettings
+    from studio.core.config.settings import DataSettings
 
     path = _jsonl(tmp_path / "mixed.jsonl", {"text": "good"}, "{oops", {"text": ""}, {"text": "also good"})
     settings = DataSettings(train_file=str(path))
@@ -422,7 +423,7 @@ def test_skip_bad_rows_is_honoured_and_every_skipped_row_is_logged(tmp_path):
 
 
 def test_data_settings_carry_format_mapping_and_encoding(tmp_path):
-    from studio.core.config import DataSettings, RunConfig, dumps, loads
+    from studio.core.config.settings import DataSettings, RunConfig, dumps, loads
 
     path = tmp_path / "qa.csv"
     path.write_bytes("question;answer\nNasılsın?;İyiyim.\n".encode("cp1254"))
@@ -441,9 +442,9 @@ def test_data_settings_carry_format_mapping_and_encoding(tmp_path):
 
 
 def test_large_files_are_held_by_arrow_read_in_order_and_cached(tmp_path, monkeypatch):
-    import studio.core.dataset as dataset_module
+    import studio.core.data.table as table_module
 
-    monkeypatch.setattr(dataset_module, "_SPILL_BYTES", 50_000)  # spill to the cache file early
+    monkeypatch.setattr(table_module, "_SPILL_BYTES", 50_000)  # spill to the cache file early
     path = _jsonl(tmp_path / "many.jsonl", *({"prompt": f"question {i}", "completion": f"answer {i}"}
                                              for i in range(5000)))
     heads, progress = [], []
@@ -488,7 +489,7 @@ def test_duplicates_are_counted_with_an_example(tmp_path):
 
 def _change_mid_read(monkeypatch, path: Path, change, *, after_lines: int = 3) -> None:
     """Make the text reader change `path` (as a writer still at work would) after it has read a few lines."""
-    import studio.core.data_sources as sources
+    import studio.core.data.sources as sources
 
     original = sources._ByteCounter.lines
 
@@ -513,7 +514,7 @@ def _touch_only(path: Path) -> None:
 
 @pytest.mark.parametrize("change", [_truncate_to_half, _touch_only], ids=["truncated", "rewritten"])
 def test_a_jsonl_file_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, change):
-    from studio.core.config import DataSettings
+    from studio.core.config.settings import DataSettings
 
     path = _jsonl(tmp_path / "growing.jsonl", *({"text": f"row {i} " + "x" * 200} for i in range(2000)))
     _change_mid_read(monkeypatch, path, change)

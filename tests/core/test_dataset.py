@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.dataset import DataError, load_data, load_training_data
+from studio.core.data.issues import DataError
+from studio.core.data.loading import load_data, load_training_data
 
 
 def _jsonl(path: Path, *lines: object) -> Path:

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from studio.core import demo
-from studio.core.demo import DemoAssets, build_demo, default_demo_dir, is_demo_built, load_demo_conversations
-from studio.core.paths import HOME_ENV_VAR, runs_dir, user_data_dir
+from studio.core.system import demo
+from studio.core.system.demo import (
+    DemoAssets, build_demo, default_demo_dir, is_demo_built, load_demo_conversations,
+)
+from studio.core.system.paths import HOME_ENV_VAR, runs_dir, user_data_dir
 
 MODEL_FILES = (
     "config.json",
@@ -69,7 +71,7 @@ def test_second_build_returns_at_once_without_importing_torch(assets):
     weights = assets.model_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns
     script = (
-        "import sys; from pathlib import Path; from studio.core.demo import build_demo; "
+        "import sys; from pathlib import Path; from studio.core.system.demo import build_demo; "
         f"build_demo(Path({str(assets.root)!r}), progress=print); print('torch' in sys.modules)"
     )
     started = time.perf_counter()

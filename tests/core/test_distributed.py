@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from studio.core.fault_injection import ENV_VAR as FAULTS
-from studio.core.run_store import RunDirectory
-from studio.core.training import verify_adapter
+from studio.core.train.fault_injection import ENV_VAR as FAULTS
+from studio.core.runs.store import RunDirectory
+from studio.core.train.run import verify_adapter
 
 pytestmark = pytest.mark.slow
 

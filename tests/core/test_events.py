@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from studio.core.events import EventReader, EventWriter, append_event, make_event, read_events
+from studio.core.runs.events import EventReader, EventWriter, append_event, make_event, read_events
 
 
 def test_each_event_is_readable_as_soon_as_it_is_written(tmp_path):

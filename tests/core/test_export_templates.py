@@ -6,9 +6,9 @@ import jinja2
 import pytest
 from _go_template import render as render_go
 
-from studio.core.chat_tokens import FALLBACK_CHAT_TEMPLATE
-from studio.core.demo import CHAT_TEMPLATE
-from studio.core.export_ollama import (
+from studio.core.data.tokens import FALLBACK_CHAT_TEMPLATE
+from studio.core.system.demo import CHAT_TEMPLATE
+from studio.core.export.ollama import (
     TemplateNotConvertible, go_template, measure_turn_format, modelfile_text, stop_tokens, strip_generation_markers,
 )
 

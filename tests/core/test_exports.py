@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio.core.chat import ModelLoadError
-from studio.core.export_adapter import export_adapter, export_adapter_zip
-from studio.core.export_common import ExportCancelled, ExportError
-from studio.core.gguf_export import export_gguf, permute_qk
-from studio.core.model_card import loss_curve_svg
+from studio.core.models.source import ModelLoadError
+from studio.core.export.adapter import export_adapter, export_adapter_zip
+from studio.core.export.staging import ExportCancelled, ExportError
+from studio.core.export.gguf import export_gguf, permute_qk
+from studio.core.export.model_card import loss_curve_svg
 
 MERGE_LOGIT_TOLERANCE = 0.25
 LLAMA_CPP_LOGIT_TOLERANCE = 0.05
@@ -117,7 +117,7 @@ def test_a_full_disk_is_reported_naming_the_folder_and_leaves_nothing(tmp_path, 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("studio.core.export_common.shutil.copy2", disk_full)
+    monkeypatch.setattr("studio.core.export.staging.shutil.copy2", disk_full)
     with pytest.raises(ExportError) as error:
         export_adapter(adapter, output)
 
@@ -128,7 +128,7 @@ def test_a_full_disk_is_reported_naming_the_folder_and_leaves_nothing(tmp_path, 
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     adapter = _fake_adapter(tmp_path / "adapter")
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("studio.core.export_common.shutil.disk_usage", lambda path: usage(100, 90, 10))
+    monkeypatch.setattr("studio.core.export.staging.shutil.disk_usage", lambda path: usage(100, 90, 10))
     with pytest.raises(ExportError, match="not enough disk space"):
         export_adapter(adapter, tmp_path / "out")
     assert _nothing_left(tmp_path / "out")
@@ -151,7 +151,7 @@ def test_cancel_during_an_export_leaves_nothing(tmp_path):
 
 
 def test_merging_onto_a_missing_base_model_names_it(tmp_path):
-    from studio.core.merge import merge_adapter
+    from studio.core.export.merge import merge_adapter
 
     adapter = _fake_adapter(tmp_path / "adapter", base=str(tmp_path / "gone" / "base"))
     with pytest.raises(ModelLoadError, match=str(tmp_path / "gone" / "base")):
@@ -299,7 +299,7 @@ def _conversations(demo_assets) -> list[list[dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def merged(trained_run, tmp_path_factory) -> Path:
-    from studio.core.merge import merge_adapter
+    from studio.core.export.merge import merge_adapter
 
     return merge_adapter(trained_run, tmp_path_factory.mktemp("merge") / "merged")
 
@@ -316,7 +316,7 @@ def test_the_merged_model_computes_the_logits_of_base_plus_adapter(merged, train
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.core.chat_tokens import encode_example
+    from studio.core.data.tokens import encode_example
 
     tokenizer = AutoTokenizer.from_pretrained(str(trained_run / "adapter"))
     rows = [encode_example(tokenizer, {"messages": m}) for m in _conversations(demo_assets)]
@@ -341,7 +341,7 @@ def test_the_merged_model_computes_the_logits_of_base_plus_adapter(merged, train
 def test_the_merged_folder_is_a_complete_standalone_model(merged, trained_run):
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from studio.core.demo import CHAT_TEMPLATE
+    from studio.core.system.demo import CHAT_TEMPLATE
 
     assert json.loads((merged / "config.json").read_text())["dtype"] in ("bfloat16", "float16")
     assert AutoConfig.from_pretrained(str(merged)).model_type == "llama"
@@ -367,7 +367,7 @@ def test_the_gguf_tensors_tokenizer_and_template_match_the_merged_model(merged, 
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from studio.core.export_ollama import strip_generation_markers
+    from studio.core.export.ollama import strip_generation_markers
 
     weights = {}
     for file in merged.glob("*.safetensors"):
@@ -466,8 +466,8 @@ def test_the_adapter_exports_as_a_peft_folder_and_a_zip(trained_run, tmp_path):
 def test_a_gguf_export_from_an_adapter_removes_its_merged_copy_and_those_a_killed_export_left(tmp_path,
                                                                                               monkeypatch):
     """The merged copy is as big as the model: Ctrl-C must not leave it, nor may a kill -9 leave it for good."""
-    from studio.core import merge
-    from studio.core.folder_lock import FolderLock
+    from studio.core.export import merge
+    from studio.core.system.folder_lock import FolderLock
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

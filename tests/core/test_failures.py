@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from studio.core.config import RunConfig
-from studio.core.failures import failure_event, memory_savings, oom_hint, oom_retry_config
+from studio.core.config.settings import RunConfig
+from studio.core.train.failures import failure_event, memory_savings, oom_hint, oom_retry_config
 
 
 def _config(**training) -> RunConfig:
@@ -71,8 +71,8 @@ def test_other_out_of_memory_errors_are_oom(error):
 
 
 def test_a_data_failure_hint_fits_the_failure():
-    from studio.core.data_issues import DataIssue
-    from studio.core.dataset import DataError
+    from studio.core.data.issues import DataIssue
+    from studio.core.data.issues import DataError
 
     rows = failure_event(DataError("data.jsonl: 1 bad row(s)", [DataIssue("data.jsonl", 4, "malformed JSON")]), None)
     assert rows["kind"] == "data" and rows["hint"].startswith("Fix or remove the rows listed")
@@ -82,7 +82,7 @@ def test_a_data_failure_hint_fits_the_failure():
 
 def test_failure_messages_reach_the_events_file_without_terminal_colour_codes():
     # transformers colours some errors for a terminal; in events.jsonl and the window they were escape codes.
-    from studio.core.dataset import DataError
+    from studio.core.data.issues import DataError
 
     coloured = OSError("\x1b[1m\x1b[31mError:\x1b[0m no file named \x1b]8;;file:///m\x07model.safetensors\x1b]8;;\x07 "
                        "in \x1b[4m/models/m\x1b[24m")
@@ -110,7 +110,7 @@ def test_a_full_disk_is_its_own_failure_kind_naming_the_run_folder_and_its_intac
 
 
 def test_a_full_disk_while_saving_a_checkpoint_says_which_and_how_much_to_free(tmp_path):
-    from studio.core.failures import DiskFullError
+    from studio.core.train.failures import DiskFullError
 
     error = DiskFullError(tmp_path, saving="checkpoint-40", intact=tmp_path / "checkpoints" / "checkpoint-20",
                           needed_bytes=52_400_000)

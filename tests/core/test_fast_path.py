@@ -9,16 +9,11 @@ import types
 
 import pytest
 
-from studio.core.config import RunConfig, load_config, save_config
-from studio.core.fast_path import (
-    LIGER_KERNELS,
-    Capabilities,
-    apply_liger,
-    capabilities_for_card,
-    expected_compute_dtype,
-    plan_fast_path,
+from studio.core.config.settings import RunConfig, load_config, save_config
+from studio.core.plan.speedups import (
+    LIGER_KERNELS, Capabilities, apply_liger, capabilities_for_card, expected_compute_dtype, plan_fast_path,
 )
-from studio.core.gpu import GpuInfo
+from studio.core.system.gpu import GpuInfo
 
 CPU = Capabilities(device="cpu")
 RTX_4060 = Capabilities(device="cuda", compute_capability=(8, 9), liger_installed=True, flash_attn_installed=True)
@@ -101,7 +96,7 @@ def test_capabilities_from_the_card_and_the_dtype_the_run_will_use():
 
 
 def test_padding_free_reaches_the_trainer_and_lifts_trls_truncation(tmp_path):
-    from studio.core.library_configs import Hardware, sft_config
+    from studio.core.train.factories import Hardware, sft_config
 
     hardware = Hardware(device="cpu", compute_dtype="float32", optim="adamw_torch")
     config = _config(max_length=300)
@@ -114,7 +109,7 @@ def test_padding_free_reaches_the_trainer_and_lifts_trls_truncation(tmp_path):
 def test_truncation_keeps_the_first_tokens_of_ids_and_labels_alike():
     import datasets
 
-    from studio.core.data_prepare import truncate
+    from studio.core.train.prepare import truncate
 
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5], [6, 7]],
                                        "labels": [[-100, -100, 3, 4, 5], [-100, 7]]})
@@ -171,9 +166,9 @@ def test_the_fast_path_trains_the_same_loss_curve_as_the_plain_path(demo_assets,
     """50 steps of the demo: the plain path through the CLI (as a user runs it), and the fast path with
     padding-free batches forced on — on a GPU they come with FlashAttention-2; here transformers keeps the
     examples apart with a block-diagonal mask — trained in-process. Same loss, step by step."""
-    from studio.core import fast_path
-    from studio.core.run_store import RunDirectory
-    from studio.core.training import run_training
+    from studio.core.plan import speedups as fast_path
+    from studio.core.runs.store import RunDirectory
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.training.max_steps = 50

@@ -1,4 +1,4 @@
-"""Tests for studio.core.gpu: detection, host fallback and NVML via a fake module."""
+"""Tests for studio.core.system.gpu: detection, host fallback and NVML via a fake module."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from studio.core import gpu
-from studio.core.gpu import (
-    NO_GPU_TEXT,
-    GpuInfo,
-    GpuReading,
-    HostReading,
-    HostTelemetry,
-    NvmlTelemetry,
-    TelemetrySource,
-    detect_gpu,
-    detect_telemetry,
-    format_bytes,
+from studio.core.system import gpu
+from studio.core.system.gpu import (
+    NO_GPU_TEXT, GpuInfo, GpuReading, HostReading, HostTelemetry, NvmlTelemetry, TelemetrySource, detect_gpu, detect_telemetry, format_bytes,
 )
 
 GIB = 1024**3
@@ -110,7 +101,7 @@ def test_format_bytes():
 
 def test_module_import_is_qt_free_and_lazy():
     code = (
-        "import sys, studio.core.gpu\n"
+        "import sys, studio.core.system.gpu\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('PySide6', 'pyqtgraph', 'superqt', 'pynvml', 'psutil')]\n"
         "assert not bad, bad\n"

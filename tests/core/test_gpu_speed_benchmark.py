@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.vram import GIB, MIB
+from studio.core.plan.vram import GIB, MIB
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_speed.py"
 
-# studio.core.demo's model: hidden 128, MLP 256, 2 layers, 4 heads of 32, 2 key/value heads, vocabulary 1024.
+# studio.core.system.demo's model: hidden 128, MLP 256, 2 layers, 4 heads of 32, 2 key/value heads, vocabulary 1024.
 DEMO = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 1024}
 

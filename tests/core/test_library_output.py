@@ -6,7 +6,7 @@ import subprocess
 import sys
 import warnings
 
-from studio.core.library_output import silence_known_library_warnings
+from studio.core.system.library_output import silence_known_library_warnings
 
 
 def _peft_model_warnings(model_dir, *, silenced: bool) -> list[str]:
@@ -36,7 +36,7 @@ def test_the_futurewarning_from_inside_peft_is_silenced_and_nothing_else(demo_as
 
 def _bars_after_hiding(import_transformers_first: bool) -> str:
     code = (("import transformers.utils.logging\n" if import_transformers_first else "")
-            + "from studio.core.library_output import hide_weight_loading_bars\n"
+            + "from studio.core.system.library_output import hide_weight_loading_bars\n"
             "hide_weight_loading_bars()\n"
             "import huggingface_hub.utils as hub\n"
             "from transformers.utils import logging\n"

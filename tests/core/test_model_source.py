@@ -9,21 +9,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from studio.core import model_source
-from studio.core.model_source import (
-    DownloadCancelled,
-    DownloadProgress,
-    ModelSourceError,
-    bundled_shape_for,
-    cached_snapshot,
-    describe_hub_error,
-    detect_linear_modules,
-    download_model,
-    find_model_config,
-    hf_cache_dir,
-    list_cached_models,
-    looks_like_hub_id,
+from studio.core.models import download
+from studio.core.models.download import DownloadCancelled, DownloadProgress, describe_hub_error, download_model
+from studio.core.models.source import (
+    ModelSourceError, bundled_shape_for, cached_snapshot, find_model_config, list_cached_models, looks_like_hub_id,
 )
+from studio.core.system.paths import hf_cache_dir
+from studio.core.models.layers import detect_linear_modules
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TINY_LLAMA = {
@@ -260,7 +252,7 @@ def test_a_gated_download_becomes_a_login_message(hf_cache, monkeypatch):
 
 
 def test_the_progress_bar_class_prints_nothing(capsys):
-    bar_class = model_source._progress_bar_class(lambda role, n, total: None, lambda: False)
+    bar_class = download._progress_bar_class(lambda role, n, total: None, lambda: False)
     bar = bar_class(desc="Reconstructing", total=10, unit="B")
     bar.update(10)
     bar.close()
@@ -269,8 +261,9 @@ def test_the_progress_bar_class_prints_nothing(capsys):
 
 
 def test_a_base_from_the_hub_cache_is_named_by_its_hub_id_on_model_cards(tmp_path):
-    from studio.core.model_card import RunSummary, model_card
-    from studio.core.model_source import hub_id_of
+    from studio.core.runs.record import RunSummary
+    from studio.core.export.model_card import model_card
+    from studio.core.system.paths import hub_id_of
 
     snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "0123abc"
     assert hub_id_of(str(snapshot)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -289,7 +282,7 @@ def test_layer_names_found_once_are_known_at_the_next_start_without_torch(demo_a
     import subprocess
     import sys
 
-    from studio.core.model_source import cached_linear_modules, detect_linear_modules
+    from studio.core.models.layers import cached_linear_modules, detect_linear_modules
 
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "home"))
     model = tmp_path / "model"
@@ -298,7 +291,7 @@ def test_layer_names_found_once_are_known_at_the_next_start_without_torch(demo_a
     found = detect_linear_modules(str(model))
     assert "q_proj" in found.attention
 
-    code = ("import sys; from studio.core.model_source import cached_linear_modules; "
+    code = ("import sys; from studio.core.models.layers import cached_linear_modules; "
             "m = cached_linear_modules(sys.argv[1]); print(','.join(m.all)); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.config import tomllib
+from studio.core.config.settings import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,8 +40,8 @@ import sys
 sys.path.insert(0, {str(target)!r})
 import studio
 assert studio.__file__.startswith({str(target)!r}), studio.__file__
-from studio.core.demo import build_demo, demo_resource_dir
-from studio.core.model_source import bundled_shapes
+from studio.core.system.demo import build_demo, demo_resource_dir
+from studio.core.models.source import bundled_shapes
 from studio.ui.app import icon_path
 assert str(demo_resource_dir()).startswith({str(target)!r}), demo_resource_dir()
 assert sorted(bundled_shapes()) == ["llama-3.1-8b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b", "qwen2.5-7b"]

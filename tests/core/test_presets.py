@@ -6,23 +6,13 @@ import json
 
 import pytest
 
-from studio.core.config import ConfigError, RunConfig, load_config, loads, save_config
-from studio.core.gpu import GpuInfo
-from studio.core.model_source import find_model_config
-from studio.core.presets import (
-    CPU_DEMO,
-    GIB,
-    GPU_PRESETS,
-    KNOB_SECTIONS,
-    builtin_presets,
-    cpu_demo_config,
-    load_user_preset,
-    load_user_presets,
-    preset_for_gpu,
-    save_user_preset,
-    user_presets_dir,
+from studio.core.config.settings import ConfigError, RunConfig, load_config, loads, save_config
+from studio.core.system.gpu import GpuInfo
+from studio.core.models.source import find_model_config
+from studio.core.config.presets import (
+    CPU_DEMO, GIB, GPU_PRESETS, KNOB_SECTIONS, builtin_presets, cpu_demo_config, load_user_preset, load_user_presets, preset_for_gpu, save_user_preset, user_presets_dir,
 )
-from studio.core.vram import FITS, ModelShape, estimate_vram
+from studio.core.plan.vram import FITS, ModelShape, estimate_vram
 
 MIB = 1024**2
 
@@ -37,7 +27,7 @@ def test_every_preset_builds_a_valid_config_that_keeps_model_and_data(preset):
 
 
 def _dumps(config: RunConfig) -> str:
-    from studio.core.config import dumps
+    from studio.core.config.settings import dumps
 
     return dumps(config)
 
@@ -160,9 +150,9 @@ def test_new_fields_are_validated_by_name():
 
 
 def test_docs_config_md_is_up_to_date():
-    from studio.core.config_docs import DOCS_PATH, render
+    from studio.core.config.docs import DOCS_PATH, render
 
-    assert DOCS_PATH.read_text(encoding="utf-8") == render(), "run: python -m studio.core.config_docs"
+    assert DOCS_PATH.read_text(encoding="utf-8") == render(), "run: python -m studio.core.config.docs"
     for name in ("use_rslora", "use_dora", "modules_to_save", "packing", "early_stopping_patience"):
         assert f"`{name}`" in render()
 
@@ -171,7 +161,7 @@ def test_docs_config_md_is_up_to_date():
 
 
 def test_lora_options_reach_peft():
-    from studio.core.library_configs import lora_config
+    from studio.core.train.factories import lora_config
 
     config = RunConfig()
     lora = lora_config(config)
@@ -188,8 +178,8 @@ def test_lora_options_reach_peft():
 def test_packing_eval_and_early_stopping_reach_the_trainer(tmp_path):
     from transformers import EarlyStoppingCallback
 
-    from studio.core.callback import SaveEachNewBestCallback
-    from studio.core.library_configs import Hardware, extra_callbacks, sft_config
+    from studio.core.train.callback import SaveEachNewBestCallback
+    from studio.core.train.factories import Hardware, extra_callbacks, sft_config
 
     hardware = Hardware(device="cpu", compute_dtype="float32", optim="adamw_torch")
     config = RunConfig()
@@ -214,7 +204,7 @@ def test_packing_eval_and_early_stopping_reach_the_trainer(tmp_path):
 def test_max_steps_zero_means_the_epochs_like_minus_one(tmp_path):
     """transformers would train exactly one step for max_steps = 0; in the studio 0 and -1 both mean "use the
     epochs", and with no steps and no epochs there is nothing to train."""
-    from studio.core.library_configs import Hardware, sft_config
+    from studio.core.train.factories import Hardware, sft_config
 
     hardware = Hardware(device="cpu", compute_dtype="float32", optim="adamw_torch")
     config = RunConfig()

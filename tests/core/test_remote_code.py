@@ -73,7 +73,7 @@ def test_data_inspect_with_its_tokenizer_refuses_it(remote_code_model, demo_asse
 
 
 def test_training_refuses_it_before_a_run_folder_exists(remote_code_model, demo_assets, tmp_path, run_studio):
-    from studio.core.config import load_config, save_config
+    from studio.core.config.settings import load_config, save_config
 
     config = load_config(demo_assets.config_path)
     config.model.name_or_path = str(remote_code_model)
@@ -88,7 +88,7 @@ def test_training_refuses_it_before_a_run_folder_exists(remote_code_model, demo_
 def test_a_model_of_a_known_architecture_with_an_auto_map_needs_no_code(demo_assets, tmp_path):
     import shutil
 
-    from studio.core.trained_base import needs_remote_code
+    from studio.core.models.trained_base import needs_remote_code
 
     folder = tmp_path / "llama-with-map"
     shutil.copytree(demo_assets.model_dir, folder)
@@ -100,7 +100,8 @@ def test_a_model_of_a_known_architecture_with_an_auto_map_needs_no_code(demo_ass
 
 
 def test_with_the_opt_in_the_load_goes_on_to_the_models_code(remote_code_model):
-    from studio.core.trained_base import ModelLoadError, check_remote_code, load_causal_lm
+    from studio.core.models.source import ModelLoadError
+    from studio.core.models.trained_base import check_remote_code, load_causal_lm
 
     check_remote_code(str(remote_code_model), True)  # allowed: no refusal
     with pytest.raises(ModelLoadError, match="trust_remote_code"):

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from studio.core.config import RunConfig, save_config
-from studio.core.events import EventWriter
-from studio.core.run_history import RunMetrics, format_duration, format_size, summarize_run, summarize_runs
-from studio.core.run_store import RunBusyError, RunDirectory, RunStore
+from studio.core.config.settings import RunConfig, save_config
+from studio.core.runs.events import EventWriter
+from studio.core.runs.history import RunMetrics, format_duration, format_size, summarize_run, summarize_runs
+from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 
 def _dead_pid() -> int:
@@ -159,7 +159,7 @@ def test_the_status_is_read_from_the_end_of_a_long_event_file(tmp_path):
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_run():
-    from studio.core.run_store import _pid_alive
+    from studio.core.runs.store import _pid_alive
 
     assert _pid_alive(os.getpid())
     assert not _pid_alive(os.getpid(), started_by=1.0), "this process was created long after 1970"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.events import EventWriter, make_event
-from studio.core.paths import HOME_ENV_VAR
-from studio.core.run_store import RunBusyError, RunDirectory, RunStore
+from studio.core.runs.events import EventWriter, make_event
+from studio.core.system.paths import HOME_ENV_VAR
+from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 
 def _write(run: RunDirectory, *events: dict) -> None:
@@ -177,7 +177,7 @@ def test_run_directory_layout(tmp_path):
 
 def _hold_lock_in_child(run: RunDirectory) -> subprocess.Popen:
     """A separate process that takes the run's writer lock and keeps it until killed."""
-    code = ("import sys, time; from pathlib import Path; from studio.core.run_store import RunDirectory; "
+    code = ("import sys, time; from pathlib import Path; from studio.core.runs.store import RunDirectory; "
             "lock = RunDirectory(Path(sys.argv[1])).writer_lock(); assert lock.acquire(); "
             "print('locked', flush=True); time.sleep(600)")
     child = subprocess.Popen([sys.executable, "-c", code, str(run.path)], stdout=subprocess.PIPE, text=True)

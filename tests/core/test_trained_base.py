@@ -82,7 +82,7 @@ def test_the_model_is_one_where_the_16_bit_weights_change_the_replies(sensitive_
 
 @pytest.mark.slow
 def test_the_trained_base_is_read_from_the_run(sensitive_run):
-    from studio.core.trained_base import TrainedBase
+    from studio.core.models.trained_base import TrainedBase
 
     trained = TrainedBase.of_adapter(sensitive_run / "adapter")
     assert (trained.quantization, trained.quant_type, trained.double_quant) == ("4bit", "nf4", True)
@@ -93,7 +93,7 @@ def test_the_trained_base_is_read_from_the_run(sensitive_run):
 
 @pytest.mark.slow
 def test_chat_loads_a_4_bit_run_on_its_4_bit_base_by_default(sensitive_run, trained_replies, demo_assets):
-    from studio.core.chat import ChatModel
+    from studio.core.chat.model import ChatModel
 
     chat = ChatModel.load(sensitive_run)
     assert chat.load_in_4bit and "as it was trained" in chat.loaded_as
@@ -112,7 +112,7 @@ def test_the_merged_model_answers_like_the_trained_model(sensitive_run, tokenize
     import torch
     from transformers import AutoModelForCausalLM
 
-    from studio.core.merge import merge_adapter
+    from studio.core.export.merge import merge_adapter
 
     merged = merge_adapter(sensitive_run, tmp_path / "merged")
     model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
@@ -129,7 +129,7 @@ def test_the_gguf_answers_like_the_trained_model(sensitive_run, tokenizer, train
     import torch
     from transformers import AutoModelForCausalLM
 
-    from studio.core.gguf_export import export_gguf
+    from studio.core.export.gguf import export_gguf
 
     result = export_gguf(sensitive_run, tmp_path / "gguf" / f"model-{gguf_type}.gguf", gguf_type=gguf_type)
     # transformers reads the GGUF back (un-permuting Q/K as llama.cpp's layout requires): the file's weights.
@@ -158,7 +158,7 @@ def test_merging_into_the_original_weights_is_a_choice_with_its_agreement_shown(
 @pytest.mark.slow
 def test_cli_chat_answers_like_the_trained_model_and_takes_the_tab_settings(sensitive_run, trained_replies,
                                                                            demo_assets, run_studio):
-    from studio.core.chat import ChatModel
+    from studio.core.chat.model import ChatModel
 
     prompt = _prompts(demo_assets)[2][-1]["content"]
     result = run_studio("chat", "--model", sensitive_run, "--prompt", prompt, "--max-new-tokens", NEW_TOKENS)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.config import load_config, save_config
-from studio.core.run_store import RunDirectory
+from studio.core.config.settings import load_config, save_config
+from studio.core.runs.store import RunDirectory
 
 
 def _demo_conversations(dataset_path: Path) -> list[list[dict[str, str]]]:
@@ -81,7 +81,7 @@ def test_a_training_run_writes_its_whole_run_directory(trained_run, demo_assets)
 
     from transformers import AutoTokenizer
 
-    from studio.core.demo import CHAT_TEMPLATE
+    from studio.core.system.demo import CHAT_TEMPLATE
 
     assert AutoTokenizer.from_pretrained(str(adapter)).chat_template == CHAT_TEMPLATE
 
@@ -136,7 +136,7 @@ def test_early_stopping_ends_with_the_best_evaluations_adapter(demo_assets, tmp_
     and that checkpoint must survive rotation even with save_total_limit = 1."""
     from safetensors.torch import load_file
 
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.data.eval_fraction = 0.3
@@ -179,7 +179,7 @@ def test_early_stopping_ends_with_the_best_evaluations_adapter(demo_assets, tmp_
 @pytest.fixture(scope="module")
 def stopped_run(demo_assets, tmp_path_factory):
     """A run stopped by the Stop button (should_stop) after its 2nd step event, trained in-process."""
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.training.max_steps = 6
@@ -240,7 +240,7 @@ def test_resume_continues_the_step_count(stopped_run, demo_assets, run_studio, t
 @pytest.mark.slow
 def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(demo_assets, tmp_path):
     """Otherwise a later plain Resume would pick the highest step and jump back onto the abandoned branch."""
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.training.max_steps, config.training.save_steps, config.training.save_total_limit = 6, 2, 3
@@ -267,7 +267,7 @@ def test_a_resumed_run_trains_the_same_numbers_as_one_run_straight_through(demo_
     import torch
     from safetensors import safe_open
 
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.training.save_steps = 3
@@ -301,8 +301,8 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, demo_assets, run_studi
 def test_a_refused_resume_leaves_no_empty_run_in_the_history(tmp_path, demo_assets, run_studio):
     import os
 
-    from studio.core.paths import HOME_ENV_VAR
-    from studio.core.run_store import RunStore
+    from studio.core.system.paths import HOME_ENV_VAR
+    from studio.core.runs.store import RunStore
 
     home = tmp_path / "home"
     result = run_studio("train", demo_assets.config_path, "--resume", env={**os.environ, HOME_ENV_VAR: str(home)})
@@ -452,7 +452,7 @@ def test_out_of_memory_is_reported_with_a_hint(tmp_path, demo_assets, monkeypatc
 def test_evaluation_progress_is_reported_at_most_every_two_seconds_with_its_first_and_last_batch(monkeypatch):
     from types import SimpleNamespace
 
-    from studio.core import callback
+    from studio.core.train import callback
 
     events: list[dict] = []
     relay = callback.StudioCallback(events.append, lambda: False, config_digest="x", num_train_rows=10)
@@ -479,8 +479,8 @@ def test_a_cpu_run_keeps_its_qlora_adapter_in_float32_and_leaves_a_core_free(dem
     import torch
     from safetensors import safe_open
 
-    from studio.core.library_configs import cpu_thread_count
-    from studio.core.training import run_training
+    from studio.core.train.factories import cpu_thread_count
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     config.training.max_steps = 2
@@ -494,8 +494,8 @@ def test_a_cpu_run_keeps_its_qlora_adapter_in_float32_and_leaves_a_core_free(dem
 
 
 def test_the_cpu_thread_count_leaves_one_core_free_unless_set():
-    from studio.core.config import RunConfig
-    from studio.core.library_configs import cpu_thread_count
+    from studio.core.config.settings import RunConfig
+    from studio.core.train.factories import cpu_thread_count
 
     config = RunConfig()
     assert [cpu_thread_count(config, available=n) for n in (1, 2, 8)] == [1, 1, 7]
@@ -509,8 +509,8 @@ def test_the_cpu_thread_count_leaves_one_core_free_unless_set():
 @pytest.fixture(scope="module")
 def complete_run(demo_assets, tmp_path_factory):
     """A 4-step run on a linear schedule (it decays to 0 at its end), checkpoints at steps 2 and 4, completed."""
-    from studio.core.events import EventWriter
-    from studio.core.training import run_training
+    from studio.core.runs.events import EventWriter
+    from studio.core.train.run import run_training
 
     config = load_config(demo_assets.config_path)
     t = config.training
@@ -552,7 +552,7 @@ def test_resuming_a_complete_run_says_so_and_changes_nothing(complete_run, run_s
 def test_raising_max_steps_of_a_complete_run_continues_the_schedule_it_asks_for(complete_run, tmp_path):
     """The 4-step linear schedule ended at learning rate 0; resumed to 8 steps, step 5 trains at the 8-step
     schedule's rate (transformers restored the old schedule's 0 for the first step)."""
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     run = _copy_run(complete_run, tmp_path / "run")
     config = load_config(run.config_path)
@@ -571,7 +571,7 @@ def test_raising_max_steps_of_a_complete_run_continues_the_schedule_it_asks_for(
 def test_resuming_from_the_last_step_of_an_unfinished_run_writes_its_adapter_without_training(complete_run,
                                                                                              tmp_path):
     """A run that failed while writing its adapter (its last checkpoint saved): Resume finishes it."""
-    from studio.core.training import run_training
+    from studio.core.train.run import run_training
 
     run = _copy_run(complete_run, tmp_path / "run")
     shutil.rmtree(run.adapter_dir)
@@ -590,9 +590,9 @@ def test_resuming_from_the_last_step_of_an_unfinished_run_writes_its_adapter_wit
 
 @pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_names_the_intact_one(demo_assets, tmp_path, monkeypatch):
-    from studio.core import fault_injection
-    from studio.core.failures import DiskFullError, failure_event
-    from studio.core.training import run_training
+    from studio.core.train import fault_injection
+    from studio.core.train.failures import DiskFullError, failure_event
+    from studio.core.train.run import run_training
 
     monkeypatch.setenv(fault_injection.ENV_VAR, "disk_full_at_checkpoint=4")
     config = load_config(demo_assets.config_path)

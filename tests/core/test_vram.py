@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.config import RunConfig
-from studio.core.model_source import bundled_shapes
-from studio.core.vram import (
-    ALLOCATOR_OVERHEAD,
-    CUDA_CONTEXT_BYTES,
-    FITS,
-    GIB,
-    TIGHT,
-    WONT_FIT,
-    ModelShape,
-    ShapeError,
-    estimate_vram,
+from studio.core.config.settings import RunConfig
+from studio.core.models.source import bundled_shapes
+from studio.core.plan.vram import (
+    ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, FITS, GIB, TIGHT, WONT_FIT, ModelShape, ShapeError, estimate_vram,
 )
 
 # A toy Llama: hidden 64, MLP 128, 2 layers, 4 heads of 16, 2 key/value heads, vocabulary 256.

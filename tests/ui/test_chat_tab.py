@@ -10,7 +10,7 @@ import weakref
 import pytest
 from PySide6.QtCore import Qt
 
-from studio.core.gpu import GpuInfo
+from studio.core.system.gpu import GpuInfo
 
 LOAD_TIMEOUT_MS = 120_000
 REPLY_TIMEOUT_MS = 120_000
@@ -23,7 +23,7 @@ def _demo_pairs(demo_assets) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def tab(qtbot, tmp_path):
-    from studio.ui.qt_chat_tab import QtChatTab
+    from studio.ui.tabs.chat_tab import QtChatTab
 
     tab = QtChatTab(runs_root=tmp_path / "runs")
     tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
@@ -198,7 +198,7 @@ def test_a_conversation_is_saved_as_openai_messages_and_reopened(qtbot, tab, tra
 
 @pytest.mark.slow
 def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(qtbot, tab, trained_run, tmp_path):
-    from studio.core.export_jobs import ExportKind
+    from studio.core.export.jobs import ExportKind
 
     tab.set_model("", trained_run / "adapter")
     dialog = tab.open_export_dialog()
@@ -231,8 +231,8 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
 def test_a_run_still_training_in_the_history_counts_as_holding_the_gpu(tab, tmp_path):
     import os
 
-    from studio.core.events import EventWriter, make_event
-    from studio.core.run_store import RunStore
+    from studio.core.runs.events import EventWriter, make_event
+    from studio.core.runs.store import RunStore
 
     assert not tab.training_running()
     run = RunStore(tmp_path / "runs").new_run("busy")
@@ -317,7 +317,7 @@ def _fake_loader(monkeypatch, release=None):
     """ChatModel.load replaced by a stand-in (no weights): records each load, waits for `release` if given."""
     from types import SimpleNamespace
 
-    from studio.core import chat
+    from studio.core.chat import model as chat
 
     loads = []
 
@@ -352,7 +352,7 @@ def test_an_adapter_filled_in_while_the_base_loads_is_what_gets_loaded(qtbot, ta
 
 
 def test_a_second_turn_says_when_the_adapter_only_learned_one_turn_conversations(qtbot, tab, monkeypatch, tmp_path):
-    from studio.core.config import RunConfig, save_config
+    from studio.core.config.settings import RunConfig, save_config
 
     run = tmp_path / "runs" / "one-turn"
     (run / "adapter").mkdir(parents=True)

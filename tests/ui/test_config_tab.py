@@ -8,9 +8,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
-from studio.core.config import RunConfig, load_config
-from studio.core.gpu import GpuInfo
-from studio.core.vram import FITS
+from studio.core.config.settings import RunConfig, load_config
+from studio.core.system.gpu import GpuInfo
+from studio.core.plan.vram import FITS
 from studio.ui.widgets.qt_model_picker import running_workers
 
 MIB = 1024**2
@@ -28,7 +28,7 @@ def private_folders(tmp_path, monkeypatch):
 
 
 def _make_tab(qtbot, gpu=None):
-    from studio.ui.qt_config_tab import QtConfigTab
+    from studio.ui.tabs.config_tab import QtConfigTab
 
     tab = QtConfigTab(gpu=gpu)
     qtbot.addWidget(tab)
@@ -198,7 +198,7 @@ def test_the_models_linear_layers_are_detected(qtbot, tab, tmp_path):
 
 
 def test_after_a_relaunch_known_layer_names_show_at_once(qtbot, tmp_path):
-    from studio.core.model_source import detect_linear_modules
+    from studio.core.models.layers import detect_linear_modules
 
     folder = tmp_path / "tiny-model"
     folder.mkdir()

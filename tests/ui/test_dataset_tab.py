@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 
-from studio.core.config import RunConfig
-from studio.ui.qt_dataset_tab import QtDatasetTab
+from studio.core.config.settings import RunConfig
+from studio.ui.tabs.dataset_tab import QtDatasetTab
 from studio.ui.widgets.qt_token_view import TRAINED_COLOURS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -170,7 +170,7 @@ def test_a_byte_that_is_not_utf8_is_listed_at_its_line(qtbot, tab, config, tmp_p
 @pytest.mark.parametrize("source", ["unrecognised shape", "windows-1254", "hub id offline"])
 def test_a_source_without_a_usable_row_clears_the_previous_rows_preview(qtbot, tab, config, tmp_path, monkeypatch,
                                                                         source):
-    import studio.core.data_sources as data_sources
+    import studio.core.data.sources as data_sources
 
     good = _write_jsonl(tmp_path / "chat.jsonl", ({"messages": c} for c in CONVERSATIONS))
     _open(qtbot, tab, config, good)
@@ -383,10 +383,10 @@ def test_nothing_in_a_file_can_break_the_tab(qtbot, tab, config, tmp_path):
 
 
 def test_edits_in_the_tab_reach_the_run_config(qtbot, demo_assets, tmp_path):
-    from studio.core.config import load_config
-    from studio.core.gpu import HostTelemetry
-    from studio.core.run_store import RunStore
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.core.config.settings import load_config
+    from studio.core.system.gpu import HostTelemetry
+    from studio.core.runs.store import RunStore
+    from studio.ui.main_window import QtMainWindow
 
     main = QtMainWindow(store=RunStore(tmp_path / "runs"), telemetry=HostTelemetry(), offer_demo=False)
     qtbot.addWidget(main)
@@ -406,10 +406,10 @@ def test_edits_in_the_tab_reach_the_run_config(qtbot, demo_assets, tmp_path):
 
 def test_screenshots_of_the_preview_and_the_errors_panel(qtbot, demo_assets, tmp_path):
     """Grabs the window as the user sees it; with FINETUNE_STUDIO_SCREENSHOTS=DIR they are saved there."""
-    from studio.core.config import load_config
-    from studio.core.gpu import HostTelemetry
-    from studio.core.run_store import RunStore
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.core.config.settings import load_config
+    from studio.core.system.gpu import HostTelemetry
+    from studio.core.runs.store import RunStore
+    from studio.ui.main_window import QtMainWindow
 
     folder = Path(os.environ.get("FINETUNE_STUDIO_SCREENSHOTS", tmp_path))
     data_dir = Path(tempfile.mkdtemp(prefix="data-"))  # a short path reads better in the picture
@@ -456,8 +456,8 @@ def test_screenshots_of_the_preview_and_the_errors_panel(qtbot, demo_assets, tmp
 def test_a_long_row_shows_its_first_tokens_until_asked_for_all(qtbot, demo_assets):
     from PySide6.QtCore import QUrl
 
-    from studio.core.data_prepare import load_tokenizer
-    from studio.core.data_preview import preview_example
+    from studio.core.train.prepare import load_tokenizer
+    from studio.core.data.preview import preview_example
     from studio.ui.widgets.qt_token_view import MAX_SHOWN_TOKENS, QtTokenView
 
     tokenizer = load_tokenizer(str(demo_assets.model_dir))
@@ -514,8 +514,8 @@ def test_a_plain_text_file_opens_from_the_dialog_and_its_documents_can_be_whole_
 
 
 def test_the_token_preview_wraps_between_tokens_never_inside_one(qtbot, demo_assets):
-    from studio.core.data_prepare import load_tokenizer
-    from studio.core.data_preview import preview_example
+    from studio.core.train.prepare import load_tokenizer
+    from studio.core.data.preview import preview_example
     from studio.ui.widgets.qt_token_view import QtTokenView
 
     token_break = "\u200b"  # a zero-width space: where a line may wrap

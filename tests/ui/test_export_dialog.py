@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.export_jobs import ExportKind
+from studio.core.export.jobs import ExportKind
 
 
 def _fake_adapter(folder: Path) -> Path:
@@ -20,7 +20,7 @@ def _fake_adapter(folder: Path) -> Path:
 
 @pytest.fixture
 def dialog(qtbot, tmp_path):
-    from studio.ui.qt_export_dialog import QtExportDialog
+    from studio.ui.tabs.export_dialog import QtExportDialog
 
     widget = QtExportDialog(_fake_adapter(tmp_path / "adapter"), runs_root=tmp_path / "runs")
     qtbot.addWidget(widget)
@@ -64,7 +64,7 @@ def test_an_earlier_export_is_replaced_only_after_the_user_says_yes(qtbot, dialo
 
 def test_the_dialog_opens_on_the_gguf_type_the_cli_defaults_to(qtbot, tmp_path):
     from studio.cli import build_parser
-    from studio.ui.qt_export_dialog import QtExportDialog
+    from studio.ui.tabs.export_dialog import QtExportDialog
 
     widget = QtExportDialog(_fake_adapter(tmp_path / "adapter"), runs_root=tmp_path / "runs")
     qtbot.addWidget(widget)

@@ -8,8 +8,8 @@ import pytest
 from PySide6.QtCore import QCoreApplication, QRect, QSettings, QUrl
 from PySide6.QtGui import QDesktopServices
 
-from studio.core.gpu import HostTelemetry
-from studio.core.run_store import RunStore
+from studio.core.system.gpu import HostTelemetry
+from studio.core.runs.store import RunStore
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def qt_settings(tmp_path, qapp):
 
 @pytest.fixture
 def make_window(qtbot, tmp_path, qt_settings):
-    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+    from studio.ui.main_window import QtMainWindow, last_config_path
 
     last_config_path().unlink(missing_ok=True)
     made = []
@@ -45,7 +45,7 @@ def make_window(qtbot, tmp_path, qt_settings):
 
 
 def test_the_window_fits_the_screen_it_opens_on(make_window):
-    from studio.ui.qt_main_window import FRAME_ALLOWANCE
+    from studio.ui.main_window import FRAME_ALLOWANCE
 
     win = make_window()
     # The offscreen test screen is 800x800: the 780-pixel default plus a title bar would not fit it.
@@ -55,7 +55,7 @@ def test_the_window_fits_the_screen_it_opens_on(make_window):
 
 @pytest.mark.parametrize("screen", [QRect(0, 0, 1366, 728), QRect(0, 32, 1366, 736), QRect(0, 0, 1280, 680)])
 def test_on_a_laptop_screen_the_whole_window_and_its_status_bar_are_on_screen(make_window, screen):
-    from studio.ui.qt_main_window import FRAME_ALLOWANCE
+    from studio.ui.main_window import FRAME_ALLOWANCE
 
     win = make_window()
     win.fit_to_screen(screen)
@@ -68,7 +68,7 @@ def test_on_a_laptop_screen_the_whole_window_and_its_status_bar_are_on_screen(ma
 
 
 def test_a_large_screen_gets_the_default_size_centred(make_window):
-    from studio.ui.qt_main_window import DEFAULT_SIZE
+    from studio.ui.main_window import DEFAULT_SIZE
 
     win = make_window()
     win.fit_to_screen(QRect(0, 0, 1920, 1080))
@@ -118,7 +118,7 @@ def test_the_help_menu_opens_the_readme_the_settings_reference_and_the_runs_fold
 
 
 def test_an_installed_studio_without_the_docs_opens_them_on_the_homepage(make_window, opened, monkeypatch):
-    import studio.core.paths as paths
+    import studio.core.system.paths as paths
 
     monkeypatch.setattr(paths.Path, "is_file", lambda self: False)  # as in site-packages: no pyproject, no docs
     assert paths.document_location("docs/CONFIG.md").endswith("/blob/main/docs/CONFIG.md")
@@ -129,7 +129,7 @@ def test_an_installed_studio_without_the_docs_opens_them_on_the_homepage(make_wi
 
 
 def test_a_starting_run_replaces_the_demo_hint_and_an_earlier_runs_ending(make_window):
-    from studio.ui.qt_main_window import DEMO_SELECTED
+    from studio.ui.main_window import DEMO_SELECTED
 
     win = make_window()
     run = win.store.new_run("demo-2")
@@ -159,7 +159,7 @@ def test_the_preparation_phases_show_as_they_come_and_the_memory_panel_follows_t
 
 
 def test_the_eval_split_and_the_eval_schedule_tell_one_truth(make_window):
-    from studio.core.config import RunConfig
+    from studio.core.config.settings import RunConfig
 
     win = make_window()
     config = RunConfig()

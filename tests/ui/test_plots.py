@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from studio.core.gpu import NO_GPU_TEXT, GpuReading, HostReading, HostTelemetry
+from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, HostTelemetry
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
 from studio.ui.widgets.qt_loss_plot import QtLossPlot

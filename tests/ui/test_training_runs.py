@@ -14,12 +14,12 @@ import signal
 import pytest
 from PySide6.QtCore import QCoreApplication, QSettings
 
-from studio.core.config import load_config, save_config
-from studio.core.events import read_events
-from studio.core.fault_injection import ENV_VAR as FAULTS
-from studio.core.gpu import HostTelemetry
-from studio.core.run_store import RunDirectory, RunStore
-from studio.core.training import verify_adapter
+from studio.core.config.settings import load_config, save_config
+from studio.core.runs.events import read_events
+from studio.core.train.fault_injection import ENV_VAR as FAULTS
+from studio.core.system.gpu import HostTelemetry
+from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.train.run import verify_adapter
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")]
 
@@ -41,7 +41,7 @@ def demo_config(demo_assets):
 
 @pytest.fixture
 def tab(qtbot, tmp_path, qt_settings):
-    from studio.ui.qt_training_tab import QtTrainingTab
+    from studio.ui.tabs.training_tab import QtTrainingTab
 
     widget = QtTrainingTab(RunStore(tmp_path / "runs"), HostTelemetry())
     qtbot.addWidget(widget)
@@ -305,7 +305,7 @@ def test_a_simulated_oom_fails_as_oom_with_a_suggestion_and_retry_applies_it(qtb
 
 def test_a_run_kept_training_after_close_is_reattached_live_and_stop_still_works(qtbot, tmp_path, qt_settings,
                                                                                  demo_config, monkeypatch):
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.ui.main_window import QtMainWindow
 
     store = RunStore(tmp_path / "runs")
     first = QtMainWindow(store=store, telemetry=HostTelemetry(), offer_demo=False)
@@ -349,8 +349,8 @@ def test_a_stop_deadline_counts_from_the_runs_last_sign_of_life(qtbot, tmp_path)
     import time
     from types import SimpleNamespace
 
-    from studio.core.events import make_event
-    from studio.ui.qt_training_supervisor import QtTrainingSupervisor
+    from studio.core.runs.events import make_event
+    from studio.ui.training_supervisor import QtTrainingSupervisor
 
     def supervisor(pid: int) -> QtTrainingSupervisor:
         watcher = QtTrainingSupervisor(RunDirectory(tmp_path / "run"), stop_timeout_s=60)
@@ -382,9 +382,9 @@ def test_the_window_will_not_resume_a_run_another_process_is_training(qtbot, tab
     """Neither the Training tab, the Runs view nor a supervisor's child may become the folder's second writer."""
     import json
 
-    from studio.core.events import EventWriter, make_event
-    from studio.ui.qt_runs_view import QtRunsView
-    from studio.ui.qt_training_supervisor import QtTrainingSupervisor
+    from studio.core.runs.events import EventWriter, make_event
+    from studio.ui.tabs.runs_view import QtRunsView
+    from studio.ui.training_supervisor import QtTrainingSupervisor
 
     run = RunDirectory(tab.store.root / "live")
     save_config(load_config(demo_assets.config_path), run.config_path)

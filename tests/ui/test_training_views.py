@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QObject
 
-from studio.core.config import RunConfig, save_config
-from studio.core.events import EventWriter
-from studio.core.run_store import RunDirectory, RunStore
+from studio.core.config.settings import RunConfig, save_config
+from studio.core.runs.events import EventWriter
+from studio.core.runs.store import RunDirectory, RunStore
 from studio.ui.widgets.qt_log_panel import ERROR, PLAIN, WARNING, QtLogPanel, classify_line
 from studio.ui.widgets.qt_metrics_plots import X_TIME, QtMetricsPlots, format_seconds
 
@@ -292,7 +292,7 @@ def _make_run(store: RunStore, name: str, losses: list[float], status: str = "co
 
 @pytest.fixture
 def runs_view(qtbot, tmp_path):
-    from studio.ui.qt_runs_view import QtRunsView
+    from studio.ui.tabs.runs_view import QtRunsView
 
     store = RunStore(tmp_path / "runs")
     _make_run(store, "run-a", [3.0, 2.0, 1.5, 1.2])
@@ -305,7 +305,7 @@ def runs_view(qtbot, tmp_path):
 
 
 def _row(view, name: str) -> dict[str, str]:
-    from studio.ui.qt_runs_view import COLUMNS
+    from studio.ui.tabs.runs_view import COLUMNS
 
     for row in range(view.table.rowCount()):
         if view.table.item(row, 0).text() == name:
@@ -336,7 +336,7 @@ def test_selecting_two_runs_overlays_their_loss_curves(runs_view):
 
 def test_the_runs_view_says_what_to_do_when_there_are_no_runs_and_hides_an_empty_legend(qtbot, tmp_path,
                                                                                           runs_view):
-    from studio.ui.qt_runs_view import QtRunsView
+    from studio.ui.tabs.runs_view import QtRunsView
 
     assert not runs_view._legend.isVisible() or not runs_view.isVisible()
     runs_view.show()
@@ -391,7 +391,7 @@ def test_resume_from_the_runs_view_waits_while_another_run_trains(runs_view):
 
 
 def test_a_retry_of_a_retry_is_not_named_retry_retry():
-    from studio.ui.qt_training_tab import retry_name
+    from studio.ui.tabs.training_tab import retry_name
 
     assert retry_name("demo") == "demo-retry"
     assert retry_name("demo-retry") == "demo-retry"

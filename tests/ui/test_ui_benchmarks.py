@@ -67,7 +67,7 @@ def test_first_paint_launches_both_windows_and_keeps_the_books(first_paint, demo
 
     slowest = result["slowest_imports_ms"]
     assert len(slowest) == 5 and all(row["cumulative_ms"] >= row["self_ms"] >= 0 for row in slowest)
-    assert any(row["module"] == "studio.ui.qt_main_window" for row in slowest)
+    assert any(row["module"] == "studio.ui.main_window" for row in slowest)
 
     table = first_paint.markdown(result)
     assert "| bare QMainWindow + QLabel (baseline) |" in table
@@ -78,10 +78,10 @@ def test_first_paint_launches_both_windows_and_keeps_the_books(first_paint, demo
 def test_first_paint_parses_importtime_and_rejects_unknown_windows(first_paint, tmp_path):
     stderr = ("import time: self [us] | cumulative | imported package\n"
               "import time:       120 |        120 |   json.decoder\n"
-              "import time:      2500 |      40000 | studio.ui.qt_main_window\n"
+              "import time:      2500 |      40000 | studio.ui.main_window\n"
               "This plugin does not support propagateSizeHints()\n")
     assert first_paint._parse_importtime(stderr) == [("json.decoder", 0.12, 0.12),
-                                                     ("studio.ui.qt_main_window", 2.5, 40.0)]
+                                                     ("studio.ui.main_window", 2.5, 40.0)]
     with pytest.raises(ValueError):
         first_paint.launch("torch", tmp_path, tmp_path)
     # A window that does not paint in time is reported as such (the watchdog runs outside Qt's event loop).

@@ -9,9 +9,9 @@ import signal
 import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 
-from studio.core.events import read_events
-from studio.core.gpu import HostTelemetry
-from studio.core.run_store import RunStore
+from studio.core.runs.events import read_events
+from studio.core.system.gpu import HostTelemetry
+from studio.core.runs.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def studio_home(tmp_path_factory, monkeypatch, qapp):
 
 @pytest.fixture
 def window(qtbot, studio_home):
-    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+    from studio.ui.main_window import QtMainWindow, last_config_path
 
     last_config_path().unlink(missing_ok=True)  # every test starts as a first launch
     win = QtMainWindow(store=RunStore(studio_home / "runs"), telemetry=HostTelemetry())
@@ -161,8 +161,8 @@ def test_closing_during_a_run_asks_and_stop_saves_the_adapter(qtbot, window, mon
 
 
 def test_a_restart_restores_the_settings_and_offers_the_newest_adapter_of_that_base(qtbot, studio_home, tmp_path):
-    from studio.core.config import RunConfig, save_config
-    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+    from studio.core.config.settings import RunConfig, save_config
+    from studio.ui.main_window import QtMainWindow, last_config_path
 
     base = tmp_path / "base-model"
     store = RunStore(studio_home / "restart-runs")
@@ -192,8 +192,8 @@ def test_a_restart_restores_the_settings_and_offers_the_newest_adapter_of_that_b
 
 
 def test_the_config_tab_shows_the_documented_defaults_before_any_config_is_loaded(qtbot, studio_home):
-    from studio.core.config import RunConfig
-    from studio.ui.qt_main_window import QtMainWindow, last_config_path
+    from studio.core.config.settings import RunConfig
+    from studio.ui.main_window import QtMainWindow, last_config_path
 
     last_config_path().unlink(missing_ok=True)
     win = QtMainWindow(store=RunStore(studio_home / "runs"), telemetry=HostTelemetry(), offer_demo=False)
@@ -209,7 +209,7 @@ def test_the_config_tab_shows_the_documented_defaults_before_any_config_is_loade
 
 
 def test_the_first_launch_banner_stays_while_the_demo_data_is_read(qtbot, window):
-    from studio.ui.qt_main_window import DEMO_SELECTED
+    from studio.ui.main_window import DEMO_SELECTED
 
     qtbot.waitUntil(lambda: window.dataset_tab.data is not None and not window.dataset_tab.is_loading(),
                     timeout=60_000)
@@ -221,8 +221,8 @@ def test_the_first_launch_banner_stays_while_the_demo_data_is_read(qtbot, window
 
 
 def test_deleting_a_run_clears_it_from_the_training_and_chat_tabs(qtbot, studio_home, tmp_path):
-    from studio.core.config import RunConfig, save_config
-    from studio.ui.qt_main_window import QtMainWindow
+    from studio.core.config.settings import RunConfig, save_config
+    from studio.ui.main_window import QtMainWindow
 
     store = RunStore(tmp_path / "runs")
     run = store.new_run("doomed")

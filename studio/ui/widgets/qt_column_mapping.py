@@ -7,7 +7,8 @@ from PySide6.QtWidgets import (
     QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.dataset import FIELD_LABELS, FORMAT_NAMES, FORMATS, MAPPING_FIELDS, OPTIONAL_FIELDS, LoadedData
+from studio.core.data.shape import FIELD_LABELS, FORMAT_NAMES, FORMATS, MAPPING_FIELDS, OPTIONAL_FIELDS
+from studio.core.data.table import LoadedData
 
 __all__ = ["QtColumnMapping"]
 
@@ -78,7 +79,7 @@ class QtColumnMapping(QWidget):
 
     @staticmethod
     def _suggested_format(data: LoadedData | None) -> str:
-        from studio.core.dataset import format_from_mapping
+        from studio.core.data.shape import format_from_mapping
 
         return format_from_mapping(data.mapping) if data is not None and data.mapping else "auto"
 

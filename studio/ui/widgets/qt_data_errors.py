@@ -8,8 +8,9 @@ from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
-from studio.core.data_issues import DataIssue
-from studio.core.data_sources import ENCODING_NAMES, EncodingGuess
+from studio.core.data.issues import DataIssue
+from studio.core.data.encoding import ENCODING_NAMES
+from studio.core.data.encoding import EncodingGuess
 
 __all__ = ["QtDataErrorsPanel", "QtIssuesModel"]
 

@@ -12,13 +12,7 @@ from PySide6.QtCore import Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from studio.core.gpu import (
-    NO_GPU_TEXT,
-    GpuReading,
-    HostReading,
-    TelemetrySource,
-    format_bytes,
-)
+from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource, format_bytes
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 

@@ -1,6 +1,6 @@
 """A panel tailing a run's train.log, with warnings and errors highlighted.
 
-The training process writes its console straight into the file (see qt_training_supervisor), so the
+The training process writes its console straight into the file (see studio.ui.training_supervisor), so the
 panel reads the file: a timer takes at most one small chunk per tick, which keeps every read and
 every insert far below a frame however fast the log grows, and a long log is never read whole
 (re-opening a run shows its last part).

@@ -1,6 +1,6 @@
 """The Training tab's live curves: loss (raw, smoothed, eval), learning rate, grad norm and tokens/s.
 
-Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.run_history.RunMetrics` (the
+Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.runs.history.RunMetrics` (the
 same code the Runs view reads finished runs with) turns them into series, and the plots are fed
 from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
 that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between steps and
@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
 from superqt import QLabeledDoubleSlider
 
-from studio.core.run_history import RunMetrics
+from studio.core.runs.history import RunMetrics
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot

@@ -13,12 +13,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from studio.core.config import field_help
-from studio.core.gpu import format_bytes
-from studio.core.model_source import (
-    DownloadProgress, ModelSourceError, cached_snapshot, download_model, hf_cache_dir, list_cached_models,
-    looks_like_hub_id,
-)
+from studio.core.config.settings import field_help
+from studio.core.system.gpu import format_bytes
+from studio.core.models.download import DownloadProgress, download_model
+from studio.core.models.source import ModelSourceError, cached_snapshot, list_cached_models, looks_like_hub_id
+from studio.core.system.paths import hf_cache_dir
 from studio.ui.qt_workers import QtFunctionWorker
 from studio.ui.widgets import _plot_style as style
 

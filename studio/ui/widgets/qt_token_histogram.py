@@ -7,7 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from studio.core.data_stats import TokenStats
+from studio.core.data.stats import TokenStats
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtTokenHistogram"]

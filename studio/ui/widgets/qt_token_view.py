@@ -8,7 +8,7 @@ from PySide6.QtCore import QMimeData, QUrl, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QTextBrowser
 
-from studio.core.data_preview import ExamplePreview
+from studio.core.data.preview import ExamplePreview
 
 __all__ = ["QtTokenView", "TRAINED_COLOURS", "MASKED_COLOURS"]
 

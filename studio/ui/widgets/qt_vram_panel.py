@@ -7,7 +7,7 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from studio.core.vram import FITS, TIGHT, WONT_FIT, VramEstimate, format_gib
+from studio.core.plan.vram import FITS, TIGHT, WONT_FIT, VramEstimate, format_gib
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtVramPanel"]

@@ -1,0 +1,125 @@
+"""Checks of a run against its base model's files, made before a run folder exists, without loading weights.
+
+A model folder whose weights are pickles only, an architecture transformers does not know, or LoRA target
+modules that name no layer of the model used to fail only once the weights had loaded, as a crashed run in
+the history. Here they are a ConfigError naming the key, from `RunConfig.check_sources`, which the CLI and
+the window call before they make a run folder. The layer names come from the architecture built on the meta
+device (no memory, no weights), as the Config tab lists them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from studio.core.config.settings import ConfigError, RunConfig
+
+PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+"""Weight files read with pickle, which can run code when loaded; the studio trains from safetensors only."""
+
+
+def check_model(config: RunConfig) -> None:
+    """ConfigError naming the key when the local (or cached) base model cannot train with this config."""
+    folder = _model_folder(config.model.name_or_path)
+    if folder is None:
+        return  # a Hub id not downloaded yet: checked when the run fetches it
+    key, value = "model.name_or_path", config.model.name_or_path
+    local = Path(value).expanduser().is_dir()
+    if (reason := _weights_problem(folder, local=local)) is not None:
+        raise ConfigError(key, value, reason)
+    try:
+        hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(key, value, f"its config.json cannot be read ({error})") from None
+    if not isinstance(hf_config, dict):
+        raise ConfigError(key, value, "its config.json does not hold a JSON object")
+    if "auto_map" in hf_config:
+        return  # the model ships its own code: model.trust_remote_code decides how (and whether) it loads
+    stat = (folder / "config.json").stat()
+    layers = _layer_names(str(folder), stat.st_mtime_ns, stat.st_size)
+    if isinstance(layers, str):
+        raise ConfigError(key, value, layers)
+    _check_target_modules(config, *layers)
+
+
+def _model_folder(name_or_path: str) -> Path | None:
+    """The folder holding the model's config.json: the local folder, or the cached Hub snapshot."""
+    from studio.core.models.source import cached_snapshot
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path if (path / "config.json").is_file() else None
+    return cached_snapshot(name_or_path)
+
+
+def _weights_problem(folder: Path, *, local: bool) -> str | None:
+    """Why the folder's weights cannot be trained from, or None. A cached snapshot may lack weights until the run
+    downloads them; a local folder must have them."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if any(p.name.endswith(".safetensors") for p in files):
+        return None
+    pickles = sorted(p.name for p in files if any(p.match(pattern) for pattern in PICKLE_WEIGHT_PATTERNS))
+    if pickles:
+        shown = ", ".join(pickles[:3]) + (f" and {len(pickles) - 3} more" if len(pickles) > 3 else "")
+        return (f"its weights are pickle files only ({shown}), which the studio does not load because a pickle "
+                "can run code; convert them to .safetensors (if you trust the files: load the model with "
+                "transformers and save_pretrained it) or choose a model folder with .safetensors weights")
+    if local:
+        return "holds no model weights (no .safetensors file in it)"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _layer_names(folder: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
+    """(every module name, the linear layers' short names) of the architecture, or the reason it cannot be
+    built. Cached per config.json: the CLI checks before the run folder exists and the run checks again."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.core.models.layers import _group_linear_modules
+
+    values = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        return "its config.json names no model_type, so the architecture is unknown"
+    try:
+        hf_config = AutoConfig.for_model(model_type, **values)
+    except ValueError:
+        return (f"unknown architecture: its config.json has model_type {model_type!r}, which transformers "
+                f"{transformers.__version__} does not know (a newer transformers may: pip install -U transformers)")
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config)
+    except ValueError as error:
+        return (f"model_type {model_type!r} is not a causal language model this studio can fine-tune "
+                f"({_first_line(error)})")
+    except Exception as error:  # noqa: BLE001 - whatever the config holds, the run would fail the same way
+        return f"the architecture cannot be built from its config.json ({type(error).__name__}: {_first_line(error)})"
+    return tuple(name for name, _ in model.named_modules() if name), _group_linear_modules(model).all
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _matches(target: str, name: str) -> bool:
+    """PEFT's rule for a list of target modules: the full module name, or its ending after a dot."""
+    return name == target or name.endswith("." + target)
+
+
+def _check_target_modules(config: RunConfig, names: tuple[str, ...], linear: tuple[str, ...]) -> None:
+    """Every named target must match a layer: PEFT refuses only when none does, and silently adapts fewer
+    layers than asked when a name has a typo."""
+    targets = config.lora.target_modules
+    if targets == ["all-linear"]:
+        return
+    unmatched = [t for t in targets if not any(_matches(t, name) for name in names)]
+    if not unmatched:
+        return
+    quoted = ", ".join(repr(t) for t in unmatched)
+    raise ConfigError("lora.target_modules", targets,
+                      f"{quoted} match{'es' if len(unmatched) == 1 else ''} no layer of this model; its linear "
+                      f"layers are {', '.join(linear) or 'unknown'} (or use 'all-linear')")

@@ -1,0 +1,597 @@
+"""The run configuration: dataclasses with help text, TOML on disk, validation that names the key.
+
+Field names follow transformers / PEFT / TRL wherever those libraries have a name for the same
+knob (`r`, `lora_alpha`, `learning_rate`, ...), so users can carry knowledge both ways. Every field
+carries `metadata={"help": ...}`; the same text feeds the CLI, the Config tab's tooltips and
+`docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`, and `above`
+(an exclusive lower bound).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+
+FILE_KEY = "(file)"
+"""ConfigError's key when the config file as a whole is at fault."""
+
+
+class ConfigError(ValueError):
+    """A configuration value a user can fix; the message names the file (if any), key and value."""
+
+    def __init__(self, key: str, value: Any, reason: str, *, source: Path | None = None):
+        self.key = key
+        self.value = value
+        self.reason = reason
+        self.source = source
+        if key == FILE_KEY:  # the file as a whole (unreadable, not TOML): "path: reason"
+            super().__init__(f"{value}: {reason}")
+            return
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key} = {value!r}: {reason}")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class ModelSettings:
+    """Which base model to fine-tune and how to load it."""
+
+    name_or_path: str = field(
+        default="",
+        metadata=_help(
+            "Base model: a local folder with config.json and weights, or a Hugging Face Hub id "
+            "such as meta-llama/Llama-3.2-3B-Instruct (taken from the local HF cache when present). "
+            "A relative folder is read relative to the config file."
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=_help("Run Python code shipped with the model. Only for models whose code you trust."),
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help(
+            "Attention kernel: sdpa (PyTorch's fused attention), eager, or flash_attention_2 when installed.",
+            choices=["sdpa", "eager", "flash_attention_2"],
+        ),
+    )
+
+
+@dataclass
+class QuantizationSettings:
+    """How the frozen base weights are stored while training (QLoRA = 4-bit)."""
+
+    mode: str = field(
+        default="4bit",
+        metadata=_help(
+            "Base weights in 4-bit (QLoRA, least memory), 8-bit, or none (16-bit LoRA, most memory).",
+            choices=["4bit", "8bit", "none"],
+        ),
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4",
+        metadata=_help("4-bit data type: nf4 (NormalFloat, best for normally distributed weights) or fp4.",
+                       choices=["nf4", "fp4"]),
+    )
+    bnb_4bit_use_double_quant: bool = field(
+        default=True,
+        metadata=_help("Quantise the quantisation constants too: saves about 0.37 bits per parameter."),
+    )
+    compute_dtype: str = field(
+        default="auto",
+        metadata=_help(
+            "Dtype for matrix products: auto picks bfloat16 on GPUs that support it, float16 on older "
+            "GPUs and float32 on CPU.",
+            choices=["auto", "bfloat16", "float16", "float32"],
+        ),
+    )
+
+
+@dataclass
+class LoraSettings:
+    """The low-rank adapter that is actually trained (PEFT LoraConfig)."""
+
+    r: int = field(default=16, metadata=_help("LoRA rank: size of the adapter matrices. 8–64 is typical.", min=1))
+    lora_alpha: int = field(
+        default=32, metadata=_help("LoRA scaling numerator; the update is scaled by lora_alpha / r.", min=1)
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata=_help("Dropout on the adapter's input during training.", min=0.0, max=0.9)
+    )
+    target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata=_help(
+            "Layers that get an adapter: 'all-linear' (every linear layer but the output head) or "
+            "module names such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj."
+        ),
+    )
+    bias: str = field(
+        default="none",
+        metadata=_help("Which biases are trained: none, all, or lora_only.", choices=["none", "all", "lora_only"]),
+    )
+    modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Modules trained in full and saved with the adapter, e.g. lm_head and embed_tokens when new tokens "
+            "were added. Each costs its full size again in weights, gradients and optimiser states."
+        ),
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata=_help(
+            "Rank-stabilised LoRA: scale the update by lora_alpha / sqrt(r) instead of lora_alpha / r, which "
+            "keeps high ranks (64+) learning as fast as low ones."
+        ),
+    )
+    use_dora: bool = field(
+        default=False,
+        metadata=_help(
+            "DoRA: split each adapted weight into magnitude and direction. Often a little better than LoRA at "
+            "low rank, but slower and uses more memory (the full weight is rebuilt at every step)."
+        ),
+    )
+
+
+@dataclass
+class DataSettings:
+    """Where the examples come from and what the loss is computed on."""
+
+    train_file: str = field(
+        default="",
+        metadata=_help(
+            "Training data: a .jsonl, .json, .csv, .tsv or .parquet file, a plain text file (.txt, .md), a "
+            "folder saved with datasets' save_to_disk, or a Hugging Face Hub dataset id; records are chat "
+            "conversations (OpenAI 'messages', ShareGPT 'conversations'), Alpaca records, prompt/completion "
+            "pairs or plain 'text'. "
+            "A relative path is read relative to the config file."
+        ),
+    )
+    eval_file: str = field(
+        default="", metadata=_help("Optional separate evaluation file in the same format. Empty = none.")
+    )
+    eval_fraction: float = field(
+        default=0.0,
+        metadata=_help("Fraction of the training rows held out for evaluation (seeded). 0 = no eval split.",
+                       min=0.0, max=0.5),
+    )
+    train_on_responses_only: bool = field(
+        default=True,
+        metadata=_help(
+            "Compute the loss on the assistant's replies only (prompts are masked). Turn off to also "
+            "train on the user's turns."
+        ),
+    )
+    format: str = field(
+        default="auto",
+        metadata=_help(
+            "Record shape of the data: auto (detected from the first records and shown with its evidence), "
+            "messages (OpenAI role/content turns), conversations (ShareGPT from/value turns), alpaca "
+            "(instruction/input/output), prompt_completion, or text (plain text, continued pre-training).",
+            choices=["auto", "messages", "conversations", "alpaca", "prompt_completion", "text"],
+        ),
+    )
+    column_mapping: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Which source column holds which field, as field=column pairs, for data whose columns are named "
+            "otherwise, e.g. prompt=question, completion=answer. Fields: messages, conversations, instruction, "
+            "input, output, prompt, completion, system, text. Empty = the standard names."
+        ),
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata=_help(
+            "Text encoding of JSON/JSONL/CSV files: utf-8 (a byte-order mark is recognised), or a legacy "
+            "one such as cp1254 (Windows Turkish), cp1252 (Windows Western European), latin-1 or utf-16. "
+            "The Dataset tab detects a wrong one and offers the right one."
+        ),
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata=_help(
+            "Train on the good rows and skip the bad ones (each is listed in the run's log as file:line: "
+            "reason). Off = any bad row stops the run before it starts."
+        ),
+    )
+    split: str = field(
+        default="train",
+        metadata=_help("Split to read from a Hugging Face Hub dataset or a saved DatasetDict folder."),
+    )
+    text_split: str = field(
+        default="blank_lines",
+        metadata=_help(
+            "How a plain text file (.txt, .md) is cut into training documents: blank_lines (each block of "
+            "lines between blank lines is one document) or file (the whole file is one document, for long "
+            "texts such as a book or an article per file). Problems are reported at a document's first line.",
+            choices=["blank_lines", "file"],
+        ),
+    )
+
+
+@dataclass
+class TrainingSettings:
+    """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
+
+    # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
+    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0))
+    num_train_epochs: float = field(
+        default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
+    )
+    max_steps: int = field(
+        default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1)
+    )
+    per_device_train_batch_size: int = field(
+        default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1, max=1024)
+    )
+    gradient_accumulation_steps: int = field(
+        default=4,
+        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1),
+    )
+    max_length: int = field(
+        default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8)
+    )
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata=_help("How the learning rate changes over the run.",
+                       choices=["cosine", "linear", "constant", "constant_with_warmup"]),
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("Fraction of the steps spent warming the learning rate up.", min=0.0, max=0.5)
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the adapter.", min=0.0))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping threshold.", min=0.0))
+    optim: str = field(
+        default="auto",
+        metadata=_help(
+            "Optimiser: auto = paged_adamw_8bit on CUDA, adamw_torch on CPU.",
+            choices=["auto", "paged_adamw_8bit", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"],
+        ),
+    )
+    gradient_checkpointing: bool = field(
+        default=True, metadata=_help("Recompute activations in the backward pass: much less memory, ~30% slower.")
+    )
+    seed: int = field(default=42, metadata=_help("Random seed for initialisation, shuffling and the eval split."))
+    logging_steps: int = field(default=1, metadata=_help("Log loss and learning rate every N steps.", min=1))
+    save_steps: int = field(default=50, metadata=_help("Write a resumable checkpoint every N steps.", min=1))
+    save_total_limit: int = field(default=3, metadata=_help("Keep at most this many checkpoints.", min=1))
+    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps (when there is eval data).", min=1))
+    eval_strategy: str = field(
+        default="steps",
+        metadata=_help(
+            "When to evaluate (only when there is eval data): every eval_steps steps, at the end of every "
+            "epoch, or never.",
+            choices=["steps", "epoch", "no"],
+        ),
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata=_help(
+            "Stop when the eval loss has not improved for this many evaluations in a row; 0 = never stop early. "
+            "Only active when there is eval data. The run then keeps the adapter of its lowest eval loss.",
+            min=0,
+        ),
+    )
+    fast_path: bool = field(
+        default=True,
+        metadata=_help(
+            "Use the fastest correct kernels this machine has: Liger Kernel's fused RMSNorm, RoPE and SwiGLU "
+            "(NVIDIA GPU, with the [gpu] extra installed), and FlashAttention-2 instead of sdpa when installed "
+            "and the GPU supports it, with padding-free batches (no compute spent on padding) when the batch "
+            "size is above 1. The loss matches the plain path within floating-point tolerance. Off = the plain "
+            "transformers + PEFT + TRL path."
+        ),
+    )
+    packing: bool = field(
+        default=False,
+        metadata=_help(
+            "Pack several short examples into each max_length sequence: fewer, fuller batches and faster "
+            "epochs when most examples are much shorter than max_length."
+        ),
+    )
+    cpu_threads: int = field(
+        default=0,
+        metadata=_help(
+            "CPU threads a run on the CPU computes with; 0 = automatic: one core fewer than the machine has "
+            "(at least 1), so the window and other work keep a core and never make every training step wait "
+            "for a busy thread (measured on 2 cores: steps took 1.6x as long with 2 threads as with 1 while another "
+            "process kept a core busy, and the same time when nothing else ran; benchmarks/cpu_threads.py). "
+            "Runs on a GPU are not affected.",
+            min=0,
+        ),
+    )
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to reproduce a run."""
+
+    name: str = field(default="", metadata=_help("Run name; empty = generated from the model and the time."))
+    model: ModelSettings = field(default_factory=ModelSettings)
+    quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def validate(self) -> None:
+        """Raise ConfigError for the first value that is out of range or inconsistent."""
+        for section in SECTIONS:
+            settings = getattr(self, section)
+            for f in dataclasses.fields(settings):
+                _check_bounds(f"{section}.{f.name}", getattr(settings, f.name), f.metadata)
+        if not self.model.name_or_path:
+            raise ConfigError("model.name_or_path", "", "no base model given")
+        if not self.data.train_file:
+            raise ConfigError("data.train_file", "", "no training data given")
+        if not self.lora.target_modules:
+            raise ConfigError("lora.target_modules", [], "name at least one module, or 'all-linear'")
+        if "all-linear" in self.lora.target_modules and len(self.lora.target_modules) > 1:
+            raise ConfigError("lora.target_modules", self.lora.target_modules,
+                              "'all-linear' must stand alone (it already names every linear layer), or list "
+                              "module names without it")
+        if self.data.eval_file and self.data.eval_fraction > 0:
+            raise ConfigError("data.eval_fraction", self.data.eval_fraction,
+                              "give either an eval file or an eval fraction, not both")
+        _validate_data_reading(self.data)
+        if self.training.max_steps <= 0 and self.training.num_train_epochs <= 0:
+            raise ConfigError("training.num_train_epochs", self.training.num_train_epochs,
+                              "nothing to train: set the epochs above 0, or training.max_steps")
+        if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
+            raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
+                              "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
+        if self.training.early_stopping_patience > 0 and not self.data.eval_file and self.data.eval_fraction <= 0:
+            raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
+                              "early stopping needs eval data: hold out a fraction (data.eval_fraction, the Dataset "
+                              "tab's Eval split) or name an eval file (data.eval_file)")
+
+    def check_sources(self) -> None:
+        """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+        when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
+        that name no layer; see `preflight`).
+
+        Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
+        Hub ids pass: they are fetched, or read from the cache, when the run loads them.
+        """
+        from studio.core.models.source import missing_local_model
+        from studio.core.models.trained_base import needs_remote_code
+
+        if (reason := missing_local_model(self.model.name_or_path)) is not None:
+            raise ConfigError("model.name_or_path", self.model.name_or_path, reason)
+        if not self.model.trust_remote_code and needs_remote_code(self.model.name_or_path):
+            raise ConfigError("model.trust_remote_code", False,
+                              f"{self.model.name_or_path} needs its own Python code to load (auto_map in its "
+                              "config); set it to true only if you trust the model's author")
+        for key in ("train_file", "eval_file"):
+            value = getattr(self.data, key)
+            if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
+                raise ConfigError(f"data.{key}", value, "no such file or folder")
+        from studio.core.config.preflight import check_model
+
+        check_model(self)  # weights, architecture and target modules, read from the model's files only
+
+    def digest(self) -> str:
+        """A short stable fingerprint of the settings (the run name excluded)."""
+        payload = to_dict(self)
+        payload.pop("name", None)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+SECTIONS = ("model", "quantization", "lora", "data", "training")
+
+
+def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf
+        raise ConfigError(key, value, "must be a finite number")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    if "above" in meta and value <= meta["above"]:
+        raise ConfigError(key, value, f"must be above {meta['above']}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(key, value, f"must be at least {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(key, value, f"must be at most {meta['max']}")
+
+
+def _validate_data_reading(data: DataSettings) -> None:
+    """The column mapping and encoding must be usable (checked here so a bad config fails before a run)."""
+    from studio.core.data.encoding import normalise_encoding
+    from studio.core.data.shape import parse_column_mapping
+
+    try:
+        parse_column_mapping(data.column_mapping)
+    except ValueError as error:
+        raise ConfigError("data.column_mapping", data.column_mapping, str(error)) from None
+    try:
+        normalise_encoding(data.encoding)
+    except ValueError as error:
+        raise ConfigError("data.encoding", data.encoding, str(error)) from None
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as plain TOML-able data."""
+    data = dataclasses.asdict(config)
+    return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def _coerce(key: str, value: Any, annotation: Any, source: Path | None) -> Any:
+    """Check a TOML value against a dataclass field type; ints are accepted where floats are expected."""
+    hint = annotation
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, bool) and hint is not bool:
+            raise ConfigError(key, value, f"expected {hint.__name__}, got a boolean", source=source)
+        if not isinstance(value, hint):
+            raise ConfigError(key, value, f"expected {hint.__name__}, got {type(value).__name__}", source=source)
+        return value
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str):  # "q_proj,v_proj" is a common hand-written form
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, value, "expected a list of strings", source=source)
+        return list(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def from_dict(data: dict[str, Any], *, source: Path | None = None) -> RunConfig:
+    """Build a RunConfig from parsed TOML, rejecting unknown keys and wrong types by name."""
+    data = dict(data)
+    version = data.pop("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError("schema_version", version, f"this studio reads version {SCHEMA_VERSION}", source=source)
+    config = RunConfig()
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(key, value, f"unknown key (known: {', '.join(['name', *SECTIONS])})", source=source)
+        if key == "name":
+            config.name = _coerce("name", value, str, source)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, f"expected a [{key}] table", source=source)
+        section_type = hints[key]
+        section_hints = typing.get_type_hints(section_type)
+        section = getattr(config, key)
+        for sub_key, sub_value in value.items():
+            full_key = f"{key}.{sub_key}"
+            if sub_key not in section_hints:
+                known = ", ".join(section_hints)
+                raise ConfigError(full_key, sub_value, f"unknown key (known in [{key}]: {known})", source=source)
+            setattr(section, sub_key, _coerce(full_key, sub_value, section_hints[sub_key], source))
+    try:
+        config.validate()
+    except ConfigError as error:
+        if source is not None and error.source is None:
+            raise ConfigError(error.key, error.value, error.reason, source=source) from None
+        raise
+    return config
+
+
+def loads(text: str, *, source: Path | None = None) -> RunConfig:
+    """Parse TOML text into a validated RunConfig."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(FILE_KEY, str(source or "<text>"), f"not valid TOML: {error}", source=source) from None
+    return from_dict(data, source=source)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table, for callers that adjust it before `from_dict`; ConfigError names the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(FILE_KEY, str(path), f"cannot be read: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(FILE_KEY, str(path), f"not valid TOML: {error}", source=path) from None
+
+
+def describe_evaluation(data: DataSettings, training: TrainingSettings) -> str:
+    """When the run computes an eval loss, in one sentence: the Dataset tab's split and the Config tab's
+    schedule both decide it (sft_config evaluates only with eval rows and a strategy), so both show this."""
+    if not data.eval_file and data.eval_fraction <= 0:
+        return "No evaluation: no eval rows are chosen (Dataset tab, Evaluation split)."
+    if training.eval_strategy == "no":
+        return "No evaluation: Evaluate is set to never (Config tab, Advanced)."
+    if training.eval_strategy == "epoch":
+        return "Evaluated after every epoch."
+    return f"Evaluated every {training.eval_steps} steps."
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a TOML config file; relative model/data paths are resolved against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(FILE_KEY, str(path), f"cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(FILE_KEY, str(path), "is not UTF-8 text") from None
+    config = loads(text, source=path)
+    resolve_relative_paths(config, path.parent)
+    return config
+
+
+def resolve_relative_paths(config: RunConfig, base: Path) -> None:
+    """Make relative local paths absolute; a Hub id such as 'org/model' stays as it is if no such folder exists."""
+    for section, key in (("data", "train_file"), ("data", "eval_file"), ("model", "name_or_path")):
+        settings = getattr(config, section)
+        value = getattr(settings, key)
+        if not value or Path(value).is_absolute():
+            continue
+        candidate = (base / value).resolve()
+        if not candidate.exists() and (section == "model" or _is_hub_dataset_id(value)):
+            continue  # a Hub id
+        setattr(settings, key, str(candidate))
+
+
+def _is_hub_dataset_id(value: str) -> bool:
+    from studio.core.data.sources import looks_like_hub_id
+
+    return looks_like_hub_id(value)
+
+
+def dumps(config: RunConfig) -> str:
+    """The config as TOML text (one table per section)."""
+    import tomli_w  # small; only needed when writing
+
+    return tomli_w.dumps(to_dict(config))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the config as TOML, atomically (temp file + rename); an unchanged file is not rewritten.
+
+    A failed write (a full disk) leaves the file as it was and no `.tmp` beside it, and raises the OSError.
+    """
+    path = Path(path)
+    text = dumps(config)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return  # a resume with the same settings: nothing to write, even on a full disk
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def copy_config(config: RunConfig) -> RunConfig:
+    """A deep copy (configs are mutable dataclasses edited by the UI)."""
+    return copy.deepcopy(config)
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of one field, for tooltips and docs."""
+    settings_type = typing.get_type_hints(RunConfig)[section]
+    for f in dataclasses.fields(settings_type):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{name}")

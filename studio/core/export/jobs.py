@@ -1,0 +1,105 @@
+"""The export kinds the Export dialog offers, each one core function with progress and cancel.
+
+    adapter folder · adapter zip · merged 16-bit model · GGUF f16 + Modelfile · GGUF q8_0 + Modelfile
+
+Every kind starts from a run directory (or an adapter folder) and writes one output path, so the
+dialog, the CLI and tests drive them the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio.core.export.staging import ProgressCallback
+
+
+@dataclass(frozen=True)
+
+
+class _KindInfo:
+    label: str
+    description: str
+    suffix: str  # "" for a folder
+
+
+class ExportKind(enum.Enum):
+    ADAPTER = _KindInfo("Adapter folder (PEFT)",
+                        "The LoRA adapter with tokenizer and chat template. Small; needs the base model to run.", "")
+    ADAPTER_ZIP = _KindInfo("Adapter as a .zip", "The same adapter folder in one zip file, to share or upload.", ".zip")
+    MERGED = _KindInfo("Merged model (16-bit)",
+                       "The adapter merged into its base, as a standalone transformers model (sharded safetensors).",
+                       "")
+    GGUF_F16 = _KindInfo("GGUF f16 + Ollama Modelfile",
+                         "One file for llama.cpp / Ollama at full 16-bit quality, with a Modelfile.", ".gguf")
+    GGUF_Q8_0 = _KindInfo("GGUF q8_0 + Ollama Modelfile",
+                          "8-bit GGUF: about half the size of f16, nearly the same answers.", ".gguf")
+
+    @property
+    def label(self) -> str:
+        return self.value.label
+
+    @property
+    def description(self) -> str:
+        return self.value.description
+
+    @property
+    def is_file(self) -> bool:
+        return bool(self.value.suffix)
+
+    def default_output(self, run_name: str, folder: Path) -> Path:
+        """A sensible output path for `run_name` inside `folder`."""
+        stem = {ExportKind.ADAPTER: "adapter", ExportKind.ADAPTER_ZIP: "adapter", ExportKind.MERGED: "merged",
+                ExportKind.GGUF_F16: "gguf", ExportKind.GGUF_Q8_0: "gguf"}[self]
+        if self in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0):
+            # GGUF goes in a folder of its own: the Modelfile and model card are written beside it.
+            quant = "f16" if self is ExportKind.GGUF_F16 else "q8_0"
+            return Path(folder) / f"{run_name}-gguf" / f"{run_name}-{quant}.gguf"
+        return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
+
+
+def default_exports_dir() -> Path:
+    """Where an export goes unless the user picks a place (the Export dialog, and the commands `train` suggests):
+    a folder of its own in the home folder, so the runs folder holds runs only."""
+    return Path.home() / "finetune-studio-exports"
+
+
+def check_output(kind: ExportKind, output: Path) -> Path:
+    """`output` made absolute, or an ExportError when the export would replace the user's own files there
+    (export_common.check_replaceable); the window asks this before it starts an export."""
+    from studio.core.export.staging import GGUF_COMPANIONS, check_replaceable
+
+    gguf = kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+    return check_replaceable(output, is_dir=not kind.is_file, companions=GGUF_COMPANIONS if gguf else ())
+
+
+def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained",
+               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
+    """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
+    weights a merge adds the adapter to (trained_base.BaseWeights)."""
+    if kind is ExportKind.ADAPTER:
+        from studio.core.export.adapter import export_adapter
+
+        return export_adapter(source, output, on_progress=on_progress, cancel=cancel)
+    if kind is ExportKind.ADAPTER_ZIP:
+        from studio.core.export.adapter import export_adapter_zip
+
+        return export_adapter_zip(source, output, on_progress=on_progress, cancel=cancel)
+    if kind is ExportKind.MERGED:
+        from studio.core.export.merge import merge_adapter
+
+        return merge_adapter(source, output, weights=weights, on_progress=on_progress, cancel=cancel)
+    from studio.core.export.gguf import export_gguf
+
+    return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
+                       on_progress=on_progress, cancel=cancel)
+
+
+def runs_with_adapters(store_root: Path | None = None) -> list[Path]:
+    """Run directories (newest first) that hold a finished adapter: what Chat and Export offer."""
+    from studio.core.runs.store import RunStore
+
+    return [run.path for run in RunStore(store_root).runs() if (run.adapter_dir / "adapter_config.json").is_file()]

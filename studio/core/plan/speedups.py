@@ -1,0 +1,162 @@
+"""The fast path: which speed-ups a run gets on this machine, decided before the model loads.
+
+Everything here comes from well-kept libraries, switched on only where it is known to be correct:
+
+- **Liger Kernel** (`pip install "finetune-studio[gpu]"`): Triton kernels for RMSNorm, RoPE and the
+  SwiGLU MLP — fewer kernel launches and less activation memory. CUDA only. Its fused linear
+  cross-entropy is *not* used: TRL's SFTTrainer already scores tokens through its own chunked LM
+  head that never builds the (tokens × vocabulary) logits, and refuses Liger's.
+- **Padding-free batches** (TRL `padding_free`): the examples of a batch are laid end to end in one
+  row with restarting position ids, so no compute goes to padding, and FlashAttention-2's
+  variable-length kernel keeps the examples apart. (transformers would also build a block-diagonal
+  mask for sdpa, but building it every step cost more than the padding saved on the CPU, so the
+  fast path uses padding-free batches with FlashAttention-2 only.) The loss is the padded one.
+- **FlashAttention-2** instead of sdpa when the `flash-attn` package is installed and the GPU can
+  run it (compute capability 8.0 or newer: RTX 30xx/40xx/50xx, A100, H100).
+
+The plan is a pure function of the config and the machine's capabilities, so the Config tab can
+show what a run will get, the training log says what it got, and tests can check every rule.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio.core.config.settings import RunConfig
+
+__all__ = ["Capabilities", "FastPathPlan", "apply_liger", "capabilities_for_card", "detect_capabilities",
+           "expected_compute_dtype", "plan_fast_path"]
+
+# Liger's layer kernels; its fused linear cross-entropy stays off (see the module docstring).
+LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
+                 "fused_linear_cross_entropy": False}
+FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers the fast path."""
+
+    device: str  # "cuda" or "cpu"
+    compute_capability: tuple[int, int] | None = None
+    liger_installed: bool = False
+    flash_attn_installed: bool = False
+
+
+@dataclass(frozen=True)
+class FastPathPlan:
+    """What a run gets; `notes` says, one line per speed-up, whether it is on and why."""
+
+    enabled: bool
+    liger: bool
+    padding_free: bool
+    attn_implementation: str
+    notes: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        head = "Fast path on" if self.enabled else "Fast path off (the plain transformers + PEFT + TRL path)"
+        return "\n".join([head, *(f"  {note}" for note in self.notes)])
+
+
+def detect_capabilities(device: str) -> Capabilities:
+    """Look at the installed packages and, on CUDA, the GPU; imports nothing heavy besides torch."""
+    capability = None
+    if device == "cuda":
+        import torch
+
+        capability = tuple(torch.cuda.get_device_capability())
+    return Capabilities(
+        device=device,
+        compute_capability=capability,
+        liger_installed=_liger_installed(),
+        flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+    )
+
+
+def _liger_installed() -> bool:
+    # Liger's kernels are Triton programs: without Triton (Windows without triton-windows) it cannot run.
+    return all(importlib.util.find_spec(name) is not None for name in ("liger_kernel", "triton"))
+
+
+def capabilities_for_card(gpu: Any | None) -> Capabilities:
+    """Capabilities from NVML's view of the card (a `gpu.GpuInfo`, None without one), without importing torch:
+    what the Config tab shows before a run."""
+    return Capabilities(
+        device="cuda" if gpu is not None else "cpu",
+        compute_capability=getattr(gpu, "compute_capability", None),
+        liger_installed=_liger_installed(),
+        flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+    )
+
+
+def expected_compute_dtype(config: RunConfig, capabilities: Capabilities) -> str:
+    """The compute dtype `library_configs.resolve_hardware` will pick, from the capabilities alone."""
+    dtype = config.quantization.compute_dtype
+    if dtype != "auto":
+        return dtype
+    if capabilities.device != "cuda":
+        return "float32"
+    capability = capabilities.compute_capability
+    return "bfloat16" if capability is not None and capability >= (8, 0) else "float16"
+
+
+def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dtype: str) -> FastPathPlan:
+    """Decide each speed-up for `config` on a machine with `capabilities`."""
+    t = config.training
+    attn = config.model.attn_implementation
+    if not t.fast_path:
+        return FastPathPlan(enabled=False, liger=False, padding_free=False, attn_implementation=attn,
+                            notes=(f"attention: {attn}",))
+    cuda = capabilities.device == "cuda"
+
+    if not cuda:
+        liger, liger_note = False, "Liger Kernel: off — its kernels need an NVIDIA GPU"
+    elif not capabilities.liger_installed:
+        liger, liger_note = False, 'Liger Kernel: not installed — pip install "finetune-studio[gpu]"'
+    else:
+        liger, liger_note = True, "Liger Kernel: on (RMSNorm, RoPE, SwiGLU)"
+
+    capability = capabilities.compute_capability
+    flash_ok = (cuda and capabilities.flash_attn_installed and capability is not None
+                and capability >= FLASH_ATTENTION_MIN_CAPABILITY and compute_dtype in ("bfloat16", "float16"))
+    if attn == "sdpa" and flash_ok:
+        attn, attn_note = "flash_attention_2", "attention: flash_attention_2 (instead of sdpa)"
+    else:
+        attn_note = f"attention: {attn}"
+
+    if t.packing:
+        padding_free, padding_note = False, "padding-free: packing already lays examples end to end"
+    elif t.per_device_train_batch_size == 1:
+        padding_free, padding_note = False, "padding-free: off — a batch of one example has no padding to remove"
+    elif attn != "flash_attention_2":
+        # Without FlashAttention's variable-length kernel the packed row needs a block-diagonal mask built
+        # every step; on the CPU that made the demo 12% slower than padding (benchmarks/train_speed.py).
+        padding_free, padding_note = False, "padding-free: off — it pays with FlashAttention-2 only"
+    else:
+        padding_free, padding_note = True, "padding-free batches: on"
+    return FastPathPlan(enabled=True, liger=liger, padding_free=padding_free, attn_implementation=attn,
+                        notes=(liger_note, attn_note, padding_note))
+
+
+def apply_liger(model: Any) -> str | None:
+    """Patch `model` (before PEFT wraps it) with Liger's layer kernels; None when applied, else why not.
+
+    Liger patches the model's transformers module for the whole process (RoPE is a module-level
+    function), which is fine because every run trains in its own child process.
+    """
+    try:
+        # The instance patcher is what liger's own `AutoLigerKernelForCausalLM` and transformers' Trainer call.
+        from liger_kernel.transformers.monkey_patch import (
+            MODEL_TYPE_TO_APPLY_LIGER_FN,
+            _apply_liger_kernel_to_instance,
+        )
+    except ImportError as error:  # a broken install (e.g. a Triton that does not match torch) trains without it
+        return f"Liger Kernel could not be imported ({error}); training without it"
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        return f"Liger Kernel has no kernels for model type {model_type!r}; training without them"
+    _apply_liger_kernel_to_instance(model=model, **LIGER_KERNELS)
+    return None

@@ -1,0 +1,303 @@
+"""The main window: Dataset, Config, Training and Chat tabs around one current RunConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QRect, QSettings, QSize, QUrl
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
+
+from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
+from studio.core.system.gpu import TelemetrySource
+from studio.core.system.paths import document_location, user_data_dir
+from studio.core.runs.store import RunDirectory, RunStore
+from studio.ui.tabs.chat_tab import QtChatTab
+from studio.ui.tabs.config_tab import QtConfigTab
+from studio.ui.tabs.dataset_tab import QtDatasetTab
+from studio.ui.tabs.runs_view import QtRunsView
+from studio.ui.tabs.training_tab import QtTrainingTab
+from studio.ui.qt_workers import QtFunctionWorker
+
+LAST_CONFIG_NAME = "last-config.toml"
+DEFAULT_SIZE = QSize(1180, 780)
+# Room left around a default-sized window for what the window manager adds (title bar, borders), which is
+# not part of the size given to resize() and not known before the window is shown.
+FRAME_ALLOWANCE = QSize(16, 48)
+DEMO_SELECTED = "The offline demo is selected"
+
+
+def last_config_path() -> Path:
+    return user_data_dir() / LAST_CONFIG_NAME
+
+
+class QtMainWindow(QMainWindow):
+    def __init__(self, *, store: RunStore | None = None, telemetry: TelemetrySource | None = None,
+                 offer_demo: bool = True):
+        super().__init__()
+        self.setWindowTitle("Finetune Studio")
+        self.resize(DEFAULT_SIZE)
+        self.config = RunConfig()
+        self.store = store or RunStore()
+        self._demo_worker: QtFunctionWorker | None = None
+
+        self.dataset_tab = QtDatasetTab()
+        self.config_tab = QtConfigTab()
+        self.config_tab.config_source = lambda: self.config  # "Copy as command" saves the whole config
+        self.training_tab = QtTrainingTab(self.store, telemetry)
+        self.runs_view = QtRunsView(self.store)
+        self.chat_tab = QtChatTab(runs_root=self.store.root)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        for widget, title in ((self.dataset_tab, "Dataset"), (self.config_tab, "Config"),
+                              (self.training_tab, "Training"), (self.runs_view, "Runs"), (self.chat_tab, "Chat")):
+            self.tabs.addTab(widget, title)
+        self.setCentralWidget(self.tabs)
+        self.banner = QLabel()
+        self.statusBar().addWidget(self.banner, 1)
+        # The documented defaults from the first paint, not the widgets' minimums (rank 1, max length 8…)
+        # while the demo builds or when there is no last config.
+        self.config_tab.set_config(self.config)
+
+        self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
+        self.dataset_tab.settings_changed.connect(self._on_dataset_settings_edited)
+        self.config_tab.changed.connect(self._on_config_edited)
+        self.training_tab.start_button.clicked.connect(self.start_training)
+        self.training_tab.run_ended.connect(self._on_run_ended)
+        # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
+        self.training_tab.run_started.connect(lambda _: self.banner.clear())
+        self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
+        self.training_tab.run_started.connect(lambda _: self.runs_view.set_training_busy(True))
+        self.training_tab.run_ended.connect(lambda *_: self.runs_view.set_training_busy(False))
+        self.training_tab.config_adjusted.connect(self._on_config_adjusted)
+        self.runs_view.open_config_requested.connect(self._open_run_config)
+        self.runs_view.resume_requested.connect(self._resume_run)
+        self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
+        self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
+        self._build_menus()
+
+        geometry = QSettings().value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.fit_to_screen()
+
+        if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
+            self.banner.setText("Restored your last settings.")
+            self._offer_latest_adapter()
+        elif offer_demo:
+            self.prepare_demo()
+        self._reattach_running_run()
+
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """The default size, shrunk to what the screen leaves free (panels, docks, the title bar), centred.
+
+        On a 1366x768 laptop the default 780-pixel height would put the status bar below the screen.
+        `available` is the screen's free area; by default that of the screen the window is on.
+        """
+        if available is None:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            if screen is None:
+                return
+            available = screen.availableGeometry()
+        size = DEFAULT_SIZE.boundedTo(available.size() - FRAME_ALLOWANCE)
+        self.resize(size.expandedTo(self.minimumSizeHint()))
+        # A window's position is that of its frame: centre the frame, the allowance included.
+        self.move(available.left() + max(0, (available.width() - self.width() - FRAME_ALLOWANCE.width()) // 2),
+                  available.top() + max(0, (available.height() - self.height() - FRAME_ALLOWANCE.height()) // 2))
+
+    # --- menus --------------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in (
+            ("Open dataset…", QKeySequence.StandardKey.Open, self._open_dataset_dialog),
+            ("Open config…", None, self._open_config_dialog),
+            ("Save config as…", QKeySequence.StandardKey.SaveAs, self._save_config_dialog),
+            ("Use the offline demo", None, self.prepare_demo),
+            ("Quit", QKeySequence.StandardKey.Quit, self.close),
+        ):
+            action = QAction(text, self)
+            if shortcut is not None:
+                action.setShortcut(shortcut)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        export_menu = self.menuBar().addMenu("&Export")
+        self.export_action = QAction("Export a trained model…", self)
+        self.export_action.setShortcut("Ctrl+E")
+        self.export_action.setToolTip("Adapter folder or zip, merged 16-bit model, GGUF + Ollama Modelfile")
+        self.export_action.triggered.connect(self.chat_tab.open_export_dialog)
+        export_menu.addAction(self.export_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.help_actions: dict[str, QAction] = {}
+        for key, text, tip in (
+            ("README.md", "Getting started (README)", "Setting up, the tabs one by one, export, the command line"),
+            ("docs/CONFIG.md", "Settings reference (CONFIG.md)", "Every setting of a run's config, with its default"),
+        ):
+            action = QAction(text, self)
+            action.setToolTip(tip)
+            action.triggered.connect(lambda _=False, key=key: self._open_location(document_location(key)))
+            help_menu.addAction(action)
+            self.help_actions[key] = action
+        self.open_runs_folder_action = QAction("Open the runs folder (each run's train.log)", self)
+        self.open_runs_folder_action.setToolTip(f"{self.store.root}: one folder per run, with its log, "
+                                                "events, checkpoints and adapter")
+        self.open_runs_folder_action.triggered.connect(self._open_runs_folder)
+        help_menu.addAction(self.open_runs_folder_action)
+        help_menu.addSeparator()
+        about = QAction("About Finetune Studio", self)
+        about.triggered.connect(lambda: QMessageBox.about(
+            self, "Finetune Studio",
+            "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
+            f"runs are kept in {self.store.root}."))
+        help_menu.addAction(about)
+
+    def _open_location(self, location: Path | str) -> None:
+        url = QUrl.fromLocalFile(str(location)) if isinstance(location, Path) else QUrl(location)
+        if not QDesktopServices.openUrl(url):
+            self.banner.setText(f"Could not open {location}: no application is set to open it.")
+
+    def _open_runs_folder(self) -> None:
+        self.store.root.mkdir(parents=True, exist_ok=True)  # before the first run it does not exist yet
+        self._open_location(self.store.root)
+
+    # --- the current config -----------------------------------------------------------------------
+    def set_config(self, config: RunConfig) -> None:
+        self.config = config
+        self.config_tab.set_config(config)
+        self.dataset_tab.set_config(config)  # reads the data (in the background) with the config's data settings
+        base = config.model.name_or_path
+        self.chat_tab.set_model(base)
+
+    def _offer_latest_adapter(self) -> None:
+        """The Chat tab starts with the newest finished adapter trained on the current base model."""
+        from studio.core.config.settings import read_toml
+        from studio.core.export.jobs import runs_with_adapters
+
+        for run_path in runs_with_adapters(self.store.root):
+            try:
+                base = read_toml(run_path / "run.toml").get("model", {}).get("name_or_path")
+            except ConfigError:
+                continue
+            if base == self.config.model.name_or_path:
+                self.chat_tab.set_model(base, RunDirectory(run_path).adapter_dir)
+                return
+
+    def _clear_demo_banner(self) -> None:
+        # "The offline demo is selected… press Start" stops being true once the user picks other data or model.
+        if self.banner.text().startswith(DEMO_SELECTED):
+            self.banner.clear()
+
+    def _on_dataset_chosen(self, path: Path) -> None:
+        if str(path) != self.config.data.train_file:  # not the config's own data being read (the demo's, say)
+            self._clear_demo_banner()
+        self.config.data.train_file = str(path)
+
+    def _on_config_edited(self) -> None:
+        if self.config_tab.model_picker.model() != self.config.model.name_or_path:
+            self._clear_demo_banner()
+        self.config_tab.apply_to(self.config)
+        self.dataset_tab.set_config(self.config)  # model, max length and shared data fields
+
+    def _on_dataset_settings_edited(self) -> None:
+        self.dataset_tab.apply_to(self.config)
+        self.config_tab.set_config(self.config)  # keep the Config tab's copy of shared fields current
+
+    def _load_config_file(self, path: Path, *, quiet: bool = False) -> bool:
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            if not quiet:
+                QMessageBox.warning(self, "Cannot open config", str(error))
+            return False
+        self.set_config(config)
+        return True
+
+    def _open_dataset_dialog(self) -> None:
+        self.tabs.setCurrentWidget(self.dataset_tab)  # where the file will show
+        self.dataset_tab._browse()
+
+    def _open_config_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open config", "", "Run configs (*.toml)")
+        if path:
+            self._load_config_file(Path(path))
+
+    def _save_config_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save config", "run.toml", "Run configs (*.toml)")
+        if path:
+            self.config_tab.apply_to(self.config)
+            save_config(self.config, Path(path))
+
+    # --- first launch: the offline demo --------------------------------------------------------------
+    def prepare_demo(self) -> QtFunctionWorker:
+        """Build the demo (seconds, once) in the background and select it, so Start works at once."""
+        from studio.core.system.demo import build_demo
+        from studio.core.config.presets import write_demo_config
+
+        def build(progress):
+            assets = build_demo(progress=progress)
+            write_demo_config(assets)
+            return assets
+
+        self.banner.setText("Preparing the offline demo model and dataset…")
+        worker = QtFunctionWorker(build, pass_progress=True, parent=self)
+        worker.progress.connect(lambda message: self.banner.setText(f"Preparing the offline demo: {message}"))
+        worker.succeeded.connect(self._on_demo_ready)
+        worker.failed.connect(lambda message: self.banner.setText(f"The demo could not be built: {message}"))
+        self._demo_worker = worker
+        worker.start()
+        return worker
+
+    def _on_demo_ready(self, assets) -> None:
+        if self._load_config_file(assets.config_path):
+            self.banner.setText(f"{DEMO_SELECTED}: a tiny model and 10 support-desk conversations. "
+                                "Press Start training on the Training tab.")
+            self.tabs.setCurrentWidget(self.training_tab)
+
+    # --- training ------------------------------------------------------------------------------------------
+    def start_training(self) -> RunDirectory | None:
+        self.config_tab.apply_to(self.config)
+        run_dir = self.training_tab.start(self.config)
+        if run_dir is not None:
+            save_config(self.config, last_config_path())
+        return run_dir
+
+    def _on_run_ended(self, run_dir: RunDirectory, status: str, message: str) -> None:
+        if status != "failed" and (run_dir.adapter_dir / "adapter_config.json").is_file():
+            self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
+        self.banner.setText(f"Run {run_dir.name}: {status}.")
+        self.runs_view.refresh()
+
+    def _reattach_running_run(self) -> None:
+        """A run kept training after a window closed shows up again, live, with its whole curve so far."""
+        for run_dir in self.store.running_runs():
+            if self.training_tab.reattach(run_dir):
+                self.tabs.setCurrentWidget(self.training_tab)
+                self.banner.setText(f"Run {run_dir.name} is still training: showing it live again.")
+                return
+
+    def _on_config_adjusted(self, config: RunConfig) -> None:
+        config.name = self.config.name  # the retry changed a setting, not the user's run name
+        self.set_config(config)
+
+    def _open_run_config(self, config: RunConfig) -> None:
+        self.set_config(config)
+        self.tabs.setCurrentWidget(self.config_tab)
+        self.banner.setText(f"Loaded the settings of run {config.name}.")
+
+    def _resume_run(self, run_dir: RunDirectory) -> None:
+        if self.training_tab.resume(run_dir):
+            self.tabs.setCurrentWidget(self.training_tab)
+        elif self.training_tab.is_running:
+            self.banner.setText(f"Cannot resume {run_dir.name} while another run is training.")
+        elif (busy := run_dir.busy_message()) is not None:
+            self.banner.setText(f"Cannot resume {run_dir.name}: {busy}")
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self.training_tab.confirm_close():
+            event.ignore()
+            return
+        self.dataset_tab.shutdown()
+        QSettings().setValue("window/geometry", self.saveGeometry())
+        if self._demo_worker is not None:
+            self._demo_worker.wait()
+        self.training_tab.shutdown()
+        self.chat_tab.shutdown()
+        event.accept()

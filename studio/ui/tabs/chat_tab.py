@@ -1,0 +1,833 @@
+"""Chat tab: talk to a base model with one or more adapters, compare it with the base, export it.
+
+The tab only binds widgets to `studio.core.chat.model.ChatModel`: loading, generation and unloading run
+in QThreads; replies stream in piece by piece. Compare mode answers each prompt twice on the same
+loaded weights — the tuned adapter, then the base with the adapter disabled — side by side.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QSignalBlocker, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+    QHBoxLayout, QLabel, QLineEdit, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QRadioButton,
+    QSpinBox, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
+)
+
+from studio.core.chat.model import BASE_MODEL, GenerationSettings, ReplyStats
+from studio.ui.qt_workers import QtFunctionWorker
+
+TUNED, BASE = "tuned", "base"
+_PLACEHOLDER_FLAGS = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
+_ROLE_STYLE = {"user": ("You", "#1f4e9c"), "assistant": ("Model", "#1b7f3b"), "error": ("Error", "#b00020"),
+               "note": ("Note", "#8a6d00")}
+
+
+class QtTranscript(QTextBrowser):
+    """A conversation view: one paragraph per message, the reply streamed into the last one."""
+
+    def __init__(self, title: str = "", parent=None):
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.title = title
+        self._placeholder = ""
+
+    # Qt draws a text edit's placeholder on one line, cut off at the edge; this one wraps.
+    def setPlaceholderText(self, text: str) -> None:  # noqa: N802 - Qt API
+        self._placeholder = text
+        self.viewport().update()
+
+    def placeholderText(self) -> str:  # noqa: N802 - Qt API
+        return self._placeholder
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().paintEvent(event)
+        if self._placeholder and self.document().isEmpty():
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().placeholderText().color())
+            margin = int(self.document().documentMargin())
+            painter.drawText(self.viewport().rect().adjusted(margin, margin, -margin, -margin), _PLACEHOLDER_FLAGS,
+                             self._placeholder)
+            painter.end()
+
+    def add_message(self, role: str, text: str = "") -> None:
+        label, colour = _ROLE_STYLE[role]
+        cursor = self.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        block = QTextBlockFormat()
+        block.setTopMargin(8 if self.document().characterCount() > 1 else 0)
+        if self.document().characterCount() > 1:
+            cursor.insertBlock(block)
+        else:
+            cursor.setBlockFormat(block)
+        head = QTextCharFormat()
+        head.setFontWeight(QFont.Weight.Bold)
+        head.setForeground(QColor(colour))
+        cursor.insertText(f"{label}: ", head)
+        cursor.insertText(text, self._body_format(role))
+        self.ensureCursorVisible()
+
+    def append_piece(self, piece: str) -> None:
+        cursor = self.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(piece, self._body_format("assistant"))
+        self.setTextCursor(cursor)
+        self.ensureCursorVisible()
+
+    def show_messages(self, messages: list[dict[str, str]]) -> None:
+        self.clear()
+        for message in messages:
+            if message["role"] != "system":
+                self.add_message(message["role"], message["content"])
+
+    @staticmethod
+    def _body_format(role: str) -> QTextCharFormat:
+        body = QTextCharFormat()
+        body.setFontWeight(QFont.Weight.Normal)
+        body.setForeground(QColor("#b00020" if role == "error" else "#202020"))
+        return body
+
+
+class QtReplyWorker(QThread):
+    """Generates one reply per job, in order, on one ChatModel: `piece(side, text)` as it streams,
+    `reply_done(side, text, stats)` per reply, `failed(side, message)`. One `stop_event` stops all."""
+
+    piece = Signal(str, str)
+    reply_done = Signal(str, str, object)
+    failed = Signal(str, str)
+
+    def __init__(self, chat_model: Any, jobs: list[tuple[str, str | None, list[dict[str, str]]]],
+                 settings: GenerationSettings, parent=None):
+        super().__init__(parent)
+        self._chat_model = chat_model
+        self._jobs = jobs
+        self._settings = settings
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        import logging
+        import traceback
+
+        for side, adapter, messages in self._jobs:
+            if self.stop_event.is_set():
+                return
+            stats, pieces = ReplyStats(), []
+            try:
+                for piece in self._chat_model.stream_reply(messages, self._settings, adapter=adapter,
+                                                           stop=self.stop_event, stats=stats):
+                    pieces.append(piece)
+                    self.piece.emit(side, piece)
+            except Exception as error:  # shown in the transcript; the traceback goes to the log
+                logging.getLogger(__name__).error("chat generation failed:\n%s", traceback.format_exc())
+                self.failed.emit(side, f"{type(error).__name__}: {error}")
+                return
+            self.reply_done.emit(side, "".join(pieces), stats)
+            if stats.stopped:
+                return
+
+
+def _running_training(runs_root: Path | None) -> bool:
+    """Whether any recent run in the run history is still training (it then holds the GPU)."""
+    from studio.core.runs.store import RunStore
+
+    return any(run.status() == "running" for run in RunStore(runs_root).runs()[:20])
+
+
+class QtChatTab(QWidget):
+    """Signals: `piece_received(str)` as the (tuned) reply streams in, `reply_finished(str)` when it is
+    complete, `base_reply_finished(str)` for the base side in compare mode, `generation_finished()` when
+    every reply of a prompt is done (or stopped), `model_loaded()`, `model_unloaded()`."""
+
+    reply_finished = Signal(str)
+    base_reply_finished = Signal(str)
+    piece_received = Signal(str)
+    generation_finished = Signal()
+    model_loaded = Signal()
+    model_unloaded = Signal()
+
+    def __init__(self, parent=None, *, runs_root: Path | None = None):
+        super().__init__(parent)
+        self.chat_model = None
+        self.history: list[dict[str, str]] = []  # the tuned (or only) conversation, without the system prompt
+        self.base_history: list[dict[str, str]] = []  # compare mode: the base model's conversation
+        self.last_stats: dict[str, ReplyStats] = {}
+        self.last_memory_warning: str | None = None
+        self.runs_root = runs_root
+        # Hooks the window (and tests) may replace: the GPU to check before loading, and whether a
+        # training run is using it now.
+        from studio.core.system.gpu import detect_gpu
+
+        self.gpu_info: Callable[[], Any] = detect_gpu
+        self.training_running: Callable[[], bool] = lambda: _running_training(self.runs_root)
+        self._loader: QtFunctionWorker | None = None
+        self._loading_fields: tuple[str, str] | None = None  # (base, adapter) as they were when Load was pressed
+        self._loaded_adapter: Path | None = None  # the adapter folder (or run folder) the loaded model came with
+        self._turn_warnings: dict[Path, str | None] = {}
+        self._generator: QtReplyWorker | None = None
+        self._export_dialog = None
+
+        self._build_model_box()
+        self._build_settings_box()
+        self._build_conversation()
+        self._set_generating(False)
+
+    # --- layout ---------------------------------------------------------------------------------------------
+    def _build_model_box(self) -> None:
+        self.base_edit = QLineEdit()
+        self.base_edit.setPlaceholderText("base model folder or Hub id (empty: the adapter's own base)")
+        base_browse = QPushButton("Browse…")
+        base_browse.clicked.connect(self._browse_base)
+        self.adapter_edit = QLineEdit()
+        self.adapter_edit.setPlaceholderText("adapter folder or run folder (empty: the base model alone)")
+        # A push button with a menu: like the buttons beside it, with room for the menu arrow.
+        self.runs_button = QPushButton("Runs")
+        self.runs_button.setToolTip("Pick the adapter of a finished run")
+        self.runs_menu = QMenu(self.runs_button)
+        self.runs_menu.aboutToShow.connect(self._fill_runs_menu)
+        self.runs_button.setMenu(self.runs_menu)
+        adapter_browse = QPushButton("Browse…")
+        adapter_browse.clicked.connect(self._browse_adapter)
+        self.add_adapter_button = QPushButton("Add to loaded model")
+        self.add_adapter_button.setToolTip("Load this adapter beside the loaded ones, on the same base weights "
+                                           "(no reload); then switch between them below")
+        self.add_adapter_button.clicked.connect(self.add_adapter)
+
+        self.precision_trained = QRadioButton("As trained")
+        self.precision_trained.setToolTip("The base weights the adapter was trained on: a QLoRA run's adapter "
+                                          "answers on the same 4-bit weights, as it did in training")
+        self.precision_16 = QRadioButton("16-bit")
+        self.precision_16.setToolTip("The original full-quality weights (float32 on a CPU, which is faster there). "
+                                     "An adapter trained on a 4-bit base learned corrections for the 4-bit "
+                                     "weights and may answer differently here")
+        self.load_4bit = QRadioButton("4-bit NF4 (less memory)")
+        self.precision_trained.setChecked(True)
+        precision = QButtonGroup(self)
+        precision.addButton(self.precision_trained)
+        precision.addButton(self.precision_16)
+        precision.addButton(self.load_4bit)
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(self.load_model)
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.setToolTip("Free the model's memory")
+        self.unload_button.clicked.connect(self.unload_model)
+        self.active_adapter = QComboBox()
+        self.active_adapter.setMinimumContentsLength(22)
+        self.active_adapter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.active_adapter.setToolTip("The adapter replies use; switching does not reload the base model")
+        self.active_adapter.currentTextChanged.connect(self._on_active_adapter_chosen)
+        self.model_status = QLabel("No model loaded.")
+        self.model_status.setWordWrap(True)
+        self.model_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        box = QGroupBox("Model")
+        grid = QGridLayout(box)
+        grid.addWidget(QLabel("Base model"), 0, 0)
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base_edit, stretch=1)
+        base_row.addWidget(base_browse)
+        grid.addLayout(base_row, 0, 1)
+        grid.addWidget(QLabel("Adapter"), 1, 0)
+        adapter_row = QHBoxLayout()
+        adapter_row.addWidget(self.adapter_edit, stretch=1)
+        adapter_row.addWidget(self.runs_button)
+        adapter_row.addWidget(adapter_browse)
+        adapter_row.addWidget(self.add_adapter_button)
+        grid.addLayout(adapter_row, 1, 1)
+        options = QHBoxLayout()
+        options.addWidget(QLabel("Weights"))
+        options.addWidget(self.precision_trained)
+        options.addWidget(self.precision_16)
+        options.addWidget(self.load_4bit)
+        options.addSpacing(16)
+        options.addWidget(QLabel("Active adapter"))
+        options.addWidget(self.active_adapter)
+        options.addStretch(1)
+        options.addWidget(self.load_button)
+        options.addWidget(self.unload_button)
+        grid.addLayout(options, 2, 0, 1, 2)
+        grid.addWidget(self.model_status, 3, 0, 1, 2)
+        grid.setColumnStretch(1, 1)
+        self.model_box = box
+
+    def _build_settings_box(self) -> None:
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setPlaceholderText("System prompt (optional)")
+        self.system_prompt.setFixedHeight(64)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setDecimals(2)
+        self.temperature.setSpecialValueText("0 (greedy)")
+        self.temperature.setToolTip("0 picks the most likely token every time: the same prompt gives the same "
+                                    "reply, and a trained question its trained answer")
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.05, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setValue(1.0)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 1000)
+        self.top_k.setSpecialValueText("off")
+        self.max_new_tokens = QSpinBox()
+        self.max_new_tokens.setRange(1, 8192)
+        self.max_new_tokens.setValue(256)
+        self.repetition_penalty = QDoubleSpinBox()
+        self.repetition_penalty.setRange(1.0, 2.0)
+        self.repetition_penalty.setSingleStep(0.05)
+        self.repetition_penalty.setValue(1.0)
+        self.repetition_penalty.setSpecialValueText("1.0 (off)")
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setValue(-1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setToolTip("With a seed, sampled replies repeat exactly")
+        self.temperature.valueChanged.connect(self._update_sampling_widgets)
+        self.compare_check = QCheckBox("Compare with the base model")
+        self.compare_check.setToolTip("Answer each prompt twice on the same loaded weights: with the active "
+                                      "adapter and with adapters disabled, side by side")
+        self.compare_check.toggled.connect(self._on_compare_toggled)
+
+        box = QGroupBox("Generation")
+        form = QFormLayout(box)
+        form.addRow(self.system_prompt)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Max new tokens", self.max_new_tokens)
+        form.addRow("Repetition penalty", self.repetition_penalty)
+        form.addRow("Seed", self.seed)
+        form.addRow(self.compare_check)
+        box.setFixedWidth(270)
+        self.settings_box = box
+        self._update_sampling_widgets()
+
+    def _build_conversation(self) -> None:
+        self.transcript = QtTranscript("tuned")
+        self.transcript.setPlaceholderText("Load a model, then ask it something. With temperature 0 replies are "
+                                           "greedy (deterministic), so a trained question gets its trained answer.")
+        self.base_transcript = QtTranscript("base")
+        self.tuned_title = QLabel("Tuned")
+        self.base_title = QLabel("Base model (adapter disabled)")
+        for title in (self.tuned_title, self.base_title):
+            title.setStyleSheet("font-weight: 600; padding: 2px 0;")
+        tuned_pane, base_pane = QWidget(), QWidget()
+        for pane, title, view in ((tuned_pane, self.tuned_title, self.transcript),
+                                  (base_pane, self.base_title, self.base_transcript)):
+            column = QVBoxLayout(pane)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(2)
+            column.addWidget(title)
+            column.addWidget(view, stretch=1)
+        self.base_pane = base_pane
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(base_pane)
+        self.splitter.addWidget(tuned_pane)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        base_pane.setVisible(False)
+        self.tuned_title.setVisible(False)
+
+        self.prompt_edit = QLineEdit()
+        self.prompt_edit.setPlaceholderText("Type a message and press Enter")
+        self.prompt_edit.returnPressed.connect(self.send)
+        self.send_button = QPushButton("Send")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_generation)
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.setToolTip("Answer the last message again")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear)
+        self.turn_hint = QLabel("")  # e.g. the adapter only ever saw one-turn conversations
+        self.turn_hint.setWordWrap(True)
+        self.turn_hint.setStyleSheet("color: #8a5300;")
+        self.turn_hint.hide()
+        prompt_row = QHBoxLayout()
+        prompt_row.addWidget(self.prompt_edit, stretch=1)
+        for button in (self.send_button, self.stop_button, self.regenerate_button, self.clear_button):
+            prompt_row.addWidget(button)
+
+        self.stats_label = QLabel("")
+        self.stats_label.setStyleSheet("color: #555;")
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Reopen a saved conversation (JSON, OpenAI messages)")
+        self.open_button.clicked.connect(self._open_conversation_dialog)
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save this conversation as JSON (OpenAI messages)")
+        self.save_button.clicked.connect(self._save_conversation_dialog)
+        self.export_button = QPushButton("Export model…")
+        self.export_button.setToolTip("Export the adapter, a merged model or GGUF + Ollama Modelfile")
+        self.export_button.clicked.connect(self.open_export_dialog)
+        footer = QHBoxLayout()
+        footer.addWidget(self.stats_label, stretch=1)
+        footer.addWidget(self.open_button)
+        footer.addWidget(self.save_button)
+        footer.addWidget(self.export_button)
+
+        middle = QHBoxLayout()
+        middle.addWidget(self.splitter, stretch=1)
+        middle.addWidget(self.settings_box, alignment=Qt.AlignmentFlag.AlignTop)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_box)
+        layout.addLayout(middle, stretch=1)
+        layout.addWidget(self.turn_hint)
+        layout.addLayout(prompt_row)
+        layout.addLayout(footer)
+
+    # --- choosing a model -------------------------------------------------------------------------------
+    def set_model(self, base: str, adapter: Path | None = None) -> None:
+        """Prefill the fields (e.g. with the run that just finished)."""
+        self.base_edit.setText(base)
+        self.adapter_edit.setText(str(adapter) if adapter else "")
+
+    def forget_runs(self, folders: list[Path]) -> None:
+        """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
+        already loaded stays in memory until Unload)."""
+        text = self.adapter_edit.text().strip()
+        if text and any(Path(text) == folder or folder in Path(text).parents for folder in map(Path, folders)):
+            self.adapter_edit.clear()
+
+    def _browse_base(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")
+        if folder:
+            self.base_edit.setText(folder)
+
+    def _browse_adapter(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an adapter or run folder")
+        if folder:
+            self.adapter_edit.setText(folder)
+
+    def _fill_runs_menu(self) -> None:
+        from studio.core.export.jobs import runs_with_adapters
+
+        self.runs_menu.clear()
+        runs = runs_with_adapters(self.runs_root)
+        if not runs:
+            self.runs_menu.addAction("No finished runs yet").setEnabled(False)
+        for run in runs[:30]:
+            action = self.runs_menu.addAction(run.name)
+            action.triggered.connect(lambda checked=False, run=run: self.choose_run(run))
+
+    def choose_run(self, run_dir: Path) -> None:
+        """Use a run's adapter, with the base model it was trained on."""
+        from studio.core.models.source import ModelLoadError
+        from studio.core.models.adapters import adapter_base_model
+
+        adapter = Path(run_dir) / "adapter"
+        self.adapter_edit.setText(str(adapter))
+        try:
+            self.base_edit.setText(adapter_base_model(adapter))
+        except ModelLoadError:
+            pass
+
+    # --- loading and unloading ------------------------------------------------------------------------
+    def _memory_warning(self, base: str, adapter: str) -> str | None:
+        """Warn before loading when a training run holds the GPU (or the model will not fit)."""
+        from studio.core.models.source import ModelLoadError
+        from studio.core.models.adapters import adapter_base_model
+        from studio.core.chat.model import chat_memory_warning, estimate_chat_memory
+        from studio.core.models.adapters import resolve_adapter_dir
+        from studio.core.models.source import ModelSourceError, find_model_config
+        from studio.core.plan.vram import ShapeError
+
+        gpu = self.gpu_info()
+        if gpu is None:
+            return None  # chat runs on the CPU: nothing to share with a training run
+        try:
+            if not base:
+                base = adapter_base_model(resolve_adapter_dir(Path(adapter)))
+            config = find_model_config(base).config
+            need = estimate_chat_memory(config, load_in_4bit=self._loads_4bit(adapter))
+        except (ModelLoadError, ModelSourceError, ShapeError, OSError):
+            return None  # the load itself will say what is wrong
+        return chat_memory_warning(need, gpu, training_running=self.training_running())
+
+    def _loads_4bit(self, adapter: str) -> bool:
+        """Whether the chosen weights are 4-bit: asked for, or 'as trained' for a run trained on a 4-bit base."""
+        if self.load_4bit.isChecked():
+            return True
+        if not self.precision_trained.isChecked() or not adapter:
+            return False
+        from studio.core.models.source import ModelLoadError
+        from studio.core.models.trained_base import TrainedBase
+        from studio.core.models.adapters import resolve_adapter_dir
+
+        try:
+            return TrainedBase.of_adapter(resolve_adapter_dir(Path(adapter))).quantization == "4bit"
+        except ModelLoadError:
+            return False
+
+    def confirm_memory_warning(self, warning: str) -> bool:
+        """Ask whether to load anyway (tests replace this)."""
+        answer = QMessageBox.warning(self, "GPU memory", f"{warning}\n\nLoad the model anyway?",
+                                     QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                     QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def load_model(self) -> QtFunctionWorker | None:
+        from studio.core.chat.model import ChatModel
+        from studio.core.models.source import ModelLoadError
+
+        base = self.base_edit.text().strip()
+        adapter = self.adapter_edit.text().strip()
+        if not base and not adapter:
+            self.model_status.setText("Name a base model or an adapter first.")
+            return None
+        self.last_memory_warning = self._memory_warning(base, adapter)
+        if self.last_memory_warning and not self.confirm_memory_warning(self.last_memory_warning):
+            self.model_status.setText("Not loaded: " + self.last_memory_warning)
+            return None
+        self.unload_model()
+        self.load_button.setEnabled(False)
+        self.model_status.setText("Loading…")
+        self._loading_fields = (base, adapter)
+        worker = QtFunctionWorker(ChatModel.load, base or adapter, [adapter] if base and adapter else [],
+                                  load_in_4bit=self.load_4bit.isChecked(),
+                                  weights="original" if self.precision_16.isChecked() else "trained",
+                                  expected_errors=(ModelLoadError,),
+                                  parent=self)
+        worker.succeeded.connect(self._on_loaded)
+        worker.failed.connect(lambda message: self.model_status.setText(f"Could not load: {message}"))
+        worker.finished.connect(lambda: self.load_button.setEnabled(True))
+        self._loader = worker
+        worker.start()
+        return worker
+
+    def _fields(self) -> tuple[str, str]:
+        return self.base_edit.text().strip(), self.adapter_edit.text().strip()
+
+    def _on_loaded(self, chat_model) -> None:
+        if self._loading_fields is not None and self._fields() != self._loading_fields:
+            # The fields changed while it loaded (a run that ended fills in its adapter a moment after Load
+            # was pressed): what shows is what the user expects to talk to, so that is loaded instead.
+            self._loading_fields = None
+            self.chat_model = chat_model
+            self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
+            QTimer.singleShot(0, self.load_model)
+            return
+        adapter_field = self._loading_fields[1] if self._loading_fields else ""
+        self._loaded_adapter = Path(adapter_field) if adapter_field else None
+        self._turn_warnings: dict[Path, str | None] = {}
+        self._loading_fields = None
+        self.chat_model = chat_model
+        self._refresh_adapters()
+        precision = chat_model.loaded_as or ("4-bit NF4" if chat_model.load_in_4bit else "16-bit")
+        adapters = f" with {', '.join(chat_model.adapters)}" if chat_model.adapters else " (no adapter)"
+        notes = "".join(f"\n{note}" for note in chat_model.notes)
+        self.model_status.setText(f"Loaded {chat_model.base_name} ({precision}){adapters}.{notes}")
+        self._set_generating(False)
+        self.model_loaded.emit()
+
+    def add_adapter(self) -> QtFunctionWorker | None:
+        """Load the adapter field's adapter beside the loaded ones (the base weights stay)."""
+        from studio.core.models.source import ModelLoadError
+
+        folder = self.adapter_edit.text().strip()
+        if self.chat_model is None or not folder or self._generator is not None:
+            self.model_status.setText("Load a model first, then add more adapters to it." if self.chat_model is None
+                                      else self.model_status.text())
+            return None
+        self.add_adapter_button.setEnabled(False)
+        worker = QtFunctionWorker(self.chat_model.add_adapter, folder, expected_errors=(ModelLoadError, ValueError),
+                                  parent=self)
+
+        def added(name: str) -> None:
+            self._refresh_adapters()
+            self.active_adapter.setCurrentText(name)
+            self.model_status.setText(f"Added {name}; {len(self.chat_model.adapters)} adapters share one copy of "
+                                      f"{self.chat_model.base_name}.")
+
+        worker.succeeded.connect(added)
+        worker.failed.connect(lambda message: self.model_status.setText(f"Could not add the adapter: {message}"))
+        worker.finished.connect(lambda: self._set_generating(False))
+        self._loader = worker
+        worker.start()
+        return worker
+
+    def _refresh_adapters(self) -> None:
+        with QSignalBlocker(self.active_adapter):
+            self.active_adapter.clear()
+            if self.chat_model is not None:
+                self.active_adapter.addItems(self.chat_model.adapters)
+                if self.chat_model.active_adapter:
+                    self.active_adapter.setCurrentText(self.chat_model.active_adapter)
+        self.tuned_title.setText(f"Tuned: {self.active_adapter.currentText() or 'no adapter'}")
+
+    def _on_active_adapter_chosen(self, name: str) -> None:
+        if self.chat_model is not None and name and name in self.chat_model.adapters:
+            self.chat_model.set_adapter(name)
+            self.tuned_title.setText(f"Tuned: {name}")
+
+    def unload_model(self) -> None:
+        """Stop any reply, drop the model and return its memory."""
+        self.stop_generation()
+        for worker in (self._generator, self._loader):
+            if worker is not None:
+                worker.wait()
+        if self.chat_model is not None:
+            self.chat_model.unload()
+            self.chat_model = None
+            self._refresh_adapters()
+            self.model_status.setText("Unloaded; its memory is free again.")
+            self.model_unloaded.emit()
+        self._set_generating(False)
+
+    # --- generation ---------------------------------------------------------------------------------------
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
+            top_p=self.top_p.value(), top_k=self.top_k.value(), repetition_penalty=self.repetition_penalty.value(),
+            seed=None if self.seed.value() < 0 else self.seed.value())
+
+    def _update_sampling_widgets(self) -> None:
+        sampling = self.temperature.value() > 0
+        for widget in (self.top_p, self.top_k, self.seed):
+            widget.setEnabled(sampling)
+
+    @property
+    def compare_mode(self) -> bool:
+        return self.compare_check.isChecked()
+
+    def _on_compare_toggled(self, on: bool) -> None:
+        self.base_pane.setVisible(on)
+        self.tuned_title.setVisible(on)
+        if on:  # the base side starts a conversation of its own from here
+            self.base_history = []
+            self.base_transcript.clear()
+            half = max(self.splitter.width() // 2, 200)
+            self.splitter.setSizes([half, half])
+
+    def _with_system(self, history: list[dict[str, str]]) -> list[dict[str, str]]:
+        system = self.system_prompt.toPlainText().strip()
+        return ([{"role": "system", "content": system}] if system else []) + list(history)
+
+    def send(self, text: str | None = None) -> None:
+        text = (text if isinstance(text, str) else self.prompt_edit.text()).strip()
+        if not text or self.chat_model is None or self._generator is not None:
+            return
+        self.prompt_edit.clear()
+        self.history.append({"role": "user", "content": text})
+        self.transcript.add_message("user", text)
+        self._show_turn_hint()
+        if self.compare_mode:
+            self.base_history.append({"role": "user", "content": text})
+            self.base_transcript.add_message("user", text)
+        self._generate()
+
+    def _show_turn_hint(self) -> None:
+        """From the second turn on, say so when the adapter never saw a conversation that long."""
+        from studio.core.chat.conversations import single_turn_warning
+
+        turns = sum(1 for message in self.history if message["role"] == "user")
+        adapter = self._loaded_adapter if self.chat_model is not None and self.chat_model.adapters else None
+        warning = None
+        if turns >= 2 and adapter is not None:
+            if adapter not in self._turn_warnings:  # read once per loaded adapter (a few thousand data rows)
+                self._turn_warnings[adapter] = single_turn_warning(adapter, turns)
+            warning = self._turn_warnings[adapter]
+        self.turn_hint.setText(warning or "")
+        self.turn_hint.setVisible(bool(warning))
+
+    def regenerate(self) -> None:
+        """Drop the last reply (both sides in compare mode) and answer the last message again."""
+        if self.chat_model is None or self._generator is not None or not self.history:
+            return
+        for history, view in ((self.history, self.transcript), (self.base_history, self.base_transcript)):
+            while history and history[-1]["role"] == "assistant":
+                history.pop()
+            view.show_messages(history)
+        if self.history and self.history[-1]["role"] == "user":
+            if self.compare_mode and not (self.base_history and self.base_history[-1]["role"] == "user"):
+                self.base_history.append(dict(self.history[-1]))
+                self.base_transcript.show_messages(self.base_history)
+            self._generate()
+
+    def _generate(self) -> None:
+        jobs: list[tuple[str, str | None, list[dict[str, str]]]] = [(TUNED, None, self._with_system(self.history))]
+        if self.compare_mode and self.chat_model.adapters:
+            jobs.append((BASE, BASE_MODEL, self._with_system(self.base_history)))
+        elif self.compare_mode and self.base_history and self.base_history[-1]["role"] == "user":
+            self.base_history.pop()  # nothing to compare: the loaded model has no adapter
+            self.base_transcript.show_messages(self.base_history)
+            self.base_transcript.add_message("error", "compare needs an adapter: load one to see the difference")
+        for side, _, _ in jobs:
+            self._view(side).add_message("assistant")
+        worker = QtReplyWorker(self.chat_model, jobs, self.generation_settings(), parent=self)
+        worker.piece.connect(self._on_piece)
+        worker.reply_done.connect(self._on_reply_done)
+        worker.failed.connect(self._on_failed)
+        worker.finished.connect(self._on_worker_finished)
+        self._generator = worker
+        self.last_stats = {}
+        self.stats_label.setText("Generating…")
+        self._set_generating(True)
+        worker.start()
+
+    def _view(self, side: str) -> QtTranscript:
+        return self.base_transcript if side == BASE else self.transcript
+
+    def _on_piece(self, side: str, piece: str) -> None:
+        self._view(side).append_piece(piece)
+        if side == TUNED:
+            self.piece_received.emit(piece)
+
+    def _on_reply_done(self, side: str, reply: str, stats: ReplyStats) -> None:
+        (self.base_history if side == BASE else self.history).append({"role": "assistant", "content": reply})
+        self.last_stats[side] = stats
+        self._show_stats()
+        (self.base_reply_finished if side == BASE else self.reply_finished).emit(reply)
+
+    def _show_stats(self) -> None:
+        parts = []
+        for side in (TUNED, BASE):
+            stats = self.last_stats.get(side)
+            if stats is None:
+                continue
+            label = ("base: " if side == BASE else "tuned: ") if self.compare_mode else ""
+            stopped = " (stopped)" if stats.stopped else ""
+            parts.append(f"{label}{stats.tokens} tokens in {stats.seconds:.1f} s · "
+                         f"{stats.tokens_per_second:.1f} tokens/s{stopped}")
+        self.stats_label.setText("   |   ".join(parts))
+
+    def _on_failed(self, side: str, message: str) -> None:
+        history = self.base_history if side == BASE else self.history
+        if history and history[-1]["role"] == "user":
+            history.pop()
+        self._view(side).add_message("error", f"generation failed: {message}")
+        self.stats_label.setText("Generation failed.")
+
+    def _on_worker_finished(self) -> None:
+        # A side that never answered (Stop before the base model's turn in compare mode, or a failure on the
+        # other side) keeps no dangling user turn: the next message would otherwise follow it as a second user
+        # turn in a row, which templates that require alternating roles reject.
+        for history, view in ((self.history, self.transcript), (self.base_history, self.base_transcript)):
+            if history and history[-1]["role"] == "user":
+                history.pop()
+                view.show_messages(history)
+                view.add_message("note", "stopped before this model answered")
+        self._generator = None
+        self._set_generating(False)
+        self.generation_finished.emit()
+
+    def stop_generation(self) -> None:
+        if self._generator is not None:
+            self._generator.stop_event.set()
+
+    def clear(self) -> None:
+        self.stop_generation()
+        if self._generator is not None:
+            self._generator.wait()
+        self.history.clear()
+        self.base_history.clear()
+        self.transcript.clear()
+        self.base_transcript.clear()
+        self.stats_label.setText("")
+        self.turn_hint.hide()
+
+    def _set_generating(self, generating: bool) -> None:
+        ready = self.chat_model is not None
+        self.send_button.setEnabled(ready and not generating)
+        self.regenerate_button.setEnabled(ready and not generating and bool(self.history))
+        self.prompt_edit.setEnabled(ready)
+        self.stop_button.setEnabled(generating)
+        self.unload_button.setEnabled(ready)
+        self.add_adapter_button.setEnabled(ready and not generating)
+        self.active_adapter.setEnabled(ready and not generating and self.active_adapter.count() > 0)
+
+    # --- conversations --------------------------------------------------------------------------------------
+    def conversation(self):
+        from studio.core.chat.conversations import Conversation
+
+        model = self.chat_model
+        return Conversation(
+            messages=self._with_system(self.history),
+            model=model.base_name if model else self.base_edit.text().strip(),
+            adapters=[str(model.adapter_paths[n]) for n in model.adapters] if model else
+            ([self.adapter_edit.text().strip()] if self.adapter_edit.text().strip() else []),
+            generation=dict(self.generation_settings().__dict__),
+            base_messages=self._with_system(self.base_history) if self.compare_mode else None,
+            compare_adapter=(model.active_adapter or "") if model and self.compare_mode else "",
+        )
+
+    def save_conversation_to(self, path: Path) -> Path:
+        from studio.core.chat.conversations import save_conversation
+
+        return save_conversation(Path(path), self.conversation())
+
+    def open_conversation_from(self, path: Path) -> None:
+        """Show a saved conversation; the next message continues it."""
+        from studio.core.chat.conversations import load_conversation
+
+        conversation = load_conversation(Path(path))
+        self.clear()
+        self.system_prompt.setPlainText(conversation.system_prompt)
+        generation = conversation.generation
+        for key, widget in (("max_new_tokens", self.max_new_tokens), ("temperature", self.temperature),
+                            ("top_p", self.top_p), ("top_k", self.top_k),
+                            ("repetition_penalty", self.repetition_penalty)):
+            if isinstance(generation.get(key), (int, float)):
+                widget.setValue(generation[key])
+        if "seed" in generation:
+            self.seed.setValue(generation["seed"] if isinstance(generation["seed"], int) else -1)
+        if self.chat_model is None and conversation.model and not self.base_edit.text().strip():
+            self.base_edit.setText(conversation.model)
+            if conversation.adapters:
+                self.adapter_edit.setText(conversation.adapters[0])
+        self.compare_check.setChecked(conversation.base_messages is not None)
+        self.history = [dict(m) for m in conversation.turns]
+        self.transcript.show_messages(self.history)
+        if conversation.base_messages is not None:
+            self.base_history = [m for i, m in enumerate(conversation.base_messages)
+                                 if not (i == 0 and m["role"] == "system")]
+            self.base_transcript.show_messages(self.base_history)
+        self._set_generating(False)
+
+    def _save_conversation_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save conversation", "conversation.json", "JSON (*.json)")
+        if path:
+            self.save_conversation_to(Path(path))
+            self.stats_label.setText(f"Saved {path}")
+
+    def _open_conversation_dialog(self) -> None:
+        from studio.core.chat.conversations import ConversationError
+
+        path, _ = QFileDialog.getOpenFileName(self, "Open conversation", "", "JSON (*.json)")
+        if path:
+            try:
+                self.open_conversation_from(Path(path))
+            except ConversationError as error:
+                QMessageBox.warning(self, "Cannot open the conversation", str(error))
+
+    # --- export -----------------------------------------------------------------------------------------------
+    def export_source(self) -> Path | None:
+        """The run (or adapter folder) to export: the active adapter's, else the adapter field's."""
+        folder = None
+        if self.chat_model is not None and self.chat_model.active_adapter:
+            folder = self.chat_model.adapter_paths.get(self.chat_model.active_adapter)
+        if folder is None and self.adapter_edit.text().strip():
+            folder = Path(self.adapter_edit.text().strip())
+        if folder is not None and folder.name == "adapter" and (folder.parent / "run.toml").is_file():
+            return folder.parent
+        return folder
+
+    def open_export_dialog(self):
+        from studio.ui.tabs.export_dialog import QtExportDialog
+
+        dialog = QtExportDialog(self.export_source(), runs_root=self.runs_root, parent=self)
+        self._export_dialog = dialog
+        dialog.show()
+        return dialog
+
+    def shutdown(self) -> None:
+        self.stop_generation()
+        for worker in (self._generator, self._loader):
+            if worker is not None:
+                worker.wait()
+        if self._export_dialog is not None:
+            self._export_dialog.shutdown()

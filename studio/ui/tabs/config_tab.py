@@ -1,0 +1,881 @@
+"""Config tab: the model, a preset for the GPU, every knob of the run (help text from the config
+dataclasses) and a live GPU memory estimate.
+
+The first screen holds what most runs change (rank, learning rate, batch, length); everything else
+sits in the "Advanced" section. The widgets are bound to config fields by (section, name), so
+`set_config` / `apply_to` cover every knob without a hand-written line per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QValidator
+from PySide6.QtWidgets import (
+    QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QInputDialog,
+    QLabel, QLayout, QLineEdit, QPushButton, QScrollArea, QSizePolicy, QSpacerItem, QSpinBox, QVBoxLayout, QWidget,
+)
+from superqt import QCollapsible, QElidingLabel
+from superqt.utils import qdebounced
+
+from studio.core.config.settings import (
+    ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config,
+)
+from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
+from studio.core.system.gpu import GpuInfo, detect_gpu, format_bytes
+from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
+from studio.core.models.source import ModelSourceError, find_model_config
+from studio.core.system.paths import user_data_dir
+from studio.core.config.presets import (
+    GPU_PRESETS, Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset,
+)
+from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, estimate_vram
+from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.widgets import _plot_style as style
+from studio.ui.widgets.qt_model_picker import QtModelPicker, start_worker
+from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
+
+_DETECT = object()
+ESTIMATE_DEBOUNCE_MS = 150
+_NUMBER_WIDTH = 100
+DETECT_DEBOUNCE_MS = 800
+DETECTED_LINE_CHARS = 72  # the layer-names label's lines: it fits beside the form's labels in the default window
+READING_LAYER_NAMES = ("Reading the model's layer names… The first read after a start imports PyTorch and "
+                       "transformers, which can take a minute or more on a busy machine.")
+
+QUANT_MODE_TEXT = {"4bit": "4-bit NF4 (QLoRA)", "8bit": "8-bit", "none": "16-bit (plain LoRA)"}
+OPTIM_TEXT = {
+    "auto": "auto (paged 8-bit AdamW on a GPU)",
+    "paged_adamw_8bit": "paged 8-bit AdamW",
+    "adamw_8bit": "8-bit AdamW",
+    "adamw_torch": "AdamW (fp32 states)",
+    "adamw_torch_fused": "fused AdamW",
+    "sgd": "SGD",
+}
+ATTN_TEXT = {"sdpa": "sdpa (PyTorch)", "eager": "eager", "flash_attention_2": "FlashAttention 2"}
+EVAL_TEXT = {"steps": "every N steps", "epoch": "every epoch", "no": "never"}
+
+
+def flash_attention_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+class _QtScientificSpinBox(QDoubleSpinBox):
+    """A spin box for small rates: shows 0.0002 or 2e-05 instead of a row of zeros."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDecimals(12)
+        self.setRange(0.0, 1.0)
+        self.setSingleStep(1e-5)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
+        return f"{value:.6g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt API
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        if re.fullmatch(r"[0-9]*\.?[0-9]*(e-?[0-9]*)?", text.strip().lower()):
+            return QValidator.State.Acceptable if _is_float(text) else QValidator.State.Intermediate, text, pos
+        return QValidator.State.Invalid, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt API
+        # A rate lives on a log scale: each step multiplies by 1.25 rather than adding a constant.
+        value = self.value() or 1e-5
+        self.setValue(value * (1.25 ** steps))
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _QtNoteLabel(QLabel):
+    """A muted note under a form field: as wide as the field column, wrapped only where the line does
+    not fit, and exactly as tall as its lines at that width.
+
+    (A plain word-wrapped QLabel in a QFormLayout is sized by Qt's guess at a narrow width: a column
+    of three short lines with a one-line gap around it.)
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._hint_height = -1
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt API
+        return False  # the height comes from sizeHint, which follows the width the label was given
+
+    def _height(self) -> int:
+        return self.heightForWidth(max(self.width(), super().minimumSizeHint().width()))
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        # Narrow (the longest word), so a long note never widens the column; Expanding fills it.
+        return QSize(super().minimumSizeHint().width(), self._height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return self.sizeHint()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        height = self._height()
+        if height != self._hint_height:
+            self._hint_height = height
+            self.updateGeometry()
+
+
+@dataclasses.dataclass
+class _Binding:
+    """One widget showing one config field."""
+
+    section: str
+    name: str
+    widget: QWidget
+
+    def get(self) -> Any:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QComboBox):
+            return w.currentData()
+        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            return w.value()
+        if isinstance(w, QLineEdit):
+            return [part.strip() for part in w.text().split(",") if part.strip()]
+        raise TypeError(type(w))
+
+    def set(self, value: Any) -> None:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QComboBox):
+            index = w.findData(value)
+            if index < 0:  # a value this machine does not offer (e.g. flash_attention_2 not installed)
+                w.addItem(f"{value} (not available here)", value)
+                index = w.count() - 1
+            w.setCurrentIndex(index)
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.setValue(value)
+        elif isinstance(w, QLineEdit):
+            w.setText(", ".join(value))
+
+
+class _ReflowingRow(QBoxLayout):
+    """Two column layouts, side by side (`set_wide(True)`) or the first above the second.
+
+    With `stretch`, each column keeps its boxes at their natural height when it is shorter than the
+    one beside it.
+    """
+
+    def __init__(self, first: QLayout, second: QLayout, *, stretch: bool = True):
+        super().__init__(QBoxLayout.Direction.LeftToRight)
+        self._columns = (first, second)
+        self._stretches: list[QSpacerItem] = []
+        for column in self._columns:
+            if stretch:
+                spacer = QSpacerItem(0, 0, QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Expanding)
+                column.addItem(spacer)
+                self._stretches.append(spacer)
+            self.addLayout(column, 1)
+
+    def is_wide(self) -> bool:
+        return self.direction() == QBoxLayout.Direction.LeftToRight
+
+    def wide_width(self) -> int:
+        """The narrowest width that shows both columns side by side without clipping a field."""
+        spacing = max(self.spacing(), 0)
+        return sum(column.minimumSize().width() for column in self._columns) + spacing
+
+    def set_wide(self, wide: bool) -> bool:
+        """Returns whether the arrangement changed."""
+        if wide == self.is_wide():
+            return False
+        self.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
+        # One above the other, a stretch would open a gap between the columns.
+        vertical = QSizePolicy.Policy.Expanding if wide else QSizePolicy.Policy.Minimum
+        for spacer in self._stretches:
+            spacer.changeSize(0, 0, QSizePolicy.Policy.Minimum, vertical)
+        for column in self._columns:
+            column.invalidate()
+        return True
+
+
+class QtConfigTab(QWidget):
+    """Edits a RunConfig: `set_config` fills the form, `apply_to` writes it back.
+
+    Signals `changed()` whenever the user edits a field (or applies a preset), and
+    `estimate_updated(object)` with each new VramEstimate (None when there is none).
+    `config_source`, when set, returns the window's current config (for the data file in
+    "Copy as command"); without it the config last given to `set_config` is used.
+    """
+
+    changed = Signal()
+    estimate_updated = Signal(object)
+    modules_detected = Signal(object)
+
+    def __init__(self, parent=None, *, gpu: GpuInfo | None | object = _DETECT):
+        super().__init__(parent)
+        self._refresh_gpu = gpu is _DETECT
+        self._gpu: GpuInfo | None = detect_gpu() if gpu is _DETECT else gpu  # type: ignore[assignment]
+        self._base = RunConfig()
+        self._bindings: list[_Binding] = []
+        self._loading = False
+        self._shapes: dict[str, tuple[ModelShape | None, str]] = {}
+        self._detected: dict[tuple[str, bool], LinearModules] = {}
+        self.detected_modules: LinearModules | None = None
+        self.detect_worker: QtFunctionWorker | None = None
+        self._detecting: tuple[str, bool] = ("", False)
+        self.config_source: Callable[[], RunConfig] | None = None
+        self.last_command: str | None = None
+
+        # --- model and presets
+        self.model_picker = QtModelPicker()
+        self.model_edit = self.model_picker.model_edit
+        self.trust_remote_code = self.model_picker.trust_remote_code
+        self.preset_combo = QComboBox()
+        self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.preset_combo.setToolTip("Fill every knob for a kind of machine; the model and the data stay as they are")
+        self.preset_hint = QElidingLabel()
+        self.preset_hint.setStyleSheet(f"color: {style.MUTED};")
+        self.save_preset_button = QPushButton("Save as preset…")
+        self.copy_command_button = QPushButton("Copy as command")
+        self.copy_command_button.setToolTip("Save this config to a TOML file and copy the finetune-studio train "
+                                            "command that runs it headless")
+        self.command_label = QElidingLabel()
+
+        # --- first screen
+        self.r = self._spin("lora", "r", 1, 1024)
+        self.lora_alpha = self._spin("lora", "lora_alpha", 1, 4096)
+        self.lora_dropout = self._double("lora", "lora_dropout", 0.0, 0.9, 2, 0.05)
+        self.target_modules = self._list_edit("lora", "target_modules", "all-linear, or e.g. q_proj, v_proj")
+        self.attention_only_button = QPushButton("Attention")
+        self.attention_mlp_button = QPushButton("Attention + MLP")
+        self.all_linear_button = QPushButton("All linear")
+        self.detected_label = QLabel()
+        # Explicit lines instead of word wrap: a wrapped label in a scroll area gets squeezed when the
+        # Advanced section opens. Long names are clipped; the tooltip has them all.
+        self.detected_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.detected_label.setStyleSheet(f"color: {style.MUTED};")
+        self.quantization_mode = self._combo("quantization", "mode", QUANT_MODE_TEXT)
+        self.learning_rate = self._bind("training", "learning_rate", _QtScientificSpinBox())
+        self.learning_rate.setMinimumWidth(_NUMBER_WIDTH)
+        self.num_train_epochs = self._double("training", "num_train_epochs", 0.0, 1000.0, 2, 1.0)
+        self.max_steps = self._spin("training", "max_steps", -1, 10_000_000)
+        self.max_steps.setSpecialValueText("use epochs")
+        self.per_device_train_batch_size = self._spin("training", "per_device_train_batch_size", 1, 1024)
+        self.gradient_accumulation_steps = self._spin("training", "gradient_accumulation_steps", 1, 1024)
+        self.effective_batch = QLabel()
+        self.max_length = self._spin("training", "max_length", 8, 1_048_576)
+        self.max_length.setSingleStep(256)
+        self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
+        self.fast_path = self._check("training", "fast_path", "Fast path")
+        self.fast_path_label = _QtNoteLabel()  # what the fast path gives on this machine, or why a part of it is off
+        self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
+
+        # --- advanced
+        self.bnb_4bit_quant_type = self._combo("quantization", "bnb_4bit_quant_type", {"nf4": "nf4", "fp4": "fp4"})
+        self.bnb_4bit_use_double_quant = self._check("quantization", "bnb_4bit_use_double_quant", "Double quantisation")
+        self.compute_dtype = self._combo("quantization", "compute_dtype", None)
+        self.bias = self._combo("lora", "bias", None)
+        self.modules_to_save = self._list_edit("lora", "modules_to_save", "none, or e.g. lm_head, embed_tokens")
+        self.use_rslora = self._check("lora", "use_rslora", "rsLoRA (alpha / √r)")
+        self.use_dora = self._check("lora", "use_dora", "DoRA")
+        self.optim = self._combo("training", "optim", OPTIM_TEXT)
+        self.lr_scheduler_type = self._combo("training", "lr_scheduler_type", None)
+        self.warmup_ratio = self._double("training", "warmup_ratio", 0.0, 0.5, 3, 0.01)
+        self.weight_decay = self._double("training", "weight_decay", 0.0, 10.0, 3, 0.01)
+        self.max_grad_norm = self._double("training", "max_grad_norm", 0.0, 1000.0, 2, 0.1)
+        self.packing = self._check("training", "packing", "Pack short examples together")
+        self.seed = self._spin("training", "seed", 0, 2**31 - 1)
+        attn = dict(ATTN_TEXT)
+        if not flash_attention_available():
+            attn.pop("flash_attention_2")
+        self.attn_implementation = self._combo("model", "attn_implementation", attn)
+        self.eval_strategy = self._combo("training", "eval_strategy", EVAL_TEXT)
+        self.eval_summary = QLabel()  # what actually happens: no eval rows means no evaluation, whatever the schedule
+        self.eval_summary.setWordWrap(True)
+        self.eval_summary.setStyleSheet(f"color: {style.MUTED};")
+        self.eval_steps = self._spin("training", "eval_steps", 1, 10_000_000)
+        self.early_stopping_patience = self._spin("training", "early_stopping_patience", 0, 1000)
+        self.early_stopping_patience.setSpecialValueText("off")
+        self.save_steps = self._spin("training", "save_steps", 1, 10_000_000)
+        self.save_total_limit = self._spin("training", "save_total_limit", 1, 1000)
+        self.logging_steps = self._spin("training", "logging_steps", 1, 100_000)
+
+        self.vram_panel = QtVramPanel()
+        self._build_layout()
+
+        self._schedule_estimate = qdebounced(self._update_estimate, timeout=ESTIMATE_DEBOUNCE_MS, parent=self)
+        self._schedule_detection = qdebounced(self._start_detection, timeout=DETECT_DEBOUNCE_MS, parent=self)
+        self.model_picker.model_changed.connect(self._on_model_changed)
+        self.model_picker.trust_changed.connect(lambda _checked: self._on_edit())
+        self.model_picker.download_finished.connect(self._on_download_finished)
+        self.attention_only_button.clicked.connect(lambda: self.set_target_shortcut("attention"))
+        self.attention_mlp_button.clicked.connect(lambda: self.set_target_shortcut("attention+mlp"))
+        self.all_linear_button.clicked.connect(lambda: self.set_target_shortcut("all-linear"))
+        self.preset_combo.activated.connect(lambda index: self.apply_preset(self.preset_combo.itemData(index)))
+        self.preset_combo.currentIndexChanged.connect(self._show_preset_hint)
+        self.save_preset_button.clicked.connect(self._ask_preset_name)
+        self.copy_command_button.clicked.connect(self.copy_command)
+
+        self.reload_presets()
+        self._select_preset(preset_for_gpu(self._gpu).key)
+        self._update_dependent_widgets()
+        self._show_detected()
+        self._schedule_estimate()
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    # --- widget factories ---------------------------------------------------------------------------
+    def _bind(self, section: str, name: str, widget: QWidget) -> Any:
+        widget.setToolTip(field_help(section, name))
+        self._bindings.append(_Binding(section, name, widget))
+        if isinstance(widget, QCheckBox):
+            widget.toggled.connect(self._on_edit)
+        elif isinstance(widget, QComboBox):
+            widget.currentIndexChanged.connect(self._on_edit)
+        elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            widget.valueChanged.connect(self._on_edit)
+        elif isinstance(widget, QLineEdit):
+            widget.textChanged.connect(self._on_edit)
+        return widget
+
+    def _spin(self, section: str, name: str, minimum: int, maximum: int) -> QSpinBox:
+        box = QSpinBox()
+        box.setRange(minimum, maximum)
+        box.setMinimumWidth(_NUMBER_WIDTH)
+        return self._bind(section, name, box)
+
+    def _double(self, section: str, name: str, minimum: float, maximum: float, decimals: int,
+                step: float) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(minimum, maximum)
+        box.setDecimals(decimals)
+        box.setSingleStep(step)
+        box.setMinimumWidth(_NUMBER_WIDTH)
+        return self._bind(section, name, box)
+
+    def _check(self, section: str, name: str, text: str) -> QCheckBox:
+        return self._bind(section, name, QCheckBox(text))
+
+    def _combo(self, section: str, name: str, texts: dict[str, str] | None) -> QComboBox:
+        box = QComboBox()
+        settings_type = typing.get_type_hints(RunConfig)[section]
+        choices = next(f.metadata.get("choices", []) for f in dataclasses.fields(settings_type) if f.name == name)
+        for value in choices:
+            if texts is None or value in texts:
+                box.addItem(texts[value] if texts else value, value)
+        return self._bind(section, name, box)
+
+    def _list_edit(self, section: str, name: str, placeholder: str) -> QLineEdit:
+        edit = QLineEdit()
+        edit.setPlaceholderText(placeholder)
+        return self._bind(section, name, edit)
+
+    # --- layout ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _form(title: str, rows: list[tuple[str | None, QWidget | Any]]) -> QGroupBox:
+        box = QGroupBox(title)
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for label, field in rows:
+            if label is None:
+                form.addRow(field)
+            else:
+                form.addRow(label, field)
+                label_widget = form.labelForField(field)
+                tip = field.toolTip() if isinstance(field, QWidget) else ""
+                if label_widget is not None and tip:
+                    label_widget.setToolTip(tip)
+        return box
+
+    def _build_layout(self) -> None:
+        model_box = QGroupBox("Base model")
+        QVBoxLayout(model_box).addWidget(self.model_picker)
+
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(QLabel("Preset"))
+        preset_row.addWidget(self.preset_combo)
+        preset_row.addWidget(self.preset_hint, stretch=1)
+        preset_row.addWidget(self.save_preset_button)
+        preset_row.addWidget(self.copy_command_button)
+
+        shortcuts = QHBoxLayout()
+        shortcuts.setContentsMargins(0, 0, 0, 0)
+        for button in (self.attention_only_button, self.attention_mlp_button, self.all_linear_button):
+            button.setToolTip({
+                self.attention_only_button: "Adapt the attention projections only (smallest adapter)",
+                self.attention_mlp_button: "Adapt the attention and MLP projections by name",
+                self.all_linear_button: "PEFT's all-linear: every linear layer except the output head",
+            }[button])
+            shortcuts.addWidget(button)
+        shortcuts.addStretch(1)
+        shortcut_widget = QWidget()
+        shortcut_widget.setLayout(shortcuts)
+
+        lora_box = self._form("LoRA adapter", [
+            ("Rank (r)", self.r),
+            ("Alpha", self.lora_alpha),
+            ("Dropout", self.lora_dropout),
+            ("Target modules", self.target_modules),
+            ("", shortcut_widget),
+            (None, self.detected_label),
+        ])
+        quant_box = self._form("Base weights", [("Stored as", self.quantization_mode)])
+        training_box = self._form("Training", [
+            ("Learning rate", self.learning_rate),
+            ("Epochs", self.num_train_epochs),
+            ("Max steps", self.max_steps),
+            ("Batch size", self.per_device_train_batch_size),
+            ("Gradient accumulation", self.gradient_accumulation_steps),
+            ("Effective batch", self.effective_batch),
+            ("Max length (tokens)", self.max_length),
+            ("", self.gradient_checkpointing),
+            ("", self.fast_path),
+            ("", self.fast_path_label),  # under the box; wraps rather than widen the column
+        ])
+        # Two columns side by side where they fit, one above the other where they do not (see `_reflow`).
+        left = QVBoxLayout()
+        left.addWidget(lora_box)
+        left.addWidget(quant_box)
+        right = QVBoxLayout()
+        right.addWidget(training_box)
+        columns = _ReflowingRow(left, right)
+
+        advanced_quant = self._form("Quantisation", [
+            ("4-bit type", self.bnb_4bit_quant_type),
+            ("", self.bnb_4bit_use_double_quant),
+            ("Compute dtype", self.compute_dtype),
+        ])
+        advanced_lora = self._form("Adapter", [
+            ("Bias", self.bias),
+            ("Modules to save", self.modules_to_save),
+            ("", self.use_rslora),
+            ("", self.use_dora),
+        ])
+        advanced_opt = self._form("Optimisation", [
+            ("Optimizer", self.optim),
+            ("Scheduler", self.lr_scheduler_type),
+            ("Warmup ratio", self.warmup_ratio),
+            ("Weight decay", self.weight_decay),
+            ("Max grad norm", self.max_grad_norm),
+            ("Attention", self.attn_implementation),
+            ("Seed", self.seed),
+            ("", self.packing),
+        ])
+        advanced_eval = self._form("Evaluation and checkpoints", [
+            ("Evaluate", self.eval_strategy),
+            ("Eval steps", self.eval_steps),
+            ("", self.eval_summary),
+            ("Early stopping patience", self.early_stopping_patience),
+            ("Save every (steps)", self.save_steps),
+            ("Checkpoints kept", self.save_total_limit),
+            ("Log every (steps)", self.logging_steps),
+        ])
+        advanced_left = QVBoxLayout()
+        advanced_left.addWidget(advanced_quant)
+        advanced_left.addWidget(advanced_lora, 1)  # as tall as the optimisation box beside it
+        advanced_right = QVBoxLayout()
+        advanced_right.addWidget(advanced_opt)
+        advanced_columns = _ReflowingRow(advanced_left, advanced_right, stretch=False)
+        advanced_content = QWidget()
+        advanced_layout = QVBoxLayout(advanced_content)
+        advanced_layout.setContentsMargins(0, 0, 0, 0)
+        advanced_layout.addLayout(advanced_columns)
+        advanced_layout.addWidget(advanced_eval)
+        self.advanced = QCollapsible("Advanced: quantisation details, adapter options, optimiser, evaluation")
+        self.advanced.setCollapsedIcon("▶")
+        self.advanced.setExpandedIcon("▼")
+        self.advanced.addWidget(advanced_content)
+        self.advanced.setDuration(0)
+        # Collapsed, the section is only zero height: without this, Tab would walk into its fields and the arrow
+        # keys would change a setting nobody can see.
+        advanced_content.setEnabled(False)
+        self.advanced.toggled.connect(advanced_content.setEnabled)
+
+        inner = QWidget()
+        inner_layout = QVBoxLayout(inner)
+        inner_layout.setContentsMargins(0, 0, 6, 0)  # a gap before the vertical scroll bar
+        inner_layout.addLayout(columns)
+        inner_layout.addWidget(self.advanced)
+        inner_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        # Scrolls sideways only when even one column does not fit (a very narrow window).
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setWidget(inner)
+        self.scroll_area = scroll
+        self._rows = (columns, advanced_columns)
+        scroll.installEventFilter(self)
+        inner.installEventFilter(self)
+
+        # As wide as its breakdown needs (350 px with the usual font), never squeezed below that.
+        self.vram_panel.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        body = QHBoxLayout()
+        body.addWidget(scroll, 1)
+        body.addWidget(self.vram_panel)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(model_box)
+        layout.addLayout(preset_row)
+        layout.addWidget(self.command_label)
+        self.command_label.hide()  # shown with the first message
+        layout.addLayout(body, 1)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (watched is self.scroll_area and event.type() == QEvent.Type.Resize) or (
+                watched is self.scroll_area.widget() and event.type() == QEvent.Type.LayoutRequest):
+            self._reflow()
+        return super().eventFilter(watched, event)
+
+    def _reflow(self) -> None:
+        """Put each pair of columns side by side when the scroll area is wide enough, else one above the other.
+
+        The width is the one left with a vertical scroll bar shown, so the choice does not flip when
+        the bar comes or goes.
+        """
+        scroll = self.scroll_area
+        inner = scroll.widget()
+        if inner is None or inner.layout() is None:
+            return
+        margins = inner.layout().contentsMargins()
+        available = (scroll.width() - 2 * scroll.frameWidth() - scroll.verticalScrollBar().sizeHint().width()
+                     - margins.left() - margins.right())
+        changed = False
+        for row in self._rows:
+            changed |= row.set_wide(available >= row.wide_width())
+        if changed and self.advanced.isExpanded():
+            self.advanced.expand(animate=False)  # the section's height follows its new layout
+
+    # --- config in, config out ------------------------------------------------------------------------
+    def set_config(self, config: RunConfig) -> None:
+        """Show a config in the form (without emitting `changed`)."""
+        self._base = copy_config(config)
+        self._loading = True
+        try:
+            self.model_picker.set_model(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+            for binding in self._bindings:
+                binding.set(getattr(getattr(config, binding.section), binding.name))
+        finally:
+            self._loading = False
+        self._update_dependent_widgets()
+        self._schedule_estimate()
+        self._schedule_detection()
+
+    def apply_to(self, config: RunConfig) -> None:
+        """Write the form's values into a config."""
+        config.model.name_or_path = self.model_picker.model()
+        config.model.trust_remote_code = self.trust_remote_code.isChecked()
+        for binding in self._bindings:
+            setattr(getattr(config, binding.section), binding.name, binding.get())
+
+    def current_config(self) -> RunConfig:
+        """The window's config (or the last one shown) with the form's values applied."""
+        config = copy_config(self.config_source() if self.config_source is not None else self._base)
+        self.apply_to(config)
+        return config
+
+    def model_path(self) -> Path | None:
+        text = self.model_picker.model()
+        return Path(text) if text else None
+
+    def _on_edit(self, *_args: Any) -> None:
+        if self._loading:
+            return
+        self._update_dependent_widgets()
+        self._schedule_estimate()
+        self.changed.emit()
+
+    def _on_model_changed(self, _text: str) -> None:
+        self._on_edit()
+        self._schedule_detection()
+
+    def _update_dependent_widgets(self) -> None:
+        effective = self.per_device_train_batch_size.value() * self.gradient_accumulation_steps.value()
+        self.effective_batch.setText(f"{effective} examples per optimiser step")
+        self.effective_batch.setToolTip("Examples per optimiser step: batch size × gradient accumulation")
+        four_bit = self.quantization_mode.currentData() == "4bit"
+        self.bnb_4bit_quant_type.setEnabled(four_bit)
+        self.bnb_4bit_use_double_quant.setEnabled(four_bit)
+        self.num_train_epochs.setEnabled(self.max_steps.value() <= 0)
+        strategy = self.eval_strategy.currentData()
+        self.eval_steps.setEnabled(strategy == "steps")
+        self.early_stopping_patience.setEnabled(strategy != "no")
+        config = self.current_config()
+        self.eval_summary.setText(describe_evaluation(config.data, config.training))
+        self._show_fast_path()
+
+    def _show_fast_path(self) -> None:
+        config = self.current_config()
+        capabilities = capabilities_for_card(self._gpu)
+        plan = plan_fast_path(config, capabilities, compute_dtype=expected_compute_dtype(config, capabilities))
+        # The first line is what is on; the tooltip has every part with its reason.
+        on = [note for note in plan.notes if ": on" in note or "instead of" in note]
+        if not plan.enabled:
+            text = "off: plain transformers + PEFT + TRL"
+        elif on:
+            names = [note.split(":")[0] for note in on]
+            text = "on here: " + ", ".join("FlashAttention-2" if name == "attention" else name for name in names)
+        elif any("not installed" in note for note in plan.notes):
+            text = "Liger Kernel not installed (hover for how)"
+        else:
+            text = "nothing to gain here (hover for why)"
+        self.fast_path_label.setText(text)
+        self.fast_path_label.setToolTip(plan.summary())
+
+    # --- target modules -------------------------------------------------------------------------------
+    def set_target_shortcut(self, which: str) -> None:
+        """Fill target modules with attention-only, attention+MLP (by name) or PEFT's all-linear."""
+        detected = self.detected_modules
+        attention = list(detected.attention) if detected and detected.attention else list(ATTENTION_MODULES)
+        mlp = list(detected.mlp) if detected and detected.mlp else list(MLP_MODULES)
+        names = {"attention": attention, "attention+mlp": attention + mlp, "all-linear": ["all-linear"]}[which]
+        self.target_modules.setText(", ".join(names))  # textChanged → _on_edit
+
+    def _start_detection(self) -> None:
+        model = self.model_picker.model()
+        trust = self.trust_remote_code.isChecked()
+        if not model:
+            self.detected_modules = None
+            self._show_detected()
+            return
+        if (model, trust) in self._detected:
+            self._on_detected(model, self._detected[(model, trust)])
+            return
+        if (known := cached_linear_modules(model, trust_remote_code=trust)) is not None:
+            self._on_detected(model, known, trust=trust)  # read at an earlier start: no torch import needed
+            return
+        if self.detect_worker is not None:
+            return  # one at a time; the finished handler checks whether the model changed meanwhile
+        try:
+            find_model_config(model)
+        except ModelSourceError as error:
+            self.detected_modules = None
+            self._set_detected_text(f"Layer names unknown: {error}")
+            return
+        self._set_detected_text(READING_LAYER_NAMES)
+        worker = QtFunctionWorker(detect_linear_modules, model, trust_remote_code=trust,
+                                  expected_errors=(ModelSourceError, ValueError, ImportError, OSError))
+        # Bound methods, not lambdas: the worker may outlive this tab, and Qt drops a deleted
+        # receiver's connections only when it knows the receiver.
+        worker.succeeded.connect(self._on_detection_succeeded)
+        worker.failed.connect(self._on_detection_failed)
+        worker.finished.connect(self._on_detection_ended)
+        self.detect_worker = worker
+        self._detecting = (model, trust)
+        start_worker(worker)
+
+    def _on_detection_succeeded(self, modules: LinearModules) -> None:
+        model, trust = self._detecting
+        self._on_detected(model, modules, trust=trust)
+
+    def _on_detection_failed(self, message: str) -> None:
+        self._set_detected_text(f"Layer names unknown: {message}")
+
+    def _on_detection_ended(self) -> None:
+        self.detect_worker = None
+        if (self.model_picker.model(), self.trust_remote_code.isChecked()) not in self._detected:
+            self._schedule_detection()  # the model changed while the last one was read
+
+    def _on_detected(self, model: str, modules: LinearModules, *, trust: bool | None = None) -> None:
+        if trust is not None:
+            self._detected[(model, trust)] = modules
+        if model != self.model_picker.model():
+            return
+        self.detected_modules = modules
+        self._show_detected()
+        self.modules_detected.emit(modules)
+
+    def _show_detected(self) -> None:
+        modules = self.detected_modules
+        if modules is None:
+            self._set_detected_text("Shortcuts use Llama-style names until the model's own are read.")
+            return
+        lines = ["Linear layers in this model:"]
+        for title, names in (("attention", modules.attention), ("MLP", modules.mlp), ("other", modules.other)):
+            if names:
+                lines.append(f"  {title}: {', '.join(names)}")
+        self._set_detected_text("\n".join(lines))
+
+    def _set_detected_text(self, text: str) -> None:
+        shown = text
+        if "\n" not in text:  # an error or a notice: explicit lines (see the label), cut between words
+            shown = textwrap.fill(text, DETECTED_LINE_CHARS, break_long_words=False, break_on_hyphens=False)
+        self.detected_label.setText(shown)
+        self.detected_label.setToolTip(text)
+
+    def _on_download_finished(self, _folder: str) -> None:
+        self._shapes.pop(self.model_picker.model(), None)
+        self._schedule_estimate()
+        self._schedule_detection()
+
+    # --- presets --------------------------------------------------------------------------------------
+    def reload_presets(self) -> list[str]:
+        """Fill the preset list (built-in, then the user's); returns messages for unreadable files."""
+        user, problems = load_user_presets()
+        self._presets: dict[str, Preset] = {}
+        current = self.preset_combo.currentData()
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        for preset in builtin_presets():
+            self._presets[preset.key] = preset
+            self.preset_combo.addItem(preset.label, preset.key)
+        for preset in user:
+            key = f"user:{preset.key}"
+            self._presets[key] = preset
+            self.preset_combo.addItem(f"{preset.label} (yours)", key)
+        self.preset_combo.blockSignals(False)
+        if current is not None:
+            self._select_preset(current)
+        if problems:
+            self._set_message("; ".join(problems), error=True)
+        return problems
+
+    def _select_preset(self, key: str) -> None:
+        index = self.preset_combo.findData(key)
+        if index >= 0:
+            self.preset_combo.setCurrentIndex(index)
+        self._show_preset_hint()
+
+    def _show_preset_hint(self, *_args: Any) -> None:
+        preset = self.selected_preset()
+        if preset is None:
+            self.preset_hint.setText("")
+            return
+        tip = preset.description
+        if preset.suggested_model:
+            tip += f" Sized with {preset.suggested_model}, which it suggests when no model is chosen."
+        self.preset_hint.setText(preset.description)
+        self.preset_hint.setToolTip(tip)
+        if not self._loading:
+            self._schedule_estimate()
+
+    def selected_preset(self) -> Preset | None:
+        return self._presets.get(self.preset_combo.currentData())
+
+    def apply_preset(self, key: str) -> None:
+        """Set every knob from a preset (the model and the data stay); emits `changed`."""
+        preset = self._presets[key]
+        self._select_preset(key)
+        config = preset.apply(self.current_config())
+        if not config.model.name_or_path and preset.suggested_model:
+            config.model.name_or_path = preset.suggested_model
+        self.set_config(config)
+        self.changed.emit()
+
+    def save_preset(self, name: str) -> Path:
+        """Save the current knobs as a user preset and select it."""
+        path = save_user_preset(name, self.current_config())
+        self.reload_presets()
+        self._select_preset(f"user:{path.stem}")
+        self._set_message(f"Preset saved: {path}")
+        return path
+
+    def _ask_preset_name(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save as preset", "Preset name:")
+        if ok and name.strip():
+            try:
+                self.save_preset(name)
+            except (ConfigError, OSError) as error:
+                self._set_message(f"Could not save the preset: {error}", error=True)
+
+    # --- copy as command ------------------------------------------------------------------------------
+    def command_config_path(self, config: RunConfig) -> Path:
+        """Where "Copy as command" saves the config: one file per run name or model."""
+        stem = config.name or Path(config.model.name_or_path.rstrip("/\\")).name or "run"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
+        return user_data_dir() / "configs" / f"{stem}.toml"
+
+    def copy_command(self) -> str | None:
+        """Save the config to a TOML file and copy `finetune-studio train FILE` to the clipboard."""
+        config = self.current_config()
+        try:
+            config.validate()
+        except ConfigError as error:
+            self._set_message(f"Not ready to train yet: {error}", error=True)
+            return None
+        path = self.command_config_path(config)
+        try:
+            save_config(config, path)
+        except OSError as error:
+            self._set_message(f"Could not save {path}: {error}", error=True)
+            return None
+        quoted = subprocess.list2cmdline([str(path)]) if sys.platform == "win32" else shlex.quote(str(path))
+        command = f"finetune-studio train {quoted}"
+        QGuiApplication.clipboard().setText(command)
+        self.last_command = command
+        self._set_message(f"Copied to the clipboard: {command}")
+        return command
+
+    def _set_message(self, text: str, *, error: bool = False) -> None:
+        self.command_label.setStyleSheet(f"color: {style.RED};" if error else "")
+        self.command_label.setText(text)
+        self.command_label.setToolTip(text)
+        self.command_label.setVisible(bool(text))
+
+    # --- the estimate ---------------------------------------------------------------------------------
+    def _shape_for(self, model: str) -> tuple[ModelShape | None, str]:
+        if model not in self._shapes:
+            try:
+                source = find_model_config(model)
+                self._shapes[model] = (ModelShape.from_config(source.config, source.name), source.description)
+            except (ModelSourceError, ShapeError) as error:
+                self._shapes[model] = (None, str(error))
+        return self._shapes[model]
+
+    def memory_limit(self) -> tuple[int, str]:
+        """The free memory to compare with, and a phrase saying whose it is."""
+        if self._gpu is not None:
+            if self._refresh_gpu:
+                self._gpu = detect_gpu(self._gpu.index) or self._gpu
+            return self._gpu.free_bytes, f"free on {self._gpu.name} ({format_bytes(self._gpu.total_bytes)})"
+        preset = self.selected_preset()
+        if preset is None or preset.vram_bytes is None:
+            preset = GPU_PRESETS[0]
+        card = preset.label.split(" —")[0]
+        return preset.vram_bytes or 0, f"no NVIDIA GPU detected, so compared with the {card} preset's card"
+
+    def _update_estimate(self) -> None:
+        config = self.current_config()
+        model = config.model.name_or_path
+        if not model:
+            self.vram_panel.set_unavailable(NO_MODEL_TEXT)
+            self.estimate_updated.emit(None)
+            return
+        shape, source = self._shape_for(model)
+        if shape is None:
+            self.vram_panel.set_unavailable(f"No estimate: {source}")
+            self.estimate_updated.emit(None)
+            return
+        estimate = estimate_vram(shape, config)
+        limit, against = self.memory_limit()
+        self.vram_panel.set_estimate(estimate, limit_bytes=limit, against=against, source=source)
+        self.estimate_updated.emit(estimate)
+
+    def shutdown(self) -> None:
+        """Stop background work (a download is cancelled; what it fetched stays in the cache)."""
+        self.model_picker.shutdown()
+        if self.detect_worker is not None:
+            self.detect_worker.wait(60_000)

@@ -1,0 +1,324 @@
+"""The Export dialog: pick a trained run, an export kind and where to write it; progress and cancel.
+
+Each kind is one core function (`studio.core.export.jobs.run_export`) run in a QThread; its
+`on_progress(fraction, message)` drives the progress bar and Cancel sets its `threading.Event`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QThread, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+)
+
+from studio.core.export.staging import ExportError
+from studio.core.export.jobs import ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters
+from studio.core.export.gguf import DEFAULT_GGUF_TYPE
+
+
+class QtExportWorker(QThread):
+    """Runs one export: `progress(fraction, message)`, then `succeeded(result)`, `failed(message)` or `cancelled()`."""
+
+    progress = Signal(float, str)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, kind: ExportKind, source: Path, output: Path, parent=None, *, weights: str = "trained"):
+        super().__init__(parent)
+        self.kind, self.source, self.output, self.weights = kind, source, output, weights
+        self.cancel_event = threading.Event()
+
+    def run(self) -> None:
+        import logging
+        import traceback
+
+        from studio.core.models.source import ModelLoadError
+        from studio.core.export.staging import ExportCancelled, ExportError
+
+        try:
+            result = run_export(self.kind, self.source, self.output, weights=self.weights,
+                                on_progress=self.progress.emit, cancel=self.cancel_event)
+        except ExportCancelled:
+            self.cancelled.emit()
+        except (ExportError, ModelLoadError) as error:
+            self.failed.emit(str(error))
+        except Exception as error:  # an internal failure: the traceback goes to the log, not the dialog
+            logging.getLogger(__name__).error("export failed:\n%s", traceback.format_exc())
+            self.failed.emit(f"{type(error).__name__}: {error}")
+        else:
+            self.succeeded.emit(result)
+
+
+class QtExportDialog(QDialog):
+    """Signals `export_finished(str status, str message)` with status succeeded | failed | cancelled."""
+
+    export_finished = Signal(str, str)
+
+    def __init__(self, source: Path | None = None, *, runs_root: Path | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export a trained model")
+        self.setMinimumWidth(640)
+        self.worker: QtExportWorker | None = None
+        self.last_result: Any = None
+        self._output_edited = False
+        self._confirmed_output: Path | None = None  # a file the save dialog already asked to overwrite
+
+        self.source_combo = QComboBox()
+        self.source_combo.setEditable(True)
+        self.source_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.source_combo.lineEdit().setPlaceholderText("a run folder or an adapter folder")
+        for run in runs_with_adapters(runs_root):
+            self.source_combo.addItem(run.name, str(run))
+        if source is not None:
+            index = self.source_combo.findData(str(source))
+            if index < 0:
+                self.source_combo.insertItem(0, str(source), str(source))
+                index = 0
+            self.source_combo.setCurrentIndex(index)
+        self.source_combo.currentIndexChanged.connect(self._suggest_output)
+        self.source_combo.lineEdit().editingFinished.connect(self._suggest_output)
+        source_browse = QPushButton("Browse…")
+        source_browse.clicked.connect(self._browse_source)
+        self._browse_buttons = [source_browse]
+
+        self.output_edit = QLineEdit()
+        self.output_edit.textEdited.connect(lambda: setattr(self, "_output_edited", True))
+
+        self.kind_buttons: dict[ExportKind, QRadioButton] = {}
+        kinds = QGroupBox("What to export")
+        kinds_layout = QVBoxLayout(kinds)
+        group = QButtonGroup(self)
+        for kind in ExportKind:
+            button = QRadioButton(kind.label)
+            button.setToolTip(kind.description)
+            note = QLabel(kind.description)
+            note.setStyleSheet("color: #666; margin-left: 22px;")
+            note.setWordWrap(True)
+            kinds_layout.addWidget(button)
+            kinds_layout.addWidget(note)
+            group.addButton(button)
+            button.toggled.connect(lambda on, kind=kind: on and self._suggest_output())
+            self.kind_buttons[kind] = button
+        # The GGUF type `finetune-studio export gguf` defaults to as well (gguf_export says why it is q8_0).
+        default_gguf = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
+        self.kind_buttons[default_gguf].setChecked(True)
+        # The default merges into the weights the adapter trained on (a QLoRA run's 4-bit base, dequantised), so
+        # the export answers like the trained model; the original weights are a choice whose effect is measured.
+        self.original_weights = QCheckBox("Merge into the original 16-bit weights, not the ones it was trained on")
+        self.original_weights.setToolTip(
+            "A QLoRA adapter learned corrections for the 4-bit base it trained on; on the original 16-bit weights "
+            "it can answer differently. With this on, the export compares its replies with the trained model's "
+            "on the run's own examples and states the agreement on the model card.")
+        kinds_layout.addWidget(self.original_weights)
+        output_browse = QPushButton("Browse…")
+        output_browse.clicked.connect(self._browse_output)
+        self._browse_buttons.append(output_browse)
+
+        form = QFormLayout()
+        source_row = QHBoxLayout()
+        source_row.addWidget(self.source_combo, stretch=1)
+        source_row.addWidget(source_browse)
+        form.addRow("Trained run", source_row)
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output_edit, stretch=1)
+        output_row.addWidget(output_browse)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
+        self.status_label = QLabel("Choose what to export, then press Export.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.buttons = QDialogButtonBox()
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.cancel_button = self.buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.export_button.clicked.connect(self.start_export)
+        self.cancel_button.clicked.connect(self.cancel_export)
+        self.close_button.clicked.connect(self.close)
+        self.cancel_button.setEnabled(False)
+
+        intro = QLabel("<b>Export a trained model</b> — for transformers, llama.cpp or Ollama. Every export "
+                       "carries the run's chat template and a model card with its loss curve.")
+        intro.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(kinds)
+        output_form = QFormLayout()
+        output_form.addRow("Write to", output_row)
+        layout.addLayout(output_form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        layout.addWidget(self.buttons)
+        self._suggest_output()
+
+    # --- choices ------------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> ExportKind:
+        return next(kind for kind, button in self.kind_buttons.items() if button.isChecked())
+
+    def set_kind(self, kind: ExportKind) -> None:
+        self.kind_buttons[kind].setChecked(True)
+
+    @property
+    def source(self) -> Path | None:
+        data = self.source_combo.currentData()
+        text = self.source_combo.currentText().strip()
+        if data and self.source_combo.itemText(self.source_combo.currentIndex()) == text:
+            return Path(data)
+        return Path(text) if text else None
+
+    def set_source(self, folder: Path) -> None:
+        self.source_combo.setEditText(str(folder))
+        self._suggest_output()
+
+    def set_output(self, path: Path) -> None:
+        self.output_edit.setText(str(path))
+        self._output_edited = True
+
+    def _suggest_output(self) -> None:
+        source = self.source
+        if self._output_edited or source is None:
+            return
+        run_name = source.parent.name if source.name == "adapter" else source.name
+        folder = default_exports_dir()
+        self.output_edit.setText(str(self.kind.default_output(run_name or "model", folder)))
+
+    def _browse_source(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a run or adapter folder")
+        if folder:
+            self.set_source(Path(folder))
+
+    def _browse_output(self) -> None:
+        current = self.output_edit.text().strip()
+        if self.kind.is_file:
+            suffix = ".gguf" if self.kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0) else ".zip"
+            path, _ = QFileDialog.getSaveFileName(self, "Export to", current, f"*{suffix}")
+            # The save dialog has already asked before choosing an existing file: do not ask twice.
+            self._confirmed_output = Path(path).resolve() if path else None
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Export into a new folder inside")
+            if path:
+                path = str(Path(path) / Path(current).name)
+        if path:
+            self.set_output(Path(path))
+
+    # --- running --------------------------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def start_export(self) -> QtExportWorker | None:
+        source, output = self.source, self.output_edit.text().strip()
+        if source is None or not output:
+            self.status_label.setText("Choose a trained run and where to write the export.")
+            return None
+        if self.worker is not None:
+            return self.worker
+        try:
+            target = check_output(self.kind, Path(output))
+        except ExportError as error:
+            self._finish("failed", str(error))
+            return None
+        if target.exists() and target != self._confirmed_output and not self.confirm_replace(target):
+            self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
+            return None
+        merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+        weights = "original" if merges and self.original_weights.isChecked() else "trained"
+        worker = QtExportWorker(self.kind, source, target, parent=self, weights=weights)
+        worker.progress.connect(self._on_progress)
+        worker.succeeded.connect(self._on_succeeded)
+        worker.failed.connect(lambda message: self._finish("failed", message))
+        worker.cancelled.connect(lambda: self._finish("cancelled", "Export cancelled; nothing was left behind."))
+        worker.finished.connect(self._on_worker_finished)
+        self.worker = worker
+        self.progress_bar.setValue(0)
+        self.status_label.setText(f"Exporting {self.kind.label.lower()}…")
+        self._set_running(True)
+        worker.start()
+        return worker
+
+    def confirm_replace(self, target: Path) -> bool:
+        """Ask before an export replaces an earlier one (check_output has refused anything else)."""
+        answer = QMessageBox.question(self, "Replace the earlier export?",
+                                      f"{target} already exists. Replace it with this export?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def cancel_export(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel_event.set()
+            self.status_label.setText("Cancelling…")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress_bar.setValue(int(fraction * 1000))
+        self.status_label.setText(message)
+
+    def _on_succeeded(self, result: Any) -> None:
+        self.last_result = result
+        path = getattr(result, "path", result)
+        extra = ""
+        if getattr(result, "modelfile", None) is not None:
+            extra = f"\nOllama: ollama create my-model -f {result.modelfile}"
+        for note in getattr(result, "notes", []):
+            extra += f"\nNote: {note}"
+        if isinstance(result, Path):
+            from studio.core.runs.record import RunSummary
+
+            summary = RunSummary.find(result)
+            if summary is not None and summary.agreement:
+                extra += f"\nAgreement: {summary.agreement}"
+        self.progress_bar.setValue(1000)
+        self._finish("succeeded", f"Written to {path}{extra}")
+
+    def _finish(self, status: str, message: str) -> None:
+        colour = {"succeeded": "#1b7f3b", "failed": "#b00020", "cancelled": "#8a6d00"}[status]
+        self.status_label.setText(f"<span style='color:{colour}; font-weight:600'>{status.upper()}</span> "
+                                  f"{_html(message)}")
+        if status != "succeeded":
+            self.progress_bar.setValue(0)
+        self.export_finished.emit(status, message)
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.export_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.close_button.setEnabled(not running)
+        for widget in (self.source_combo, self.output_edit, *self._browse_buttons, *self.kind_buttons.values(),
+                       self.original_weights):
+            widget.setEnabled(not running)
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel_event.set()
+            self.worker.wait()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self.worker is not None:
+            event.ignore()  # cancel first: closing mid-export would leave the thread running
+            return
+        super().closeEvent(event)
+
+    def reject(self) -> None:  # Escape
+        if self.worker is None:
+            super().reject()
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text).replace("\n", "<br>")

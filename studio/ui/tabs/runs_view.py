@@ -1,0 +1,351 @@
+"""Runs view: the run history as a table, with the loss curves of the selected runs overlaid.
+
+Everything shown is read from the run directories by Qt-free core functions
+(`studio.core.runs.history`), in a background thread, so a long history never stalls the window.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton, QSplitter, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from studio.core.config.settings import ConfigError, load_config
+from studio.core.runs.history import (
+    RunMetrics, RunSummary, format_duration, format_size, run_metrics, summarize_runs,
+)
+from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
+from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.widgets import _plot_style as style
+
+__all__ = ["QtRunsView"]
+
+COLUMNS = ("Run", "Model", "Dataset", "Status", "Steps", "Final loss", "Best loss", "Best eval", "Duration", "Adapter",
+           "Started")
+STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b00020", "running": "#1f4e9c",
+                  "new": "#707070"}
+CURVE_COLOURS = (style.BLUE, style.ORANGE, style.GREEN, style.RED, "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                 "#bcbd22", style.GREY)
+OVERLAY_SMOOTHING = 0.6
+SELECT_HINT = "Select runs to overlay their loss curves (Ctrl- or Shift-click for several)."
+
+
+class _SortableItem(QTableWidgetItem):
+    """A cell that sorts by a hidden key (numbers as numbers, unknown values last)."""
+
+    def __init__(self, text: str, key):
+        super().__init__(text)
+        self._key = key
+
+    def __lt__(self, other):  # noqa: D105 - Qt API
+        mine, theirs = self._key, getattr(other, "_key", None)
+        if mine is None or theirs is None:
+            return theirs is None and mine is not None
+        return mine < theirs
+
+
+def _short_name(value: str) -> str:
+    """A local model folder or data file by its last two parts ('demo/model'); a Hub id stays whole."""
+    if not value:
+        return "—"
+    path = Path(value)
+    return f"{path.parent.name}/{path.name}" if path.is_absolute() and path.parent.name else value
+
+
+def _loss_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _ema(values: list[float], weight: float) -> np.ndarray:
+    out, previous = np.empty(len(values)), None
+    for i, value in enumerate(values):
+        if np.isfinite(value):
+            previous = value if previous is None else weight * previous + (1 - weight) * value
+        out[i] = np.nan if previous is None else previous
+    return out
+
+
+class QtRunsView(QWidget):
+    """Every run under a RunStore.
+
+    Signals: `open_config_requested(RunConfig)`, `resume_requested(RunDirectory)`, `refreshed()`.
+    """
+
+    open_config_requested = Signal(object)
+    resume_requested = Signal(object)
+    refreshed = Signal()
+    runs_deleted = Signal(object)  # list[Path]: the folders just deleted
+
+    def __init__(self, store: RunStore, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.store = store
+        self.summaries: list[RunSummary] = []
+        self._metrics_cache: dict[Path, tuple[tuple[int, int], RunMetrics]] = {}
+        self._worker: QtFunctionWorker | None = None
+        self._refresh_again = False
+        self.overlay: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # run name -> (steps, raw losses) drawn
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSortingEnabled(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setHighlightSections(False)
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
+        self.table.doubleClicked.connect(lambda _: self.open_selected_config())
+
+        self.training_busy = False
+        self.refresh_button = QPushButton("Refresh")
+        self.open_config_button = QPushButton("Open config")
+        self.open_config_button.setToolTip("Load the selected run's settings into the Config tab")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the selected run from its latest checkpoint on the Training tab")
+        self.delete_button = QPushButton("Delete…")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.open_config_button.clicked.connect(self.open_selected_config)
+        self.resume_button.clicked.connect(self.resume_selected)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.info_label = QLabel(SELECT_HINT)
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self._plot_widget = style.make_plot_widget("Training loss (smoothed) of the selected runs", "step", "loss")
+        self._plot_widget.setMinimumHeight(220)
+        self._legend = style.add_legend(self._plot_widget.getPlotItem())
+        style.make_axes_cheap(self._plot_widget.getPlotItem(), left_axis_width=44)  # as the Training tab's plots
+        self._curves: list[pg.PlotDataItem] = []
+
+        buttons = QHBoxLayout()
+        for button in (self.refresh_button, self.open_config_button, self.resume_button, self.delete_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(buttons)
+        top_layout.addWidget(self.table, stretch=1)
+        top_layout.addWidget(self.info_label)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(top)
+        splitter.addWidget(self._plot_widget)
+        splitter.setSizes([330, 360])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+        self._update_buttons()
+
+    # --- loading -------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read every run directory in the background; `refreshed` is emitted when the table is current."""
+        if self._worker is not None and self._worker.isRunning():
+            self._refresh_again = True
+            return
+        self._worker = QtFunctionWorker(summarize_runs, self.store, parent=self)
+        self._worker.succeeded.connect(self._show)
+        self._worker.failed.connect(lambda message: self.info_label.setText(f"Cannot read the runs: {message}"))
+        self._worker.finished.connect(self._after_refresh)
+        self._worker.start()
+
+    def refresh_now(self) -> None:
+        """Re-read every run directory on this thread (start-up and tests)."""
+        self._show(summarize_runs(self.store))
+
+    def _after_refresh(self) -> None:
+        if self._refresh_again:
+            self._refresh_again = False
+            self.refresh()
+
+    def _show(self, summaries: list[RunSummary]) -> None:
+        selected = set(self.selected_paths())
+        self.summaries = summaries
+        self.table.setSortingEnabled(False)
+        self.table.blockSignals(True)
+        self.table.clearContents()
+        self.table.setRowCount(len(summaries))
+        for row, summary in enumerate(summaries):
+            for column, item in enumerate(self._row_items(summary)):
+                item.setData(Qt.ItemDataRole.UserRole, str(summary.path))
+                self.table.setItem(row, column, item)
+        self.table.setSortingEnabled(True)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) in {str(p) for p in selected}:
+                self.table.selectRow(row)
+        self.table.blockSignals(False)
+        self._on_selection_changed()
+        self.refreshed.emit()
+
+    def _row_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+        steps = "—" if s.step is None else (f"{s.step}/{s.total_steps}" if s.total_steps else str(s.step))
+        started = (datetime.datetime.fromtimestamp(s.started_at).strftime("%Y-%m-%d %H:%M")
+                   if s.started_at else "—")
+        status = s.status + (f" ({s.failure_kind})" if s.failure_kind else "")
+        items = [
+            _SortableItem(s.name, s.name.lower()),
+            _SortableItem(_short_name(s.model), s.model),
+            _SortableItem(_short_name(s.dataset), s.dataset),
+            _SortableItem(status, s.status),
+            _SortableItem(steps, s.step),
+            _SortableItem(_loss_text(s.final_loss), s.final_loss),
+            _SortableItem(_loss_text(s.best_loss), s.best_loss),
+            _SortableItem(_loss_text(s.best_eval_loss), s.best_eval_loss),
+            _SortableItem(format_duration(s.duration_s), s.duration_s),
+            _SortableItem(format_size(s.adapter_bytes), s.adapter_bytes),
+            _SortableItem(started, s.started_at),
+        ]
+        items[1].setToolTip(s.model)
+        items[2].setToolTip(s.dataset)
+        items[3].setForeground(QColor(STATUS_COLOURS.get(s.status, style.FOREGROUND)))
+        if s.message:
+            items[3].setToolTip(s.message)
+        for item in items[4:]:
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return items
+
+    # --- selection and overlay ------------------------------------------------------------------------------
+    def selected_paths(self) -> list[Path]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)) for row in rows
+                if self.table.item(row, 0) is not None]
+
+    def selected_summaries(self) -> list[RunSummary]:
+        by_path = {s.path: s for s in self.summaries}
+        return [by_path[p] for p in self.selected_paths() if p in by_path]
+
+    def select_runs(self, names: list[str]) -> None:
+        """Select the runs with these names (tests, and re-selecting after a refresh)."""
+        self.table.clearSelection()
+        mode = self.table.selectionMode()
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).text() in names:
+                self.table.selectRow(row)
+        self.table.setSelectionMode(mode)
+
+    def _metrics(self, path: Path) -> RunMetrics:
+        run = RunDirectory(path)
+        try:
+            stat = run.events_path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = (0, 0)
+        cached = self._metrics_cache.get(path)
+        if cached is None or cached[0] != key:
+            cached = (key, run_metrics(run))
+            self._metrics_cache[path] = cached
+        return cached[1]
+
+    def _on_selection_changed(self) -> None:
+        for curve in self._curves:
+            self._plot_widget.getPlotItem().removeItem(curve)
+        self._legend.clear()
+        self._curves, self.overlay = [], {}
+        selected = self.selected_summaries()
+        for i, summary in enumerate(selected):
+            metrics = self._metrics(summary.path)
+            steps = np.asarray(metrics.steps, dtype=float)
+            losses = np.asarray(metrics.series["loss"], dtype=float)
+            self.overlay[summary.name] = (steps, losses)
+            curve = self._plot_widget.getPlotItem().plot(
+                steps, _ema(list(losses), OVERLAY_SMOOTHING), name=summary.name,
+                pen=pg.mkPen(CURVE_COLOURS[i % len(CURVE_COLOURS)], width=2), connect="finite")
+            style.enable_fast_downsampling(curve, "mean")
+            self._curves.append(curve)
+        self._plot_widget.getPlotItem().enableAutoRange()
+        self._legend.setVisible(bool(selected))  # an empty legend is a stray box in the corner
+        if not self.summaries:
+            self.info_label.setText(f"No runs yet. Start one on the Training tab; every run is kept in "
+                                    f"{self.store.root} and listed here.")
+        elif not selected:
+            self.info_label.setText(SELECT_HINT)
+        if len(selected) == 1:
+            s = selected[0]
+            text = f"{s.path}"
+            if s.message:
+                text += f" — {s.message}"
+            if s.checkpoint_steps:
+                text += f" — checkpoints at step {', '.join(map(str, s.checkpoint_steps))}"
+            self.info_label.setText(text)
+        elif selected:
+            self.info_label.setText(f"{len(selected)} runs overlaid.")
+        self._update_buttons()
+
+    def set_training_busy(self, busy: bool) -> None:
+        """Whether the Training tab is running a run (then no other can be resumed from here)."""
+        self.training_busy = busy
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        selected = self.selected_summaries() if self.summaries else []
+        one = selected[0] if len(selected) == 1 else None
+        self.open_config_button.setEnabled(one is not None and one.run_dir.config_path.is_file())
+        # A run whose events read stopped or failed may still have a live process (one started from a terminal).
+        busy = one.run_dir.busy_message() if one is not None else None
+        self.resume_button.setEnabled(one is not None and one.status in ("stopped", "failed")
+                                      and bool(one.checkpoint_steps) and not self.training_busy and busy is None)
+        self.resume_button.setToolTip("Another run is training: one run at a time" if self.training_busy else
+                                      busy or "Continue the selected run from its latest checkpoint on the Training tab")
+        self.delete_button.setEnabled(bool(selected) and all(s.status != "running" for s in selected))
+
+    # --- actions ---------------------------------------------------------------------------------------------
+    def open_selected_config(self) -> None:
+        selected = self.selected_summaries()
+        if len(selected) != 1:
+            return
+        try:
+            config = load_config(selected[0].run_dir.config_path)
+        except ConfigError as error:
+            self.info_label.setText(f"Cannot open this run's config: {error}")
+            return
+        self.open_config_requested.emit(config)
+
+    def resume_selected(self) -> None:
+        selected = self.selected_summaries()
+        if len(selected) == 1:
+            self.resume_requested.emit(selected[0].run_dir)
+
+    def delete_selected(self) -> list[str]:
+        """Delete the selected runs after asking; returns the names deleted."""
+        selected = [s for s in self.selected_summaries() if s.status != "running"]
+        if not selected or not self.ask_delete_choice([s.name for s in selected]):
+            return []
+        deleted, folders = [], []
+        for summary in selected:
+            try:
+                self.store.delete(summary.run_dir)
+            except (RunBusyError, OSError) as error:
+                self.info_label.setText(f"Cannot delete {summary.name}: {error}")
+                continue
+            self._metrics_cache.pop(summary.path, None)
+            deleted.append(summary.name)
+            folders.append(summary.path)
+        self.table.clearSelection()
+        self.refresh_now()
+        if folders:
+            self.runs_deleted.emit(folders)
+        return deleted
+
+    def ask_delete_choice(self, names: list[str]) -> bool:
+        """Whether to delete these runs, asked in a dialog (tests replace this method)."""
+        listed = "\n".join(f"  • {name}" for name in names[:10]) + ("\n  …" if len(names) > 10 else "")
+        answer = QMessageBox.question(
+            self, "Delete runs",
+            f"Delete {len(names)} run(s) with their checkpoints and adapters?\n\n{listed}\n\nThis cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self.refresh()
