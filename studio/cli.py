@@ -608,7 +608,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from studio.core.system.gpu import detect_gpu
     from studio.core.models.source import ModelSourceError, find_model_config
     from studio.core.config.presets import GPU_PRESETS
-    from studio.core.plan.vram import ModelShape, ShapeError, estimate_vram, format_gib
+    from studio.core.plan.vram import ModelShape, ShapeError, estimate_vram
+    from studio.core.system.units import format_bytes
 
     config = _config_without_data(args.config, args.model)
     try:
@@ -641,7 +642,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"  adapted layers: {', '.join(s['target_modules']) or 'none'} "
           f"({s['lora_parameters'] / 1e6:.1f}M LoRA parameters)")
     print(estimate.format_table())
-    print(f"verdict: {estimate.verdict(free)} ({format_gib(estimate.total)} of {format_gib(free)}; {against})")
+    print(f"verdict: {estimate.verdict(free)} ({format_bytes(estimate.total, style='estimate')} of {format_bytes(free, style='estimate')}; {against})")
     for note in estimate.notes:
         print(f"note: {note}")
     return EXIT_OK

@@ -14,7 +14,7 @@ import pytest
 
 from studio.core.system import gpu
 from studio.core.system.gpu import (
-    NO_GPU_TEXT, GpuInfo, GpuReading, HostReading, HostTelemetry, NvmlTelemetry, TelemetrySource, detect_gpu, detect_telemetry, format_bytes,
+    NO_GPU_TEXT, GpuInfo, GpuReading, HostReading, HostTelemetry, NvmlTelemetry, TelemetrySource, detect_gpu, detect_telemetry,
 )
 
 GIB = 1024**3
@@ -91,12 +91,6 @@ def fake_nvml(monkeypatch):
 
 # ------------------------------------------------------------------ helpers
 
-
-def test_format_bytes():
-    assert format_bytes(None) == "—"
-    assert format_bytes(512 * MIB) == "512 MiB"
-    assert format_bytes(8 * GIB) == "8.0 GiB"
-    assert format_bytes(int(7.86 * GIB)) == "7.9 GiB"
 
 
 def test_module_import_is_qt_free_and_lazy():

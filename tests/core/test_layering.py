@@ -1,45 +1,80 @@
-"""The core stays headless: no Qt anywhere under studio.core, and the CLI starts without torch."""
+"""The architecture holds: the import contracts in pyproject.toml ([tool.importlinter]) are kept, they would catch
+a core module importing Qt or a lower layer importing a higher one, every core module has a user in the
+product, and the CLI starts without torch."""
 
 from __future__ import annotations
 
-import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import studio.core
+import grimp
+import pytest
 
-QT_PACKAGES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "superqt", "qtpy")
-CORE_DIR = Path(studio.core.__file__).parent
+import studio
+
+REPO = Path(studio.__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` on the `studio` package found under `root`, with the repository's own contracts."""
+    env = {"PYTHONPATH": str(root), "PATH": str(LINT_IMPORTS.parent), "NO_COLOR": "1"}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", str(REPO / "pyproject.toml")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
-def test_importing_every_core_module_loads_no_qt():
-    code = f"""
-import importlib, pkgutil, sys
-import studio.core
-names = [m.name for m in pkgutil.walk_packages(studio.core.__path__, "studio.core.")]
-assert len(names) >= 14, names
-for name in names:
-    importlib.import_module(name)
-qt = sorted(m for m in sys.modules if m.split(".")[0] in {QT_PACKAGES!r})
-print("imported", len(names), "modules; qt:", qt)
-assert not qt, qt
-"""
-    result = _python(code)
+@pytest.fixture
+def studio_copy(tmp_path):
+    """A copy of the studio package to break on purpose."""
+    shutil.copytree(REPO / "studio", tmp_path / "studio", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def test_the_import_contracts_are_kept():
+    result = _lint_imports(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "qt: []" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
-def test_no_core_source_file_imports_qt():
-    pattern = re.compile(r"^\s*(?:import|from)\s+(%s)\b" % "|".join(QT_PACKAGES), re.MULTILINE)
-    files = sorted(CORE_DIR.rglob("*.py"))
-    assert len(files) >= 14
-    offenders = [f"{path.relative_to(CORE_DIR)}: {match.group(0).strip()}"
-                 for path in files for match in pattern.finditer(path.read_text(encoding="utf-8"))]
+def test_the_contracts_break_when_a_core_module_imports_qt(studio_copy):
+    units = studio_copy / "studio" / "core" / "system" / "units.py"
+    units.write_text(units.read_text() + "\n\ndef _window():\n    from PySide6.QtWidgets import QWidget\n")
+    result = _lint_imports(studio_copy)
+    assert result.returncode != 0
+    assert "studio.core never imports Qt" in result.stdout and "BROKEN" in result.stdout
+    assert "studio.core.system.units -> PySide6" in result.stdout
+
+
+def test_the_contracts_break_when_a_lower_layer_imports_a_higher_one(studio_copy):
+    issues = studio_copy / "studio" / "core" / "data" / "issues.py"
+    issues.write_text(issues.read_text() + "\n\ndef _later():\n    from studio.core.export import merge\n")
+    result = _lint_imports(studio_copy)
+    assert result.returncode != 0
+    assert "studio.core packages depend only downwards BROKEN" in result.stdout.replace("\n", " ")
+    assert "studio.core.data.issues -> studio.core.export.merge" in result.stdout
+
+
+def test_every_core_module_is_used_by_the_product_not_by_tests_alone():
+    graph = grimp.build_graph("studio")
+    packages = {m for m in graph.modules if (REPO / Path(*m.split("."), "__init__.py")).is_file()}
+    unused = sorted(m for m in graph.modules if m.startswith("studio.core.") and m not in packages
+                    and not graph.find_modules_that_directly_import(m) - {m})
+    assert unused == []
+
+
+def test_no_core_module_imports_another_through_a_cycle():
+    graph = grimp.build_graph("studio")
+    core = sorted(m for m in graph.modules if m.startswith("studio.core."))
+    cycles = sorted({tuple(sorted((a, b))) for a in core for b in core if a != b
+                     and graph.direct_import_exists(importer=a, imported=b) and graph.chain_exists(importer=b, imported=a)})
+    assert cycles == []
+
+
+def test_no_production_module_imports_test_code():
+    offenders = [str(path.relative_to(REPO)) for path in (REPO / "studio").rglob("*.py")
+                 if any(line.lstrip().startswith(("import tests", "from tests")) for line in path.read_text().splitlines())]
     assert offenders == []
 
 
@@ -52,5 +87,5 @@ heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "datasets", "
 print("heavy:", heavy)
 assert not heavy, heavy
 """
-    result = _python(code)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

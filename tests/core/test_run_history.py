@@ -11,7 +11,7 @@ import pytest
 
 from studio.core.config.settings import RunConfig, save_config
 from studio.core.runs.events import EventWriter
-from studio.core.runs.history import RunMetrics, format_duration, format_size, summarize_run, summarize_runs
+from studio.core.runs.history import RunMetrics, summarize_run, summarize_runs
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 
@@ -164,7 +164,3 @@ def test_a_reused_pid_is_not_mistaken_for_the_run():
     assert _pid_alive(os.getpid())
     assert not _pid_alive(os.getpid(), started_by=1.0), "this process was created long after 1970"
 
-
-def test_formatting():
-    assert format_duration(None) == "—" and format_duration(42) == "0:42" and format_duration(3725) == "1:02:05"
-    assert format_size(None) == "—" and format_size(512) == "512 B" and format_size(3 * 1024**2) == "3.0 MiB"

@@ -322,11 +322,11 @@ def chat_memory_warning(needed_bytes: int, gpu: Any, *, training_running: bool) 
 
     `gpu` is a `studio.core.system.gpu.GpuInfo` (None without an NVIDIA GPU).
     """
-    from studio.core.plan.vram import format_gib
+    from studio.core.system.units import format_bytes
 
     if gpu is None:
         return None
-    need, free = format_gib(needed_bytes), format_gib(gpu.free_bytes)
+    need, free = format_bytes(needed_bytes, style='estimate'), format_bytes(gpu.free_bytes, style='estimate')
     if training_running:
         return (f"A training run is using {gpu.name}. Chatting with this model needs about {need} of GPU memory "
                 f"and {free} is free now: loading it may run out of memory and stop the run, or slow it down.")

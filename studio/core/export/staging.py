@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from studio.core.system.units import format_bytes
+
 ProgressCallback = Callable[[float, str], None]
 """`on_progress(fraction, message)`: fraction in [0, 1] of the whole export."""
 
@@ -90,12 +92,6 @@ def ensure_free_space(folder: Path, needed_bytes: int) -> None:
                           f"{format_bytes(free)} is free")
 
 
-def format_bytes(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 # Files an export writes beside a GGUF file (in its parent folder); see gguf_export.

@@ -51,9 +51,9 @@ class CachedModel:
 
     @property
     def size_text(self) -> str:
-        from studio.core.system.gpu import format_bytes
+        from studio.core.system.units import format_bytes
 
-        return format_bytes(self.size_bytes)
+        return format_bytes(self.size_bytes, style='memory')
 
 
 def list_cached_models(cache_dir: Path | None = None) -> list[CachedModel]:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from studio.core.config.settings import RunConfig
+from studio.core.system.units import format_bytes
 
 GIB = 1024**3
 MIB = 1024**2
@@ -243,19 +244,12 @@ class VramEstimate:
     def format_table(self) -> str:
         """The breakdown as aligned text lines, largest share first in reading order of the model."""
         width = max(len(name) for name in [*self.breakdown, "total"])
-        lines = [f"  {name:<{width}}  {format_gib(size):>10}" for name, size in self.breakdown.items()]
+        lines = [f"  {name:<{width}}  {format_bytes(size, style='estimate'):>10}" for name, size in self.breakdown.items()]
         lines.append(f"  {'-' * width}  {'-' * 10}")
-        lines.append(f"  {'total':<{width}}  {format_gib(self.total):>10}")
+        lines.append(f"  {'total':<{width}}  {format_bytes(self.total, style='estimate'):>10}")
         return "\n".join(lines)
 
 
-def format_gib(n: int | float) -> str:
-    """Bytes as GiB with two decimals (MiB below 1 GiB), for the breakdown."""
-    if abs(n) >= GIB:
-        return f"{n / GIB:.2f} GiB"
-    if 0 < abs(n) < MIB:
-        return "< 1 MiB"
-    return f"{n / MIB:.0f} MiB"
 
 
 def resolve_target_modules(shape: ModelShape, target_modules: list[str]) -> tuple[list[LinearShape], list[str]]:

@@ -257,21 +257,4 @@ def summarize_runs(store: RunStore) -> list[RunSummary]:
     return [summarize_run(run) for run in store.runs()]
 
 
-def format_duration(seconds: float | None) -> str:
-    """'0:42', '12:05' or '3:07:59'; '—' when unknown."""
-    if seconds is None:
-        return "—"
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-
-def format_size(size: int | None) -> str:
-    if size is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"

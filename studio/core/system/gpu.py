@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from studio.core.system.units import format_bytes
+
 __all__ = [
     "NO_GPU_TEXT",
     "GpuInfo",
@@ -28,7 +30,6 @@ __all__ = [
     "TelemetrySource",
     "detect_gpu",
     "detect_telemetry",
-    "format_bytes",
 ]
 
 #: Phrase shown whenever the app is running without NVML; the UI keys off it.
@@ -99,13 +100,6 @@ class TelemetrySource(Protocol):
         ...
 
 
-def format_bytes(n: int | float | None) -> str:
-    """Human-readable binary size, e.g. ``"7.8 GiB"``; ``"—"`` for ``None``."""
-    if n is None:
-        return "—"
-    if abs(n) >= _GIB:
-        return f"{n / _GIB:.1f} GiB"
-    return f"{n / _MIB:.0f} MiB"
 
 
 # --------------------------------------------------------------------------- #
@@ -191,7 +185,7 @@ class NvmlTelemetry:
         self._handle = nvml.nvmlDeviceGetHandleByIndex(index)
         self.device_name = _text(nvml.nvmlDeviceGetName(self._handle))
         self.total_bytes = int(nvml.nvmlDeviceGetMemoryInfo(self._handle).total)
-        self.description = f"{self.device_name} ({format_bytes(self.total_bytes)})"
+        self.description = f"{self.device_name} ({format_bytes(self.total_bytes, style='memory')})"
 
     def read(self, pid: int | None) -> GpuReading | None:
         """Sample the card; ``None`` if even its memory cannot be read."""

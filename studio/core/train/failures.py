@@ -12,6 +12,7 @@ from studio.core.config.settings import ConfigError, RunConfig, copy_config
 from studio.core.data.issues import DataError
 from studio.core.runs.events import make_event
 from studio.core.runs.store import RunDirectory
+from studio.core.system.units import format_bytes
 
 
 class DiskFullError(OSError):
@@ -26,17 +27,11 @@ class DiskFullError(OSError):
 
     def message(self) -> str:
         intact = f"{self.intact.name} is intact" if self.intact is not None else "no checkpoint was saved yet"
-        free = f"free {_format_bytes(self.needed_bytes)}" if self.needed_bytes else "free some space"
+        free = f"free {format_bytes(self.needed_bytes, style='disk')}" if self.needed_bytes else "free some space"
         then = "Resume" if self.intact is not None else "start again"
         return f"no space left on {self.folder} while saving {self.saving}; {intact}; {free} and {then}"
 
 
-def _format_bytes(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
 
 
 def folder_size(folder: Path) -> int:

@@ -32,7 +32,8 @@ from studio.core.config.settings import (
     ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config,
 )
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
-from studio.core.system.gpu import GpuInfo, detect_gpu, format_bytes
+from studio.core.system.gpu import GpuInfo, detect_gpu
+from studio.core.system.units import format_bytes
 from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.system.paths import user_data_dir
@@ -850,7 +851,7 @@ class QtConfigTab(QWidget):
         if self._gpu is not None:
             if self._refresh_gpu:
                 self._gpu = detect_gpu(self._gpu.index) or self._gpu
-            return self._gpu.free_bytes, f"free on {self._gpu.name} ({format_bytes(self._gpu.total_bytes)})"
+            return self._gpu.free_bytes, f"free on {self._gpu.name} ({format_bytes(self._gpu.total_bytes, style='memory')})"
         preset = self.selected_preset()
         if preset is None or preset.vram_bytes is None:
             preset = GPU_PRESETS[0]

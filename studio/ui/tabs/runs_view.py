@@ -19,8 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.config.settings import ConfigError, load_config
+from studio.core.system.units import format_bytes, format_duration
 from studio.core.runs.history import (
-    RunMetrics, RunSummary, format_duration, format_size, run_metrics, summarize_runs,
+    RunMetrics, RunSummary, run_metrics, summarize_runs,
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 from studio.ui.qt_workers import QtFunctionWorker
@@ -202,7 +203,7 @@ class QtRunsView(QWidget):
             _SortableItem(_loss_text(s.best_loss), s.best_loss),
             _SortableItem(_loss_text(s.best_eval_loss), s.best_eval_loss),
             _SortableItem(format_duration(s.duration_s), s.duration_s),
-            _SortableItem(format_size(s.adapter_bytes), s.adapter_bytes),
+            _SortableItem(format_bytes(s.adapter_bytes), s.adapter_bytes),
             _SortableItem(started, s.started_at),
         ]
         items[1].setToolTip(s.model)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from studio.core.config.settings import ConfigError, RunConfig, copy_config, load_config, save_config
 from studio.core.system.gpu import TelemetrySource, detect_telemetry
-from studio.core.runs.history import format_duration
+from studio.core.system.units import format_duration
 from studio.core.runs.store import RunDirectory, RunStore
 from studio.ui.training_supervisor import QtTrainingSupervisor
 from studio.ui.qt_workers import QtFunctionWorker

@@ -12,7 +12,8 @@ from PySide6.QtCore import Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource, format_bytes
+from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource
+from studio.core.system.units import format_bytes
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 
@@ -366,14 +367,14 @@ class QtGpuPanel(QWidget):
         fraction = used / total if total else 0.0
         labels["memory"].setText(_fmt_used_of_total(used, total))
         if isinstance(reading, GpuReading):
-            process = format_bytes(reading.process_used_bytes)
+            process = format_bytes(reading.process_used_bytes, style='memory')
             if self._process_peak_bytes is not None:
-                process += f" (peak {format_bytes(self._process_peak_bytes)})"
+                process += f" (peak {format_bytes(self._process_peak_bytes, style='memory')})"
             labels["process"].setText(process)
             labels["utilization"].setText(_fmt(reading.utilization_pct, "{:.0f}%"))
             labels["temperature"].setText(_fmt(reading.temperature_c, "{:.0f} °C"))
             labels["power"].setText(_fmt(reading.power_w, "{:.0f} W"))
-        labels["peak"].setText(format_bytes(self._peak_bytes))
+        labels["peak"].setText(format_bytes(self._peak_bytes, style='memory'))
         self._set_warning(bool(total) and fraction > self.WARNING_FRACTION)
 
     def _set_warning(self, warning: bool) -> None:
@@ -431,12 +432,12 @@ class QtGpuPanel(QWidget):
 
 def _fmt_used_of_total(used: int, total: int) -> str:
     if not total:
-        return format_bytes(used)
+        return format_bytes(used, style='memory')
     if total >= _GIB:
         # One unit for both numbers keeps the label short enough for a sidebar.
         text = f"{used / _GIB:.1f} / {total / _GIB:.1f} GiB"
     else:
-        text = f"{format_bytes(used)} / {format_bytes(total)}"
+        text = f"{format_bytes(used, style='memory')} / {format_bytes(total, style='memory')}"
     return f"{text} ({used / total:.0%})"
 
 

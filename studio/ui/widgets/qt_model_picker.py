@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.config.settings import field_help
-from studio.core.system.gpu import format_bytes
+from studio.core.system.units import format_bytes
 from studio.core.models.download import DownloadProgress, download_model
 from studio.core.models.source import ModelSourceError, cached_snapshot, list_cached_models, looks_like_hub_id
 from studio.core.system.paths import hf_cache_dir
@@ -176,7 +176,7 @@ class QtModelPicker(QWidget):
             self.cache_menu.addAction(action)
             return
         for cached in models:
-            label = f"{cached.repo_id}    {format_bytes(cached.size_bytes)}"
+            label = f"{cached.repo_id}    {format_bytes(cached.size_bytes, style='memory')}"
             if not cached.has_weights:
                 label += "  (config only)"
             action = QAction(label, self.cache_menu)
@@ -232,7 +232,7 @@ class QtModelPicker(QWidget):
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(int(1000 * min(progress.done_bytes / progress.total_bytes, 1.0)))
         files = f", file {progress.files_done} of {progress.files_total}" if progress.files_total else ""
-        self.progress_bar.setFormat(f"{format_bytes(progress.done_bytes)} of {format_bytes(progress.total_bytes)}"
+        self.progress_bar.setFormat(f"{format_bytes(progress.done_bytes, style='memory')} of {format_bytes(progress.total_bytes, style='memory')}"
                                     f"{files}")
 
     def _on_download_done(self, folder: Path) -> None:

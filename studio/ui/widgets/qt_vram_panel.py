@@ -7,7 +7,8 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from studio.core.plan.vram import FITS, TIGHT, WONT_FIT, VramEstimate, format_gib
+from studio.core.plan.vram import FITS, TIGHT, WONT_FIT, VramEstimate
+from studio.core.system.units import format_bytes
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtVramPanel"]
@@ -153,20 +154,20 @@ class QtVramPanel(QGroupBox):
         """Show an estimate compared with `limit_bytes` of free memory (`against` says whose)."""
         self.estimate = estimate
         self.verdict = estimate.verdict(limit_bytes)
-        self.total_label.setText(format_gib(estimate.total))
+        self.total_label.setText(format_bytes(estimate.total, style='estimate'))
         colour = _BADGE_COLOURS[self.verdict]
         self.badge.setText(f" {self.verdict} ")
         self.badge.setStyleSheet(f"background: {colour}; color: white; border-radius: 4px; padding: 2px 8px;"
                                  "font-weight: bold;")
         self.badge.show()
-        self.against_label.setText(f"of {format_gib(limit_bytes)} — {against}")
+        self.against_label.setText(f"of {format_bytes(limit_bytes, style='estimate')} — {against}")
         parts = list(estimate.breakdown.items())
         self.bar.set_parts([(size, part_colour(name)) for name, size in parts], limit_bytes)
         for index, (name, size) in enumerate(parts):
             swatch, name_label, size_label = self._row(index)
             swatch.setStyleSheet(f"background: {part_colour(name)}; border-radius: 2px;")
             name_label.setText(name)
-            size_label.setText(format_gib(size))
+            size_label.setText(format_bytes(size, style='estimate'))
             for widget in (swatch, name_label, size_label):
                 widget.show()
         for swatch, name_label, size_label in self._row_widgets[len(parts):]:
