@@ -7,7 +7,7 @@ all linear layers, sequence 2048, batch 1, gradient checkpointing, paged 8-bit A
 - **plain**: `benchmarks/plain_trl_sft.py`'s `build_trainer`, the script a user writes from the
   libraries' docs (no studio code), given the run's settings (`studio.core.config.settings.to_dict`);
 - **studio**: `studio.core.train.run.run_training` with `training.fast_path = True` (see
-  studio/core/fast_path.py: Liger Kernel, FlashAttention-2 and padding-free batches where available).
+  studio/core/plan/speedups.py: Liger Kernel, FlashAttention-2 and padding-free batches where available).
 
 Every case runs in its own child process, so each starts with a clean card and no monkey-patch of one
 path (Liger patches transformers' Llama module, not only the model instance) can reach the other.
