@@ -1,1 +1,6 @@
-"""Qt-free core of Finetune Studio (never imports PySide6, pyqtgraph or superqt)."""
+"""Qt-free core of Finetune Studio (never imports PySide6, pyqtgraph or superqt).
+
+Packages, from the top down; each imports only those below it (the import-linter contracts in
+pyproject.toml hold this, and docs/ARCHITECTURE.md gives each one's job):
+sessions, export, chat, train, plan, config, models, data, runs, system.
+"""
