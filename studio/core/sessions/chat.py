@@ -319,8 +319,6 @@ def generate_replies(chat_model: Any, jobs: Iterable[Job], settings: GenerationS
             on_failed(side, f"{type(error).__name__}: {error}")
             return
         on_reply(side, "".join(pieces), stats)
-        if stats.stopped:
-            return
 
 
 def training_in_progress(runs_root: Path | None) -> bool:
