@@ -120,7 +120,8 @@ class QtChatTab(QWidget):
 
         self.gpu_info: Callable[[], Any] = detect_gpu
         self.training_running: Callable[[], bool] = lambda: training_in_progress(self.runs_root)
-        # Two runners: replies stream while the model's own tasks (load, add an adapter) are separate work.
+        # Two runners, because a runner's next task cancels its last: a reply must not drop the result of an
+        # adapter still loading, nor a load the reply under way. A new load does replace the old one.
         self._model_tasks = TaskRunner(self)
         self._replies = TaskRunner(self)
         self._generator: BackgroundTask | None = None  # the replies under way
