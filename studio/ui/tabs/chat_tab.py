@@ -1,8 +1,9 @@
 """Chat tab: talk to a base model with one or more adapters, compare it with the base, export it.
 
-The tab only binds widgets to `studio.core.chat.model.ChatModel`: loading, generation and unloading run
-in QThreads; replies stream in piece by piece. Compare mode answers each prompt twice on the same
-loaded weights — the tuned adapter, then the base with the adapter disabled — side by side.
+The tab binds widgets to a `studio.core.sessions.chat.ChatSession`, which holds the model, the conversation
+and compare mode; loading, adding an adapter and generating run on `TaskRunner`s, and replies stream in piece
+by piece. Compare mode answers each prompt twice on the same loaded weights — the tuned adapter, then the base
+with the adapter disabled — side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QSignalBlocker, Qt, QThread, QTimer, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
@@ -19,10 +20,13 @@ from PySide6.QtWidgets import (
     QSpinBox, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
-from studio.core.chat.model import BASE_MODEL, GenerationSettings, ReplyStats
-from studio.ui.qt_workers import QtFunctionWorker
+from studio.core.chat.model import GenerationSettings, ReplyStats
+from studio.core.sessions.chat import (
+    AS_TRAINED, BASE, NF4, ORIGINAL, STOPPED_NOTE, TUNED, ChatSession, LoadRequest, adapter_in_runs, generate_replies,
+    run_adapter, saved_generation, training_in_progress,
+)
+from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 
-TUNED, BASE = "tuned", "base"
 _PLACEHOLDER_FLAGS = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
 _ROLE_STYLE = {"user": ("You", "#1f4e9c"), "assistant": ("Model", "#1b7f3b"), "error": ("Error", "#b00020"),
                "note": ("Note", "#8a6d00")}
@@ -93,51 +97,6 @@ class QtTranscript(QTextBrowser):
         return body
 
 
-class QtReplyWorker(QThread):
-    """Generates one reply per job, in order, on one ChatModel: `piece(side, text)` as it streams,
-    `reply_done(side, text, stats)` per reply, `failed(side, message)`. One `stop_event` stops all."""
-
-    piece = Signal(str, str)
-    reply_done = Signal(str, str, object)
-    failed = Signal(str, str)
-
-    def __init__(self, chat_model: Any, jobs: list[tuple[str, str | None, list[dict[str, str]]]],
-                 settings: GenerationSettings, parent=None):
-        super().__init__(parent)
-        self._chat_model = chat_model
-        self._jobs = jobs
-        self._settings = settings
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        import logging
-        import traceback
-
-        for side, adapter, messages in self._jobs:
-            if self.stop_event.is_set():
-                return
-            stats, pieces = ReplyStats(), []
-            try:
-                for piece in self._chat_model.stream_reply(messages, self._settings, adapter=adapter,
-                                                           stop=self.stop_event, stats=stats):
-                    pieces.append(piece)
-                    self.piece.emit(side, piece)
-            except Exception as error:  # shown in the transcript; the traceback goes to the log
-                logging.getLogger(__name__).error("chat generation failed:\n%s", traceback.format_exc())
-                self.failed.emit(side, f"{type(error).__name__}: {error}")
-                return
-            self.reply_done.emit(side, "".join(pieces), stats)
-            if stats.stopped:
-                return
-
-
-def _running_training(runs_root: Path | None) -> bool:
-    """Whether any recent run in the run history is still training (it then holds the GPU)."""
-    from studio.core.runs.store import RunStore
-
-    return any(run.status() == "running" for run in RunStore(runs_root).runs()[:20])
-
-
 class QtChatTab(QWidget):
     """Signals: `piece_received(str)` as the (tuned) reply streams in, `reply_finished(str)` when it is
     complete, `base_reply_finished(str)` for the base side in compare mode, `generation_finished()` when
@@ -152,10 +111,7 @@ class QtChatTab(QWidget):
 
     def __init__(self, parent=None, *, runs_root: Path | None = None):
         super().__init__(parent)
-        self.chat_model = None
-        self.history: list[dict[str, str]] = []  # the tuned (or only) conversation, without the system prompt
-        self.base_history: list[dict[str, str]] = []  # compare mode: the base model's conversation
-        self.last_stats: dict[str, ReplyStats] = {}
+        self.session = ChatSession()
         self.last_memory_warning: str | None = None
         self.runs_root = runs_root
         # Hooks the window (and tests) may replace: the GPU to check before loading, and whether a
@@ -163,18 +119,38 @@ class QtChatTab(QWidget):
         from studio.core.system.gpu import detect_gpu
 
         self.gpu_info: Callable[[], Any] = detect_gpu
-        self.training_running: Callable[[], bool] = lambda: _running_training(self.runs_root)
-        self._loader: QtFunctionWorker | None = None
-        self._loading_fields: tuple[str, str] | None = None  # (base, adapter) as they were when Load was pressed
-        self._loaded_adapter: Path | None = None  # the adapter folder (or run folder) the loaded model came with
-        self._turn_warnings: dict[Path, str | None] = {}
-        self._generator: QtReplyWorker | None = None
+        self.training_running: Callable[[], bool] = lambda: training_in_progress(self.runs_root)
+        # Two runners, because a runner's next task cancels its last: a reply must not drop the result of an
+        # adapter still loading, nor a load the reply under way. A new load does replace the old one.
+        self._model_tasks = TaskRunner(self)
+        self._replies = TaskRunner(self)
+        self._generator: BackgroundTask | None = None  # the replies under way
+        self._stop: threading.Event | None = None  # Stop: ends the reply under way, which still arrives
         self._export_dialog = None
 
         self._build_model_box()
         self._build_settings_box()
         self._build_conversation()
-        self._set_generating(False)
+        self._update_buttons()
+
+    # What the tests and the window read, from the session.
+    @property
+    def chat_model(self):
+        return self.session.model
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The tuned (or only) conversation, without the system prompt."""
+        return self.session.history
+
+    @property
+    def base_history(self) -> list[dict[str, str]]:
+        """Compare mode: the base model's conversation."""
+        return self.session.base_history
+
+    @property
+    def last_stats(self) -> dict[str, ReplyStats]:
+        return self.session.last_stats
 
     # --- layout ---------------------------------------------------------------------------------------------
     def _build_model_box(self) -> None:
@@ -258,6 +234,8 @@ class QtChatTab(QWidget):
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setPlaceholderText("System prompt (optional)")
         self.system_prompt.setFixedHeight(64)
+        self.system_prompt.textChanged.connect(
+            lambda: setattr(self.session, "system_prompt", self.system_prompt.toPlainText()))
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
         self.temperature.setSingleStep(0.1)
@@ -389,8 +367,7 @@ class QtChatTab(QWidget):
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
         already loaded stays in memory until Unload)."""
-        text = self.adapter_edit.text().strip()
-        if text and any(Path(text) == folder or folder in Path(text).parents for folder in map(Path, folders)):
+        if adapter_in_runs(self.adapter_edit.text(), folders):
             self.adapter_edit.clear()
 
     def _browse_base(self) -> None:
@@ -416,52 +393,19 @@ class QtChatTab(QWidget):
 
     def choose_run(self, run_dir: Path) -> None:
         """Use a run's adapter, with the base model it was trained on."""
-        from studio.core.models.source import ModelLoadError
-        from studio.core.models.adapters import adapter_base_model
-
-        adapter = Path(run_dir) / "adapter"
+        adapter, base = run_adapter(run_dir)
         self.adapter_edit.setText(str(adapter))
-        try:
-            self.base_edit.setText(adapter_base_model(adapter))
-        except ModelLoadError:
-            pass
+        if base is not None:
+            self.base_edit.setText(base)
 
     # --- loading and unloading ------------------------------------------------------------------------
-    def _memory_warning(self, base: str, adapter: str) -> str | None:
-        """Warn before loading when a training run holds the GPU (or the model will not fit)."""
-        from studio.core.models.source import ModelLoadError
-        from studio.core.models.adapters import adapter_base_model
-        from studio.core.chat.model import chat_memory_warning, estimate_chat_memory
-        from studio.core.models.adapters import resolve_adapter_dir
-        from studio.core.models.source import ModelSourceError, find_model_config
-        from studio.core.plan.vram import ShapeError
+    def _fields(self) -> tuple[str, str]:
+        return self.base_edit.text().strip(), self.adapter_edit.text().strip()
 
-        gpu = self.gpu_info()
-        if gpu is None:
-            return None  # chat runs on the CPU: nothing to share with a training run
-        try:
-            if not base:
-                base = adapter_base_model(resolve_adapter_dir(Path(adapter)))
-            config = find_model_config(base).config
-            need = estimate_chat_memory(config, load_in_4bit=self._loads_4bit(adapter))
-        except (ModelLoadError, ModelSourceError, ShapeError, OSError):
-            return None  # the load itself will say what is wrong
-        return chat_memory_warning(need, gpu, training_running=self.training_running())
-
-    def _loads_4bit(self, adapter: str) -> bool:
-        """Whether the chosen weights are 4-bit: asked for, or 'as trained' for a run trained on a 4-bit base."""
-        if self.load_4bit.isChecked():
-            return True
-        if not self.precision_trained.isChecked() or not adapter:
-            return False
-        from studio.core.models.source import ModelLoadError
-        from studio.core.models.trained_base import TrainedBase
-        from studio.core.models.adapters import resolve_adapter_dir
-
-        try:
-            return TrainedBase.of_adapter(resolve_adapter_dir(Path(adapter))).quantization == "4bit"
-        except ModelLoadError:
-            return False
+    def load_request(self) -> LoadRequest:
+        """What Load would load now: the fields and the chosen weights."""
+        weights = NF4 if self.load_4bit.isChecked() else ORIGINAL if self.precision_16.isChecked() else AS_TRAINED
+        return LoadRequest(*self._fields(), weights=weights)
 
     def confirm_memory_warning(self, warning: str) -> bool:
         """Ask whether to load anyway (tests replace this)."""
@@ -470,85 +414,59 @@ class QtChatTab(QWidget):
                                      QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Yes
 
-    def load_model(self) -> QtFunctionWorker | None:
-        from studio.core.chat.model import ChatModel
+    def load_model(self) -> BackgroundTask | None:
         from studio.core.models.source import ModelLoadError
 
-        base = self.base_edit.text().strip()
-        adapter = self.adapter_edit.text().strip()
-        if not base and not adapter:
-            self.model_status.setText("Name a base model or an adapter first.")
+        request = self.load_request()
+        if (problem := request.problem()) is not None:
+            self.model_status.setText(problem)
             return None
-        self.last_memory_warning = self._memory_warning(base, adapter)
+        self.last_memory_warning = request.memory_warning(self.gpu_info(), self.training_running)
         if self.last_memory_warning and not self.confirm_memory_warning(self.last_memory_warning):
             self.model_status.setText("Not loaded: " + self.last_memory_warning)
             return None
         self.unload_model()
         self.load_button.setEnabled(False)
         self.model_status.setText("Loading…")
-        self._loading_fields = (base, adapter)
-        worker = QtFunctionWorker(ChatModel.load, base or adapter, [adapter] if base and adapter else [],
-                                  load_in_4bit=self.load_4bit.isChecked(),
-                                  weights="original" if self.precision_16.isChecked() else "trained",
-                                  expected_errors=(ModelLoadError,),
-                                  parent=self)
-        worker.succeeded.connect(self._on_loaded)
-        worker.failed.connect(lambda message: self.model_status.setText(f"Could not load: {message}"))
-        worker.finished.connect(lambda: self.load_button.setEnabled(True))
-        self._loader = worker
-        worker.start()
-        return worker
-
-    def _fields(self) -> tuple[str, str]:
-        return self.base_edit.text().strip(), self.adapter_edit.text().strip()
+        self.session.loading = request
+        return self._model_tasks.start(
+            lambda state: request.load(), on_result=self._on_loaded,
+            on_error=lambda error: self.model_status.setText(f"Could not load: {describe_error(error)}"),
+            # A load replaced by the next one ends while that one runs: the button waits for the last.
+            on_done=lambda: self.load_button.setEnabled(not self._model_tasks.busy),
+            expected_errors=(ModelLoadError,), name="chat-load")
 
     def _on_loaded(self, chat_model) -> None:
-        if self._loading_fields is not None and self._fields() != self._loading_fields:
-            # The fields changed while it loaded (a run that ended fills in its adapter a moment after Load
-            # was pressed): what shows is what the user expects to talk to, so that is loaded instead.
-            self._loading_fields = None
-            self.chat_model = chat_model
+        if not self.session.loaded(chat_model, self._fields()):
             self.model_status.setText("The model fields changed while it loaded: loading what they show now…")
             QTimer.singleShot(0, self.load_model)
             return
-        adapter_field = self._loading_fields[1] if self._loading_fields else ""
-        self._loaded_adapter = Path(adapter_field) if adapter_field else None
-        self._turn_warnings: dict[Path, str | None] = {}
-        self._loading_fields = None
-        self.chat_model = chat_model
         self._refresh_adapters()
-        precision = chat_model.loaded_as or ("4-bit NF4" if chat_model.load_in_4bit else "16-bit")
-        adapters = f" with {', '.join(chat_model.adapters)}" if chat_model.adapters else " (no adapter)"
-        notes = "".join(f"\n{note}" for note in chat_model.notes)
-        self.model_status.setText(f"Loaded {chat_model.base_name} ({precision}){adapters}.{notes}")
-        self._set_generating(False)
+        self.model_status.setText(self.session.loaded_status())
+        self._update_buttons()
         self.model_loaded.emit()
 
-    def add_adapter(self) -> QtFunctionWorker | None:
+    def add_adapter(self) -> BackgroundTask | None:
         """Load the adapter field's adapter beside the loaded ones (the base weights stay)."""
         from studio.core.models.source import ModelLoadError
 
         folder = self.adapter_edit.text().strip()
-        if self.chat_model is None or not folder or self._generator is not None:
-            self.model_status.setText("Load a model first, then add more adapters to it." if self.chat_model is None
+        model = self.chat_model
+        if model is None or not folder or self.session.generating:
+            self.model_status.setText("Load a model first, then add more adapters to it." if model is None
                                       else self.model_status.text())
             return None
         self.add_adapter_button.setEnabled(False)
-        worker = QtFunctionWorker(self.chat_model.add_adapter, folder, expected_errors=(ModelLoadError, ValueError),
-                                  parent=self)
 
         def added(name: str) -> None:
             self._refresh_adapters()
             self.active_adapter.setCurrentText(name)
-            self.model_status.setText(f"Added {name}; {len(self.chat_model.adapters)} adapters share one copy of "
-                                      f"{self.chat_model.base_name}.")
+            self.model_status.setText(self.session.added_status(name))
 
-        worker.succeeded.connect(added)
-        worker.failed.connect(lambda message: self.model_status.setText(f"Could not add the adapter: {message}"))
-        worker.finished.connect(lambda: self._set_generating(False))
-        self._loader = worker
-        worker.start()
-        return worker
+        return self._model_tasks.start(
+            lambda state: model.add_adapter(folder), on_result=added,
+            on_error=lambda error: self.model_status.setText(f"Could not add the adapter: {describe_error(error)}"),
+            on_done=self._update_buttons, expected_errors=(ModelLoadError, ValueError), name="chat-add-adapter")
 
     def _refresh_adapters(self) -> None:
         with QSignalBlocker(self.active_adapter):
@@ -560,23 +478,21 @@ class QtChatTab(QWidget):
         self.tuned_title.setText(f"Tuned: {self.active_adapter.currentText() or 'no adapter'}")
 
     def _on_active_adapter_chosen(self, name: str) -> None:
-        if self.chat_model is not None and name and name in self.chat_model.adapters:
-            self.chat_model.set_adapter(name)
+        if self.session.set_adapter(name):
             self.tuned_title.setText(f"Tuned: {name}")
 
     def unload_model(self) -> None:
         """Stop any reply, drop the model and return its memory."""
         self.stop_generation()
-        for worker in (self._generator, self._loader):
-            if worker is not None:
-                worker.wait()
-        if self.chat_model is not None:
-            self.chat_model.unload()
-            self.chat_model = None
+        # Wait without cancelling: the stopped reply still arrives and is kept, as Stop keeps it.
+        for task in (self._generator, self._model_tasks.current):
+            if task is not None:
+                task.wait()
+        if self.session.unload():
             self._refresh_adapters()
             self.model_status.setText("Unloaded; its memory is free again.")
             self.model_unloaded.emit()
-        self._set_generating(False)
+        self._update_buttons()
 
     # --- generation ---------------------------------------------------------------------------------------
     def generation_settings(self) -> GenerationSettings:
@@ -592,82 +508,63 @@ class QtChatTab(QWidget):
 
     @property
     def compare_mode(self) -> bool:
-        return self.compare_check.isChecked()
+        return self.session.compare
 
     def _on_compare_toggled(self, on: bool) -> None:
+        self.session.set_compare(on)
         self.base_pane.setVisible(on)
         self.tuned_title.setVisible(on)
-        if on:  # the base side starts a conversation of its own from here
-            self.base_history = []
+        if on:
             self.base_transcript.clear()
             half = max(self.splitter.width() // 2, 200)
             self.splitter.setSizes([half, half])
 
-    def _with_system(self, history: list[dict[str, str]]) -> list[dict[str, str]]:
-        system = self.system_prompt.toPlainText().strip()
-        return ([{"role": "system", "content": system}] if system else []) + list(history)
-
     def send(self, text: str | None = None) -> None:
         text = (text if isinstance(text, str) else self.prompt_edit.text()).strip()
-        if not text or self.chat_model is None or self._generator is not None:
+        if not self.session.ask(text):
             return
         self.prompt_edit.clear()
-        self.history.append({"role": "user", "content": text})
         self.transcript.add_message("user", text)
         self._show_turn_hint()
         if self.compare_mode:
-            self.base_history.append({"role": "user", "content": text})
             self.base_transcript.add_message("user", text)
         self._generate()
 
     def _show_turn_hint(self) -> None:
-        """From the second turn on, say so when the adapter never saw a conversation that long."""
-        from studio.core.chat.conversations import single_turn_warning
-
-        turns = sum(1 for message in self.history if message["role"] == "user")
-        adapter = self._loaded_adapter if self.chat_model is not None and self.chat_model.adapters else None
-        warning = None
-        if turns >= 2 and adapter is not None:
-            if adapter not in self._turn_warnings:  # read once per loaded adapter (a few thousand data rows)
-                self._turn_warnings[adapter] = single_turn_warning(adapter, turns)
-            warning = self._turn_warnings[adapter]
+        warning = self.session.turn_hint()
         self.turn_hint.setText(warning or "")
         self.turn_hint.setVisible(bool(warning))
 
     def regenerate(self) -> None:
         """Drop the last reply (both sides in compare mode) and answer the last message again."""
-        if self.chat_model is None or self._generator is not None or not self.history:
-            return
-        for history, view in ((self.history, self.transcript), (self.base_history, self.base_transcript)):
-            while history and history[-1]["role"] == "assistant":
-                history.pop()
-            view.show_messages(history)
-        if self.history and self.history[-1]["role"] == "user":
-            if self.compare_mode and not (self.base_history and self.base_history[-1]["role"] == "user"):
-                self.base_history.append(dict(self.history[-1]))
-                self.base_transcript.show_messages(self.base_history)
+        if self.session.regenerate():
+            self.transcript.show_messages(self.history)
+            self.base_transcript.show_messages(self.base_history)
             self._generate()
 
     def _generate(self) -> None:
-        jobs: list[tuple[str, str | None, list[dict[str, str]]]] = [(TUNED, None, self._with_system(self.history))]
-        if self.compare_mode and self.chat_model.adapters:
-            jobs.append((BASE, BASE_MODEL, self._with_system(self.base_history)))
-        elif self.compare_mode and self.base_history and self.base_history[-1]["role"] == "user":
-            self.base_history.pop()  # nothing to compare: the loaded model has no adapter
+        plan = self.session.start_replies()
+        if plan.base_error:
             self.base_transcript.show_messages(self.base_history)
-            self.base_transcript.add_message("error", "compare needs an adapter: load one to see the difference")
-        for side, _, _ in jobs:
+            self.base_transcript.add_message("error", plan.base_error)
+        for side, _, _ in plan.jobs:
             self._view(side).add_message("assistant")
-        worker = QtReplyWorker(self.chat_model, jobs, self.generation_settings(), parent=self)
-        worker.piece.connect(self._on_piece)
-        worker.reply_done.connect(self._on_reply_done)
-        worker.failed.connect(self._on_failed)
-        worker.finished.connect(self._on_worker_finished)
-        self._generator = worker
-        self.last_stats = {}
+        model, settings, stop = self.chat_model, self.generation_settings(), threading.Event()
+
+        def work(state) -> None:
+            # Each callback of the loop is replayed on the GUI thread, in the order it was made.
+            def relay(handler):
+                return lambda *args: state.partial((handler, args))
+
+            generate_replies(model, plan.jobs, settings, stop=stop, on_piece=relay(self._on_piece),
+                             on_reply=relay(self._on_reply_done), on_failed=relay(self._on_failed))
+
+        self._stop = stop
+        task = self._replies.start(work, on_partial=lambda call: call[0](*call[1]),
+                                   on_done=lambda: self._on_replies_ended(task), name="chat-replies")
+        self._generator = task
         self.stats_label.setText("Generating…")
-        self._set_generating(True)
-        worker.start()
+        self._update_buttons()
 
     def _view(self, side: str) -> QtTranscript:
         return self.base_transcript if side == BASE else self.transcript
@@ -678,60 +575,44 @@ class QtChatTab(QWidget):
             self.piece_received.emit(piece)
 
     def _on_reply_done(self, side: str, reply: str, stats: ReplyStats) -> None:
-        (self.base_history if side == BASE else self.history).append({"role": "assistant", "content": reply})
-        self.last_stats[side] = stats
-        self._show_stats()
+        self.session.reply_done(side, reply, stats)
+        self.stats_label.setText(self.session.stats_text())
         (self.base_reply_finished if side == BASE else self.reply_finished).emit(reply)
 
-    def _show_stats(self) -> None:
-        parts = []
-        for side in (TUNED, BASE):
-            stats = self.last_stats.get(side)
-            if stats is None:
-                continue
-            label = ("base: " if side == BASE else "tuned: ") if self.compare_mode else ""
-            stopped = " (stopped)" if stats.stopped else ""
-            parts.append(f"{label}{stats.tokens} tokens in {stats.seconds:.1f} s · "
-                         f"{stats.tokens_per_second:.1f} tokens/s{stopped}")
-        self.stats_label.setText("   |   ".join(parts))
-
     def _on_failed(self, side: str, message: str) -> None:
-        history = self.base_history if side == BASE else self.history
-        if history and history[-1]["role"] == "user":
-            history.pop()
-        self._view(side).add_message("error", f"generation failed: {message}")
+        self._view(side).add_message("error", self.session.reply_failed(side, message))
         self.stats_label.setText("Generation failed.")
 
-    def _on_worker_finished(self) -> None:
-        # A side that never answered (Stop before the base model's turn in compare mode, or a failure on the
-        # other side) keeps no dangling user turn: the next message would otherwise follow it as a second user
-        # turn in a row, which templates that require alternating roles reject.
-        for history, view in ((self.history, self.transcript), (self.base_history, self.base_transcript)):
-            if history and history[-1]["role"] == "user":
-                history.pop()
-                view.show_messages(history)
-                view.add_message("note", "stopped before this model answered")
-        self._generator = None
-        self._set_generating(False)
+    def _on_replies_ended(self, task: BackgroundTask) -> None:
+        if task is self._generator:  # not replies that Clear dropped
+            self._end_generation()
+
+    def _end_generation(self) -> None:
+        for side in self.session.finish_replies():
+            view = self._view(side)
+            view.show_messages(self.session.side_history(side))
+            view.add_message("note", STOPPED_NOTE)
+        self._generator = self._stop = None
+        self._update_buttons()
         self.generation_finished.emit()
 
     def stop_generation(self) -> None:
-        if self._generator is not None:
-            self._generator.stop_event.set()
+        if self._stop is not None:
+            self._stop.set()
 
     def clear(self) -> None:
         self.stop_generation()
         if self._generator is not None:
-            self._generator.wait()
-        self.history.clear()
-        self.base_history.clear()
+            self._replies.shutdown()  # the rest of a dropped reply must not land in the cleared conversation
+            self._end_generation()
+        self.session.clear()
         self.transcript.clear()
         self.base_transcript.clear()
         self.stats_label.setText("")
         self.turn_hint.hide()
 
-    def _set_generating(self, generating: bool) -> None:
-        ready = self.chat_model is not None
+    def _update_buttons(self) -> None:
+        ready, generating = self.chat_model is not None, self.session.generating
         self.send_button.setEnabled(ready and not generating)
         self.regenerate_button.setEnabled(ready and not generating and bool(self.history))
         self.prompt_edit.setEnabled(ready)
@@ -742,18 +623,7 @@ class QtChatTab(QWidget):
 
     # --- conversations --------------------------------------------------------------------------------------
     def conversation(self):
-        from studio.core.chat.conversations import Conversation
-
-        model = self.chat_model
-        return Conversation(
-            messages=self._with_system(self.history),
-            model=model.base_name if model else self.base_edit.text().strip(),
-            adapters=[str(model.adapter_paths[n]) for n in model.adapters] if model else
-            ([self.adapter_edit.text().strip()] if self.adapter_edit.text().strip() else []),
-            generation=dict(self.generation_settings().__dict__),
-            base_messages=self._with_system(self.base_history) if self.compare_mode else None,
-            compare_adapter=(model.active_adapter or "") if model and self.compare_mode else "",
-        )
+        return self.session.conversation(dict(self.generation_settings().__dict__), self._fields())
 
     def save_conversation_to(self, path: Path) -> Path:
         from studio.core.chat.conversations import save_conversation
@@ -767,26 +637,20 @@ class QtChatTab(QWidget):
         conversation = load_conversation(Path(path))
         self.clear()
         self.system_prompt.setPlainText(conversation.system_prompt)
-        generation = conversation.generation
-        for key, widget in (("max_new_tokens", self.max_new_tokens), ("temperature", self.temperature),
-                            ("top_p", self.top_p), ("top_k", self.top_k),
-                            ("repetition_penalty", self.repetition_penalty)):
-            if isinstance(generation.get(key), (int, float)):
-                widget.setValue(generation[key])
-        if "seed" in generation:
-            self.seed.setValue(generation["seed"] if isinstance(generation["seed"], int) else -1)
+        widgets = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                   "top_k": self.top_k, "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        for key, value in saved_generation(conversation.generation).items():
+            widgets[key].setValue(value)
         if self.chat_model is None and conversation.model and not self.base_edit.text().strip():
             self.base_edit.setText(conversation.model)
             if conversation.adapters:
                 self.adapter_edit.setText(conversation.adapters[0])
         self.compare_check.setChecked(conversation.base_messages is not None)
-        self.history = [dict(m) for m in conversation.turns]
+        self.session.open(conversation)
         self.transcript.show_messages(self.history)
         if conversation.base_messages is not None:
-            self.base_history = [m for i, m in enumerate(conversation.base_messages)
-                                 if not (i == 0 and m["role"] == "system")]
             self.base_transcript.show_messages(self.base_history)
-        self._set_generating(False)
+        self._update_buttons()
 
     def _save_conversation_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save conversation", "conversation.json", "JSON (*.json)")
@@ -807,14 +671,7 @@ class QtChatTab(QWidget):
     # --- export -----------------------------------------------------------------------------------------------
     def export_source(self) -> Path | None:
         """The run (or adapter folder) to export: the active adapter's, else the adapter field's."""
-        folder = None
-        if self.chat_model is not None and self.chat_model.active_adapter:
-            folder = self.chat_model.adapter_paths.get(self.chat_model.active_adapter)
-        if folder is None and self.adapter_edit.text().strip():
-            folder = Path(self.adapter_edit.text().strip())
-        if folder is not None and folder.name == "adapter" and (folder.parent / "run.toml").is_file():
-            return folder.parent
-        return folder
+        return self.session.export_source(self.adapter_edit.text())
 
     def open_export_dialog(self):
         from studio.ui.tabs.export_dialog import QtExportDialog
@@ -826,8 +683,11 @@ class QtChatTab(QWidget):
 
     def shutdown(self) -> None:
         self.stop_generation()
-        for worker in (self._generator, self._loader):
-            if worker is not None:
-                worker.wait()
+        for runner in (self._replies, self._model_tasks):
+            task = runner.current
+            # A model still loading is waited for however long it takes, as the window always has: its thread
+            # cannot be interrupted inside from_pretrained, and one destroyed while it runs aborts the process.
+            if not runner.shutdown() and task is not None:
+                task.wait()
         if self._export_dialog is not None:
             self._export_dialog.shutdown()
