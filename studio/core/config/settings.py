@@ -332,7 +332,7 @@ class TrainingSettings:
             "for a busy thread (measured on 2 cores: steps took 1.6x as long with 2 threads as with 1 while another "
             "process kept a core busy, and the same time when nothing else ran; benchmarks/cpu_threads.py). "
             "Runs on a GPU are not affected.",
-            min=0,
+            min=0, max=1024,
         ),
     )
 
