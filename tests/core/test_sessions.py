@@ -313,3 +313,68 @@ def test_a_gpu_preset_names_its_card_and_the_estimate_falls_back_to_the_smallest
     assert comparison_preset(None) is GPU_PRESETS[0] and comparison_preset(CPU_DEMO) is GPU_PRESETS[0]
     sixteen = next(p for p in builtin_presets() if p.key == "16gb")
     assert comparison_preset(sixteen) is sixteen and sixteen.card == "16 GB"
+
+
+# --------------------------------------------------------------------------------------------- the Config tab's helpers
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
+}
+
+
+def test_target_shortcuts_use_the_models_own_layer_names_once_read():
+    from studio.core.models.layers import LinearModules
+    from studio.core.sessions.config import describe_layers, target_shortcut
+
+    assert target_shortcut("attention", None) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert len(target_shortcut("attention+mlp", None)) == 7 and target_shortcut("all-linear", None) == ["all-linear"]
+    gpt2 = LinearModules(attention=("c_attn", "c_proj"), mlp=("c_fc",), other=())
+    assert target_shortcut("attention+mlp", gpt2) == ["c_attn", "c_proj", "c_fc"]
+    assert describe_layers(None).startswith("Shortcuts use Llama-style names")
+    assert describe_layers(gpt2) == "Linear layers in this model:\n  attention: c_attn, c_proj\n  MLP: c_fc"
+
+
+def test_copy_as_command_saves_one_file_per_run_or_model_and_quotes_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from studio.core.sessions.config import command_config_path, train_command
+
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path))
+    config = RunConfig()
+    config.model.name_or_path = "/models/My Llama 3/"
+    assert command_config_path(config) == tmp_path / "configs" / "My-Llama-3.toml"
+    config.name = "night run #2"
+    assert command_config_path(config).name == "night-run-2.toml"
+    assert train_command(Path("/a b/run.toml"), windows=False) == "finetune-studio train '/a b/run.toml'"
+    assert train_command(Path("C:/a b/run.toml"), windows=True) == 'finetune-studio train "C:/a b/run.toml"'
+
+
+def test_model_shapes_are_read_once_and_again_after_a_download(tmp_path):
+    from studio.core.sessions.config import ModelShapes
+
+    folder = tmp_path / "tiny"
+    shapes = ModelShapes()
+    shape, why = shapes.get(str(folder))
+    assert shape is None and why, "no config.json yet: the reason, not an exception"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
+    assert shapes.get(str(folder))[0] is None, "kept until told to read it again"
+    shapes.forget(str(folder))
+    shape, source = shapes.get(str(folder))
+    assert shape is not None and shape.hidden_size == 64 and source
+
+
+def test_layer_names_are_kept_per_model_and_trust(monkeypatch):
+    from studio.core.models.layers import LinearModules
+    from studio.core.sessions import config as config_session
+
+    on_disk = {("org/cached", False): LinearModules(attention=("q_proj",), mlp=(), other=())}
+    monkeypatch.setattr(config_session, "cached_linear_modules",
+                        lambda model, trust_remote_code: on_disk.get((model, trust_remote_code)))
+    layers = config_session.LayerNames()
+    assert layers.known("org/cached", trust_remote_code=False).attention == ("q_proj",)
+    assert ("org/cached", False) in layers and ("org/cached", True) not in layers
+    assert layers.known("org/new", trust_remote_code=False) is None
+    layers.remember("org/new", on_disk[("org/cached", False)], trust_remote_code=True)
+    assert ("org/new", True) in layers and layers.known("org/new", trust_remote_code=False) is None

@@ -13,9 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
-import shlex
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
@@ -34,14 +31,16 @@ from studio.core.config.settings import (
     SECTIONS, ConfigError, RunConfig, config_field, copy_config, describe_evaluation, field_bounds, field_help,
     save_config,
 )
-from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
+from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
-from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, estimate_vram
-from studio.core.sessions.config import comparison_preset, fast_path_line
+from studio.core.plan.vram import estimate_vram
+from studio.core.sessions.config import (
+    LayerNames, ModelShapes, command_config_path, comparison_preset, describe_layers, fast_path_line, target_shortcut,
+    train_command,
+)
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu, format_bytes
-from studio.core.system.paths import user_data_dir
 from studio.ui.background import TaskRunner
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets.qt_model_picker import QtModelPicker
@@ -243,8 +242,8 @@ class QtConfigTab(QWidget):
         self.draft = draft if draft is not None else RunDraft()
         self._bindings: list[_Binding] = []
         self._loading = False
-        self._shapes: dict[str, tuple[ModelShape | None, str]] = {}
-        self._detected: dict[tuple[str, bool], LinearModules] = {}
+        self._shapes = ModelShapes()
+        self._layers = LayerNames()
         self.detected_modules: LinearModules | None = None
         self._detection = TaskRunner(self)
         self.detect_worker = None  # the layer-name read in progress (a BackgroundTask), None when none is
@@ -668,11 +667,7 @@ class QtConfigTab(QWidget):
     # --- target modules -------------------------------------------------------------------------------
     def set_target_shortcut(self, which: str) -> None:
         """Fill target modules with attention-only, attention+MLP (by name) or PEFT's all-linear."""
-        detected = self.detected_modules
-        attention = list(detected.attention) if detected and detected.attention else list(ATTENTION_MODULES)
-        mlp = list(detected.mlp) if detected and detected.mlp else list(MLP_MODULES)
-        names = {"attention": attention, "attention+mlp": attention + mlp, "all-linear": ["all-linear"]}[which]
-        self.target_modules.setText(", ".join(names))  # textChanged → _on_edit
+        self.target_modules.setText(", ".join(target_shortcut(which, self.detected_modules)))  # → _on_edit
 
     def _start_detection(self) -> None:
         model = self.model_picker.model()
@@ -681,11 +676,8 @@ class QtConfigTab(QWidget):
             self.detected_modules = None
             self._show_detected()
             return
-        if (model, trust) in self._detected:
-            self._on_detected(model, self._detected[(model, trust)])
-            return
-        if (known := cached_linear_modules(model, trust_remote_code=trust)) is not None:
-            self._on_detected(model, known, trust=trust)  # read at an earlier start: no torch import needed
+        if (known := self._layers.known(model, trust_remote_code=trust)) is not None:
+            self._on_detected(model, known)  # perhaps read at an earlier start: no torch import needed
             return
         if self.detect_worker is not None:
             return  # one at a time; the end handler checks whether the model changed meanwhile
@@ -708,12 +700,12 @@ class QtConfigTab(QWidget):
 
     def _on_detection_ended(self) -> None:
         self.detect_worker = None
-        if not self._shut_down and (self.model_picker.model(), self.trust_remote_code.isChecked()) not in self._detected:
+        if not self._shut_down and (self.model_picker.model(), self.trust_remote_code.isChecked()) not in self._layers:
             self._schedule_detection()  # the model changed while the last one was read
 
     def _on_detected(self, model: str, modules: LinearModules, *, trust: bool | None = None) -> None:
         if trust is not None:
-            self._detected[(model, trust)] = modules
+            self._layers.remember(model, modules, trust_remote_code=trust)
         if model != self.model_picker.model():
             return
         self.detected_modules = modules
@@ -721,15 +713,7 @@ class QtConfigTab(QWidget):
         self.modules_detected.emit(modules)
 
     def _show_detected(self) -> None:
-        modules = self.detected_modules
-        if modules is None:
-            self._set_detected_text("Shortcuts use Llama-style names until the model's own are read.")
-            return
-        lines = ["Linear layers in this model:"]
-        for title, names in (("attention", modules.attention), ("MLP", modules.mlp), ("other", modules.other)):
-            if names:
-                lines.append(f"  {title}: {', '.join(names)}")
-        self._set_detected_text("\n".join(lines))
+        self._set_detected_text(describe_layers(self.detected_modules))
 
     def _set_detected_text(self, text: str) -> None:
         shown = text
@@ -739,7 +723,7 @@ class QtConfigTab(QWidget):
         self.detected_label.setToolTip(text)
 
     def _on_download_finished(self, _folder: str) -> None:
-        self._shapes.pop(self.model_picker.model(), None)
+        self._shapes.forget(self.model_picker.model())
         self._schedule_estimate()
         self._schedule_detection()
 
@@ -816,9 +800,7 @@ class QtConfigTab(QWidget):
     # --- copy as command ------------------------------------------------------------------------------
     def command_config_path(self, config: RunConfig) -> Path:
         """Where "Copy as command" saves the config: one file per run name or model."""
-        stem = config.name or Path(config.model.name_or_path.rstrip("/\\")).name or "run"
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
-        return user_data_dir() / "configs" / f"{stem}.toml"
+        return command_config_path(config)
 
     def copy_command(self) -> str | None:
         """Save the config to a TOML file and copy `finetune-studio train FILE` to the clipboard."""
@@ -834,8 +816,7 @@ class QtConfigTab(QWidget):
         except OSError as error:
             self._set_message(f"Could not save {path}: {error}", error=True)
             return None
-        quoted = subprocess.list2cmdline([str(path)]) if sys.platform == "win32" else shlex.quote(str(path))
-        command = f"finetune-studio train {quoted}"
+        command = train_command(path)
         QGuiApplication.clipboard().setText(command)
         self.last_command = command
         self._set_message(f"Copied to the clipboard: {command}")
@@ -848,15 +829,6 @@ class QtConfigTab(QWidget):
         self.command_label.setVisible(bool(text))
 
     # --- the estimate ---------------------------------------------------------------------------------
-    def _shape_for(self, model: str) -> tuple[ModelShape | None, str]:
-        if model not in self._shapes:
-            try:
-                source = find_model_config(model)
-                self._shapes[model] = (ModelShape.from_config(source.config, source.name), source.description)
-            except (ModelSourceError, ShapeError) as error:
-                self._shapes[model] = (None, str(error))
-        return self._shapes[model]
-
     def memory_limit(self) -> tuple[int, str]:
         """The free memory to compare with, and a phrase saying whose it is."""
         if self._gpu is not None:
@@ -873,7 +845,7 @@ class QtConfigTab(QWidget):
             self.vram_panel.set_unavailable(NO_MODEL_TEXT)
             self.estimate_updated.emit(None)
             return
-        shape, source = self._shape_for(model)
+        shape, source = self._shapes.get(model)
         if shape is None:
             self.vram_panel.set_unavailable(f"No estimate: {source}")
             self.estimate_updated.emit(None)
