@@ -344,7 +344,8 @@ class QtConfigTab(QWidget):
         self._show_detected()
         # The draft's values from the first paint (the documented defaults), not the widgets' minimums.
         self._show_draft()
-        self.draft.subscribe(self._on_draft_changed)
+        unsubscribe = self.draft.subscribe(self._on_draft_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())  # the draft may outlive the widget
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)

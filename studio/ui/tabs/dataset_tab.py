@@ -403,7 +403,8 @@ class QtDatasetTab(QWidget):
         self._tokenizer_timer.timeout.connect(self._ensure_tokenizer)
         self.token_view.show_message("Open a dataset to see its rows as the model will see them.")
         self.session.follow_model()
-        self.session.draft.subscribe(self._on_draft_changed)
+        unsubscribe = self.session.draft.subscribe(self._on_draft_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())  # the draft may outlive the widget
         self._sync_widgets()
         if self.session.needs_read(reading=False):
             self._start_load()
