@@ -24,10 +24,12 @@ QueryOp):
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -216,3 +218,40 @@ def wait_for_all(timeout_ms: int = 30_000) -> bool:
     for task in tasks:
         task.cancel()
     return all(task.wait(timeout_ms) for task in tasks)
+
+
+# --- the window's heap while background work imports the heavy libraries ----------------------------------------
+
+
+def freeze_heap() -> None:
+    """Exclude every object alive now from the cyclic garbage collector's scans.
+
+    With torch, transformers and pyarrow imported the heap holds hundreds of thousands of long-lived
+    objects, and each full collection walks all of them while holding the GIL: 150–400 ms during which
+    the event loop cannot run (measured while a large file loads). Frozen objects are still freed by
+    reference counting; only cycles among them are never collected, which long-lived modules do not need.
+    """
+    gc.freeze()
+
+
+_gc_pauses = 0
+_gc_lock = threading.Lock()
+
+
+@contextmanager
+def no_gc_while_importing() -> Iterator[None]:
+    """Importing torch and transformers creates so many objects that full collections run mid-import, each
+    stalling the window for longer than the last; collect nothing until the import is done, then freeze."""
+    global _gc_pauses
+    with _gc_lock:
+        _gc_pauses += 1
+        if _gc_pauses == 1:
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0:
+                gc.freeze()
+                gc.enable()

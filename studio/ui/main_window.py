@@ -1,4 +1,8 @@
-"""The main window: Dataset, Config, Training and Chat tabs around one current RunConfig."""
+"""The main window: Dataset, Config, Training and Chat tabs around one current RunConfig.
+
+The config is a `RunDraft` (studio.core.sessions.draft) that the Dataset and Config tabs both edit and observe;
+the window gives it a new config (an opened file, a run's settings, the demo) and hands it to a run.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,17 @@ from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplicatio
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
+from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.sessions.dataset import DatasetSession
+from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import TelemetrySource
 from studio.core.system.paths import document_location, user_data_dir
-from studio.core.runs.store import RunDirectory, RunStore
+from studio.ui.background import BackgroundTask, TaskRunner, wait_for_all
 from studio.ui.tabs.chat_tab import QtChatTab
 from studio.ui.tabs.config_tab import QtConfigTab
 from studio.ui.tabs.dataset_tab import QtDatasetTab
 from studio.ui.tabs.runs_view import QtRunsView
 from studio.ui.tabs.training_tab import QtTrainingTab
-from studio.ui.qt_workers import QtFunctionWorker
 
 LAST_CONFIG_NAME = "last-config.toml"
 DEFAULT_SIZE = QSize(1180, 780)
@@ -37,13 +43,14 @@ class QtMainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Finetune Studio")
         self.resize(DEFAULT_SIZE)
-        self.config = RunConfig()
+        self.draft = RunDraft()
         self.store = store or RunStore()
-        self._demo_worker: QtFunctionWorker | None = None
+        self._demo_tasks = TaskRunner(self)
+        self._demo_choice: tuple[str, str] | None = None  # the demo's model and data, while the banner offers it
 
-        self.dataset_tab = QtDatasetTab()
-        self.config_tab = QtConfigTab()
-        self.config_tab.config_source = lambda: self.config  # "Copy as command" saves the whole config
+        # Both tabs show the one draft (the documented defaults from the first paint).
+        self.dataset_tab = QtDatasetTab(session=DatasetSession(self.draft))
+        self.config_tab = QtConfigTab(draft=self.draft)
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.runs_view = QtRunsView(self.store)
         self.chat_tab = QtChatTab(runs_root=self.store.root)
@@ -55,13 +62,9 @@ class QtMainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.banner = QLabel()
         self.statusBar().addWidget(self.banner, 1)
-        # The documented defaults from the first paint, not the widgets' minimums (rank 1, max length 8…)
-        # while the demo builds or when there is no last config.
-        self.config_tab.set_config(self.config)
 
+        self.draft.subscribe(self._on_draft_changed)
         self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
-        self.dataset_tab.settings_changed.connect(self._on_dataset_settings_edited)
-        self.config_tab.changed.connect(self._on_config_edited)
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
         # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
@@ -159,12 +162,15 @@ class QtMainWindow(QMainWindow):
         self._open_location(self.store.root)
 
     # --- the current config -----------------------------------------------------------------------
+    @property
+    def config(self) -> RunConfig:
+        """The draft's config: what the tabs show and Start trains."""
+        return self.draft.config
+
     def set_config(self, config: RunConfig) -> None:
-        self.config = config
-        self.config_tab.set_config(config)
-        self.dataset_tab.set_config(config)  # reads the data (in the background) with the config's data settings
-        base = config.model.name_or_path
-        self.chat_tab.set_model(base)
+        # The tabs follow the draft: the Dataset tab reads the data (in the background) if what is read changed.
+        self.draft.set_config(config)
+        self.chat_tab.set_model(config.model.name_or_path)
 
     def _offer_latest_adapter(self) -> None:
         """The Chat tab starts with the newest finished adapter trained on the current base model."""
@@ -180,25 +186,17 @@ class QtMainWindow(QMainWindow):
                 self.chat_tab.set_model(base, RunDirectory(run_path).adapter_dir)
                 return
 
-    def _clear_demo_banner(self) -> None:
+    def _clear_demo_banner_unless(self, model: str, train_file: str) -> None:
         # "The offline demo is selected… press Start" stops being true once the user picks other data or model.
-        if self.banner.text().startswith(DEMO_SELECTED):
+        if self.banner.text().startswith(DEMO_SELECTED) and (model, train_file) != self._demo_choice:
             self.banner.clear()
 
+    def _on_draft_changed(self, change: Change) -> None:
+        if change.touches("model", "name_or_path") or change.touches("data", "train_file"):
+            self._clear_demo_banner_unless(self.config.model.name_or_path, self.config.data.train_file)
+
     def _on_dataset_chosen(self, path: Path) -> None:
-        if str(path) != self.config.data.train_file:  # not the config's own data being read (the demo's, say)
-            self._clear_demo_banner()
-        self.config.data.train_file = str(path)
-
-    def _on_config_edited(self) -> None:
-        if self.config_tab.model_picker.model() != self.config.model.name_or_path:
-            self._clear_demo_banner()
-        self.config_tab.apply_to(self.config)
-        self.dataset_tab.set_config(self.config)  # model, max length and shared data fields
-
-    def _on_dataset_settings_edited(self) -> None:
-        self.dataset_tab.apply_to(self.config)
-        self.config_tab.set_config(self.config)  # keep the Config tab's copy of shared fields current
+        self._clear_demo_banner_unless(self.config.model.name_or_path, str(path))
 
     def _load_config_file(self, path: Path, *, quiet: bool = False) -> bool:
         try:
@@ -222,38 +220,36 @@ class QtMainWindow(QMainWindow):
     def _save_config_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save config", "run.toml", "Run configs (*.toml)")
         if path:
-            self.config_tab.apply_to(self.config)
             save_config(self.config, Path(path))
 
     # --- first launch: the offline demo --------------------------------------------------------------
-    def prepare_demo(self) -> QtFunctionWorker:
+    def prepare_demo(self) -> BackgroundTask:
         """Build the demo (seconds, once) in the background and select it, so Start works at once."""
-        from studio.core.system.demo import build_demo
         from studio.core.config.presets import write_demo_config
+        from studio.core.system.demo import build_demo
 
-        def build(progress):
-            assets = build_demo(progress=progress)
+        def build(state):
+            assets = build_demo(progress=state.progress)
             write_demo_config(assets)
             return assets
 
         self.banner.setText("Preparing the offline demo model and dataset…")
-        worker = QtFunctionWorker(build, pass_progress=True, parent=self)
-        worker.progress.connect(lambda message: self.banner.setText(f"Preparing the offline demo: {message}"))
-        worker.succeeded.connect(self._on_demo_ready)
-        worker.failed.connect(lambda message: self.banner.setText(f"The demo could not be built: {message}"))
-        self._demo_worker = worker
-        worker.start()
-        return worker
+        return self._demo_tasks.start(
+            build, on_progress=lambda message: self.banner.setText(f"Preparing the offline demo: {message}"),
+            on_result=self._on_demo_ready,
+            on_error=lambda error: self.banner.setText(
+                f"The demo could not be built: {type(error).__name__}: {error}"),
+            name="build the demo")
 
     def _on_demo_ready(self, assets) -> None:
         if self._load_config_file(assets.config_path):
+            self._demo_choice = (self.config.model.name_or_path, self.config.data.train_file)
             self.banner.setText(f"{DEMO_SELECTED}: a tiny model and 10 support-desk conversations. "
                                 "Press Start training on the Training tab.")
             self.tabs.setCurrentWidget(self.training_tab)
 
     # --- training ------------------------------------------------------------------------------------------
     def start_training(self) -> RunDirectory | None:
-        self.config_tab.apply_to(self.config)
         run_dir = self.training_tab.start(self.config)
         if run_dir is not None:
             save_config(self.config, last_config_path())
@@ -296,8 +292,8 @@ class QtMainWindow(QMainWindow):
             return
         self.dataset_tab.shutdown()
         QSettings().setValue("window/geometry", self.saveGeometry())
-        if self._demo_worker is not None:
-            self._demo_worker.wait()
+        self._demo_tasks.shutdown()
         self.training_tab.shutdown()
         self.chat_tab.shutdown()
+        wait_for_all()  # whatever else still runs (a layer-name read): no thread may outlive the window
         event.accept()

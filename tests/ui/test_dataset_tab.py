@@ -339,7 +339,7 @@ def test_loading_a_large_file_keeps_the_event_loop_running(qtbot, tab, large_fil
 
 
 def test_cancel_keeps_the_first_rows(qtbot, tab, large_file, monkeypatch, tmp_path):
-    import studio.ui.qt_dataset_workers as workers
+    import studio.core.sessions.dataset as workers
 
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "home"))
     real_load = workers.load_data

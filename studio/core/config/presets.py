@@ -86,6 +86,8 @@ class Preset:
     _apply: Callable[[RunConfig], None] | None = dataclasses.field(default=None, repr=False, compare=False)
     path: Path | None = None
     """The TOML file of a user preset."""
+    card: str = ""
+    """The card memory in words ("8 GB"), which the label starts with; empty for the CPU demo and user presets."""
 
     def apply(self, config: RunConfig) -> RunConfig:
         """A copy of `config` with this preset's knobs; the model and data are kept."""
@@ -138,19 +140,26 @@ CPU_DEMO = Preset(
     "cpu-demo", "CPU demo", "The offline demo: a tiny model, QLoRA on the CPU, a minute or two.", None,
     _apply=_apply_cpu_demo,
 )
+
+
+def _gpu_preset(key: str, card: str, examples: str, description: str, vram_bytes: int, suggested_model: str,
+                apply: Callable[[RunConfig], None]) -> Preset:
+    return Preset(key, f"{card} — {examples}", description, vram_bytes, suggested_model, _apply=apply, card=card)
+
+
 GPU_PRESETS = (
-    Preset("8gb", "8 GB — RTX 4060, 3070, 2080",
-           "QLoRA for 1–4B models at 1024 tokens (7–8B models only with shorter examples).", 8 * GIB,
-           "meta-llama/Llama-3.2-3B-Instruct", _apply=_qlora(r=16, batch=1, accumulation=8, max_length=1024)),
-    Preset("12gb", "12 GB — RTX 3060 12 GB, 4070",
-           "QLoRA for 7–8B models at 2048 tokens.", 12 * GIB,
-           "meta-llama/Llama-3.1-8B-Instruct", _apply=_qlora(r=16, batch=1, accumulation=8, max_length=2048)),
-    Preset("16gb", "16 GB — RTX 4060 Ti 16 GB, 4080",
-           "QLoRA for 7–8B models at 2048 tokens, two examples per step, rank 32.", 16 * GIB,
-           "meta-llama/Llama-3.1-8B-Instruct", _apply=_qlora(r=32, batch=2, accumulation=4, max_length=2048)),
-    Preset("24gb", "24 GB+ — RTX 3090, 4090, A5000",
-           "QLoRA for 7–8B models at 4096 tokens, two examples per step, rank 64.", 24 * GIB,
-           "meta-llama/Llama-3.1-8B-Instruct", _apply=_qlora(r=64, batch=2, accumulation=4, max_length=4096)),
+    _gpu_preset("8gb", "8 GB", "RTX 4060, 3070, 2080",
+                "QLoRA for 1–4B models at 1024 tokens (7–8B models only with shorter examples).", 8 * GIB,
+                "meta-llama/Llama-3.2-3B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=1024)),
+    _gpu_preset("12gb", "12 GB", "RTX 3060 12 GB, 4070",
+                "QLoRA for 7–8B models at 2048 tokens.", 12 * GIB,
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=2048)),
+    _gpu_preset("16gb", "16 GB", "RTX 4060 Ti 16 GB, 4080",
+                "QLoRA for 7–8B models at 2048 tokens, two examples per step, rank 32.", 16 * GIB,
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=32, batch=2, accumulation=4, max_length=2048)),
+    _gpu_preset("24gb", "24 GB+", "RTX 3090, 4090, A5000",
+                "QLoRA for 7–8B models at 4096 tokens, two examples per step, rank 64.", 24 * GIB,
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=64, batch=2, accumulation=4, max_length=4096)),
 )
 
 

@@ -4,7 +4,8 @@ Field names follow transformers / PEFT / TRL wherever those libraries have a nam
 knob (`r`, `lora_alpha`, `learning_rate`, ...), so users can carry knowledge both ways. Every field
 carries `metadata={"help": ...}`; the same text feeds the CLI, the Config tab's tooltips and
 `docs/CONFIG.md`. Optional metadata keys drive validation and widgets: `choices`, `min`, `max`, and `above`
-(an exclusive lower bound).
+(an exclusive lower bound); `step` and `decimals` say how finely the Config tab steps and shows a number. Every
+number the Config tab shows has both bounds here, so the form offers exactly the values a config may hold.
 """
 
 from __future__ import annotations
@@ -110,12 +111,15 @@ class QuantizationSettings:
 class LoraSettings:
     """The low-rank adapter that is actually trained (PEFT LoraConfig)."""
 
-    r: int = field(default=16, metadata=_help("LoRA rank: size of the adapter matrices. 8–64 is typical.", min=1))
+    r: int = field(default=16, metadata=_help("LoRA rank: size of the adapter matrices. 8–64 is typical.", min=1,
+                                                   max=1024))
     lora_alpha: int = field(
-        default=32, metadata=_help("LoRA scaling numerator; the update is scaled by lora_alpha / r.", min=1)
+        default=32, metadata=_help("LoRA scaling numerator; the update is scaled by lora_alpha / r.", min=1,
+                                   max=4096)
     )
     lora_dropout: float = field(
-        default=0.05, metadata=_help("Dropout on the adapter's input during training.", min=0.0, max=0.9)
+        default=0.05, metadata=_help("Dropout on the adapter's input during training.", min=0.0, max=0.9,
+                                     step=0.05, decimals=2)
     )
     target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
@@ -171,7 +175,7 @@ class DataSettings:
     eval_fraction: float = field(
         default=0.0,
         metadata=_help("Fraction of the training rows held out for evaluation (seeded). 0 = no eval split.",
-                       min=0.0, max=0.5),
+                       min=0.0, max=0.5, step=0.01, decimals=2),
     )
     train_on_responses_only: bool = field(
         default=True,
@@ -232,22 +236,27 @@ class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
     # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
-    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0))
+    learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0,
+                                                                 max=1.0, step=1e-5))
     num_train_epochs: float = field(
-        default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0)
+        default=3.0, metadata=_help("Passes over the training data (ignored when max_steps > 0).", min=0.0,
+                                    max=1000.0, step=1.0, decimals=2)
     )
     max_steps: int = field(
-        default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1)
+        default=-1, metadata=_help("Stop after this many optimiser steps; -1 (or 0) = use num_train_epochs.", min=-1,
+                                   max=10_000_000)
     )
     per_device_train_batch_size: int = field(
         default=1, metadata=_help("Examples per forward pass. Raise only if memory allows.", min=1, max=1024)
     )
     gradient_accumulation_steps: int = field(
         default=4,
-        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1),
+        metadata=_help("Forward passes summed per optimiser step; effective batch = batch size × this.", min=1,
+                       max=1024),
     )
     max_length: int = field(
-        default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8)
+        default=1024, metadata=_help("Longest tokenised example; longer ones are truncated.", min=8,
+                                     max=1_048_576, step=256)
     )
     lr_scheduler_type: str = field(
         default="cosine",
@@ -255,10 +264,13 @@ class TrainingSettings:
                        choices=["cosine", "linear", "constant", "constant_with_warmup"]),
     )
     warmup_ratio: float = field(
-        default=0.03, metadata=_help("Fraction of the steps spent warming the learning rate up.", min=0.0, max=0.5)
+        default=0.03, metadata=_help("Fraction of the steps spent warming the learning rate up.", min=0.0, max=0.5,
+                                     step=0.01, decimals=3)
     )
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the adapter.", min=0.0))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping threshold.", min=0.0))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the adapter.", min=0.0,
+                                                               max=10.0, step=0.01, decimals=3))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping threshold.", min=0.0,
+                                                                max=1000.0, step=0.1, decimals=2))
     optim: str = field(
         default="auto",
         metadata=_help(
@@ -269,11 +281,16 @@ class TrainingSettings:
     gradient_checkpointing: bool = field(
         default=True, metadata=_help("Recompute activations in the backward pass: much less memory, ~30% slower.")
     )
-    seed: int = field(default=42, metadata=_help("Random seed for initialisation, shuffling and the eval split."))
-    logging_steps: int = field(default=1, metadata=_help("Log loss and learning rate every N steps.", min=1))
-    save_steps: int = field(default=50, metadata=_help("Write a resumable checkpoint every N steps.", min=1))
-    save_total_limit: int = field(default=3, metadata=_help("Keep at most this many checkpoints.", min=1))
-    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps (when there is eval data).", min=1))
+    seed: int = field(default=42, metadata=_help("Random seed for initialisation, shuffling and the eval split.",
+                                                  min=0, max=2**31 - 1))
+    logging_steps: int = field(default=1, metadata=_help("Log loss and learning rate every N steps.", min=1,
+                                                         max=100_000))
+    save_steps: int = field(default=50, metadata=_help("Write a resumable checkpoint every N steps.", min=1,
+                                                       max=10_000_000))
+    save_total_limit: int = field(default=3, metadata=_help("Keep at most this many checkpoints.", min=1,
+                                                            max=1000))
+    eval_steps: int = field(default=50, metadata=_help("Evaluate every N steps (when there is eval data).", min=1,
+                                                       max=10_000_000))
     eval_strategy: str = field(
         default="steps",
         metadata=_help(
@@ -287,7 +304,7 @@ class TrainingSettings:
         metadata=_help(
             "Stop when the eval loss has not improved for this many evaluations in a row; 0 = never stop early. "
             "Only active when there is eval data. The run then keeps the adapter of its lowest eval loss.",
-            min=0,
+            min=0, max=1000,
         ),
     )
     fast_path: bool = field(
@@ -315,7 +332,7 @@ class TrainingSettings:
             "for a busy thread (measured on 2 cores: steps took 1.6x as long with 2 threads as with 1 while another "
             "process kept a core busy, and the same time when nothing else ran; benchmarks/cpu_threads.py). "
             "Runs on a GPU are not affected.",
-            min=0,
+            min=0, max=1024,
         ),
     )
 
@@ -588,10 +605,25 @@ def copy_config(config: RunConfig) -> RunConfig:
     return copy.deepcopy(config)
 
 
-def field_help(section: str, name: str) -> str:
-    """The help text of one field, for tooltips and docs."""
+def config_field(section: str, name: str) -> dataclasses.Field:
+    """The dataclass field behind `section.name` (its type and metadata), for forms and docs."""
     settings_type = typing.get_type_hints(RunConfig)[section]
     for f in dataclasses.fields(settings_type):
         if f.name == name:
-            return f.metadata.get("help", "")
+            return f
     raise KeyError(f"{section}.{name}")
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of one field, for tooltips and docs."""
+    return config_field(section, name).metadata.get("help", "")
+
+
+def field_bounds(section: str, name: str) -> tuple[float, float]:
+    """The lowest and highest value a form may offer for a number (`above` counts as the lowest); KeyError if
+    the field's metadata does not bound it on both sides."""
+    meta = config_field(section, name).metadata
+    low = meta["min"] if "min" in meta else meta.get("above")
+    if low is None or "max" not in meta:
+        raise KeyError(f"{section}.{name} has no min and max in its metadata")
+    return low, meta["max"]

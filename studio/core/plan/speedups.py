@@ -26,7 +26,7 @@ from typing import Any
 
 from studio.core.config.settings import RunConfig
 
-__all__ = ["Capabilities", "FastPathPlan", "apply_liger", "capabilities_for_card", "detect_capabilities",
+__all__ = ["Capabilities", "FastPathPlan", "SpeedUp", "apply_liger", "capabilities_for_card", "detect_capabilities",
            "expected_compute_dtype", "plan_fast_path"]
 
 # Liger's layer kernels; its fused linear cross-entropy stays off (see the module docstring).
@@ -46,14 +46,42 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class SpeedUp:
+    """One speed-up of the plan: what the Config tab lists by `name` when it is `enabled`, and its log line."""
+
+    name: str
+    enabled: bool
+    note: str
+    """The line the training log and the tooltip show, e.g. "Liger Kernel: on (RMSNorm, RoPE, SwiGLU)"."""
+    install_hint: str = ""
+    """How to install what it needs, when only a missing package keeps it off."""
+
+
+@dataclass(frozen=True)
 class FastPathPlan:
-    """What a run gets; `notes` says, one line per speed-up, whether it is on and why."""
+    """What a run gets: `speedups`, one per speed-up, each on or off with why; `notes` are their log lines."""
 
     enabled: bool
     liger: bool
     padding_free: bool
     attn_implementation: str
+    speedups: tuple[SpeedUp, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+    """The log lines, one per speed-up; by default the speed-ups' notes."""
+
+    def __post_init__(self) -> None:
+        if not self.notes and self.speedups:
+            object.__setattr__(self, "notes", tuple(speedup.note for speedup in self.speedups))
+
+    @property
+    def applied(self) -> tuple[SpeedUp, ...]:
+        """The speed-ups this run gets (none when the fast path is off)."""
+        return tuple(speedup for speedup in self.speedups if speedup.enabled) if self.enabled else ()
+
+    @property
+    def missing_packages(self) -> tuple[SpeedUp, ...]:
+        """The speed-ups that are off only because a package is not installed."""
+        return tuple(speedup for speedup in self.speedups if speedup.install_hint) if self.enabled else ()
 
     def summary(self) -> str:
         head = "Fast path on" if self.enabled else "Fast path off (the plain transformers + PEFT + TRL path)"
@@ -108,36 +136,39 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
     attn = config.model.attn_implementation
     if not t.fast_path:
         return FastPathPlan(enabled=False, liger=False, padding_free=False, attn_implementation=attn,
-                            notes=(f"attention: {attn}",))
+                            speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"),))
     cuda = capabilities.device == "cuda"
 
+    install = 'pip install "finetune-studio[gpu]"'
     if not cuda:
-        liger, liger_note = False, "Liger Kernel: off — its kernels need an NVIDIA GPU"
+        liger = SpeedUp("Liger Kernel", False, "Liger Kernel: off — its kernels need an NVIDIA GPU")
     elif not capabilities.liger_installed:
-        liger, liger_note = False, 'Liger Kernel: not installed — pip install "finetune-studio[gpu]"'
+        liger = SpeedUp("Liger Kernel", False, f"Liger Kernel: not installed — {install}", install_hint=install)
     else:
-        liger, liger_note = True, "Liger Kernel: on (RMSNorm, RoPE, SwiGLU)"
+        liger = SpeedUp("Liger Kernel", True, "Liger Kernel: on (RMSNorm, RoPE, SwiGLU)")
 
     capability = capabilities.compute_capability
     flash_ok = (cuda and capabilities.flash_attn_installed and capability is not None
                 and capability >= FLASH_ATTENTION_MIN_CAPABILITY and compute_dtype in ("bfloat16", "float16"))
     if attn == "sdpa" and flash_ok:
-        attn, attn_note = "flash_attention_2", "attention: flash_attention_2 (instead of sdpa)"
+        attn = "flash_attention_2"
+        attention = SpeedUp("FlashAttention-2", True, "attention: flash_attention_2 (instead of sdpa)")
     else:
-        attn_note = f"attention: {attn}"
+        attention = SpeedUp("FlashAttention-2", False, f"attention: {attn}")
 
     if t.packing:
-        padding_free, padding_note = False, "padding-free: packing already lays examples end to end"
+        padding = SpeedUp("padding-free batches", False, "padding-free: packing already lays examples end to end")
     elif t.per_device_train_batch_size == 1:
-        padding_free, padding_note = False, "padding-free: off — a batch of one example has no padding to remove"
+        padding = SpeedUp("padding-free batches", False,
+                          "padding-free: off — a batch of one example has no padding to remove")
     elif attn != "flash_attention_2":
         # Without FlashAttention's variable-length kernel the packed row needs a block-diagonal mask built
         # every step; on the CPU that made the demo 12% slower than padding (benchmarks/train_speed.py).
-        padding_free, padding_note = False, "padding-free: off — it pays with FlashAttention-2 only"
+        padding = SpeedUp("padding-free batches", False, "padding-free: off — it pays with FlashAttention-2 only")
     else:
-        padding_free, padding_note = True, "padding-free batches: on"
-    return FastPathPlan(enabled=True, liger=liger, padding_free=padding_free, attn_implementation=attn,
-                        notes=(liger_note, attn_note, padding_note))
+        padding = SpeedUp("padding-free batches", True, "padding-free batches: on")
+    return FastPathPlan(enabled=True, liger=liger.enabled, padding_free=padding.enabled, attn_implementation=attn,
+                        speedups=(liger, attention, padding))
 
 
 def apply_liger(model: Any) -> str | None:

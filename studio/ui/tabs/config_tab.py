@@ -2,8 +2,10 @@
 dataclasses) and a live GPU memory estimate.
 
 The first screen holds what most runs change (rank, learning rate, batch, length); everything else
-sits in the "Advanced" section. The widgets are bound to config fields by (section, name), so
-`set_config` / `apply_to` cover every knob without a hand-written line per field.
+sits in the "Advanced" section. The widgets are bound to config fields by (section, name), with their ranges,
+steps and choices from the fields' metadata, so showing the draft and writing an edit into it cover every knob
+without a hand-written line per field. The draft (studio.core.sessions.draft) is the window's one RunConfig,
+which the Dataset tab edits too.
 """
 
 from __future__ import annotations
@@ -11,11 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
-import shlex
-import subprocess
-import sys
 import textwrap
-import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,25 +26,30 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced
 
+from studio.core.config.presets import Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset
 from studio.core.config.settings import (
-    ConfigError, RunConfig, copy_config, describe_evaluation, field_help, save_config,
+    SECTIONS, ConfigError, RunConfig, config_field, copy_config, describe_evaluation, field_bounds, field_help,
+    save_config,
 )
+from studio.core.models.layers import LinearModules, detect_linear_modules
+from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
+from studio.core.plan.vram import estimate_vram
+from studio.core.sessions.config import (
+    LayerNames, ModelShapes, command_config_path, comparison_preset, describe_layers, fast_path_line, target_shortcut,
+    train_command,
+)
+from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.units import format_bytes
-from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
-from studio.core.models.source import ModelSourceError, find_model_config
-from studio.core.system.paths import user_data_dir
-from studio.core.config.presets import (
-    GPU_PRESETS, Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset,
-)
-from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, estimate_vram
-from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.background import TaskRunner
 from studio.ui.widgets import _plot_style as style
-from studio.ui.widgets.qt_model_picker import QtModelPicker, start_worker
+from studio.ui.widgets.qt_model_picker import QtModelPicker
 from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
 
 _DETECT = object()
+_DETECTION_ERRORS = (ModelSourceError, ValueError, ImportError, OSError)
+"""What reading a model's layer names raises for a model it cannot read: the message says why."""
 ESTIMATE_DEBOUNCE_MS = 150
 _NUMBER_WIDTH = 100
 DETECT_DEBOUNCE_MS = 800
@@ -77,8 +80,6 @@ class _QtScientificSpinBox(QDoubleSpinBox):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setDecimals(12)
-        self.setRange(0.0, 1.0)
-        self.setSingleStep(1e-5)
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
         return f"{value:.6g}"
@@ -221,30 +222,33 @@ class _ReflowingRow(QBoxLayout):
 
 
 class QtConfigTab(QWidget):
-    """Edits a RunConfig: `set_config` fills the form, `apply_to` writes it back.
+    """Edits the draft's RunConfig (the window's, or its own): every edit is written into the draft at once, and
+    the form follows the draft when another part of the window changes it. `set_config` gives the draft a new
+    config, `apply_to` writes the form's values into another one.
 
     Signals `changed()` whenever the user edits a field (or applies a preset), and
     `estimate_updated(object)` with each new VramEstimate (None when there is none).
-    `config_source`, when set, returns the window's current config (for the data file in
-    "Copy as command"); without it the config last given to `set_config` is used.
+    `config_source`, when set, returns the config "Copy as command" and the notes start from instead of the
+    draft's.
     """
 
     changed = Signal()
     estimate_updated = Signal(object)
     modules_detected = Signal(object)
 
-    def __init__(self, parent=None, *, gpu: GpuInfo | None | object = _DETECT):
+    def __init__(self, parent=None, *, gpu: GpuInfo | None | object = _DETECT, draft: RunDraft | None = None):
         super().__init__(parent)
         self._refresh_gpu = gpu is _DETECT
         self._gpu: GpuInfo | None = detect_gpu() if gpu is _DETECT else gpu  # type: ignore[assignment]
-        self._base = RunConfig()
+        self.draft = draft if draft is not None else RunDraft()
         self._bindings: list[_Binding] = []
         self._loading = False
-        self._shapes: dict[str, tuple[ModelShape | None, str]] = {}
-        self._detected: dict[tuple[str, bool], LinearModules] = {}
+        self._shapes = ModelShapes()
+        self._layers = LayerNames()
         self.detected_modules: LinearModules | None = None
-        self.detect_worker: QtFunctionWorker | None = None
-        self._detecting: tuple[str, bool] = ("", False)
+        self._detection = TaskRunner(self)
+        self.detect_worker = None  # the layer-name read in progress (a BackgroundTask), None when none is
+        self._shut_down = False
         self.config_source: Callable[[], RunConfig] | None = None
         self.last_command: str | None = None
 
@@ -264,9 +268,9 @@ class QtConfigTab(QWidget):
         self.command_label = QElidingLabel()
 
         # --- first screen
-        self.r = self._spin("lora", "r", 1, 1024)
-        self.lora_alpha = self._spin("lora", "lora_alpha", 1, 4096)
-        self.lora_dropout = self._double("lora", "lora_dropout", 0.0, 0.9, 2, 0.05)
+        self.r = self._spin("lora", "r")
+        self.lora_alpha = self._spin("lora", "lora_alpha")
+        self.lora_dropout = self._double("lora", "lora_dropout")
         self.target_modules = self._list_edit("lora", "target_modules", "all-linear, or e.g. q_proj, v_proj")
         self.attention_only_button = QPushButton("Attention")
         self.attention_mlp_button = QPushButton("Attention + MLP")
@@ -277,16 +281,14 @@ class QtConfigTab(QWidget):
         self.detected_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.detected_label.setStyleSheet(f"color: {style.MUTED};")
         self.quantization_mode = self._combo("quantization", "mode", QUANT_MODE_TEXT)
-        self.learning_rate = self._bind("training", "learning_rate", _QtScientificSpinBox())
-        self.learning_rate.setMinimumWidth(_NUMBER_WIDTH)
-        self.num_train_epochs = self._double("training", "num_train_epochs", 0.0, 1000.0, 2, 1.0)
-        self.max_steps = self._spin("training", "max_steps", -1, 10_000_000)
+        self.learning_rate = self._number("training", "learning_rate", _QtScientificSpinBox())
+        self.num_train_epochs = self._double("training", "num_train_epochs")
+        self.max_steps = self._spin("training", "max_steps")
         self.max_steps.setSpecialValueText("use epochs")
-        self.per_device_train_batch_size = self._spin("training", "per_device_train_batch_size", 1, 1024)
-        self.gradient_accumulation_steps = self._spin("training", "gradient_accumulation_steps", 1, 1024)
+        self.per_device_train_batch_size = self._spin("training", "per_device_train_batch_size")
+        self.gradient_accumulation_steps = self._spin("training", "gradient_accumulation_steps")
         self.effective_batch = QLabel()
-        self.max_length = self._spin("training", "max_length", 8, 1_048_576)
-        self.max_length.setSingleStep(256)
+        self.max_length = self._spin("training", "max_length")
         self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
         self.fast_path = self._check("training", "fast_path", "Fast path")
         self.fast_path_label = _QtNoteLabel()  # what the fast path gives on this machine, or why a part of it is off
@@ -302,11 +304,11 @@ class QtConfigTab(QWidget):
         self.use_dora = self._check("lora", "use_dora", "DoRA")
         self.optim = self._combo("training", "optim", OPTIM_TEXT)
         self.lr_scheduler_type = self._combo("training", "lr_scheduler_type", None)
-        self.warmup_ratio = self._double("training", "warmup_ratio", 0.0, 0.5, 3, 0.01)
-        self.weight_decay = self._double("training", "weight_decay", 0.0, 10.0, 3, 0.01)
-        self.max_grad_norm = self._double("training", "max_grad_norm", 0.0, 1000.0, 2, 0.1)
+        self.warmup_ratio = self._double("training", "warmup_ratio")
+        self.weight_decay = self._double("training", "weight_decay")
+        self.max_grad_norm = self._double("training", "max_grad_norm")
         self.packing = self._check("training", "packing", "Pack short examples together")
-        self.seed = self._spin("training", "seed", 0, 2**31 - 1)
+        self.seed = self._spin("training", "seed")
         attn = dict(ATTN_TEXT)
         if not flash_attention_available():
             attn.pop("flash_attention_2")
@@ -315,12 +317,12 @@ class QtConfigTab(QWidget):
         self.eval_summary = QLabel()  # what actually happens: no eval rows means no evaluation, whatever the schedule
         self.eval_summary.setWordWrap(True)
         self.eval_summary.setStyleSheet(f"color: {style.MUTED};")
-        self.eval_steps = self._spin("training", "eval_steps", 1, 10_000_000)
-        self.early_stopping_patience = self._spin("training", "early_stopping_patience", 0, 1000)
+        self.eval_steps = self._spin("training", "eval_steps")
+        self.early_stopping_patience = self._spin("training", "early_stopping_patience")
         self.early_stopping_patience.setSpecialValueText("off")
-        self.save_steps = self._spin("training", "save_steps", 1, 10_000_000)
-        self.save_total_limit = self._spin("training", "save_total_limit", 1, 1000)
-        self.logging_steps = self._spin("training", "logging_steps", 1, 100_000)
+        self.save_steps = self._spin("training", "save_steps")
+        self.save_total_limit = self._spin("training", "save_total_limit")
+        self.logging_steps = self._spin("training", "logging_steps")
 
         self.vram_panel = QtVramPanel()
         self._build_layout()
@@ -340,9 +342,11 @@ class QtConfigTab(QWidget):
 
         self.reload_presets()
         self._select_preset(preset_for_gpu(self._gpu).key)
-        self._update_dependent_widgets()
         self._show_detected()
-        self._schedule_estimate()
+        # The draft's values from the first paint (the documented defaults), not the widgets' minimums.
+        self._show_draft()
+        unsubscribe = self.draft.subscribe(self._on_draft_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())  # the draft may outlive the widget
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
@@ -361,29 +365,30 @@ class QtConfigTab(QWidget):
             widget.textChanged.connect(self._on_edit)
         return widget
 
-    def _spin(self, section: str, name: str, minimum: int, maximum: int) -> QSpinBox:
-        box = QSpinBox()
-        box.setRange(minimum, maximum)
+    def _number(self, section: str, name: str, box: QSpinBox | QDoubleSpinBox) -> Any:
+        """A number box offering the field's range (its metadata's bounds), stepping and showing it as its
+        metadata says."""
+        meta = config_field(section, name).metadata
+        if isinstance(box, QDoubleSpinBox) and "decimals" in meta:
+            box.setDecimals(meta["decimals"])  # before the range: Qt rounds the bounds to the decimals
+        box.setRange(*field_bounds(section, name))
+        if "step" in meta:
+            box.setSingleStep(meta["step"])
         box.setMinimumWidth(_NUMBER_WIDTH)
         return self._bind(section, name, box)
 
-    def _double(self, section: str, name: str, minimum: float, maximum: float, decimals: int,
-                step: float) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(minimum, maximum)
-        box.setDecimals(decimals)
-        box.setSingleStep(step)
-        box.setMinimumWidth(_NUMBER_WIDTH)
-        return self._bind(section, name, box)
+    def _spin(self, section: str, name: str) -> QSpinBox:
+        return self._number(section, name, QSpinBox())
+
+    def _double(self, section: str, name: str) -> QDoubleSpinBox:
+        return self._number(section, name, QDoubleSpinBox())
 
     def _check(self, section: str, name: str, text: str) -> QCheckBox:
         return self._bind(section, name, QCheckBox(text))
 
     def _combo(self, section: str, name: str, texts: dict[str, str] | None) -> QComboBox:
         box = QComboBox()
-        settings_type = typing.get_type_hints(RunConfig)[section]
-        choices = next(f.metadata.get("choices", []) for f in dataclasses.fields(settings_type) if f.name == name)
-        for value in choices:
+        for value in config_field(section, name).metadata.get("choices", []):
             if texts is None or value in texts:
                 box.addItem(texts[value] if texts else value, value)
         return self._bind(section, name, box)
@@ -572,8 +577,21 @@ class QtConfigTab(QWidget):
 
     # --- config in, config out ------------------------------------------------------------------------
     def set_config(self, config: RunConfig) -> None:
-        """Show a config in the form (without emitting `changed`)."""
-        self._base = copy_config(config)
+        """Give the draft a new config, which the form (and every other view of the draft) then shows; does not
+        emit `changed`."""
+        self.draft.set_config(config)
+
+    def _on_draft_changed(self, change: Change) -> None:
+        if change.source is self:
+            return  # the form's own edit: it already shows it
+        if change.section == "data":
+            self._update_dependent_widgets()  # the form shows no data field, only what the eval split decides
+        else:
+            self._show_draft()
+
+    def _show_draft(self) -> None:
+        """Show the draft's config in the form; the guard keeps the widgets' signals from writing it back."""
+        config = self.draft.config
         self._loading = True
         try:
             self.model_picker.set_model(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
@@ -593,8 +611,8 @@ class QtConfigTab(QWidget):
             setattr(getattr(config, binding.section), binding.name, binding.get())
 
     def current_config(self) -> RunConfig:
-        """The window's config (or the last one shown) with the form's values applied."""
-        config = copy_config(self.config_source() if self.config_source is not None else self._base)
+        """A copy of the draft's config (or of `config_source`'s) with the form's values applied."""
+        config = copy_config(self.config_source() if self.config_source is not None else self.draft.config)
         self.apply_to(config)
         return config
 
@@ -605,9 +623,21 @@ class QtConfigTab(QWidget):
     def _on_edit(self, *_args: Any) -> None:
         if self._loading:
             return
+        self._write_draft()
         self._update_dependent_widgets()
         self._schedule_estimate()
         self.changed.emit()
+
+    def _write_draft(self) -> None:
+        """Write the form into the draft: only the fields whose value changed notify the other views."""
+        values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        values["model"] = {"name_or_path": self.model_picker.model(),
+                           "trust_remote_code": self.trust_remote_code.isChecked()}
+        for binding in self._bindings:
+            values[binding.section][binding.name] = binding.get()
+        for section, fields in values.items():
+            if fields:
+                self.draft.update(section, source=self, **fields)
 
     def _on_model_changed(self, _text: str) -> None:
         self._on_edit()
@@ -632,28 +662,14 @@ class QtConfigTab(QWidget):
         config = self.current_config()
         capabilities = capabilities_for_card(self._gpu)
         plan = plan_fast_path(config, capabilities, compute_dtype=expected_compute_dtype(config, capabilities))
-        # The first line is what is on; the tooltip has every part with its reason.
-        on = [note for note in plan.notes if ": on" in note or "instead of" in note]
-        if not plan.enabled:
-            text = "off: plain transformers + PEFT + TRL"
-        elif on:
-            names = [note.split(":")[0] for note in on]
-            text = "on here: " + ", ".join("FlashAttention-2" if name == "attention" else name for name in names)
-        elif any("not installed" in note for note in plan.notes):
-            text = "Liger Kernel not installed (hover for how)"
-        else:
-            text = "nothing to gain here (hover for why)"
-        self.fast_path_label.setText(text)
+        # The line says what is on; the tooltip has every part with its reason.
+        self.fast_path_label.setText(fast_path_line(plan))
         self.fast_path_label.setToolTip(plan.summary())
 
     # --- target modules -------------------------------------------------------------------------------
     def set_target_shortcut(self, which: str) -> None:
         """Fill target modules with attention-only, attention+MLP (by name) or PEFT's all-linear."""
-        detected = self.detected_modules
-        attention = list(detected.attention) if detected and detected.attention else list(ATTENTION_MODULES)
-        mlp = list(detected.mlp) if detected and detected.mlp else list(MLP_MODULES)
-        names = {"attention": attention, "attention+mlp": attention + mlp, "all-linear": ["all-linear"]}[which]
-        self.target_modules.setText(", ".join(names))  # textChanged → _on_edit
+        self.target_modules.setText(", ".join(target_shortcut(which, self.detected_modules)))  # → _on_edit
 
     def _start_detection(self) -> None:
         model = self.model_picker.model()
@@ -662,14 +678,11 @@ class QtConfigTab(QWidget):
             self.detected_modules = None
             self._show_detected()
             return
-        if (model, trust) in self._detected:
-            self._on_detected(model, self._detected[(model, trust)])
-            return
-        if (known := cached_linear_modules(model, trust_remote_code=trust)) is not None:
-            self._on_detected(model, known, trust=trust)  # read at an earlier start: no torch import needed
+        if (known := self._layers.known(model, trust_remote_code=trust)) is not None:
+            self._on_detected(model, known)  # perhaps read at an earlier start: no torch import needed
             return
         if self.detect_worker is not None:
-            return  # one at a time; the finished handler checks whether the model changed meanwhile
+            return  # one at a time; the end handler checks whether the model changed meanwhile
         try:
             find_model_config(model)
         except ModelSourceError as error:
@@ -677,32 +690,24 @@ class QtConfigTab(QWidget):
             self._set_detected_text(f"Layer names unknown: {error}")
             return
         self._set_detected_text(READING_LAYER_NAMES)
-        worker = QtFunctionWorker(detect_linear_modules, model, trust_remote_code=trust,
-                                  expected_errors=(ModelSourceError, ValueError, ImportError, OSError))
-        # Bound methods, not lambdas: the worker may outlive this tab, and Qt drops a deleted
-        # receiver's connections only when it knows the receiver.
-        worker.succeeded.connect(self._on_detection_succeeded)
-        worker.failed.connect(self._on_detection_failed)
-        worker.finished.connect(self._on_detection_ended)
-        self.detect_worker = worker
-        self._detecting = (model, trust)
-        start_worker(worker)
+        self.detect_worker = self._detection.start(
+            lambda state: detect_linear_modules(model, trust_remote_code=trust),
+            on_result=lambda modules: self._on_detected(model, modules, trust=trust),
+            on_error=self._on_detection_failed, on_done=self._on_detection_ended, expected_errors=_DETECTION_ERRORS,
+            name="read layer names")
 
-    def _on_detection_succeeded(self, modules: LinearModules) -> None:
-        model, trust = self._detecting
-        self._on_detected(model, modules, trust=trust)
-
-    def _on_detection_failed(self, message: str) -> None:
-        self._set_detected_text(f"Layer names unknown: {message}")
+    def _on_detection_failed(self, error: BaseException) -> None:
+        reason = str(error) if isinstance(error, _DETECTION_ERRORS) else f"{type(error).__name__}: {error}"
+        self._set_detected_text(f"Layer names unknown: {reason}")
 
     def _on_detection_ended(self) -> None:
         self.detect_worker = None
-        if (self.model_picker.model(), self.trust_remote_code.isChecked()) not in self._detected:
+        if not self._shut_down and (self.model_picker.model(), self.trust_remote_code.isChecked()) not in self._layers:
             self._schedule_detection()  # the model changed while the last one was read
 
     def _on_detected(self, model: str, modules: LinearModules, *, trust: bool | None = None) -> None:
         if trust is not None:
-            self._detected[(model, trust)] = modules
+            self._layers.remember(model, modules, trust_remote_code=trust)
         if model != self.model_picker.model():
             return
         self.detected_modules = modules
@@ -710,15 +715,7 @@ class QtConfigTab(QWidget):
         self.modules_detected.emit(modules)
 
     def _show_detected(self) -> None:
-        modules = self.detected_modules
-        if modules is None:
-            self._set_detected_text("Shortcuts use Llama-style names until the model's own are read.")
-            return
-        lines = ["Linear layers in this model:"]
-        for title, names in (("attention", modules.attention), ("MLP", modules.mlp), ("other", modules.other)):
-            if names:
-                lines.append(f"  {title}: {', '.join(names)}")
-        self._set_detected_text("\n".join(lines))
+        self._set_detected_text(describe_layers(self.detected_modules))
 
     def _set_detected_text(self, text: str) -> None:
         shown = text
@@ -728,7 +725,7 @@ class QtConfigTab(QWidget):
         self.detected_label.setToolTip(text)
 
     def _on_download_finished(self, _folder: str) -> None:
-        self._shapes.pop(self.model_picker.model(), None)
+        self._shapes.forget(self.model_picker.model())
         self._schedule_estimate()
         self._schedule_detection()
 
@@ -805,9 +802,7 @@ class QtConfigTab(QWidget):
     # --- copy as command ------------------------------------------------------------------------------
     def command_config_path(self, config: RunConfig) -> Path:
         """Where "Copy as command" saves the config: one file per run name or model."""
-        stem = config.name or Path(config.model.name_or_path.rstrip("/\\")).name or "run"
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
-        return user_data_dir() / "configs" / f"{stem}.toml"
+        return command_config_path(config)
 
     def copy_command(self) -> str | None:
         """Save the config to a TOML file and copy `finetune-studio train FILE` to the clipboard."""
@@ -823,8 +818,7 @@ class QtConfigTab(QWidget):
         except OSError as error:
             self._set_message(f"Could not save {path}: {error}", error=True)
             return None
-        quoted = subprocess.list2cmdline([str(path)]) if sys.platform == "win32" else shlex.quote(str(path))
-        command = f"finetune-studio train {quoted}"
+        command = train_command(path)
         QGuiApplication.clipboard().setText(command)
         self.last_command = command
         self._set_message(f"Copied to the clipboard: {command}")
@@ -837,26 +831,14 @@ class QtConfigTab(QWidget):
         self.command_label.setVisible(bool(text))
 
     # --- the estimate ---------------------------------------------------------------------------------
-    def _shape_for(self, model: str) -> tuple[ModelShape | None, str]:
-        if model not in self._shapes:
-            try:
-                source = find_model_config(model)
-                self._shapes[model] = (ModelShape.from_config(source.config, source.name), source.description)
-            except (ModelSourceError, ShapeError) as error:
-                self._shapes[model] = (None, str(error))
-        return self._shapes[model]
-
     def memory_limit(self) -> tuple[int, str]:
         """The free memory to compare with, and a phrase saying whose it is."""
         if self._gpu is not None:
             if self._refresh_gpu:
                 self._gpu = detect_gpu(self._gpu.index) or self._gpu
             return self._gpu.free_bytes, f"free on {self._gpu.name} ({format_bytes(self._gpu.total_bytes, style='memory')})"
-        preset = self.selected_preset()
-        if preset is None or preset.vram_bytes is None:
-            preset = GPU_PRESETS[0]
-        card = preset.label.split(" —")[0]
-        return preset.vram_bytes or 0, f"no NVIDIA GPU detected, so compared with the {card} preset's card"
+        preset = comparison_preset(self.selected_preset())
+        return preset.vram_bytes or 0, f"no NVIDIA GPU detected, so compared with the {preset.card} preset's card"
 
     def _update_estimate(self) -> None:
         config = self.current_config()
@@ -865,7 +847,7 @@ class QtConfigTab(QWidget):
             self.vram_panel.set_unavailable(NO_MODEL_TEXT)
             self.estimate_updated.emit(None)
             return
-        shape, source = self._shape_for(model)
+        shape, source = self._shapes.get(model)
         if shape is None:
             self.vram_panel.set_unavailable(f"No estimate: {source}")
             self.estimate_updated.emit(None)
@@ -877,6 +859,6 @@ class QtConfigTab(QWidget):
 
     def shutdown(self) -> None:
         """Stop background work (a download is cancelled; what it fetched stays in the cache)."""
+        self._shut_down = True
         self.model_picker.shutdown()
-        if self.detect_worker is not None:
-            self.detect_worker.wait(60_000)
+        self._detection.shutdown(60_000)

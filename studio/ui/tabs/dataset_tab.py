@@ -1,10 +1,11 @@
 """Dataset tab: open any common dataset, see how it is read, exactly what trains, and every bad row.
 
-Reading, tokenizer loading and token counting run in QThread workers (`qt_dataset_workers`); the
-first rows appear while the rest is read. The preview goes through `data_preview.preview_example`,
-i.e. the trainer's own `encode_example`, so the highlighted tokens are the trained ones. The tab edits
-the data part of the run config (format, column mapping, encoding, skip bad rows, eval split,
-responses only, how a plain text file is cut into documents) and signals `settings_changed` after each edit.
+The tab binds widgets to a `DatasetSession` (studio.core.sessions.dataset): the data settings it edits
+(format, column mapping, encoding, skip bad rows, eval split, responses only, how a plain text file is cut into
+documents) live in the run draft the Config tab edits too, and the tab re-renders when the draft changes
+elsewhere. Reading, tokenizer loading and token counting are the session's task functions, run by TaskRunners;
+the first rows appear while the rest is read. The preview goes through `data_preview.preview_example`, i.e. the
+trainer's own `encode_example`, so the highlighted tokens are the trained ones.
 """
 
 from __future__ import annotations
@@ -21,36 +22,29 @@ from PySide6.QtWidgets import (
     QLineEdit, QProgressBar, QPushButton, QRadioButton, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from studio.core.config.settings import DataSettings, RunConfig, TrainingSettings, describe_evaluation
+from studio.core.config.settings import (
+    DataSettings, RunConfig, TrainingSettings, config_field, describe_evaluation, field_bounds,
+)
 from studio.core.data.encoding import ENCODING_NAMES
-from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
-from studio.core.data.shape import FORMAT_NAMES, format_column_mapping
 from studio.core.data.issues import DataError
+from studio.core.data.loading import ScanCancelled
+from studio.core.data.shape import FORMAT_NAMES
+from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
 from studio.core.data.table import LoadedData
-from studio.ui.qt_dataset_workers import QtDataLoadWorker, QtTokenizerWorker, QtTokenStatsWorker, freeze_heap
+from studio.core.sessions.dataset import (
+    STATS_SAMPLE_ROWS, TAB_FIELDS, DatasetSession, example_summary, load_model_tokenizer, measure_lengths,
+    read_source,
+)
+from studio.core.sessions.draft import Change
+from studio.ui.background import TaskRunner, freeze_heap, no_gc_while_importing
 from studio.ui.widgets.qt_column_mapping import QtColumnMapping
 from studio.ui.widgets.qt_data_errors import QtDataErrorsPanel
 from studio.ui.widgets.qt_token_histogram import QtTokenHistogram
 from studio.ui.widgets.qt_token_view import MASKED_COLOURS, MASKED_TEXT, TRAINED_COLOURS, TRAINED_TEXT, QtTokenView
 
 RED = "#b3261e"
-STATS_SAMPLE_ROWS = 20_000
-"""Token lengths are first measured on this many random rows; 'Measure all rows' does the rest."""
-_READ_FIELDS = ("train_file", "format", "column_mapping", "encoding", "split", "text_split")
-_TAB_FIELDS = ("train_file", "eval_file", "eval_fraction", "train_on_responses_only", "format", "column_mapping",
-               "encoding", "skip_bad_rows", "split", "text_split")
 TEXT_SPLIT_LABELS = {"blank_lines": "a document per block (split at blank lines)",
                      "file": "one document per file"}
-
-
-def _summary(example: dict[str, Any]) -> tuple[str, str, int]:
-    """First user text, first assistant text and the number of turns of a normalised example."""
-    if "text" in example:
-        return example["text"], "", 1
-    messages = example["messages"]
-    user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    assistant = next((m["content"] for m in messages if m["role"] == "assistant"), "")
-    return user, assistant, len(messages)
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -99,7 +93,7 @@ class QtRowsModel(QAbstractTableModel):
             lines = self._data.lines[start:start + self._BLOCK]
             rows = []
             for line, example in zip(lines, examples):
-                user, assistant, turns = _summary(example)
+                user, assistant, turns = example_summary(example)
                 rows.append((line, turns, user, assistant))
             self._blocks[block] = rows
             if len(self._blocks) > 50:
@@ -135,9 +129,11 @@ class QtEvalSplitPanel(QWidget):
         for button in (self.none_radio, self.fraction_radio, self.file_radio):
             self.group.addButton(button)
         self.fraction_spin = QDoubleSpinBox()
-        self.fraction_spin.setRange(0.01, 0.5)
-        self.fraction_spin.setSingleStep(0.01)
-        self.fraction_spin.setDecimals(2)
+        meta = config_field("data", "eval_fraction").metadata
+        # Not down to the field's 0: "No evaluation" is its own choice above.
+        self.fraction_spin.setRange(meta["step"], field_bounds("data", "eval_fraction")[1])
+        self.fraction_spin.setSingleStep(meta["step"])
+        self.fraction_spin.setDecimals(meta["decimals"])
         self.fraction_spin.setValue(0.1)
         self.fraction_spin.setToolTip("data.eval_fraction: the rows are drawn with training.seed, so the split is the "
                                       "same every run.")
@@ -227,11 +223,13 @@ class QtEvalSplitPanel(QWidget):
             self.file_edit.setText(path)
             self._emit()
 
-
 class QtDatasetTab(QWidget):
     """Signals `dataset_chosen(Path)` when a source with at least one usable example has been read,
     `settings_changed()` after the user edits a data setting, `loaded(LoadedData)` when a read ends and
-    `load_failed(str)` when a source cannot be read."""
+    `load_failed(str)` when a source cannot be read.
+
+    It shows a `DatasetSession` (its own, or the window's, whose draft the Config tab edits too) and re-renders
+    when another part of the window changes the draft."""
 
     dataset_chosen = Signal(Path)
     settings_changed = Signal()
@@ -240,24 +238,18 @@ class QtDatasetTab(QWidget):
     stats_ready = Signal(object)
     preview_updated = Signal()
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, *, session: DatasetSession | None = None):
         super().__init__(parent)
-        self.data: LoadedData | None = None
-        self.settings = DataSettings()
-        self.model_name = ""
-        self.trust_remote_code = False
-        self.max_length = 1024
-        self.seed = 42
-        self.training = TrainingSettings()
-        self.tokenizer: Any = None
-        self._tokenizer_name = ""
-        self._tokenizer_error = ""
-        self.stats = None
+        self.session = session if session is not None else DatasetSession()
         self.preview = None
-        self._load_worker: QtDataLoadWorker | None = None
-        self._tokenizer_worker: QtTokenizerWorker | None = None
-        self._stats_worker: QtTokenStatsWorker | None = None
-        self._file_error = ""
+        # One runner per job: a new read cancels the old read, never the tokenizer or the measurement.
+        self._reads = TaskRunner(self)
+        self._tokenizers = TaskRunner(self)
+        self._measures = TaskRunner(self)
+        self._reading: object | None = None  # the read in progress (its token), None when none is
+        self._tokenizer_loading = ""  # the model whose tokenizer is being loaded
+        self._shown_max_length = self.session.max_length
+        self._shown_responses_only = self.session.settings.train_on_responses_only
 
         # --- the source bar -----------------------------------------------------------------------
         self.open_button = QPushButton("Open file…")
@@ -410,55 +402,76 @@ class QtDatasetTab(QWidget):
         self._tokenizer_timer.setInterval(400)  # the model path may be typed a key at a time
         self._tokenizer_timer.timeout.connect(self._ensure_tokenizer)
         self.token_view.show_message("Open a dataset to see its rows as the model will see them.")
+        self.session.follow_model()
+        unsubscribe = self.session.draft.subscribe(self._on_draft_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())  # the draft may outlive the widget
         self._sync_widgets()
+        if self.session.needs_read(reading=False):
+            self._start_load()
 
-    # --- config in and out ------------------------------------------------------------------------------
+    # --- the shared state -------------------------------------------------------------------------------
+    @property
+    def settings(self) -> DataSettings:
+        """The data settings: the draft's, shared with the Config tab."""
+        return self.session.settings
+
+    @property
+    def data(self) -> LoadedData | None:
+        return self.session.data
+
+    @property
+    def stats(self) -> Any:
+        return self.session.stats
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.session.tokenizer
+
+    @property
+    def model_name(self) -> str:
+        return self.session.model_name
+
+    @property
+    def max_length(self) -> int:
+        return self.session.max_length
+
     def set_config(self, config: RunConfig) -> None:
-        """Take the data settings, model and max length of a config; re-read the data only if needed."""
-        new = copy.deepcopy(config.data)
-        reread = any(getattr(new, name) != getattr(self.settings, name) for name in _READ_FIELDS)
-        reread = reread or (self.data is None and self._load_worker is None and not self._file_error)
-        responses_changed = new.train_on_responses_only != self.settings.train_on_responses_only
-        self.settings = new
-        self.seed = config.training.seed
-        self.training = copy.deepcopy(config.training)
-        self.trust_remote_code = config.model.trust_remote_code
-        if config.training.max_length != self.max_length:
-            self.max_length = config.training.max_length
+        """Show a config: the draft takes it, and the data is read again only if what is read changed."""
+        self.session.draft.set_config(config)
+
+    def apply_to(self, config: RunConfig) -> None:
+        """Write the data settings this tab edits into a config."""
+        for name in TAB_FIELDS:
+            setattr(config.data, name, copy.deepcopy(getattr(self.settings, name)))
+
+    def set_max_length(self, max_length: int) -> None:
+        self.session.draft.update("training", max_length=max_length)
+
+    def _edit(self, **values: Any) -> None:
+        """Write the user's edit into the draft; `settings_changed` once it changed something."""
+        if self.session.edit(source=self, **values) is not None:
+            self.settings_changed.emit()
+
+    def _on_draft_changed(self, change: Change) -> None:
+        if change.source is self:
+            return  # this tab's own edit: its handler has shown it
+        if self.session.follow_model():
+            self.histogram.clear("Token lengths appear once the model's tokenizer is loaded.")
+            self._update_preview()
+            if self.isVisible():
+                self._tokenizer_timer.start()
+        if self.max_length != self._shown_max_length:
+            self._shown_max_length = self.max_length
             self.histogram.set_max_length(self.max_length)
             self._update_preview()
-        self.set_model(config.model.name_or_path)
+        responses_changed = self.settings.train_on_responses_only != self._shown_responses_only
+        self._shown_responses_only = self.settings.train_on_responses_only
         self._sync_widgets()
-        if reread and new.train_file:
+        if self.session.needs_read(reading=self.is_loading()):
             self._start_load()
         elif responses_changed:
             self._update_preview()
             self._start_stats()
-
-    def apply_to(self, config: RunConfig) -> None:
-        """Write the data settings this tab edits into a config."""
-        for name in _TAB_FIELDS:
-            setattr(config.data, name, copy.deepcopy(getattr(self.settings, name)))
-
-    def set_model(self, name_or_path: str) -> None:
-        """The model whose tokenizer and chat template the preview uses (loaded when the tab is shown)."""
-        name_or_path = (name_or_path or "").strip()
-        if name_or_path == self.model_name:
-            return
-        self.model_name = name_or_path
-        self.tokenizer = None
-        self._tokenizer_name = ""
-        self._tokenizer_error = ""
-        self.stats = None
-        self.histogram.clear("Token lengths appear once the model's tokenizer is loaded.")
-        self._update_preview()
-        if self.isVisible():
-            self._tokenizer_timer.start()
-
-    def set_max_length(self, max_length: int) -> None:
-        self.max_length = max_length
-        self.histogram.set_max_length(max_length)
-        self._update_preview()
 
     def _sync_widgets(self) -> None:
         s = self.settings
@@ -468,24 +481,21 @@ class QtDatasetTab(QWidget):
         self.errors_panel.set_skip_bad_rows(s.skip_bad_rows)
         self.errors_panel.set_encoding(s.encoding or "utf-8")
         rows = len(self.data.examples) if self.data is not None else 0
-        self.split_panel.set_values(s.eval_fraction, s.eval_file, rows=rows, seed=self.seed, training=self.training)
+        self.split_panel.set_values(s.eval_fraction, s.eval_file, rows=rows, seed=self.session.seed,
+                                    training=self.session.training)
         if s.train_file and not self.source_edit.hasFocus():
             self.source_edit.setText(s.train_file)
         self.split_edit.setText(s.split if s.split != "train" else "")
         try:
-            has_splits = resolve_source(s.train_file).kind in ("saved", "folder", "hub") if s.train_file else False
+            kind = resolve_source(s.train_file).kind if s.train_file else ""
         except DataError:
-            has_splits = False
-        self.split_label.setVisible(has_splits)
-        self.split_edit.setVisible(has_splits)
-        try:
-            is_text = resolve_source(s.train_file).kind == "text" if s.train_file else False
-        except DataError:
-            is_text = False
+            kind = ""
+        self.split_label.setVisible(kind in ("saved", "folder", "hub"))
+        self.split_edit.setVisible(kind in ("saved", "folder", "hub"))
         self.text_split_combo.blockSignals(True)
         self.text_split_combo.setCurrentIndex(max(0, self.text_split_combo.findData(s.text_split)))
         self.text_split_combo.blockSignals(False)
-        self.text_split_combo.setVisible(is_text)
+        self.text_split_combo.setVisible(kind == "text")
 
     # --- opening -----------------------------------------------------------------------------------------
     def _browse(self) -> None:
@@ -506,15 +516,7 @@ class QtDatasetTab(QWidget):
         spec = str(path).strip()
         if not spec:
             return False
-        changed = spec != self.settings.train_file
-        if changed:
-            self.settings.train_file = spec
-            self.settings.format = "auto"
-            self.settings.column_mapping = []
-            self.settings.encoding = "utf-8"
-            self.settings.skip_bad_rows = False
-            self.settings.split = "train"
-            self.settings.text_split = "blank_lines"
+        changed = self.session.open(spec, source=self)
         self._sync_widgets()
         started = self._start_load()
         if changed:
@@ -524,11 +526,11 @@ class QtDatasetTab(QWidget):
     def _start_load(self) -> bool:
         spec = self.settings.train_file
         self.source_edit.setText(spec)
-        self._cancel_workers(load=True, stats=True)
-        self.data = None
-        self.stats = None
+        self._cancel_stats()
+        request = self.session.begin_read()
+        self._reads.cancel()
+        self._finish_loading()
         self.preview = None
-        self._file_error = ""
         self.rows_model.set_data(None)
         self.histogram.clear("Token lengths appear once the data is read.")
         self.stats_status.setText("")
@@ -543,63 +545,47 @@ class QtDatasetTab(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.show()
         self.cancel_button.show()
-        s = self.settings
         freeze_heap()
-        worker = QtDataLoadWorker(spec, fmt=s.format, mapping=s.column_mapping, encoding=s.encoding, split=s.split,
-                                  text_split=s.text_split)
-        worker.head_ready.connect(self._on_head)
-        worker.progress.connect(self._on_progress)
-        worker.loaded.connect(self._on_loaded)
-        worker.failed.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
-        self._load_worker = worker
-        worker.start()
+        token = self._reading = object()
+        self._reads.start(lambda state: read_source(request, state, importing=no_gc_while_importing),
+                          on_partial=self._on_head, on_progress=self._on_progress, on_result=self._on_loaded,
+                          on_error=self._on_failed, on_cancelled=lambda: self._on_cancelled(token),
+                          expected_errors=(DataError, ScanCancelled), name="read dataset")
         return True
 
     def cancel_loading(self) -> None:
         """Stop reading (the rows read so far stay on show) and stop measuring token lengths."""
-        if self._load_worker is not None:
-            self._load_worker.cancel()
-        if self._stats_worker is not None:
-            self._stats_worker.cancel()
+        self._reads.cancel()
+        self._cancel_stats()
 
     def is_loading(self) -> bool:
-        return self._load_worker is not None
-
-    def _current(self, worker: Any) -> bool:
-        return worker is not None and worker is self._load_worker
+        return self._reading is not None
 
     def _finish_loading(self) -> None:
-        self._load_worker = None
+        self._reading = None
         self.progress_bar.hide()
         self.cancel_button.hide()
 
     def _on_head(self, head: LoadedData) -> None:
-        if not self._current(self.sender()):
-            return
-        self.data = head
+        self.session.data = head
         self.rows_model.set_data(head)
         self._describe(head, reading=True)
         self._select_first_row()
 
     def _on_progress(self, fraction: float, rows: int) -> None:
-        if not self._current(self.sender()):
-            return
         self.progress_bar.setValue(int(fraction * 1000))
         self.progress_bar.setFormat(f"{rows:,} rows… %p%")
 
     def _on_loaded(self, data: LoadedData) -> None:
-        if not self._current(self.sender()):
-            return
         self._finish_loading()
         selected = self.table.currentIndex().row()
-        self.data = data
+        self.session.data = data
         self.rows_model.set_data(data)
         self._describe(data)
         empty = "" if len(data.examples) or data.issue_count else f"{data.path}: holds no records"
         self.errors_panel.show_problems(list(data.issues), data.issue_count, rows=len(data.examples), file_error=empty)
         self.bottom_tabs.setTabText(1, f"Problems ({data.issue_count:,})" if data.issue_count else "Problems")
-        self.mapping_panel.set_state(data, self.settings.format, self._mapping())
+        self.mapping_panel.set_state(data, self.settings.format, self.session.mapping())
         self._sync_widgets()
         if not data.format or not data.confident:
             self.bottom_tabs.setCurrentWidget(self.mapping_panel)
@@ -622,14 +608,12 @@ class QtDatasetTab(QWidget):
             self.dataset_chosen.emit(Path(self.settings.train_file))
 
     def _on_failed(self, error: DataError) -> None:
-        if not self._current(self.sender()):
-            return
         self._finish_loading()
         self._show_failure(error)
 
-    def _on_cancelled(self) -> None:
-        if not self._current(self.sender()):
-            return
+    def _on_cancelled(self, token: object) -> None:
+        if token is not self._reading:
+            return  # replaced by a newer read, not cancelled by the user
         self._finish_loading()
         shown = len(self.data.examples) if self.data is not None else 0
         self.summary_label.setText(f"<b style='color:{RED}'>Reading cancelled.</b> The first {shown:,} rows are "
@@ -639,8 +623,7 @@ class QtDatasetTab(QWidget):
         self.load_failed.emit("cancelled")
 
     def _show_failure(self, error: DataError) -> None:
-        self.data = None
-        self._file_error = str(error)
+        self.session.read_failed(error)
         self.rows_model.set_data(None)
         first = html.escape(str(error).splitlines()[0])
         self.summary_label.setText(f"<b style='color:{RED}'>Cannot use this data.</b> {first}")
@@ -652,7 +635,7 @@ class QtDatasetTab(QWidget):
         self.bottom_tabs.setCurrentWidget(self.errors_panel)
         self._clear_preview("The data cannot be read; see Problems.")
         self.histogram.clear("No rows to measure: the data cannot be read.")
-        self.mapping_panel.set_state(None, self.settings.format, self._mapping())
+        self.mapping_panel.set_state(None, self.settings.format, self.session.mapping())
         self.load_failed.emit(str(error))
 
     def _describe(self, data: LoadedData, *, reading: bool = False) -> None:
@@ -681,14 +664,6 @@ class QtDatasetTab(QWidget):
             parts.append(encoding)
         self.summary_label.setText(" · ".join(parts))
 
-    def _mapping(self) -> dict[str, str]:
-        from studio.core.data.shape import parse_column_mapping
-
-        try:
-            return parse_column_mapping(self.settings.column_mapping)
-        except ValueError:
-            return {}
-
     # --- rows and the preview ------------------------------------------------------------------------------
     def _select_first_row(self) -> None:
         if self.table.currentIndex().isValid() or not self.rows_model.rowCount():
@@ -708,35 +683,35 @@ class QtDatasetTab(QWidget):
 
     def _ensure_tokenizer(self) -> None:
         name = self.model_name
-        if not name or self._tokenizer_name == name or self._tokenizer_error:
-            return
-        if self._tokenizer_worker is not None and self._tokenizer_worker.name == name:
+        if not self.session.wants_tokenizer() or self._tokenizer_loading == name:
             return
         freeze_heap()
-        worker = QtTokenizerWorker(name, trust_remote_code=self.trust_remote_code)
-        worker.loaded.connect(self._on_tokenizer_loaded)
-        worker.failed.connect(self._on_tokenizer_failed)
-        self._tokenizer_worker = worker
-        worker.start()
+        trust = self.session.trust_remote_code
+        self._tokenizer_loading = name
+        # Any exception is the model's answer (a wrong path, an unreachable Hub id), shown in one line, not a fault.
+        self._tokenizers.start(
+            lambda state: load_model_tokenizer(name, trust_remote_code=trust, importing=no_gc_while_importing),
+            on_result=lambda tokenizer: self._on_tokenizer_loaded(name, tokenizer),
+            on_error=lambda error: self._on_tokenizer_failed(name, error),
+            on_done=lambda: self._tokenizer_ended(name), expected_errors=(Exception,), name="load tokenizer")
         self._update_preview()
 
+    def _tokenizer_ended(self, name: str) -> None:
+        if self._tokenizer_loading == name:
+            self._tokenizer_loading = ""
+
     def _on_tokenizer_loaded(self, name: str, tokenizer: Any) -> None:
-        if name != self.model_name:
+        if not self.session.tokenizer_loaded(name, tokenizer):
             return
-        self._tokenizer_worker = None
-        self.tokenizer = tokenizer
-        self._tokenizer_name = name
         freeze_heap()  # the tokenizer brought torch and transformers with it
         self._update_preview()
         self._start_stats()
 
-    def _on_tokenizer_failed(self, name: str, reason: str) -> None:
-        if name != self.model_name:
+    def _on_tokenizer_failed(self, name: str, error: BaseException) -> None:
+        if not self.session.tokenizer_failed(name, error):
             return
-        self._tokenizer_worker = None
-        self._tokenizer_error = reason
         self._update_preview()
-        self.histogram.clear(f"The tokenizer of {name} could not be loaded: {reason}")
+        self.histogram.clear(f"The tokenizer of {name} could not be loaded: {self.session.tokenizer_error}")
 
     def _clear_preview(self, message: str, *, info: str = "No row to show.") -> None:
         """Replace the preview of the last row shown (its tokens and counts) with `message`."""
@@ -746,46 +721,19 @@ class QtDatasetTab(QWidget):
         self.token_view.show_message(message)
 
     def _update_preview(self) -> None:
-        data = self.data
-        row = self.table.currentIndex().row()
-        if data is None or row < 0 or row >= len(data.examples):
+        shown = self.session.preview_row(self.table.currentIndex().row())
+        if shown is None:
             return
-        example = data.examples[row]
-        line = data.lines[row] if row < len(data.lines) else row + 1
-        user, _, turns = _summary(example)
-        where = f"{'Row' if data.unit == 'row' else 'Line'} {line} · {turns} turn(s)"
-        if not self.model_name:
-            self.preview_info.setText(where)
-            self.token_view.show_message("Choose a model on the Config tab to see this row with its chat template "
-                                         "and tokens.")
-            return
-        if self._tokenizer_error:
-            self.preview_info.setText(where)
-            self.token_view.show_message(f"The tokenizer of {self.model_name} could not be loaded: "
-                                         f"{self._tokenizer_error}")
-            return
-        if self.tokenizer is None:
-            self.preview_info.setText(where)
-            self.token_view.show_message(f"Loading the tokenizer of {self.model_name}…")
-            if self.isVisible():
+        self.preview = shown.preview
+        if shown.preview is None:
+            self.preview_info.setText(shown.where)
+            self.token_view.show_message(shown.message)
+            if shown.waiting_for_tokenizer and self.isVisible():
                 self._tokenizer_timer.start()
             return
-        from studio.core.data.tokens import TemplateError
-        from studio.core.data.preview import preview_example
-
-        try:
-            preview = preview_example(self.tokenizer, example,
-                                      train_on_responses_only=self.settings.train_on_responses_only,
-                                      max_length=self.max_length)
-        except (TemplateError, ValueError, TypeError) as error:  # a template that rejects this conversation
-            self.preview = None
-            self.preview_info.setText(where)
-            self.token_view.show_message(f"This row cannot be rendered with the model's chat template: {error}")
-            return
-        self.preview = preview
-        masked = preview.masked_tokens
-        text = (f"{where} · <b>{preview.total_tokens:,}</b> tokens: "
-                f"<b style='color:#1e7b34'>{preview.trained_tokens:,} trained</b>, {masked:,} masked")
+        preview = shown.preview
+        text = (f"{shown.where} · <b>{preview.total_tokens:,}</b> tokens: "
+                f"<b style='color:#1e7b34'>{preview.trained_tokens:,} trained</b>, {preview.masked_tokens:,} masked")
         if preview.truncated_tokens:
             text += (f", <b style='color:{RED}'>{preview.truncated_tokens:,} cut</b> by max_length "
                      f"{self.max_length}")
@@ -797,34 +745,31 @@ class QtDatasetTab(QWidget):
 
     # --- statistics ----------------------------------------------------------------------------------------
     def _start_stats(self, limit: int | None = STATS_SAMPLE_ROWS) -> None:
-        self._cancel_workers(stats=True)
-        data = self.data
-        if data is None or not data.complete or not len(data.examples) or self.tokenizer is None:
+        self._cancel_stats()
+        request = self.session.stats_request(limit)
+        if request is None:
             return
         freeze_heap()
-        worker = QtTokenStatsWorker(self.model_name, data,
-                                    train_on_responses_only=self.settings.train_on_responses_only,
-                                    max_length=self.max_length, limit=limit, trust_remote_code=self.trust_remote_code)
-        worker.partial.connect(self._on_stats)
-        worker.measured.connect(self._on_stats_done)
-        worker.failed.connect(lambda reason: self.stats_status.setText(f"Token lengths failed: {reason}"))
-        self._stats_worker = worker
         self.measure_all_button.hide()
         self.stats_status.setText("Measuring token lengths…")
-        worker.start()
+        self._measures.start(lambda state: measure_lengths(request, state, importing=no_gc_while_importing),
+                             on_partial=self._on_stats, on_result=self._on_stats_done,
+                             on_error=lambda error: self.stats_status.setText(
+                                 f"Token lengths failed: {type(error).__name__}: {error}"),
+                             name="measure token lengths")
+
+    def _cancel_stats(self) -> None:
+        self._measures.cancel()
 
     def _on_stats(self, stats: Any) -> None:
-        if self.sender() is not self._stats_worker:
-            return
-        self.stats = stats
+        self.session.stats = stats
         self.histogram.set_stats(stats)
         self.stats_status.setText(f"Measuring… {stats.measured:,} rows so far.")
 
     def _on_stats_done(self, stats: Any) -> None:
-        if self.sender() is not self._stats_worker:
-            return
-        self._stats_worker = None
-        self.stats = stats
+        if stats is None:
+            return  # cancelled inside the measurement
+        self.session.stats = stats
         self.histogram.set_stats(stats)
         if stats.complete:
             self.stats_status.setText(f"All {stats.total_rows:,} rows measured in {stats.seconds:.1f} s.")
@@ -836,28 +781,25 @@ class QtDatasetTab(QWidget):
 
     # --- edits ----------------------------------------------------------------------------------------------
     def _on_responses_only_toggled(self, checked: bool) -> None:
-        self.settings.train_on_responses_only = checked
-        self.settings_changed.emit()
+        self._shown_responses_only = checked
+        self._edit(train_on_responses_only=checked)
         self._update_preview()
         self._start_stats()
 
     def _on_skip_changed(self, skip: bool) -> None:
-        self.settings.skip_bad_rows = skip
-        self.settings_changed.emit()
+        self._edit(skip_bad_rows=skip)
         if self.data is not None and self.data.complete:
             self._describe(self.data)
 
     def _on_encoding_chosen(self, encoding: str) -> None:
         if encoding == self.settings.encoding:
             return
-        self.settings.encoding = encoding
-        self.settings_changed.emit()
+        self._edit(encoding=encoding)
         self._sync_widgets()
         self._start_load()
 
     def _on_mapping_applied(self, fmt: str, mapping: dict[str, str]) -> None:
-        self.settings.format = fmt
-        self.settings.column_mapping = format_column_mapping(mapping)
+        self.session.apply_mapping(fmt, mapping, source=self)
         self.settings_changed.emit()
         self._start_load()
 
@@ -865,44 +807,29 @@ class QtDatasetTab(QWidget):
         split = self.split_edit.text().strip() or "train"
         if split == self.settings.split:
             return
-        self.settings.split = split
-        self.settings_changed.emit()
+        self._edit(split=split)
         self._start_load()
 
     def _on_text_split_chosen(self) -> None:
         text_split = self.text_split_combo.currentData()
         if text_split == self.settings.text_split:
             return
-        self.settings.text_split = text_split
-        self.settings_changed.emit()
+        self._edit(text_split=text_split)
         self._start_load()
 
     def _on_split_changed(self) -> None:
-        self.settings.eval_fraction, self.settings.eval_file = self.split_panel.values()
-        self.settings_changed.emit()
+        eval_fraction, eval_file = self.split_panel.values()
+        self._edit(eval_fraction=eval_fraction, eval_file=eval_file)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
-        if self.model_name and self.tokenizer is None and not self._tokenizer_error:
+        if self.model_name and self.tokenizer is None and not self.session.tokenizer_error:
             self._tokenizer_timer.start(0)
-
-    def _cancel_workers(self, *, load: bool = False, stats: bool = False) -> None:
-        if load and self._load_worker is not None:
-            self._load_worker.cancel()
-            self._load_worker = None
-            self.progress_bar.hide()
-            self.cancel_button.hide()
-        if stats and self._stats_worker is not None:
-            self._stats_worker.cancel()
-            self._stats_worker = None
 
     def shutdown(self, timeout_ms: int = 10_000) -> None:
         """Stop every background task of the tab and wait for it (before the window closes)."""
-        workers = [w for w in (self._load_worker, self._stats_worker, self._tokenizer_worker) if w is not None]
-        self._cancel_workers(load=True, stats=True)
         self._tokenizer_timer.stop()
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            worker.wait(timeout_ms)
+        self._finish_loading()
+        for runner in (self._reads, self._measures, self._tokenizers):
+            runner.shutdown(timeout_ms)
