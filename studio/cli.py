@@ -384,7 +384,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.max_steps is not None:
             config.training.max_steps = args.max_steps
         config.validate()
-        config.check_sources()
+        from studio.core.config.preflight import check_sources
+
+        check_sources(config)
     except ConfigError as error:
         raise BadInput(str(error)) from None
 

@@ -17,6 +17,7 @@ from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.sessions.dataset import DatasetSession
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import TelemetrySource
+from studio.core.config.docs import reference_location
 from studio.core.system.paths import document_location, user_data_dir
 from studio.ui.background import BackgroundTask, TaskRunner, wait_for_all
 from studio.ui.tabs.chat_tab import QtChatTab
@@ -136,7 +137,7 @@ class QtMainWindow(QMainWindow):
         ):
             action = QAction(text, self)
             action.setToolTip(tip)
-            action.triggered.connect(lambda _=False, key=key: self._open_location(document_location(key)))
+            action.triggered.connect(lambda _=False, key=key: self._open_location(self._document(key)))
             help_menu.addAction(action)
             self.help_actions[key] = action
         self.open_runs_folder_action = QAction("Open the runs folder (each run's train.log)", self)
@@ -151,6 +152,12 @@ class QtMainWindow(QMainWindow):
             "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
             f"runs are kept in {self.store.root}."))
         help_menu.addAction(about)
+
+    @staticmethod
+    def _document(key: str) -> Path | str:
+        if key == "docs/CONFIG.md":
+            return reference_location()  # generated from the installed code where no docs folder exists
+        return document_location(key)
 
     def _open_location(self, location: Path | str) -> None:
         url = QUrl.fromLocalFile(str(location)) if isinstance(location, Path) else QUrl(location)

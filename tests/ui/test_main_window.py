@@ -125,6 +125,18 @@ def test_an_installed_studio_without_the_docs_opens_them_on_the_homepage(make_wi
     assert paths.document_location("README.md").startswith("https://")
 
 
+def test_an_installed_studio_opens_the_settings_reference_offline_from_its_own_code(make_window, opened, monkeypatch):
+    import studio.core.config.docs as docs
+
+    win = make_window()
+    monkeypatch.setattr(docs, "document_location", lambda name: "https://example.org/blob/main/" + name)  # a wheel
+    win.help_actions["docs/CONFIG.md"].trigger()
+    path = Path(opened[-1].toLocalFile())
+    assert opened[-1].isLocalFile() and path.name == "CONFIG.md" and docs.DOCS_PATH != path
+    assert path.read_text(encoding="utf-8") == docs.render()  # what the installed code accepts, not a stale copy
+    assert "## `[lora]`" in path.read_text(encoding="utf-8")
+
+
 # --------------------------------------------------------------------------------------------- texts
 
 

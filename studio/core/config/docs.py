@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.core.config.settings import SECTIONS, RunConfig
+from studio.core.system.paths import document_location, user_data_dir
 
 DOCS_PATH = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
 
@@ -112,6 +113,24 @@ def render() -> str:
             out.append(f"| `{f.name}` | {_type_name(field_hints[f.name])} | `{_toml_value(_default(f))}` | "
                        f"{_allowed(f.metadata)} | {_cell(f.metadata.get('help', ''))} |")
     return "\n".join(out) + "\n"
+
+
+def reference_location() -> Path | str:
+    """The settings reference the Help menu opens: the checkout's docs/CONFIG.md; in an installed wheel, which
+    carries no docs, the same reference rendered from the installed code into the user data folder, so it opens
+    offline and describes the version that runs (rewritten only when it changed)."""
+    location = document_location("docs/CONFIG.md")
+    if isinstance(location, Path):
+        return location
+    target = user_data_dir() / "docs" / "CONFIG.md"
+    text = render()
+    try:
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    except OSError:
+        return location  # a read-only or full data folder: the project's page still has it
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

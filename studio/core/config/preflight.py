@@ -2,7 +2,7 @@
 
 A model folder whose weights are pickles only, an architecture transformers does not know, or LoRA target
 modules that name no layer of the model used to fail only once the weights had loaded, as a crashed run in
-the history. Here they are a ConfigError naming the key, from `RunConfig.check_sources`, which the CLI and
+the history. Here they are a ConfigError naming the key, from `check_sources`, which the CLI and
 the window call before they make a run folder. The layer names come from the architecture built on the meta
 device (no memory, no weights), as the Config tab lists them.
 """
@@ -17,6 +17,31 @@ from studio.core.config.settings import ConfigError, RunConfig
 
 PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 """Weight files read with pickle, which can run code when loaded; the studio trains from safetensors only."""
+
+
+def check_sources(config: RunConfig) -> None:
+    """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+    when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
+    that name no layer: `check_model`).
+
+    Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
+    Hub ids pass: they are fetched, or read from the cache, when the run loads them.
+    """
+    from studio.core.data.sources import looks_like_hub_id
+    from studio.core.models.source import missing_local_model
+    from studio.core.models.trained_base import needs_remote_code
+
+    if (reason := missing_local_model(config.model.name_or_path)) is not None:
+        raise ConfigError("model.name_or_path", config.model.name_or_path, reason)
+    if not config.model.trust_remote_code and needs_remote_code(config.model.name_or_path):
+        raise ConfigError("model.trust_remote_code", False,
+                          f"{config.model.name_or_path} needs its own Python code to load (auto_map in its "
+                          "config); set it to true only if you trust the model's author")
+    for key in ("train_file", "eval_file"):
+        value = getattr(config.data, key)
+        if value and not Path(value).expanduser().exists() and not looks_like_hub_id(value):
+            raise ConfigError(f"data.{key}", value, "no such file or folder")
+    check_model(config)  # weights, architecture and target modules, read from the model's files only
 
 
 def check_model(config: RunConfig) -> None:

@@ -379,31 +379,6 @@ class RunConfig:
                               "early stopping needs eval data: hold out a fraction (data.eval_fraction, the Dataset "
                               "tab's Eval split) or name an eval file (data.eval_file)")
 
-    def check_sources(self) -> None:
-        """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
-        when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
-        that name no layer; see `preflight`).
-
-        Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
-        Hub ids pass: they are fetched, or read from the cache, when the run loads them.
-        """
-        from studio.core.models.source import missing_local_model
-        from studio.core.models.trained_base import needs_remote_code
-
-        if (reason := missing_local_model(self.model.name_or_path)) is not None:
-            raise ConfigError("model.name_or_path", self.model.name_or_path, reason)
-        if not self.model.trust_remote_code and needs_remote_code(self.model.name_or_path):
-            raise ConfigError("model.trust_remote_code", False,
-                              f"{self.model.name_or_path} needs its own Python code to load (auto_map in its "
-                              "config); set it to true only if you trust the model's author")
-        for key in ("train_file", "eval_file"):
-            value = getattr(self.data, key)
-            if value and not Path(value).expanduser().exists() and not _is_hub_dataset_id(value):
-                raise ConfigError(f"data.{key}", value, "no such file or folder")
-        from studio.core.config.preflight import check_model
-
-        check_model(self)  # weights, architecture and target modules, read from the model's files only
-
     def digest(self) -> str:
         """A short stable fingerprint of the settings (the run name excluded)."""
         payload = to_dict(self)

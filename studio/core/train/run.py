@@ -276,7 +276,9 @@ def run_training(
 ) -> str:
     """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
     config.validate()
-    config.check_sources()
+    from studio.core.config.preflight import check_sources
+
+    check_sources(config)
     # Each preparation step before the first training step is a log event with a `phase` (data, libraries,
     # tokenizer, tokenising, model), so the window can say what the first minute of a run is spent on.
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}", phase="data"))

@@ -193,7 +193,9 @@ class QtTrainingTab(QWidget):
         config = copy_config(config)
         try:
             config.validate()
-            config.check_sources()
+            from studio.core.config.preflight import check_sources
+
+            check_sources(config)
         except ConfigError as error:
             self._set_status("not started", f"Cannot start: {error}")
             return None
