@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "marked (default: 256)")
     evaluate.add_argument("--batch-size", type=int, help="replies generated together (default: fitted to memory)")
     evaluate.add_argument("--fresh", action="store_true", help="start over instead of resuming earlier results")
-    evaluate.add_argument("--gguf", type=Path, metavar="FILE", help="(not yet available)")
+    evaluate.add_argument("--gguf", type=Path, metavar="FILE",
+                          help="also score an exported GGUF file, read back by transformers (its weights and chat "
+                               "template, not llama.cpp's inference), and count its replies equal to the run's")
     evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     _add_weights_arguments(evaluate, verb="evaluate on")
     return parser
@@ -807,14 +809,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from studio.core.eval.runner import run_eval
     from studio.core.models.source import ModelLoadError
 
-    if args.gguf is not None:
-        raise BadInput("--gguf is not available yet; evaluate the run, or the merged model folder the GGUF was "
-                       "made from (finetune-studio eval MERGED_DIR --data FILE)")
     try:
         job = build_job(args.model, data=args.data, metrics=args.metric, pattern=args.pattern, base=args.base,
                         adapters=args.adapter, name=args.name, output=args.output, last_turn=args.last_turn,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, fresh=args.fresh,
-                        weights=args.base_weights, trust_remote_code=args.trust_remote_code)
+                        gguf=args.gguf, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code)
         outcome = run_eval(job, progress=lambda done, total, message: print(
             f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
     except (EvalInputError, ModelLoadError) as error:

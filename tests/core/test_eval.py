@@ -120,7 +120,7 @@ def test_the_cli_scores_the_tuned_demo_adapter_right_and_the_base_wrong(trained_
     assert tuned["metrics"]["exact"]["passed"] >= 8 and tuned["metrics"]["exact"]["total"] == 10
     assert summary["models"]["base"]["metrics"]["exact"] == {"passed": 0, "total": 10, "mean_score": 0.0}
     assert tuned["eval_loss"] < summary["models"]["base"]["eval_loss"] / 4
-    assert summary["complete"] and summary["models"]["base"]["adapter"] is None
+    assert summary["complete"] and summary["models"]["base"]["source"] is None
     folder = trained_run / "evals" / "dataset"
     records = _results(folder)
     assert sorted((r["model"], r["case"]) for r in records) == sorted(
@@ -136,7 +136,7 @@ def test_bad_input_exits_2_with_one_clear_line(trained_run, demo_assets, run_stu
         (["--metric", "exact,bleu"], "unknown metric 'bleu'"),
         (["--pattern", "[0-9"], "regex '[0-9' does not compile"),
         (["--data", text_only], "plain.jsonl: no assistant turns to evaluate"),
-        (["--gguf", tmp_path / "x.gguf"], "--gguf is not available yet"),
+        (["--gguf", tmp_path / "missing.gguf"], "missing.gguf: not a .gguf file"),
     ):
         if "--data" not in args:
             args = ["--data", demo_assets.dataset_path, *args]
@@ -145,6 +145,23 @@ def test_bad_input_exits_2_with_one_clear_line(trained_run, demo_assets, run_stu
         lines = result.stderr.strip().splitlines()
         assert lines == [f"finetune-studio eval: {lines[-1].split(': ', 1)[1]}"] and message in lines[-1], lines
     assert not (trained_run / "evals" / "plain").exists()
+
+
+@pytest.mark.slow
+def test_an_exported_gguf_is_scored_beside_the_run_and_its_replies_compared(trained_run, demo_assets, run_studio,
+                                                                             tmp_path):
+    from studio.core.export.gguf import export_gguf
+
+    exported = export_gguf(trained_run, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
+    result = run_studio("eval", trained_run, "--data", demo_assets.dataset_path, "--metric", "exact",
+                        "--gguf", exported.path, "--max-new-tokens", 60, "--output", tmp_path / "ev")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gguf replies identical to run's: 10/10" in result.stdout
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text(encoding="utf-8"))
+    gguf = summary["models"]["gguf"]
+    assert gguf["metrics"]["exact"]["passed"] == summary["models"]["run"]["metrics"]["exact"]["passed"] >= 8
+    assert gguf["identical_to"] == {"column": "run", "identical": 10, "total": 10, "differing_cases": []}
+    assert gguf["source"] == str(exported.path.resolve()) and "not llama.cpp" in gguf["read_by"]
 
 
 @pytest.fixture(scope="module")

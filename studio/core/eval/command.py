@@ -29,6 +29,9 @@ def build_job(model: str | Path, *, data: str | None = None, metrics: Sequence[s
     is_run = (model_path / "run.toml").is_file() or (model_path / "adapter_config.json").is_file()
     if not is_run and (reason := missing_local_model(str(model))) is not None:
         raise EvalInputError(f"{model}: {reason}")
+    gguf = options.get("gguf")
+    if gguf is not None and (Path(gguf).suffix.lower() != ".gguf" or not Path(gguf).is_file()):
+        raise EvalInputError(f"--gguf {gguf}: not a .gguf file")
     try:
         if data:
             eval_set = load_eval_set(data, turns=turns)
@@ -79,6 +82,11 @@ def format_summary(outcome: EvalOutcome) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                                 enumerate(zip(row, widths))).rstrip() for row in rows)
+    notes = [f"{model} replies identical to {same['column']}'s: {same['identical']}/{same['total']} (read by "
+             f"{summary['models'][model].get('read_by', 'transformers')})"
+             for model in models if (same := summary["models"][model].get("identical_to"))]
+    if notes:
+        table += "\n" + "\n".join(notes)
     state = "" if summary["complete"] else " (incomplete: run the same command again to resume)"
     head = f"eval {summary['name']}: {summary['cases']} cases, {summary['eval_set']}{state}"
     return f"{head}\n{table}\nresults: {outcome.results_path}\nsummary: {outcome.summary_path}"

@@ -35,6 +35,7 @@ from studio.core.eval.results import (
 from studio.core.metrics.registry import DEFAULT_METRICS, Metric, build_metrics
 
 BASE_COLUMN = "base"
+GGUF_COLUMN = "gguf"
 DEFAULT_MAX_NEW_TOKENS = 256
 EVALS_FOLDER = "evals"
 
@@ -64,6 +65,9 @@ class EvalJob:
     """chat.BaseWeights: the weights the adapters trained on (default) or the original 16-bit ones."""
     trust_remote_code: bool | None = None
     """None: what the run allowed."""
+    gguf: Path | None = None
+    """An exported GGUF file as one more column (studio.core.eval.gguf), answered after the others with the
+    studio's model unloaded; its summary says how many replies equal the first adapter's."""
     fresh: bool = False
     """Drop earlier results in the folder instead of resuming."""
     with_loss: bool = True
@@ -148,6 +152,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
         chat = ChatModel.load(job.model, adapters=list(job.adapters), weights=job.weights,
                               trust_remote_code=job.trust_remote_code)
     writer = None
+    gguf_chat = None
     try:
         base_column = BASE_COLUMN if BASE_COLUMN not in chat.adapters else "(base)"
         columns: list[tuple[str, str | None]] = []
@@ -156,12 +161,18 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
         columns += [(name, name) for name in chat.adapters]
         fingerprints = {column: adapter_fingerprint(chat.adapter_paths.get(adapter) if adapter else None,
                                                     chat.base_name, chat.loaded_as) for column, adapter in columns}
+        sources = {column: (str(chat.adapter_paths[adapter]) if adapter else None) for column, adapter in columns}
+        if job.gguf is not None:
+            gguf_path = Path(job.gguf).resolve()
+            columns.append((GGUF_COLUMN, None))
+            fingerprints[GGUF_COLUMN] = adapter_fingerprint(None, *_file_identity(gguf_path))
+            sources[GGUF_COLUMN] = str(gguf_path)
         write_json(folder / SETTINGS_FILE, {
             "name": folder.name, "eval_set": job.eval_set.source, "cases": len(cases),
             "metrics": [m.name for m in metrics], "pattern": job.pattern, "max_new_tokens": job.max_new_tokens,
             "base": chat.base_name, "loaded_as": chat.loaded_as,
-            "models": {column: {"adapter": str(chat.adapter_paths[adapter]) if adapter else None,
-                                "fingerprint": fingerprints[column]} for column, adapter in columns},
+            "models": {column: {"source": sources[column], "fingerprint": fingerprints[column]}
+                       for column, _ in columns},
         })
 
         by_key = {case.key: case for case in cases}
@@ -186,9 +197,18 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
             todo = [case for case in cases if (column, case.id) not in done_pairs]
             if not todo:
                 continue
-            lengths = {case.id: len(prompt_ids(chat.tokenizer, case)) for case in todo}
+            answering = chat
+            if column == GGUF_COLUMN:
+                from studio.core.eval.gguf import load_gguf_chat
+
+                if own:  # one model in memory at a time: the studio's columns are done
+                    chat.unload()
+                    own = False
+                report(done, total, f"loading {gguf_path}")
+                answering = gguf_chat = load_gguf_chat(gguf_path)
+            lengths = {case.id: len(prompt_ids(answering.tokenizer, case)) for case in todo}
             todo.sort(key=lambda case: lengths[case.id])  # stable: equal lengths keep the eval set's order
-            batch_size = choose_batch_size(chat, max(lengths.values()) + job.max_new_tokens, job.batch_size)
+            batch_size = choose_batch_size(answering, max(lengths.values()) + job.max_new_tokens, job.batch_size)
             position = 0
             while position < len(todo):
                 if stop():
@@ -196,7 +216,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
                     break
                 batch = todo[position:position + batch_size]
                 try:
-                    replies = generate_batch(chat, adapter, batch, max_new_tokens=job.max_new_tokens,
+                    replies = generate_batch(answering, adapter, batch, max_new_tokens=job.max_new_tokens,
                                              should_stop=stop, with_loss=job.with_loss)
                 except GenerationStopped:
                     status = "cancelled"
@@ -228,16 +248,37 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
             "max_new_tokens": job.max_new_tokens, "metric_names": names,
             "models": summarise(records, [c for c, _ in columns], names),
         }
-        for column, adapter in columns:
-            summary["models"][column]["adapter"] = str(chat.adapter_paths[adapter]) if adapter else None
+        for column, _ in columns:
+            summary["models"][column]["source"] = sources[column]
+        if job.gguf is not None:
+            summary["models"][GGUF_COLUMN]["read_by"] = "transformers' GGUF loader, not llama.cpp"
+            reference = next((c for c, a in columns if a is not None), None)
+            if reference is not None:
+                summary["models"][GGUF_COLUMN]["identical_to"] = identical_replies(records, GGUF_COLUMN, reference)
         write_json(folder / SUMMARY_FILE, summary)
         return EvalOutcome(status, folder, summary, resumed=len(kept), generated=generated,
                            columns=[c for c, _ in columns])
     finally:
         if writer is not None:
             writer.close()
+        if gguf_chat is not None:
+            gguf_chat.unload()
         if own:
             chat.unload()
+
+
+def identical_replies(records: Sequence[dict[str, Any]], column: str, reference: str) -> dict[str, Any]:
+    """How many of `column`'s replies equal `reference`'s on the same case (an export against the studio's)."""
+    theirs = {r["case"]: r["reply"] for r in records if r["model"] == reference}
+    pairs = [(r["case"], r["reply"] == theirs[r["case"]]) for r in records
+             if r["model"] == column and r["case"] in theirs]
+    return {"column": reference, "identical": sum(same for _, same in pairs), "total": len(pairs),
+            "differing_cases": [case for case, same in pairs if not same]}
+
+
+def _file_identity(path: Path) -> tuple[str, str]:
+    stat = path.stat()
+    return str(path), f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _record(column: str, case: EvalCase, reply: Any, max_new_tokens: int, fingerprint: str) -> dict[str, Any]:
