@@ -130,6 +130,33 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (default: responses "
                                                                    "only, unless the config trains on all tokens)")
     inspect.add_argument("--sample", type=int, metavar="N", help="count tokens on N random rows (default: all)")
+
+    evaluate = sub.add_parser("eval", help="score a run (and the base) on held-out examples: exact, tool calls, ...")
+    evaluate.add_argument("model", metavar="RUN_OR_ADAPTER", help="a run directory or adapter folder (or a model, "
+                                                                 "evaluated alone)")
+    evaluate.add_argument("--data", help="eval set: a data file, saved dataset folder or Hub id (default: the run's "
+                                         "held-out split)")
+    evaluate.add_argument("--metric", action="append", default=[], metavar="NAMES",
+                          help="comma-separated metrics: exact, normalised, normalised_tr, contains, regex, tool_call, "
+                               "chrf (default: exact,normalised,tool_call,chrf)")
+    evaluate.add_argument("--pattern", metavar="REGEX", help="the regex metric's pattern (implies --metric regex)")
+    evaluate.add_argument("--base", action="store_true", help="also score the base model alone (adapter disabled)")
+    evaluate.add_argument("--adapter", action="append", default=[], help="another run or adapter on the same base, "
+                                                                         "as one more column (repeatable)")
+    evaluate.add_argument("--name", help="the eval's folder under <run>/evals (default: the eval set's name); the "
+                                         "same name resumes an interrupted eval")
+    evaluate.add_argument("--output", type=Path, metavar="DIR", help="write results here instead")
+    evaluate.add_argument("--last-turn", action="store_true", help="score only each conversation's last assistant "
+                                                                   "turn (default: every assistant turn)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=256, help="longest reply; a longer one is cut and "
+                                                                          "marked (default: 256)")
+    evaluate.add_argument("--batch-size", type=int, help="replies generated together (default: fitted to memory)")
+    evaluate.add_argument("--fresh", action="store_true", help="start over instead of resuming earlier results")
+    evaluate.add_argument("--gguf", type=Path, metavar="FILE",
+                          help="also score an exported GGUF file, read back by transformers (its weights and chat "
+                               "template, not llama.cpp's inference), and count its replies equal to the run's")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    _add_weights_arguments(evaluate, verb="evaluate on")
     return parser
 
 
@@ -167,10 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from studio.ui.app import run_app
 
         return run_app()
-    if args.command in ("train", "chat", "merge"):  # the commands that load a model (exports quiet their own)
+    if args.command in ("train", "chat", "merge", "eval"):  # the commands that load a model (exports quiet their own)
         hide_weight_loading_bars()
     handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
-               "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export}[args.command]
+               "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export, "eval": cmd_eval}[args.command]
     try:
         return handler(args)
     except BadInput as error:
@@ -776,6 +803,24 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not len(data.examples):
         print(f"{name}: {data.path}: no examples", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from studio.core.eval.command import EvalInputError, build_job, format_summary
+    from studio.core.eval.runner import run_eval
+    from studio.core.models.source import ModelLoadError
+
+    try:
+        job = build_job(args.model, data=args.data, metrics=args.metric, pattern=args.pattern, base=args.base,
+                        adapters=args.adapter, name=args.name, output=args.output, last_turn=args.last_turn,
+                        gguf=args.gguf, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code)
+        outcome = run_eval(job, progress=lambda done, total, message: print(
+            f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
+    except (EvalInputError, ModelLoadError) as error:
+        raise BadInput(str(error)) from None
+    print(json.dumps(outcome.summary, indent=2, ensure_ascii=False) if args.json else format_summary(outcome))
     return EXIT_OK
 
 
