@@ -1,7 +1,7 @@
 """The Training tab with real demo runs: live plots, stop and resume, re-attach, faults and their endings.
 
 Each test trains the offline demo model in a child process, as the window does. The fault tests use
-FINETUNE_STUDIO_TEST_FAULTS (studio/core/fault_injection.py) to hold the child at an exact moment —
+FINETUNE_STUDIO_TEST_FAULTS (tests/fault_injection.py) to hold the child at an exact moment —
 while the model loads, while a checkpoint is being saved — and kill it there with SIGKILL.
 """
 
@@ -16,7 +16,7 @@ from PySide6.QtCore import QCoreApplication, QSettings
 
 from studio.core.config.settings import load_config, save_config
 from studio.core.runs.events import read_events
-from studio.core.train.fault_injection import ENV_VAR as FAULTS
+from fault_injection import ENV_VAR as FAULTS
 from studio.core.system.gpu import HostTelemetry
 from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.train.run import verify_adapter
