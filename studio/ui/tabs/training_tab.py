@@ -611,6 +611,7 @@ class QtTrainingTab(QWidget):
         self.gpu_panel.stop()
 
     def shutdown(self) -> None:
+        self.tasks.shutdown()  # a merge under way finishes its folder rather than being cut off at exit
         self._clock.stop()
         self.log_panel.stop()
         self.gpu_panel.stop()
