@@ -611,7 +611,7 @@ class QtTrainingTab(QWidget):
         self.gpu_panel.stop()
 
     def shutdown(self) -> None:
-        self.tasks.shutdown()  # a merge under way finishes its folder rather than being cut off at exit
+        self.tasks.shutdown()  # a merge under way gets up to 30 s to finish its folder before the window goes
         self._clock.stop()
         self.log_panel.stop()
         self.gpu_panel.stop()
