@@ -26,6 +26,10 @@ def pytest_configure(config):
 
     _SESSION_HOME = Path(tempfile.mkdtemp(prefix="finetune-studio-home-"))
     os.environ[HOME_ENV_VAR] = str(_SESSION_HOME)
+    # Every training child a test starts imports the fault hooks (inert unless a test sets its faults).
+    from studio.core.train.hooks import ENV_VAR as HOOKS_ENV_VAR
+
+    os.environ[HOOKS_ENV_VAR] = str(Path(__file__).with_name("fault_injection.py"))
 
 
 def pytest_unconfigure(config):

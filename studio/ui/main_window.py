@@ -302,5 +302,7 @@ class QtMainWindow(QMainWindow):
         self._demo_tasks.shutdown()
         self.training_tab.shutdown()
         self.chat_tab.shutdown()
+        self.config_tab.shutdown()
+        self.runs_view.shutdown()
         wait_for_all()  # whatever else still runs (a layer-name read): no thread may outlive the window
         event.accept()

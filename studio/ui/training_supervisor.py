@@ -1,135 +1,24 @@
-"""QtTrainingSupervisor: owns the training child process and relays its events as Qt signals.
+"""QtTrainingSupervisor: the window's handle on a training child, its events and ending as Qt signals.
 
-Why a child process: a CUDA OOM, a crash in a native kernel or a kill can never take the window
-down, and all GPU memory goes back to the card when the process exits.
-
-The child's stdout/stderr go straight to the run's `train.log` file instead of a pipe: nothing can
-fill up and stall the child, and the run keeps going (and logging) if the window closes. Events
-are read by tailing `events.jsonl` — the same file the run history and re-attach read — so the live
-view and the stored run can never disagree.
-
-A supervisor can also watch a training process it did not start (`QtTrainingSupervisor.attach`): a
-run kept training after the window closed is found again at start-up by the pid its first event
-carries, and Stop still works because the stop request is a file.
+The work is core's (`studio.core.train.supervisor.TrainingSupervisor`: starting or watching the process,
+tailing events.jsonl, deciding the ending); this adapter runs that loop on a background task and re-emits
+what it reports on the GUI thread.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, Signal
 
-from studio.core.runs.events import EventReader, TERMINAL_EVENTS, append_event, make_event
 from studio.core.runs.store import RunDirectory
+from studio.core.train.supervisor import TrainingSupervisor
+from studio.ui.background import BackgroundTask, TaskRunner, TaskState
 
-POLL_INTERVAL_MS = 100
-
-
-def describe_exit(returncode: int | None) -> str:
-    """'exit code 3', 'killed by SIGKILL', or — for a process another window started — 'exit status unknown'."""
-    if returncode is None:
-        return "exit status unknown: it was started by an earlier window"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+__all__ = ["QtTrainingSupervisor"]
 
 
-def training_command(run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None) -> list[str]:
-    """The child's command line: the same `finetune-studio train` a user can run in a terminal."""
-    command = [sys.executable, "-m", "studio", "train", str(run_dir.config_path), "--output", str(run_dir.path)]
-    if resume_from is not None:
-        command += ["--resume", str(resume_from)]
-    elif resume:
-        command.append("--resume")
-    return command
-
-
-class _StartedProcess:
-    """The child this supervisor started (a Popen)."""
-
-    def __init__(self, process: subprocess.Popen):
-        self._process = process
-        self.pid = process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.returncode
-
-    def poll(self) -> bool:
-        """True once the process has ended."""
-        return self._process.poll() is not None
-
-    def kill(self) -> None:
-        self._process.kill()
-        self._process.wait()
-
-
-class _WatchedProcess:
-    """A training process some earlier window started: watched by pid (psutil), not owned.
-
-    Its exit status is only known when it happens to be this process's own child (then it is reaped
-    here); otherwise `returncode` stays None and the run's events say how it ended.
-    """
-
-    def __init__(self, pid: int, started_by: float | None):
-        import psutil
-
-        self.pid = pid
-        self.returncode: int | None = None
-        self._ended = False
-        try:
-            self._process = psutil.Process(pid)
-            if started_by is not None and self._process.create_time() > started_by + 2.0:
-                self._ended = True  # the pid was reused: the run's process is long gone
-        except psutil.NoSuchProcess:
-            self._ended = True
-
-    def poll(self) -> bool:
-        import psutil
-
-        if self._ended:
-            return True
-        try:
-            gone = self._process.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            gone = True
-        if gone:
-            self._ended = True
-            self._reap()
-        return self._ended
-
-    def _reap(self) -> None:
-        if os.name == "nt":
-            return
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # not ours: its parent (or init) collects it
-        if pid == self.pid:
-            self.returncode = os.waitstatus_to_exitcode(status)
-
-    def kill(self) -> None:
-        import psutil
-
-        try:
-            self._process.kill()
-            self._process.wait(timeout=10)
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired:
-            return
-        self.poll()
-
-
-class QtTrainingSupervisor(QThread):
+class QtTrainingSupervisor(QObject):
     """Starts `finetune-studio train` for a run directory and reports its events and its ending.
 
     Signals: `event(dict)` for every event of the run (from its first line), `ended(status, message)`
@@ -141,20 +30,13 @@ class QtTrainingSupervisor(QThread):
 
     def __init__(self, run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None,
                  attach_pid: int | None = None, attach_started_by: float | None = None,
-                 stop_timeout_s: float = 120.0, parent=None):
+                 stop_timeout_s: float = 120.0, parent: QObject | None = None):
         super().__init__(parent)
-        self.run_dir = run_dir
-        self.resume = resume
-        self.resume_from = resume_from
-        self.attach_pid = attach_pid
-        self._attach_started_by = attach_started_by
-        self.stop_timeout_s = stop_timeout_s
-        self.pid: int | None = attach_pid
-        self._process: _StartedProcess | _WatchedProcess | None = None
-        self._stop_deadline: float | None = None
-        self._kill_now = False
-        self._terminal: dict | None = None  # the finished/failed event of the supervised process
-        self._own_events = False  # whether the events read so far have reached that process's own
+        self.core = TrainingSupervisor(run_dir, resume=resume, resume_from=resume_from, attach_pid=attach_pid,
+                                       attach_started_by=attach_started_by, stop_timeout_s=stop_timeout_s)
+        self._tasks = TaskRunner(self)
+        self._task: BackgroundTask | None = None
+        self._ended = False
 
     @classmethod
     def attach(cls, run_dir: RunDirectory, **kwargs) -> "QtTrainingSupervisor | None":
@@ -167,106 +49,54 @@ class QtTrainingSupervisor(QThread):
         return cls(run_dir, attach_pid=pid, attach_started_by=started_by, **kwargs)
 
     @property
+    def run_dir(self) -> RunDirectory:
+        return self.core.run_dir
+
+    @property
+    def pid(self) -> int | None:
+        return self.core.pid
+
+    @property
     def attached(self) -> bool:
         """Whether this supervisor watches a process it did not start."""
-        return self.attach_pid is not None
-
-    # --- called from the GUI thread -------------------------------------------------------------
-    def request_stop(self) -> None:
-        """First call: ask the run to save and stop. Second call: kill it."""
-        if self._stop_deadline is None:
-            self.run_dir.request_stop()
-            self._stop_deadline = time.monotonic() + self.stop_timeout_s
-        else:
-            self._kill_now = True
-
-    def kill(self) -> None:
-        self._kill_now = True
+        return self.core.attached
 
     @property
     def stopping(self) -> bool:
-        return self._stop_deadline is not None
+        return self.core.stopping
 
-    # --- the supervising thread -------------------------------------------------------------------
-    def run(self) -> None:
-        log_file = None
-        if self.attach_pid is not None:
-            process = _WatchedProcess(self.attach_pid, self._attach_started_by)
-        else:
-            self.run_dir.clear_stop_request()
-            log_file = open(self.run_dir.log_path, "ab")
-            try:
-                process = _StartedProcess(self._start(log_file))
-            except OSError as error:
-                log_file.close()
-                self._finish_with_failure(f"the training process could not start: {error}")
-                return
-        self._process, self.pid = process, process.pid
-        reader = EventReader(self.run_dir.events_path)
-        self._terminal, self._own_events = None, False
-        try:
-            while True:
-                self._relay(reader)
-                if process.poll():
-                    break
-                if self.isInterruptionRequested():
-                    return  # detached: the run goes on and keeps writing its run directory
-                if self._kill_now or (self._stop_deadline is not None and time.monotonic() > self._stop_deadline):
-                    process.kill()
-                    break
-                self.msleep(POLL_INTERVAL_MS)
-            self._relay(reader)  # the last events written before the exit
-        finally:
-            if log_file is not None:
-                log_file.close()
-        terminal = self._terminal
-        returncode = process.returncode
-        failed_exit = returncode is not None and returncode != 0
-        if terminal is not None and not (terminal["event"] == "finished" and failed_exit):
-            status = terminal.get("status", "completed") if terminal["event"] == "finished" else "failed"
-            self.ended.emit(status, terminal.get("message") or terminal.get("hint") or "")
-            return
-        if not self._own_events and (busy := self.run_dir.busy_message()) is not None:
-            # Our child was turned away because another process trains into the folder: its events are that
-            # run's, and a `failed` event here would mark the live run failed.
-            self.ended.emit("failed", f"Not started: {busy}")
-            return
-        # The process ended without saying how: record it in the run so history tells the truth too.
-        self._finish_with_failure(f"the training process ended unexpectedly ({describe_exit(returncode)}); "
-                                  f"see {self.run_dir.log_path.name}")
+    @property
+    def running(self) -> bool:
+        """From `start()` until `ended` is emitted (or the watch is given up by `detach()`)."""
+        return self._task is not None and self._task.running and not self._ended
 
-    def _start(self, log_file) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        kwargs: dict = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
-        else:
-            kwargs["start_new_session"] = True  # Ctrl-C in the studio's terminal does not hit the run
-        command = training_command(self.run_dir, resume=self.resume, resume_from=self.resume_from)
-        return subprocess.Popen(command, stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **kwargs)
+    def start(self) -> None:
+        self._ended = False
+        # The ending travels on the progress channel, after the events on the partial one: both are queued in
+        # the order the loop reports them, so `ended` always follows the run's last `event`.
+        self._task = self._tasks.start(self._supervise, on_partial=self.event.emit, on_progress=self._on_ended,
+                                       name=f"supervisor of {self.core.run_dir.name}")
 
-    def _relay(self, reader: EventReader) -> None:
-        """Emit the new events; remember the ending written by *this* process.
+    def _supervise(self, state: TaskState) -> None:
+        self.core.supervise(state.partial, state.progress, detached=state.cancelled, wait=state.wait)
 
-        The file also holds earlier processes of the run (a stop, then a resume): their endings are replayed
-        for the curves but say nothing about how this process ended. This process's events begin with the
-        first one carrying its pid.
-        """
-        for event in reader.read_new():
-            self.event.emit(event)
-            if event.get("pid") is not None and event.get("pid") == self.pid:
-                self._own_events = True
-            elif event["event"] in TERMINAL_EVENTS and self._own_events:
-                self._terminal = event
-            if self._own_events and self._stop_deadline is not None:
-                # Still working towards the stop (an evaluation reporting progress, a checkpoint being
-                # written): the deadline counts from the run's last sign of life, not from the request.
-                self._stop_deadline = max(self._stop_deadline, time.monotonic() + self.stop_timeout_s)
+    def _on_ended(self, status: str, message: str) -> None:
+        self._ended = True
+        self.ended.emit(status, message)
 
-    def _finish_with_failure(self, message: str) -> None:
-        event = make_event("failed", kind="crash", message=message,
-                           hint="Resume from the last checkpoint, or read train.log for the cause.")
-        append_event(self.run_dir.events_path, event)
-        self.event.emit(event)
-        self.ended.emit("failed", message)
+    def request_stop(self) -> None:
+        """First call: ask the run to save and stop. Second call: kill it."""
+        self.core.request_stop()
+
+    def kill(self) -> None:
+        self.core.kill()
+
+    def detach(self) -> None:
+        """Stop watching, leave the process running (its events keep going to the run directory); no `ended`."""
+        self._tasks.cancel()
+
+    def wait(self, timeout_ms: int | None = None) -> bool:
+        """Wait for the watching thread to end (forever without a timeout); False if it did not in time."""
+        if self._task is None:
+            return True
+        return self._task.wait() if timeout_ms is None else self._task.wait(timeout_ms)

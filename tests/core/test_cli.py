@@ -160,12 +160,12 @@ def test_chat_with_a_run_directory_gives_the_trained_answer(trained_run, demo_as
 
 
 def test_the_terminal_shows_evaluation_progress_and_its_result():
-    from studio.cli import _event_line
+    from studio.core.train.report import event_line
     from studio.core.runs.events import make_event
 
-    lines = [_event_line(make_event("evaluating", step=8, done=3, total=9)),
-             _event_line(make_event("evaluating", step=8, done=1, total=None)),  # an eval set without a length
-             _event_line(make_event("eval", step=8, eval_loss=1.23456))]
+    lines = [event_line(make_event("evaluating", step=8, done=3, total=9)),
+             event_line(make_event("evaluating", step=8, done=1, total=None)),  # an eval set without a length
+             event_line(make_event("eval", step=8, eval_loss=1.23456))]
     assert lines == [
         "evaluating at step 8: 3/9 batches", "evaluating at step 8: 1 batch", "eval step 8 loss 1.2346"]
 
@@ -335,8 +335,8 @@ def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
 
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
-    code = ("import sys; from pathlib import Path; from studio.cli import _RunLog; from studio.core.runs.store import "
-            "RunDirectory; log = _RunLog(RunDirectory(Path(sys.argv[1]))); log.say('step 1 loss 2.0'); log.close()")
+    code = ("import sys; from pathlib import Path; from studio.core.train.child import RunLog; "
+            "from studio.core.runs.store import RunDirectory; log = RunLog(RunDirectory(Path(sys.argv[1]))); log.say('step 1 loss 2.0'); log.close()")
     with open(run.log_path, "ab") as stdout:
         subprocess.run([sys.executable, "-c", code, str(run.path)], stdout=stdout, check=True)
     assert run.log_path.read_text(encoding="utf-8") == "step 1 loss 2.0\n"
@@ -348,7 +348,7 @@ def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
 def test_a_full_disk_still_gets_its_message_into_train_log_when_the_traceback_does_not_fit(tmp_path, capsys):
     import errno
 
-    from studio.cli import EXIT_INTERNAL, _record_failure, _RunLog
+    from studio.core.train.child import EXIT_INTERNAL, RunLog, record_failure
     from studio.core.train.failures import DiskFullError, failure_event
 
     class NearlyFullFile:  # room for a short line, not for a traceback
@@ -366,13 +366,13 @@ def test_a_full_disk_still_gets_its_message_into_train_log_when_the_traceback_do
     def emit(event):  # the events file is refused too
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    log = _RunLog(None)
+    log = RunLog(None)
     log._file = NearlyFullFile()
     try:
         raise DiskFullError(tmp_path, saving="checkpoint-4", intact=tmp_path / "checkpoints" / "checkpoint-2",
                             needed_bytes=3_500_000)
     except DiskFullError as error:
-        status = _record_failure(failure_event(error, None), emit, log)
+        status = record_failure(failure_event(error, None), emit, log)
 
     assert status == EXIT_INTERNAL
     message = (f"no space left on {tmp_path} while saving checkpoint-4; checkpoint-2 is intact; free 3.5 MB and "
@@ -417,7 +417,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_ter
         tmp_path, demo_assets, run_studio):
     import os
 
-    from studio.core.train.fault_injection import ENV_VAR
+    from fault_injection import ENV_VAR
     from studio.core.runs.store import RunDirectory
 
     from studio.core.config.settings import save_config
@@ -481,10 +481,10 @@ class _FakeRun:
 
 
 def _report_lines(capsys, run, *events):
-    from studio.cli import _TrainReport
+    from studio.core.train.report import TrainReport
     from studio.core.runs.events import make_event
 
-    report = _TrainReport(run)
+    report = TrainReport(run)
     for kind, fields in events:
         report(make_event(kind, **fields))
     return capsys.readouterr().out.splitlines()

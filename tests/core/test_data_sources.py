@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.train.prepare import training_data
+from studio.core.data.loading import training_data
 from studio.core.data.encoding import guess_encoding
 from studio.core.data.issues import DataError
 from studio.core.data.table import ExampleRows

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from studio.core.train.fault_injection import ENV_VAR as FAULTS
+from fault_injection import ENV_VAR as FAULTS
 from studio.core.runs.store import RunDirectory
 from studio.core.train.run import verify_adapter
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.eval.cases import EvalSet, EvalSetError, cases_from_examples, held_out_set, load_eval_set
+from studio.core.eval.cases import EvalSetError, cases_from_examples, held_out_set, load_eval_set
 from studio.core.eval.results import read_results, summarise
 
 
@@ -64,7 +64,8 @@ def test_the_held_out_split_is_the_one_training_held_out(demo_assets, tmp_path):
     """prepare.encode_splits' eval rows, encoded by training itself, are exactly the held-out cases."""
     from studio.core.config.settings import load_config, save_config
     from studio.core.data.tokens import encode_example
-    from studio.core.train.prepare import encode_splits, load_tokenizer, training_data
+    from studio.core.train.prepare import encode_splits, load_tokenizer
+    from studio.core.data.loading import training_data
 
     rows = [json.loads(line) for line in demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()]
     data_path = _write_jsonl(tmp_path / "data.jsonl", rows * 3)  # 30 rows: a 0.2 split holds out 6

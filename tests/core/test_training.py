@@ -590,7 +590,7 @@ def test_resuming_from_the_last_step_of_an_unfinished_run_writes_its_adapter_wit
 
 @pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_names_the_intact_one(demo_assets, tmp_path, monkeypatch):
-    from studio.core.train import fault_injection
+    import fault_injection  # registers its hooks: this test trains in its own process
     from studio.core.train.failures import DiskFullError, failure_event
     from studio.core.train.run import run_training
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QGuiApplication
 from studio.core.config.settings import RunConfig, load_config
 from studio.core.system.gpu import GpuInfo
 from studio.core.plan.vram import FITS
-from studio.ui.widgets.qt_model_picker import running_workers
+from studio.ui.background import running_tasks
 
 MIB = 1024**2
 TINY_LLAMA = {
@@ -41,7 +41,7 @@ def tab(qtbot):
     tab = _make_tab(qtbot)
     yield tab
     tab.shutdown()
-    qtbot.waitUntil(lambda: not running_workers(), timeout=60_000)
+    qtbot.waitUntil(lambda: not running_tasks(), timeout=60_000)
 
 
 def _config(model: str = "llama-3.1-8b") -> RunConfig:
@@ -369,7 +369,7 @@ def test_on_a_gpu_the_fast_path_line_names_what_applies(qtbot, monkeypatch):
     tab.per_device_train_batch_size.setValue(1)
     assert tab.fast_path_label.text() == "Liger Kernel not installed (hover for how)"
     tab.shutdown()
-    qtbot.waitUntil(lambda: not running_workers(), timeout=60_000)
+    qtbot.waitUntil(lambda: not running_tasks(), timeout=60_000)
 
 
 # ------------------------------------------------------------------ layout at common window sizes

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, HostTelemetry
+from studio.ui.background import running_tasks
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
@@ -362,10 +363,12 @@ def test_gpu_panel_stop_does_not_hang_on_a_stuck_read(qtbot, make_panel, monkeyp
 
     monkeypatch.setattr(qt_gpu_panel, "_JOIN_TIMEOUT_MS", 50)
     panel = make_panel(Stuck())
+    before = running_tasks()
     panel.start()
     qtbot.waitUntil(entered.is_set, timeout=3000)
     panel.stop()  # returns after the cap instead of blocking the GUI
     assert not panel.is_running
-    assert len(qt_gpu_panel._orphaned_samplers) == 1
+    stuck = running_tasks() - before  # kept referenced until its read returns
+    assert len(stuck) == 1
     release.set()
-    qtbot.waitUntil(lambda: not qt_gpu_panel._orphaned_samplers, timeout=3000)
+    qtbot.waitUntil(lambda: not stuck & running_tasks(), timeout=3000)

@@ -12,8 +12,9 @@ from PySide6.QtCore import QEvent, QObject
 from studio.core.config.settings import RunConfig, save_config
 from studio.core.runs.events import EventWriter
 from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.system.units import format_duration as format_seconds
 from studio.ui.widgets.qt_log_panel import ERROR, PLAIN, WARNING, QtLogPanel, classify_line
-from studio.ui.widgets.qt_metrics_plots import X_TIME, QtMetricsPlots, format_seconds
+from studio.ui.widgets.qt_metrics_plots import X_TIME, QtMetricsPlots
 
 
 def ev(kind: str, t: float, /, **fields) -> dict:

@@ -51,6 +51,24 @@ from studio.core.data.table import (
     _NormalisedWriter,
     _read_arrow,
 )
+from studio.core.runs.events import make_event
+
+
+def training_data(settings: Any, path: str | Path | None = None, *,
+                  emit: Callable[[dict], None] | None = None) -> LoadedData:
+    """Read a data file with the run's data settings; bad rows stop the run unless skip_bad_rows is on.
+
+    Skipped rows are reported in a log event, never dropped silently.
+    """
+    data = require_trainable(load_with_settings(settings, path), skip_bad_rows=settings.skip_bad_rows)
+    if data.issues and emit is not None:
+        shown = "\n".join(str(issue) for issue in data.issues[:10])
+        more = f"\n… and {data.issue_count - 10} more" if data.issue_count > 10 else ""
+        emit(make_event("log", level="warning",
+                        message=f"Skipping {data.issue_count} bad row(s) of {data.path} "
+                                f"(data.skip_bad_rows is on):\n{shown}{more}"))
+    return data
+
 
 __all__ = [
     "FORMATS", "ROLES", "MAPPING_FIELDS", "DataIssue", "DataError", "LoadedData", "ShapeDetection", "ScanCancelled",

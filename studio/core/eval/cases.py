@@ -102,20 +102,11 @@ def load_eval_set(source: str | Path, *, fmt: str = "auto", mapping: Any = None,
     return EvalSet(name or Path(str(source)).stem or "eval", label, cases)
 
 
-def held_out_indices(rows: int, fraction: float, seed: int) -> list[int]:
-    """The rows prepare.encode_splits holds out of `rows` training rows, in its order."""
-    import datasets
-
-    if rows < 2:
-        return []
-    split = datasets.Dataset.from_dict({"row": list(range(rows))}).train_test_split(test_size=fraction, seed=seed)
-    return list(split["test"]["row"])
-
-
 def held_out_set(run_dir: Path, *, turns: str = "all") -> EvalSet:
     """The run's held-out split: the eval file's rows, or the eval fraction of its training rows."""
     from studio.core.config.settings import ConfigError, load_config
-    from studio.core.train.prepare import training_data
+    from studio.core.data.loading import training_data
+    from studio.core.data.split import held_out_split
 
     run_dir = Path(run_dir)
     try:
@@ -131,7 +122,7 @@ def held_out_set(run_dir: Path, *, turns: str = "all") -> EvalSet:
         raise EvalSetError(f"{run_dir}: the run held out no eval data (data.eval_fraction = 0 and no "
                            "data.eval_file); give an eval set with --data FILE")
     data = training_data(config.data)
-    indices = held_out_indices(len(data.examples), config.data.eval_fraction, config.training.seed)
+    _, indices = held_out_split(len(data.examples), config.data.eval_fraction, config.training.seed)
     examples = [data.examples[i] for i in indices]
     lines = [data.lines[i] for i in indices] if len(data.lines) else None
     cases = cases_from_examples(examples, lines, turns=turns)
@@ -140,4 +131,4 @@ def held_out_set(run_dir: Path, *, turns: str = "all") -> EvalSet:
 
 
 __all__ = ["EvalCase", "EvalSet", "EvalSetError", "DataError", "TURNS", "HELD_OUT", "cases_from_examples",
-           "load_eval_set", "held_out_set", "held_out_indices"]
+           "load_eval_set", "held_out_set"]

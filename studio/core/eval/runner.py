@@ -138,7 +138,12 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
     """Evaluate `job`; `chat` is an already loaded chat.ChatModel to use (kept loaded afterwards), else the
     model is loaded here and unloaded at the end."""
     from studio.core.chat.model import ChatModel
-    from studio.core.eval.generate import GenerationStopped, choose_batch_size, generate_batch, prompt_ids
+    from studio.core.eval.generate import (
+        GenerationStopped,
+        choose_batch_size,
+        generate_batch,
+        prompt_ids,
+    )
 
     stop = should_stop or (lambda: False)
     report = progress or (lambda done, total, message: None)

@@ -8,7 +8,14 @@ from functools import partial
 from typing import Any
 
 from studio.core.metrics.result import MetricResult
-from studio.core.metrics.text import chrf, compile_pattern, contains, exact_match, normalised_match, regex_match
+from studio.core.metrics.text import (
+    chrf,
+    compile_pattern,
+    contains,
+    exact_match,
+    normalised_match,
+    regex_match,
+)
 from studio.core.metrics.tool_calls import tool_call_match
 
 

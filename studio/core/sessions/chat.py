@@ -72,7 +72,11 @@ class LoadRequest:
         """Warn before loading when a training run holds the GPU (or the model will not fit); None on a CPU."""
         from studio.core.chat.model import chat_memory_warning, estimate_chat_memory
         from studio.core.models.adapters import adapter_base_model, resolve_adapter_dir
-        from studio.core.models.source import ModelLoadError, ModelSourceError, find_model_config
+        from studio.core.models.source import (
+            ModelLoadError,
+            ModelSourceError,
+            find_model_config,
+        )
         from studio.core.plan.vram import ShapeError
 
         if gpu is None:

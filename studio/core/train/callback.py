@@ -9,7 +9,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from studio.core.runs.events import Emit, make_event
-from studio.core.train import fault_injection
+from studio.core.train import hooks
 
 EVAL_PROGRESS_INTERVAL_S = 2.0
 """At most one `evaluating` event per this many seconds (plus the first and the last batch)."""
@@ -49,12 +49,13 @@ class StudioCallback(TrainerCallback):
                                  device=self.device, compute_dtype=self.compute_dtype))
 
     def on_step_begin(self, args, state, control, **kwargs):
-        fault_injection.raise_oom_at_step(state.global_step + 1)
+        hooks.reached("step_begin", step=state.global_step + 1)  # a test seam (a simulated OOM)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopped:
             return
-        wanted = state.is_world_process_zero and (self.should_stop() or fault_injection.stop_at_step(state.global_step))
+        wanted = state.is_world_process_zero and (self.should_stop()
+                                                  or hooks.reached("step_end", step=state.global_step))
         if args.world_size > 1:
             # Every process must stop after the same step, or the others wait forever in the next step's
             # collective: the main process decides and tells the rest (it also reads the stop file first).

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from studio.core.config.settings import ConfigError
 from studio.core.data.issues import DataError
-from studio.core.data.loading import load_with_settings, require_trainable
+from studio.core.data.split import held_out_split
 from studio.core.data.table import LoadedData
 from studio.core.data.tokens import IGNORE_INDEX, encode_examples, ensure_chat_template
-from studio.core.runs.events import make_event
 
 ENCODING_VERSION = 1
 """Bump when encode_example's output changes, so cached encodings are not reused."""
@@ -41,20 +40,6 @@ def nothing_to_train_error(path: Path | str) -> DataError:
     )
 
 
-def training_data(settings: Any, path: str | Path | None = None, *,
-                  emit: Callable[[dict], None] | None = None) -> LoadedData:
-    """Read a data file with the run's data settings; bad rows stop the run unless skip_bad_rows is on.
-
-    Skipped rows are reported in a log event, never dropped silently.
-    """
-    data = require_trainable(load_with_settings(settings, path), skip_bad_rows=settings.skip_bad_rows)
-    if data.issues and emit is not None:
-        shown = "\n".join(str(issue) for issue in data.issues[:10])
-        more = f"\n… and {data.issue_count - 10} more" if data.issue_count > 10 else ""
-        emit(make_event("log", level="warning",
-                        message=f"Skipping {data.issue_count} bad row(s) of {data.path} "
-                                f"(data.skip_bad_rows is on):\n{shown}{more}"))
-    return data
 
 
 def _encode_batch(batch: dict[str, list], tokenizer: Any, train_on_responses_only: bool) -> dict[str, list]:
@@ -107,8 +92,8 @@ def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data
         if len(train_set) < 2:
             raise DataError(f"{train_data.path}: {len(train_set)} row(s) cannot be split for evaluation; "
                             "set data.eval_fraction = 0 or give an eval file")
-        split = train_set.train_test_split(test_size=config.data.eval_fraction, seed=config.training.seed)
-        train_set, eval_set = split["train"], split["test"]
+        kept, held_out = held_out_split(len(train_set), config.data.eval_fraction, config.training.seed)
+        train_set, eval_set = train_set.select(kept), train_set.select(held_out)
     max_length = config.training.max_length
     train_set = truncate(train_set, max_length)
     return train_set, None if eval_set is None else truncate(eval_set, max_length)

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.config.settings import RunConfig
+from studio.core.data.loading import training_data
 from studio.core.data.table import LoadedData
 from studio.core.data.tokens import encode_example, trained_token_count
 from studio.core.runs.events import Emit, make_event
 from studio.core.runs.store import RunDirectory
-from studio.core.train import fault_injection
+from studio.core.train import hooks
 from studio.core.train.failures import DiskFullError, folder_size, is_disk_full
 from studio.core.train.prepare import (
     encode_splits,
     load_tokenizer,
     nothing_to_train_error,
-    training_data,
 )
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,8 @@ def _atomic_checkpoint_trainer(base: type) -> type:
                 self.state.best_model_checkpoint = self._best_checkpoint_in(final_root)
                 if self.args.should_save:
                     self.state.save_to_json(str(staging / name / TRAINER_STATE_NAME))
-                # Tests kill the process here: the checkpoint is staged, not yet in place.
-                fault_injection.pause_point("checkpoint_save", step=self.state.global_step)
-                fault_injection.disk_full_point("checkpoint_save", step=self.state.global_step,
-                                                path=staging / name)
+                # A test seam: fault tests kill the process here (staged, not yet in place) or fill the disk.
+                hooks.reached("checkpoint_staged", step=self.state.global_step, path=staging / name)
             except Exception as error:
                 if not is_disk_full(error):
                     raise
@@ -332,7 +330,7 @@ def run_training(
     emit(make_event("log", level="info",
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
                             f"{hardware.compute_dtype} on {hardware.device})", phase="model"))
-    fault_injection.pause_point("model_load")  # tests kill here
+    hooks.reached("model_load")  # a test seam: tests kill the process here
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path,
                                                  **_model_load_kwargs(config, hardware, fast.attn_implementation))
     if fast.liger:

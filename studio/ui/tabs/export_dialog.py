@@ -1,6 +1,6 @@
 """The Export dialog: pick a trained run, an export kind and where to write it; progress and cancel.
 
-Each kind is one core function (`studio.core.export.jobs.run_export`) run in a QThread; its
+Each kind is one core function (`studio.core.export.jobs.run_export`) run on a background task; its
 `on_progress(fraction, message)` drives the progress bar and Cancel sets its `threading.Event`.
 """
 
@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QThread, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
@@ -19,40 +19,28 @@ from PySide6.QtWidgets import (
 from studio.core.export.staging import ExportError
 from studio.core.export.jobs import ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters
 from studio.core.export.gguf import DEFAULT_GGUF_TYPE
+from studio.ui.background import TaskRunner, TaskState, describe_error
 
 
-class QtExportWorker(QThread):
-    """Runs one export: `progress(fraction, message)`, then `succeeded(result)`, `failed(message)` or `cancelled()`."""
+_CANCELLED = object()
+"""What the export task returns when Cancel stopped it (ExportCancelled)."""
+
+
+def _export(kind: ExportKind, source: Path, output: Path, weights: str, cancel: threading.Event,
+            state: TaskState) -> Any:
+    """One export on the background task; Cancel ends it as `_CANCELLED`, a result like any other."""
+    from studio.core.export.staging import ExportCancelled
+
+    try:
+        return run_export(kind, source, output, weights=weights, on_progress=state.progress, cancel=cancel)
+    except ExportCancelled:
+        return _CANCELLED
+
+
+class QtExportProgress(QObject):
+    """What `start_export` returns: `progress(fraction, message)` of that export, on the GUI thread."""
 
     progress = Signal(float, str)
-    succeeded = Signal(object)
-    failed = Signal(str)
-    cancelled = Signal()
-
-    def __init__(self, kind: ExportKind, source: Path, output: Path, parent=None, *, weights: str = "trained"):
-        super().__init__(parent)
-        self.kind, self.source, self.output, self.weights = kind, source, output, weights
-        self.cancel_event = threading.Event()
-
-    def run(self) -> None:
-        import logging
-        import traceback
-
-        from studio.core.models.source import ModelLoadError
-        from studio.core.export.staging import ExportCancelled, ExportError
-
-        try:
-            result = run_export(self.kind, self.source, self.output, weights=self.weights,
-                                on_progress=self.progress.emit, cancel=self.cancel_event)
-        except ExportCancelled:
-            self.cancelled.emit()
-        except (ExportError, ModelLoadError) as error:
-            self.failed.emit(str(error))
-        except Exception as error:  # an internal failure: the traceback goes to the log, not the dialog
-            logging.getLogger(__name__).error("export failed:\n%s", traceback.format_exc())
-            self.failed.emit(f"{type(error).__name__}: {error}")
-        else:
-            self.succeeded.emit(result)
 
 
 class QtExportDialog(QDialog):
@@ -64,7 +52,11 @@ class QtExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export a trained model")
         self.setMinimumWidth(640)
-        self.worker: QtExportWorker | None = None
+        self.tasks = TaskRunner(self)
+        # Cancel is the export's own event, not the task's: an export that ends despite a late Cancel is still
+        # reported as written (a cancelled task's result would be dropped).
+        self._cancel = threading.Event()
+        self._progress: QtExportProgress | None = None
         self.last_result: Any = None
         self._output_edited = False
         self._confirmed_output: Path | None = None  # a file the save dialog already asked to overwrite
@@ -216,15 +208,15 @@ class QtExportDialog(QDialog):
     # --- running --------------------------------------------------------------------------------------------
     @property
     def is_running(self) -> bool:
-        return self.worker is not None
+        return self.tasks.busy
 
-    def start_export(self) -> QtExportWorker | None:
+    def start_export(self) -> QtExportProgress | None:
         source, output = self.source, self.output_edit.text().strip()
         if source is None or not output:
             self.status_label.setText("Choose a trained run and where to write the export.")
             return None
-        if self.worker is not None:
-            return self.worker
+        if self.is_running:
+            return self._progress
         try:
             target = check_output(self.kind, Path(output))
         except ExportError as error:
@@ -235,18 +227,20 @@ class QtExportDialog(QDialog):
             return None
         merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
         weights = "original" if merges and self.original_weights.isChecked() else "trained"
-        worker = QtExportWorker(self.kind, source, target, parent=self, weights=weights)
-        worker.progress.connect(self._on_progress)
-        worker.succeeded.connect(self._on_succeeded)
-        worker.failed.connect(lambda message: self._finish("failed", message))
-        worker.cancelled.connect(lambda: self._finish("cancelled", "Export cancelled; nothing was left behind."))
-        worker.finished.connect(self._on_worker_finished)
-        self.worker = worker
+        from studio.core.models.source import ModelLoadError
+
+        self._cancel = cancel = threading.Event()
+        self._progress = QtExportProgress(self)
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Exporting {self.kind.label.lower()}…")
         self._set_running(True)
-        worker.start()
-        return worker
+        kind = self.kind
+        self.tasks.start(lambda state: _export(kind, source, target, weights, cancel, state),
+                         on_progress=self._on_progress, on_result=self._on_result,
+                         on_error=lambda error: self._finish("failed", describe_error(error)),
+                         on_done=lambda: self._set_running(False), expected_errors=(ExportError, ModelLoadError),
+                         name="export")
+        return self._progress
 
     def confirm_replace(self, target: Path) -> bool:
         """Ask before an export replaces an earlier one (check_output has refused anything else)."""
@@ -257,15 +251,20 @@ class QtExportDialog(QDialog):
         return answer == QMessageBox.StandardButton.Yes
 
     def cancel_export(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel_event.set()
+        if self.is_running:
+            self._cancel.set()
             self.status_label.setText("Cancelling…")
 
     def _on_progress(self, fraction: float, message: str) -> None:
         self.progress_bar.setValue(int(fraction * 1000))
         self.status_label.setText(message)
+        if self._progress is not None:
+            self._progress.progress.emit(fraction, message)
 
-    def _on_succeeded(self, result: Any) -> None:
+    def _on_result(self, result: Any) -> None:
+        if result is _CANCELLED:
+            self._finish("cancelled", "Export cancelled; nothing was left behind.")
+            return
         self.last_result = result
         path = getattr(result, "path", result)
         extra = ""
@@ -290,10 +289,6 @@ class QtExportDialog(QDialog):
             self.progress_bar.setValue(0)
         self.export_finished.emit(status, message)
 
-    def _on_worker_finished(self) -> None:
-        self.worker = None
-        self._set_running(False)
-
     def _set_running(self, running: bool) -> None:
         self.export_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
@@ -303,18 +298,17 @@ class QtExportDialog(QDialog):
             widget.setEnabled(not running)
 
     def shutdown(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel_event.set()
-            self.worker.wait()
+        self._cancel.set()
+        self.tasks.shutdown()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        if self.worker is not None:
+        if self.is_running:
             event.ignore()  # cancel first: closing mid-export would leave the thread running
             return
         super().closeEvent(event)
 
     def reject(self) -> None:  # Escape
-        if self.worker is None:
+        if not self.is_running:
             super().reject()
 
 

@@ -24,7 +24,7 @@ from studio.core.runs.history import (
     RunMetrics, RunSummary, run_metrics, summarize_runs,
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
-from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.background import TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtRunsView"]
@@ -90,7 +90,7 @@ class QtRunsView(QWidget):
         self.store = store
         self.summaries: list[RunSummary] = []
         self._metrics_cache: dict[Path, tuple[tuple[int, int], RunMetrics]] = {}
-        self._worker: QtFunctionWorker | None = None
+        self.tasks = TaskRunner(self)  # the summaries
         self._refresh_again = False
         self.overlay: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # run name -> (steps, raw losses) drawn
 
@@ -151,14 +151,19 @@ class QtRunsView(QWidget):
     # --- loading -------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Re-read every run directory in the background; `refreshed` is emitted when the table is current."""
-        if self._worker is not None and self._worker.isRunning():
+        if self.tasks.busy:
+            # One read at a time, and one more after it: the running read may have missed the latest change.
             self._refresh_again = True
             return
-        self._worker = QtFunctionWorker(summarize_runs, self.store, parent=self)
-        self._worker.succeeded.connect(self._show)
-        self._worker.failed.connect(lambda message: self.info_label.setText(f"Cannot read the runs: {message}"))
-        self._worker.finished.connect(self._after_refresh)
-        self._worker.start()
+        store = self.store
+        self.tasks.start(lambda state: summarize_runs(store), on_result=self._show,
+                         on_error=lambda error: self.info_label.setText(f"Cannot read the runs: "
+                                                                       f"{describe_error(error)}"),
+                         on_done=self._after_refresh, name="run summaries")
+
+    def shutdown(self) -> None:
+        """Drop a read under way and wait for its thread (the window's closeEvent)."""
+        self.tasks.shutdown()
 
     def refresh_now(self) -> None:
         """Re-read every run directory on this thread (start-up and tests)."""

@@ -22,7 +22,7 @@ from studio.core.system.gpu import TelemetrySource, detect_telemetry
 from studio.core.system.units import format_duration
 from studio.core.runs.store import RunDirectory, RunStore
 from studio.ui.training_supervisor import QtTrainingSupervisor
-from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
 from studio.ui.widgets.qt_log_panel import QtLogPanel
 from studio.ui.widgets.qt_metrics_plots import QtMetricsPlots
@@ -45,10 +45,6 @@ def retry_name(run_name: str) -> str:
     """demo → demo-retry; a retry of demo-retry (or of the folder demo-retry-2) is demo-retry again, which the
     run store numbers, never demo-retry-retry."""
     return re.sub(r"-retry(-\d+)?$", "", run_name) + "-retry"
-
-
-def _format_duration(seconds: float) -> str:
-    return format_duration(seconds)
 
 
 def _describe_settings(settings: dict) -> str:
@@ -82,7 +78,7 @@ class QtTrainingTab(QWidget):
         self.last_status: str | None = None
         self.last_failure: dict | None = None  # the `failed` event of the latest process, if any
         self.last_notification: tuple[str, str] | None = None
-        self._worker: QtFunctionWorker | None = None
+        self.tasks = TaskRunner(self)  # the merge
         self._tray: QSystemTrayIcon | None = None
         self._last_checkpoint_step: int | None = None
         self._evaluating: dict | None = None  # the last `evaluating` event of the evaluation under way
@@ -184,7 +180,7 @@ class QtTrainingTab(QWidget):
     # --- starting, resuming, re-attaching and stopping -------------------------------------------------------
     @property
     def is_running(self) -> bool:
-        return self.supervisor is not None and self.supervisor.isRunning()
+        return self.supervisor is not None and self.supervisor.running
 
     def start(self, config: RunConfig) -> RunDirectory | None:
         """Validate the config, create the run directory and start the training child."""
@@ -546,23 +542,21 @@ class QtTrainingTab(QWidget):
         if folder:
             self.merge_to(Path(folder) / f"{self.run_dir.name}-merged")
 
-    def merge_to(self, target: Path) -> QtFunctionWorker:
+    def merge_to(self, target: Path) -> BackgroundTask:
         """Merge in a background thread; the status line says when it is done."""
         from studio.core.models.source import ModelLoadError
         from studio.core.export.staging import ExportError
         from studio.core.export.merge import merge_adapter
 
         self.merge_button.setEnabled(False)
-        worker = QtFunctionWorker(merge_adapter, self.run_dir.adapter_dir, target, pass_progress=True,
-                                  expected_errors=(ModelLoadError, ExportError, OSError), parent=self)
-        name = self.run_dir.name
-        worker.progress.connect(lambda message: self._set_status("merging", message))
-        worker.succeeded.connect(lambda out: self._set_status("merged", f"Run {name}: merged model written to {out}"))
-        worker.failed.connect(lambda message: self._set_status("merge failed", f"Run {name}: {message}"))
-        worker.finished.connect(lambda: self.merge_button.setEnabled(True))
-        self._worker = worker
-        worker.start()
-        return worker
+        adapter, name = self.run_dir.adapter_dir, self.run_dir.name
+        return self.tasks.start(
+            lambda state: merge_adapter(adapter, target, progress=state.progress),
+            on_progress=lambda message: self._set_status("merging", message),
+            on_result=lambda out: self._set_status("merged", f"Run {name}: merged model written to {out}"),
+            on_error=lambda error: self._set_status("merge failed", f"Run {name}: {describe_error(error)}"),
+            on_done=lambda: self.merge_button.setEnabled(True),
+            expected_errors=(ModelLoadError, ExportError, OSError), name="merge")
 
     # --- closing ---------------------------------------------------------------------------------------------
     def confirm_close(self) -> bool:
@@ -610,7 +604,7 @@ class QtTrainingTab(QWidget):
     def detach(self) -> None:
         """Leave the child running (its events keep going to the run directory) and stop watching it."""
         if self.supervisor is not None:
-            self.supervisor.requestInterruption()
+            self.supervisor.detach()
             self.supervisor.event.disconnect(self.handle_event)
             self.supervisor.ended.disconnect(self._on_ended)
             self.supervisor.wait(2000)
@@ -619,6 +613,7 @@ class QtTrainingTab(QWidget):
         self.gpu_panel.stop()
 
     def shutdown(self) -> None:
+        self.tasks.shutdown()  # a merge under way gets up to 30 s to finish its folder before the window goes
         self._clock.stop()
         self.log_panel.stop()
         self.gpu_panel.stop()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource
 from studio.core.system.units import format_bytes
+from studio.ui.background import TaskRunner, TaskState
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 
@@ -27,43 +27,31 @@ _JOIN_TIMEOUT_MS = 5000
 _TIME, _CARD, _PROCESS = 0, 1, 2
 
 
-# Samplers whose stop() timed out, kept referenced until their read returns.
-_orphaned_samplers: set[_QtTelemetrySampler] = set()
+class _Watched:
+    """The pid the sampler reads, shared with its thread (rebinding an attribute is atomic under the GIL)."""
 
-
-class _QtTelemetrySampler(QThread):
-    """Calls ``source.read(pid)`` every ``interval_s`` off the GUI thread.
-
-    A plain QThread with an Event-based sleep rather than a QTimer: stop()
-    wakes the loop at once, so closing the window never waits an interval.
-    """
-
-    reading_ready = Signal(object)
-
-    def __init__(self, source: TelemetrySource, interval_s: float, pid: int | None):
-        super().__init__()
-        self._source = source
-        self._interval_s = interval_s
-        self._stop_event = threading.Event()
-        # Plain attribute: rebinding is atomic under the GIL, no lock needed.
+    def __init__(self, pid: int | None):
         self.pid = pid
 
-    def run(self) -> None:
-        failed_before = False
-        while not self._stop_event.is_set():
-            try:
-                reading = self._source.read(self.pid)
-            except Exception:  # noqa: BLE001 - a sampler must outlive bad reads
-                if not failed_before:
-                    _log.exception("telemetry read failed; will keep trying")
-                    failed_before = True
-                reading = None
-            if reading is not None:
-                self.reading_ready.emit(reading)
-            self._stop_event.wait(self._interval_s)
 
-    def request_stop(self) -> None:
-        self._stop_event.set()
+def _sample(source: TelemetrySource, interval_s: float, watched: _Watched, state: TaskState) -> None:
+    """Call ``source.read(pid)`` every ``interval_s`` until cancelled, each reading as a partial result.
+
+    An interruptible wait rather than a QTimer: stop() wakes the loop at once, so closing the window never
+    waits an interval.
+    """
+    failed_before = False
+    while not state.cancelled():
+        try:
+            reading = source.read(watched.pid)
+        except Exception:  # noqa: BLE001 - a sampler must outlive bad reads
+            if not failed_before:
+                _log.exception("telemetry read failed; will keep trying")
+                failed_before = True
+            reading = None
+        if reading is not None:
+            state.partial(reading)
+        state.wait(interval_s)
 
 
 class QtGpuPanel(QWidget):
@@ -90,7 +78,8 @@ class QtGpuPanel(QWidget):
         self._source = source
         self._interval_s = interval_s
         self._pid: int | None = None
-        self._sampler: _QtTelemetrySampler | None = None
+        self._watched = _Watched(None)
+        self._sampler = TaskRunner(self)
         self._history = GrowingBuffer(3, capacity=512)
         self._total_bytes: int | None = None
         self._peak_bytes: int | None = None
@@ -245,37 +234,27 @@ class QtGpuPanel(QWidget):
         if pid is not None and pid != self._pid:
             self.reset_peak()
         self._pid = pid
-        if self._sampler is not None:
-            self._sampler.pid = pid
+        self._watched.pid = pid
 
     @property
     def is_running(self) -> bool:
         """Whether the sampling thread is alive."""
-        return self._sampler is not None and self._sampler.isRunning()
+        return self._sampler.busy
 
     def start(self) -> None:
         """Start sampling at ``1 / interval_s`` Hz on a worker thread (idempotent)."""
         if self.is_running:
             return
-        self._sampler = _QtTelemetrySampler(self._source, self._interval_s, self._pid)
-        self._sampler.reading_ready.connect(self.add_reading)
-        self._sampler.start()
+        source, interval_s, watched = self._source, self._interval_s, self._watched
+        self._sampler.start(lambda state: _sample(source, interval_s, watched, state), on_partial=self.add_reading,
+                            name="telemetry sampler")
 
     def stop(self) -> None:
         """Stop sampling and join the thread; call from the owner's closeEvent."""
-        sampler, self._sampler = self._sampler, None
-        if sampler is None:
-            return
-        sampler.request_stop()
-        sampler.reading_ready.disconnect(self.add_reading)
-        # Reads are a few NVML/psutil calls, so the join is normally instant;
-        # the cap only matters if a driver call hangs (GPU fell off the bus).
-        if not sampler.wait(_JOIN_TIMEOUT_MS):
+        # Reads are a few NVML/psutil calls, so the join is normally instant; the cap only matters if a driver
+        # call hangs (GPU fell off the bus): the task then stays referenced until its read returns.
+        if not self._sampler.shutdown(_JOIN_TIMEOUT_MS):
             _log.warning("telemetry thread did not stop within %d ms", _JOIN_TIMEOUT_MS)
-            # Destroying a running QThread aborts the process: keep it alive
-            # until its read returns and the loop notices the stop request.
-            _orphaned_samplers.add(sampler)
-            sampler.finished.connect(lambda: _orphaned_samplers.discard(sampler))
 
     def add_reading(self, reading: GpuReading | HostReading | None) -> None:
         """Record one reading: update the labels now and the plot shortly."""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, Q
 from superqt import QLabeledDoubleSlider
 
 from studio.core.runs.history import RunMetrics
+from studio.core.system.units import format_duration
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
@@ -30,15 +31,6 @@ __all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis"]
 _FRAME_INTERVAL_MS = 40
 _LEFT_AXIS_WIDTH = 52  # room for "0.00025" or "12000"
 X_STEPS, X_TIME = "steps", "time"
-
-
-def format_seconds(seconds: float) -> str:
-    """Tick text for training time: 0:45, 12:30, 2:05:00."""
-    seconds = int(round(seconds))
-    sign = "-" if seconds < 0 else ""
-    hours, rest = divmod(abs(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"{sign}{minutes}:{secs:02d}"
 
 
 class TrainingXAxis(pg.AxisItem):
@@ -75,7 +67,7 @@ class TrainingXAxis(pg.AxisItem):
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph API
         if self.mode == X_TIME:
-            return [format_seconds(v) for v in values]
+            return [format_duration(v) for v in values]
         return [f"{v:.0f}" if float(v).is_integer() else f"{v:g}" for v in values]
 
 

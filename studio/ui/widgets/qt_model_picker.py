@@ -18,27 +18,10 @@ from studio.core.system.units import format_bytes
 from studio.core.models.download import DownloadProgress, download_model
 from studio.core.models.source import ModelSourceError, cached_snapshot, list_cached_models, looks_like_hub_id
 from studio.core.system.paths import hf_cache_dir
-from studio.ui.qt_workers import QtFunctionWorker
+from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
-__all__ = ["QtModelPicker", "running_workers"]
-
-_running: set[QtFunctionWorker] = set()
-"""Background workers still running. They have no Qt parent, so closing a window never destroys a
-thread that is still running; each one leaves this set when it finishes."""
-
-
-def running_workers() -> set[QtFunctionWorker]:
-    return set(_running)
-
-
-def start_worker(worker: QtFunctionWorker) -> QtFunctionWorker:
-    """Start a parentless worker and keep it alive until it has finished."""
-    _running.add(worker)
-    worker.finished.connect(lambda: _running.discard(worker))
-    worker.start()
-    return worker
-
+__all__ = ["QtModelPicker"]
 
 TRUST_WARNING = ("Trusting remote code runs Python files from the model's repository on this computer, with your "
                  "permissions. Tick it only for a model whose code you trust; it is cleared when the model changes.")
@@ -55,7 +38,6 @@ class QtModelPicker(QWidget):
     trust_changed = Signal(bool)
     download_finished = Signal(str)
     download_failed = Signal(str)
-    _download_progress = Signal(object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -111,13 +93,13 @@ class QtModelPicker(QWidget):
         self._trusted_for: str | None = None
         self._download_error = False
         self._cancel = threading.Event()
-        self.download_worker: QtFunctionWorker | None = None
+        self.download_worker: BackgroundTask | None = None
+        self._tasks = TaskRunner(self)  # the download
         self.browse_button.clicked.connect(self._browse)
         self.download_button.clicked.connect(self.start_download)
         self.cancel_button.clicked.connect(self.cancel_download)
         self.model_edit.textEdited.connect(self._on_text_edited)
         self.trust_remote_code.toggled.connect(self._on_trust_toggled)
-        self._download_progress.connect(self._on_download_progress)
         self._update_download_button()
         app = QCoreApplication.instance()
         if app is not None:
@@ -202,7 +184,7 @@ class QtModelPicker(QWidget):
         self.cancel_button.setVisible(downloading)
         self.cancel_button.setEnabled(downloading)
 
-    def start_download(self) -> QtFunctionWorker | None:
+    def start_download(self) -> BackgroundTask | None:
         repo_id = self.model()
         if not looks_like_hub_id(repo_id) or self.download_worker is not None:
             return None
@@ -212,14 +194,16 @@ class QtModelPicker(QWidget):
         self._set_downloading(True)
         self.status_label.setStyleSheet("")
         self.status_label.setText(f"Downloading {repo_id} into {hf_cache_dir()}")
-        worker = QtFunctionWorker(download_model, repo_id, progress=self._download_progress.emit,
-                                  should_cancel=self._cancel.is_set, expected_errors=(ModelSourceError,))
-        worker.succeeded.connect(self._on_download_done)
-        worker.failed.connect(self._on_download_failed)
-        worker.finished.connect(self._on_download_ended)
-        self.download_worker = worker
+        # Cancel is the download's own flag, not the task's: a cancelled download still reports how it ended
+        # (DownloadCancelled says what was kept), which a cancelled task's error would not.
+        cancel = self._cancel
+        self.download_worker = self._tasks.start(
+            lambda state: download_model(repo_id, progress=state.progress, should_cancel=cancel.is_set),
+            on_progress=self._on_download_progress, on_result=self._on_download_done,
+            on_error=self._on_download_error, on_done=self._on_download_ended,
+            expected_errors=(ModelSourceError,), name=f"download {repo_id}")
         self._update_download_button()
-        return start_worker(worker)
+        return self.download_worker
 
     def cancel_download(self) -> None:
         self._cancel.set()
@@ -247,6 +231,10 @@ class QtModelPicker(QWidget):
             self.status_label.clear()
             self.status_label.setToolTip("")
 
+    def _on_download_error(self, error: BaseException) -> None:
+        # A ModelSourceError's message is written for the user (a bad id, no network, cancelled: what was kept).
+        self._on_download_failed(str(error) if isinstance(error, ModelSourceError) else describe_error(error))
+
     def _on_download_failed(self, message: str) -> None:
         self._download_error = True
         self.status_label.setStyleSheet(f"color: {style.RED};")
@@ -261,7 +249,6 @@ class QtModelPicker(QWidget):
 
     def shutdown(self) -> None:
         """Cancel a running download and wait for its thread (the files fetched so far stay cached)."""
-        worker = self.download_worker
-        if worker is not None:
+        if self.download_worker is not None:
             self._cancel.set()
-            worker.wait(30_000)
+        self._tasks.shutdown()

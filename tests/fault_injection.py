@@ -15,7 +15,10 @@ is too quick and too variable for that, so the training process pauses or fails 
 - `stop_at_step=N`: behave as if Stop was pressed at the end of step N (on the main process only,
   which is how a multi-process run must still stop all its processes together).
 
-Unset (always, outside tests), every function here returns at once and does nothing.
+How it gets in: importing this module registers its functions at the hook points of
+`studio.core.train.hooks`. The test session (tests/conftest.py) names this file in
+`FINETUNE_STUDIO_TEST_HOOKS`, so every training child a test starts imports it; a test that trains in its
+own process imports it itself. The faults are read at each point, so unset, every hook returns at once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from studio.core.train import hooks
 
 ENV_VAR = "FINETUNE_STUDIO_TEST_FAULTS"
 
@@ -75,3 +80,19 @@ def stop_at_step(step: int) -> bool:
     """Whether `stop_at_step` asks to stop at this step."""
     at = _faults().get("stop_at_step")
     return at is not None and step >= at
+
+
+def _at_model_load() -> None:
+    pause_point("model_load")  # tests kill here
+
+
+def _at_checkpoint_staged(step: int, path: Path) -> None:
+    # Tests kill the process here: the checkpoint is staged, not yet in place.
+    pause_point("checkpoint_save", step=step)
+    disk_full_point("checkpoint_save", step=step, path=path)
+
+
+hooks.register("model_load", _at_model_load)
+hooks.register("checkpoint_staged", _at_checkpoint_staged)
+hooks.register("step_begin", raise_oom_at_step)
+hooks.register("step_end", stop_at_step)
