@@ -2,5 +2,5 @@
 
 Packages, from the top down; each imports only those below it (the import-linter contracts in
 pyproject.toml hold this, and docs/ARCHITECTURE.md gives each one's job):
-sessions, export, eval, chat, train, plan, metrics, config, models, data, runs, system.
+sessions, train, export, eval, chat, plan, metrics, config, models, data, runs, system.
 """
