@@ -13,15 +13,7 @@ from studio.core.eval.command import EvalInputError
 from studio.core.eval.runner import EvalJob
 from studio.core.metrics.registry import build_metric
 from studio.core.sessions.evaluate import (
-    ALL,
-    EXTRA,
-    MISSING,
-    REGRESSIONS,
-    TUNED_WRONG,
-    WRONG,
-    Count,
-    EvaluateSession,
-    segments,
+    ALL, EXTRA, MISSING, REGRESSIONS, TUNED_WRONG, WRONG, Count, EvaluateSession, segments,
 )
 
 CALL = '<tool_code>get_bill({"phone": "05321234567"})</tool_code>'

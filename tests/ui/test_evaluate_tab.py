@@ -4,7 +4,6 @@ regression filter shows the rows the results say, Cancel stops at once and Start
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

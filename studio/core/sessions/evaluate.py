@@ -21,12 +21,7 @@ from typing import Any
 from studio.core.eval.cases import HELD_OUT
 from studio.core.eval.command import EvalInputError, build_job
 from studio.core.eval.results import summarise
-from studio.core.eval.runner import (
-    BASE_COLUMN,
-    DEFAULT_MAX_NEW_TOKENS,
-    EvalJob,
-    EvalOutcome,
-)
+from studio.core.eval.runner import BASE_COLUMN, DEFAULT_MAX_NEW_TOKENS, EvalJob, EvalOutcome
 from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
 from studio.core.metrics.tool_calls import expected_tool_calls, extract_tool_calls
 

@@ -14,32 +14,11 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QModelIndex, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAbstractTextDocumentLayout, QPalette, QTextDocument
+from PySide6.QtGui import QAbstractTextDocumentLayout, QColor, QPalette, QTextDocument
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QMenu,
-    QProgressBar,
-    QPushButton,
-    QRadioButton,
-    QSpinBox,
-    QSplitter,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionViewItem,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
+    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView,
+    QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QProgressBar, QPushButton, QRadioButton, QSpinBox,
+    QSplitter, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
 
@@ -48,15 +27,7 @@ from studio.core.eval.command import EvalInputError
 from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
 from studio.core.runs.store import RunStore
 from studio.core.sessions.evaluate import (
-    EXTRA,
-    FILTER_HINTS,
-    FILTERS,
-    MISSING,
-    WRONG,
-    EvaluateSession,
-    ExampleRow,
-    Highlight,
-    segments,
+    EXTRA, FILTER_HINTS, FILTERS, MISSING, WRONG, EvaluateSession, ExampleRow, Highlight, segments,
 )
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
@@ -69,9 +40,11 @@ MARKS = {WRONG: "background:#ffd6d6; color:#8b0000; font-weight:bold;",
          MISSING: "background:#fff0c2; color:#6b4e00; font-weight:bold;",
          EXTRA: "background:#e3dcf5; color:#3b2a78;"}
 PASS_COLOUR, FAIL_COLOUR = "#1b7f3b", "#b00020"
-CELL_CHARS = 600
+CELL_CHARS = 320
 """Characters of a reply shown in a cell (a base model rambling to max tokens would make rows screens tall)."""
-MAX_ROW_HEIGHT = 220
+CUT_CELL_CHARS = 160
+"""For a reply cut at max tokens: its start says enough."""
+MAX_ROW_HEIGHT = 160
 REDRAW_MS = 150
 """Results arrive a batch at a time: the chart and table are redrawn at most this often."""
 
@@ -156,6 +129,7 @@ class QtEvaluateTab(QWidget):
     def _build_choices(self) -> None:
         models = QGroupBox("Models (each a column)")
         self.runs_list = QListWidget()
+        self.runs_list.setMaximumHeight(96)
         self.runs_list.setToolTip("Runs with a finished adapter; tick the ones to compare (one base model)")
         self.base_check = QCheckBox("The base model alone (adapters off)")
         self.base_check.setChecked(True)
@@ -228,9 +202,8 @@ class QtEvaluateTab(QWidget):
         self.chart.setMouseEnabled(x=False, y=False)
         self.chart.setMenuEnabled(False)
         self.chart.hideButtons()
-        self.chart.setMinimumHeight(170)
-        self.chart.setYRange(0, 1.18, padding=0)
-        self.legend = self.chart.getPlotItem().addLegend(offset=(-10, 8), colCount=4)
+        self.chart.setMinimumHeight(150)
+        self.chart.setYRange(0, 1.25, padding=0)
         self.bars: list[pg.BarGraphItem] = []
 
         self.filter_box = QComboBox()
@@ -275,6 +248,7 @@ class QtEvaluateTab(QWidget):
         self.results.addWidget(self.chart)
         self.results.addWidget(below)
         self.results.setStretchFactor(1, 3)
+        self.results.setSizes([220, 560])  # the table is what a user reads; the chart is the overview
 
     # --- choices ------------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -436,14 +410,17 @@ class QtEvaluateTab(QWidget):
         self._draw_chart()
         self._draw_table()
 
-    def _colour(self, index: int) -> str:
-        return MODEL_COLOURS[index % len(MODEL_COLOURS)]
+    def _model_colour(self, model: str) -> str:
+        """Grey for the base, the same colour for a model in the chart and its table column."""
+        if model == self.session.base_column:
+            return MODEL_COLOURS[0]
+        index = self.session.tuned_columns.index(model) if model in self.session.tuned_columns else 0
+        return MODEL_COLOURS[1 + index % (len(MODEL_COLOURS) - 1)]
 
     def _draw_chart(self) -> None:
         plot = self.chart.getPlotItem()
         for item in self.bars + self.bar_labels:
             plot.removeItem(item)
-        self.legend.clear()
         self.bars, self.bar_labels = [], []
         summary = self.session.summary()
         metrics = self.session.metric_names()
@@ -451,13 +428,16 @@ class QtEvaluateTab(QWidget):
         if not models:
             return
         width = 0.8 / len(models)
+        # The legend is in the title: inside the plot it would cover the bars of the last metric.
+        keys = " &nbsp; ".join(f'<span style="color:{self._model_colour(model)}">■</span> {html.escape(model)}'
+                               for model in models)
+        plot.setTitle(f"Passed, per model per metric &nbsp;&nbsp; {keys}", color=style.FOREGROUND, size="11pt")
         for m_index, model in enumerate(models):
-            colours = self._colour(m_index if self.session.base_column else m_index + 1)
+            colours = self._model_colour(model)
             xs = np.arange(len(metrics)) - 0.4 + width * (m_index + 0.5)
             heights = [summary[model][metric].share for metric in metrics]
             bars = pg.BarGraphItem(x=xs, height=heights, width=width * 0.92, brush=colours, pen=pg.mkPen(colours))
             plot.addItem(bars)
-            self.legend.addItem(bars, model)
             self.bars.append(bars)
             for x, metric in zip(xs, metrics):
                 count = summary[model][metric]
@@ -467,7 +447,7 @@ class QtEvaluateTab(QWidget):
                 self.bar_labels.append(label)
         plot.getAxis("bottom").setTicks([[(i, METRICS[name].title) for i, name in enumerate(metrics)]])
         plot.setXRange(-0.55, len(metrics) - 0.45, padding=0)
-        plot.setYRange(0, 1.18, padding=0)
+        plot.setYRange(0, 1.25, padding=0)
 
     def bar_texts(self) -> list[str]:
         """The count labels on the chart's bars ("41/47"), model by model."""
@@ -480,13 +460,17 @@ class QtEvaluateTab(QWidget):
         headers = ["#", "Prompt", "Expected", *models]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
+        for c, model in enumerate(models, start=3):
+            self.table.horizontalHeaderItem(c).setForeground(QColor(self._model_colour(model)))
         self.table.setRowCount(len(rows))
         judge = self.session.judging_metric
         for r, row in enumerate(rows):
             self._set(r, 0, row.case, row.case)
             self._set(r, 1, row.question, self._prompt_html(row))
-            marks = [self.session.highlight(record) for record in row.records.values()]
-            expected_spans = next((m.expected for m in marks if m.expected), ())
+            # The expected reply is marked as the first tuned model got it wrong (the base's misses would
+            # mark the whole call in nearly every row).
+            tuned = [row.records[m] for m in self.session.tuned_columns if m in row.records]
+            expected_spans = next((mark.expected for mark in map(self.session.highlight, tuned) if mark.expected), ())
             self._set(r, 2, row.expected, marked_html(row.expected, expected_spans))
             for c, model in enumerate(models, start=3):
                 record = row.records.get(model)
@@ -529,7 +513,8 @@ class QtEvaluateTab(QWidget):
                             f'{"✓" if ok else "✗"} {html.escape(METRICS[name].title)}</span>')
         notes = "".join(f'<br><span style="{MARKS[MISSING]}">{html.escape(note)}</span>' for note in mark.notes)
         cut = f' <span style="color:{style.MUTED}">(cut at max tokens)</span>' if record.get("truncated") else ""
-        return (f"{marked_html(record['reply'], mark.reply)}{cut}{notes}"
+        limit = CUT_CELL_CHARS if record.get("truncated") else CELL_CHARS
+        return (f"{marked_html(record['reply'], mark.reply, limit=limit)}{cut}{notes}"
                 f'<br><small>{" &nbsp;".join(verdicts)}</small>')
 
     def _reply_tooltip(self, record: dict, judge: str) -> str:
