@@ -1,4 +1,4 @@
-"""The main window: Dataset, Config, Training and Chat tabs around one current RunConfig.
+"""The main window: Dataset, Config, Training, Runs, Evaluate and Chat tabs around one current RunConfig.
 
 The config is a `RunDraft` (studio.core.sessions.draft) that the Dataset and Config tabs both edit and observe;
 the window gives it a new config (an opened file, a run's settings, the demo) and hands it to a run.
@@ -23,6 +23,7 @@ from studio.ui.background import BackgroundTask, TaskRunner, wait_for_all
 from studio.ui.tabs.chat_tab import QtChatTab
 from studio.ui.tabs.config_tab import QtConfigTab
 from studio.ui.tabs.dataset_tab import QtDatasetTab
+from studio.ui.tabs.evaluate_tab import QtEvaluateTab
 from studio.ui.tabs.runs_view import QtRunsView
 from studio.ui.tabs.training_tab import QtTrainingTab
 
@@ -54,11 +55,13 @@ class QtMainWindow(QMainWindow):
         self.config_tab = QtConfigTab(draft=self.draft)
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.runs_view = QtRunsView(self.store)
+        self.evaluate_tab = QtEvaluateTab(self.store)
         self.chat_tab = QtChatTab(runs_root=self.store.root)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for widget, title in ((self.dataset_tab, "Dataset"), (self.config_tab, "Config"),
-                              (self.training_tab, "Training"), (self.runs_view, "Runs"), (self.chat_tab, "Chat")):
+                              (self.training_tab, "Training"), (self.runs_view, "Runs"),
+                              (self.evaluate_tab, "Evaluate"), (self.chat_tab, "Chat")):
             self.tabs.addTab(widget, title)
         self.setCentralWidget(self.tabs)
         self.banner = QLabel()
@@ -78,6 +81,8 @@ class QtMainWindow(QMainWindow):
         self.runs_view.resume_requested.connect(self._resume_run)
         self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
         self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
+        self.runs_view.runs_deleted.connect(lambda _: self.evaluate_tab.refresh_runs())
+        self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
         self._build_menus()
 
         geometry = QSettings().value("window/geometry")
@@ -267,6 +272,12 @@ class QtMainWindow(QMainWindow):
             self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
         self.banner.setText(f"Run {run_dir.name}: {status}.")
         self.runs_view.refresh()
+        self.evaluate_tab.refresh_runs()
+
+    def _open_in_chat(self, model, messages) -> None:
+        """An eval case in the Chat tab, to ask again (the Evaluate tab's "Open in Chat")."""
+        self.chat_tab.open_prompt(model, messages)
+        self.tabs.setCurrentWidget(self.chat_tab)
 
     def _reattach_running_run(self) -> None:
         """A run kept training after a window closed shows up again, live, with its whole curve so far."""
@@ -301,6 +312,7 @@ class QtMainWindow(QMainWindow):
         QSettings().setValue("window/geometry", self.saveGeometry())
         self._demo_tasks.shutdown()
         self.training_tab.shutdown()
+        self.evaluate_tab.shutdown()
         self.chat_tab.shutdown()
         self.config_tab.shutdown()
         self.runs_view.shutdown()

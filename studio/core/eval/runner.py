@@ -3,9 +3,10 @@
     outcome = run_eval(job, progress=state.progress, on_result=state.partial, should_stop=state.cancelled)
 
 `progress(done, total, message)` after every batch, `on_result(record)` for every scored reply (a line of
-results.jsonl, the per-example table's row), and `should_stop()` polled between batches and during
-generation: a cancelled eval returns with status "cancelled" and the results so far on disk, and the same
-job run again resumes there (pass fresh=True to start over).
+results.jsonl, the per-example table's row), `on_start(columns, kept)` once the columns are known (with the
+results a resumed eval keeps, which `on_result` does not repeat), and `should_stop()` polled between batches
+and during generation: a cancelled eval returns with status "cancelled" and the results so far on disk, and
+the same job run again resumes there (pass fresh=True to start over).
 
 The base is loaded once (chat.ChatModel: as the first adapter's run trained it, QLoRA on its 4-bit base)
 and every adapter is a column on those weights; the base column disables the adapters. Cases are batched
@@ -134,7 +135,8 @@ def score_record(record: dict[str, Any], case_expected: str, metrics: Sequence[M
 
 def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, chat: Any = None) -> EvalOutcome:
+             should_stop: Callable[[], bool] | None = None, chat: Any = None,
+             on_start: Callable[[list[str], list[dict[str, Any]]], None] | None = None) -> EvalOutcome:
     """Evaluate `job`; `chat` is an already loaded chat.ChatModel to use (kept loaded afterwards), else the
     model is loaded here and unloaded at the end."""
     from studio.core.chat.model import ChatModel
@@ -197,6 +199,8 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
         status = "completed"
         started = time.monotonic()
         report(done, total, f"resuming: {done} of {total} results kept" if done else f"0 of {total}")
+        if on_start is not None:
+            on_start([c for c, _ in columns], list(kept))
 
         for column, adapter in columns:
             todo = [case for case in cases if (column, case.id) not in done_pairs]

@@ -635,22 +635,39 @@ class QtChatTab(QWidget):
         from studio.core.chat.conversations import load_conversation
 
         conversation = load_conversation(Path(path))
+        if self.chat_model is None and conversation.model and not self.base_edit.text().strip():
+            self.base_edit.setText(conversation.model)
+            if conversation.adapters:
+                self.adapter_edit.setText(conversation.adapters[0])
+        self.open_conversation(conversation)
+
+    def open_conversation(self, conversation) -> None:
+        """Show a conversation (its system prompt, turns and settings); the next message continues it."""
         self.clear()
         self.system_prompt.setPlainText(conversation.system_prompt)
         widgets = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
                    "top_k": self.top_k, "repetition_penalty": self.repetition_penalty, "seed": self.seed}
         for key, value in saved_generation(conversation.generation).items():
             widgets[key].setValue(value)
-        if self.chat_model is None and conversation.model and not self.base_edit.text().strip():
-            self.base_edit.setText(conversation.model)
-            if conversation.adapters:
-                self.adapter_edit.setText(conversation.adapters[0])
         self.compare_check.setChecked(conversation.base_messages is not None)
         self.session.open(conversation)
         self.transcript.show_messages(self.history)
         if conversation.base_messages is not None:
             self.base_transcript.show_messages(self.base_history)
         self._update_buttons()
+
+    def open_prompt(self, model: Path | str, messages: list[dict[str, str]]) -> None:
+        """An eval case to ask again: a run's adapter (Path) or a base model (str) in the fields, the turns
+        before the question as the conversation, the question in the prompt field, ready to send."""
+        from studio.core.chat.conversations import Conversation
+
+        if isinstance(model, Path):
+            self.choose_run(model)
+        else:
+            self.set_model(model)
+        *before, question = messages
+        self.open_conversation(Conversation(messages=list(before)))
+        self.prompt_edit.setText(question["content"] if question["role"] == "user" else "")
 
     def _save_conversation_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save conversation", "conversation.json", "JSON (*.json)")
