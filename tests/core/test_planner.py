@@ -397,3 +397,22 @@ def test_the_fit_benchmark_dry_run_lists_every_probe_on_the_cpu(tmp_path):
     assert {case["offloading"] for case in report["cases"] if case["kind"] == "peak"} == {False, True}
     assert report["planned_seconds"] <= 8 * 60
     assert "figures to be taken on a lent GPU" in result.stdout
+
+
+# ------------------------------------------------------------------ presets use the planner
+
+
+@pytest.mark.parametrize("preset", GPU_PRESETS, ids=lambda p: p.key)
+def test_a_gpu_preset_gets_the_planners_levers_for_its_card_and_model(preset):
+    from studio.core.sessions.config import fit_preset
+
+    config = RunConfig()
+    config.model.name_or_path, config.data.train_file = "m", "train.jsonl"
+    shape = SHAPES["llama-3.1-8b" if "8B" in preset.suggested_model else "llama-3.2-3b"]
+    fitted = fit_preset(preset, config, shape)
+    plain = preset.apply(config)
+    assert fit_preset(preset, config, None) == plain, "no shape: the preset as it is"
+    t, p = fitted.training, plain.training
+    assert t.max_length == p.max_length and fitted.lora == plain.lora, "only the memory levers change"
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == p.per_device_train_batch_size * p.gradient_accumulation_steps
+    assert estimate_vram(shape, fitted).total <= 0.9 * preset.vram_bytes
