@@ -129,7 +129,7 @@ def test_the_speed_up_plan_says_whether_offloading_applies_and_why():
     config = RunConfig()
     cuda = Capabilities(device="cuda", compute_capability=(8, 9))
     off = {s.name: s for s in plan_fast_path(config, cuda, compute_dtype="bfloat16").speedups}
-    assert not off["activation offloading"].enabled and "stay on the card" in off["activation offloading"].note
+    assert "activation offloading" not in off, "not asked for: the log has the lines it had"
     config.training.activation_offloading = True
     on = {s.name: s for s in plan_fast_path(config, cuda, compute_dtype="bfloat16").speedups}
     assert on["activation offloading"].enabled and "layer inputs" in on["activation offloading"].note

@@ -14,7 +14,7 @@ Everything here comes from well-kept libraries, switched on only where it is kno
 - **FlashAttention-2** instead of sdpa when the `flash-attn` package is installed and the GPU can
   run it (compute capability 8.0 or newer: RTX 30xx/40xx/50xx, A100, H100).
 
-One memory lever is listed with them, because it trades speed for memory and a run's log should say
+One memory lever is listed with them when a config asks for it, because it trades speed for memory and a run's log should say
 whether it got it: **activation offloading** (`training.activation_offloading`, TRL's own), on a CUDA
 GPU only — TRL's `OffloadActivations` needs an accelerator (on a CPU-only torch it fails at the
 trainer's construction with `'NoneType' object has no attribute 'type'`), and on a CPU there is no
@@ -143,18 +143,18 @@ def activation_offloading_applies(config: RunConfig, device: str) -> bool:
     return config.training.activation_offloading and device == "cuda"
 
 
-def _offloading(config: RunConfig, device: str) -> SpeedUp:
+def _offloading(config: RunConfig, device: str) -> tuple[SpeedUp, ...]:
+    """The offloading line, only when the config asks for it (a run that does not keeps the log it had)."""
     t = config.training
     if not t.activation_offloading:
-        return SpeedUp("activation offloading", False,
-                       "activation offloading: off — the activations stay on the card (fastest when they fit)")
+        return ()
     if device != "cuda":
-        return SpeedUp("activation offloading", False,
-                       "activation offloading: ignored — it moves activations from a GPU to CPU RAM; a CPU run "
-                       "has them in RAM already")
+        return (SpeedUp("activation offloading", False,
+                        "activation offloading: ignored — it moves activations from a GPU to CPU RAM; a CPU run "
+                        "has them in RAM already"),)
     what = "layer inputs gradient checkpointing keeps" if t.gradient_checkpointing else "saved activations"
-    return SpeedUp("activation offloading", True, f"activation offloading: on — the {what} wait in pinned CPU RAM "
-                                                  "(less GPU memory, some speed for the copies)")
+    return (SpeedUp("activation offloading", True, f"activation offloading: on — the {what} wait in pinned CPU "
+                                                   "RAM (less GPU memory, some speed for the copies)"),)
 
 
 def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dtype: str) -> FastPathPlan:
@@ -164,7 +164,7 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
     offloading = _offloading(config, capabilities.device)
     if not t.fast_path:
         return FastPathPlan(enabled=False, liger=False, padding_free=False, attn_implementation=attn,
-                            speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"), offloading))
+                            speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"), *offloading))
     cuda = capabilities.device == "cuda"
 
     install = 'pip install "finetune-studio[gpu]"'
@@ -196,7 +196,7 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
     else:
         padding = SpeedUp("padding-free batches", True, "padding-free batches: on")
     return FastPathPlan(enabled=True, liger=liger.enabled, padding_free=padding.enabled, attn_implementation=attn,
-                        speedups=(liger, attention, padding, offloading))
+                        speedups=(liger, attention, padding, *offloading))
 
 
 def apply_liger(model: Any) -> str | None:
