@@ -61,7 +61,8 @@ def test_offloading_with_checkpointing_keeps_only_the_stash_of_layer_inputs():
     tokens, per_layer = 16, _per_token_layer(shape, _toy_config())
     # Checkpointing keeps each of the 8 layers' 16-bit input (2·64 bytes a token) and the final norm's fp32 copy
     # (4·64), and recomputes one layer; offloading keeps 5 of those inputs on the card.
-    assert plain.breakdown["activations, gradient checkpointing"] == round(tokens * (L * 2 * H + 4 * H) + tokens * per_layer)
+    assert plain.breakdown["activations, gradient checkpointing"] == round(
+        tokens * (L * 2 * H + 4 * H) + tokens * per_layer)
     assert offloaded.breakdown["activations, checkpointing + offloading"] == round(
         tokens * (OFFLOAD_STASH_TENSORS * 2 * H + 4 * H) + tokens * per_layer)
     assert OFFLOAD_STASH_TENSORS == 5
@@ -338,8 +339,8 @@ def test_where_nothing_fits_it_says_what_would():
     assert plan.reasons[0].startswith("Nothing fits 8.0 GiB free at max_length 12,000, even with batch 1")
     longest = longest_context(SHAPES["llama-3.1-8b"], config, Card(8 * GIB))
     assert 1000 < longest < 12_000
-    assert plan.suggestions[0] == (f"A max_length of {longest:,} tokens fits (truncates 200 of 200 rows), with batch 1, "
-                                   "gradient checkpointing and activation offloading.")
+    assert plan.suggestions[0] == (f"A max_length of {longest:,} tokens fits (truncates 200 of 200 rows), with "
+                                   "batch 1, gradient checkpointing and activation offloading.")
     assert any(s.startswith("A smaller model: llama-3.2-") for s in plan.suggestions)
 
 
@@ -358,8 +359,8 @@ def test_the_longest_context_is_the_boundary_of_what_fits():
     beyond = plan_fit(shape, config, card, data=DataLengths((longest + 1,)))
     assert at.fits and not beyond.fits
     assert longest_context(shape, config, Card(12 * GIB)) > longest
-    assert context_line(shape, config, card) == (f"Longest context that fits 8.0 GiB free: {longest:,} tokens (batch 1, "
-                                                 "gradient checkpointing, activation offloading).")
+    assert context_line(shape, config, card) == (f"Longest context that fits 8.0 GiB free: {longest:,} tokens "
+                                                 "(batch 1, gradient checkpointing, activation offloading).")
     assert "none" in context_line(shape, config, Card(4 * GIB))
 
 
@@ -414,5 +415,6 @@ def test_a_gpu_preset_gets_the_planners_levers_for_its_card_and_model(preset):
     assert fit_preset(preset, config, None) == plain, "no shape: the preset as it is"
     t, p = fitted.training, plain.training
     assert t.max_length == p.max_length and fitted.lora == plain.lora, "only the memory levers change"
-    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == p.per_device_train_batch_size * p.gradient_accumulation_steps
+    effective = p.per_device_train_batch_size * p.gradient_accumulation_steps
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == effective
     assert estimate_vram(shape, fitted).total <= 0.9 * preset.vram_bytes

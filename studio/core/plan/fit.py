@@ -251,14 +251,15 @@ def _reasons(shape: ModelShape, original: RunConfig, plan: FitPlan, length_reaso
                            "every matmul, which dominates a small model's step, and the unquantised model fits in "
                            f"RAM ({format_bytes(plan.after.total, style='estimate')} of {usable} usable).")
         else:
-            reasons.append(f"{original.quantization.mode} base weights kept: the unquantised model would not fit in RAM.")
+            reasons.append(f"{original.quantization.mode} base weights kept: the unquantised model would not fit in "
+                           "RAM.")
     if not t.gradient_checkpointing:
         reasons.append(f"Gradient checkpointing off: every layer's activations fit ({need()} in all), and not "
                        "recomputing them saves about a third of each step's compute.")
     else:
-        reasons.append(f"Gradient checkpointing on: without it the run would need "
-                       f"{need(gradient_checkpointing=False, activation_offloading=False, per_device_train_batch_size=1)}"
-                       f" at batch 1, more than the {usable} usable.")
+        without = need(gradient_checkpointing=False, activation_offloading=False, per_device_train_batch_size=1)
+        reasons.append(f"Gradient checkpointing on: without it the run would need {without} at batch 1, more than "
+                       f"the {usable} usable.")
     if t.activation_offloading:
         reasons.append(f"Activation offloading on: with checkpointing alone the run would need "
                        f"{need(activation_offloading=False, per_device_train_batch_size=1)} at batch 1; the layer "
@@ -277,8 +278,8 @@ def _reasons(shape: ModelShape, original: RunConfig, plan: FitPlan, length_reaso
     else:
         # The next larger micro-batch that divides the effective batch did not fit (the planner tried it first).
         larger = min(d for d in _divisors_descending(effective) if d > micro)
-        reasons.append(f"Micro-batch {micro} × {accumulation} accumulation steps = the effective batch of {effective}: "
-                       f"a micro-batch of {larger} would need "
+        reasons.append(f"Micro-batch {micro} × {accumulation} accumulation steps = the effective batch of "
+                       f"{effective}: a micro-batch of {larger} would need "
                        f"{need(per_device_train_batch_size=larger, gradient_accumulation_steps=effective // larger)}.")
     reasons.append(f"Estimate {format_bytes(plan.after.total, style='estimate')} of {card.describe()}: at most "
                    f"{round(FITS_BELOW * 100)}% of it, which leaves room for the estimate's ±10%.")

@@ -14,9 +14,9 @@ Everything here comes from well-kept libraries, switched on only where it is kno
 - **FlashAttention-2** instead of sdpa when the `flash-attn` package is installed and the GPU can
   run it (compute capability 8.0 or newer: RTX 30xx/40xx/50xx, A100, H100).
 
-One memory lever is listed with them when a config asks for it, because it trades speed for memory and a run's log should say
-whether it got it: **activation offloading** (`training.activation_offloading`, TRL's own), on a CUDA
-GPU only — TRL's `OffloadActivations` needs an accelerator (on a CPU-only torch it fails at the
+One memory lever is listed with them when a config asks for it, because it trades speed for memory
+and a run's log should say whether it got it: **activation offloading**
+(`training.activation_offloading`, TRL's own), on a CUDA GPU only — TRL's `OffloadActivations` needs an accelerator (on a CPU-only torch it fails at the
 trainer's construction with `'NoneType' object has no attribute 'type'`), and on a CPU there is no
 other memory to offload to. It works with PEFT and bitsandbytes: TRL unwraps the PEFT model to find
 the output head it keeps on the card, skips parameters (the 4-bit weights), and empties the cache

@@ -28,7 +28,8 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
 - **logits / loss**: TRL's `SFTTrainer` scores tokens with a chunked LM head that never builds the
   (tokens × vocab) logits, only one (≤4096 × 32768) tile — with PEFT too: TRL 1.16 puts the fused head
   on the PEFT model's base model (`add_fused_lm_head(model.get_base_model())`) and refuses an adapter on
-  `lm_head`, and `tests/core/test_planner.py` checks that a PEFT model's loss comes from it; the classic transformers loss (`logits=
+  `lm_head`, and `tests/core/test_planner.py` checks that a PEFT model's loss comes from it; the classic
+  transformers loss (`logits=
   "full"`) holds about 12 bytes per token per vocabulary entry (bf16 logits, their fp32 copy, the
   log-softmax and its gradient), which dominates for 128k-vocabulary models such as Llama 3. The loss
   frees its buffers before the layers' backward pass starts, so it counts only where it needs more
