@@ -53,6 +53,7 @@ class QtMainWindow(QMainWindow):
         # Both tabs show the one draft (the documented defaults from the first paint).
         self.dataset_tab = QtDatasetTab(session=DatasetSession(self.draft))
         self.config_tab = QtConfigTab(draft=self.draft)
+        self.config_tab.token_stats_source = lambda: self.dataset_tab.session.stats  # max_length for "Fit to this GPU"
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.runs_view = QtRunsView(self.store)
         self.evaluate_tab = QtEvaluateTab(self.store)

@@ -307,6 +307,17 @@ class TrainingSettings:
             min=0, max=1000,
         ),
     )
+    activation_offloading: bool = field(
+        default=False,
+        metadata=_help(
+            "Keep the activations a training step saves for its backward pass in CPU RAM instead of on the GPU "
+            "(TRL's activation offloading: copies to pinned memory overlapped with the compute on a side CUDA "
+            "stream). With gradient checkpointing that is the layer inputs, so a few layers' worth stays on the "
+            "card whatever the length: far longer examples fit, for the time the copies cost and the offloaded size "
+            "in CPU RAM. NVIDIA GPU only; ignored on a CPU. Fit to this GPU turns it on only when nothing fits "
+            "without it."
+        ),
+    )
     fast_path: bool = field(
         default=True,
         metadata=_help(

@@ -14,6 +14,14 @@ Everything here comes from well-kept libraries, switched on only where it is kno
 - **FlashAttention-2** instead of sdpa when the `flash-attn` package is installed and the GPU can
   run it (compute capability 8.0 or newer: RTX 30xx/40xx/50xx, A100, H100).
 
+One memory lever is listed with them when a config asks for it, because it trades speed for memory
+and a run's log should say whether it got it: **activation offloading**
+(`training.activation_offloading`, TRL's own), on a CUDA GPU only — TRL's `OffloadActivations` needs an accelerator (on a CPU-only torch it fails at the
+trainer's construction with `'NoneType' object has no attribute 'type'`), and on a CPU there is no
+other memory to offload to. It works with PEFT and bitsandbytes: TRL unwraps the PEFT model to find
+the output head it keeps on the card, skips parameters (the 4-bit weights), and empties the cache
+bitsandbytes' dequantisation fills at every step.
+
 The plan is a pure function of the config and the machine's capabilities, so the Config tab can
 show what a run will get, the training log says what it got, and tests can check every rule.
 """
@@ -26,8 +34,8 @@ from typing import Any
 
 from studio.core.config.settings import RunConfig
 
-__all__ = ["Capabilities", "FastPathPlan", "SpeedUp", "apply_liger", "capabilities_for_card", "detect_capabilities",
-           "expected_compute_dtype", "plan_fast_path"]
+__all__ = ["Capabilities", "FastPathPlan", "SpeedUp", "activation_offloading_applies", "apply_liger",
+           "capabilities_for_card", "detect_capabilities", "expected_compute_dtype", "plan_fast_path"]
 
 # Liger's layer kernels; its fused linear cross-entropy stays off (see the module docstring).
 LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
@@ -130,13 +138,33 @@ def expected_compute_dtype(config: RunConfig, capabilities: Capabilities) -> str
     return "bfloat16" if capability is not None and capability >= (8, 0) else "float16"
 
 
+def activation_offloading_applies(config: RunConfig, device: str) -> bool:
+    """Whether the run gets TRL's activation offloading: asked for, and on a CUDA GPU (see the module docstring)."""
+    return config.training.activation_offloading and device == "cuda"
+
+
+def _offloading(config: RunConfig, device: str) -> tuple[SpeedUp, ...]:
+    """The offloading line, only when the config asks for it (a run that does not keeps the log it had)."""
+    t = config.training
+    if not t.activation_offloading:
+        return ()
+    if device != "cuda":
+        return (SpeedUp("activation offloading", False,
+                        "activation offloading: ignored — it moves activations from a GPU to CPU RAM; a CPU run "
+                        "has them in RAM already"),)
+    what = "layer inputs gradient checkpointing keeps" if t.gradient_checkpointing else "saved activations"
+    return (SpeedUp("activation offloading", True, f"activation offloading: on — the {what} wait in pinned CPU "
+                                                   "RAM (less GPU memory, some speed for the copies)"),)
+
+
 def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dtype: str) -> FastPathPlan:
     """Decide each speed-up for `config` on a machine with `capabilities`."""
     t = config.training
     attn = config.model.attn_implementation
+    offloading = _offloading(config, capabilities.device)
     if not t.fast_path:
         return FastPathPlan(enabled=False, liger=False, padding_free=False, attn_implementation=attn,
-                            speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"),))
+                            speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"), *offloading))
     cuda = capabilities.device == "cuda"
 
     install = 'pip install "finetune-studio[gpu]"'
@@ -168,7 +196,7 @@ def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dty
     else:
         padding = SpeedUp("padding-free batches", True, "padding-free batches: on")
     return FastPathPlan(enabled=True, liger=liger.enabled, padding_free=padding.enabled, attn_implementation=attn,
-                        speedups=(liger, attention, padding))
+                        speedups=(liger, attention, padding, *offloading))
 
 
 def apply_liger(model: Any) -> str | None:

@@ -19,10 +19,17 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
   attention kernel's inputs and output, the 3 MLP tensors of size `intermediate_size`, the LoRA
   branch's dropout outputs and masks — the frozen base layers save no input), times the layers, or —
   with gradient checkpointing — one layer input per layer plus one layer recomputed during the
-  backward pass.
+  backward pass. With **activation offloading** (TRL's `activation_offloading`, a `saved_tensors_hooks`
+  that copies every saved tensor of 1 KiB or more to CPU RAM) the card keeps only the tensors whose copy
+  is in flight — at most `OFFLOAD_STASH_TENSORS` of them in the forward pass — and, in the backward
+  pass, the layer being worked on: with checkpointing that many layer inputs, without it one layer's
+  saved tensors plus the stash of the largest (the MLP's).
 - **backward workspace**: one base layer dequantised for its matmul and the gradient in flight.
 - **logits / loss**: TRL's `SFTTrainer` scores tokens with a chunked LM head that never builds the
-  (tokens × vocab) logits, only one (≤4096 × 32768) tile; the classic transformers loss (`logits=
+  (tokens × vocab) logits, only one (≤4096 × 32768) tile — with PEFT too: TRL 1.16 puts the fused head
+  on the PEFT model's base model (`add_fused_lm_head(model.get_base_model())`) and refuses an adapter on
+  `lm_head`, and `tests/core/test_planner.py` checks that a PEFT model's loss comes from it; the classic
+  transformers loss (`logits=
   "full"`) holds about 12 bytes per token per vocabulary entry (bf16 logits, their fp32 copy, the
   log-softmax and its gradient), which dominates for 128k-vocabulary models such as Llama 3. The loss
   frees its buffers before the layers' backward pass starts, so it counts only where it needs more
@@ -65,6 +72,9 @@ average, over the cases measured by benchmarks/vram_accuracy.py."""
 LOGITS_TILE_TOKENS = 4096
 LOGITS_TILE_VOCAB = 32768
 """TRL's chunked LM head tile (trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE × its chunk_size)."""
+OFFLOAD_STASH_TENSORS = 5
+"""Saved tensors TRL's activation offloading keeps on the card while their copies to the CPU are in flight
+(`get_act_offloading_ctx_manager`'s `max_fwd_stash_size`)."""
 BNB_8BIT_MIN_SIZE = 4096
 """bitsandbytes' 8-bit optimisers keep fp32 states for tensors smaller than this."""
 BNB_8BIT_STATE_BLOCK = 256
@@ -413,7 +423,22 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         attn_implementation=config.model.attn_implementation, seq_len=seq,
     )
     final_norm = 4 * h  # the final RMSNorm's fp32 copy of its input
-    if t.gradient_checkpointing:
+    offloaded = 0
+    if t.activation_offloading and t.gradient_checkpointing:
+        # The layer inputs go to CPU RAM; the card keeps those whose copy is in flight (forward) or that the
+        # backward pass has brought back, and recomputes one layer at a time as without offloading.
+        held = tokens * (min(layers, OFFLOAD_STASH_TENSORS) * c * h + final_norm)
+        recomputed = tokens * per_token_layer
+        offloaded = tokens * layers * c * h
+        activation_label = "activations, checkpointing + offloading"
+    elif t.activation_offloading:
+        # Every saved tensor goes to CPU RAM; the backward pass brings back one layer's at a time while the
+        # stash holds the last copies in flight (the MLP's tensors are the largest).
+        held = tokens * (per_token_layer + OFFLOAD_STASH_TENSORS * c * shape.intermediate_size + final_norm)
+        recomputed = 0
+        offloaded = tokens * layers * per_token_layer
+        activation_label = "activations, offloading"
+    elif t.gradient_checkpointing:
         # Each layer keeps only its input; the backward pass recomputes one layer at a time.
         held = tokens * (layers * c * h + final_norm)
         recomputed = tokens * per_token_layer
@@ -453,6 +478,9 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
     parts["allocator overhead"] = round(allocated * ALLOCATOR_OVERHEAD)
     parts["CUDA context"] = CUDA_CONTEXT_BYTES
 
+    if offloaded:
+        notes.append(f"activation offloading keeps {format_bytes(offloaded, style='estimate')} of activations in "
+                     "pinned CPU RAM")
     settings = {
         "quantization": q.mode if q.mode != "4bit" else f"4bit-{q.bnb_4bit_quant_type}"
         + ("-double-quant" if q.bnb_4bit_use_double_quant else ""),
@@ -463,6 +491,8 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         "max_length": seq,
         "per_device_train_batch_size": batch,
         "gradient_checkpointing": t.gradient_checkpointing,
+        "activation_offloading": t.activation_offloading,
+        "offloaded_bytes": offloaded,
         "optim": optim,
         "logits": logits,
         "parameters": shape.parameter_count,
@@ -470,6 +500,17 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
     if not t.packing:
         notes.append("activations are for a batch of examples at max_length (the longest a batch can be)")
     return VramEstimate(model=shape.name, breakdown=parts, notes=notes, settings=settings)
+
+
+def embedding_on_cpu_saving(shape: ModelShape, config: RunConfig) -> int:
+    """GPU memory the 16-bit input embedding would free if it stayed in CPU RAM (0 when it is tied to the output
+    head, which the chunked loss reads on the card). Not a switch: no well-kept library keeps a frozen input
+    embedding on the CPU while training the rest on the GPU (accelerate's `device_map` offload is an inference
+    feature, and bitsandbytes refuses CPU modules without `llm_int8_enable_fp32_cpu_offload`), so the planner
+    only says what it would save."""
+    if shape.tie_word_embeddings:
+        return 0
+    return shape.embedding_params * _dtype_bytes(config.quantization.compute_dtype)
 
 
 def attn_implementation_is_flash(name: str) -> bool:

@@ -5,6 +5,7 @@ metadata: `studio.core.config.settings.field_bounds`.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -15,12 +16,15 @@ from studio.core.config.presets import GPU_PRESETS, Preset
 from studio.core.config.settings import RunConfig
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
+from studio.core.models.source import bundled_shapes
+from studio.core.plan.fit import Card, DataLengths, FitPlan, plan_fit
 from studio.core.plan.speedups import FastPathPlan
 from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError
 from studio.core.system.paths import user_data_dir
+from studio.core.system.units import format_bytes
 
-__all__ = ["LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_layers", "fast_path_line",
-           "target_shortcut", "train_command"]
+__all__ = ["LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit", "describe_layers",
+           "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "target_shortcut", "train_command"]
 
 
 def fast_path_line(plan: FastPathPlan) -> str:
@@ -113,3 +117,77 @@ class LayerNames:
 
     def remember(self, model: str, modules: LinearModules, *, trust_remote_code: bool) -> None:
         self._known[(model, trust_remote_code)] = modules
+
+
+# --------------------------------------------------------------------------------------- fit to this card
+
+
+def _available_ram() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # psutil is optional: the pages the OS reports free
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fit_card(gpu: object | None, selected: Preset | None, *, ram_bytes: int | None = None) -> Card:
+    """What "Fit to this GPU" plans for: the detected GPU's free memory; without one, the selected preset's card (the
+    one the estimate is compared with), or this computer's RAM for the CPU demo and presets not sized for a card."""
+    if gpu is not None:
+        return Card(int(gpu.free_bytes), "cuda", str(gpu.name))
+    if selected is not None and selected.vram_bytes is not None:
+        return Card(selected.vram_bytes, "cuda", f"the {selected.card} preset's card")
+    return Card(ram_bytes if ram_bytes is not None else _available_ram(), "cpu", "this computer")
+
+
+def _smaller_models() -> dict[str, ModelShape]:
+    shapes = {}
+    for name, path in bundled_shapes().items():
+        try:
+            shapes[name] = ModelShape.from_config(json.loads(path.read_text(encoding="utf-8")), name)
+        except (OSError, ValueError):
+            continue
+    return shapes
+
+
+def fit_to_card(shape: ModelShape, config: RunConfig, card: Card, stats: object | None = None) -> FitPlan:
+    """The planner's choice for the draft's config, the Dataset tab's token lengths (a TokenStats, if measured) and
+    the card, with the bundled model shapes as the smaller models it may suggest."""
+    return plan_fit(shape, config, card, data=DataLengths.from_stats(stats), alternatives=_smaller_models())
+
+
+def fit_preset(preset: Preset, config: RunConfig, shape: ModelShape | None) -> RunConfig:
+    """A GPU preset's knobs with the planner's memory levers for the preset's card and the model's shape: gradient
+    checkpointing off where it fits, the micro-batch split of the preset's effective batch, offloading only when
+    needed. The preset's max_length stays (no data lengths are used). Unchanged without a shape or a card size, or
+    where nothing fits."""
+    applied = preset.apply(config)
+    if shape is None or preset.vram_bytes is None:
+        return applied
+    plan = plan_fit(shape, applied, Card(preset.vram_bytes, "cuda", f"the {preset.card} preset's card"))
+    return plan.config if plan.fits else applied
+
+
+def describe_fit(plan: FitPlan, original: RunConfig) -> str:
+    """What "Fit to this GPU" did, for the Config tab: the estimate before and after, the changes, and why."""
+    before = format_bytes(plan.before.total, style="estimate")
+    if not plan.fits:
+        lines = [f"Nothing fits {plan.card.describe()} (now {before}); nothing was changed.", *plan.reasons,
+                 "What would fit:", *(f"• {line}" for line in plan.suggestions)]
+        return "\n".join(lines)
+    after = format_bytes(plan.after.total, style="estimate")
+    changes = plan.changes(original)
+    changed = ", ".join(f"{key.split('.', 1)[1]} {_shown(old)} → {_shown(new)}" for key, old, new in changes)
+    lines = [f"Fitted to {plan.card.describe()}: estimate {before} → {after}.",
+             f"Changed: {changed}." if changes else "Already the fastest settings that fit: nothing changed.",
+             *(f"• {reason}" for reason in plan.reasons)]
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -149,6 +149,8 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
     truncated to max_length (see data_prepare.truncate), which TRL would refuse to do for padding-free batches."""
     from trl import SFTConfig
 
+    from studio.core.plan.speedups import activation_offloading_applies
+
     t = config.training
     checkpointing = {
         "gradient_checkpointing": t.gradient_checkpointing,
@@ -197,4 +199,6 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         assistant_only_loss=False,  # labels arrive pre-computed by chat_tokens.encode_example
         completion_only_loss=False,
         dataloader_num_workers=0,
+        # TRL's offloading needs a CUDA device (it fails to build on a CPU-only torch); the run's log says so.
+        activation_offloading=activation_offloading_applies(config, hardware.device),
     )

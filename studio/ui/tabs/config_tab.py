@@ -35,9 +35,10 @@ from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.plan.vram import estimate_vram
+from studio.core.plan.fit import context_line
 from studio.core.sessions.config import (
-    LayerNames, ModelShapes, command_config_path, comparison_preset, describe_layers, fast_path_line, target_shortcut,
-    train_command,
+    LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers, fast_path_line,
+    fit_card, fit_preset, fit_to_card, target_shortcut, train_command,
 )
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu
@@ -266,6 +267,19 @@ class QtConfigTab(QWidget):
         self.copy_command_button.setToolTip("Save this config to a TOML file and copy the finetune-studio train "
                                             "command that runs it headless")
         self.command_label = QElidingLabel()
+        self.fit_button = QPushButton("Fit to this GPU")
+        self.fit_button.setToolTip("Choose the fastest settings that fit the card with a margin — max_length for the "
+                                   "data's token lengths, gradient checkpointing, the batch split, offloading — and "
+                                   "say why; without an NVIDIA GPU, for the selected preset's card (or this computer's "
+                                   "RAM with the CPU demo preset)")
+        self.context_label = QElidingLabel()  # the longest context the chosen model can train at on this card
+        self.context_label.setStyleSheet(f"color: {style.MUTED};")
+        self.fit_label = QLabel()  # what the last fit did and why; hidden until then
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.last_fit = None  # the last FitPlan, for tests and the window
+        self.token_stats_source: Callable[[], Any] | None = None
+        """Returns the Dataset tab's TokenStats (or None), which the fit covers with max_length."""
 
         # --- first screen
         self.r = self._spin("lora", "r")
@@ -290,6 +304,7 @@ class QtConfigTab(QWidget):
         self.effective_batch = QLabel()
         self.max_length = self._spin("training", "max_length")
         self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
+        self.activation_offloading = self._check("training", "activation_offloading", "Offload activations to CPU RAM")
         self.fast_path = self._check("training", "fast_path", "Fast path")
         self.fast_path_label = _QtNoteLabel()  # what the fast path gives on this machine, or why a part of it is off
         self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
@@ -339,6 +354,7 @@ class QtConfigTab(QWidget):
         self.preset_combo.currentIndexChanged.connect(self._show_preset_hint)
         self.save_preset_button.clicked.connect(self._ask_preset_name)
         self.copy_command_button.clicked.connect(self.copy_command)
+        self.fit_button.clicked.connect(self.fit_to_gpu)
 
         self.reload_presets()
         self._select_preset(preset_for_gpu(self._gpu).key)
@@ -458,6 +474,7 @@ class QtConfigTab(QWidget):
             ("Effective batch", self.effective_batch),
             ("Max length (tokens)", self.max_length),
             ("", self.gradient_checkpointing),
+            ("", self.activation_offloading),
             ("", self.fast_path),
             ("", self.fast_path_label),  # under the box; wraps rather than widen the column
         ])
@@ -543,9 +560,16 @@ class QtConfigTab(QWidget):
         body.addWidget(scroll, 1)
         body.addWidget(self.vram_panel)
 
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(self.fit_button)
+        fit_row.addWidget(self.context_label, stretch=1)
+
         layout = QVBoxLayout(self)
         layout.addWidget(model_box)
         layout.addLayout(preset_row)
+        layout.addLayout(fit_row)
+        layout.addWidget(self.fit_label)
+        self.fit_label.hide()  # shown with the first fit
         layout.addWidget(self.command_label)
         self.command_label.hide()  # shown with the first message
         layout.addLayout(body, 1)
@@ -777,9 +801,11 @@ class QtConfigTab(QWidget):
         """Set every knob from a preset (the model and the data stay); emits `changed`."""
         preset = self._presets[key]
         self._select_preset(key)
-        config = preset.apply(self.current_config())
+        config = self.current_config()
         if not config.model.name_or_path and preset.suggested_model:
             config.model.name_or_path = preset.suggested_model
+        # The planner sets the preset's memory levers for the model's shape, where it is known.
+        config = fit_preset(preset, config, self._shapes.get(config.model.name_or_path)[0])
         self.set_config(config)
         self.changed.emit()
 
@@ -845,17 +871,49 @@ class QtConfigTab(QWidget):
         model = config.model.name_or_path
         if not model:
             self.vram_panel.set_unavailable(NO_MODEL_TEXT)
+            self.context_label.setText("")
             self.estimate_updated.emit(None)
             return
         shape, source = self._shapes.get(model)
         if shape is None:
             self.vram_panel.set_unavailable(f"No estimate: {source}")
+            self.context_label.setText("")
             self.estimate_updated.emit(None)
             return
         estimate = estimate_vram(shape, config)
         limit, against = self.memory_limit()
         self.vram_panel.set_estimate(estimate, limit_bytes=limit, against=against, source=source)
+        self.context_label.setText(context_line(shape, config, self._fit_card()))
+        self.context_label.setToolTip(self.context_label.text())
         self.estimate_updated.emit(estimate)
+
+    # --- fit to this GPU ------------------------------------------------------------------------------
+    def _fit_card(self):
+        if self._gpu is not None and self._refresh_gpu:
+            self._gpu = detect_gpu(self._gpu.index) or self._gpu
+        return fit_card(self._gpu, self.selected_preset())
+
+    def fit_to_gpu(self) -> None:
+        """Apply the planner's fastest settings that fit (written through the draft), and show the estimate before
+        and after and why; where nothing fits, change nothing and say what would."""
+        config = self.current_config()
+        shape, source = self._shapes.get(config.model.name_or_path) if config.model.name_or_path else (None, "")
+        if shape is None:
+            self._show_fit(f"Cannot fit: {source or 'choose a model first'}")
+            return
+        stats = self.token_stats_source() if self.token_stats_source is not None else None
+        plan = fit_to_card(shape, config, self._fit_card(), stats)
+        self.last_fit = plan
+        if plan.fits:
+            for section in ("quantization", "training"):
+                chosen = getattr(plan.config, section)
+                self.draft.update(section, **{f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen)})
+            self.changed.emit()
+        self._show_fit(describe_fit(plan, config))
+
+    def _show_fit(self, text: str) -> None:
+        self.fit_label.setText(text)
+        self.fit_label.setVisible(True)
 
     def shutdown(self) -> None:
         """Stop background work (a download is cancelled; what it fetched stays in the cache)."""
