@@ -21,7 +21,7 @@ truncates), the 4-bit base, a smaller model.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from studio.core.config.settings import RunConfig, config_field, copy_config
