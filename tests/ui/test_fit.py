@@ -9,7 +9,7 @@ import pytest
 from studio.core.config.settings import RunConfig
 from studio.core.data.stats import TokenStats
 from studio.core.system.gpu import GpuInfo
-from studio.ui.widgets.qt_model_picker import running_workers
+from studio.ui.background import running_tasks
 
 MIB = 1024**2
 RTX_4060 = GpuInfo("NVIDIA GeForce RTX 4060", 8188 * MIB, 8188 * MIB)
@@ -30,7 +30,7 @@ def tab(qtbot):
     tab.resize(1160, 720)
     yield tab
     tab.shutdown()
-    qtbot.waitUntil(lambda: not running_workers(), timeout=60_000)
+    qtbot.waitUntil(lambda: not running_tasks(), timeout=60_000)
 
 
 def _stats(lengths: list[int]) -> TokenStats:
