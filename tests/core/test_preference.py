@@ -226,3 +226,53 @@ def test_a_dpo_run_stops_on_request_and_resumes_to_its_end(demo_assets, tmp_path
     resumed_steps = [e["step"] for e in events[events.index(started):] if e["event"] == "step"]
     assert resumed_steps == list(range(stopped_at + 1, 7))
     assert events[-1]["status"] == "completed" and events[-1]["step"] == 6
+
+
+def _reply_logprob(model, tokenizer, question: str, reply: str) -> float:
+    """The summed log-probability of `reply` (and its end-of-turn) after `question`, through the chat template."""
+    import torch
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           tokenize=False)
+    full = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                          {"role": "assistant", "content": reply}], tokenize=False)
+    start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    return float(logps[start - 1:].gather(1, targets[start - 1:, None]).sum())
+
+
+@pytest.mark.slow
+def test_dpo_from_the_untuned_base_learns_to_prefer_the_chosen_answers(demo_assets, tmp_path):
+    """The demo's answers as chosen, another question's answer as rejected, no SFT first.
+
+    Measured (2 CPU cores, 60 steps, lr 3e-3, beta 0.1, 7 s): the reward accuracy goes from 0.5 over the first
+    ten steps to 1.0 over the last ten; the chosen answer has the higher likelihood on 5 of 10 questions before
+    and 9 of 10 after. Greedy replies do not become the chosen answers (0 of 10 exactly; DPO moves the two replies'
+    likelihoods apart, it does not teach a random base to write): that needs SFT first, the usual order.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pairs = _demo_pairs(demo_assets.dataset_path)
+    data = _method_data("dpo", demo_assets, tmp_path)
+    run, status = _train(_config(demo_assets, "dpo", data, max_steps=60, beta=0.1), tmp_path / "run")
+    assert status == "completed"
+    accuracies = [e["metrics"]["rewards/accuracies"] for e in run.events() if e["event"] == "step"]
+    first, last = sum(accuracies[:10]) / 10, sum(accuracies[-10:]) / 10
+    assert last >= 0.9 and last > first, f"reward accuracy {first:.2f} → {last:.2f}"
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(demo_assets.model_dir), dtype=torch.float32).eval()
+
+    def preferred(model) -> int:
+        return sum(_reply_logprob(model, tokenizer, q, a) > _reply_logprob(model, tokenizer, q, w)
+                   for q, a, w in pairs)
+
+    before = preferred(base)
+    tuned = PeftModel.from_pretrained(base, str(run.adapter_dir)).eval()
+    after = preferred(tuned)
+    assert after >= 8 and after > before, f"chosen preferred on {before}/10 before, {after}/10 after"
