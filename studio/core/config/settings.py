@@ -235,6 +235,70 @@ class DataSettings:
 class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
+    method: str = field(
+        default="sft",
+        metadata=_help(
+            "How the adapter learns: sft (supervised: imitate the replies in the data), dpo (Direct Preference "
+            "Optimisation: prefer each prompt's chosen reply over its rejected one), orpo (odds-ratio preference "
+            "optimisation: learns the chosen replies and the preference in one loss, no reference pass), kto "
+            "(Kahneman-Tversky Optimisation: single replies labelled desirable or not) or grpo (Group Relative "
+            "Policy Optimisation: the model writes several replies per prompt and learns from their rewards, "
+            "see training.rewards). dpo and orpo read prompt/chosen/rejected records, kto prompt/completion/label "
+            "(or chosen/rejected pairs, split in two), grpo prompts (with the expected reply, which the rewards "
+            "compare against). The usual order is sft first, then a preference method from its adapter.",
+            choices=["sft", "dpo", "orpo", "kto", "grpo"],
+        ),
+    )
+    beta: float = field(
+        default=0.1,
+        metadata=_help(
+            "dpo and kto: how far the tuned model may move from the base (a low beta lets it move further); "
+            "orpo: the weight of the preference term against the loss on the chosen replies. TRL's beta.",
+            above=0.0, max=100.0, step=0.01, decimals=3,
+        ),
+    )
+    num_generations: int = field(
+        default=4,
+        metadata=_help(
+            "grpo: replies sampled per prompt; each is rewarded against the others of its group. Batch size × "
+            "gradient accumulation must be a multiple of it.",
+            min=2, max=256,
+        ),
+    )
+    max_completion_length: int = field(
+        default=128,
+        metadata=_help("grpo: the longest reply generated, in tokens.", min=1, max=1_048_576, step=64),
+    )
+    rewards: list[str] = field(
+        default_factory=lambda: ["tool_call=1.0"],
+        metadata=_help(
+            "grpo: the reward functions as metric=weight pairs, from the Evaluate tab's metrics (exact, normalised, "
+            "normalised_tr, contains, regex, tool_call, chrf), each scoring a generated reply against the prompt's "
+            "expected reply from 0 to 1 (tool_call with partial credit: a call, the right function, valid JSON, "
+            "each argument right). The reward is the weighted sum."
+        ),
+    )
+    reward_pattern: str = field(
+        default="",
+        metadata=_help("grpo: the regular expression of the regex reward (found in the reply = 1)."),
+    )
+    length_penalty: float = field(
+        default=0.0,
+        metadata=_help(
+            "grpo: subtracted from the reward in proportion to the reply's length: a reply of "
+            "max_completion_length tokens loses this much. 0 = no penalty.",
+            min=0.0, max=100.0, step=0.01, decimals=3,
+        ),
+    )
+    kl_coefficient: float = field(
+        default=0.0,
+        metadata=_help(
+            "grpo: the weight of the KL penalty that keeps the model near the base (TRL's beta). 0 = none, and "
+            "no reference pass is computed (faster); above 0 the KL is also plotted. 0.001–0.04 is typical.",
+            min=0.0, max=10.0, step=0.001, decimals=4,
+        ),
+    )
+
     # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
     learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate of the adapter.", above=0.0,
                                                                  max=1.0, step=1e-5))
@@ -382,6 +446,7 @@ class RunConfig:
         if self.training.max_steps <= 0 and self.training.num_train_epochs <= 0:
             raise ConfigError("training.num_train_epochs", self.training.num_train_epochs,
                               "nothing to train: set the epochs above 0, or training.max_steps")
+        _validate_method(self.training)
         if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
             raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
                               "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
@@ -412,6 +477,40 @@ def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(key, value, f"must be at least {meta['min']}")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(key, value, f"must be at most {meta['max']}")
+
+
+def parse_rewards(entries: typing.Sequence[str]) -> list[tuple[str, float]]:
+    """`["tool_call=1.0", "exact"]` → [("tool_call", 1.0), ("exact", 1.0)]; ValueError names a bad entry. The
+    metric names are checked where the rewards are built (core.train.methods): metrics sit above config."""
+    parsed = []
+    for entry in entries:
+        name, _, weight = str(entry).partition("=")
+        if not name.strip():
+            raise ValueError(f"'{entry}' is not metric=weight (e.g. tool_call=1.0)")
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"'{entry}': the weight {weight.strip()!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"'{entry}': the weight must be a finite number")
+        parsed.append((name.strip(), value))
+    return parsed
+
+
+def _validate_method(training: TrainingSettings) -> None:
+    if training.method != "grpo":
+        return
+    try:
+        rewards = parse_rewards(training.rewards)
+    except ValueError as error:
+        raise ConfigError("training.rewards", training.rewards, str(error)) from None
+    if not rewards and training.length_penalty <= 0:
+        raise ConfigError("training.rewards", training.rewards, "grpo needs at least one reward (e.g. tool_call=1.0)")
+    per_step = training.per_device_train_batch_size * training.gradient_accumulation_steps
+    if per_step % training.num_generations:
+        raise ConfigError("training.num_generations", training.num_generations,
+                          f"batch size × gradient accumulation ({per_step}) must be a multiple of it: each prompt's "
+                          "replies are compared within one step")
 
 
 def _validate_data_reading(data: DataSettings) -> None:

@@ -119,7 +119,114 @@ def _content_text(content: Any, where: str) -> str:
     return content
 
 
-def _normalise_turns(turns: Any, key: str, role_map: dict[str, str]) -> list[dict[str, str]]:
+def normalise_preference(record: Any, fmt: str) -> list[dict[str, Any]]:
+    """One record of a method beyond SFT (its columns already mapped) in TRL's conversational form; ValueError
+    with the reason. Usually one example; a chosen/rejected pair read for kto gives two.
+
+    preference → {"prompt": turns, "chosen": [reply], "rejected": [reply]}; unpaired_preference →
+    {"prompt": turns, "completion": [reply], "label": bool}; prompt_only and the SFT shapes (for grpo) →
+    {"prompt": turns, "expected": text} ("" when the record has no expected reply).
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if fmt == "preference":
+        prompt, chosen, rejected = _pair(record)
+        if chosen == rejected:
+            raise ValueError("'chosen' and 'rejected' are identical: there is nothing to prefer")
+        return [{"prompt": prompt, "chosen": chosen, "rejected": rejected}]
+    if fmt == "unpaired_preference":
+        prompt = _prompt_turns(record)
+        completion = _reply_turns(record.get("completion"), "completion", present="completion" in record)
+        return [{"prompt": prompt, "completion": completion, "label": _label(record.get("label"))}]
+    if fmt == "prompt_only":
+        expected = record.get("completion")
+        if isinstance(expected, list):
+            expected = _reply_turns(expected, "completion")[-1]["content"]
+        elif expected is not None and not isinstance(expected, str):
+            raise ValueError(f"'completion' must be a string, got {type(expected).__name__}")
+        return [{"prompt": _prompt_turns(record), "expected": expected or ""}]
+    if fmt in FORMATS:  # an SFT record for grpo: the conversation up to its last reply, which is the expected one
+        example = normalise(record, fmt)
+        if "messages" not in example:
+            raise ValueError("plain text has no prompt to generate from")
+        turns = example["messages"]
+        last = max(i for i, turn in enumerate(turns) if turn["role"] == "assistant")
+        if not any(turn["role"] == "user" for turn in turns[:last]):
+            raise ValueError("no user turn before the last reply: nothing to prompt with")
+        return [{"prompt": turns[:last], "expected": turns[last]["content"]}]
+    raise ValueError(f"unknown format '{fmt}'")
+
+
+def unpair(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """A normalised pair as kto's two unpaired examples: the chosen reply desirable, the rejected one not."""
+    return [{"prompt": example["prompt"], "completion": example["chosen"], "label": True},
+            {"prompt": example["prompt"], "completion": example["rejected"], "label": False}]
+
+
+def _prompt_turns(record: dict[str, Any]) -> list[dict[str, str]]:
+    if "prompt" not in record:
+        raise ValueError("'prompt' is missing")
+    prompt = record["prompt"]
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("'prompt' is empty")
+        turns = [{"role": "user", "content": prompt}]
+    else:
+        turns = _normalise_turns(prompt, "prompt", OPENAI_ROLES, need_reply=False)
+        if turns[-1]["role"] == "assistant":
+            raise ValueError("'prompt' ends with an assistant turn: the reply to learn must come after it")
+    return _with_system(turns, record.get("system"), "'system'", "system" in record)
+
+
+def _reply_turns(value: Any, key: str, *, present: bool = True) -> list[dict[str, str]]:
+    """A reply: a string, or a list of turns ending with the assistant's (TRL's conversational form)."""
+    if not present:
+        raise ValueError(f"'{key}' is missing")
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"'{key}' is empty")
+        return [{"role": "assistant", "content": value}]
+    turns = _normalise_turns(value, key, OPENAI_ROLES)
+    if turns[-1]["role"] != "assistant":
+        raise ValueError(f"'{key}' must end with an assistant turn")
+    return turns
+
+
+def _pair(record: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:
+    """(prompt, chosen, rejected); without a prompt, chosen and rejected are whole conversations and their
+    common first turns are the prompt (TRL's implicit prompt)."""
+    chosen = _reply_turns(record.get("chosen"), "chosen", present="chosen" in record)
+    rejected = _reply_turns(record.get("rejected"), "rejected", present="rejected" in record)
+    if "prompt" in record:
+        return _prompt_turns(record), chosen, rejected
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0 or not any(turn["role"] == "user" for turn in chosen[:shared]):
+        raise ValueError("'prompt' is missing, and 'chosen' and 'rejected' share no first turns to take it from")
+    return _with_system(chosen[:shared], record.get("system"), "'system'", "system" in record), \
+        chosen[shared:], rejected[shared:]
+
+
+_TRUE = {"true", "1", "yes", "desirable", "good"}
+_FALSE = {"false", "0", "no", "undesirable", "bad"}
+
+
+def _label(value: Any) -> bool:
+    """kto's label: a boolean, 0/1, or its text (a CSV cell)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if value is None:
+        raise ValueError("'label' is missing")
+    raise ValueError(f"'label' must be true or false (or 1/0), got {value!r}")
+
+
+def _normalise_turns(turns: Any, key: str, role_map: dict[str, str], *,
+                     need_reply: bool = True) -> list[dict[str, str]]:
     if isinstance(turns, str) and turns.lstrip().startswith("["):  # a CSV cell holding the turns as JSON
         try:
             turns = json.loads(turns)
@@ -161,6 +268,6 @@ def _normalise_turns(turns: Any, key: str, role_map: dict[str, str]) -> list[dic
             raise ValueError(f"{key}[{i}]: empty {role} message")
         messages.append({"role": role, "content": content})
         learns = learns or role == "assistant"
-    if not learns:
+    if need_reply and not learns:
         raise ValueError(f"'{key}' has no assistant turn to learn from")
     return messages

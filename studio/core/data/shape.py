@@ -42,6 +42,20 @@ MAPPING_FIELDS: dict[str, tuple[str, ...]] = {
     "prompt_completion": ("prompt", "completion", "system"),
     "text": ("text",),
 }
+PREFERENCE_FORMATS = ("preference", "unpaired_preference", "prompt_only")
+"""The shapes the methods beyond SFT read (training.method); kept apart from FORMATS, which SFT reads."""
+PREFERENCE_FORMAT_NAMES = {
+    "preference": "prompt/chosen/rejected pairs",
+    "unpaired_preference": "prompt/completion/label (desirable or not)",
+    "prompt_only": "prompts",
+}
+PREFERENCE_MAPPING_FIELDS: dict[str, tuple[str, ...]] = {
+    "preference": ("prompt", "chosen", "rejected", "system"),
+    "unpaired_preference": ("prompt", "completion", "label", "system"),
+    "prompt_only": ("prompt", "completion", "system"),
+}
+METHOD_FORMATS = {"dpo": "preference", "orpo": "preference", "kto": "unpaired_preference", "grpo": "prompt_only"}
+"""The shape each method trains on (kto also reads pairs, grpo any SFT record: see detect_method_format)."""
 OPTIONAL_FIELDS = {"input", "system"}
 FIELD_LABELS = {
     "messages": "Turns (list of role/content)",
@@ -53,6 +67,9 @@ FIELD_LABELS = {
     "prompt": "Prompt (user)",
     "completion": "Completion (assistant)",
     "text": "Text",
+    "chosen": "Chosen reply (preferred)",
+    "rejected": "Rejected reply",
+    "label": "Label (true = desirable)",
 }
 _SYNONYMS = {
     "messages": ("messages", "conversation", "conversations", "chat", "dialog", "dialogue", "turns"),
@@ -80,6 +97,44 @@ def detect_format(record: Any) -> tuple[str, str]:
     if "text" in keys:
         return "text", "key 'text' holds plain text (continued pre-training)"
     raise ValueError(f"unrecognised record shape (keys: {', '.join(sorted(map(str, keys))) or 'none'})")
+
+
+def detect_method_format(record: Any, method: str) -> tuple[str, str]:
+    """The shape `method` reads `record` as, and the evidence; ValueError says what the method needs.
+
+    kto also trains on chosen/rejected pairs (each pair is one desirable and one undesirable reply, as TRL's
+    unpair_preference_dataset splits them); grpo also takes an SFT record, whose last reply is then the
+    expected one and what comes before it the prompt.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    keys = set(record)
+    shown = ", ".join(sorted(map(str, keys))) or "none"
+    paired = {"chosen", "rejected"} <= keys
+    if method in ("dpo", "orpo"):
+        if paired:
+            return "preference", "keys 'chosen' and 'rejected' (paired preference)"
+        raise ValueError(f"{method} trains on pairs: needs 'chosen' and 'rejected' (and 'prompt', unless both "
+                         f"are whole conversations) (keys: {shown})")
+    if method == "kto":
+        if {"completion", "label"} <= keys:
+            return "unpaired_preference", "keys 'completion' and 'label' (unpaired preference)"
+        if paired:
+            return "preference", "keys 'chosen' and 'rejected': each pair is split into a desirable and an " \
+                                 "undesirable reply"
+        raise ValueError(f"kto needs 'completion' and 'label' (or 'chosen' and 'rejected') (keys: {shown})")
+    if method == "grpo":
+        if "prompt" in keys:
+            return "prompt_only", "key 'prompt' (the model writes the replies; 'completion', when present, is " \
+                                  "the expected one)"
+        try:
+            found, why = detect_format(record)
+        except ValueError:
+            raise ValueError(f"grpo needs a 'prompt' (or a conversation to take it from) (keys: {shown})") from None
+        if found == "text":
+            raise ValueError("grpo needs a prompt: plain text has none")
+        return found, f"{why}: its last reply is the expected one"
+    raise ValueError(f"unknown training method '{method}'")
 
 
 def _is_turn_list(value: Any) -> bool:
@@ -220,7 +275,7 @@ def parse_column_mapping(entries: Sequence[str] | Mapping[str, str] | None) -> d
                 raise ValueError(f"'{entry}' is not field=column (e.g. prompt=question)")
             name, column = entry.split("=", 1)
             items.append((name.strip(), column.strip()))
-    known = {f for fields in MAPPING_FIELDS.values() for f in fields}
+    known = {f for fields in (*MAPPING_FIELDS.values(), *PREFERENCE_MAPPING_FIELDS.values()) for f in fields}
     mapping = {}
     for name, column in items:
         if name not in known:

@@ -87,7 +87,8 @@ class StudioCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         if "eval_loss" in logs:
-            self.emit(make_event("eval", step=state.global_step, eval_loss=logs["eval_loss"]))
+            self.emit(make_event("eval", step=state.global_step, eval_loss=logs["eval_loss"],
+                                 **_trainer_metrics(logs, eval_prefix=True)))
         if "loss" in logs:
             self.emit(make_event(
                 "step",
@@ -97,6 +98,7 @@ class StudioCallback(TrainerCallback):
                 learning_rate=logs.get("learning_rate"),
                 grad_norm=logs.get("grad_norm"),
                 tokens_per_second=self._tokens_per_second(logs),
+                **_trainer_metrics(logs, eval_prefix=False),
             ))
 
     def _tokens_per_second(self, logs: dict[str, Any]) -> float | None:
@@ -114,6 +116,26 @@ class StudioCallback(TrainerCallback):
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             self.emit(make_event("checkpoint", step=state.global_step, path=str(path)))
+
+
+_STEP_KEYS = {"loss", "learning_rate", "grad_norm", "num_tokens", "epoch", "eval_loss"}
+
+
+def _trainer_metrics(logs: dict[str, Any], *, eval_prefix: bool) -> dict[str, Any]:
+    """`{"metrics": {...}}` with the trainer's own numbers beyond the step's fields (DPO's rewards/margins and
+    logps/chosen, GRPO's rewards/<function>/mean, reward_std, completions/mean_length, kl, ...), as the trainer
+    names them (an eval's without its eval_ prefix); {} when there are none."""
+    metrics = {}
+    for key, value in logs.items():
+        if key in _STEP_KEYS or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if eval_prefix != key.startswith("eval_"):
+            continue
+        name = key[len("eval_"):] if eval_prefix else key
+        if eval_prefix and name in ("runtime", "samples_per_second", "steps_per_second"):
+            continue  # the evaluation's timing, not a metric of the model
+        metrics[name] = value
+    return {"metrics": metrics} if metrics else {}
 
 
 def _main_process_decides(flag: bool, device: Any) -> bool:

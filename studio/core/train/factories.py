@@ -152,14 +152,32 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
     from studio.core.plan.speedups import activation_offloading_applies
 
     t = config.training
+    return SFTConfig(
+        **training_arguments(config, hardware, output_dir, has_eval=has_eval),
+        max_length=None if padding_free else t.max_length,
+        padding_free=padding_free,
+        dataset_num_proc=None,
+        packing=t.packing,
+        assistant_only_loss=False,  # labels arrive pre-computed by chat_tokens.encode_example
+        completion_only_loss=False,
+        # TRL's offloading needs a CUDA device (it fails to build on a CPU-only torch); the run's log says so.
+        activation_offloading=activation_offloading_applies(config, hardware.device),
+    )
+
+
+def training_arguments(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool) -> dict[str, Any]:
+    """The TrainingArguments every method's TRL config shares (SFTConfig, DPOConfig, ... subclass it)."""
+    from transformers import TrainingArguments
+
+    t = config.training
     checkpointing = {
         "gradient_checkpointing": t.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
     }
-    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         # transformers >= 5.2x renamed gradient_checkpointing* (the old names warn until v6).
         checkpointing = {k.replace("gradient_", "activation_"): v for k, v in checkpointing.items()}
-    return SFTConfig(
+    return dict(
         **checkpointing,
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
@@ -168,8 +186,6 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_length=None if padding_free else t.max_length,
-        padding_free=padding_free,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio,  # transformers 5: a value below 1 is a fraction of the steps
         weight_decay=t.weight_decay,
@@ -194,11 +210,5 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
         use_cpu=hardware.device == "cpu",
         report_to="none",
         disable_tqdm=True,  # the studio shows progress; tqdm bars would fill the log with carriage returns
-        dataset_num_proc=None,
-        packing=t.packing,
-        assistant_only_loss=False,  # labels arrive pre-computed by chat_tokens.encode_example
-        completion_only_loss=False,
         dataloader_num_workers=0,
-        # TRL's offloading needs a CUDA device (it fails to build on a CPU-only torch); the run's log says so.
-        activation_offloading=activation_offloading_applies(config, hardware.device),
     )

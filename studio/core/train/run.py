@@ -282,8 +282,14 @@ def run_training(
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}", phase="data"))
     # The same reader, column mapping and encoding as the Dataset tab; bad rows stop the run unless
     # data.skip_bad_rows is on (then each skipped row is logged).
-    train_data = training_data(config.data, emit=emit)
-    eval_data = training_data(config.data, config.data.eval_file, emit=emit) if config.data.eval_file else None
+    from studio.core.train.methods import training_method
+
+    method = training_method(config)  # None for sft; dpo, orpo, kto, grpo read and train their own way
+    if method is not None:
+        train_data, eval_data = method.read(emit)
+    else:
+        train_data = training_data(config.data, emit=emit)
+        eval_data = training_data(config.data, config.data.eval_file, emit=emit) if config.data.eval_file else None
 
     emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
@@ -325,7 +331,10 @@ def run_training(
         return _finish_from_checkpoint(run_dir, tokenizer, emit, Path(resume_from), *done)
 
     emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows", phase="tokenising"))
-    train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
+    if method is not None:  # TRL's preference and GRPO trainers tokenise with the chat template themselves
+        train_set, eval_set = method.datasets(train_data, eval_data)
+    else:
+        train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
 
     emit(make_event("log", level="info",
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
@@ -343,11 +352,13 @@ def run_training(
     callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
                               resumed_from=str(resume_from) if resume_from else None,
                               device=hardware.device, compute_dtype=hardware.compute_dtype)
-    trainer_class = _atomic_checkpoint_trainer(SFTTrainer)
+    trainer_class = _atomic_checkpoint_trainer(SFTTrainer if method is None else method.trainer_class())
     trainer = trainer_class(
         model=model,
         args=sft_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None,
-                        padding_free=fast.padding_free),
+                        padding_free=fast.padding_free) if method is None else
+        method.args(hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None),
+        **({} if method is None else method.trainer_kwargs()),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
