@@ -175,5 +175,53 @@ def scores_callback(config: RunConfig, tokenizer: Any, cases: Sequence[EvalCase]
     return TrainingScoresCallback()
 
 
-__all__ = ["AUTO_METRIC", "Scores", "choose_metric", "describe_schedule", "held_out_cases", "reply_budget",
-           "score_model", "scores_callback"]
+@dataclass(frozen=True)
+class ScorePoint:
+    step: int
+    seconds: float
+    """Training seconds at the scoring (the x value in training-time mode)."""
+    passed: int
+    total: int
+    score: float
+    metric: str
+
+    @property
+    def share(self) -> float:
+        """The share passed, the accuracy curve's y value in [0, 1]."""
+        return self.passed / self.total if self.total else 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.passed}/{self.total}"
+
+    def describe(self) -> str:
+        """The point's tooltip: "step 40: 3/8 passed (normalised, mean score 0.42)"."""
+        return f"step {self.step}: {self.label} passed ({self.metric}, mean score {self.score:.2f})"
+
+
+class ScoreSeries:
+    """A run's `eval_scores` events as points; a resume from an earlier step drops the points after it (those
+    steps are trained again), as RunMetrics does with the loss."""
+
+    def __init__(self) -> None:
+        self.points: list[ScorePoint] = []
+
+    def feed(self, event: dict[str, Any], seconds: float = 0.0) -> str:
+        """Take one event: "point" (one added), "truncated" (points dropped) or ""."""
+        kind = event.get("event")
+        if kind == "started":
+            start = int(event.get("start_step") or 0)
+            kept = [p for p in self.points if p.step <= start]
+            if len(kept) != len(self.points):
+                self.points = kept
+                return "truncated"
+        elif kind == "eval_scores" and int(event.get("total") or 0) > 0:
+            self.points.append(ScorePoint(int(event.get("step") or 0), float(seconds), int(event.get("passed") or 0),
+                                          int(event["total"]), float(event.get("score") or 0.0),
+                                          str(event.get("metric") or "")))
+            return "point"
+        return ""
+
+
+__all__ = ["AUTO_METRIC", "ScorePoint", "ScoreSeries", "Scores", "choose_metric", "describe_schedule", "held_out_cases",
+           "reply_budget", "score_model", "scores_callback"]
