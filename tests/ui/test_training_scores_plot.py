@@ -97,3 +97,48 @@ def test_a_finished_runs_events_draw_its_scores_at_once(qtbot, tab):
     qtbot.waitUntil(plot.isVisible, timeout=2000)
     tab.metrics_plots.reset()
     assert plot.point_count == 0 and not plot.isVisible()
+
+
+# ------------------------------------------------------------------ the automatic held-out split, as the tabs show it
+
+
+@pytest.fixture
+def qt_settings(tmp_path, qapp):
+    """A private Qt settings store, so no saved geometry of another test (or of the user) is restored."""
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    QCoreApplication.setOrganizationName("finetune-studio-tests")
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
+    QSettings().clear()
+    yield QSettings()
+    QSettings().clear()
+
+
+def test_a_47_row_file_gets_5_rows_held_out_and_the_config_tab_says_so(qtbot, tmp_path, qt_settings):
+    import json
+
+    from studio.ui.main_window import QtMainWindow, last_config_path
+
+    last_config_path().unlink(missing_ok=True)
+    data = tmp_path / "calls.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Fatura {n}?"},
+                                                     {"role": "assistant", "content": f"get_bill({n})"}]}) + "\n"
+                            for n in range(47)), encoding="utf-8")
+    win = QtMainWindow(store=RunStore(tmp_path / "runs"), telemetry=HostTelemetry(), offer_demo=False)
+    qtbot.addWidget(win)
+    try:
+        with qtbot.waitSignal(win.dataset_tab.loaded, timeout=60_000):
+            win.dataset_tab.open_path(data)
+        summary, panel = win.config_tab.eval_summary, win.dataset_tab.split_panel
+        assert summary.text() == "5 of 47 rows held out for eval (automatic). Evaluated every 50 steps."
+        assert panel.fraction_radio.isChecked() and panel.values() == (0.1, "")
+        assert panel.counts_label.text().startswith("42 rows train, 5 rows evaluate")
+        assert win.draft.config.data.eval_fraction == 0.0 and win.draft.config.data.eval_auto  # still automatic
+
+        panel.none_radio.setChecked(True)  # the user's answer: no evaluation
+        assert not win.draft.config.data.eval_auto
+        assert summary.text() == "No evaluation: no eval rows are chosen (Dataset tab, Evaluation split)."
+        assert panel.none_radio.isChecked()
+    finally:
+        win.training_tab.shutdown()
+        win.chat_tab.shutdown()
