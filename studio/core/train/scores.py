@@ -84,7 +84,12 @@ def score_model(model: Any, tokenizer: Any, cases: Sequence[EvalCase], metric: M
 
     The model is put in eval mode (no dropout) and back in the mode it was in, whatever happens."""
     from studio.core.chat.model import ChatModel
-    from studio.core.eval.generate import GenerationStopped, choose_batch_size, generate_batch, prompt_ids
+    from studio.core.eval.generate import (
+        GenerationStopped,
+        choose_batch_size,
+        generate_batch,
+        prompt_ids,
+    )
 
     started = time.monotonic()
     # No adapters named: generate_batch then uses the model as it is, the adapter being trained switched on.

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, Q
 from superqt import QLabeledDoubleSlider
 
 from studio.core.runs.history import RunMetrics
-from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.core.system.units import format_duration
+from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
