@@ -54,6 +54,8 @@ class QtMainWindow(QMainWindow):
         self.dataset_tab = QtDatasetTab(session=DatasetSession(self.draft))
         self.config_tab = QtConfigTab(draft=self.draft)
         self.config_tab.token_stats_source = lambda: self.dataset_tab.session.stats  # max_length for "Fit to this GPU"
+        self.config_tab.rows_source = lambda: (None if self.dataset_tab.session.data is None
+                                               else len(self.dataset_tab.session.data.examples))
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.runs_view = QtRunsView(self.store)
         self.evaluate_tab = QtEvaluateTab(self.store)
@@ -70,6 +72,7 @@ class QtMainWindow(QMainWindow):
 
         self.draft.subscribe(self._on_draft_changed)
         self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
+        self.dataset_tab.loaded.connect(lambda _: self.config_tab.refresh_evaluation())  # "5 of 47 rows held out"
         self.training_tab.start_button.clicked.connect(self.start_training)
         self.training_tab.run_ended.connect(self._on_run_ended)
         # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.

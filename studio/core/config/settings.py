@@ -29,6 +29,9 @@ except ModuleNotFoundError:  # Python 3.10
 SCHEMA_VERSION = 1
 
 
+AUTO_EVAL_MIN_ROWS, AUTO_EVAL_MAX_ROWS, AUTO_EVAL_FRACTION = 20, 1000, 0.1
+"""data.eval_auto: a new run on at least MIN and fewer than MAX rows holds out FRACTION of them."""
+
 FILE_KEY = "(file)"
 """ConfigError's key when the config file as a whole is at fault."""
 
@@ -176,6 +179,15 @@ class DataSettings:
         default=0.0,
         metadata=_help("Fraction of the training rows held out for evaluation (seeded). 0 = no eval split.",
                        min=0.0, max=0.5, step=0.01, decimals=2),
+    )
+    eval_auto: bool = field(
+        default=True,
+        metadata=_help(
+            f"With neither an eval file nor an eval fraction, a new run on {AUTO_EVAL_MIN_ROWS:,} to "
+            f"{AUTO_EVAL_MAX_ROWS - 1:,} rows holds out a tenth of them for evaluation (5 of 47), drawn with "
+            "training.seed like a fraction; the run's run.toml records the fraction it used. Off = no evaluation "
+            "unless one is chosen. Smaller data trains on every row; larger data gets an eval split only when asked."
+        ),
     )
     train_on_responses_only: bool = field(
         default=True,
@@ -369,6 +381,31 @@ class TrainingSettings:
             "Stop when the eval loss has not improved for this many evaluations in a row; 0 = never stop early. "
             "Only active when there is eval data. The run then keeps the adapter of its lowest eval loss.",
             min=0, max=1000,
+        ),
+    )
+    score_examples: int = field(
+        default=0,
+        metadata=_help(
+            "Scores while training: generate greedy replies for this many held-out examples (the first ones of "
+            "the eval split, the same ones each time) with the adapter being trained, and score them, plotted "
+            "on the Training tab beside the eval loss as the share passed (3/8). 0 = off. Needs eval data; "
+            "each scoring costs one batched generation.",
+            min=0, max=10_000,
+        ),
+    )
+    score_steps: int = field(
+        default=0,
+        metadata=_help("Score the held-out examples every N steps; 0 = at every evaluation (eval_steps, or "
+                       "each epoch).", min=0, max=10_000_000),
+    )
+    score_metric: str = field(
+        default="auto",
+        metadata=_help(
+            "How a reply is scored while training: auto = tool_call when an expected reply makes a tool call "
+            "(the same functions, every argument equal), else normalised (equal ignoring case, punctuation and "
+            "spacing); or exact, normalised, normalised_tr, contains, tool_call, chrf (the Evaluate tab's "
+            "metrics).",
+            choices=["auto", "exact", "normalised", "normalised_tr", "contains", "tool_call", "chrf"],
         ),
     )
     activation_offloading: bool = field(
@@ -611,16 +648,54 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(FILE_KEY, str(path), f"not valid TOML: {error}", source=path) from None
 
 
-def describe_evaluation(data: DataSettings, training: TrainingSettings) -> str:
+def auto_eval_fraction(data: DataSettings, rows: int) -> float:
+    """The eval fraction data.eval_auto gives a new run on `rows` rows; 0 when it gives none (an eval file or a
+    fraction is chosen, the rule is off, or the row count is outside its range)."""
+    if not data.eval_auto or data.eval_file or data.eval_fraction > 0:
+        return 0.0
+    return AUTO_EVAL_FRACTION if AUTO_EVAL_MIN_ROWS <= rows < AUTO_EVAL_MAX_ROWS else 0.0
+
+
+def held_out_count(rows: int, fraction: float) -> int:
+    """How many of `rows` rows a fraction holds out: datasets' train_test_split rounds the test share up
+    (data.split.held_out_split; a test checks the two agree)."""
+    return math.ceil(fraction * rows) if rows >= 2 and fraction > 0 else 0
+
+
+def apply_auto_eval(config: RunConfig, rows: int) -> str | None:
+    """Set data.eval_fraction by the data.eval_auto rule for a new run on `rows` rows; the one line saying so, or
+    None when the rule gives nothing. The run then records the fraction, so a resume and its held-out set agree."""
+    fraction = auto_eval_fraction(config.data, rows)
+    if fraction <= 0:
+        return None
+    config.data.eval_fraction = fraction
+    return f"{held_out_count(rows, fraction)} of {rows:,} rows held out for eval (automatic: a tenth of a small dataset)"
+
+
+def describe_evaluation(data: DataSettings, training: TrainingSettings, rows: int | None = None) -> str:
     """When the run computes an eval loss, in one sentence: the Dataset tab's split and the Config tab's
-    schedule both decide it (sft_config evaluates only with eval rows and a strategy), so both show this."""
-    if not data.eval_file and data.eval_fraction <= 0:
+    schedule both decide it (sft_config evaluates only with eval rows and a strategy), so both show this. With
+    the row count known, the held-out rows are counted ("5 of 47 rows held out for eval")."""
+    fraction = data.eval_fraction
+    held = ""
+    if not data.eval_file and fraction <= 0 and data.eval_auto:
+        if not rows:
+            return (f"No evaluation: no eval rows are chosen yet (Dataset tab, Evaluation split); a new run on "
+                    f"{AUTO_EVAL_MIN_ROWS:,} to {AUTO_EVAL_MAX_ROWS - 1:,} rows holds out a tenth of them.")
+        fraction = auto_eval_fraction(data, rows)
+        if fraction <= 0:
+            return (f"No evaluation: no eval rows are chosen (Dataset tab, Evaluation split), and {rows:,} rows are "
+                    f"outside the automatic split's {AUTO_EVAL_MIN_ROWS:,} to {AUTO_EVAL_MAX_ROWS - 1:,}.")
+        held = f"{held_out_count(rows, fraction)} of {rows:,} rows held out for eval (automatic). "
+    elif not data.eval_file and fraction <= 0:
         return "No evaluation: no eval rows are chosen (Dataset tab, Evaluation split)."
+    elif not data.eval_file and rows is not None:
+        held = f"{held_out_count(rows, fraction)} of {rows:,} rows held out for eval. "
     if training.eval_strategy == "no":
-        return "No evaluation: Evaluate is set to never (Config tab, Advanced)."
+        return f"{held}No evaluation: Evaluate is set to never (Config tab, Advanced)."
     if training.eval_strategy == "epoch":
-        return "Evaluated after every epoch."
-    return f"Evaluated every {training.eval_steps} steps."
+        return f"{held}Evaluated after every epoch."
+    return f"{held}Evaluated every {training.eval_steps} steps."
 
 
 def load_config(path: Path) -> RunConfig:

@@ -10,6 +10,8 @@ Event kinds (the `event` key) and their main fields:
 - `step`: step, epoch, loss, learning_rate, grad_norm, tokens_per_second.
 - `evaluating`: step, done, total — evaluation batches done so far (at most one event per 2 s).
 - `eval`: step, eval_loss.
+- `eval_scores`: step, metric, passed, total, score (mean), truncated, seconds — held-out examples generated and
+  scored while training (training.score_examples; core.train.scores).
 - `checkpoint`: step, path.
 - `finished`: status (`completed` | `stopped`), step, final_loss, adapter, adapter_step (the step whose
   adapter was kept: the last, or with early stopping the best evaluation's), best_eval_loss, message.

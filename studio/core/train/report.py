@@ -25,6 +25,8 @@ def event_line(event: dict[str, Any], total_steps: int | None = None) -> str | N
         return f"evaluating at step {event['step']}: {count}"
     if kind == "eval":
         return f"eval step {event['step']} loss {event['eval_loss']:.4f}"
+    if kind == "eval_scores":
+        return f"held-out score step {event['step']}: {event['passed']}/{event['total']} passed ({event['metric']})"
     if kind == "started":
         rows = event.get("num_train_rows")
         line = f"training {event['total_steps']} steps" + (f" on {rows} rows" if rows is not None else "")

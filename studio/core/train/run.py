@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.core.config.settings import RunConfig
+from studio.core.config.settings import RunConfig, apply_auto_eval, save_config
 from studio.core.data.loading import training_data
 from studio.core.data.table import LoadedData
 from studio.core.data.tokens import encode_example, trained_token_count
@@ -290,6 +290,11 @@ def run_training(
     else:
         train_data = training_data(config.data, emit=emit)
         eval_data = training_data(config.data, config.data.eval_file, emit=emit) if config.data.eval_file else None
+        if resume_from is None and (held_out := apply_auto_eval(config, len(train_data.examples))):
+            # A new run's automatic split becomes its recorded fraction: a resume and its held-out set read it back.
+            emit(make_event("log", level="info", message=held_out))
+            if int(os.environ.get("RANK", "0")) == 0:
+                save_config(config, run_dir.config_path)
 
     emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
@@ -303,6 +308,7 @@ def run_training(
         plan_fast_path,
     )
     from studio.core.train.callback import StudioCallback
+    from studio.core.train.scores import held_out_cases, scores_callback
     from studio.core.train.factories import (
         cpu_thread_count,
         early_stopping_active,
@@ -352,6 +358,10 @@ def run_training(
     callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
                               resumed_from=str(resume_from) if resume_from else None,
                               device=hardware.device, compute_dtype=hardware.compute_dtype)
+    # Scores while training are an SFT feature: the cases are chat examples with an expected reply.
+    scoring = None if method is not None else scores_callback(
+        config, tokenizer, held_out_cases(config, train_data, eval_data), emit,
+        has_eval=eval_set is not None, should_stop=should_stop)
     trainer_class = _atomic_checkpoint_trainer(SFTTrainer if method is None else method.trainer_class())
     trainer = trainer_class(
         model=model,
@@ -363,7 +373,7 @@ def run_training(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[callback, *extra_callbacks(config, has_eval=eval_set is not None)],
+        callbacks=[callback, *extra_callbacks(config, has_eval=eval_set is not None), *([scoring] if scoring else [])],
     )
     # Our callback reports every log as an event; the default printer would repeat each one as a dict.
     trainer.remove_callback(transformers.PrinterCallback)

@@ -280,6 +280,8 @@ class QtConfigTab(QWidget):
         self.last_fit = None  # the last FitPlan, for tests and the window
         self.token_stats_source: Callable[[], Any] | None = None
         """Returns the Dataset tab's TokenStats (or None), which the fit covers with max_length."""
+        self.rows_source: Callable[[], int | None] | None = None
+        """Returns the Dataset tab's row count (None until read), for the held-out statement ("5 of 47 rows")."""
 
         # --- first screen
         self.r = self._spin("lora", "r")
@@ -335,6 +337,11 @@ class QtConfigTab(QWidget):
         self.eval_steps = self._spin("training", "eval_steps")
         self.early_stopping_patience = self._spin("training", "early_stopping_patience")
         self.early_stopping_patience.setSpecialValueText("off")
+        self.score_examples = self._spin("training", "score_examples")
+        self.score_examples.setSpecialValueText("off")
+        self.score_steps = self._spin("training", "score_steps")
+        self.score_steps.setSpecialValueText("at each evaluation")
+        self.score_metric = self._combo("training", "score_metric", None)
         self.save_steps = self._spin("training", "save_steps")
         self.save_total_limit = self._spin("training", "save_total_limit")
         self.logging_steps = self._spin("training", "logging_steps")
@@ -512,6 +519,9 @@ class QtConfigTab(QWidget):
             ("Eval steps", self.eval_steps),
             ("", self.eval_summary),
             ("Early stopping patience", self.early_stopping_patience),
+            ("Score held-out examples", self.score_examples),
+            ("Score every (steps)", self.score_steps),
+            ("Score by", self.score_metric),
             ("Save every (steps)", self.save_steps),
             ("Checkpoints kept", self.save_total_limit),
             ("Log every (steps)", self.logging_steps),
@@ -613,6 +623,10 @@ class QtConfigTab(QWidget):
         else:
             self._show_draft()
 
+    def refresh_evaluation(self) -> None:
+        """Say again what is held out for eval: the Dataset tab has read (another) row count."""
+        self._update_dependent_widgets()
+
     def _show_draft(self) -> None:
         """Show the draft's config in the form; the guard keeps the widgets' signals from writing it back."""
         config = self.draft.config
@@ -679,7 +693,10 @@ class QtConfigTab(QWidget):
         self.eval_steps.setEnabled(strategy == "steps")
         self.early_stopping_patience.setEnabled(strategy != "no")
         config = self.current_config()
-        self.eval_summary.setText(describe_evaluation(config.data, config.training))
+        rows = self.rows_source() if self.rows_source is not None else None
+        self.eval_summary.setText(describe_evaluation(config.data, config.training, rows))
+        self.score_steps.setEnabled(self.score_examples.value() > 0)
+        self.score_metric.setEnabled(self.score_examples.value() > 0)
         self._show_fast_path()
 
     def _show_fast_path(self) -> None:

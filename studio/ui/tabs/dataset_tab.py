@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.config.settings import (
-    DataSettings, RunConfig, TrainingSettings, config_field, describe_evaluation, field_bounds,
+    DataSettings, RunConfig, TrainingSettings, auto_eval_fraction, config_field, describe_evaluation, field_bounds,
 )
 from studio.core.data.encoding import ENCODING_NAMES
 from studio.core.data.issues import DataError
@@ -164,8 +164,11 @@ class QtEvalSplitPanel(QWidget):
         self._update_enabled()
 
     def set_values(self, eval_fraction: float, eval_file: str, *, rows: int, seed: int,
-                   training: TrainingSettings | None = None) -> None:
+                   training: TrainingSettings | None = None, eval_auto: bool = False) -> None:
         self._rows, self._seed = rows, seed
+        # data.eval_auto's split is shown as the fraction a run will hold out; any edit makes it explicit.
+        eval_fraction = eval_fraction or auto_eval_fraction(DataSettings(eval_auto=eval_auto, eval_file=eval_file),
+                                                            rows)
         if training is not None:
             self._training = training
         for widget in (self.group, self.fraction_spin, self.file_edit):
@@ -203,8 +206,9 @@ class QtEvalSplitPanel(QWidget):
         self.file_edit.setEnabled(self.file_radio.isChecked())
         self.browse_button.setEnabled(self.file_radio.isChecked())
         fraction, eval_file = self.values()
-        when = html.escape(describe_evaluation(DataSettings(eval_fraction=fraction, eval_file=eval_file),
-                                               self._training))
+        # The automatic split is shown as its fraction (set_values): "No evaluation" here is what it says.
+        when = html.escape(describe_evaluation(DataSettings(eval_fraction=fraction, eval_file=eval_file,
+                                                            eval_auto=False), self._training))
         if fraction and self._rows:
             held = max(1, round(self._rows * fraction))
             self.counts_label.setText(f"{self._rows - held:,} rows train, {held:,} rows evaluate "
@@ -482,7 +486,7 @@ class QtDatasetTab(QWidget):
         self.errors_panel.set_encoding(s.encoding or "utf-8")
         rows = len(self.data.examples) if self.data is not None else 0
         self.split_panel.set_values(s.eval_fraction, s.eval_file, rows=rows, seed=self.session.seed,
-                                    training=self.session.training)
+                                    training=self.session.training, eval_auto=s.eval_auto)
         if s.train_file and not self.source_edit.hasFocus():
             self.source_edit.setText(s.train_file)
         self.split_edit.setText(s.split if s.split != "train" else "")
@@ -819,7 +823,9 @@ class QtDatasetTab(QWidget):
 
     def _on_split_changed(self) -> None:
         eval_fraction, eval_file = self.split_panel.values()
-        self._edit(eval_fraction=eval_fraction, eval_file=eval_file)
+        # "No evaluation" chosen is an answer: the automatic split (data.eval_auto) no longer applies.
+        eval_auto = self.settings.eval_auto and not self.split_panel.none_radio.isChecked()
+        self._edit(eval_fraction=eval_fraction, eval_file=eval_file, eval_auto=eval_auto)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API

@@ -332,6 +332,8 @@ class QtTrainingTab(QWidget):
         elif kind == "checkpoint":
             self._last_checkpoint_step = event.get("step")
             self._refresh_progress()
+        elif kind == "eval_scores":
+            self._refresh_progress()
         elif kind == "failed":
             self.last_failure = event
 
@@ -343,6 +345,8 @@ class QtTrainingTab(QWidget):
             details.append(f"loss {metrics.final_loss:.4f}")
         if metrics.eval_loss:
             details.append(f"eval {metrics.eval_loss[-1]:.4f}")
+        if scores := self.metrics_plots.scores.points:
+            details.append(f"held-out {scores[-1].label}")
         if self._last_checkpoint_step is not None:
             details.append(f"saved at {self._last_checkpoint_step}")
         self.detail_label.setText(" · ".join(details))

@@ -1,10 +1,11 @@
-"""The Training tab's live curves: loss (raw, smoothed, eval), learning rate, grad norm and tokens/s.
+"""The Training tab's live curves: loss (raw, smoothed, eval), held-out score, learning rate, grad norm, tokens/s.
 
 Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.runs.history.RunMetrics` (the
 same code the Runs view reads finished runs with) turns them into series, and the plots are fed
 from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
-that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between steps and
-training time, the plots are reloaded from the series in one go.
+that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between
+steps and training time, the plots are reloaded from the series in one go. Scores while training
+(`eval_scores` events) are read by core.train.scores.ScoreSeries the same way.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from superqt import QLabeledDoubleSlider
 
 from studio.core.runs.history import RunMetrics
 from studio.core.system.units import format_duration
+from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
 
-__all__ = ["QtMetricsPlots", "QtSeriesPlot", "TrainingXAxis"]
+__all__ = ["QtMetricsPlots", "QtScoresPlot", "QtSeriesPlot", "TrainingXAxis"]
 
 # One plot is redrawn per frame tick: a repaint costs a few milliseconds per plot (more on a busy CPU),
 # and four plots repainted in one pass of the event loop would add up to a stall the user feels.
@@ -190,6 +192,94 @@ class QtSeriesPlot(QWidget):
         style.mark_lone_point(self._curve, len(self._data))
 
 
+class QtScoresPlot(QWidget):
+    """Scores while training: the share of the held-out examples passed at each scoring, on a fixed 0..1 axis,
+    each point labelled with its count ("3/8") and hovered for the step, the metric and the mean score."""
+
+    def __init__(self, parent: QWidget | None = None, *, scheduler: _FrameScheduler | None = None):
+        super().__init__(parent)
+        self._scheduler = scheduler
+        self._points: list[ScorePoint] = []
+        self._xs: list[float] = []
+        self._plot_widget = style.make_plot_widget("Held-out score", None, "passed")
+        self._plot_widget.setMinimumHeight(120)
+        self.x_axis = _install_x_axis(self._plot_widget, X_STEPS)
+        plot = self._plot_widget.getPlotItem()
+        # A fixed axis: 3/8 sits at the same height in every run, and a flat curve does not zoom into noise.
+        plot.setYRange(0.0, 1.0, padding=0.05)
+        plot.enableAutoRange(axis="y", enable=False)
+        plot.setMouseEnabled(y=False)
+        self._curve = plot.plot(pen=pg.mkPen(style.GREEN, width=1.5))
+        self._spots = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=1), brush=pg.mkBrush(style.GREEN),
+                                         hoverable=True, tip=lambda x, y, data: data)
+        plot.addItem(self._spots)
+        self._labels: list[pg.TextItem] = []
+        self.caption = QLabel("")  # the latest scoring in words, for a glance without hovering
+        self.caption.setStyleSheet(f"color: {style.MUTED};")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self._plot_widget)
+        layout.addWidget(self.caption)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
+
+    @property
+    def plot_widget(self) -> pg.PlotWidget:
+        return self._plot_widget
+
+    @property
+    def point_count(self) -> int:
+        return len(self._points)
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of ``(x, share passed)``, current even before a redraw."""
+        return np.asarray(self._xs, dtype=float), np.asarray([p.share for p in self._points], dtype=float)
+
+    def labels(self) -> list[str]:
+        """Each point's count label, "3/8"."""
+        return [p.label for p in self._points]
+
+    def tooltips(self) -> list[str]:
+        return [p.describe() for p in self._points]
+
+    def add_point(self, x: float, point: ScorePoint) -> None:
+        self._points.append(point)
+        self._xs.append(float(x))
+        if self._scheduler is not None:
+            self._scheduler.request(self._redraw)
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def set_points(self, xs: Sequence[float], points: Sequence[ScorePoint]) -> None:
+        self._xs, self._points = [float(x) for x in xs], list(points)
+        self._redraw()
+        self._plot_widget.getPlotItem().enableAutoRange(axis="x")
+
+    def _redraw(self) -> None:
+        self._redraw_timer.stop()
+        if self._scheduler is not None:
+            self._scheduler.cancel(self._redraw)
+        xs, ys = self.points()
+        self._curve.setData(xs, ys)
+        self._spots.setData(x=xs, y=ys, data=self.tooltips())
+        plot = self._plot_widget.getPlotItem()
+        for item in self._labels[len(self._points):]:
+            plot.removeItem(item)
+        del self._labels[len(self._points):]
+        for index, (x, point) in enumerate(zip(self._xs, self._points)):
+            if index == len(self._labels):
+                item = pg.TextItem(color=style.FOREGROUND, anchor=(0.5, 1.2))
+                plot.addItem(item)
+                self._labels.append(item)
+            self._labels[index].setText(point.label)
+            self._labels[index].setPos(x, point.share)
+        self.caption.setText(f"Latest: {self._points[-1].describe()}" if self._points else "")
+        self.setVisible(bool(self._points))
+
+
 class QtMetricsPlots(QWidget):
     """Every live training curve, with a smoothing slider and a steps / training-time toggle."""
 
@@ -211,6 +301,9 @@ class QtMetricsPlots(QWidget):
         self.tokens_plot = QtSeriesPlot("Tokens / s", style.GREY, scheduler=self._scheduler)
         self.series_plots = {"learning_rate": self.lr_plot, "grad_norm": self.grad_norm_plot,
                              "tokens_per_second": self.tokens_plot}
+        self.scores = ScoreSeries()
+        self.scores_plot = QtScoresPlot(scheduler=self._scheduler)
+        self.scores_plot.setVisible(False)  # shown with a run's first scoring (training.score_examples)
 
         self.steps_button = QRadioButton("Steps")
         self.time_button = QRadioButton("Training time")
@@ -256,13 +349,24 @@ class QtMetricsPlots(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
         layout.addLayout(controls)
-        layout.addWidget(self.loss_plot, stretch=3)
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.setSpacing(4)
+        top.addWidget(self.loss_plot, stretch=3)
+        top.addWidget(self.scores_plot, stretch=2)  # the accuracy beside the eval loss it is read with
+        layout.addLayout(top, stretch=3)
         layout.addLayout(small, stretch=2)
 
     # --- feeding -------------------------------------------------------------------------------------
     def feed(self, event: dict) -> None:
         """Take one run event; step and eval events become points, a resume may redraw everything."""
         change = self.metrics.feed(event)
+        scored = self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
+        if scored == "point":
+            point = self.scores.points[-1]
+            self.scores_plot.add_point(point.step if self.x_mode == X_STEPS else point.seconds, point)
+        elif scored == "truncated" and change != "truncated":
+            self._reload_scores()
         if change == "step":
             m = self.metrics
             x = m.steps[-1] if self.x_mode == X_STEPS else m.times[-1]
@@ -278,12 +382,15 @@ class QtMetricsPlots(QWidget):
 
     def feed_all(self, events: list[dict]) -> None:
         """Replace everything with a whole run's events (drawn once, not point by point)."""
-        self.metrics = RunMetrics(events)
+        self.metrics, self.scores = RunMetrics(), ScoreSeries()
+        for event in events:
+            self.metrics.feed(event)
+            self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
         self.reload()
 
     def reset(self) -> None:
         """Empty plots for a new run."""
-        self.metrics = RunMetrics()
+        self.metrics, self.scores = RunMetrics(), ScoreSeries()
         self.reload()
 
     def reload(self) -> None:
@@ -295,6 +402,11 @@ class QtMetricsPlots(QWidget):
         self.loss_plot.plot_widget.getPlotItem().enableAutoRange()
         for name, plot in self.series_plots.items():
             plot.set_points(xs, m.series[name])
+        self._reload_scores()
+
+    def _reload_scores(self) -> None:
+        points = self.scores.points
+        self.scores_plot.set_points([p.step if self.x_mode == X_STEPS else p.seconds for p in points], points)
 
     # --- controls ----------------------------------------------------------------------------------------
     def set_x_mode(self, mode: str) -> None:
@@ -308,7 +420,7 @@ class QtMetricsPlots(QWidget):
         self.time_button.setChecked(mode == X_TIME)
         self.steps_button.setChecked(mode == X_STEPS)
         self.time_button.blockSignals(with_signals_blocked)
-        for axis in [self._loss_axis] + [plot.x_axis for plot in self.series_plots.values()]:
+        for axis in [self._loss_axis, self.scores_plot.x_axis] + [plot.x_axis for plot in self.series_plots.values()]:
             axis.set_mode(mode)
         self.reload()
 
