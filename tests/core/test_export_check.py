@@ -3,6 +3,7 @@ by the export, compared reply by reply, with the result stated on the export's m
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
@@ -11,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from studio.core.eval.verify import (
-    CHECK_FOLDER, LLAMA_CPP, TRANSFORMERS_GGUF, CaseCheck, ExportCheckError, ExportVerification, check_cases,
-    check_verifiable, choose_engine,
+    CHECK_FOLDER,
+    LLAMA_CPP,
+    TRANSFORMERS_GGUF,
+    CaseCheck,
+    ExportCheckError,
+    ExportVerification,
+    check_cases,
+    check_verifiable,
+    choose_engine,
 )
 from studio.core.export.jobs import verify_export
 from studio.core.export.model_card import AGREEMENT_ROW, record_agreement
@@ -106,7 +114,7 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
     assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
     assert result.headline() == "10/10 replies identical to the studio's"
     assert seen[-1] == (1.0, result.headline()) and any("studio:" in m for _, m in seen)
-    assert all(b >= a for (a, _), (b, _) in zip(seen, seen[1:])), "progress only moves forward"
+    assert all(b >= a for (a, _), (b, _) in itertools.pairwise(seen)), "progress only moves forward"
     assert result.readme == exported.readme
     assert _card_row(exported.readme) == f"| {AGREEMENT_ROW} | {result.text()} |"
     assert "Modelfile" in {p.name for p in exported.path.parent.iterdir()}
@@ -144,3 +152,22 @@ def test_a_cancelled_check_leaves_the_card_as_it_was(run_copy, tmp_path):
     result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, cancel=cancel)
     assert result.status == "cancelled" and result.cases == []
     assert (merged / "README.md").read_text(encoding="utf-8") == card
+
+
+def test_cli_verify_of_an_export_from_a_merged_folder_is_bad_input_before_any_work(tmp_path, run_studio):
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    result = run_studio("export", "gguf", tmp_path / "merged", "--output", tmp_path / "out" / "m.gguf", "--verify")
+    assert result.returncode == 2, result.stderr
+    assert "--verify:" in result.stderr and "no trained adapter to compare" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_studio):
+    output = tmp_path / "ollama" / "demo.gguf"
+    result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify")
+    assert result.returncode == 0, result.stderr[-3000:]
+    verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
+    assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
+    assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "README.md").read_text()

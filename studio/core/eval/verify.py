@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.core.eval.cases import EvalCase, EvalSet, EvalSetError, cases_from_examples, held_out_set
+from studio.core.eval.cases import (
+    EvalCase,
+    EvalSet,
+    EvalSetError,
+    cases_from_examples,
+    held_out_set,
+)
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
@@ -37,7 +43,7 @@ model's full trained context (128k tokens for Llama 3.1)."""
 
 ENGINES = ("auto", "llama.cpp", "transformers")
 LLAMA_CPP = "llama.cpp (llama-cpp-python)"
-TRANSFORMERS_GGUF = "transformers' GGUF loader (the file's weights and template; not llama.cpp)"
+TRANSFORMERS_GGUF = "transformers' GGUF loader, not llama.cpp"
 TRANSFORMERS = "transformers"
 
 Progress = Callable[[int, int, str], None]
