@@ -171,3 +171,17 @@ def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
     assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
     assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_llama_cpp_answers_an_f16_gguf_of_the_demo_like_the_studio(run_copy, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (see docs/BENCHMARKS.md)")
+    from studio.core.export.gguf import export_gguf
+
+    exported = export_gguf(run_copy, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
+    result = verify_export(run_copy, exported.path, engine="llama.cpp", max_new_tokens=MAX_NEW_TOKENS)
+    assert result.engine == LLAMA_CPP
+    assert (result.identical, result.total) == (10, 10), [(c.studio, c.export, c.error) for c in result.differing]
+    assert "answered by llama.cpp" in _card_row(exported.readme)
+    records = (result.folder / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(records) == 10 and all(json.loads(line)["answered_by"] == LLAMA_CPP for line in records)
