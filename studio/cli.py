@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"weight type of the matrices (default: {DEFAULT_GGUF_TYPE}, about half the size of f16 "
                            "with nearly the same answers; the Export dialog's default too)")
     _add_weights_arguments(gguf, verb="merge into")
+    gguf.add_argument("--verify", action="store_true",
+                      help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
+                           "where llama-cpp-python is installed), compare the replies and state the result on the "
+                           "model card")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",
@@ -409,14 +413,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         if args.export_command == "gguf":
+            from studio.core.eval.verify import ExportCheckError, check_verifiable
             from studio.core.export.gguf import export_gguf
+            from studio.core.export.jobs import verify_export
 
-            result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
-                                 trust_remote_code=args.trust_remote_code, on_progress=progress)
-            for note in result.notes:
-                print(f"note: {note}", file=sys.stderr)
-            print(result.path)
-            print(result.modelfile)
+            try:
+                if args.verify:  # before minutes of export: a merged folder has no adapter to answer as the studio
+                    check_verifiable(args.model)
+                result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
+                                     trust_remote_code=args.trust_remote_code, on_progress=progress)
+                for note in result.notes:
+                    print(f"note: {note}", file=sys.stderr)
+                print(result.path)
+                print(result.modelfile)
+                if args.verify:
+                    checked = verify_export(args.model, result.path, on_progress=progress)
+                    print(f"verify: {checked.text()}")
+            except ExportCheckError as error:
+                raise BadInput(f"--verify: {error}") from None
         else:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 

@@ -164,3 +164,74 @@ def test_a_reused_pid_is_not_mistaken_for_the_run():
     assert _pid_alive(os.getpid())
     assert not _pid_alive(os.getpid(), started_by=1.0), "this process was created long after 1970"
 
+
+
+# ------------------------------------------------------------------ scores from the run's evals
+
+
+def _finished_run(store: RunStore, name: str) -> RunDirectory:
+    run = store.new_run(name)
+    save_config(RunConfig(name=name), run.config_path)
+    _write(run, [ev("started", 100.0, pid=1, total_steps=1), step(1, 101.0, 1.0),
+                 ev("finished", 102.0, status="completed", step=1, final_loss=1.0)])
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    return run
+
+
+def _eval_summary(run: RunDirectory, name: str, columns: dict, *, complete: bool = True, when: float = 1000.0,
+                  metric_names=("exact", "tool_call")) -> None:
+    """A summary.json as core.eval writes it; `columns` maps a column to (source, {metric: (passed, total)})."""
+    import json
+
+    from studio.core.eval.results import SUMMARY_FILE
+    from studio.core.eval.runner import EVALS_FOLDER
+
+    folder = run.path / EVALS_FOLDER / name
+    folder.mkdir(parents=True)
+    models = {column: {"source": None if source is None else str(source), "done": 10,
+                       "metrics": {m: {"passed": p, "total": t, "mean_score": p / t} for m, (p, t) in counts.items()}}
+              for column, (source, counts) in columns.items()}
+    path = folder / SUMMARY_FILE
+    path.write_text(json.dumps({"name": name, "eval_set": f"{name}.jsonl", "cases": 10, "complete": complete,
+                                "metric_names": list(metric_names), "models": models}), encoding="utf-8")
+    os.utime(path, (when, when))
+
+
+def test_a_run_is_scored_by_its_newest_complete_eval_of_its_own_adapter(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run = _finished_run(store, "tuned")
+    assert summarize_run(run).scores is None, "never evaluated: no scores"
+    _eval_summary(run, "first", {"base": (None, {"exact": (0, 10), "tool_call": (1, 10)}),
+                                 "tuned": (run.adapter_dir, {"exact": (6, 10), "tool_call": (7, 10)})}, when=1000.0)
+    _eval_summary(run, "second", {"tuned": (run.adapter_dir, {"exact": (8, 10), "tool_call": (9, 10)})}, when=2000.0)
+    _eval_summary(run, "cancelled", {"tuned": (run.adapter_dir, {"exact": (1, 2), "tool_call": (2, 2)})},
+                  complete=False, when=3000.0)
+    (run.path / "evals" / "broken").mkdir()
+    (run.path / "evals" / "broken" / "summary.json").write_text("{not json", encoding="utf-8")
+
+    scores = summarize_run(run).scores
+    assert scores.eval_name == "second" and scores.column == "tuned" and scores.eval_set == "second.jsonl"
+    assert list(scores.metrics) == ["exact", "tool_call"]
+    assert scores.metrics["tool_call"].text == "9/10" and scores.metrics["exact"].fraction == 0.8
+    assert "eval second" in scores.describe() and "second.jsonl" in scores.describe()
+
+
+def test_an_eval_of_several_runs_scores_each_run_it_named(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    first, second, _ = (_finished_run(store, name) for name in ("lr-1e-4", "lr-2e-4", "unscored"))
+    # The Evaluate tab stores an eval of several runs under the first; each column names its adapter folder.
+    _eval_summary(first, "compare", {"base": (None, {"tool_call": (0, 47)}),
+                                     "lr-1e-4": (first.adapter_dir, {"tool_call": (41, 47)}),
+                                     "lr-2e-4": (second.path / "adapter", {"tool_call": (30, 47)}),
+                                     "gguf": (tmp_path / "x.gguf", {"tool_call": (41, 47)})},
+                  metric_names=["tool_call"])
+
+    by_name = {s.name: s for s in summarize_runs(store)}
+    assert by_name["lr-1e-4"].scores.metrics["tool_call"].text == "41/47"
+    assert by_name["lr-2e-4"].scores.metrics["tool_call"].text == "30/47"
+    assert by_name["lr-2e-4"].scores.column == "lr-2e-4"
+    assert by_name["unscored"].scores is None
+    from studio.core.runs.history import score_metrics
+
+    assert score_metrics(by_name.values()) == ["tool_call"]

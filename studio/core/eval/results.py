@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from studio.core.runs.history import EVAL_SUMMARY_FILE as SUMMARY_FILE  # the Runs view reads the scores from it
+
 RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
 SETTINGS_FILE = "eval.json"
 
 

@@ -34,11 +34,11 @@ from studio.core.eval.results import (
     write_json,
 )
 from studio.core.metrics.registry import DEFAULT_METRICS, Metric, build_metrics
+from studio.core.runs.history import EVALS_FOLDER
 
 BASE_COLUMN = "base"
 GGUF_COLUMN = "gguf"
 DEFAULT_MAX_NEW_TOKENS = 256
-EVALS_FOLDER = "evals"
 
 
 @dataclass

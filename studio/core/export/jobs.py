@@ -3,7 +3,8 @@
     adapter folder · adapter zip · merged 16-bit model · GGUF f16 + Modelfile · GGUF q8_0 + Modelfile
 
 Every kind starts from a run directory (or an adapter folder) and writes one output path, so the
-dialog, the CLI and tests drive them the same way.
+dialog, the CLI and tests drive them the same way. A merged model or a GGUF file can then be verified
+(`verify_export`): the same cases answered by the studio and by the export, the result on its model card.
 """
 
 from __future__ import annotations
@@ -96,6 +97,31 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
 
     return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
                        on_progress=on_progress, cancel=cancel)
+
+
+def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
+                  max_new_tokens: int | None = None, on_progress: ProgressCallback | None = None,
+                  cancel: threading.Event | None = None) -> Any:
+    """Compare the export's greedy replies with the studio's (eval.verify.check_export) and, once every case is
+    answered, state the result on the export's model card. Returns the eval.verify.ExportVerification; a
+    cancelled check leaves the card as it was."""
+    from studio.core.eval import verify
+    from studio.core.export.model_card import record_agreement
+
+    def progress(done: int, total: int, message: str) -> None:
+        if on_progress is not None:
+            on_progress(done / total if total else 0.0, message)
+
+    options: dict[str, Any] = {}
+    if limit is not None:
+        options["limit"] = limit
+    if max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    result = verify.check_export(source, export, engine=engine, progress=progress,
+                                 should_stop=cancel.is_set if cancel is not None else None, **options)
+    if result.status == "completed":
+        result.readme = record_agreement(result.export, result.text())
+    return result
 
 
 def runs_with_adapters(store_root: Path | None = None) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from studio.core.runs.record import SUMMARY_FILE, RunSummary
 
 LOSS_CURVE_FILE = "loss-curve.svg"
+AGREEMENT_ROW = "Agreement with the trained model"
 
 
 def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
@@ -154,7 +155,7 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
             ("Dataset", f"`{Path(s.dataset).name}`{rows}" if s.dataset else "—"),
             ("Method", s.method()),
             *([("Merged into", s.merged_into)] if s.merged_into and kind != "adapter" else []),
-            *([("Agreement with the trained model", s.agreement)] if s.agreement and kind != "adapter" else []),
+            *([(AGREEMENT_ROW, s.agreement)] if s.agreement and kind != "adapter" else []),
             ("LoRA", f"r {lora.get('r', '?')}, alpha {lora.get('lora_alpha', '?')}, dropout "
                      f"{lora.get('lora_dropout', '?')}, modules {', '.join(lora.get('target_modules', [])) or '?'}"),
             ("Training", f"learning rate {training.get('learning_rate', '?')}, batch "
@@ -193,4 +194,38 @@ def write_model_card(folder: Path, summary: RunSummary | None, kind: str, *, fil
         (folder / LOSS_CURVE_FILE).write_text(loss_curve_svg(summary.losses, summary.eval_losses), encoding="utf-8")
         if keep_summary:
             (folder / SUMMARY_FILE).write_text(summary.to_json(), encoding="utf-8")
+    return readme
+
+
+
+def record_agreement(export: Path, text: str) -> Path:
+    """State `text` (how the export's replies compare with the trained model's) on the export's model card, in
+    the row a merge's own agreement fills (RunSummary.agreement); returns the README path.
+
+    A merged folder keeps its facts in finetune_studio.json, so its card is written again from them (and a GGUF
+    exported from it later states the same). A GGUF's card has no such file beside it: its row is replaced in
+    place (or added after the method), and so is the note a merge into the original weights left.
+    """
+    export = Path(export)
+    folder = export if export.is_dir() else export.parent
+    readme = folder / "README.md"
+    if (folder / SUMMARY_FILE).is_file():
+        summary = RunSummary.from_json((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+        summary.agreement = text
+        return write_model_card(folder, summary, "merged", keep_summary=True)
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    row = f"| {AGREEMENT_ROW} | {text.replace('|', chr(92) + '|')} |"
+    rows = [i for i, line in enumerate(lines) if line.startswith(f"| {AGREEMENT_ROW} |")]
+    if rows:
+        lines[rows[0]] = row
+    else:
+        anchor = next((i for key in ("Merged into", "Method") for i, line in enumerate(lines)
+                       if line.startswith(f"| {key} |")), None)
+        if anchor is not None:
+            lines.insert(anchor + 1, row)
+        else:  # a card without the training table (an export of a folder that names no run)
+            at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+            lines[at:at] = [f"> {AGREEMENT_ROW}: {text}.", ""]
+    lines = [f"> {AGREEMENT_ROW}: {text}." if line.startswith(f"> {AGREEMENT_ROW}:") else line for line in lines]
+    readme.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return readme

@@ -10,11 +10,18 @@ about runs that plain appending would get wrong:
   that led to the final adapter.
 - "Time" is training time: the sum of each process's span, so a run stopped overnight and resumed
   in the morning does not show a twelve-hour gap.
+
+A run's scores are its latest complete eval's (`<run>/evals/<name>/summary.json`, written by core.eval): per
+metric, how many of its replies passed. An eval of several runs is stored under the first of them and names
+each column's adapter folder, so every run it scored gets its counts from it. The JSON is read here, not
+through core.eval, because runs is the lower layer (eval uses these names for the files it writes).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +30,8 @@ from typing import Any, Iterable
 from studio.core.runs.store import RunDirectory, RunStore
 
 STEP_SERIES = ("loss", "learning_rate", "grad_norm", "tokens_per_second")
+EVALS_FOLDER = "evals"
+EVAL_SUMMARY_FILE = "summary.json"
 
 
 def _number(value: Any) -> float:
@@ -187,10 +196,123 @@ class RunSummary:
     message: str = ""  # why it failed, or how it ended
     failure_kind: str | None = None
     checkpoint_steps: list[int] = field(default_factory=list)
+    scores: RunScores | None = None
+    """The latest complete eval that scored this run's adapter; None when none did."""
 
     @property
     def run_dir(self) -> RunDirectory:
         return RunDirectory(self.path)
+
+
+@dataclass(frozen=True)
+class MetricCount:
+    """How many of a model's replies one metric passed."""
+
+    passed: int
+    total: int
+    mean_score: float | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        return self.passed / self.total if self.total else None
+
+    @property
+    def text(self) -> str:
+        return f"{self.passed}/{self.total}"
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """One eval's counts for one run (its column in that eval)."""
+
+    eval_name: str
+    eval_set: str
+    folder: Path
+    written_at: float
+    """When its summary.json was written (the newest eval is the run's scores)."""
+    column: str
+    metrics: dict[str, MetricCount]
+    """In the eval's metric order."""
+
+    def describe(self) -> str:
+        """The eval in words, for a tooltip."""
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(self.written_at).strftime("%Y-%m-%d %H:%M")
+        return f"eval {self.eval_name} ({when}) on {self.eval_set}"
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """A summary.json as read from an evals folder."""
+
+    path: Path
+    written_at: float
+    document: dict[str, Any]
+
+    def column_of(self, adapter_dir: Path) -> str | None:
+        """The column whose replies came from `adapter_dir`, if this eval scored it."""
+        wanted = _resolved(adapter_dir)
+        for column, entry in (self.document.get("models") or {}).items():
+            source = entry.get("source") if isinstance(entry, dict) else None
+            if source and _resolved(Path(source)) == wanted:
+                return column
+        return None
+
+    def scores(self, column: str) -> RunScores:
+        entry = self.document["models"][column]
+        counts = {}
+        for name in self.document.get("metric_names") or list(entry.get("metrics") or {}):
+            metric = (entry.get("metrics") or {}).get(name)
+            if isinstance(metric, dict) and isinstance(metric.get("passed"), int) and isinstance(metric.get("total"), int):
+                counts[name] = MetricCount(metric["passed"], metric["total"], metric.get("mean_score"))
+        return RunScores(eval_name=str(self.document.get("name") or self.path.parent.name),
+                         eval_set=str(self.document.get("eval_set") or ""), folder=self.path.parent,
+                         written_at=self.written_at, column=column, metrics=counts)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
+
+
+def read_eval_summaries(run_dir: Path) -> list[EvalSummary]:
+    """The complete evals stored under a run (`evals/*/summary.json`), oldest first; an unreadable or unfinished
+    one (cancelled, or being written) is left out."""
+    found = []
+    for path in sorted(Path(run_dir, EVALS_FOLDER).glob(f"*/{EVAL_SUMMARY_FILE}")):
+        try:
+            written_at = path.stat().st_mtime
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(document, dict) and document.get("complete") and isinstance(document.get("models"), dict):
+            found.append(EvalSummary(path, written_at, document))
+    found.sort(key=lambda summary: (summary.written_at, str(summary.path)))
+    return found
+
+
+def latest_scores(run: RunDirectory, evals: Iterable[EvalSummary] | None = None) -> RunScores | None:
+    """The newest of `evals` (default: the run's own) that scored the run's adapter, as that column's counts."""
+    evals = read_eval_summaries(run.path) if evals is None else evals
+    latest = None
+    for summary in evals:
+        column = summary.column_of(run.adapter_dir)
+        if column is not None and (latest is None or summary.written_at >= latest[0].written_at):
+            latest = (summary, column)
+    return latest[0].scores(latest[1]) if latest is not None else None
+
+
+def score_metrics(summaries: Iterable[RunSummary]) -> list[str]:
+    """The metrics any of these runs has a score for, in the order they first appear: the score columns."""
+    names: list[str] = []
+    for summary in summaries:
+        for name in (summary.scores.metrics if summary.scores is not None else ()):
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _read_config_fields(path: Path) -> tuple[str, str]:
@@ -219,8 +341,9 @@ def run_metrics(run: RunDirectory) -> RunMetrics:
     return RunMetrics(run.events())
 
 
-def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None) -> RunSummary:
-    """The run-history row of one run directory."""
+def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
+                  evals: Iterable[EvalSummary] | None = None) -> RunSummary:
+    """The run-history row of one run directory; its scores come from `evals` (default: its own evals folder)."""
     metrics = metrics if metrics is not None else run_metrics(run)
     model, dataset = _read_config_fields(run.config_path)
     status = run.status()
@@ -249,12 +372,12 @@ def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None) -> RunSu
         message=message,
         failure_kind=ending.get("kind") if status == "failed" else None,
         checkpoint_steps=[int(p.name.split("-")[1]) for p in run.checkpoints()],
+        scores=latest_scores(run, evals),
     )
 
 
 def summarize_runs(store: RunStore) -> list[RunSummary]:
-    """Every run of the store, newest first."""
-    return [summarize_run(run) for run in store.runs()]
-
-
-
+    """Every run of the store, newest first, each scored by the newest eval in the store that scored it."""
+    runs = store.runs()
+    evals = [summary for run in runs for summary in read_eval_summaries(run.path)]
+    return [summarize_run(run, evals=evals) for run in runs]

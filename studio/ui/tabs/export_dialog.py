@@ -1,7 +1,9 @@
 """The Export dialog: pick a trained run, an export kind and where to write it; progress and cancel.
 
 Each kind is one core function (`studio.core.export.jobs.run_export`) run on a background task; its
-`on_progress(fraction, message)` drives the progress bar and Cancel sets its `threading.Event`.
+`on_progress(fraction, message)` drives the progress bar and Cancel sets its `threading.Event`. After a merged
+model or a GGUF file is written, "Verify export" runs `jobs.verify_export` the same way: the run's cases answered
+by the studio and by the export, the result shown under the status and stated on the export's model card.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.export.staging import ExportError
-from studio.core.export.jobs import ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters
+from studio.core.export.jobs import (
+    ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters, verify_export,
+)
 from studio.core.export.gguf import DEFAULT_GGUF_TYPE
 from studio.ui.background import TaskRunner, TaskState, describe_error
 
@@ -37,6 +41,24 @@ def _export(kind: ExportKind, source: Path, output: Path, weights: str, cancel: 
         return _CANCELLED
 
 
+VERIFIABLE = (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+"""The kinds that answer on their own, so their replies can be compared with the studio's."""
+
+
+def _verified_text(result: Any) -> str:
+    """The result line: the headline, then the first differing replies side by side."""
+    lines = [result.headline()]
+    for case in result.differing[:3]:
+        export = case.error or repr(_clip(case.export))
+        lines.append(f"case {case.case} ({_clip(case.question, 40)}): studio {_clip(case.studio)!r}, export {export}")
+    return "\n".join(lines)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class QtExportProgress(QObject):
     """What `start_export` returns: `progress(fraction, message)` of that export, on the GUI thread."""
 
@@ -44,9 +66,11 @@ class QtExportProgress(QObject):
 
 
 class QtExportDialog(QDialog):
-    """Signals `export_finished(str status, str message)` with status succeeded | failed | cancelled."""
+    """Signals `export_finished(str status, str message)` with status succeeded | failed | cancelled, and
+    `verify_finished(str status, str message)` likewise for "Verify export"."""
 
     export_finished = Signal(str, str)
+    verify_finished = Signal(str, str)
 
     def __init__(self, source: Path | None = None, *, runs_root: Path | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -131,12 +155,21 @@ class QtExportDialog(QDialog):
 
         self.buttons = QDialogButtonBox()
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.verify_button = self.buttons.addButton("Verify export", QDialogButtonBox.ButtonRole.ActionRole)
         self.cancel_button = self.buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.export_button.clicked.connect(self.start_export)
+        self.verify_button.clicked.connect(self.start_verify)
         self.cancel_button.clicked.connect(self.cancel_export)
         self.close_button.clicked.connect(self.close)
         self.cancel_button.setEnabled(False)
+        self.verify_button.setVisible(False)  # until a merged model or GGUF file of a run is written
+        self._verifiable: tuple[Path, Path] | None = None  # (the run or adapter, the export written from it)
+        self.last_verification: Any = None
+        self.verify_label = QLabel()
+        self.verify_label.setWordWrap(True)
+        self.verify_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.verify_label.setVisible(False)
 
         intro = QLabel("<b>Export a trained model</b> — for transformers, llama.cpp or Ollama. Every export "
                        "carries the run's chat template and a model card with its loss curve.")
@@ -150,6 +183,7 @@ class QtExportDialog(QDialog):
         layout.addLayout(output_form)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.verify_label)
         layout.addStretch(1)
         layout.addWidget(self.buttons)
         self._suggest_output()
@@ -233,10 +267,14 @@ class QtExportDialog(QDialog):
         self._progress = QtExportProgress(self)
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Exporting {self.kind.label.lower()}…")
+        self._verifiable = None
+        self.verify_button.setVisible(False)
+        self.verify_label.setVisible(False)
         self._set_running(True)
         kind = self.kind
         self.tasks.start(lambda state: _export(kind, source, target, weights, cancel, state),
-                         on_progress=self._on_progress, on_result=self._on_result,
+                         on_progress=self._on_progress,
+                         on_result=lambda result: self._on_result(result, kind=kind, source=source),
                          on_error=lambda error: self._finish("failed", describe_error(error)),
                          on_done=lambda: self._set_running(False), expected_errors=(ExportError, ModelLoadError),
                          name="export")
@@ -261,7 +299,7 @@ class QtExportDialog(QDialog):
         if self._progress is not None:
             self._progress.progress.emit(fraction, message)
 
-    def _on_result(self, result: Any) -> None:
+    def _on_result(self, result: Any, *, kind: ExportKind | None = None, source: Path | None = None) -> None:
         if result is _CANCELLED:
             self._finish("cancelled", "Export cancelled; nothing was left behind.")
             return
@@ -279,19 +317,74 @@ class QtExportDialog(QDialog):
             if summary is not None and summary.agreement:
                 extra += f"\nAgreement: {summary.agreement}"
         self.progress_bar.setValue(1000)
+        self._offer_verify(kind, source, Path(path))
         self._finish("succeeded", f"Written to {path}{extra}")
 
-    def _finish(self, status: str, message: str) -> None:
+    # --- verifying ------------------------------------------------------------------------------------------
+    def _offer_verify(self, kind: ExportKind | None, source: Path | None, written: Path) -> None:
+        from studio.core.eval.verify import ExportCheckError, check_verifiable
+
+        if kind not in VERIFIABLE or source is None:
+            return
+        try:
+            check_verifiable(source)
+        except ExportCheckError as error:  # exported from a merged folder: no adapter answers as the studio
+            self.verify_button.setToolTip(str(error))
+            self.verify_button.setEnabled(False)
+        else:
+            self._verifiable = (source, written)
+            self.verify_button.setToolTip(f"Answer the run's examples with the studio's model and with {written}, "
+                                          "compare the replies and state the result on the model card")
+        self.verify_button.setVisible(True)
+
+    def start_verify(self) -> bool:
+        """Verify the export just written on the background task; False when there is none to verify."""
+        if self._verifiable is None or self.is_running:
+            return False
+        from studio.core.eval.verify import ExportCheckError
+        from studio.core.models.source import ModelLoadError
+
+        source, written = self._verifiable
+        self._cancel = cancel = threading.Event()
+        self.progress_bar.setValue(0)
+        self.status_label.setText(f"Verifying {written}: the studio's replies first…")
+        self.verify_label.setVisible(False)
+        self._set_running(True, verifying=True)
+        self.tasks.start(lambda state: verify_export(source, written, on_progress=state.progress, cancel=cancel),
+                         on_progress=self._on_progress, on_result=self._on_verified,
+                         on_error=lambda error: self._finish("failed", f"Verification failed: {describe_error(error)}",
+                                                              verifying=True),
+                         on_done=lambda: self._set_running(False),
+                         expected_errors=(ExportCheckError, ExportError, ModelLoadError), name="verify export")
+        return True
+
+    def _on_verified(self, result: Any) -> None:
+        self.last_verification = result
+        if result.status != "completed":
+            self._finish("cancelled", "Verification cancelled; the model card was left as it was.", verifying=True)
+            return
+        same = result.identical == result.total
+        colour = "#1b7f3b" if same else "#8a6d00"
+        self.verify_label.setText(f"<span style='color:{colour}; font-weight:600'>{_html(_verified_text(result))}"
+                                  "</span>")
+        self.verify_label.setVisible(True)
+        self.progress_bar.setValue(1000)
+        self._finish("succeeded", f"Verified with {result.engine} on {result.cases_from}; recorded on the model "
+                                  f"card {result.readme}", verifying=True)
+
+    def _finish(self, status: str, message: str, *, verifying: bool = False) -> None:
         colour = {"succeeded": "#1b7f3b", "failed": "#b00020", "cancelled": "#8a6d00"}[status]
         self.status_label.setText(f"<span style='color:{colour}; font-weight:600'>{status.upper()}</span> "
                                   f"{_html(message)}")
         if status != "succeeded":
             self.progress_bar.setValue(0)
-        self.export_finished.emit(status, message)
+        (self.verify_finished if verifying else self.export_finished).emit(status, message)
 
-    def _set_running(self, running: bool) -> None:
+    def _set_running(self, running: bool, *, verifying: bool = False) -> None:
         self.export_button.setEnabled(not running)
+        self.verify_button.setEnabled(not running and self._verifiable is not None)
         self.cancel_button.setEnabled(running)
+        self.cancel_button.setText("Cancel verification" if verifying else "Cancel export")
         self.close_button.setEnabled(not running)
         for widget in (self.source_combo, self.output_edit, *self._browse_buttons, *self.kind_buttons.values(),
                        self.original_weights):

@@ -1,5 +1,9 @@
 """Runs view: the run history as a table, with the loss curves of the selected runs overlaid.
 
+After the fixed columns come the runs' latest eval scores, one column per metric any run was scored on
+("Tool call": 41/47), sorted by the fraction passed: runs with different settings are compared by what they
+learned, not only by their loss.
+
 Everything shown is read from the run directories by Qt-free core functions
 (`studio.core.runs.history`), in a background thread, so a long history never stalls the window.
 """
@@ -20,8 +24,9 @@ from PySide6.QtWidgets import (
 
 from studio.core.config.settings import ConfigError, load_config
 from studio.core.system.units import format_bytes, format_duration
+from studio.core.metrics.registry import METRICS
 from studio.core.runs.history import (
-    RunMetrics, RunSummary, run_metrics, summarize_runs,
+    RunMetrics, RunSummary, run_metrics, score_metrics, summarize_runs,
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 from studio.ui.background import TaskRunner, describe_error
@@ -61,6 +66,12 @@ def _short_name(value: str) -> str:
     return f"{path.parent.name}/{path.name}" if path.is_absolute() and path.parent.name else value
 
 
+def score_title(metric: str) -> str:
+    """A score column's header: the metric's title ("Tool call")."""
+    info = METRICS.get(metric)
+    return info.title if info is not None else metric
+
+
 def _loss_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
@@ -89,6 +100,7 @@ class QtRunsView(QWidget):
         super().__init__(parent)
         self.store = store
         self.summaries: list[RunSummary] = []
+        self.score_columns: list[str] = []  # the metrics shown after COLUMNS
         self._metrics_cache: dict[Path, tuple[tuple[int, int], RunMetrics]] = {}
         self.tasks = TaskRunner(self)  # the summaries
         self._refresh_again = False
@@ -177,12 +189,18 @@ class QtRunsView(QWidget):
     def _show(self, summaries: list[RunSummary]) -> None:
         selected = set(self.selected_paths())
         self.summaries = summaries
+        self.score_columns = score_metrics(summaries)
         self.table.setSortingEnabled(False)
         self.table.blockSignals(True)
         self.table.clearContents()
+        self.table.setColumnCount(len(COLUMNS) + len(self.score_columns))
+        self.table.setHorizontalHeaderLabels([*COLUMNS, *(score_title(name) for name in self.score_columns)])
+        for offset, name in enumerate(self.score_columns):
+            header = self.table.horizontalHeaderItem(len(COLUMNS) + offset)
+            header.setToolTip(f"{score_title(name)}: how many replies passed in the run's latest eval")
         self.table.setRowCount(len(summaries))
         for row, summary in enumerate(summaries):
-            for column, item in enumerate(self._row_items(summary)):
+            for column, item in enumerate(self._row_items(summary) + self._score_items(summary)):
                 item.setData(Qt.ItemDataRole.UserRole, str(summary.path))
                 self.table.setItem(row, column, item)
         self.table.setSortingEnabled(True)
@@ -218,6 +236,22 @@ class QtRunsView(QWidget):
             items[3].setToolTip(s.message)
         for item in items[4:]:
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return items
+
+    def _score_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+        items = []
+        for name in self.score_columns:
+            count = s.scores.metrics.get(name) if s.scores is not None else None
+            if count is None:
+                item = _SortableItem("—", None)
+                item.setToolTip("not scored: evaluate this run on the Evaluate tab" if s.scores is None
+                                else f"its latest eval ({s.scores.eval_name}) did not score {score_title(name)}")
+            else:
+                item = _SortableItem(count.text, count.fraction)
+                mean = f"; mean score {count.mean_score:.2f}" if count.mean_score is not None else ""
+                item.setToolTip(f"{count.text} passed{mean} — {s.scores.describe()}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            items.append(item)
         return items
 
     # --- selection and overlay ------------------------------------------------------------------------------

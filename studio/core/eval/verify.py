@@ -1,0 +1,289 @@
+"""Export fidelity as a check, not a promise: does an exported model answer like the studio?
+
+The studio's replies are the trained adapter on the base as it trained (chat.ChatModel.load of the run, QLoRA
+on its 4-bit base); the export's are a merged model folder's (transformers) or a GGUF file's, answered by
+llama.cpp through llama-cpp-python when it is installed, else read back with transformers' GGUF loader (the
+file's weights, tokenizer and template, not llama.cpp's kernels). Both answer the same cases greedily, so an
+identical reply is the same model's reply; surrounding whitespace aside, since detokenizers differ there.
+
+The cases are the run's held-out split when it has one, else its training examples (the last assistant turn
+of each): the first `limit` of them. The studio's replies are an ordinary eval under
+`<run>/evals/export-check/studio/` (resumed: a second export of the same run asks the studio nothing new);
+the export's are answered afresh every time, beside them under the export's name, since a file re-exported to
+the same path has new weights.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.core.eval.cases import (
+    EvalCase,
+    EvalSet,
+    EvalSetError,
+    cases_from_examples,
+    held_out_set,
+)
+from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
+from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
+from studio.core.runs.history import EVALS_FOLDER
+
+DEFAULT_CASES = 10
+CHECK_FOLDER = "export-check"
+"""Under the run's evals folder; one level deeper than an eval's summary.json, so the Runs view does not take a
+check's studio replies for the run's latest scores."""
+STUDIO_FOLDER = "studio"
+LLAMA_CTX = 4096
+"""llama.cpp's context for the check: room for a conversation and its reply, without the KV cache of a
+model's full trained context (128k tokens for Llama 3.1)."""
+
+ENGINES = ("auto", "llama.cpp", "transformers")
+LLAMA_CPP = "llama.cpp (llama-cpp-python)"
+TRANSFORMERS_GGUF = "transformers' GGUF loader, not llama.cpp"
+TRANSFORMERS = "transformers"
+
+Progress = Callable[[int, int, str], None]
+
+
+class ExportCheckError(ValueError):
+    """A check that cannot be made: no run or adapter to answer as the studio, no export there, no cases."""
+
+
+@dataclass
+class CaseCheck:
+    """One case: the studio's reply and the export's."""
+
+    case: str
+    question: str
+    studio: str
+    export: str
+    truncated: bool = False
+    """The export's reply reached max_new_tokens."""
+    error: str = ""
+    """Why the export gave no reply (llama.cpp refused the prompt)."""
+
+    @property
+    def identical(self) -> bool:
+        return not self.error and self.studio.strip() == self.export.strip()
+
+
+@dataclass
+class ExportVerification:
+    export: Path
+    kind: str
+    """"merged" or "gguf"."""
+    engine: str
+    """What answered for the export, in words."""
+    status: str
+    """"completed" or "cancelled"."""
+    folder: Path
+    cases_from: str = ""
+    """Which cases, in words: "10 of the run's training examples"."""
+    cases: list[CaseCheck] = field(default_factory=list)
+    readme: Path | None = None
+    """The model card the result was stated on (export.jobs.verify_export)."""
+
+    @property
+    def identical(self) -> int:
+        return sum(case.identical for case in self.cases)
+
+    @property
+    def total(self) -> int:
+        return len(self.cases)
+
+    @property
+    def differing(self) -> list[CaseCheck]:
+        return [case for case in self.cases if not case.identical]
+
+    def headline(self) -> str:
+        """'10/10 replies identical to the studio's', or which cases differ."""
+        text = f"{self.identical}/{self.total} replies identical to the studio's"
+        if self.differing:
+            shown = ", ".join(case.case for case in self.differing[:8]) + (", …" if len(self.differing) > 8 else "")
+            text += f"; case{'s' if len(self.differing) > 1 else ''} {shown} differ"
+        return text
+
+    def text(self) -> str:
+        """The headline with what was compared: the model card's line."""
+        answered = "the GGUF file answered by " if self.kind == "gguf" else "the merged model answered by "
+        return (f"{self.headline()} (greedy, the trained adapter on the base it trained on, on {self.cases_from}; "
+                f"{answered}{self.engine})")
+
+
+def check_verifiable(source: Path) -> Path:
+    """The adapter folder the studio answers with, or an ExportCheckError saying why `source` has none."""
+    source = Path(source)
+    for folder in (source, source / "adapter"):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    raise ExportCheckError(f"{source}: not a run or adapter folder, so there is no trained adapter to compare the "
+                           "export with (verify an export made from a run)")
+
+
+def export_kind(export: Path) -> str:
+    """"gguf" for a .gguf file, "merged" for a model folder; ExportCheckError for anything else."""
+    export = Path(export)
+    if export.suffix.lower() == ".gguf" and export.is_file():
+        return "gguf"
+    if (export / "config.json").is_file() and not (export / "adapter_config.json").is_file():
+        return "merged"
+    raise ExportCheckError(f"{export}: neither a GGUF file nor a merged model folder")
+
+
+def choose_engine(kind: str, engine: str = "auto") -> str:
+    """What answers for an export: llama.cpp for a GGUF when llama-cpp-python is installed (or asked for)."""
+    import importlib.util
+
+    if engine not in ENGINES:
+        raise ExportCheckError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if kind == "merged":
+        if engine == "llama.cpp":
+            raise ExportCheckError("llama.cpp answers a GGUF file, not a merged model folder")
+        return TRANSFORMERS
+    if engine == "transformers":
+        return TRANSFORMERS_GGUF
+    installed = importlib.util.find_spec("llama_cpp") is not None
+    if engine == "llama.cpp" and not installed:
+        raise ExportCheckError("llama-cpp-python is not installed (pip install llama-cpp-python)")
+    return LLAMA_CPP if installed else TRANSFORMERS_GGUF
+
+
+def check_cases(source: Path, limit: int = DEFAULT_CASES) -> EvalSet:
+    """The first `limit` cases of the run's held-out split, else of its training examples (last turn each)."""
+    from studio.core.config.settings import ConfigError, load_config
+    from studio.core.data.issues import DataError
+    from studio.core.data.loading import training_data
+
+    adapter = check_verifiable(source)
+    run_dir = adapter.parent if adapter.name == "adapter" else adapter
+    if not (run_dir / "run.toml").is_file():
+        raise ExportCheckError(f"{adapter}: no run.toml beside the adapter, so no examples to compare on")
+    try:
+        config = load_config(run_dir / "run.toml")
+    except ConfigError as error:
+        raise ExportCheckError(str(error)) from None
+    try:
+        if config.data.eval_file or config.data.eval_fraction > 0:
+            cases, words = held_out_set(run_dir, turns="last").cases, "held-out examples"
+        else:
+            data = training_data(config.data)
+            cases, words = cases_from_examples(data.examples, data.lines, turns="last"), "training examples"
+    except (EvalSetError, DataError, OSError) as error:  # the run's data moved or changed since it trained
+        raise ExportCheckError(str(error)) from None
+    if not cases:
+        raise ExportCheckError(f"{run_dir}: the run's data has no assistant turns to compare replies on")
+    cases = cases[:max(1, limit)]
+    return EvalSet(CHECK_FOLDER, f"{len(cases)} of the run's {words}", cases)
+
+
+def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> ExportVerification:
+    """Answer the check's cases with the studio's model (`source`: a run or adapter folder), then with the export
+    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case."""
+    report = progress or (lambda done, total, message: None)
+    stop = should_stop or (lambda: False)
+    export = Path(export).resolve()
+    kind = export_kind(export)
+    answered_by = choose_engine(kind, engine)
+    eval_set = check_cases(source, limit)
+    cases = eval_set.cases
+    folder = eval_home(Path(source)) / EVALS_FOLDER / CHECK_FOLDER
+    total = 2 * len(cases)
+    result = ExportVerification(export, kind, answered_by, "cancelled", folder / _slug(export),
+                                cases_from=eval_set.source)
+
+    def studio_progress(done: int, _total: int, message: str) -> None:
+        report(done, total, f"studio: {message}")
+
+    studio = run_eval(EvalJob(source, eval_set, metrics=["exact"], output_dir=folder / STUDIO_FOLDER,
+                              max_new_tokens=max_new_tokens, with_loss=False),
+                      progress=studio_progress, should_stop=stop)
+    if studio.status != "completed":
+        return result
+    studio_column = studio.columns[0]
+    studio_replies = {r["case"]: r["reply"] for r in read_results(studio.results_path)
+                      if r["model"] == studio_column}
+
+    def export_progress(done: int, _total: int, message: str) -> None:
+        report(len(cases) + done, total, f"export: {message}")
+
+    if answered_by == LLAMA_CPP:
+        replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop)
+    else:
+        replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, export_progress,
+                                        stop)
+    if replies is None:
+        return result
+    for case in cases:
+        reply, truncated, error = replies[case.id]
+        result.cases.append(CaseCheck(case.id, case.question, studio_replies[case.id], reply, truncated, error))
+    result.status = "completed"
+    report(total, total, result.headline())
+    return result
+
+
+def _slug(export: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", export.name).strip("_") or "export"
+
+
+Replies = dict[str, tuple[str, bool, str]]
+"""case id -> (reply, truncated, error)."""
+
+
+def _transformers_replies(export: Path, kind: str, eval_set: EvalSet, max_new_tokens: int, folder: Path,
+                          report: Progress, stop: Callable[[], bool]) -> Replies | None:
+    """The export's replies through the eval's own batched greedy generation; None when cancelled."""
+    from studio.core.chat.model import ChatModel
+    from studio.core.eval.gguf import load_gguf_chat
+
+    report(0, len(eval_set.cases), f"loading {export}")
+    chat = load_gguf_chat(export) if kind == "gguf" else ChatModel.load(export)
+    try:
+        outcome = run_eval(EvalJob(export, eval_set, metrics=["exact"], output_dir=folder, fresh=True,
+                                   max_new_tokens=max_new_tokens, with_loss=False),
+                           progress=report, should_stop=stop, chat=chat)
+    finally:
+        chat.unload()
+    if outcome.status != "completed":
+        return None
+    return {r["case"]: (r["reply"], bool(r.get("truncated")), "") for r in read_results(outcome.results_path)}
+
+
+def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
+                       stop: Callable[[], bool]) -> Replies | None:
+    """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
+    token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's."""
+    import llama_cpp
+
+    report(0, len(cases), f"loading {export} in llama.cpp")
+    # n_gpu_layers=-1 offloads every layer where llama.cpp was built with a GPU backend; a CPU build ignores it.
+    llm = llama_cpp.Llama(model_path=str(export), n_ctx=LLAMA_CTX, n_gpu_layers=-1, seed=0, verbose=False)
+    replies: Replies = {}
+    records: list[dict[str, Any]] = []
+    try:
+        for done, case in enumerate(cases):
+            if stop():
+                return None
+            try:
+                answer = llm.create_chat_completion(messages=case.messages(), temperature=0.0, top_k=1,
+                                                    max_tokens=max_new_tokens)
+            except ValueError as error:  # the prompt does not fit the context
+                replies[case.id] = ("", False, f"llama.cpp: {error}")
+            else:
+                choice = answer["choices"][0]
+                replies[case.id] = (choice["message"].get("content") or "", choice.get("finish_reason") == "length",
+                                    "")
+            reply, truncated, error = replies[case.id]
+            records.append({"model": "gguf", "case": case.id, "key": case.key, "prompt": case.messages(),
+                            "expected": case.expected, "reply": reply, "truncated": truncated, "error": error,
+                            "answered_by": LLAMA_CPP, "max_new_tokens": max_new_tokens})
+            report(done + 1, len(cases), f"llama.cpp: {done + 1}/{len(cases)}")
+    finally:
+        llm.close()
+    rewrite_results(folder / RESULTS_FILE, records)
+    return replies

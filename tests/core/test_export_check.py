@@ -1,0 +1,187 @@
+"""Export fidelity as a check: the same cases answered by the studio (the trained adapter on its trained base) and
+by the export, compared reply by reply, with the result stated on the export's model card."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from studio.core.eval.verify import (
+    CHECK_FOLDER,
+    LLAMA_CPP,
+    TRANSFORMERS_GGUF,
+    CaseCheck,
+    ExportCheckError,
+    ExportVerification,
+    check_cases,
+    check_verifiable,
+    choose_engine,
+)
+from studio.core.export.jobs import verify_export
+from studio.core.export.model_card import AGREEMENT_ROW, record_agreement
+
+MAX_NEW_TOKENS = 60  # the demo's replies end well before: both sides stop at the end-of-turn token
+
+
+def _card_row(readme: Path) -> str:
+    rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith(f"| {AGREEMENT_ROW} |")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_the_headline_names_the_cases_that_differ(tmp_path):
+    result = ExportVerification(tmp_path / "m.gguf", "gguf", TRANSFORMERS_GGUF, "completed", tmp_path,
+                                "3 of the run's training examples",
+                                [CaseCheck("1", "q", "Yes.", "Yes. "), CaseCheck("2", "q", "No.", "Nope."),
+                                 CaseCheck("3", "q", "Hi", "", error="llama.cpp: context full")])
+    assert result.identical == 1 and result.total == 3, "surrounding whitespace aside; an error is no reply"
+    assert result.headline() == "1/3 replies identical to the studio's; cases 2, 3 differ"
+    assert "on 3 of the run's training examples" in result.text() and "the GGUF file answered by" in result.text()
+
+
+def test_a_check_needs_a_trained_adapter_and_an_export(tmp_path):
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    with pytest.raises(ExportCheckError, match="no trained adapter to compare"):
+        check_verifiable(tmp_path / "merged")
+    with pytest.raises(ExportCheckError, match="neither a GGUF file nor a merged model folder"):
+        verify_export(tmp_path, tmp_path / "missing.gguf")
+    with pytest.raises(ExportCheckError, match="not a merged model folder"):
+        choose_engine("merged", "llama.cpp")
+
+
+def test_llama_cpp_answers_for_a_gguf_where_it_is_installed():
+    import importlib.util
+
+    installed = importlib.util.find_spec("llama_cpp") is not None
+    assert choose_engine("gguf") == (LLAMA_CPP if installed else TRANSFORMERS_GGUF)
+    assert choose_engine("gguf", "transformers") == TRANSFORMERS_GGUF
+    if not installed:
+        with pytest.raises(ExportCheckError, match="llama-cpp-python is not installed"):
+            choose_engine("gguf", "llama.cpp")
+
+
+def test_a_gguf_cards_agreement_row_is_replaced_or_added_and_a_merges_note_follows(tmp_path):
+    from studio.core.export.model_card import write_model_card
+    from studio.core.runs.record import RunSummary
+
+    summary = RunSummary(run_name="demo", base_model="/models/tiny", settings={"lora": {"r": 8}})
+    readme = write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"})
+    record_agreement(tmp_path / "demo.gguf", "9/10 replies identical to the studio's")
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    method = next(i for i, line in enumerate(lines) if line.startswith("| Method |"))
+    assert lines[method + 1] == f"| {AGREEMENT_ROW} | 9/10 replies identical to the studio's |"
+
+    summary.agreement = "3/8 greedy replies identical to the trained model's"  # a merge into the original weights
+    write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"}, notes=[f"{AGREEMENT_ROW}: old."])
+    record_agreement(tmp_path / "demo.gguf", "10/10 replies identical to the studio's")
+    text = readme.read_text(encoding="utf-8")
+    assert _card_row(readme) == f"| {AGREEMENT_ROW} | 10/10 replies identical to the studio's |"
+    assert f"> {AGREEMENT_ROW}: 10/10 replies identical to the studio's." in text and "old." not in text
+    assert text.startswith("---\nlibrary_name: gguf"), "still the studio's card: a re-export may replace it"
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory) -> Path:
+    """The demo run copied, so the check's replies under its evals folder are this module's alone."""
+    run = tmp_path_factory.mktemp("check") / "demo-run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def test_the_demo_cases_are_its_ten_training_questions(run_copy, demo_assets):
+    eval_set = check_cases(run_copy)
+    questions = [json.loads(line)["messages"][0]["content"]
+                 for line in demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()]
+    assert [case.question for case in eval_set.cases] == questions[:10]
+    assert eval_set.source == "10 of the run's training examples", "the demo holds nothing out"
+
+
+@pytest.mark.slow
+def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_says_so(run_copy, tmp_path):
+    from studio.core.export.gguf import export_gguf
+
+    exported = export_gguf(run_copy, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
+    seen: list[tuple[float, str]] = []
+    result = verify_export(run_copy, exported.path, engine="transformers", max_new_tokens=MAX_NEW_TOKENS,
+                           on_progress=lambda fraction, message: seen.append((fraction, message)))
+    assert result.status == "completed" and result.kind == "gguf" and result.engine == TRANSFORMERS_GGUF
+    assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
+    assert result.headline() == "10/10 replies identical to the studio's"
+    assert seen[-1] == (1.0, result.headline()) and any("studio:" in m for _, m in seen)
+    assert all(b >= a for (a, _), (b, _) in itertools.pairwise(seen)), "progress only moves forward"
+    assert result.readme == exported.readme
+    assert _card_row(exported.readme) == f"| {AGREEMENT_ROW} | {result.text()} |"
+    assert "Modelfile" in {p.name for p in exported.path.parent.iterdir()}
+    studio_results = run_copy / "evals" / CHECK_FOLDER / "studio" / "results.jsonl"
+    assert len(studio_results.read_text(encoding="utf-8").splitlines()) == 10
+
+    # A re-export to the same path is checked afresh; the studio's replies are kept and not asked again.
+    again = verify_export(run_copy, exported.path, engine="transformers", max_new_tokens=MAX_NEW_TOKENS)
+    assert (again.identical, again.total) == (10, 10)
+    assert len(studio_results.read_text(encoding="utf-8").splitlines()) == 10
+
+
+@pytest.mark.slow
+def test_a_merged_folder_is_checked_and_its_card_and_summary_state_the_result(run_copy, tmp_path):
+    from studio.core.export.merge import merge_adapter
+    from studio.core.runs.record import SUMMARY_FILE, RunSummary
+
+    merged = merge_adapter(run_copy, tmp_path / "merged")
+    result = verify_export(run_copy / "adapter", merged, max_new_tokens=MAX_NEW_TOKENS)
+    assert result.kind == "merged" and result.engine == "transformers"
+    assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
+    assert RunSummary.from_json((merged / SUMMARY_FILE).read_text(encoding="utf-8")).agreement == result.text()
+    assert _card_row(merged / "README.md") == f"| {AGREEMENT_ROW} | {result.text()} |"
+    assert "merged model answered by transformers" in result.text()
+
+
+@pytest.mark.slow
+def test_a_cancelled_check_leaves_the_card_as_it_was(run_copy, tmp_path):
+    from studio.core.export.merge import merge_adapter
+
+    merged = merge_adapter(run_copy, tmp_path / "merged")
+    card = (merged / "README.md").read_text(encoding="utf-8")
+    cancel = threading.Event()
+    cancel.set()
+    result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, cancel=cancel)
+    assert result.status == "cancelled" and result.cases == []
+    assert (merged / "README.md").read_text(encoding="utf-8") == card
+
+
+def test_cli_verify_of_an_export_from_a_merged_folder_is_bad_input_before_any_work(tmp_path, run_studio):
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    result = run_studio("export", "gguf", tmp_path / "merged", "--output", tmp_path / "out" / "m.gguf", "--verify")
+    assert result.returncode == 2, result.stderr
+    assert "--verify:" in result.stderr and "no trained adapter to compare" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_studio):
+    output = tmp_path / "ollama" / "demo.gguf"
+    result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify")
+    assert result.returncode == 0, result.stderr[-3000:]
+    verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
+    assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
+    assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_llama_cpp_answers_an_f16_gguf_of_the_demo_like_the_studio(run_copy, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (see docs/BENCHMARKS.md)")
+    from studio.core.export.gguf import export_gguf
+
+    exported = export_gguf(run_copy, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
+    result = verify_export(run_copy, exported.path, engine="llama.cpp", max_new_tokens=MAX_NEW_TOKENS)
+    assert result.engine == LLAMA_CPP
+    assert (result.identical, result.total) == (10, 10), [(c.studio, c.export, c.error) for c in result.differing]
+    assert "answered by llama.cpp" in _card_row(exported.readme)
+    records = (result.folder / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(records) == 10 and all(json.loads(line)["answered_by"] == LLAMA_CPP for line in records)
