@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from studio.core.runs.history import EVAL_SUMMARY_FILE as SUMMARY_FILE  # the Runs view reads the scores from it
+from studio.core.runs.history import EVAL_SUMMARY_FILE as SUMMARY_FILE  # noqa: F401 - the Runs view reads the scores from it
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "eval.json"
