@@ -84,8 +84,11 @@ def reward_weights(entries: list[str]) -> dict[str, float]:
     return weights
 
 
-def reward_entries(weights: dict[str, float]) -> list[str]:
-    """metric → weight as training.rewards' metric=weight entries, in the registry's order."""
+def reward_entries(weights: dict[str, float], *, shown: list[str] | None = None) -> list[str]:
+    """metric → weight as training.rewards' metric=weight entries, in the registry's order; `shown` itself (the
+    entries as the config wrote them, "tool_call=1.0") while they still say the same."""
+    if shown is not None and reward_weights(shown) == weights:
+        return list(shown)
     return [f"{name}={weights[name]:g}" for name in METRICS if name in weights]
 
 

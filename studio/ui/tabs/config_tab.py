@@ -528,9 +528,9 @@ class QtConfigTab(QWidget):
         ])
         # Two columns side by side where they fit, one above the other where they do not (see `_reflow`).
         left = QVBoxLayout()
-        left.addWidget(self.method_box)
         left.addWidget(lora_box)
         left.addWidget(quant_box)
+        left.addWidget(self.method_box)  # under the shorter column: SFT shows one row, GRPO a few more
         right = QVBoxLayout()
         right.addWidget(training_box)
         columns = _ReflowingRow(left, right)

@@ -43,15 +43,17 @@ class QtRewardPicker(QWidget):
             self.checks[info.name], self.weights[info.name] = check, weight
         grid.setColumnStretch(2, 1)
         self._loading = False
+        self._shown: list[str] = []
 
     def rewards(self) -> list[str]:
         """The checked metrics as training.rewards entries."""
         return reward_entries({name: self.weights[name].value() for name, check in self.checks.items()
-                               if check.isChecked()})
+                               if check.isChecked()}, shown=self._shown)
 
     def set_rewards(self, entries: list[str]) -> None:
         """Show training.rewards (does not signal `changed`)."""
         chosen = reward_weights(list(entries))
+        self._shown = list(entries)
         self._loading = True
         try:
             for name, check in self.checks.items():
