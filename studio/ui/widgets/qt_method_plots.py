@@ -44,12 +44,12 @@ class MethodPlot:
 
 
 METHOD_PLOTS = (
-    MethodPlot("Reward margin (chosen − rejected)", ("rewards/margins",), ("margin",)),
-    MethodPlot("Reward accuracy (chosen preferred)", ("rewards/accuracies",), ("accuracy",)),
+    MethodPlot("Reward margin", ("rewards/margins",), ("chosen − rejected",)),
+    MethodPlot("Reward accuracy", ("rewards/accuracies",), ("chosen preferred",)),
     MethodPlot("Log-probabilities", ("logps/chosen", "logps/rejected"), ("chosen", "rejected")),
-    MethodPlot("Mean reward per function", ("rewards/",)),
-    MethodPlot("Reward and its spread", ("reward", "reward_std"), ("reward", "spread (std)")),
-    MethodPlot("Reply length (tokens)", ("completions/mean_length",), ("mean",)),
+    MethodPlot("Reward per function", ("rewards/",)),
+    MethodPlot("Reward", ("reward", "reward_std"), ("mean", "spread (std)")),
+    MethodPlot("Reply length", ("completions/mean_length",), ("mean tokens",)),
     MethodPlot("KL from the base", ("kl",), ("KL",)),
 )
 """The plots in order; a GRPO reward key (rewards/<fn>/mean) is drawn by the per-function plot only."""
@@ -73,7 +73,6 @@ class _QtGroupPlot(QWidget):
         self.plot_widget = style.make_plot_widget(spec.title, "step", None)
         self.plot_widget.setMinimumHeight(150)
         style.make_axes_cheap(self.plot_widget.getPlotItem())
-        self.legend = style.add_legend(self.plot_widget.getPlotItem())
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.points: dict[str, tuple[list[float], list[float]]] = {}
         layout = QHBoxLayout(self)
@@ -83,8 +82,14 @@ class _QtGroupPlot(QWidget):
     def set_points(self, key: str, xs: Sequence[float], ys: Sequence[float]) -> None:
         if key not in self.curves:
             colour = _COLOURS[len(self.curves) % len(_COLOURS)]
-            self.curves[key] = self.plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=2),
-                                                                   name=self.spec.label(key))
+            self.curves[key] = self.plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=2))
+            # The curves' names under the title in their colours: a legend would sit on the curves of a plot this
+            # small, whichever corner it took.
+            names = " · ".join(f"<span style='color:{curve.opts['pen'].color().name()}'>{self.spec.label(k)}</span>"
+                               for k, curve in self.curves.items())
+            self.plot_widget.getPlotItem().setTitle(
+                f"{self.spec.title}<br><span style='font-size:9pt'>{names}</span>", color=style.FOREGROUND,
+                size="11pt")
         self.points[key] = (list(xs), list(ys))
         self.curves[key].setData(list(xs), list(ys))
         style.mark_lone_point(self.curves[key], len(xs))
