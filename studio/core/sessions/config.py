@@ -1,6 +1,7 @@
 """What the Config tab works out beyond the draft's fields: the fast path's line, the card the estimate is
 compared with when there is no GPU, the target-module shortcuts and the layer names, the model shapes the
-estimate reads, and the "Copy as command" file and line. (The range of each number comes from the field's
+estimate reads, the "Copy as command" file and line, and the training method's rules (which settings each method
+shows, the rewards as metric=weight entries ↔ a weight per metric). (The range of each number comes from the field's
 metadata: `studio.core.config.settings.field_bounds`.)"""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 from studio.core.config.presets import GPU_PRESETS, Preset
-from studio.core.config.settings import RunConfig
+from studio.core.config.settings import RunConfig, parse_rewards
+from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.models.source import bundled_shapes
@@ -23,8 +25,71 @@ from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, Sh
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit", "describe_layers",
-           "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "target_shortcut", "train_command"]
+__all__ = ["METHOD_FIELDS", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
+           "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "method_data_note",
+           "method_shows", "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+
+
+# --------------------------------------------------------------------------------------- the training method
+
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "sft": (),
+    "dpo": ("beta",),
+    "orpo": ("beta",),
+    "kto": ("beta",),
+    "grpo": ("num_generations", "max_completion_length", "rewards", "reward_pattern", "length_penalty",
+             "kl_coefficient"),
+}
+"""The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
+
+_METHOD_DATA = {
+    "sft": "Reads conversations, instruction/response or prompt/completion records, or plain text.",
+    "dpo": "Reads prompt / chosen / rejected records: the model learns to prefer the chosen reply.",
+    "orpo": "Reads prompt / chosen / rejected records; learns the chosen replies and the preference at once.",
+    "kto": "Reads prompt / completion / label records (label true = a good reply), or chosen/rejected pairs.",
+    "grpo": "Reads prompts with their expected reply; the model writes replies, the rewards below score them.",
+}
+
+
+def method_shows(method: str, name: str) -> bool:
+    """Whether the Config tab shows training.`name` for `method` (every setting no method owns is shared)."""
+    owned = {field for fields in METHOD_FIELDS.values() for field in fields}
+    return name not in owned or name in METHOD_FIELDS.get(method, ())
+
+
+def method_data_note(method: str) -> str:
+    """The one line under the method choice: what data the method reads."""
+    return _METHOD_DATA.get(method, "")
+
+
+def reward_choices() -> list[MetricInfo]:
+    """The metrics a GRPO reward can be built from, in the Evaluate tab's order."""
+    return list(METRICS.values())
+
+
+def reward_weights(entries: list[str]) -> dict[str, float]:
+    """training.rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
+    no metric is left out (the run's own check names it)."""
+    try:
+        parsed = parse_rewards(entries)
+    except ValueError:
+        return {}
+    weights = {}
+    for name, weight in parsed:
+        try:
+            key = build_metric(name, pattern="x").name  # the registry's own spelling ("tool-calls" → tool_call)
+        except MetricError:
+            continue
+        weights[key] = weight
+    return weights
+
+
+def reward_entries(weights: dict[str, float], *, shown: list[str] | None = None) -> list[str]:
+    """metric → weight as training.rewards' metric=weight entries, in the registry's order; `shown` itself (the
+    entries as the config wrote them, "tool_call=1.0") while they still say the same."""
+    if shown is not None and reward_weights(shown) == weights:
+        return list(shown)
+    return [f"{name}={weights[name]:g}" for name in METRICS if name in weights]
 
 
 def fast_path_line(plan: FastPathPlan) -> str:

@@ -5,6 +5,11 @@ The data settings live in the one `RunDraft` the Config tab edits too; this sess
 into it. The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
 and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.ui.background.TaskState`
 gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
+
+For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
+`core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
+the `file:line: reason` problems shown are the ones that train; the preview renders each pair's chosen and
+rejected reply after the prompt with the model's chat template, the reply's tokens trained as TRL trains them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Protocol
 from studio.core.config.settings import DataSettings, TrainingSettings
 from studio.core.data.issues import DataError
 from studio.core.data.loading import ScanCancelled, load_data
-from studio.core.data.shape import format_column_mapping, parse_column_mapping
+from studio.core.data.shape import FORMAT_NAMES, PREFERENCE_FORMAT_NAMES, format_column_mapping, parse_column_mapping
 from studio.core.data.table import LoadedData
 from studio.core.sessions.draft import Change, RunDraft
 
@@ -47,6 +52,42 @@ class TaskState(Protocol):
     def cancelled(self) -> bool: ...
 
 
+METHOD_TITLES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "grpo": "GRPO"}
+
+
+def format_name(fmt: str) -> str:
+    """A detected shape's name, SFT's or a preference method's."""
+    return {**FORMAT_NAMES, **PREFERENCE_FORMAT_NAMES}.get(fmt, fmt)
+
+
+def table_headers(method: str, unit: str = "line") -> tuple[str, ...]:
+    """The Dataset tab's columns for the data of `method` (the first is the source line or row)."""
+    where = "Row" if unit == "row" else "Line"
+    return (where, *{"dpo": ("Prompt", "Chosen", "Rejected"), "orpo": ("Prompt", "Chosen", "Rejected"),
+                     "kto": ("Prompt", "Completion", "Label"), "grpo": ("Prompt", "Expected reply")}.get(
+        method, ("Turns", "Prompt", "Response")))
+
+
+def _turns_text(turns: Any) -> str:
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(str(turn.get("content") or "") for turn in turns or [] if isinstance(turn, dict))
+
+
+def example_cells(example: dict[str, Any]) -> tuple[Any, ...]:
+    """The cells after the line of one example as its method reads it (an SFT one, a pair, a labelled reply or a
+    prompt): what `table_headers` names."""
+    if "chosen" in example:
+        return _turns_text(example["prompt"]), _turns_text(example["chosen"]), _turns_text(example["rejected"])
+    if "label" in example:
+        return (_turns_text(example["prompt"]), _turns_text(example["completion"]),
+                "desirable" if example["label"] else "undesirable")
+    if "expected" in example:
+        return _turns_text(example["prompt"]), example["expected"]
+    user, assistant, turns = example_summary(example)
+    return turns, user, assistant
+
+
 def example_summary(example: dict[str, Any]) -> tuple[str, str, int]:
     """First user text, first assistant text and the number of turns of a normalised example."""
     if "text" in example:
@@ -70,11 +111,13 @@ class ReadRequest:
     encoding: str
     split: str
     text_split: str
+    method: str = "sft"
+    """training.method: beyond SFT the source is read as that method's training reads it."""
 
     @classmethod
-    def of(cls, data: DataSettings) -> ReadRequest:
+    def of(cls, data: DataSettings, method: str = "sft") -> ReadRequest:
         return cls(data.train_file, data.format, tuple(data.column_mapping), data.encoding, data.split,
-                   data.text_split)
+                   data.text_split, method)
 
 
 def warm_up_arrow() -> None:
@@ -96,6 +139,8 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
             last[0] = now
             state.progress(fraction, rows)
 
+    if request.method != "sft":
+        return read_method_source(request, state)
     try:
         with importing():
             warm_up_arrow()
@@ -107,6 +152,27 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
     except Exception as error:
         log.error("reading %s failed:\n%s", request.spec, traceback.format_exc())
         raise DataError(f"{request.spec}: cannot be read ({type(error).__name__}: {error})") from error
+
+
+def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
+    """A source read for a method beyond SFT by the run's own reader, as the tab's LoadedData (examples in
+    TRL's form: prompt/chosen/rejected, prompt/completion/label, or prompt/expected)."""
+    from studio.core.train.preference_data import load_preference_data
+
+    try:
+        read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,
+                                    encoding=request.encoding, split=request.split, should_stop=state.cancelled)
+    except InterruptedError:
+        raise ScanCancelled() from None
+    except DataError:
+        raise
+    except Exception as error:
+        log.error("reading %s for %s failed:\n%s", request.spec, request.method, traceback.format_exc())
+        raise DataError(f"{request.spec}: cannot be read ({type(error).__name__}: {error})") from error
+    state.progress(1.0, len(read.examples))
+    return LoadedData(path=read.path, format=read.format, evidence=read.evidence, examples=read.examples,
+                      lines=read.lines, issues=read.issues, encoding=request.encoding, issue_total=read.issue_total,
+                      unit=read.unit)
 
 
 def load_model_tokenizer(name: str, *, trust_remote_code: bool, importing: Importing = nullcontext) -> Any:
@@ -161,6 +227,9 @@ class RowPreview:
     preview: Any = None
     message: str = ""
     waiting_for_tokenizer: bool = False
+    sides: tuple[tuple[str, Any], ...] = ()
+    """Beyond SFT: (title, ExamplePreview) of each reply after the prompt, chosen then rejected for a pair;
+    `preview` is the first."""
 
 
 class DatasetSession:
@@ -202,6 +271,16 @@ class DatasetSession:
     def training(self) -> TrainingSettings:
         return self.draft.config.training
 
+    @property
+    def method(self) -> str:
+        """training.method, which decides how the source is read."""
+        return self.draft.config.training.method
+
+    @property
+    def data_method(self) -> str:
+        """The method the shown data was read for."""
+        return self.last_read.method if self.last_read is not None else self.method
+
     def edit(self, *, source: object | None = None, **values: Any) -> Change | None:
         """Write data settings into the draft (one notification, none when nothing changes)."""
         return self.draft.update("data", source=source, **values)
@@ -230,14 +309,14 @@ class DatasetSession:
         read, or nothing has been read, is being read or has failed."""
         if not self.settings.train_file:
             return False
-        if self.last_read != ReadRequest.of(self.settings):
+        if self.last_read != ReadRequest.of(self.settings, self.method):
             return True
         return self.data is None and not reading and not self.file_error
 
     def begin_read(self) -> ReadRequest:
         """Forget what was read and measured; the request of the read that starts now."""
         self.data, self.stats, self.file_error = None, None, ""
-        self.last_read = ReadRequest.of(self.settings)
+        self.last_read = ReadRequest.of(self.settings, self.method)
         return self.last_read
 
     def read_failed(self, error: DataError) -> None:
@@ -278,6 +357,8 @@ class DatasetSession:
         data = self.data
         if data is None or not data.complete or not len(data.examples) or self.tokenizer is None:
             return None
+        if self.data_method != "sft":
+            return None  # the histogram measures SFT examples; TRL's trainers tokenise the others themselves
         return StatsRequest(self.model_name, data, self.settings.train_on_responses_only, self.max_length, limit,
                             self.trust_remote_code)
 
@@ -288,8 +369,12 @@ class DatasetSession:
             return None
         example = data.examples[row]
         line = data.lines[row] if row < len(data.lines) else row + 1
-        _, _, turns = example_summary(example)
-        where = f"{'Row' if data.unit == 'row' else 'Line'} {line} · {turns} turn(s)"
+        method = self.data_method
+        if method != "sft":
+            where = f"{'Row' if data.unit == 'row' else 'Line'} {line} · {METHOD_TITLES[method]} {_KINDS[method]}"
+        else:
+            _, _, turns = example_summary(example)
+            where = f"{'Row' if data.unit == 'row' else 'Line'} {line} · {turns} turn(s)"
         model = self.model_name
         if not model:
             return RowPreview(where, message="Choose a model on the Config tab to see this row with its chat "
@@ -302,9 +387,32 @@ class DatasetSession:
         from studio.core.data.tokens import TemplateError
 
         try:
+            if method != "sft":
+                # TRL's trainers take the loss on the replies only, whatever data.train_on_responses_only says.
+                sides = tuple((title, preview_example(self.tokenizer, conversation, train_on_responses_only=True,
+                                                      max_length=self.max_length))
+                              for title, conversation in preference_conversations(example))
+                return RowPreview(where, preview=sides[0][1], sides=sides)
             preview = preview_example(self.tokenizer, example,
                                       train_on_responses_only=self.settings.train_on_responses_only,
                                       max_length=self.max_length)
         except (TemplateError, ValueError, TypeError) as error:  # a template that rejects this conversation
             return RowPreview(where, message=f"This row cannot be rendered with the model's chat template: {error}")
         return RowPreview(where, preview=preview)
+
+
+_KINDS = {"dpo": "pair", "orpo": "pair", "kto": "reply", "grpo": "prompt"}
+
+
+def preference_conversations(example: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(title, the conversation as `encode_example` takes it) for each reply of a method's example: the prompt
+    followed by the chosen and by the rejected reply of a pair, by a kto reply, or a grpo prompt alone (the
+    model writes the reply there, so nothing of it is trained)."""
+    prompt = list(example["prompt"])
+    if "chosen" in example:
+        return [("Chosen", {"messages": prompt + list(example["chosen"])}),
+                ("Rejected", {"messages": prompt + list(example["rejected"])})]
+    if "label" in example:
+        title = "Desirable reply" if example["label"] else "Undesirable reply"
+        return [(title, {"messages": prompt + list(example["completion"])})]
+    return [("Prompt (the model writes the reply)", {"messages": prompt})]

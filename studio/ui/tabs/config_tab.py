@@ -37,8 +37,8 @@ from studio.core.plan.speedups import capabilities_for_card, expected_compute_dt
 from studio.core.plan.vram import estimate_vram
 from studio.core.plan.fit import context_line
 from studio.core.sessions.config import (
-    LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers, fast_path_line,
-    fit_card, fit_preset, fit_to_card, target_shortcut, train_command,
+    METHOD_FIELDS, LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
+    fast_path_line, fit_card, fit_preset, fit_to_card, method_data_note, method_shows, target_shortcut, train_command,
 )
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu
@@ -46,6 +46,7 @@ from studio.core.system.units import format_bytes
 from studio.ui.background import TaskRunner
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets.qt_model_picker import QtModelPicker
+from studio.ui.widgets.qt_reward_picker import QtRewardPicker
 from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
 
 _DETECT = object()
@@ -69,6 +70,8 @@ OPTIM_TEXT = {
 }
 ATTN_TEXT = {"sdpa": "sdpa (PyTorch)", "eager": "eager", "flash_attention_2": "FlashAttention 2"}
 EVAL_TEXT = {"steps": "every N steps", "epoch": "every epoch", "no": "never"}
+METHOD_TEXT = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "orpo": "ORPO (pairs, one pass)",
+               "kto": "KTO (good / bad replies)", "grpo": "GRPO (rewarded generations)"}
 
 
 def flash_attention_available() -> bool:
@@ -108,6 +111,10 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _QtTextEdit(QLineEdit):
+    """A line edit for a text field (a QLineEdit binding is a comma-separated list)."""
 
 
 class _QtNoteLabel(QLabel):
@@ -162,6 +169,10 @@ class _Binding:
             return w.currentData()
         if isinstance(w, (QSpinBox, QDoubleSpinBox)):
             return w.value()
+        if isinstance(w, QtRewardPicker):
+            return w.rewards()
+        if isinstance(w, _QtTextEdit):
+            return w.text()
         if isinstance(w, QLineEdit):
             return [part.strip() for part in w.text().split(",") if part.strip()]
         raise TypeError(type(w))
@@ -178,6 +189,10 @@ class _Binding:
             w.setCurrentIndex(index)
         elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
             w.setValue(value)
+        elif isinstance(w, QtRewardPicker):
+            w.set_rewards(value)
+        elif isinstance(w, _QtTextEdit):
+            w.setText(value)
         elif isinstance(w, QLineEdit):
             w.setText(", ".join(value))
 
@@ -283,6 +298,19 @@ class QtConfigTab(QWidget):
         self.rows_source: Callable[[], int | None] | None = None
         """Returns the Dataset tab's row count (None until read), for the held-out statement ("5 of 47 rows")."""
 
+        # --- the method and its own settings (only the chosen method's are shown)
+        self.method = self._combo("training", "method", METHOD_TEXT)
+        self.method_note = _QtNoteLabel()
+        self.method_note.setStyleSheet(f"color: {style.MUTED};")
+        self.beta = self._double("training", "beta")
+        self.num_generations = self._spin("training", "num_generations")
+        self.max_completion_length = self._spin("training", "max_completion_length")
+        self.rewards = self._bind("training", "rewards", QtRewardPicker())
+        self.reward_pattern = self._bind("training", "reward_pattern", _QtTextEdit())
+        self.reward_pattern.setPlaceholderText(r"e.g. <tool_code>\w+\(")
+        self.length_penalty = self._double("training", "length_penalty")
+        self.kl_coefficient = self._double("training", "kl_coefficient")
+
         # --- first screen
         self.r = self._spin("lora", "r")
         self.lora_alpha = self._spin("lora", "lora_alpha")
@@ -386,6 +414,8 @@ class QtConfigTab(QWidget):
             widget.valueChanged.connect(self._on_edit)
         elif isinstance(widget, QLineEdit):
             widget.textChanged.connect(self._on_edit)
+        elif isinstance(widget, QtRewardPicker):
+            widget.changed.connect(self._on_edit)
         return widget
 
     def _number(self, section: str, name: str, box: QSpinBox | QDoubleSpinBox) -> Any:
@@ -472,6 +502,17 @@ class QtConfigTab(QWidget):
             (None, self.detected_label),
         ])
         quant_box = self._form("Base weights", [("Stored as", self.quantization_mode)])
+        self.method_box = self._form("Method", [
+            ("Method", self.method),
+            ("", self.method_note),
+            ("Beta", self.beta),
+            ("Replies per prompt", self.num_generations),
+            ("Max reply length", self.max_completion_length),
+            ("Rewards", self.rewards),
+            ("Regex pattern", self.reward_pattern),
+            ("Length penalty", self.length_penalty),
+            ("KL coefficient", self.kl_coefficient),
+        ])
         training_box = self._form("Training", [
             ("Learning rate", self.learning_rate),
             ("Epochs", self.num_train_epochs),
@@ -489,6 +530,7 @@ class QtConfigTab(QWidget):
         left = QVBoxLayout()
         left.addWidget(lora_box)
         left.addWidget(quant_box)
+        left.addWidget(self.method_box)  # under the shorter column: SFT shows one row, GRPO a few more
         right = QVBoxLayout()
         right.addWidget(training_box)
         columns = _ReflowingRow(left, right)
@@ -697,7 +739,17 @@ class QtConfigTab(QWidget):
         self.eval_summary.setText(describe_evaluation(config.data, config.training, rows))
         self.score_steps.setEnabled(self.score_examples.value() > 0)
         self.score_metric.setEnabled(self.score_examples.value() > 0)
+        self._show_method()
         self._show_fast_path()
+
+    def _show_method(self) -> None:
+        """Only the chosen method's own settings are shown; the regex pattern is asked for with the regex reward."""
+        method = self.method.currentData()
+        form = self.method_box.layout()
+        for name in {field for fields in METHOD_FIELDS.values() for field in fields}:
+            form.setRowVisible(getattr(self, name), method_shows(method, name))
+        self.method_note.setText(method_data_note(method))
+        self.reward_pattern.setEnabled(self.rewards.is_checked("regex"))
 
     def _show_fast_path(self) -> None:
         config = self.current_config()

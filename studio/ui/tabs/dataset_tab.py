@@ -5,7 +5,10 @@ The tab binds widgets to a `DatasetSession` (studio.core.sessions.dataset): the 
 documents) live in the run draft the Config tab edits too, and the tab re-renders when the draft changes
 elsewhere. Reading, tokenizer loading and token counting are the session's task functions, run by TaskRunners;
 the first rows appear while the rest is read. The preview goes through `data_preview.preview_example`, i.e. the
-trainer's own `encode_example`, so the highlighted tokens are the trained ones.
+trainer's own `encode_example`, so the highlighted tokens are the trained ones. With a method beyond SFT
+(the Config tab's Method) the session reads the source as that method's training does, the table shows its
+columns (prompt / chosen / rejected, prompt / completion / label, prompt / expected reply) and a pair's chosen and
+rejected replies are previewed side by side.
 """
 
 from __future__ import annotations
@@ -28,12 +31,11 @@ from studio.core.config.settings import (
 from studio.core.data.encoding import ENCODING_NAMES
 from studio.core.data.issues import DataError
 from studio.core.data.loading import ScanCancelled
-from studio.core.data.shape import FORMAT_NAMES
 from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
 from studio.core.data.table import LoadedData
 from studio.core.sessions.dataset import (
-    STATS_SAMPLE_ROWS, TAB_FIELDS, DatasetSession, example_summary, load_model_tokenizer, measure_lengths,
-    read_source,
+    METHOD_TITLES, STATS_SAMPLE_ROWS, TAB_FIELDS, DatasetSession, example_cells, format_name, load_model_tokenizer,
+    measure_lengths, read_source, table_headers,
 )
 from studio.core.sessions.draft import Change
 from studio.ui.background import TaskRunner, freeze_heap, no_gc_while_importing
@@ -53,9 +55,10 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 
 class QtRowsModel(QAbstractTableModel):
-    """Read-only table of normalised examples; rows are fetched from Arrow in blocks as they scroll into view."""
+    """Read-only table of normalised examples (SFT's, or a preference method's columns); rows are fetched from
+    Arrow in blocks as they scroll into view."""
 
-    HEADERS = ("Line", "Turns", "Prompt", "Response")
+    HEADERS = table_headers("sft")
     _BLOCK = 200
 
     def __init__(self, parent=None):
@@ -63,14 +66,11 @@ class QtRowsModel(QAbstractTableModel):
         self._data: LoadedData | None = None
         self._blocks: OrderedDict[int, list[tuple[Any, ...]]] = OrderedDict()
 
-    def set_data(self, data: LoadedData | None) -> None:
+    def set_data(self, data: LoadedData | None, method: str = "sft") -> None:
         self.beginResetModel()
         self._data = data
         self._blocks.clear()
-        if data is not None and data.unit == "row":
-            self.HEADERS = ("Row", *QtRowsModel.HEADERS[1:])
-        else:
-            self.HEADERS = QtRowsModel.HEADERS
+        self.HEADERS = table_headers(method, data.unit if data is not None else "line")
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
@@ -93,8 +93,7 @@ class QtRowsModel(QAbstractTableModel):
             lines = self._data.lines[start:start + self._BLOCK]
             rows = []
             for line, example in zip(lines, examples):
-                user, assistant, turns = example_summary(example)
-                rows.append((line, turns, user, assistant))
+                rows.append((line, *example_cells(example)))
             self._blocks[block] = rows
             if len(self._blocks) > 50:
                 self._blocks.popitem(last=False)
@@ -105,12 +104,12 @@ class QtRowsModel(QAbstractTableModel):
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if self._data is None or not index.isValid():
             return None
-        line, turns, user, assistant = self._row(index.row())
+        cell = self._row(index.row())[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return (line, turns, _one_line(user), _one_line(assistant))[index.column()]
-        if role == Qt.ItemDataRole.ToolTipRole and index.column() >= 2:
-            return _one_line((user, assistant)[index.column() - 2], 1500)
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() < 2:
+            return _one_line(cell) if isinstance(cell, str) else cell
+        if role == Qt.ItemDataRole.ToolTipRole and isinstance(cell, str):
+            return _one_line(cell, 1500)
+        if role == Qt.ItemDataRole.TextAlignmentRole and not isinstance(cell, str):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -303,14 +302,7 @@ class QtDatasetTab(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        header = self.table.horizontalHeader()
-        # Fixed widths: sizing to contents would read a thousand rows from Arrow on every layout.
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, self.fontMetrics().horizontalAdvance("0000000") + 16)
-        header.resizeSection(1, self.fontMetrics().horizontalAdvance("Turns") + 20)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self._size_columns()
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_preview())
 
         # --- bottom panels -------------------------------------------------------------------------------
@@ -364,9 +356,14 @@ class QtDatasetTab(QWidget):
         self.preview_info = QLabel("Select a row.")
         self.preview_info.setWordWrap(True)
         self.token_view = QtTokenView()
+        # A pair's rejected reply, beside the chosen one in `token_view` (methods beyond SFT).
+        self.rejected_view = QtTokenView()
+        self.chosen_title = QLabel()
+        self.rejected_title = QLabel()
         self.token_info = QLabel(" ")
         self.token_info.setStyleSheet(f"color: {MASKED_TEXT}")
-        self.token_view.token_hovered.connect(lambda text: self.token_info.setText(text or " "))
+        for view in (self.token_view, self.rejected_view):
+            view.token_hovered.connect(lambda text: self.token_info.setText(text or " "))
         preview_box = QWidget()
         preview_layout = QVBoxLayout(preview_box)
         preview_layout.setContentsMargins(6, 0, 0, 0)
@@ -377,8 +374,16 @@ class QtDatasetTab(QWidget):
         preview_layout.addLayout(title_row)
         preview_layout.addWidget(legend)
         preview_layout.addWidget(self.preview_info)
-        preview_layout.addWidget(self.token_view, stretch=1)
+        sides = QGridLayout()
+        sides.setContentsMargins(0, 0, 0, 0)
+        sides.addWidget(self.chosen_title, 0, 0)
+        sides.addWidget(self.rejected_title, 0, 1)
+        sides.addWidget(self.token_view, 1, 0)
+        sides.addWidget(self.rejected_view, 1, 1)
+        sides.setRowStretch(1, 1)
+        preview_layout.addLayout(sides, stretch=1)
         preview_layout.addWidget(self.token_info)
+        self._show_sides(())
 
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
@@ -412,6 +417,23 @@ class QtDatasetTab(QWidget):
         self._sync_widgets()
         if self.session.needs_read(reading=False):
             self._start_load()
+
+    def _size_columns(self) -> None:
+        """Fixed widths for the line and the short columns (turns, label), the text columns share the rest: sizing
+        to contents would read a thousand rows from Arrow on every layout."""
+        header = self.table.horizontalHeader()
+        short = {"Turns": "Turns", "Label": "undesirable"}
+        for column, title in enumerate(self.rows_model.HEADERS):
+            if column == 0 or title in short:
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+                sample = "0000000" if column == 0 else short[title]
+                header.resizeSection(column, self.fontMetrics().horizontalAdvance(sample) + 20)
+            else:
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+
+    def _show_rows(self, data: LoadedData | None) -> None:
+        self.rows_model.set_data(data, self.session.data_method)
+        self._size_columns()
 
     # --- the shared state -------------------------------------------------------------------------------
     @property
@@ -535,7 +557,7 @@ class QtDatasetTab(QWidget):
         self._reads.cancel()
         self._finish_loading()
         self.preview = None
-        self.rows_model.set_data(None)
+        self._show_rows(None)
         self.histogram.clear("Token lengths appear once the data is read.")
         self.stats_status.setText("")
         self.measure_all_button.hide()
@@ -572,7 +594,7 @@ class QtDatasetTab(QWidget):
 
     def _on_head(self, head: LoadedData) -> None:
         self.session.data = head
-        self.rows_model.set_data(head)
+        self._show_rows(head)
         self._describe(head, reading=True)
         self._select_first_row()
 
@@ -584,7 +606,7 @@ class QtDatasetTab(QWidget):
         self._finish_loading()
         selected = self.table.currentIndex().row()
         self.session.data = data
-        self.rows_model.set_data(data)
+        self._show_rows(data)
         self._describe(data)
         empty = "" if len(data.examples) or data.issue_count else f"{data.path}: holds no records"
         self.errors_panel.show_problems(list(data.issues), data.issue_count, rows=len(data.examples), file_error=empty)
@@ -607,6 +629,9 @@ class QtDatasetTab(QWidget):
                 self._clear_preview("No row could be read; see Problems.")
             self.histogram.clear("No rows to measure.")
         self._start_stats()
+        if self.session.data_method != "sft":
+            self.histogram.clear(f"Token lengths are measured for SFT data; {METHOD_TITLES[self.session.data_method]}'s "
+                                 "trainer tokenises each prompt and reply itself (see the preview).")
         self.loaded.emit(data)
         if len(data.examples):
             self.dataset_chosen.emit(Path(self.settings.train_file))
@@ -628,7 +653,7 @@ class QtDatasetTab(QWidget):
 
     def _show_failure(self, error: DataError) -> None:
         self.session.read_failed(error)
-        self.rows_model.set_data(None)
+        self._show_rows(None)
         first = html.escape(str(error).splitlines()[0])
         self.summary_label.setText(f"<b style='color:{RED}'>Cannot use this data.</b> {first}")
         messages = str(error).splitlines()
@@ -651,7 +676,7 @@ class QtDatasetTab(QWidget):
         encoding = ENCODING_NAMES.get(data.encoding, data.encoding)
         parts = [f"<b>{rows:,}</b> {'rows so far' if reading else 'rows'}"]
         if data.format:
-            parts.append(f"<b>{FORMAT_NAMES[data.format]}</b> — {html.escape(data.evidence)}")
+            parts.append(f"<b>{html.escape(format_name(data.format))}</b> — {html.escape(data.evidence)}")
         else:
             parts.append(f"<b style='color:{RED}'>shape not recognised</b> — map the columns")
         if not reading:
@@ -666,6 +691,8 @@ class QtDatasetTab(QWidget):
                 parts.append(f"{data.duplicates:,} duplicate(s){example}")
         if encoding:
             parts.append(encoding)
+        if self.session.data_method != "sft":
+            parts.insert(0, f"read for <b>{METHOD_TITLES[self.session.data_method]}</b>")
         self.summary_label.setText(" · ".join(parts))
 
     # --- rows and the preview ------------------------------------------------------------------------------
@@ -722,13 +749,33 @@ class QtDatasetTab(QWidget):
         self.preview = None
         self.preview_info.setText(f"<span style='color:{MASKED_TEXT}'>{html.escape(info)}</span>")
         self.token_info.setText(" ")
+        self._show_sides(())
         self.token_view.show_message(message)
+
+    def _show_sides(self, sides: tuple[tuple[str, Any], ...]) -> None:
+        """A method's replies after the prompt, one view each (a pair side by side); none for SFT."""
+        self.chosen_title.setVisible(bool(sides))
+        self.rejected_title.setVisible(len(sides) > 1)
+        self.rejected_view.setVisible(len(sides) > 1)
+        for (title, preview), label, view in zip(sides, (self.chosen_title, self.rejected_title),
+                                                 (self.token_view, self.rejected_view)):
+            colour = "#1e7b34" if title.startswith(("Chosen", "Desirable")) else (
+                RED if title.startswith(("Rejected", "Undesirable")) else MASKED_TEXT)
+            label.setText(f"<b style='color:{colour}'>{html.escape(title)}</b> · {preview.total_tokens:,} tokens, "
+                          f"{preview.trained_tokens:,} trained")
+            view.show_preview(preview)
 
     def _update_preview(self) -> None:
         shown = self.session.preview_row(self.table.currentIndex().row())
         if shown is None:
             return
         self.preview = shown.preview
+        self._show_sides(shown.sides)
+        self.responses_only_check.setVisible(self.session.data_method == "sft")  # TRL trains the replies only
+        if shown.sides:
+            self.preview_info.setText(shown.where)
+            self.preview_updated.emit()
+            return
         if shown.preview is None:
             self.preview_info.setText(shown.where)
             self.token_view.show_message(shown.message)
@@ -803,6 +850,8 @@ class QtDatasetTab(QWidget):
         self._start_load()
 
     def _on_mapping_applied(self, fmt: str, mapping: dict[str, str]) -> None:
+        if self.session.data_method != "sft":
+            fmt = "auto"  # a preference method detects its shape per record; only the columns are mapped
         self.session.apply_mapping(fmt, mapping, source=self)
         self.settings_changed.emit()
         self._start_load()

@@ -7,7 +7,10 @@ from PySide6.QtWidgets import (
     QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.data.shape import FIELD_LABELS, FORMAT_NAMES, FORMATS, MAPPING_FIELDS, OPTIONAL_FIELDS
+from studio.core.data.shape import (
+    FIELD_LABELS, FORMAT_NAMES, FORMATS, MAPPING_FIELDS, OPTIONAL_FIELDS, PREFERENCE_MAPPING_FIELDS,
+)
+from studio.core.sessions.dataset import format_name
 from studio.core.data.table import LoadedData
 
 __all__ = ["QtColumnMapping"]
@@ -66,7 +69,7 @@ class QtColumnMapping(QWidget):
             self.evidence_label.setText("Open a dataset to see how its records are read.")
         elif data.format:
             sure = "" if data.confident else " <b style='color:#b3261e'>Not every record agrees: check below.</b>"
-            self.evidence_label.setText(f"Read as <b>{FORMAT_NAMES[data.format]}</b>: {data.evidence}.{sure}")
+            self.evidence_label.setText(f"Read as <b>{format_name(data.format)}</b>: {data.evidence}.{sure}")
         else:
             self.evidence_label.setText(f"<b style='color:#b3261e'>The record shape was not recognised.</b> "
                                         f"{data.evidence}. Choose the shape and the columns, then apply.")
@@ -95,7 +98,8 @@ class QtColumnMapping(QWidget):
         if not fmt:
             return
         mapping = mapping if mapping is not None else self._suggested
-        for name in MAPPING_FIELDS[fmt]:
+        # A preference method's shape (always detected) maps its own fields: prompt, chosen, rejected, label...
+        for name in {**MAPPING_FIELDS, **PREFERENCE_MAPPING_FIELDS}.get(fmt, ()):
             combo = QComboBox()
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             if name in OPTIONAL_FIELDS:
@@ -110,7 +114,7 @@ class QtColumnMapping(QWidget):
             combo.setCurrentIndex(max(index, 0))
             combo.setEnabled(self.format_combo.currentData() != "auto" or bool(self._suggested))
             self.field_combos[name] = combo
-            self._fields_form.addRow(FIELD_LABELS[name], combo)
+            self._fields_form.addRow(FIELD_LABELS.get(name, name), combo)
 
     # --- reading back ------------------------------------------------------------------------------------
     def chosen(self) -> tuple[str, dict[str, str]]:

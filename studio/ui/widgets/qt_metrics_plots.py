@@ -5,7 +5,9 @@ same code the Runs view reads finished runs with) turns them into series, and th
 from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
 that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between
 steps and training time, the plots are reloaded from the series in one go. Scores while training
-(`eval_scores` events) are read by core.train.scores.ScoreSeries the same way.
+(`eval_scores` events) are read by core.train.scores.ScoreSeries the same way. A method beyond SFT adds its
+own curves (reward margins and accuracies, log-probabilities; GRPO's rewards, spread, reply length, KL) from
+each step's `metrics`, in a row of their own (qt_method_plots) shown once a step carries them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
+from studio.ui.widgets.qt_method_plots import QtMethodPlots
 
 __all__ = ["QtMetricsPlots", "QtScoresPlot", "QtSeriesPlot", "TrainingXAxis"]
 
@@ -304,6 +307,8 @@ class QtMetricsPlots(QWidget):
         self.scores = ScoreSeries()
         self.scores_plot = QtScoresPlot(scheduler=self._scheduler)
         self.scores_plot.setVisible(False)  # shown with a run's first scoring (training.score_examples)
+        self.method_plots = QtMethodPlots()
+        self._method_metrics: dict[int, dict] = {}  # step → its event's metrics (a resumed step's newest)
 
         self.steps_button = QRadioButton("Steps")
         self.time_button = QRadioButton("Training time")
@@ -356,6 +361,7 @@ class QtMetricsPlots(QWidget):
         top.addWidget(self.scores_plot, stretch=2)  # the accuracy beside the eval loss it is read with
         layout.addLayout(top, stretch=3)
         layout.addLayout(small, stretch=2)
+        layout.addWidget(self.method_plots, stretch=2)
 
     # --- feeding -------------------------------------------------------------------------------------
     def feed(self, event: dict) -> None:
@@ -373,6 +379,9 @@ class QtMetricsPlots(QWidget):
             self.loss_plot.add_train_point(x, m.series["loss"][-1])
             for name, plot in self.series_plots.items():
                 plot.add_point(x, m.series[name][-1])
+            if metrics := event.get("metrics"):
+                self._method_metrics[m.steps[-1]] = metrics
+                self.method_plots.add_step(m.steps[-1], metrics)
         elif change == "eval":
             m = self.metrics
             self.loss_plot.add_eval_point(m.eval_steps[-1] if self.x_mode == X_STEPS else m.eval_times[-1],
@@ -383,14 +392,17 @@ class QtMetricsPlots(QWidget):
     def feed_all(self, events: list[dict]) -> None:
         """Replace everything with a whole run's events (drawn once, not point by point)."""
         self.metrics, self.scores = RunMetrics(), ScoreSeries()
+        self._method_metrics = {}
         for event in events:
-            self.metrics.feed(event)
+            if self.metrics.feed(event) == "step" and event.get("metrics"):
+                self._method_metrics[self.metrics.steps[-1]] = event["metrics"]
             self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
         self.reload()
 
     def reset(self) -> None:
         """Empty plots for a new run."""
         self.metrics, self.scores = RunMetrics(), ScoreSeries()
+        self._method_metrics = {}
         self.reload()
 
     def reload(self) -> None:
@@ -402,6 +414,7 @@ class QtMetricsPlots(QWidget):
         self.loss_plot.plot_widget.getPlotItem().enableAutoRange()
         for name, plot in self.series_plots.items():
             plot.set_points(xs, m.series[name])
+        self.method_plots.set_steps(m.steps, [self._method_metrics.get(step) for step in m.steps])
         self._reload_scores()
 
     def _reload_scores(self) -> None:
