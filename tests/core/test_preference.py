@@ -355,3 +355,48 @@ def test_dpo_continuing_from_the_sft_run_keeps_greedy_chat_on_the_chosen_answers
     print(f"\ngreedy replies equal to chosen/rejected: SFT {sft_chosen}/{sft_rejected}, "
           f"SFT+DPO {dpo_chosen}/{dpo_rejected} of 10; reward accuracy {first:.2f} → {last:.2f}")
     assert dpo_chosen >= 8 and dpo_chosen >= sft_chosen and dpo_rejected == 0
+
+
+SFT_STEPS, GRPO_STEPS, GRPO_LR = 40, 30, 1e-3
+
+TOOL_CALLS = [
+    ("What is the bill of line 0532?", 'get_bill({"phone": "0532"})'),
+    ("Where is my order SP17?", 'track_order({"order_id": "SP17"})'),
+    ("Is there an outage in Izmir?", 'check_outage({"city": "Izmir"})'),
+    ("What is the bill of line 0544?", 'get_bill({"phone": "0544"})'),
+    ("Where is my order SP92?", 'track_order({"order_id": "SP92"})'),
+    ("Is there an outage in Bursa?", 'check_outage({"city": "Bursa"})'),
+]
+
+
+def _tool_call_chats(folder: Path) -> Path:
+    return _write_jsonl(folder / "calls.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"<tool_code>{c}</tool_code>"}]}
+        for q, c in TOOL_CALLS])
+
+
+@pytest.mark.slow
+def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_reward(demo_assets, tmp_path):
+    """A short SFT on six tool-call chats (a start that writes calls, not yet the right ones), then GRPO from its
+    adapter with the tool-call reward on the same prompts: the mean reward rises over the run."""
+    from studio.core.sessions.continuation import continue_config
+
+    calls = _tool_call_chats(tmp_path)
+    sft = load_config(demo_assets.config_path)
+    sft.data.train_file, sft.training.max_steps, sft.training.save_steps = str(calls), SFT_STEPS, 100
+    sft_run, status = _train(sft, tmp_path / "sft")
+    assert status == "completed"
+
+    config = continue_config(sft_run.path, "grpo")
+    t = config.training
+    t.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
+    t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
+    t.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
+    run, status = _train(config, tmp_path / "grpo")
+    assert status == "completed"
+    rewards = [e["metrics"]["rewards/tool_call/mean"] for e in run.events() if e["event"] == "step"]
+    third = len(rewards) // 3
+    first, last = sum(rewards[:third]) / third, sum(rewards[-third:]) / third
+    print(f"\nGRPO tool-call reward per step: {' '.join(f'{r:.2f}' for r in rewards)}; first third {first:.2f}, "
+          f"last third {last:.2f}")
+    assert last > first
