@@ -276,3 +276,135 @@ def test_dpo_from_the_untuned_base_learns_to_prefer_the_chosen_answers(demo_asse
     tuned = PeftModel.from_pretrained(base, str(run.adapter_dir)).eval()
     after = preferred(tuned)
     assert after >= 8 and after > before, f"chosen preferred on {before}/10 before, {after}/10 after"
+
+
+# ------------------------------------------------------------------ continuing from an SFT run's adapter
+
+
+def test_continue_config_keeps_the_runs_loading_and_points_at_its_adapter(trained_run):
+    from studio.core.sessions.continuation import continue_config
+
+    sft = load_config(RunDirectory(trained_run).config_path)
+    dpo = continue_config(trained_run, "dpo")
+    assert dpo.training.method == "dpo" and dpo.model.init_adapter == str(trained_run.resolve())
+    assert (dpo.model.name_or_path, dpo.quantization, dpo.lora) == (sft.model.name_or_path, sft.quantization, sft.lora)
+    assert dpo.data.train_file == "" and dpo.name == ""  # an SFT run's chat data holds no pairs: the user picks them
+    grpo = continue_config(trained_run, "grpo")
+    assert grpo.data.train_file == sft.data.train_file  # a chat record's last reply is GRPO's expected reply
+    with pytest.raises(ConfigError, match="training.method"):
+        continue_config(trained_run, "ppo")
+
+
+def test_an_adapter_is_continued_only_on_the_base_it_trained_on(trained_run, tmp_path):
+    from studio.core.train.init_adapter import resolve_init_adapter
+
+    config = load_config(RunDirectory(trained_run).config_path)
+    config.model.init_adapter = str(trained_run)
+    assert resolve_init_adapter(config).adapter_dir == RunDirectory(trained_run).adapter_dir
+    config.model.init_adapter = str(RunDirectory(trained_run).adapter_dir)  # the adapter folder itself
+    assert resolve_init_adapter(config).trained.describe() == "4-bit NF4 (double quantisation)"
+    config.quantization.mode = "none"
+    with pytest.raises(ConfigError, match=r"model.init_adapter = .*trained on the 4-bit NF4 .* base, and this run "
+                                          r"loads it 16-bit \(quantization.mode = 'none'\)"):
+        resolve_init_adapter(config)
+    config.model.init_adapter = str(tmp_path)
+    with pytest.raises(ConfigError, match="model.init_adapter.*neither an adapter folder"):
+        resolve_init_adapter(config)
+
+
+def _greedy_matches(adapters: list[Path], run_with_base: Path, dataset: Path) -> dict[str, tuple[int, int]]:
+    """Per adapter: (greedy replies equal to the chosen answer, equal to the rejected one) over the demo's prompts."""
+    from studio.core.chat.model import ChatModel
+    from studio.core.eval.cases import load_eval_set
+    from studio.core.eval.generate import generate_batch
+
+    pairs = _demo_pairs(dataset)
+    cases = load_eval_set(dataset).cases
+    chat = ChatModel.load(run_with_base, adapters)
+    try:
+        counts = {}
+        for name in chat.adapters:
+            replies = [g.reply.strip() for g in generate_batch(chat, name, cases, max_new_tokens=60, with_loss=False)]
+            counts[name] = (sum(r == a.strip() for r, (_, a, _) in zip(replies, pairs)),
+                            sum(r == w.strip() for r, (_, _, w) in zip(replies, pairs)))
+        return counts
+    finally:
+        chat.unload()
+
+
+@pytest.mark.slow
+def test_dpo_continuing_from_the_sft_run_keeps_greedy_chat_on_the_chosen_answers(trained_run, demo_assets, tmp_path):
+    """SFT, then DPO from its adapter (the usual order) on the demo's pairs: greedy chat gives the chosen answer."""
+    from studio.core.sessions.continuation import continue_config
+
+    config = continue_config(trained_run, "dpo")
+    config.data.train_file = str(_method_data("dpo", demo_assets, tmp_path))
+    config.training.max_steps, config.training.save_steps = 30, 100
+    config.training.learning_rate, config.training.beta = 1e-3, 0.1
+    run, status = _train(config, tmp_path / "run")
+    assert status == "completed"
+    events = run.events()
+    assert any("reference model is a frozen copy of that adapter" in e.get("message", "") for e in events)
+    accuracies = [e["metrics"]["rewards/accuracies"] for e in events if e["event"] == "step"]
+    first, last = sum(accuracies[:5]) / 5, sum(accuracies[-5:]) / 5
+    assert last >= 0.9 and last > first, f"reward accuracy {first:.2f} → {last:.2f}"
+    assert not (run.adapter_dir / "ref").exists(), "only the trained adapter is saved, not TRL's reference copy"
+
+    counts = _greedy_matches([run.adapter_dir], trained_run, demo_assets.dataset_path)
+    (sft_chosen, sft_rejected), (dpo_chosen, dpo_rejected) = counts.values()
+    print(f"\ngreedy replies equal to chosen/rejected: SFT {sft_chosen}/{sft_rejected}, "
+          f"SFT+DPO {dpo_chosen}/{dpo_rejected} of 10; reward accuracy {first:.2f} → {last:.2f}")
+    assert dpo_chosen >= 8 and dpo_chosen >= sft_chosen and dpo_rejected == 0
+
+
+SFT_STEPS, GRPO_STEPS, GRPO_LR = 40, 30, 1e-3
+
+TOOL_CALLS = [
+    ("What is the bill of line 0532?", 'get_bill({"phone": "0532"})'),
+    ("Where is my order SP17?", 'track_order({"order_id": "SP17"})'),
+    ("Is there an outage in Izmir?", 'check_outage({"city": "Izmir"})'),
+    ("What is the bill of line 0544?", 'get_bill({"phone": "0544"})'),
+    ("Where is my order SP92?", 'track_order({"order_id": "SP92"})'),
+    ("Is there an outage in Bursa?", 'check_outage({"city": "Bursa"})'),
+]
+
+
+def _tool_call_chats(folder: Path) -> Path:
+    return _write_jsonl(folder / "calls.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"<tool_code>{c}</tool_code>"}]}
+        for q, c in TOOL_CALLS])
+
+
+@pytest.mark.slow
+def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_reward(demo_assets, tmp_path):
+    """A short SFT on six tool-call chats (a start that writes calls, not yet the right ones), then GRPO from its
+    adapter with the tool-call reward on the same prompts.
+
+    Measured (2 CPU cores, SFT 40 steps, GRPO 30 steps at lr 1e-3, 4 generations, 64 tokens): the greedy SFT replies
+    are the right calls, sampled ones (temperature 1) score 0.0–0.22 per step, and the curve does not rise (first
+    third 0.12, last third 0.09): on this 2-layer model the groups' spread is mostly noise. After 10 or 25 SFT steps
+    the sampled reward is 0 at every step (no signal at all). What is checked is the loop: from the SFT adapter the
+    sampled replies earn a reward whose spread within a group is non-zero, which is what GRPO learns from."""
+    from studio.core.sessions.continuation import continue_config
+
+    calls = _tool_call_chats(tmp_path)
+    sft = load_config(demo_assets.config_path)
+    sft.data.train_file, sft.training.max_steps, sft.training.save_steps = str(calls), SFT_STEPS, 100
+    sft_run, status = _train(sft, tmp_path / "sft")
+    assert status == "completed"
+
+    config = continue_config(sft_run.path, "grpo")
+    t = config.training
+    t.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
+    t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
+    t.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
+    run, status = _train(config, tmp_path / "grpo")
+    assert status == "completed"
+    steps = [e for e in run.events() if e["event"] == "step"]
+    rewards = [e["metrics"]["rewards/tool_call/mean"] for e in steps]
+    third = len(rewards) // 3
+    first, last = sum(rewards[:third]) / third, sum(rewards[-third:]) / third
+    print(f"\nGRPO tool-call reward per step: {' '.join(f'{r:.2f}' for r in rewards)}; first third {first:.2f}, "
+          f"last third {last:.2f}")
+    assert sum(r > 0 for r in rewards) >= len(rewards) // 2, "the SFT start writes calls that earn a reward"
+    assert any(e["metrics"]["frac_reward_zero_std"] < 1 for e in steps), "some group's replies are scored apart"

@@ -328,3 +328,17 @@ def test_benchmark_dry_run_prints_the_matrix_with_estimates(tmp_path):
     assert "| llama-3.1-8b | 2048 | 1 | on | 16 | 7.64 |" in result.stdout
     rows = json.loads(out.read_text())
     assert [r["seq"] for r in rows] == [512, 2048, 512, 2048]
+
+
+def test_grpo_generation_adds_the_kv_cache_only_where_it_outgrows_the_activations():
+    # Checkpointed activations hold each layer's input (L × H per token); the KV cache holds L × 2 × KV per token of
+    # prompt and reply: at KV = H / 2 and no long reply they are equal and generation adds nothing to the peak.
+    sft = estimate_vram(_shape(), _config())
+    short = estimate_vram(_shape(), _config(method="grpo", num_generations=2, max_completion_length=1))
+    assert short.breakdown["GRPO generation, KV cache"] == 0 and short.total == sft.total
+    assert any("GRPO's generation" in note for note in short.notes)
+    long = estimate_vram(_shape(), _config(method="grpo", num_generations=2, max_completion_length=1024))
+    kv_cache = 1 * (16 + 1024) * L * 2 * KV * 2  # batch 1, 16 prompt + 1024 reply tokens, 16-bit compute
+    activations = next(v for k, v in long.breakdown.items() if k.startswith("activations"))
+    assert long.breakdown["GRPO generation, KV cache"] == kv_cache - activations - long.breakdown["backward workspace"] > 0
+    assert "GRPO generation, KV cache" not in sft.breakdown

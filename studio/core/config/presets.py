@@ -88,6 +88,8 @@ class Preset:
     """The TOML file of a user preset."""
     card: str = ""
     """The card memory in words ("8 GB"), which the label starts with; empty for the CPU demo and user presets."""
+    methods: str = ""
+    """Which training methods fit the card with the preset's model, in one line."""
 
     def apply(self, config: RunConfig) -> RunConfig:
         """A copy of `config` with this preset's knobs; the model and data are kept."""
@@ -137,29 +139,44 @@ def _qlora(*, r: int, batch: int, accumulation: int, max_length: int) -> Callabl
 
 
 CPU_DEMO = Preset(
-    "cpu-demo", "CPU demo", "The offline demo: a tiny model, QLoRA on the CPU, a minute or two.", None,
-    _apply=_apply_cpu_demo,
+    "cpu-demo", "CPU demo", "The offline demo: a tiny model, QLoRA on the CPU, a minute or two. Methods: sft, dpo, "
+    "orpo, kto and grpo all run (grpo generates slowly on a CPU).", None,
+    _apply=_apply_cpu_demo, methods="sft, dpo, orpo, kto and grpo all run (grpo generates slowly on a CPU)",
 )
 
 
 def _gpu_preset(key: str, card: str, examples: str, description: str, vram_bytes: int, suggested_model: str,
-                apply: Callable[[RunConfig], None]) -> Preset:
-    return Preset(key, f"{card} — {examples}", description, vram_bytes, suggested_model, _apply=apply, card=card)
+                apply: Callable[[RunConfig], None], methods: str) -> Preset:
+    # The methods note ends the description, which the Config tab shows beside the preset.
+    return Preset(key, f"{card} — {examples}", f"{description} Methods: {methods}.", vram_bytes, suggested_model,
+                  _apply=apply, card=card, methods=methods)
+
+
+# DPO, KTO and ORPO run a chosen and a rejected reply (or a reply and its reference pass) through the model per
+# example: about twice SFT's activations at the same length. GRPO samples num_generations replies per prompt with
+# the same model (the KV cache in the VRAM estimate) and trains on each. The notes are that rule of thumb, not
+# measurements on these cards: `finetune-studio estimate` sizes a config (GRPO's generation included).
+_ALL_METHODS = "sft, dpo, orpo, kto and grpo fit"
 
 
 GPU_PRESETS = (
     _gpu_preset("8gb", "8 GB", "RTX 4060, 3070, 2080",
                 "QLoRA for 1–4B models at 1024 tokens (7–8B models only with shorter examples).", 8 * GIB,
-                "meta-llama/Llama-3.2-3B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=1024)),
+                "meta-llama/Llama-3.2-3B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=1024),
+                "sft; dpo, orpo and kto with shorter examples (two replies per example); grpo with 1–3B models and "
+                "short replies"),
     _gpu_preset("12gb", "12 GB", "RTX 3060 12 GB, 4070",
                 "QLoRA for 7–8B models at 2048 tokens.", 12 * GIB,
-                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=2048)),
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=16, batch=1, accumulation=8, max_length=2048),
+                "sft; dpo, orpo and kto with shorter examples; grpo with 1–3B models, or 8B with short replies"),
     _gpu_preset("16gb", "16 GB", "RTX 4060 Ti 16 GB, 4080",
                 "QLoRA for 7–8B models at 2048 tokens, two examples per step, rank 32.", 16 * GIB,
-                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=32, batch=2, accumulation=4, max_length=2048)),
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=32, batch=2, accumulation=4, max_length=2048),
+                "sft; dpo, orpo and kto at batch size 1; grpo with 8B models and short replies"),
     _gpu_preset("24gb", "24 GB+", "RTX 3090, 4090, A5000",
                 "QLoRA for 7–8B models at 4096 tokens, two examples per step, rank 64.", 24 * GIB,
-                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=64, batch=2, accumulation=4, max_length=4096)),
+                "meta-llama/Llama-3.1-8B-Instruct", _qlora(r=64, batch=2, accumulation=4, max_length=4096),
+                f"{_ALL_METHODS} with 8B models (dpo, orpo and kto at batch size 1 for long examples)"),
 )
 
 

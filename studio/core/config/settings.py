@@ -71,6 +71,16 @@ class ModelSettings:
         default=False,
         metadata=_help("Run Python code shipped with the model. Only for models whose code you trust."),
     )
+    init_adapter: str = field(
+        default="",
+        metadata=_help(
+            "Continue from an earlier run's adapter instead of a new one: its run folder or adapter folder. The "
+            "base is loaded as that run trained it (the quantisation must match this run's), its adapter trains on "
+            "(the [lora] settings are then the adapter's own) and, for dpo, kto and grpo, a frozen copy of it is the "
+            "reference. The usual order: an sft run, then a preference method from it. Empty = a new adapter. A "
+            "relative folder is read relative to the config file."
+        ),
+    )
     attn_implementation: str = field(
         default="sdpa",
         metadata=_help(
@@ -714,13 +724,14 @@ def load_config(path: Path) -> RunConfig:
 
 def resolve_relative_paths(config: RunConfig, base: Path) -> None:
     """Make relative local paths absolute; a Hub id such as 'org/model' stays as it is if no such folder exists."""
-    for section, key in (("data", "train_file"), ("data", "eval_file"), ("model", "name_or_path")):
+    for section, key in (("data", "train_file"), ("data", "eval_file"), ("model", "name_or_path"),
+                         ("model", "init_adapter")):
         settings = getattr(config, section)
         value = getattr(settings, key)
         if not value or Path(value).is_absolute():
             continue
         candidate = (base / value).resolve()
-        if not candidate.exists() and (section == "model" or _is_hub_dataset_id(value)):
+        if not candidate.exists() and (key == "name_or_path" or _is_hub_dataset_id(value)):
             continue  # a Hub id
         setattr(settings, key, str(candidate))
 

@@ -474,6 +474,16 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         notes.append("the loss over the logits runs before the layers' backward pass and fits in the memory "
                      "that pass needs, so it adds nothing to the peak")
 
+    # --- GRPO's generation: the batch's replies are sampled with the same loaded model, without gradients, before
+    # the step's forward and backward passes; its KV cache (prompt up to max_length plus the reply) is freed before
+    # the activations are made, so it counts only where it is larger than them.
+    if t.method == "grpo":
+        kv_cache = batch * (seq + t.max_completion_length) * layers * 2 * shape.kv_dim * c
+        parts["GRPO generation, KV cache"] = max(0, kv_cache - parts[activation_label] - workspace)
+        if not parts["GRPO generation, KV cache"]:
+            notes.append(f"GRPO's generation (a {format_bytes(kv_cache, style='estimate')} KV cache) runs before "
+                         "the training pass and fits in the memory its activations need")
+
     allocated = sum(size for name, size in parts.items() if name != state_label or not optim.startswith("paged_"))
     parts["allocator overhead"] = round(allocated * ALLOCATOR_OVERHEAD)
     parts["CUDA context"] = CUDA_CONTEXT_BYTES

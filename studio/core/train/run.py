@@ -202,7 +202,9 @@ def save_adapter(model: Any, tokenizer: Any, target: Path, *, from_checkpoint: P
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     if from_checkpoint is None:
-        model.save_pretrained(str(staging))
+        from studio.core.train.init_adapter import trained_adapter_names
+
+        model.save_pretrained(str(staging), selected_adapters=trained_adapter_names(model))
     else:
         staging.mkdir(parents=True)
         for name in ADAPTER_FILES:
@@ -212,6 +214,10 @@ def save_adapter(model: Any, tokenizer: Any, target: Path, *, from_checkpoint: P
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
 def best_checkpoint(state: Any) -> tuple[Path, int, float] | None:
@@ -285,6 +291,9 @@ def run_training(
     from studio.core.train.methods import training_method
 
     method = training_method(config)  # None for sft; dpo, orpo, kto, grpo read and train their own way
+    from studio.core.train.init_adapter import load_trainable_adapter, resolve_init_adapter
+
+    init = resolve_init_adapter(config)  # before any data or model loads: a mismatched base is refused at once
     if method is not None:
         train_data, eval_data = method.read(emit)
     else:
@@ -354,6 +363,13 @@ def run_training(
             emit(make_event("log", level="warning", message=not_applied))
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if init is not None:
+        if not _same_model(init.trained.base, config.model.name_or_path):
+            emit(make_event("log", level="warning",
+                            message=f"{init.adapter_dir} was trained on {init.trained.base}, and this run loads "
+                                    f"{config.model.name_or_path}"))
+        model = load_trainable_adapter(model, init)
+        emit(make_event("log", level="info", message=init.describe(config.training.method)))
 
     callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
                               resumed_from=str(resume_from) if resume_from else None,
@@ -372,7 +388,7 @@ def run_training(
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        peft_config=lora_config(config),
+        peft_config=lora_config(config) if init is None else None,  # a continued adapter brings its own
         callbacks=[callback, *extra_callbacks(config, has_eval=eval_set is not None), *([scoring] if scoring else [])],
     )
     # Our callback reports every log as an event; the default printer would repeat each one as a dict.
