@@ -11,6 +11,10 @@ from studio.core.train.methods import PREFERENCE_METHODS
 
 CONTINUE_METHODS = ("sft", *PREFERENCE_METHODS)
 
+CONTINUE_LABELS = {"sft": "SFT (more supervised steps)", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO",
+                   "grpo": "GRPO (rewards from the metrics)"}
+"""The Runs view's 'Continue with…' menu, in the usual order: more SFT, then preference tuning."""
+
 PAIRED_DATA = {"dpo": "prompt/chosen/rejected", "orpo": "prompt/chosen/rejected", "kto": "prompt/completion/label"}
 """What a preference method reads, which an SFT run's chat data is not."""
 

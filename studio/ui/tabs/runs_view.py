@@ -18,17 +18,18 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton, QSplitter, QTableWidget,
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox, QPushButton, QSplitter, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.core.config.settings import ConfigError, load_config
+from studio.core.config.settings import ConfigError, RunConfig, load_config
 from studio.core.system.units import format_bytes, format_duration
 from studio.core.metrics.registry import METRICS
 from studio.core.runs.history import (
     RunMetrics, RunSummary, run_metrics, score_metrics, summarize_runs,
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
+from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA, continue_config
 from studio.ui.background import TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
@@ -125,6 +126,13 @@ class QtRunsView(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.open_config_button = QPushButton("Open config")
         self.open_config_button.setToolTip("Load the selected run's settings into the Config tab")
+        self.continue_button = QPushButton("Continue with…")
+        self.continue_button.setToolTip("A new run that trains the selected run's adapter further with another method "
+                                        "(SFT first, then DPO, ORPO, KTO or GRPO); its settings open on the Config tab")
+        continue_menu = QMenu(self.continue_button)
+        for method, label in CONTINUE_LABELS.items():
+            continue_menu.addAction(label, lambda method=method: self.continue_selected(method))
+        self.continue_button.setMenu(continue_menu)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected run from its latest checkpoint on the Training tab")
         self.delete_button = QPushButton("Delete…")
@@ -143,7 +151,8 @@ class QtRunsView(QWidget):
         self._curves: list[pg.PlotDataItem] = []
 
         buttons = QHBoxLayout()
-        for button in (self.refresh_button, self.open_config_button, self.resume_button, self.delete_button):
+        for button in (self.refresh_button, self.open_config_button, self.continue_button, self.resume_button,
+                       self.delete_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         top = QWidget()
@@ -331,6 +340,7 @@ class QtRunsView(QWidget):
         selected = self.selected_summaries() if self.summaries else []
         one = selected[0] if len(selected) == 1 else None
         self.open_config_button.setEnabled(one is not None and one.run_dir.config_path.is_file())
+        self.continue_button.setEnabled(one is not None and one.status == "completed" and one.run_dir.config_path.is_file())
         # A run whose events read stopped or failed may still have a live process (one started from a terminal).
         busy = one.run_dir.busy_message() if one is not None else None
         self.resume_button.setEnabled(one is not None and one.status in ("stopped", "failed")
@@ -350,6 +360,22 @@ class QtRunsView(QWidget):
             self.info_label.setText(f"Cannot open this run's config: {error}")
             return
         self.open_config_requested.emit(config)
+
+    def continue_selected(self, method: str) -> RunConfig | None:
+        """Open on the Config tab a new run that trains the selected run's adapter further with `method`."""
+        selected = self.selected_summaries()
+        if len(selected) != 1:
+            return None
+        try:
+            config = continue_config(selected[0].run_dir.path, method)
+        except ConfigError as error:
+            self.info_label.setText(f"Cannot continue this run: {error}")
+            return None
+        if method in PAIRED_DATA:
+            self.info_label.setText(f"{CONTINUE_LABELS[method]} from {selected[0].name}: choose a {PAIRED_DATA[method]} "
+                                    "file on the Dataset tab, then Start")
+        self.open_config_requested.emit(config)
+        return config
 
     def resume_selected(self) -> None:
         selected = self.selected_summaries()
