@@ -66,6 +66,67 @@ def test_llama_cpp_answers_for_a_gguf_where_it_is_installed():
             choose_engine("gguf", "llama.cpp")
 
 
+def _cases(n):
+    from studio.core.eval.cases import EvalCase
+
+    return [EvalCase(id=str(i), prompt=({"role": "user", "content": f"question {i}"},), expected=f"answer {i}",
+                     line=i) for i in range(1, n + 1)]
+
+
+_FAKE_LLAMA = """
+import json, os, signal, sys, time
+job, out = json.load(open(sys.argv[1])), sys.argv[2]
+with open(out, "a") as f:
+    for case in job["cases"]:
+        if {crash_at!r} == case["id"]:
+            print("GGML_ASSERT failed", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)  # what llama.cpp's native code does to a process
+        time.sleep({pause})
+        f.write(json.dumps({{"case": case["id"], "reply": "answer " + case["id"], "truncated": False, "error": ""}}) + "\\n")
+        f.flush()
+"""
+
+
+def _fake_llama(crash_at=None, pause=0.0):
+    import sys
+
+    code = _FAKE_LLAMA.format(crash_at=crash_at, pause=pause)
+    return lambda job, replies: [sys.executable, "-c", code, str(job), str(replies)]
+
+
+def test_a_llama_cpp_crash_fails_the_check_naming_the_cases_it_never_answered(tmp_path):
+    from studio.core.eval.verify import _llama_cpp_replies
+
+    progress = []
+    replies = _llama_cpp_replies(tmp_path / "x.gguf", _cases(3), 32, tmp_path / "check",
+                                 lambda done, total, message: progress.append(done), lambda: False,
+                                 command=_fake_llama(crash_at="3"))
+    assert replies["1"] == ("answer 1", False, "") and replies["2"] == ("answer 2", False, "")
+    reply, truncated, error = replies["3"]
+    assert reply == "" and error == "llama.cpp ended (killed by SIGSEGV): GGML_ASSERT failed"
+    assert progress[-1] == 2  # the cases answered before the crash were reported as they came
+    written = [json.loads(line) for line in (tmp_path / "check" / "results.jsonl").read_text().splitlines()]
+    assert [r["case"] for r in written] == ["1", "2", "3"] and written[2]["error"] == error
+
+
+def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):
+    from studio.core.eval.verify import _llama_cpp_replies
+
+    stop = threading.Event()
+    result = {}
+
+    def check():
+        result["replies"] = _llama_cpp_replies(tmp_path / "x.gguf", _cases(50), 32, tmp_path / "check",
+                                               lambda done, total, message: stop.set(), stop.is_set,
+                                               command=_fake_llama(pause=0.2))
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and result["replies"] is None
+    assert len((tmp_path / "check" / "llama-replies.jsonl").read_text().splitlines()) < 50
+
+
 def test_a_gguf_cards_agreement_row_is_replaced_or_added_and_a_merges_note_follows(tmp_path):
     from studio.core.export.model_card import write_model_card
     from studio.core.runs.record import RunSummary

@@ -15,11 +15,15 @@ the same path has new weights.
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from studio.core.eval.cases import (
     EvalCase,
@@ -28,6 +32,7 @@ from studio.core.eval.cases import (
     cases_from_examples,
     held_out_set,
 )
+from studio.core.eval import llama_child
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
@@ -227,6 +232,16 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     return result
 
 
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGSEGV'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
 def _slug(export: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", export.name).strip("_") or "export"
 
@@ -254,36 +269,58 @@ def _transformers_replies(export: Path, kind: str, eval_set: EvalSet, max_new_to
     return {r["case"]: (r["reply"], bool(r.get("truncated")), "") for r in read_results(outcome.results_path)}
 
 
-def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
-                       stop: Callable[[], bool]) -> Replies | None:
-    """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
-    token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's."""
-    import llama_cpp
+def llama_child_command(job: Path, replies: Path) -> list[str]:
+    """The child that runs llama.cpp (studio.core.eval.llama_child)."""
+    return [sys.executable, "-m", llama_child.__name__, str(job), str(replies)]
 
+
+def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
+                       stop: Callable[[], bool], *,
+                       command: Callable[[Path, Path], list[str]] = llama_child_command) -> Replies | None:
+    """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
+    token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's.
+
+    llama.cpp runs in a child process (see llama_child): a crash in it fails the check with the cases it reached
+    named, and never ends the window."""
+    folder.mkdir(parents=True, exist_ok=True)
+    job_path, replies_path = folder / "llama-job.json", folder / "llama-replies.jsonl"
+    job_path.write_text(json.dumps({"model_path": str(export), "n_ctx": LLAMA_CTX, "max_new_tokens": max_new_tokens,
+                                    "cases": [{"id": c.id, "messages": c.messages()} for c in cases]},
+                                   ensure_ascii=False), encoding="utf-8")
+    replies_path.write_text("", encoding="utf-8")
     report(0, len(cases), f"loading {export} in llama.cpp")
-    # n_gpu_layers=-1 offloads every layer where llama.cpp was built with a GPU backend; a CPU build ignores it.
-    llm = llama_cpp.Llama(model_path=str(export), n_ctx=LLAMA_CTX, n_gpu_layers=-1, seed=0, verbose=False)
-    replies: Replies = {}
-    records: list[dict[str, Any]] = []
-    try:
-        for done, case in enumerate(cases):
-            if stop():
-                return None
-            try:
-                answer = llm.create_chat_completion(messages=case.messages(), temperature=0.0, top_k=1,
-                                                    max_tokens=max_new_tokens)
-            except ValueError as error:  # the prompt does not fit the context
-                replies[case.id] = ("", False, f"llama.cpp: {error}")
-            else:
-                choice = answer["choices"][0]
-                replies[case.id] = (choice["message"].get("content") or "", choice.get("finish_reason") == "length",
-                                    "")
-            reply, truncated, error = replies[case.id]
-            records.append({"model": "gguf", "case": case.id, "key": case.key, "prompt": case.messages(),
-                            "expected": case.expected, "reply": reply, "truncated": truncated, "error": error,
-                            "answered_by": LLAMA_CPP, "max_new_tokens": max_new_tokens})
-            report(done + 1, len(cases), f"llama.cpp: {done + 1}/{len(cases)}")
-    finally:
-        llm.close()
+    with (folder / "llama.log").open("w", encoding="utf-8") as log:
+        child = subprocess.Popen(command(job_path, replies_path), stdout=log, stderr=subprocess.STDOUT)
+        answered = 0
+        try:
+            while True:
+                ended = child.poll() is not None
+                lines = [json.loads(line) for line in replies_path.read_text(encoding="utf-8").splitlines()
+                         if line.endswith("}")]
+                if len(lines) > answered:
+                    answered = len(lines)
+                    report(answered, len(cases), f"llama.cpp: {answered}/{len(cases)}")
+                if ended:
+                    break
+                if stop():
+                    child.kill()
+                    child.wait()
+                    return None
+                time.sleep(0.1)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    replies: Replies = {line["case"]: (line["reply"], bool(line["truncated"]), line["error"]) for line in lines}
+    if child.returncode != 0:
+        tail = (folder / "llama.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        why = f"llama.cpp ended ({describe_exit(child.returncode)})" + (f": {tail[0]}" if tail else "")
+        for case in cases:
+            if case.id not in replies:
+                replies[case.id] = ("", False, why)
+    records = [{"model": "gguf", "case": case.id, "key": case.key, "prompt": case.messages(),
+                "expected": case.expected, "reply": replies[case.id][0], "truncated": replies[case.id][1],
+                "error": replies[case.id][2], "answered_by": LLAMA_CPP, "max_new_tokens": max_new_tokens}
+               for case in cases]
     rewrite_results(folder / RESULTS_FILE, records)
     return replies
