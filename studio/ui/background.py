@@ -192,7 +192,10 @@ class TaskRunner(QObject):
 
     @property
     def busy(self) -> bool:
-        return self.current is not None and self.current.running
+        """A task of this runner has not been delivered as ended yet. Not the thread's own state: the thread ends
+        before its last deliveries (result, `on_done`) reach the GUI thread, and until they have, the owner's view
+        still shows it running."""
+        return self.current is not None
 
     def cancel(self) -> None:
         """Ask the current task to stop; from now on nothing it reports reaches the owner."""

@@ -138,3 +138,12 @@ def test_a_running_task_outlives_the_widget_that_started_it(qtbot):
     assert task in running_tasks()  # still referenced: Python cannot destroy the running QThread
     release.set()
     qtbot.waitUntil(task.isFinished, timeout=10_000)
+
+
+def test_the_runner_is_busy_until_its_task_has_been_delivered_as_ended(qtbot, runner):
+    delivered = []
+    task = runner.start(lambda state: "done", on_result=delivered.append, on_done=lambda: delivered.append("end"))
+    assert task.wait(10_000)  # the thread has ended; its result and on_done are still queued for the GUI thread
+    assert runner.busy and delivered == []
+    qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
+    assert delivered == ["done", "end"]  # whoever waits for "not busy" sees what the task's ending changed
