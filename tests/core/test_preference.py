@@ -357,7 +357,7 @@ def test_dpo_continuing_from_the_sft_run_keeps_greedy_chat_on_the_chosen_answers
     assert dpo_chosen >= 8 and dpo_chosen >= sft_chosen and dpo_rejected == 0
 
 
-SFT_STEPS, GRPO_STEPS, GRPO_LR = 40, 30, 1e-3
+SFT_STEPS, GRPO_STEPS, GRPO_LR, GRPO_TEMPERATURE = 25, 60, 3e-4, 0.7
 
 TOOL_CALLS = [
     ("What is the bill of line 0532?", 'get_bill({"phone": "0532"})'),
@@ -377,14 +377,14 @@ def _tool_call_chats(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_reward(demo_assets, tmp_path):
-    """A short SFT on six tool-call chats (a start that writes calls, not yet the right ones), then GRPO from its
-    adapter with the tool-call reward on the same prompts.
+    """A short SFT on six tool-call chats (a start that writes calls, mostly not yet the right ones), then GRPO from
+    its adapter with the tool-call reward on the same prompts: the mean reward rises.
 
-    Measured (2 CPU cores, SFT 40 steps, GRPO 30 steps at lr 1e-3, 4 generations, 64 tokens): the greedy SFT replies
-    are the right calls, sampled ones (temperature 1) score 0.0–0.22 per step, and the curve does not rise (first
-    third 0.12, last third 0.09): on this 2-layer model the groups' spread is mostly noise. After 10 or 25 SFT steps
-    the sampled reward is 0 at every step (no signal at all). What is checked is the loop: from the SFT adapter the
-    sampled replies earn a reward whose spread within a group is non-zero, which is what GRPO learns from."""
+    Measured (2 CPU cores; SFT 25 steps, GRPO 60 steps at lr 3e-4, 4 generations of at most 64 tokens sampled at
+    temperature 0.7), mean tool-call reward of the first and last thirds of the run: 0.083 -> 0.136 (seed 42),
+    0.105 -> 0.147 (seed 1), 0.088 -> 0.116 (seed 2). At TRL's default temperature 1.0 this 2-layer model samples
+    noise, every reply of a group scores the same and nothing is learnt (0.07 -> 0.00); at lr 3e-3 the policy
+    collapses (0.49 -> 0.13); from a 40-step SFT the calls are already right (0.84 -> 0.84)."""
     from studio.core.sessions.continuation import continue_config
 
     calls = _tool_call_chats(tmp_path)
@@ -398,6 +398,7 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
     t.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
     t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
     t.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
+    t.generation_temperature = GRPO_TEMPERATURE
     run, status = _train(config, tmp_path / "grpo")
     assert status == "completed"
     steps = [e for e in run.events() if e["event"] == "step"]
@@ -408,3 +409,4 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
           f"last third {last:.2f}")
     assert sum(r > 0 for r in rewards) >= len(rewards) // 2, "the SFT start writes calls that earn a reward"
     assert any(e["metrics"]["frac_reward_zero_std"] < 1 for e in steps), "some group's replies are scored apart"
+    assert last > first, "GRPO raises the mean tool-call reward"

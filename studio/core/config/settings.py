@@ -312,6 +312,15 @@ class TrainingSettings:
             min=0.0, max=100.0, step=0.01, decimals=3,
         ),
     )
+    generation_temperature: float = field(
+        default=1.0,
+        metadata=_help(
+            "grpo: the sampling temperature of the replies each prompt's group is scored on. 1.0 is TRL's default; "
+            "a small model samples noise at 1.0 and every reply of a group then scores the same, which teaches "
+            "nothing, so 0.5–0.8 suits small models.",
+            min=0.05, max=2.0, step=0.05, decimals=2,
+        ),
+    )
     kl_coefficient: float = field(
         default=0.0,
         metadata=_help(

@@ -167,6 +167,7 @@ class TrainingMethod:
 
             _, weights = reward_functions(self.config)
             return GRPOConfig(**common, beta=t.kl_coefficient, num_generations=t.num_generations,
+                              temperature=t.generation_temperature,
                               max_completion_length=t.max_completion_length, reward_weights=weights)
         from trl.experimental.orpo import ORPOConfig
 
