@@ -278,6 +278,29 @@ def test_dpo_from_the_untuned_base_learns_to_prefer_the_chosen_answers(demo_asse
     assert after >= 8 and after > before, f"chosen preferred on {before}/10 before, {after}/10 after"
 
 
+@pytest.mark.slow
+def test_dpo_with_its_supervised_term_from_the_untuned_base_gives_the_chosen_answers_in_greedy_chat(demo_assets,
+                                                                                                    tmp_path):
+    """The must-show from a base without SFT: plain DPO (above) only separates likelihoods, so the run adds TRL's
+    supervised loss on the chosen replies (training.dpo_sft_weight, RPO's recipe); greedy chat then answers with
+    the chosen replies and never the rejected ones."""
+    data = _method_data("dpo", demo_assets, tmp_path)
+    config = _config(demo_assets, "dpo", data, max_steps=DPO_SFT_STEPS, beta=0.1)
+    config.training.dpo_sft_weight, config.training.learning_rate = 1.0, DPO_SFT_LR
+    run, status = _train(config, tmp_path / "run")
+    assert status == "completed"
+    accuracies = [e["metrics"]["rewards/accuracies"] for e in run.events() if e["event"] == "step"]
+    first, last = sum(accuracies[:10]) / 10, sum(accuracies[-10:]) / 10
+    (chosen, rejected), = _greedy_matches([], run.path, demo_assets.dataset_path).values()
+    print(f"\nDPO + supervised term from the base: greedy replies equal to chosen/rejected {chosen}/{rejected} of 10; "
+          f"reward accuracy {first:.2f} -> {last:.2f}")
+    assert last > first, f"reward accuracy {first:.2f} -> {last:.2f}"
+    assert chosen >= 8 and rejected == 0
+
+
+DPO_SFT_STEPS, DPO_SFT_LR = 60, 3e-3
+
+
 # ------------------------------------------------------------------ continuing from an SFT run's adapter
 
 

@@ -279,6 +279,15 @@ class TrainingSettings:
             above=0.0, max=100.0, step=0.01, decimals=3,
         ),
     )
+    dpo_sft_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "dpo: the weight of a supervised loss on the chosen replies added to the DPO loss (TRL's 'sft' loss "
+            "type beside 'sigmoid', as RPO does). 0 = plain DPO, which only moves the two replies' likelihoods "
+            "apart; 1.0 also teaches the chosen replies, for a model that cannot write them yet (no SFT first).",
+            min=0.0, max=10.0, step=0.1, decimals=2,
+        ),
+    )
     num_generations: int = field(
         default=4,
         metadata=_help(

@@ -34,11 +34,11 @@ __all__ = ["METHOD_FIELDS", "LayerNames", "ModelShapes", "command_config_path", 
 
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "sft": (),
-    "dpo": ("beta",),
+    "dpo": ("beta", "dpo_sft_weight"),
     "orpo": ("beta",),
     "kto": ("beta",),
-    "grpo": ("num_generations", "max_completion_length", "rewards", "reward_pattern", "length_penalty",
-             "kl_coefficient"),
+    "grpo": ("num_generations", "max_completion_length", "generation_temperature", "rewards", "reward_pattern",
+             "length_penalty", "kl_coefficient"),
 }
 """The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
 

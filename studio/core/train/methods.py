@@ -155,8 +155,10 @@ class TrainingMethod:
         if self.name == "dpo":
             from trl import DPOConfig
 
+            # The supervised term rides on TRL's own multi-loss DPO: loss_type ["sigmoid", "sft"] with weights.
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.dpo_sft_weight]} if t.dpo_sft_weight > 0 else {}
             return DPOConfig(**common, beta=t.beta, max_length=t.max_length, dataset_num_proc=None,
-                             activation_offloading=offloading)
+                             activation_offloading=offloading, **losses)
         if self.name == "kto":
             from trl import KTOConfig
 

@@ -303,6 +303,8 @@ class QtConfigTab(QWidget):
         self.method_note = _QtNoteLabel()
         self.method_note.setStyleSheet(f"color: {style.MUTED};")
         self.beta = self._double("training", "beta")
+        self.dpo_sft_weight = self._double("training", "dpo_sft_weight")
+        self.generation_temperature = self._double("training", "generation_temperature")
         self.num_generations = self._spin("training", "num_generations")
         self.max_completion_length = self._spin("training", "max_completion_length")
         self.rewards = self._bind("training", "rewards", QtRewardPicker())
@@ -506,8 +508,10 @@ class QtConfigTab(QWidget):
             ("Method", self.method),
             ("", self.method_note),
             ("Beta", self.beta),
+            ("Supervised weight", self.dpo_sft_weight),
             ("Replies per prompt", self.num_generations),
             ("Max reply length", self.max_completion_length),
+            ("Sampling temperature", self.generation_temperature),
             ("Rewards", self.rewards),
             ("Regex pattern", self.reward_pattern),
             ("Length penalty", self.length_penalty),
