@@ -203,9 +203,11 @@ def test_each_method_trains_writes_a_complete_run_and_logs_its_metrics(method, d
 
 
 @pytest.mark.slow
-def test_a_dpo_run_stops_on_request_and_resumes_to_its_end(demo_assets, tmp_path):
-    data = _method_data("dpo", demo_assets, tmp_path)
-    config = _config(demo_assets, "dpo", data, max_steps=6, save_steps=50)
+@pytest.mark.parametrize("method", ["dpo", "orpo", "kto", "grpo"])
+def test_each_method_stops_on_request_and_resumes_to_its_end(method, demo_assets, tmp_path):
+    data = _method_data(method, demo_assets, tmp_path)
+    extra = {"rewards": ["contains=1.0"]} if method == "grpo" else {}
+    config = _config(demo_assets, method, data, max_steps=6, save_steps=50, **extra)
     seen: list[int] = []
 
     def should_stop() -> bool:
