@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import _studio_step_times, machine, summarise  # noqa: E402
+from train_speed import machine, run_once as _run_once  # noqa: E402
 
 PLAIN_SCRIPT = REPO / "benchmarks" / "plain_trl_methods.py"
 METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
@@ -71,32 +68,12 @@ def prepare(workdir: Path, steps: int, methods=METHODS, threads: int = 1) -> dic
     return configs
 
 
-def _script_step_times(stdout: str) -> list[tuple[int, float]]:
-    rows = (json.loads(line) for line in stdout.splitlines() if line.startswith('{"step"'))
-    return [(row["step"], row["time"]) for row in rows]
-
-
-def run_once(variant: str, config: Path, output: Path, timeout: float = 1800) -> dict:
-    if variant == "script":
-        command = [sys.executable, str(PLAIN_SCRIPT), str(config), "--output", str(output)]
-    else:
-        command = [sys.executable, "-m", "studio", "train", str(config), "--output", str(output)]
-    started = time.time()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    wall = time.time() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{variant} {config.stem} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    steps = _script_step_times(result.stdout) if variant == "script" else _studio_step_times(output)
-    return summarise(steps, started, wall)
-
-
 def measure(steps: int, workdir: Path, methods=METHODS, threads: int = 1) -> dict:
     configs = prepare(workdir, steps, methods, threads)
     runs = {}
     for method in methods:  # studio, then script, per method: a drift of the machine touches both alike
-        studio = run_once("studio", configs[method], workdir / f"studio-{method}")
-        script = run_once("script", configs[method], workdir / f"script-{method}")
+        studio = _run_once("studio", configs[method], workdir / f"studio-{method}")
+        script = _run_once("script", configs[method], workdir / f"script-{method}", script=PLAIN_SCRIPT)
         runs[method] = {"studio": studio, "script": script,
                         "steps_per_s_ratio": studio["steps_per_s"] / script["steps_per_s"]}
     return {"steps": steps, "cpu_threads": threads, "methods": runs, "machine": machine()}

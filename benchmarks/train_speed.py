@@ -68,9 +68,10 @@ def _script_step_times(stdout: str) -> list[tuple[int, float]]:
     return [(row["step"], row["time"]) for row in rows]
 
 
-def run_once(variant: str, config: Path, output: Path, timeout: float = 1800) -> dict:
+def run_once(variant: str, config: Path, output: Path, timeout: float = 1800, *, script: Path = PLAIN_SCRIPT) -> dict:
+    """One fresh process: `finetune-studio train` ("studio") or the plain `script`; its summarised step times."""
     if variant == "script":
-        command = [sys.executable, str(PLAIN_SCRIPT), str(config), "--output", str(output)]
+        command = [sys.executable, str(script), str(config), "--output", str(output)]
     else:
         command = [sys.executable, "-m", "studio", "train", str(config), "--output", str(output)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -78,7 +79,7 @@ def run_once(variant: str, config: Path, output: Path, timeout: float = 1800) ->
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     wall = time.time() - started
     if result.returncode != 0:
-        raise RuntimeError(f"{variant} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{variant} {config.stem} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     steps = _script_step_times(result.stdout) if variant == "script" else _studio_step_times(output)
     return summarise(steps, started, wall)
 

@@ -1,13 +1,6 @@
-"""Reading training data, detecting its record shape and normalising it to one chat form.
-
-Every record becomes either `{"messages": [{"role": ..., "content": ...}, ...]}` (chat) or
-`{"text": ...}` (plain text for continued pre-training). Problems are collected as
-`file:line: reason` rather than raised one at a time, so the user sees every bad row at once.
-
-Sources are read by `studio.core.data.sources` (JSON, JSONL, CSV/TSV, Parquet, plain text,
-`save_to_disk` folders, Hub ids); the normalised examples are written to an Arrow table batch by batch, so a
-million-row file is never held as Python lists. `LoadedData.examples` reads rows from that table
-on demand and `LoadedData.to_dataset()` hands it to `datasets` for training.
+"""The on-disk cache of normalised data: a file read once with the same settings is read back as its Arrow table
+(keyed by the source's path, size and modification time, the format, mapping, encoding and split), written into a
+staging folder first and committed by rename, with the oldest entries evicted beyond a few.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""Where records come from: JSON/JSONL/CSV/TSV/Parquet files, plain text (.txt/.md), `save_to_disk` folders
-and Hub ids.
-
-`open_records(source, ...)` returns a `RecordStream`: an iterator of `(location, record)` pairs —
-or a `DataIssue` for a piece of the input that is not a record (malformed JSON on line N, a CSV row
-with the wrong number of fields) — together with the progress made through the input. Nothing here
-holds a whole file in Python lists: text files are read line by line, tables batch by batch from
-Arrow. Locations are 1-based line numbers for text files and 1-based row numbers for tables, so
-every problem can be reported as `file:line: reason`. A plain text file becomes `{"text": ...}` records,
-one per document (the lines between blank lines, or the whole file), located by the document's first line.
-
-Text that is not valid in the chosen encoding stops the read with a `DataError` naming the line and,
-where the bytes look like a known legacy encoding (Windows-1254 Turkish, Windows-1252 Western,
-Latin-1, UTF-16), the encoding to read it with.
+"""Text encodings of data files: which encodings the studio reads, a guess from the bytes (UTF-8, UTF-16,
+Windows-1254 Turkish, Windows-1252 Western, Latin-1), and the `DataError` that names the line where the text is
+not valid in the chosen encoding and, where the bytes look like a known one, the encoding to read it with.
 """
 
 from __future__ import annotations

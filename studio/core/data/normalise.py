@@ -1,13 +1,7 @@
-"""Reading training data, detecting its record shape and normalising it to one chat form.
-
-Every record becomes either `{"messages": [{"role": ..., "content": ...}, ...]}` (chat) or
-`{"text": ...}` (plain text for continued pre-training). Problems are collected as
-`file:line: reason` rather than raised one at a time, so the user sees every bad row at once.
-
-Sources are read by `studio.core.data.sources` (JSON, JSONL, CSV/TSV, Parquet, plain text,
-`save_to_disk` folders, Hub ids); the normalised examples are written to an Arrow table batch by batch, so a
-million-row file is never held as Python lists. `LoadedData.examples` reads rows from that table
-on demand and `LoadedData.to_dataset()` hands it to `datasets` for training.
+"""One chat form for every record shape: `normalise(record, fmt, mapping)` turns an OpenAI messages record, a
+ShareGPT conversation, Alpaca, prompt/completion or plain text into `{"messages": [...]}` or `{"text": ...}`, with
+role names mapped and each problem raised as a reason the caller reports as `file:line: reason`; the preference
+shapes (chosen/rejected, completion/label, prompt only) likewise.
 """
 
 from __future__ import annotations

@@ -1,13 +1,5 @@
-"""Reading training data, detecting its record shape and normalising it to one chat form.
-
-Every record becomes either `{"messages": [{"role": ..., "content": ...}, ...]}` (chat) or
-`{"text": ...}` (plain text for continued pre-training). Problems are collected as
-`file:line: reason` rather than raised one at a time, so the user sees every bad row at once.
-
-Sources are read by `studio.core.data.sources` (JSON, JSONL, CSV/TSV, Parquet, plain text,
-`save_to_disk` folders, Hub ids); the normalised examples are written to an Arrow table batch by batch, so a
-million-row file is never held as Python lists. `LoadedData.examples` reads rows from that table
-on demand and `LoadedData.to_dataset()` hands it to `datasets` for training.
+"""Which record shape a source holds: the shapes and their fields, detection from a sample of records, the column
+mapping (source column → field) suggested from column names and applied to records, and its `field=column` text.
 """
 
 from __future__ import annotations

@@ -1,16 +1,5 @@
-"""Talking to a base model with adapters: the same chat template as training, replies streamed.
-
-The tokenizer (and so the chat template) is taken from the adapter folder when it has one: the
-studio saves the template a run trained with beside its adapter, so chat renders prompts exactly
-as training did.
-
-The base is loaded as the first adapter's run loaded it (trained_base): a QLoRA adapter answers
-on the same 4-bit weights it learned against.
-
-One copy of the base weights serves every adapter: adapters are loaded side by side into one
-`PeftModel`, `set_adapter` switches between them and `disable_adapter()` gives the base model's
-own answer (compare mode) — nothing is reloaded. Generations on one model never overlap (a lock),
-since switching adapters while a reply is being generated would change it midway.
+"""Adapter folders: the base model an adapter names (adapter_config.json), a run folder or adapter folder resolved
+to the adapter, and a short PEFT-safe name for one.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Where a base model comes from: a local folder, the local Hugging Face cache, a Hub download, or
-one of the model shapes shipped in `resources/model_configs/` (enough for a VRAM estimate).
-
-Everything here is Qt-free; the Config tab runs the slow parts (download, linear-layer detection)
-in a worker thread. Hub errors a user can fix (gated model, no token, no network, a typo in the id)
-become a :class:`ModelSourceError` whose message says what to do.
+"""Downloading a model from the Hugging Face Hub into the HF cache: progress in bytes, cancel, and one clear line
+for each way it fails (offline, unknown or gated repository, a full disk).
 """
 
 from __future__ import annotations

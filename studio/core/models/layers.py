@@ -1,9 +1,6 @@
-"""Where a base model comes from: a local folder, the local Hugging Face cache, a Hub download, or
-one of the model shapes shipped in `resources/model_configs/` (enough for a VRAM estimate).
-
-Everything here is Qt-free; the Config tab runs the slow parts (download, linear-layer detection)
-in a worker thread. Hub errors a user can fix (gated model, no token, no network, a typo in the id)
-become a :class:`ModelSourceError` whose message says what to do.
+"""A model's linear layer names (what LoRA's target_modules can name), grouped as attention and MLP: read from its
+config.json by building the model on the meta device, and kept per config in the user data cache, so the Config
+tab knows them at the next start without importing torch.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The model card (README.md) written into every export, with an SVG loss curve.
-
-Everything on the card is read from the run directory — run.toml and events.jsonl — so it states
-what was actually trained. A merged model keeps the same facts in `finetune_studio.json`, so a
-GGUF exported later from that folder still gets a full card.
+"""What a run states about itself: `RunSummary` read from a run folder (run.toml and events.jsonl) or from the
+`finetune_studio.json` an export keeps beside its files, so a model card, a merge and chat all know how the
+adapter was trained (base, quantisation, compute dtype, losses, agreement) wherever it travelled.
 """
 
 from __future__ import annotations
