@@ -76,13 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("merge", help="merge an adapter into its base model (16-bit)")
     merge.add_argument("adapter", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     merge.add_argument("--output", type=Path, required=True, metavar="DIR",
-                       help="the merged model's folder: a new or empty one, or an earlier export to replace")
+                       help="the merged model's folder: a new or empty one (never a run folder), or with --overwrite "
+                            "an unchanged earlier export to replace")
     merge.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     _add_weights_arguments(merge, verb="merge into")
     merge.add_argument("--verify", type=int, metavar="N",
                        help="compare the merged model's greedy replies with the trained model's on N of the run's "
                             "examples and state the result on the model card (default: 8 with --base-weights "
                             "original on a 4-bit run, else 0)")
+    _add_overwrite_argument(merge)
 
     export = sub.add_parser("export", help="export a trained model: GGUF + Ollama Modelfile, or the adapter")
     export_sub = export.add_subparsers(dest="export_command", metavar="KIND", required=True)
@@ -90,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("model", type=Path, metavar="MODEL_DIR",
                       help="a merged model folder, or a run directory / adapter (merged first into a temporary folder)")
     gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf",
-                      help="the .gguf file to write; its Modelfile and model card go beside it, so give it a folder "
-                           "of its own")
+                      help="the .gguf file to write, a new one (never inside a run folder); NAME.Modelfile and "
+                           "the model card NAME.md go beside it, so other files in that folder are left alone")
     gguf.add_argument("--type", dest="gguf_type", choices=GGUF_TYPES, default=DEFAULT_GGUF_TYPE,
                       help=f"weight type of the matrices (default: {DEFAULT_GGUF_TYPE}, about half the size of f16 "
                            "with nearly the same answers; the Export dialog's default too)")
@@ -100,12 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
                            "where llama-cpp-python is installed), compare the replies and state the result on the "
                            "model card")
+    _add_overwrite_argument(gguf)
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",
-                                help="the folder to write (a new or empty one, or an earlier export), or the .zip "
+                                help="the folder to write (a new or empty one, never a run folder), or the .zip "
                                      "file with --zip")
     adapter_export.add_argument("--zip", action="store_true", help="write a .zip file instead of a folder")
+    _add_overwrite_argument(adapter_export)
 
     data = sub.add_parser("data", help="inspect a dataset the way training reads it")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -175,6 +179,12 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
                         help=f"above 1 discourages repeats (default: {d.repetition_penalty})")
     parser.add_argument("--seed", type=int, help="random seed for sampled replies")
+
+
+def _add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export at --output, if it holds nothing but the files that export "
+                             "wrote, unchanged (anything else there is refused, never deleted)")
 
 
 def _add_weights_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None:
@@ -393,7 +403,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
-                            trust_remote_code=args.trust_remote_code, progress=lambda m: print(m, file=sys.stderr))
+                            overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
+                            progress=lambda m: print(m, file=sys.stderr))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     print(out)
@@ -421,7 +432,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if args.verify:  # before minutes of export: a merged folder has no adapter to answer as the studio
                     check_verifiable(args.model)
                 result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
-                                     trust_remote_code=args.trust_remote_code, on_progress=progress)
+                                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+                                     on_progress=progress)
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)
                 print(result.path)
@@ -435,7 +447,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 
             export = export_adapter_zip if args.zip else export_adapter
-            print(export(args.source, args.output, on_progress=progress))
+            print(export(args.source, args.output, overwrite=args.overwrite, on_progress=progress))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     return EXIT_OK

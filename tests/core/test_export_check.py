@@ -178,7 +178,7 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
     assert all(b >= a for (a, _), (b, _) in itertools.pairwise(seen)), "progress only moves forward"
     assert result.readme == exported.readme
     assert _card_row(exported.readme) == f"| {AGREEMENT_ROW} | {result.text()} |"
-    assert "Modelfile" in {p.name for p in exported.path.parent.iterdir()}
+    assert "demo-f16.Modelfile" in {p.name for p in exported.path.parent.iterdir()}
     studio_results = run_copy / "evals" / CHECK_FOLDER / "studio" / "results.jsonl"
     assert len(studio_results.read_text(encoding="utf-8").splitlines()) == 10
 
@@ -231,7 +231,7 @@ def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_
     assert result.returncode == 0, result.stderr[-3000:]
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
     assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
-    assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "README.md").read_text()
+    assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "demo.md").read_text()
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def _fake_adapter(folder: Path, base: str = "/nonexistent/base-model") -> Path:
 
 
 def _nothing_left(output: Path) -> bool:
-    return not output.exists() and not list(output.parent.glob(output.name + ".partial*"))
+    return not output.exists() and not list(output.parent.glob(output.name + ".partial*")) \
+        and not list(output.parent.glob("." + output.name + ".partial*"))
 
 
 # --- failures a user can cause: clear messages, nothing half-written -------------------------------------------
@@ -69,34 +70,43 @@ def test_an_export_never_replaces_a_folder_of_the_users_own_files(tmp_path):
     target = tmp_path / "project"
     before = _user_folder(target)
 
-    with pytest.raises(ExportError, match=r"project: the folder already holds files \(keep.txt, sub\)"):
+    with pytest.raises(ExportError, match=r"project: holds keep.txt, which is not part of an earlier Finetune "
+                                          r"Studio export; choose a new folder \(e.g. .*project-2\)"):
         export_adapter(adapter, target)
     assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
     (tmp_path / "folder.zip").mkdir()
     with pytest.raises(ExportError, match="is a folder"):
         export_adapter_zip(adapter, tmp_path / "folder.zip")
-    with pytest.raises(ExportError, match="not an earlier export"):
+    with pytest.raises(ExportError, match="not part of an earlier Finetune Studio export"):
         export_adapter(adapter, target / "..")  # "..": the folder holding the adapter itself
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
 
 def test_an_earlier_export_or_an_empty_folder_is_replaced(tmp_path):
+    from studio.core.export.staging import OutputNeedsOverwrite
+
     adapter = _fake_adapter(tmp_path / "adapter")
     (tmp_path / "empty").mkdir()
     assert export_adapter(adapter, tmp_path / "empty") == tmp_path / "empty"
     (adapter / "adapter_model.safetensors").write_bytes(b"\1" * 4096)
-    export_adapter(adapter, tmp_path / "empty")  # the earlier export, recognised by its model card
+    with pytest.raises(OutputNeedsOverwrite, match="holds an earlier export; add --overwrite"):
+        export_adapter(adapter, tmp_path / "empty")
+    assert (tmp_path / "empty" / "adapter_model.safetensors").read_bytes() == b"\0" * 4096
+    export_adapter(adapter, tmp_path / "empty", overwrite=True)  # the earlier export, its files unchanged
     assert (tmp_path / "empty" / "adapter_model.safetensors").read_bytes() == b"\1" * 4096
 
 
-def test_a_gguf_export_keeps_a_readme_or_modelfile_it_did_not_write(tmp_path):
+def test_a_gguf_export_keeps_a_modelfile_it_did_not_write_and_ignores_other_files(tmp_path):
     adapter = _fake_adapter(tmp_path / "adapter")
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "README.md").write_text("# my project\n")
-    with pytest.raises(ExportError, match=r"README.md: already exists and was not written by Finetune Studio"):
+    (tmp_path / "proj" / "model.Modelfile").write_text("FROM ./mine.gguf\n")
+    with pytest.raises(ExportError, match=r"model.Modelfile: already exists and is not an unchanged Finetune Studio "
+                                          r"export; choose a new name \(e.g. model-2.gguf\)"):
         export_gguf(adapter, tmp_path / "proj" / "model.gguf")
     assert (tmp_path / "proj" / "README.md").read_text() == "# my project\n"
-    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["README.md"]
+    assert (tmp_path / "proj" / "model.Modelfile").read_text() == "FROM ./mine.gguf\n"
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["README.md", "model.Modelfile"]
 
 
 def test_cli_merge_into_the_current_folder_is_bad_input_and_deletes_nothing(tmp_path, run_studio):
@@ -105,7 +115,7 @@ def test_cli_merge_into_the_current_folder_is_bad_input_and_deletes_nothing(tmp_
     result = run_studio("merge", adapter, "--output", ".", cwd=tmp_path / "work")
 
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "not an earlier export" in result.stderr and "Traceback" not in result.stderr
+    assert "not part of an earlier Finetune Studio export" in result.stderr and "Traceback" not in result.stderr
     work = tmp_path / "work"
     assert {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
 
@@ -121,7 +131,7 @@ def test_a_full_disk_is_reported_naming_the_folder_and_leaves_nothing(tmp_path, 
     with pytest.raises(ExportError) as error:
         export_adapter(adapter, output)
 
-    assert str(output.parent) in str(error.value) and "disk is full" in str(error.value)
+    assert str(output.parent) in str(error.value) and "no space left on" in str(error.value)
     assert _nothing_left(output)
 
 
@@ -287,7 +297,7 @@ def test_a_full_disk_while_writing_gguf_names_the_folder(tmp_path, demo_assets, 
     monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", disk_full)
     with pytest.raises(ExportError) as error:
         export_gguf(tmp_path / "model", output)
-    assert str(output.parent) in str(error.value) and "disk is full" in str(error.value)
+    assert str(output.parent) in str(error.value) and "no space left on" in str(error.value)
     assert _nothing_left(output)
 
 
@@ -440,13 +450,14 @@ def test_cli_exports_gguf_straight_from_a_run(trained_run, tmp_path, run_studio)
     result = run_studio("export", "gguf", trained_run, "--output", output, "--type", "q8_0")
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == [str(output), str(output.parent / "Modelfile")]
-    modelfile = (output.parent / "Modelfile").read_text(encoding="utf-8")
+    assert result.stdout.split() == [str(output), str(output.parent / "support-bot.Modelfile")]
+    modelfile = (output.parent / "support-bot.Modelfile").read_text(encoding="utf-8")
     assert "FROM ./support-bot.gguf" in modelfile and 'PARAMETER stop "<|eot_id|>"' in modelfile
-    assert "TEMPLATE" in modelfile
-    assert (output.parent / "README.md").is_file()
-    assert sorted(p.name for p in output.parent.iterdir()) == ["Modelfile", "README.md", "loss-curve.svg",
-                                                               "support-bot.gguf"], "no temporary merge left"
+    assert "TEMPLATE" in modelfile and "ollama create my-model -f support-bot.Modelfile" in modelfile
+    assert "![Training loss](support-bot.loss-curve.svg)" in (output.parent / "support-bot.md").read_text()
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "support-bot.Modelfile", "support-bot.finetune_studio.json", "support-bot.gguf", "support-bot.loss-curve.svg",
+        "support-bot.md"], "no temporary merge left"
 
 
 @pytest.mark.slow

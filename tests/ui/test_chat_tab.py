@@ -212,7 +212,7 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
         worker = dialog.start_export()
         worker.progress.connect(lambda fraction, message: fractions.append(fraction))
     assert finished.args[0] == "succeeded", finished.args[1]
-    assert (tmp_path / "out" / "demo.gguf").is_file() and (tmp_path / "out" / "Modelfile").is_file()
+    assert (tmp_path / "out" / "demo.gguf").is_file() and (tmp_path / "out" / "demo.Modelfile").is_file()
     assert fractions and fractions == sorted(fractions) and dialog.progress_bar.value() == 1000
     assert "ollama create" in dialog.status_label.text()
     qtbot.waitUntil(lambda: not dialog.is_running, timeout=10_000)

@@ -125,7 +125,7 @@ def test_verify_export_shows_that_the_gguf_answers_like_the_studio_and_the_card_
     assert not widget.verify_label.isHidden()
     assert _shown(widget.verify_label) == "10/10 replies identical to the studio's"
     assert "recorded on the model card" in _shown(widget.status_label)
-    card = (output.parent / "README.md").read_text(encoding="utf-8")
+    card = (output.parent / "demo-f16.md").read_text(encoding="utf-8")
     assert "| Agreement with the trained model | 10/10 replies identical to the studio's" in card
     qtbot.waitUntil(lambda: not widget.is_running, timeout=10_000)
     assert widget.export_button.isEnabled() and widget.cancel_button.text() == "Cancel export"
@@ -135,4 +135,4 @@ def test_verify_export_shows_that_the_gguf_answers_like_the_studio_and_the_card_
         assert widget.start_verify()
         widget.cancel_export()
     assert cancelled.args[0] == "cancelled", cancelled.args[1]
-    assert (output.parent / "README.md").read_text(encoding="utf-8") == card
+    assert (output.parent / "demo-f16.md").read_text(encoding="utf-8") == card

@@ -16,10 +16,12 @@ from studio.core.export.staging import (
     ExportError,
     ProgressCallback,
     Reporter,
-    check_replaceable,
+    check_export,
     copy_folder,
     disk_errors,
     ensure_free_space,
+    manifest_path,
+    record_files,
     staged_output,
 )
 from studio.core.models.adapters import resolve_adapter_dir
@@ -47,43 +49,45 @@ def _write_adapter_folder(adapter: Path, target: Path, report: Reporter) -> None
     write_model_card(target, summary, "adapter", files={"base": base} if base else None, keep_summary=True)
 
 
-def export_adapter(source: Path, output: Path, *, on_progress: ProgressCallback | None = None,
+def export_adapter(source: Path, output: Path, *, overwrite: bool = False, on_progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> Path:
-    """Copy the adapter of a run (or an adapter folder) to `output`, with a model card; returns `output`."""
+    """Copy the adapter of a run (or an adapter folder) to `output`, with a model card; returns `output`.
+    `overwrite` lets it replace an unchanged earlier export there (staging.check_output)."""
     report = Reporter(on_progress, cancel)
+    output = check_export(source, output, is_dir=True, overwrite=overwrite)
     adapter = _adapter_source(source)
-    output = check_replaceable(output, is_dir=True)
     ensure_free_space(output.parent, _folder_size(adapter))
     report(0.0, f"Copying the adapter from {adapter}")
-    with staged_output(output, is_dir=True) as staging, disk_errors(output.parent):
+    with staged_output(output, is_dir=True, overwrite=overwrite) as staging, disk_errors(output.parent):
         _write_adapter_folder(adapter, staging, report)
-        report(1.0, f"Adapter written to {output}")
+    report(1.0, f"Adapter written to {output}")
     return output
 
 
-def export_adapter_zip(source: Path, output: Path, *, on_progress: ProgressCallback | None = None,
-                       cancel: threading.Event | None = None) -> Path:
+def export_adapter_zip(source: Path, output: Path, *, overwrite: bool = False,
+                       on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
     """Write the adapter folder (as `export_adapter` makes it) into a zip file `output`."""
     report = Reporter(on_progress, cancel)
-    adapter = _adapter_source(source)
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise ExportError(f"{output}: the output file name must end in .zip")
-    output = check_replaceable(output, is_dir=False)
+    output = check_export(source, output, is_dir=False, overwrite=overwrite)
+    adapter = _adapter_source(source)
     ensure_free_space(output.parent, _folder_size(adapter))
     report(0.0, f"Copying the adapter from {adapter}")
-    with staged_output(output, is_dir=False) as staging, disk_errors(output.parent):
-        work = staging.with_name(staging.name + "-folder")
+    with staged_output(output, is_dir=False, overwrite=overwrite) as staging, disk_errors(output.parent):
+        work = staging / "folder"
         work.mkdir()
         try:
             _write_adapter_folder(adapter, work, report.part(0.0, 0.5))
+            record_files(work, manifest_path(work, is_dir=True))  # the unzipped folder is an export like any other
             files = sorted(p for p in work.rglob("*") if p.is_file())
-            with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            with zipfile.ZipFile(staging / output.name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for i, path in enumerate(files):
                     report(0.5 + 0.5 * i / max(len(files), 1), f"Zipping {path.name}")
                     # One top-level folder, named like the zip: unzipping never scatters files.
                     archive.write(path, f"{output.stem}/{path.relative_to(work).as_posix()}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        report(1.0, f"Zip written to {output}")
+    report(1.0, f"Zip written to {output}")
     return output

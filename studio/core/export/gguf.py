@@ -12,7 +12,8 @@ Written with the `gguf` package the way llama.cpp's `convert_hf_to_gguf.py` does
   pre-tokenizer name, BOS/EOS/EOT/PAD ids and whether BOS is added;
 - the run's chat template embedded, without the `{% generation %}` markers (see export_ollama).
 Tensors are streamed to disk one at a time, so memory stays near the size of the largest tensor.
-An Ollama `Modelfile` and a model card are written beside the file.
+An Ollama Modelfile and a model card are written beside the file, each named for it (NAME.gguf, NAME.Modelfile,
+NAME.md, NAME.loss-curve.svg), so an f16 and a q8_0 export of one run sit side by side in one folder.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.export.staging import (
-    GGUF_COMPANIONS,
     ExportError,
     ProgressCallback,
     Reporter,
-    check_replaceable,
+    check_export,
+    check_output,
     disk_errors,
     ensure_free_space,
+    gguf_companions,
     quiet_libraries,
     staged_output,
 )
@@ -385,20 +387,21 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
 
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
-               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
-    """Write a merged model folder as one GGUF file, plus `Modelfile` and README.md beside it."""
-    output = check_replaceable(output, is_dir=False, companions=GGUF_COMPANIONS)
+               overwrite: bool = False, on_progress: ProgressCallback | None = None,
+               cancel: threading.Event | None = None) -> GgufExport:
+    """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it."""
+    output = check_output(output, is_dir=False, overwrite=overwrite)
     with quiet_libraries():
-        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel))
+        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
+                           overwrite=overwrite)
 
 
-def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter) -> GgufExport:
+def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter, *,
+                overwrite: bool = False) -> GgufExport:
     import gguf
     import numpy as np
     from transformers import AutoTokenizer
 
-    from studio.core.export.model_card import write_model_card
-    from studio.core.export.ollama import go_template, modelfile_text
     from studio.core.runs.record import RunSummary
 
     if gguf_type not in GGUF_TYPES:
@@ -419,8 +422,10 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, family.arch)]
     total_bytes = sum(_tensor_nbytes(t.shape, t.qtype) for t in planned)
     ensure_free_space(output.parent, total_bytes)
-    with staged_output(output, is_dir=False, companions=GGUF_COMPANIONS) as staging, disk_errors(output.parent):
-        writer = gguf.GGUFWriter(str(staging), arch)
+    modelfile, readme = gguf_companions(output)[:2]
+    with staged_output(output, is_dir=False, overwrite=overwrite) as staging, disk_errors(output.parent):
+        staged = staging / output.name
+        writer = gguf.GGUFWriter(str(staged), arch)
         try:
             writer.add_type(gguf.GGUFType.MODEL)
             writer.add_name(model_name)
@@ -458,7 +463,19 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
         finally:
             writer.close()
         report(0.96, "Checking the file")
-        _check_gguf(staging, len(planned))
+        _check_gguf(staged, len(planned))
+        notes = _write_companions(staging, output, model_dir, tokenizer, summary, embedded_template, fmt,
+                                  end_of_turn)
+    report(1.0, f"GGUF written to {output}")
+    return GgufExport(path=output, modelfile=modelfile, readme=readme, gguf_type=gguf_type,
+                      tensor_count=len(planned), chat_template=embedded_template, stop_tokens=end_of_turn, notes=notes)
+
+
+def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: Any, summary: Any,
+                      embedded_template: str, fmt: Any, end_of_turn: list[str]) -> list[str]:
+    """NAME.Modelfile and the model card NAME.md (+ its loss curve) into the staging folder; returns the notes."""
+    from studio.core.export.model_card import write_model_card
+    from studio.core.export.ollama import go_template, modelfile_text
 
     notes: list[str] = []
     if embedded_template != tokenizer.chat_template:
@@ -475,14 +492,12 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     else:
         add_bos = bool(tokenizer.bos_token) and _adds_bos(model_dir)
         template, system = go_template(fmt, include_bos=not add_bos), fmt.default_system
-    with disk_errors(output.parent):
-        modelfile = output.parent / "Modelfile"
-        modelfile.write_text(modelfile_text(output.name, template=template, stops=end_of_turn, system=system),
-                             encoding="utf-8")
-        readme = write_model_card(output.parent, summary, "gguf", files={"gguf": output.name}, notes=notes)
-    report(1.0, f"GGUF written to {output}")
-    return GgufExport(path=output, modelfile=modelfile, readme=readme, gguf_type=gguf_type,
-                      tensor_count=len(planned), chat_template=embedded_template, stop_tokens=end_of_turn, notes=notes)
+    modelfile = gguf_companions(output)[0]
+    (staging / modelfile.name).write_text(modelfile_text(output.name, template=template, stops=end_of_turn,
+                                                         system=system, modelfile=modelfile.name), encoding="utf-8")
+    write_model_card(staging, summary, "gguf", files={"gguf": output.name, "modelfile": modelfile.name}, notes=notes,
+                     name=output.stem)
+    return notes
 
 
 def _adds_bos(model_dir: Path) -> bool:
@@ -509,7 +524,7 @@ def is_merged_model(folder: Path) -> bool:
 
 
 def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
-                trust_remote_code: bool | None = None,
+                trust_remote_code: bool | None = None, overwrite: bool = False,
                 on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
     """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
     into the base `weights` given: see merge.merge_adapter)."""
@@ -520,9 +535,10 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     source, output = Path(source), Path(output)
     if output.suffix.lower() != ".gguf":
         raise ExportError(f"{output}: the output file name must end in .gguf")
-    output = check_replaceable(output, is_dir=False, companions=GGUF_COMPANIONS)  # before the merge's minutes
+    output = check_export(source, output, is_dir=False, overwrite=overwrite)  # before the merge's minutes
     if is_merged_model(source):
-        return write_gguf(source, output, gguf_type=gguf_type, on_progress=on_progress, cancel=cancel)
+        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, on_progress=on_progress,
+                          cancel=cancel)
     try:
         resolve_adapter_dir(source)
     except ModelLoadError:
@@ -541,8 +557,8 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
                               on_progress=report.part(0.0, 0.45), cancel=report.cancel)
-        return write_gguf(merged, output, gguf_type=gguf_type, on_progress=report.part(0.45, 1.0),
-                          cancel=report.cancel)
+        return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite,
+                          on_progress=report.part(0.45, 1.0), cancel=report.cancel)
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)

@@ -56,7 +56,8 @@ class ExportKind(enum.Enum):
         stem = {ExportKind.ADAPTER: "adapter", ExportKind.ADAPTER_ZIP: "adapter", ExportKind.MERGED: "merged",
                 ExportKind.GGUF_F16: "gguf", ExportKind.GGUF_Q8_0: "gguf"}[self]
         if self in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0):
-            # GGUF goes in a folder of its own: the Modelfile and model card are written beside it.
+            # A folder for the run's GGUF files: each quant's Modelfile and card are named for it (NAME.Modelfile,
+            # NAME.md), so the f16 and q8_0 exports sit side by side there.
             quant = "f16" if self is ExportKind.GGUF_F16 else "q8_0"
             return Path(folder) / f"{run_name}-gguf" / f"{run_name}-{quant}.gguf"
         return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
@@ -68,35 +69,37 @@ def default_exports_dir() -> Path:
     return Path.home() / "finetune-studio-exports"
 
 
-def check_output(kind: ExportKind, output: Path) -> Path:
-    """`output` made absolute, or an ExportError when the export would replace the user's own files there
-    (export_common.check_replaceable); the window asks this before it starts an export."""
-    from studio.core.export.staging import GGUF_COMPANIONS, check_replaceable
+def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
+    """`output` made absolute, or an ExportError when the export may not run: the source is still training, or the
+    output rule (staging.check_output) refuses the place — OutputNeedsOverwrite when it holds an unchanged earlier
+    export, which the window replaces only after asking. The same check every writer makes before its work."""
+    from studio.core.export.staging import check_export
 
-    gguf = kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
-    return check_replaceable(output, is_dir=not kind.is_file, companions=GGUF_COMPANIONS if gguf else ())
+    return check_export(source, output, is_dir=not kind.is_file, overwrite=overwrite)
 
 
-def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained",
+def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained", overwrite: bool = False,
                on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
-    weights a merge adds the adapter to (trained_base.BaseWeights)."""
+    weights a merge adds the adapter to (trained_base.BaseWeights); `overwrite` lets it replace an unchanged earlier
+    export."""
+    options = {"overwrite": overwrite, "on_progress": on_progress, "cancel": cancel}
     if kind is ExportKind.ADAPTER:
         from studio.core.export.adapter import export_adapter
 
-        return export_adapter(source, output, on_progress=on_progress, cancel=cancel)
+        return export_adapter(source, output, **options)
     if kind is ExportKind.ADAPTER_ZIP:
         from studio.core.export.adapter import export_adapter_zip
 
-        return export_adapter_zip(source, output, on_progress=on_progress, cancel=cancel)
+        return export_adapter_zip(source, output, **options)
     if kind is ExportKind.MERGED:
         from studio.core.export.merge import merge_adapter
 
-        return merge_adapter(source, output, weights=weights, on_progress=on_progress, cancel=cancel)
+        return merge_adapter(source, output, weights=weights, **options)
     from studio.core.export.gguf import export_gguf
 
     return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
-                       on_progress=on_progress, cancel=cancel)
+                       **options)
 
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,

@@ -21,7 +21,7 @@ from studio.core.export.staging import (
     ExportError,
     ProgressCallback,
     Reporter,
-    check_replaceable,
+    check_export,
     disk_errors,
     ensure_free_space,
     quiet_libraries,
@@ -62,7 +62,7 @@ def _generation_config(model: Any, tokenizer: Any) -> Any:
 
 
 def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None,
-                  weights: BaseWeights | str = BaseWeights.TRAINED, verify: int | None = None,
+                  weights: BaseWeights | str = BaseWeights.TRAINED, verify: int | None = None, overwrite: bool = False,
                   trust_remote_code: bool | None = None, progress: Callable[[str], None] | None = None,
                   on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
     """Write base + adapter merged, as sharded safetensors with tokenizer, chat template and generation config.
@@ -73,7 +73,7 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
     None means: only for a merge into the original weights of a quantised run, whose effect must be shown.
     `trust_remote_code` None keeps what the run allowed. `progress(message)` is the plain message callback;
     `on_progress(fraction, message)` also gets the fraction done. Setting `cancel` stops at the next stage
-    and leaves nothing at `output`.
+    and leaves nothing at `output`. `overwrite` lets it replace an unchanged earlier export (staging.check_output).
     """
     def report_both(fraction: float, message: str) -> None:
         if progress is not None:
@@ -82,7 +82,7 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
             on_progress(fraction, message)
 
     report = Reporter(report_both, cancel)
-    output = check_replaceable(output, is_dir=True)  # before minutes of loading the base model
+    output = check_export(adapter_or_run, output, is_dir=True, overwrite=overwrite)  # before minutes of loading
     adapter_dir = resolve_adapter_dir(Path(adapter_or_run))
     trained = TrainedBase.of_adapter(adapter_dir, base=base)
     if trust_remote_code is not None:  # the user's word overrides what the run allowed
@@ -94,7 +94,7 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
 
         verify = DEFAULT_EXAMPLES if weights is BaseWeights.ORIGINAL and trained.quantized else 0
     with quiet_libraries():
-        return _merge(adapter_dir, trained, weights, output, report, verify=verify)
+        return _merge(adapter_dir, trained, weights, output, report, verify=verify, overwrite=overwrite)
 
 
 def load_base_for_merge(trained: TrainedBase, weights: BaseWeights, report: Reporter) -> Any:
@@ -108,7 +108,7 @@ def load_base_for_merge(trained: TrainedBase, weights: BaseWeights, report: Repo
 
 
 def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output: Path, report: Reporter, *,
-           verify: int = 0) -> Path:
+           verify: int = 0, overwrite: bool = False) -> Path:
     import torch
     from peft import PeftModel
 
@@ -128,7 +128,9 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     ensure_free_space(output.parent, size)
     report(0.5, f"Saving to {output}")
-    with staged_output(output, is_dir=True) as staging, disk_errors(output.parent):
+    # Every write (weights, tokenizer, card) inside disk_errors: a full disk after the space check passed ends as
+    # "no space left on ...; nothing was changed" with the staging folder removed, never as a traceback.
+    with staged_output(output, is_dir=True, overwrite=overwrite) as staging, disk_errors(output.parent):
         with torch.no_grad():
             model.save_pretrained(str(staging), max_shard_size="2GB")
         report.check()
@@ -143,7 +145,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
             del model  # one model in memory at a time while the two are compared
             summary.agreement = _measure_agreement(adapter_dir, staging, verify, report)
             write_model_card(staging, summary, "merged", keep_summary=True)
-        report(1.0, f"Merged model written to {output}")
+    report(1.0, f"Merged model written to {output}")  # only once it is in place
     return output
 
 

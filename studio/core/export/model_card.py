@@ -127,13 +127,14 @@ def _usage(kind: str, files: dict[str, str]) -> str:
                 "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
                 "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=128)[0]))\n```\n")
     gguf_name = files.get("gguf", "model.gguf")
+    modelfile = files.get("modelfile", "Modelfile")
     return (f"llama.cpp: `llama-cli -m {gguf_name} -cnv` (the chat template is embedded in the file).\n\n"
-            f"Ollama: `ollama create my-model -f Modelfile && ollama run my-model` — the Modelfile beside "
-            f"`{gguf_name}` carries the same chat template and its stop token(s).\n")
+            f"Ollama: `ollama create my-model -f {modelfile} && ollama run my-model` — `{modelfile}`, beside "
+            f"`{gguf_name}`, carries the same chat template and its stop token(s).\n")
 
 
 def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] | None = None,
-               notes: list[str] = ()) -> str:
+               notes: list[str] = (), loss_curve: str = LOSS_CURVE_FILE) -> str:
     """The README.md text of an export of `kind` ('adapter', 'merged' or 'gguf')."""
     files = dict(files or {})
     what, library = _KIND_TEXT[kind]
@@ -169,7 +170,7 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
             table.append(("Final eval loss", f"{s.eval_losses[-1][1]:.4f}"))
         lines += ["## Training", "", "| | |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in table]
-        lines += ["", f"![Training loss]({LOSS_CURVE_FILE})", ""]
+        lines += ["", f"![Training loss]({loss_curve})", ""]
     lines += ["## Chat template", "",
               "Prompts are rendered with the chat template the run trained with; it is saved with the "
               "tokenizer" + (" and embedded in the GGUF file" if kind == "gguf" else "") + ".", ""]
@@ -185,13 +186,15 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
 
 
 def write_model_card(folder: Path, summary: RunSummary | None, kind: str, *, files: dict[str, str] | None = None,
-                     notes: list[str] = (), keep_summary: bool = False) -> Path:
-    """Write README.md (and the loss curve) into `folder`; returns the README path."""
+                     notes: list[str] = (), keep_summary: bool = False, name: str = "") -> Path:
+    """Write README.md (and the loss curve) into `folder`; returns the README path. With `name` (a GGUF's stem)
+    they are NAME.md and NAME.loss-curve.svg instead, so the cards of two GGUF files in one folder stay apart."""
     folder = Path(folder)
-    readme = folder / "README.md"
-    readme.write_text(model_card(summary, kind, files=files, notes=notes), encoding="utf-8")
+    readme = folder / (f"{name}.md" if name else "README.md")
+    loss_curve = f"{name}.{LOSS_CURVE_FILE}" if name else LOSS_CURVE_FILE
+    readme.write_text(model_card(summary, kind, files=files, notes=notes, loss_curve=loss_curve), encoding="utf-8")
     if summary is not None:
-        (folder / LOSS_CURVE_FILE).write_text(loss_curve_svg(summary.losses, summary.eval_losses), encoding="utf-8")
+        (folder / loss_curve).write_text(loss_curve_svg(summary.losses, summary.eval_losses), encoding="utf-8")
         if keep_summary:
             (folder / SUMMARY_FILE).write_text(summary.to_json(), encoding="utf-8")
     return readme
@@ -203,16 +206,26 @@ def record_agreement(export: Path, text: str) -> Path:
     the row a merge's own agreement fills (RunSummary.agreement); returns the README path.
 
     A merged folder keeps its facts in finetune_studio.json, so its card is written again from them (and a GGUF
-    exported from it later states the same). A GGUF's card has no such file beside it: its row is replaced in
-    place (or added after the method), and so is the note a merge into the original weights left.
+    exported from it later states the same). A GGUF's card (NAME.md) has no such file beside it: its row is replaced
+    in place (or added after the method), and so is the note a merge into the original weights left. Either way the
+    export's record of its files (staging.record_files) is brought up to date, so the export stays replaceable.
     """
+    from studio.core.export.staging import manifest_path, read_manifest, record_files
+
     export = Path(export)
-    folder = export if export.is_dir() else export.parent
-    readme = folder / "README.md"
-    if (folder / SUMMARY_FILE).is_file():
-        summary = RunSummary.from_json((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-        summary.agreement = text
-        return write_model_card(folder, summary, "merged", keep_summary=True)
+    manifest = manifest_path(export, is_dir=export.is_dir())
+    recorded = read_manifest(manifest)  # before the card changes: only the files the export wrote are recorded again
+    if export.is_dir():
+        summary = RunSummary.find(export)
+        if summary is not None:
+            summary.agreement = text
+            readme = write_model_card(export, summary, "merged", keep_summary=True)
+            if recorded is not None:
+                record_files(export, manifest, sorted(recorded))
+            return readme
+        readme = export / "README.md"
+    else:
+        readme = export.with_suffix(".md")
     lines = readme.read_text(encoding="utf-8").splitlines()
     row = f"| {AGREEMENT_ROW} | {text.replace('|', chr(92) + '|')} |"
     rows = [i for i, line in enumerate(lines) if line.startswith(f"| {AGREEMENT_ROW} |")]
@@ -228,4 +241,6 @@ def record_agreement(export: Path, text: str) -> Path:
             lines[at:at] = [f"> {AGREEMENT_ROW}: {text}.", ""]
     lines = [f"> {AGREEMENT_ROW}: {text}." if line.startswith(f"> {AGREEMENT_ROW}:") else line for line in lines]
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if recorded is not None:
+        record_files(manifest.parent, manifest, sorted(recorded))
     return readme

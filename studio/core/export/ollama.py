@@ -173,10 +173,10 @@ def stop_tokens(fmt: TurnFormat, tokenizer: Any) -> list[str]:
 
 
 def modelfile_text(gguf_name: str, *, template: str | None, stops: list[str], system: str | None = None,
-                   notes: list[str] = ()) -> str:
-    """An Ollama Modelfile for the GGUF file beside it."""
+                   notes: list[str] = (), modelfile: str = "Modelfile") -> str:
+    """An Ollama Modelfile for the GGUF file beside it; `modelfile` is its own file name (NAME.Modelfile)."""
     lines = ["# Ollama Modelfile written by Finetune Studio.",
-             "# Create the model with:  ollama create my-model -f Modelfile"]
+             f"# Create the model with:  ollama create my-model -f {modelfile}"]
     lines += [f"# {note}" for note in notes]
     lines += [f"FROM ./{gguf_name}", ""]
     if template is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -57,21 +59,31 @@ class Reporter:
         return Reporter(self._callback, self.cancel, start=self._start + span * start, end=self._start + span * end)
 
 
-def disk_error_message(error: OSError, folder: Path) -> str | None:
+# What a disk-full error looks like where it is not an OSError: safetensors' and tokenizers' Rust writers raise
+# their own exception types carrying the OS message ("... No space left on device (os error 28)").
+_NO_SPACE_TEXTS = ("os error 28", "no space left on device", "disk quota exceeded")
+
+
+def disk_error_message(error: BaseException, folder: Path) -> str | None:
     """A user-facing message for a full disk or an unwritable folder, None for other errors."""
-    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return f"{folder}: the disk is full — free some space there or choose another folder ({error.strerror})"
-    if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return f"{folder}: cannot write there ({error.strerror})"
+    number = getattr(error, "errno", None)
+    if number in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or (
+            not isinstance(error, OSError) and any(text in str(error).lower() for text in _NO_SPACE_TEXTS)):
+        return f"no space left on {folder} — free some space there or choose another folder; nothing was changed"
+    if number in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"{folder}: cannot write there ({error.strerror}); nothing was changed"
     return None
 
 
 @contextlib.contextmanager
 def disk_errors(folder: Path) -> Iterator[None]:
-    """Turn a full disk (ENOSPC) or an unwritable folder into an ExportError naming the folder."""
+    """Turn a full disk (ENOSPC, also as the Rust writers report it) or an unwritable folder into an ExportError
+    naming the folder."""
     try:
         yield
-    except OSError as error:
+    except ExportError:
+        raise
+    except Exception as error:  # noqa: BLE001 - only disk errors are translated; the rest is re-raised as it is
         message = disk_error_message(error, Path(folder))
         if message is None:
             raise
@@ -92,79 +104,299 @@ def ensure_free_space(folder: Path, needed_bytes: int) -> None:
                           f"{format_bytes(free)} is free")
 
 
+# --- the output rule: one for every writer (adapter folder and zip, merge, GGUF, the Export dialog, the CLI) ---------
+#
+# 1. A run folder, a folder inside one, or a folder holding one is never an output.
+# 2. A folder export goes into a new (or empty) folder. An existing folder is replaced only when it holds nothing but
+#    an earlier studio export — exactly the files its finetune_studio.json lists, each with the hash it was written
+#    with — and only when asked (`overwrite`); the old files are moved aside until the new export is complete.
+# 3. Anything else there (a .git/, the user's notes, an edited Modelfile) is refused, naming the first such file.
+# 4. A file export (GGUF, zip) is a new file: its name and its companions' (NAME.Modelfile, NAME.md, ...) may exist
+#    only as such an unchanged earlier export, and then only with `overwrite`. Other files in the folder are fine.
+
+MANIFEST_KEY = "export_files"
+"""In an export's finetune_studio.json: {path relative to the folder: sha256} of every file the export wrote."""
+MANIFEST_FILE = "finetune_studio.json"  # the same file as runs.record.SUMMARY_FILE: the export's record
+ASIDE_SUFFIX = ".replaced"
 
 
-# Files an export writes beside a GGUF file (in its parent folder); see gguf_export.
-GGUF_COMPANIONS = ("Modelfile", "README.md", "loss-curve.svg")
+class OutputNeedsOverwrite(ExportError):
+    """The output holds an unchanged earlier export: replacing it needs the user's word (--overwrite, a question)."""
 
 
-def written_by_studio(path: Path) -> bool:
-    """Whether `path` is a file an earlier export wrote: its model card or its Ollama Modelfile."""
+class OutputHoldsOtherFiles(ExportError):
+    """The output holds something no export wrote (or an export's file, edited): refused, with a free name to offer
+    instead (`suggestion`), never deleted."""
+
+    def __init__(self, message: str, suggestion: Path):
+        super().__init__(message)
+        self.suggestion = suggestion
+
+
+def gguf_companions(output: Path) -> list[Path]:
+    """The files a GGUF export writes beside NAME.gguf, each named for it so two quants sit side by side."""
+    stem = Path(output).with_suffix("")
+    return [stem.with_name(stem.name + suffix) for suffix in (".Modelfile", ".md", ".loss-curve.svg")]
+
+
+def manifest_path(output: Path, *, is_dir: bool) -> Path:
+    """Where an export records its files: inside a folder export, NAME.finetune_studio.json beside a file export."""
+    output = Path(output)
+    return output / MANIFEST_FILE if is_dir else output.with_name(output.with_suffix("").name + "." + MANIFEST_FILE)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(manifest: Path) -> dict[str, str] | None:
+    """{relative path: sha256} an export recorded, or None when `manifest` is absent or records no files."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            head = file.read(2000)
-    except OSError:
-        return False
-    return ("- finetune-studio\n" in head and "Finetune Studio" in head) or "written by Finetune Studio" in head
+        files = json.loads(Path(manifest).read_text(encoding="utf-8")).get(MANIFEST_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, dict) else None
 
 
-def check_replaceable(output: Path, *, is_dir: bool, companions: tuple[str, ...] = ()) -> Path:
-    """`output` made absolute, or an ExportError when writing there would destroy the user's own files.
+def record_files(folder: Path, manifest: Path, names: list[str] | None = None) -> None:
+    """Record `names` (default: every file under `folder`), with their hashes, in `manifest`; the rest of an existing
+    manifest (a run's summary in finetune_studio.json) is kept."""
+    folder, manifest = Path(folder), Path(manifest)
+    if names is None:
+        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p != manifest)
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[MANIFEST_KEY] = {name: sha256_of(folder / name) for name in names}
+    manifest.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
-    An export replaces what is at its output path. That is right for a new or empty folder and for an earlier
-    export (recognised by its model card); a folder of anything else, or a README.md or Modelfile beside a GGUF
-    file that the studio did not write, is refused before any work starts.
-    """
-    output = Path(output).expanduser().resolve()
-    if is_dir:
-        if output.exists() and not output.is_dir():
-            raise ExportError(f"{output}: is a file, not a folder; choose a name for a new folder")
-        if output.is_dir():
-            present = sorted(p.name for p in output.iterdir())
-            if present and not written_by_studio(output / "README.md"):
-                shown = ", ".join(present[:3]) + (", …" if len(present) > 3 else "")
-                raise ExportError(f"{output}: the folder already holds files ({shown}) and is not an earlier "
-                                  "export; choose a new or empty folder — nothing was changed")
-    elif output.is_dir():
-        raise ExportError(f"{output}: is a folder; give the name of the file to write")
-    for name in companions:
-        beside = output.parent / name
-        if beside.exists() and not written_by_studio(beside):
-            raise ExportError(f"{beside}: already exists and was not written by Finetune Studio; export into a "
-                              "folder of its own — nothing was changed")
+
+def _not_written_by_export(folder: Path, manifest: Path) -> str | None:
+    """The first entry under `folder` that is not an unchanged file of the export `manifest` records, or None."""
+    recorded = read_manifest(manifest)
+    if recorded is None:
+        present = sorted(folder.iterdir())
+        return present[0].name if present else None
+    holding = {parent.as_posix() for name in recorded for parent in Path(name).parents}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        base = Path(root).relative_to(folder)
+        for name in dirs:
+            relative = (base / name).as_posix()
+            if Path(root, name).is_symlink() or relative not in holding:
+                return relative + "/"
+        for name in sorted(files):
+            path = Path(root, name)
+            relative = (base / name).as_posix()
+            if path == manifest:
+                continue
+            if path.is_symlink() or recorded.get(relative) != sha256_of(path):
+                return relative
+    return None
+
+
+def _run_folder_at_or_above(path: Path) -> Path | None:
+    from studio.core.runs.store import is_run_folder
+
+    return next((folder for folder in (path, *path.parents) if is_run_folder(folder)), None)
+
+
+def _run_folder_below(folder: Path) -> Path | None:
+    from studio.core.runs.store import is_run_folder
+
+    for root, dirs, _files in os.walk(folder):
+        for name in sorted(dirs):
+            if is_run_folder(Path(root, name)):
+                return Path(root, name)
+    return None
+
+
+def next_free_name(output: Path, *, is_dir: bool) -> Path:
+    """NAME-2, NAME-3, ... beside `output`: the first whose every file is free (what the window offers)."""
+    output = Path(output)
+    for n in range(2, 10_000):
+        candidate = output.with_name(f"{output.stem}-{n}{output.suffix}") if not is_dir \
+            else output.with_name(f"{output.name}-{n}")
+        taken = [candidate] if is_dir else [candidate, *_companions(candidate), manifest_path(candidate, is_dir=False)]
+        if not any(path.exists() or path.is_symlink() for path in taken):
+            return candidate
     return output
 
 
-def partial_path(output: Path) -> Path:
-    """Where an export is staged before it is renamed to `output`."""
-    return output.with_name(output.name + ".partial")
+def _companions(output: Path) -> list[Path]:
+    return gguf_companions(output) if output.suffix.lower() == ".gguf" else []
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a folder the export could not write into (a read-only mount, no permission) before any work;
+    os.access asks the kernel, which also answers for read-only file systems, root included."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_mount(existing) else "permission denied"
+        raise ExportError(f"{existing}: cannot write there ({reason}); nothing was changed")
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+
+
+def check_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Path:
+    """`output` made absolute, or an ExportError when the output rule (above) refuses it; asked before any work and
+    again just before the export replaces anything."""
+    output = Path(os.path.abspath(Path(output).expanduser()))
+    output = output.parent.resolve() / output.name  # a link named as the output is judged as itself, not its target
+    run = _run_folder_at_or_above(output if is_dir else output.parent)
+    if run == output:
+        raise ExportError(f"{output}: is a run folder; an export never writes into a run — choose a new folder "
+                          "outside it; nothing was changed")
+    if run is not None:
+        raise ExportError(f"{output}: is inside the run folder {run}; an export never writes into a run — choose "
+                          "a place outside it; nothing was changed")
+    _check_writable(output.parent)
+    if is_dir:
+        if output.is_symlink() or (output.exists() and not output.is_dir()):
+            raise ExportError(f"{output}: is a file, not a folder; choose a name for a new folder; nothing was changed")
+        if not output.is_dir():
+            return output
+        if os.path.ismount(output):
+            raise ExportError(f"{output}: is a mount point, which cannot be replaced; export into a new folder "
+                              f"inside it (e.g. {output / 'export'}); nothing was changed")
+        below = _run_folder_below(output)
+        if below is not None:
+            raise ExportError(f"{output}: holds the run folder {below}; an export never replaces a run — choose a "
+                              "new folder; nothing was changed")
+        if not any(output.iterdir()):
+            return output
+        foreign = _not_written_by_export(output, manifest_path(output, is_dir=True))
+        if foreign is not None:
+            free = next_free_name(output, is_dir=True)
+            raise OutputHoldsOtherFiles(f"{output}: holds {foreign}, which is not part of an earlier Finetune Studio "
+                                        f"export; choose a new folder (e.g. {free}); nothing was changed", free)
+        if not overwrite:
+            raise OutputNeedsOverwrite(f"{output}: holds an earlier export; add --overwrite to replace it; nothing "
+                                       "was changed")
+        return output
+    if output.is_dir():
+        raise ExportError(f"{output}: is a folder; give the name of the file to write; nothing was changed")
+    manifest = manifest_path(output, is_dir=False)
+    taken = [path for path in (output, *_companions(output), manifest) if path.exists() or path.is_symlink()]
+    if not taken:
+        return output
+    recorded = read_manifest(manifest) or {}
+    for path in taken:
+        if path != manifest and (path.is_symlink() or not path.is_file()
+                                 or recorded.get(path.name) != sha256_of(path)):
+            free = next_free_name(output, is_dir=False)
+            raise OutputHoldsOtherFiles(f"{path}: already exists and is not an unchanged Finetune Studio export; "
+                                        f"choose a new name (e.g. {free.name}); nothing was changed", free)
+    if not overwrite:
+        raise OutputNeedsOverwrite(f"{output}: is an earlier export; add --overwrite to replace it; nothing was "
+                                   "changed")
+    return output
+
+
+def check_source_idle(source: Path) -> None:
+    """An ExportError when `source` (a run, or a run's adapter folder) is still training: its adapter is an older
+    step's, and the training process is the folder's one writer."""
+    from studio.core.runs.store import RunDirectory, is_run_folder
+
+    source = Path(source).expanduser().absolute()
+    run = next((folder for folder in (source, source.parent) if is_run_folder(folder)), None)
+    if run is not None:
+        message = RunDirectory(run).training_message()
+        if message is not None:
+            raise ExportError(message)
+
+
+def check_export(source: Path, output: Path, *, is_dir: bool, overwrite: bool = False) -> Path:
+    """The one check every writer asks before its work: the source is not training, the output rule allows it."""
+    check_source_idle(source)
+    return check_output(output, is_dir=is_dir, overwrite=overwrite)
+
+
+def partial_path(output: Path, *, is_dir: bool) -> Path:
+    """Where an export is staged before it is moved to `output`: a folder beside it (for a file export, a hidden
+    folder holding the file and its companions under their final names)."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial") if is_dir else output.with_name("." + output.name + ".partial")
 
 
 @contextlib.contextmanager
-def staged_output(output: Path, *, is_dir: bool, companions: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield a staging path beside `output`; on success it replaces `output`, on any error it is removed.
+def staged_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder beside `output`; on success its contents take `output`'s place, on any error or cancel
+    it is removed and nothing at `output` has changed.
 
-    Exports call check_replaceable before their long work too; this last check guards the replace itself.
+    For a folder export the staging folder becomes `output`; for a file export the files written into it (named
+    as they are to be named: NAME.gguf, NAME.Modelfile, ...) move beside `output`. Either way the export's files are
+    recorded with their hashes first (manifest_path), and what an --overwrite replaces is moved aside until the new
+    files are in place, then removed — or put back if the move fails.
     """
-    output = check_replaceable(output, is_dir=is_dir, companions=companions)
-    staging = partial_path(output)
-    _remove(staging)
+    output = check_output(output, is_dir=is_dir, overwrite=overwrite)
+    staging = partial_path(output, is_dir=is_dir)
     with disk_errors(output.parent):
+        _remove(staging)
         output.parent.mkdir(parents=True, exist_ok=True)
-        if is_dir:
-            staging.mkdir()
+        staging.mkdir()
     try:
         yield staging
         with disk_errors(output.parent):
-            if output.is_dir() and not output.is_symlink():
-                shutil.rmtree(output)
-            os.replace(staging, output)
+            record_files(staging, manifest_path(staging if is_dir else staging / output.name, is_dir=is_dir))
+        check_output(output, is_dir=is_dir, overwrite=overwrite)  # nothing of the user's arrived meanwhile
+        _commit(staging, output, is_dir=is_dir)
     except BaseException:
         _remove(staging)
         raise
 
 
+def _commit(staging: Path, output: Path, *, is_dir: bool) -> None:
+    if is_dir:
+        moves = [(staging, output)]
+        replaced = [output] if output.exists() else []
+    else:
+        moves = [(path, output.parent / path.name) for path in sorted(staging.iterdir())]
+        old = read_manifest(manifest_path(output, is_dir=False)) or {}
+        replaced = sorted({target for _, target in moves if target.exists()}
+                          | {output.parent / name for name in old if (output.parent / name).exists()})
+    aside = [(path, path.with_name(path.name + ASIDE_SUFFIX)) for path in replaced]
+    moved: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for path, away in aside:
+            _remove(away)
+            os.replace(path, away)
+            moved.append((path, away))
+        for source, target in moves:
+            os.replace(source, target)
+            placed.append(target)
+    except OSError as error:
+        for target in placed:
+            _remove(target)
+        for path, away in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(away, path)
+        raise ExportError(disk_error_message(error, output.parent)
+                          or f"{output}: the export could not be moved into place ({error.strerror or error}); "
+                             "nothing was changed") from None
+    for _, away in aside:
+        _remove(away)
+    if not is_dir:
+        _remove(staging)
+
+
 def _remove(path: Path) -> None:
+    if not os.path.lexists(path):
+        return  # and no unlink: on a read-only file system even that of a missing file fails (EROFS)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

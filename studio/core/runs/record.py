@@ -91,7 +91,10 @@ class RunSummary:
         folder = Path(folder)
         if (folder / SUMMARY_FILE).is_file():
             try:
-                return cls.from_json((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+                text = (folder / SUMMARY_FILE).read_text(encoding="utf-8")
+                if not set(json.loads(text)) & set(cls.__dataclass_fields__):
+                    return None  # only the list of files an export wrote (export.staging): no run is described
+                return cls.from_json(text)
             except (OSError, ValueError, TypeError):
                 return None
         if (folder / "run.toml").is_file():

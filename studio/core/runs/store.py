@@ -81,6 +81,18 @@ class RunDirectory:
         return (f"{self.path}: the run is still training ({by}, started from a terminal or another window); "
                 "stop it, or wait for it to end, before resuming or starting into this folder")
 
+    def training_message(self) -> str | None:
+        """"RUN is training, at step N of M; stop it or wait" while a live process holds the run's lock, else None:
+        what a reader of the run (an export, a merge) says instead of using an adapter the run is still changing."""
+        if not is_locked(self.lock_path):
+            return None
+        events = self.events()
+        step = next((e["step"] for e in reversed(events) if isinstance(e.get("step"), int)), 0)
+        total = next((e["total_steps"] for e in reversed(events) if e.get("event") == "started"
+                      and e.get("total_steps")), None)
+        where = f"at step {step} of {total}" if total else f"at step {step}"
+        return f"{self.path} is training, {where}; stop it or wait"
+
     def remove_leftovers(self) -> list[Path]:
         """Remove what a killed process left half-written: a staged checkpoint and a staged adapter.
 
@@ -221,6 +233,12 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a run folder: what a run writes first (its config, its events or its lock) is there."""
+    path = Path(path)
+    return any((path / name).is_file() for name in ("run.toml", "events.jsonl", "run.lock"))
 
 
 def _slug(text: str) -> str:

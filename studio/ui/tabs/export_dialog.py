@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.export.staging import ExportError
+from studio.core.export.staging import ExportError, OutputHoldsOtherFiles, OutputNeedsOverwrite
 from studio.core.export.jobs import (
     ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters, verify_export,
 )
@@ -30,13 +30,14 @@ _CANCELLED = object()
 """What the export task returns when Cancel stopped it (ExportCancelled)."""
 
 
-def _export(kind: ExportKind, source: Path, output: Path, weights: str, cancel: threading.Event,
+def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrite: bool, cancel: threading.Event,
             state: TaskState) -> Any:
     """One export on the background task; Cancel ends it as `_CANCELLED`, a result like any other."""
     from studio.core.export.staging import ExportCancelled
 
     try:
-        return run_export(kind, source, output, weights=weights, on_progress=state.progress, cancel=cancel)
+        return run_export(kind, source, output, weights=weights, overwrite=overwrite, on_progress=state.progress,
+                          cancel=cancel)
     except ExportCancelled:
         return _CANCELLED
 
@@ -251,13 +252,24 @@ class QtExportDialog(QDialog):
             return None
         if self.is_running:
             return self._progress
+        # The output rule of every export (staging.check_output): an unchanged earlier export is replaced only after
+        # a question; anything else there is refused with a free name offered instead, never deleted.
+        overwrite = False
         try:
-            target = check_output(self.kind, Path(output))
+            target = check_output(self.kind, source, Path(output))
+        except OutputNeedsOverwrite:
+            target = check_output(self.kind, source, Path(output), overwrite=True)
+            if target != self._confirmed_output and not self.confirm_replace(target):
+                self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
+                return None
+            overwrite = True
+        except OutputHoldsOtherFiles as error:
+            self.set_output(error.suggestion)
+            self._finish("failed", f"{error}\nThe name {error.suggestion.name} is free and now filled in: press "
+                                   "Export to write there.")
+            return None
         except ExportError as error:
             self._finish("failed", str(error))
-            return None
-        if target.exists() and target != self._confirmed_output and not self.confirm_replace(target):
-            self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
             return None
         merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
         weights = "original" if merges and self.original_weights.isChecked() else "trained"
@@ -272,7 +284,7 @@ class QtExportDialog(QDialog):
         self.verify_label.setVisible(False)
         self._set_running(True)
         kind = self.kind
-        self.tasks.start(lambda state: _export(kind, source, target, weights, cancel, state),
+        self.tasks.start(lambda state: _export(kind, source, target, weights, overwrite, cancel, state),
                          on_progress=self._on_progress,
                          on_result=lambda result: self._on_result(result, kind=kind, source=source),
                          on_error=lambda error: self._finish("failed", describe_error(error)),
@@ -283,7 +295,9 @@ class QtExportDialog(QDialog):
     def confirm_replace(self, target: Path) -> bool:
         """Ask before an export replaces an earlier one (check_output has refused anything else)."""
         answer = QMessageBox.question(self, "Replace the earlier export?",
-                                      f"{target} already exists. Replace it with this export?",
+                                      f"{target} holds an earlier export, unchanged since it was written. Replace "
+                                      "it with this export? (The old files are kept until the new export is "
+                                      "complete.)",
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                       QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
