@@ -132,14 +132,15 @@ def test_a_gguf_cards_agreement_row_is_replaced_or_added_and_a_merges_note_follo
     from studio.core.runs.record import RunSummary
 
     summary = RunSummary(run_name="demo", base_model="/models/tiny", settings={"lora": {"r": 8}})
-    readme = write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"})
+    readme = write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"}, name="demo")  # demo.md
     record_agreement(tmp_path / "demo.gguf", "9/10 replies identical to the studio's")
     lines = readme.read_text(encoding="utf-8").splitlines()
     method = next(i for i, line in enumerate(lines) if line.startswith("| Method |"))
     assert lines[method + 1] == f"| {AGREEMENT_ROW} | 9/10 replies identical to the studio's |"
 
     summary.agreement = "3/8 greedy replies identical to the trained model's"  # a merge into the original weights
-    write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"}, notes=[f"{AGREEMENT_ROW}: old."])
+    write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"}, notes=[f"{AGREEMENT_ROW}: old."],
+                     name="demo")
     record_agreement(tmp_path / "demo.gguf", "10/10 replies identical to the studio's")
     text = readme.read_text(encoding="utf-8")
     assert _card_row(readme) == f"| {AGREEMENT_ROW} | 10/10 replies identical to the studio's |"

@@ -250,3 +250,53 @@ def test_a_disk_that_fills_during_the_merge_is_one_line_and_leaves_nothing(train
     assert "not enough disk space" not in line, "the space check passed: the write itself met the full disk"
     assert "Merged model written" not in result.stderr and result.stdout == ""
     assert result.stderr.rstrip().splitlines()[-1] == line, "the mount is left empty (`ls -A` printed nothing)"
+
+
+# --- the rule's parts, without a model -----------------------------------------------------------------------------
+
+def _fake_adapter(folder: Path) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/none", "peft_type": "LORA"}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
+    return folder
+
+
+def test_a_verified_export_stays_replaceable_but_an_edited_one_does_not(tmp_path):
+    from studio.core.export.adapter import export_adapter
+    from studio.core.export.model_card import record_agreement
+    from studio.core.export.staging import OutputHoldsOtherFiles, check_output
+
+    out = export_adapter(_fake_adapter(tmp_path / "adapter"), tmp_path / "out")
+    record_agreement(out, "10/10 replies identical to the studio's")  # what a verification writes on the card
+    assert "10/10 replies identical" in (out / "README.md").read_text(encoding="utf-8")
+    assert check_output(out, is_dir=True, overwrite=True) == out
+    (out / "README.md").write_text("# my own notes on this adapter\n", encoding="utf-8")
+    with pytest.raises(OutputHoldsOtherFiles, match=r"out: holds README.md, which is not part of an earlier"):
+        check_output(out, is_dir=True, overwrite=True)
+
+
+def test_an_overwrite_that_cannot_move_the_new_export_in_puts_the_old_one_back(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from studio.core.export.adapter import export_adapter
+    from studio.core.export.staging import ExportError
+
+    adapter = _fake_adapter(tmp_path / "adapter")
+    out = export_adapter(adapter, tmp_path / "out")
+    before = _tree(out)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\1" * 4096)
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if str(source).endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr("studio.core.export.staging.os.replace", failing_replace)
+    with pytest.raises(ExportError, match=r"out: the export could not be moved into place .*nothing was changed"):
+        export_adapter(adapter, out, overwrite=True)
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "out"]

@@ -123,6 +123,10 @@ ASIDE_SUFFIX = ".replaced"
 class OutputNeedsOverwrite(ExportError):
     """The output holds an unchanged earlier export: replacing it needs the user's word (--overwrite, a question)."""
 
+    def __init__(self, message: str, output: Path):
+        super().__init__(message)
+        self.output = output
+
 
 class OutputHoldsOtherFiles(ExportError):
     """The output holds something no export wrote (or an export's file, edited): refused, with a free name to offer
@@ -182,7 +186,7 @@ def _not_written_by_export(folder: Path, manifest: Path) -> str | None:
     recorded = read_manifest(manifest)
     if recorded is None:
         present = sorted(folder.iterdir())
-        return present[0].name if present else None
+        return (present[0].name + ("/" if present[0].is_dir() else "")) if present else None
     holding = {parent.as_posix() for name in recorded for parent in Path(name).parents}
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -285,7 +289,7 @@ def check_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Path
                                         f"export; choose a new folder (e.g. {free}); nothing was changed", free)
         if not overwrite:
             raise OutputNeedsOverwrite(f"{output}: holds an earlier export; add --overwrite to replace it; nothing "
-                                       "was changed")
+                                       "was changed", output)
         return output
     if output.is_dir():
         raise ExportError(f"{output}: is a folder; give the name of the file to write; nothing was changed")
@@ -302,7 +306,7 @@ def check_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Path
                                         f"choose a new name (e.g. {free.name}); nothing was changed", free)
     if not overwrite:
         raise OutputNeedsOverwrite(f"{output}: is an earlier export; add --overwrite to replace it; nothing was "
-                                   "changed")
+                                   "changed", output)
     return output
 
 

@@ -257,8 +257,8 @@ class QtExportDialog(QDialog):
         overwrite = False
         try:
             target = check_output(self.kind, source, Path(output))
-        except OutputNeedsOverwrite:
-            target = check_output(self.kind, source, Path(output), overwrite=True)
+        except OutputNeedsOverwrite as error:
+            target = error.output
             if target != self._confirmed_output and not self.confirm_replace(target):
                 self.status_label.setText(f"Nothing exported: {target} was kept. Choose another place to write to.")
                 return None

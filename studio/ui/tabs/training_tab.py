@@ -544,7 +544,11 @@ class QtTrainingTab(QWidget):
             return
         folder = QFileDialog.getExistingDirectory(self, "Write the merged model into folder")
         if folder:
-            self.merge_to(Path(folder) / f"{self.run_dir.name}-merged")
+            from studio.core.export.staging import next_free_name
+
+            target = Path(folder) / f"{self.run_dir.name}-merged"
+            # A new folder beside an earlier merge (NAME-merged-2): the button never replaces one.
+            self.merge_to(next_free_name(target, is_dir=True) if target.exists() else target)
 
     def merge_to(self, target: Path) -> BackgroundTask:
         """Merge in a background thread; the status line says when it is done."""
