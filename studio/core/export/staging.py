@@ -346,7 +346,9 @@ def staged_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Ite
     recorded with their hashes first (manifest_path), and what an --overwrite replaces is moved aside until the new
     files are in place, then removed — or put back if the move fails.
     """
-    output = check_output(output, is_dir=is_dir, overwrite=overwrite)
+    # The writer asked check_export before its work; the rule is asked again below, just before anything is
+    # replaced (hashing a big earlier export twice is enough).
+    output = Path(os.path.abspath(Path(output).expanduser()))
     staging = partial_path(output, is_dir=is_dir)
     with disk_errors(output.parent):
         _remove(staging)
