@@ -29,6 +29,7 @@ from studio.core.models.weights import check_weights
 from studio.core.models.trained_base import (
     BaseWeights,
     TrainedBase,
+    check_remote_code,
     load_base_as_trained,
     load_tokenizer,
 )
@@ -147,6 +148,7 @@ class ChatModel:
             trained = replace(trained, allow_pickle=allow_pickle)
         check_model_source(trained.base)
         trust = trained.trust_remote_code if trust_remote_code is None else trust_remote_code
+        check_remote_code(trained.base, trust)  # the base's own code first, then each adapter's files
         for folder in adapter_dirs:  # before minutes of loading the base
             check_weights(folder, allow_pickle=trained.allow_pickle)
             check_adapter_fits(folder, trained.base)

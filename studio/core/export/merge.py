@@ -31,6 +31,7 @@ from studio.core.models.adapters import check_adapter_fits, load_adapter, resolv
 from studio.core.models.trained_base import (
     BaseWeights,
     TrainedBase,
+    check_remote_code,
     load_causal_lm,
     load_dequantized_trained_base,
 )
@@ -92,6 +93,7 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
     if allow_pickle is not None:
         trained = dataclasses.replace(trained, allow_pickle=allow_pickle)
     check_model_source(trained.base)
+    check_remote_code(trained.base, trained.trust_remote_code)  # the base's own code, then the adapter's files
     check_weights(adapter_dir, allow_pickle=trained.allow_pickle)  # the base's weights: when it loads
     check_adapter_fits(adapter_dir, trained.base)
     weights = BaseWeights(weights)
