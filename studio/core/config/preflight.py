@@ -15,6 +15,9 @@ from pathlib import Path
 
 from studio.core.config.settings import ConfigError, RunConfig
 
+TRAIN_OPT_IN = "model.allow_pickle = true (train --allow-pickle)"
+"""How a run allows pickle weights, as a refusal names it."""
+
 
 def check_sources(config: RunConfig) -> None:
     """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
@@ -80,7 +83,7 @@ def _check_weights(folder: Path, config: RunConfig) -> None:
     from studio.core.models.weights import check_weights
 
     try:
-        check_weights(folder, allow_pickle=config.model.allow_pickle, opt_in="model.allow_pickle = true",
+        check_weights(folder, allow_pickle=config.model.allow_pickle, opt_in=TRAIN_OPT_IN,
                       require=Path(config.model.name_or_path).expanduser().is_dir())
     except ModelLoadError as error:
         raise ConfigError("model.name_or_path", config.model.name_or_path, str(error)) from None
@@ -102,7 +105,7 @@ def check_init_adapter_fits(config: RunConfig) -> None:
     except ModelLoadError:
         return
     try:
-        check_weights(adapter_dir, allow_pickle=config.model.allow_pickle, opt_in="model.allow_pickle = true")
+        check_weights(adapter_dir, allow_pickle=config.model.allow_pickle, opt_in=TRAIN_OPT_IN)
         check_adapter_fits(adapter_dir, config.model.name_or_path)
     except ModelLoadError as error:
         raise ConfigError("model.init_adapter", value, str(error)) from None

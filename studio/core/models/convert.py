@@ -68,7 +68,7 @@ def convert_to_safetensors(folder: Path, output: Path | None = None, *, allow_pi
         if adapter:
             _convert_adapter(pickles, staging, progress)
         else:
-            _convert_model(folder, staging, trust_remote_code, progress)
+            _convert_model(folder, staging, output, trust_remote_code, progress)
         os.rename(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -103,11 +103,12 @@ def _convert_adapter(pickles: list[Path], staging: Path, progress: Callable[[str
                   str(staging / f"{Path(file.name).stem}.safetensors"), metadata={"format": "pt"})
 
 
-def _convert_model(folder: Path, staging: Path, trust_remote_code: bool, progress: Callable[[str], None]) -> None:
+def _convert_model(folder: Path, staging: Path, output: Path, trust_remote_code: bool,
+                   progress: Callable[[str], None]) -> None:
     from studio.core.models.trained_base import load_causal_lm
 
     progress(f"Reading {folder} (pickle weights, with torch's weights-only loader)")
     model = load_causal_lm(str(folder), trust_remote_code=trust_remote_code, allow_pickle=True,
                            setting="--trust-remote-code", dtype="auto")
-    progress(f"Writing safetensors to {staging}")
+    progress(f"Writing safetensors to {output}")
     model.save_pretrained(str(staging))
