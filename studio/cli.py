@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
                        help="continue from a checkpoint folder (no value: the run's latest checkpoint); a run "
                             "already complete is left as it is (exit 0) unless --max-steps raises its end")
+    train.add_argument("--allow-pickle", action="store_true",
+                       help="set model.allow_pickle: load pickle weights (pytorch_model.bin) when the model has no "
+                            ".safetensors — a pickle can run code, so only for files you trust")
 
     chat = sub.add_parser("chat", help="talk to a model, optionally with adapters")
     chat.add_argument("--model", required=True, help="base model folder or Hub id, or a run directory")
@@ -85,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "examples and state the result on the model card (default: 8 with --base-weights "
                             "original on a 4-bit run, else 0)")
     _add_overwrite_argument(merge)
+
+    convert = sub.add_parser("convert", help="a safetensors copy of a model or adapter folder holding pickle weights")
+    convert.add_argument("folder", type=Path, metavar="MODEL_DIR", help="a model folder (config.json) or adapter "
+                                                                        "folder whose weights are .bin/.pt pickles")
+    convert.add_argument("--output", type=Path, metavar="DIR",
+                         help="the new folder to write (default: MODEL_DIR-safetensors beside it); never an existing one")
+    convert.add_argument("--allow-pickle", action="store_true",
+                         help="required: converting reads the pickle files (with torch's weights-only loader), and a "
+                              "pickle can run code — only for files you trust")
+    convert.add_argument("--trust-remote-code", action="store_true",
+                         help="allow a model that needs its own Python code to load")
 
     export = sub.add_parser("export", help="export a trained model: GGUF + Ollama Modelfile, or the adapter")
     export_sub = export.add_subparsers(dest="export_command", metavar="KIND", required=True)
@@ -195,6 +209,10 @@ def _add_weights_arguments(parser: argparse.ArgumentParser, *, verb: str) -> Non
                              "know")
     parser.add_argument("--trust-remote-code", action="store_true", default=None,
                         help="allow a model that needs its own Python code (default: what the run allowed, else no)")
+    parser.add_argument("--allow-pickle", action="store_true", default=None,
+                        help="load pickle weights (pytorch_model.bin, adapter_model.bin) where a folder has no "
+                             ".safetensors — a pickle can run code, so only for files you trust; better, convert them "
+                             "once with `finetune-studio convert` (default: what the run allowed, else no)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,10 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from studio.ui.app import run_app
 
         return run_app()
-    if args.command in ("train", "chat", "merge", "eval"):  # the commands that load a model (exports quiet their own)
+    if args.command in ("train", "chat", "merge", "eval", "convert"):  # the commands that load a model (exports quiet their own)
         hide_weight_loading_bars()
     handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
-               "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export, "eval": cmd_eval}[args.command]
+               "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export, "eval": cmd_eval,
+               "convert": cmd_convert}[args.command]
     try:
         return handler(args)
     except BadInput as error:
@@ -236,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         return train_child(args.config, model=args.model, data=args.data, output=args.output,
-                           max_steps=args.max_steps, resume=args.resume)
+                           max_steps=args.max_steps, resume=args.resume, allow_pickle=args.allow_pickle)
     except TrainInputError as error:
         raise BadInput(str(error)) from None
 
@@ -250,7 +269,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     try:
         model = ChatModel.load(args.model, adapters=args.adapter, load_in_4bit=args.load_in_4bit,
-                               weights=args.base_weights, trust_remote_code=args.trust_remote_code)
+                               weights=args.base_weights, trust_remote_code=args.trust_remote_code,
+                               allow_pickle=args.allow_pickle)
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -260,9 +280,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     interactive = args.prompt is None
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
+    # Which base weights answer (a QLoRA adapter on its 4-bit base, or the original 16-bit weights), one-shot too:
+    # on stderr, so a one-shot's stdout stays the reply alone.
+    adapters = ", ".join(model.adapters) or "no adapter"
+    print(f"{model.base_name} ({model.loaded_as}) with {adapters}.", file=sys.stderr)
     if interactive:
-        adapters = ", ".join(model.adapters) or "no adapter"
-        print(f"{model.base_name} ({model.loaded_as}) with {adapters}.\n{CHAT_HELP}", file=sys.stderr)
+        print(CHAT_HELP, file=sys.stderr)
     prompts = [args.prompt] if not interactive else None
     while True:
         if prompts is not None:
@@ -404,8 +427,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
                             overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
-                            progress=lambda m: print(m, file=sys.stderr))
+                            allow_pickle=args.allow_pickle, progress=lambda m: print(m, file=sys.stderr))
     except (ModelLoadError, ExportError) as error:
+        raise BadInput(str(error)) from None
+    print(out)
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from studio.core.models.convert import convert_to_safetensors
+    from studio.core.models.source import ModelLoadError
+
+    try:
+        out = convert_to_safetensors(args.folder, args.output, allow_pickle=args.allow_pickle,
+                                     trust_remote_code=args.trust_remote_code,
+                                     progress=lambda m: print(m, file=sys.stderr))
+    except ModelLoadError as error:
         raise BadInput(str(error)) from None
     print(out)
     return EXIT_OK
@@ -433,6 +470,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     check_verifiable(args.model)
                 result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                      trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+                                     allow_pickle=args.allow_pickle,
                                      on_progress=progress)
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)
@@ -520,7 +558,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         job = build_job(args.model, data=args.data, metrics=args.metric, pattern=args.pattern, base=args.base,
                         adapters=args.adapter, name=args.name, output=args.output, last_turn=args.last_turn,
                         gguf=args.gguf, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                        fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code)
+                        fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code,
+                        allow_pickle=args.allow_pickle)
         outcome = run_eval(job, progress=lambda done, total, message: print(
             f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
     except (EvalInputError, ModelLoadError) as error:

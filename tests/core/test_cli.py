@@ -240,7 +240,8 @@ def _unknown_architecture_model(demo_assets, folder):
     [
         ("targets", "lora.target_modules = ['q_proj', 'qq_proj']",
          "'qq_proj' matches no layer of this model; its linear layers are q_proj, k_proj"),
-        ("pickle", "model.name_or_path", "its weights are pickle files only (pytorch_model.bin)"),
+        ("pickle", "model.name_or_path", "pytorch_model.bin: pickle weights are not loaded (a pickle can run code); "
+                                         "convert them once to safetensors with `finetune-studio convert"),
         ("architecture", "model.name_or_path", "unknown architecture: its config.json has model_type 'nimbus_llm_v9'"),
         ("batch", "training.per_device_train_batch_size = 1000000000", "must be at most 1024"),
         ("learning_rate", "training.learning_rate = 0.0", "must be above 0.0"),

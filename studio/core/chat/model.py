@@ -23,11 +23,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from studio.core.models.adapters import adapter_display_name, resolve_adapter_dir
+from studio.core.models.adapters import adapter_display_name, check_adapter_fits, load_adapter, resolve_adapter_dir
 from studio.core.models.source import ModelLoadError
+from studio.core.models.weights import check_weights
 from studio.core.models.trained_base import (
     BaseWeights,
     TrainedBase,
+    check_remote_code,
     load_base_as_trained,
     load_tokenizer,
 )
@@ -106,17 +108,22 @@ class ChatModel:
     trained_base: TrainedBase | None = None
     notes: list[str] = field(default_factory=list)
     """What the user should know about this load (an adapter trained on differently quantised weights)."""
+    allow_pickle: bool = False
+    """Adapters added later may be pickle files (the user allowed it for this load)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, model: str | Path, adapters: Sequence[str | Path] = (), *, load_in_4bit: bool = False,
-             weights: BaseWeights | str = BaseWeights.TRAINED, trust_remote_code: bool | None = None) -> "ChatModel":
+             weights: BaseWeights | str = BaseWeights.TRAINED, trust_remote_code: bool | None = None,
+             allow_pickle: bool | None = None) -> "ChatModel":
         """Load a base (or a run directory: its base + adapter) and the given adapters.
 
         The base is loaded the way the first adapter's run loaded it (trained_base): a QLoRA run's adapter
         answers on the same 4-bit weights it trained against, unless `weights` is ORIGINAL. `load_in_4bit`
         quantises a base whose adapters (if any) say nothing of how they were trained. `trust_remote_code`
-        None means: what the run allowed (False without a run).
+        None means: what the run allowed (False without a run); `allow_pickle` the same for pickle weights
+        (core.models.weights). Every adapter is checked against the base's config.json before the base loads: one
+        trained on a base of other layer sizes is refused by name, not met as a size mismatch minutes later.
         """
         import torch
 
@@ -137,8 +144,14 @@ class ChatModel:
             trained = TrainedBase(base=str(base), known=False)
         if load_in_4bit and not trained.quantized:
             trained = replace(trained, quantization="4bit", quant_type="nf4", double_quant=True)
+        if allow_pickle is not None:  # the user's word overrides what the run allowed
+            trained = replace(trained, allow_pickle=allow_pickle)
         check_model_source(trained.base)
         trust = trained.trust_remote_code if trust_remote_code is None else trust_remote_code
+        check_remote_code(trained.base, trust)  # the base's own code first, then each adapter's files
+        for folder in adapter_dirs:  # before minutes of loading the base
+            check_weights(folder, allow_pickle=trained.allow_pickle)
+            check_adapter_fits(folder, trained.base)
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         tokenizer_source = next((str(a) for a in adapter_dirs if _has_tokenizer(a)), trained.base)
@@ -149,7 +162,7 @@ class ChatModel:
         loaded.eval()
         chat = cls(model=loaded, tokenizer=tokenizer, base_name=trained.base,
                    load_in_4bit=weights is BaseWeights.TRAINED and trained.quantization == "4bit",
-                   loaded_as=how, trained_base=trained)
+                   loaded_as=how, trained_base=trained, allow_pickle=trained.allow_pickle)
         for folder in adapter_dirs:
             chat.add_adapter(folder)
         if chat.adapters:
@@ -176,12 +189,8 @@ class ChatModel:
         if self.adapters and (mismatch := self.base_mismatch(folder)) is not None:
             self.notes.append(mismatch)
         with self._lock:
-            if self.adapters:
-                self.model.load_adapter(str(folder), adapter_name=name)
-            else:
-                from peft import PeftModel
-
-                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            self.model = load_adapter(self.model, folder, allow_pickle=self.allow_pickle, base=self.base_name,
+                                      adapter_name=name)
             self.model.eval()
         self.adapters.append(name)
         self.adapter_paths[name] = folder

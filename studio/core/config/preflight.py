@@ -15,8 +15,8 @@ from pathlib import Path
 
 from studio.core.config.settings import ConfigError, RunConfig
 
-PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-"""Weight files read with pickle, which can run code when loaded; the studio trains from safetensors only."""
+TRAIN_OPT_IN = "model.allow_pickle = true (train --allow-pickle)"
+"""How a run allows pickle weights, as a refusal names it."""
 
 
 def check_sources(config: RunConfig) -> None:
@@ -42,6 +42,7 @@ def check_sources(config: RunConfig) -> None:
         if value and not Path(value).expanduser().exists() and not looks_like_hub_id(value):
             raise ConfigError(f"data.{key}", value, "no such file or folder")
     check_model(config)  # weights, architecture and target modules, read from the model's files only
+    check_init_adapter_fits(config)
 
 
 def check_model(config: RunConfig) -> None:
@@ -50,9 +51,7 @@ def check_model(config: RunConfig) -> None:
     if folder is None:
         return  # a Hub id not downloaded yet: checked when the run fetches it
     key, value = "model.name_or_path", config.model.name_or_path
-    local = Path(value).expanduser().is_dir()
-    if (reason := _weights_problem(folder, local=local)) is not None:
-        raise ConfigError(key, value, reason)
+    _check_weights(folder, config)
     try:
         hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -78,21 +77,38 @@ def _model_folder(name_or_path: str) -> Path | None:
     return cached_snapshot(name_or_path)
 
 
-def _weights_problem(folder: Path, *, local: bool) -> str | None:
-    """Why the folder's weights cannot be trained from, or None. A cached snapshot may lack weights until the run
-    downloads them; a local folder must have them."""
-    files = [p for p in folder.iterdir() if p.is_file()]
-    if any(p.name.endswith(".safetensors") for p in files):
-        return None
-    pickles = sorted(p.name for p in files if any(p.match(pattern) for pattern in PICKLE_WEIGHT_PATTERNS))
-    if pickles:
-        shown = ", ".join(pickles[:3]) + (f" and {len(pickles) - 3} more" if len(pickles) > 3 else "")
-        return (f"its weights are pickle files only ({shown}), which the studio does not load because a pickle "
-                "can run code; convert them to .safetensors (if you trust the files: load the model with "
-                "transformers and save_pretrained it) or choose a model folder with .safetensors weights")
-    if local:
-        return "holds no model weights (no .safetensors file in it)"
-    return None
+def _check_weights(folder: Path, config: RunConfig) -> None:
+    """The one weights rule (core.models.weights) as a ConfigError: safetensors, or pickles with model.allow_pickle."""
+    from studio.core.models.source import ModelLoadError
+    from studio.core.models.weights import check_weights
+
+    try:
+        check_weights(folder, allow_pickle=config.model.allow_pickle, opt_in=TRAIN_OPT_IN,
+                      require=Path(config.model.name_or_path).expanduser().is_dir())
+    except ModelLoadError as error:
+        raise ConfigError("model.name_or_path", config.model.name_or_path, str(error)) from None
+
+
+def check_init_adapter_fits(config: RunConfig) -> None:
+    """ConfigError naming model.init_adapter when the adapter to continue from is a pickle without the opt-in, or
+    was trained on a base whose layers differ from this run's (read from the safetensors header and config.json:
+    nothing loads). An init_adapter that is missing or not an adapter is left to its own checks."""
+    from studio.core.models.adapters import check_adapter_fits, resolve_adapter_dir
+    from studio.core.models.source import ModelLoadError
+    from studio.core.models.weights import check_weights
+
+    value = config.model.init_adapter
+    if not value:
+        return
+    try:
+        adapter_dir = resolve_adapter_dir(Path(value).expanduser())
+    except ModelLoadError:
+        return
+    try:
+        check_weights(adapter_dir, allow_pickle=config.model.allow_pickle, opt_in=TRAIN_OPT_IN)
+        check_adapter_fits(adapter_dir, config.model.name_or_path)
+    except ModelLoadError as error:
+        raise ConfigError("model.init_adapter", value, str(error)) from None
 
 
 @functools.lru_cache(maxsize=8)

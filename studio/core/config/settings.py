@@ -71,6 +71,14 @@ class ModelSettings:
         default=False,
         metadata=_help("Run Python code shipped with the model. Only for models whose code you trust."),
     )
+    allow_pickle: bool = field(
+        default=False,
+        metadata=_help(
+            "Load weights stored as pickle files (pytorch_model.bin, adapter_model.bin) when a folder has no "
+            ".safetensors: a pickle can run code when it is read. Only for files you trust; better, convert them once "
+            "with `finetune-studio convert FOLDER --allow-pickle`."
+        ),
+    )
     init_adapter: str = field(
         default="",
         metadata=_help(

@@ -66,6 +66,8 @@ class EvalJob:
     """chat.BaseWeights: the weights the adapters trained on (default) or the original 16-bit ones."""
     trust_remote_code: bool | None = None
     """None: what the run allowed."""
+    allow_pickle: bool | None = None
+    """Pickle weights (core.models.weights); None: what the run allowed."""
     gguf: Path | None = None
     """An exported GGUF file as one more column (studio.core.eval.gguf), answered after the others with the
     studio's model unloaded; its summary says how many replies equal the first adapter's."""
@@ -157,7 +159,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
     if own:
         report(0, 0, f"loading {job.model}")
         chat = ChatModel.load(job.model, adapters=list(job.adapters), weights=job.weights,
-                              trust_remote_code=job.trust_remote_code)
+                              trust_remote_code=job.trust_remote_code, allow_pickle=job.allow_pickle)
     writer = None
     gguf_chat = None
     try:

@@ -141,6 +141,10 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
     else:
         files = sorted(model_dir.glob("*.safetensors"))
     if not files:
+        from studio.core.models.weights import pickle_refusal, pickle_weight_files
+
+        if pickles := pickle_weight_files(model_dir):  # the GGUF writer reads safetensors alone: convert is the way
+            raise ExportError(pickle_refusal(pickles[0], model_dir, opt_in=None))
         raise ExportError(f"{model_dir}: no safetensors weights (merge the adapter first, or save the model "
                           "with safe_serialization)")
     return files
@@ -524,7 +528,7 @@ def is_merged_model(folder: Path) -> bool:
 
 
 def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
-                trust_remote_code: bool | None = None, overwrite: bool = False,
+                trust_remote_code: bool | None = None, overwrite: bool = False, allow_pickle: bool | None = None,
                 on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
     """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
     into the base `weights` given: see merge.merge_adapter)."""
@@ -556,7 +560,7 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     in_use.acquire()
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
-                              on_progress=report.part(0.0, 0.45), cancel=report.cancel)
+                              allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
         return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite,
                           on_progress=report.part(0.45, 1.0), cancel=report.cancel)
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up

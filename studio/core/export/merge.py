@@ -27,13 +27,15 @@ from studio.core.export.staging import (
     quiet_libraries,
     staged_output,
 )
-from studio.core.models.adapters import resolve_adapter_dir
+from studio.core.models.adapters import check_adapter_fits, load_adapter, resolve_adapter_dir
 from studio.core.models.trained_base import (
     BaseWeights,
     TrainedBase,
+    check_remote_code,
     load_causal_lm,
     load_dequantized_trained_base,
 )
+from studio.core.models.weights import check_weights
 from studio.core.runs.record import RunSummary
 
 
@@ -63,7 +65,8 @@ def _generation_config(model: Any, tokenizer: Any) -> Any:
 
 def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None,
                   weights: BaseWeights | str = BaseWeights.TRAINED, verify: int | None = None, overwrite: bool = False,
-                  trust_remote_code: bool | None = None, progress: Callable[[str], None] | None = None,
+                  trust_remote_code: bool | None = None, allow_pickle: bool | None = None,
+                  progress: Callable[[str], None] | None = None,
                   on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
     """Write base + adapter merged, as sharded safetensors with tokenizer, chat template and generation config.
 
@@ -71,7 +74,7 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
     ORIGINAL to the original 16-bit weights. `verify` N compares the merged model's greedy replies with the
     trained model's on N of the run's own examples and states the result on the model card (fidelity);
     None means: only for a merge into the original weights of a quantised run, whose effect must be shown.
-    `trust_remote_code` None keeps what the run allowed. `progress(message)` is the plain message callback;
+    `trust_remote_code` (and `allow_pickle`, core.models.weights) None keeps what the run allowed. `progress(message)` is the plain message callback;
     `on_progress(fraction, message)` also gets the fraction done. Setting `cancel` stops at the next stage
     and leaves nothing at `output`. `overwrite` lets it replace an unchanged earlier export (staging.check_output).
     """
@@ -87,7 +90,12 @@ def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None
     trained = TrainedBase.of_adapter(adapter_dir, base=base)
     if trust_remote_code is not None:  # the user's word overrides what the run allowed
         trained = dataclasses.replace(trained, trust_remote_code=trust_remote_code)
+    if allow_pickle is not None:
+        trained = dataclasses.replace(trained, allow_pickle=allow_pickle)
     check_model_source(trained.base)
+    check_remote_code(trained.base, trained.trust_remote_code)  # the base's own code, then the adapter's files
+    check_weights(adapter_dir, allow_pickle=trained.allow_pickle)  # the base's weights: when it loads
+    check_adapter_fits(adapter_dir, trained.base)
     weights = BaseWeights(weights)
     if verify is None:
         from studio.core.export.fidelity import DEFAULT_EXAMPLES
@@ -104,13 +112,13 @@ def load_base_for_merge(trained: TrainedBase, weights: BaseWeights, report: Repo
         return load_dequantized_trained_base(trained)
     report(0.02, f"Loading {trained.base} in 16-bit" + (" (the original weights, not the ones the adapter "
                                                         "trained on)" if trained.quantized else ""))
-    return load_causal_lm(trained.base, trust_remote_code=trained.trust_remote_code, dtype=merge_dtype())
+    return load_causal_lm(trained.base, trust_remote_code=trained.trust_remote_code,
+                          allow_pickle=trained.allow_pickle, dtype=merge_dtype())
 
 
 def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output: Path, report: Reporter, *,
            verify: int = 0, overwrite: bool = False) -> Path:
     import torch
-    from peft import PeftModel
 
     from studio.core.models.trained_base import load_tokenizer
 
@@ -118,7 +126,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
     report.check()
     report(0.35, f"Applying {adapter_dir}")
     # PEFT adds B·A·scale to each weight in the weight's own dtype; the result is stored in 16 bits.
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model = load_adapter(model, adapter_dir, allow_pickle=trained.allow_pickle, base=trained.base).merge_and_unload()
     model = model.to(merge_dtype())
     tokenizer_source = str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else trained.base
     tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trained.trust_remote_code)

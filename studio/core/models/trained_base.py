@@ -12,18 +12,21 @@ is a different model (measured on a 135M instruct model: 10/10 right tool calls 
 
 The original 16-bit weights stay an explicit choice (`BaseWeights.ORIGINAL`), never the silent default.
 Every load here passes `trust_remote_code` explicitly: transformers never asks on stdin, and a model
-that needs its own code without the user's opt-in is refused by name (`RemoteCodeRefused`).
+that needs its own code without the user's opt-in is refused by name (`RemoteCodeRefused`). Every load of weights
+goes through `core.models.weights`' rule: safetensors, or pickle files only with the user's opt-in.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from studio.core.models.source import ModelLoadError
+from studio.core.models.weights import PICKLE_FLAG, check_weights, unpickling_refused, use_safetensors_kwarg
 
 
 class BaseWeights(str, enum.Enum):
@@ -55,6 +58,8 @@ class TrainedBase:
     compute_dtype: str | None = None
     """The dtype the run resolved (float32 on a CPU, bfloat16 on most GPUs); None when the run did not say."""
     trust_remote_code: bool = False
+    allow_pickle: bool = False
+    """The run allowed pickle weights for its base (model.allow_pickle): chat and merge of it may read them too."""
     known: bool = True
     """False for an adapter folder with no run record: how it was trained is unknown (taken as 16-bit)."""
 
@@ -90,6 +95,7 @@ class TrainedBase:
             double_quant=bool(quant.get("bnb_4bit_use_double_quant", True)),
             compute_dtype=dtype if dtype in ("float32", "bfloat16", "float16") else None,
             trust_remote_code=bool(model.get("trust_remote_code", False)),
+            allow_pickle=bool(model.get("allow_pickle", False)),
         )
 
     def quantization_config(self, compute_dtype: Any) -> Any | None:
@@ -180,14 +186,20 @@ def load_tokenizer(source: str, *, trust_remote_code: bool, setting: str = TRUST
         raise _load_error(source, error, setting) from None
 
 
-def load_causal_lm(name_or_path: str, *, trust_remote_code: bool, setting: str = TRUST_SETTING,
-                   **kwargs: Any) -> Any:
-    """AutoModelForCausalLM.from_pretrained with `trust_remote_code` always given, errors made readable."""
+def load_causal_lm(name_or_path: str, *, trust_remote_code: bool, allow_pickle: bool = False,
+                   setting: str = TRUST_SETTING, pickle_opt_in: str = PICKLE_FLAG, **kwargs: Any) -> Any:
+    """AutoModelForCausalLM.from_pretrained with `trust_remote_code` always given, pickle weights read only when
+    allowed (checked by file name first, then `use_safetensors` for what transformers would fetch), errors made
+    readable. `pickle_opt_in` names the caller's way to allow pickles, for the refusal."""
     from transformers import AutoModelForCausalLM
 
     check_remote_code(name_or_path, trust_remote_code, setting=setting)
+    check_weights(name_or_path, allow_pickle=allow_pickle, opt_in=pickle_opt_in)
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                                    use_safetensors=use_safetensors_kwarg(allow_pickle), **kwargs)
+    except pickle.UnpicklingError as error:
+        raise unpickling_refused(name_or_path, error) from None
     except (OSError, ValueError) as error:
         raise _load_error(name_or_path, error, setting) from None
 
@@ -195,14 +207,14 @@ def load_causal_lm(name_or_path: str, *, trust_remote_code: bool, setting: str =
 def load_base_as_trained(trained: TrainedBase, *, weights: BaseWeights, dtype: Any, device: str,
                          trust_remote_code: bool | None = None) -> tuple[Any, str]:
     """The base for chat or evaluation: quantised as in training unless `weights` says ORIGINAL.
-    Returns (model, how it was loaded, in words)."""
+    Returns (model, how it was loaded, in words). Pickle weights load only if `trained.allow_pickle`."""
     trust = trained.trust_remote_code if trust_remote_code is None else trust_remote_code
     kwargs: dict[str, Any] = {"dtype": dtype}
     quant = trained.quantization_config(dtype) if weights is BaseWeights.TRAINED else None
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": "cuda:0" if device == "cuda" else "cpu"}
-    model = load_causal_lm(trained.base, trust_remote_code=trust, **kwargs)
+    model = load_causal_lm(trained.base, trust_remote_code=trust, allow_pickle=trained.allow_pickle, **kwargs)
     if quant is None and device == "cuda":
         model = model.to("cuda")
     how = (f"{trained.describe()}, as it was trained" if quant is not None
@@ -224,7 +236,7 @@ def load_dequantized_trained_base(trained: TrainedBase, *, trust_remote_code: bo
     # Quantisation rounds the weights as loaded in the run's compute dtype; float32 when the run did not say
     # (a bf16 round first would move a few values across an NF4 boundary, the other way round no worse).
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(trained.compute_dtype or "", torch.float32)
-    model = load_causal_lm(trained.base, trust_remote_code=trust, dtype=dtype,
+    model = load_causal_lm(trained.base, trust_remote_code=trust, allow_pickle=trained.allow_pickle, dtype=dtype,
                            quantization_config=trained.quantization_config(dtype), device_map={"": "cpu"})
     model.dequantize()
     return model

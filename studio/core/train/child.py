@@ -148,7 +148,8 @@ def record_failure(event: dict[str, Any], emit: Any, run_log: RunLog) -> int:
     return EXIT_INTERNAL
 
 
-def _load_config(config_path: Path, *, model: str | None, data: str | None, max_steps: int | None) -> Any:
+def _load_config(config_path: Path, *, model: str | None, data: str | None, max_steps: int | None,
+                 allow_pickle: bool = False) -> Any:
     from studio.core.config.preflight import check_sources
     from studio.core.config.settings import ConfigError, load_config
 
@@ -160,6 +161,8 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
             config.data.train_file = str(Path(data).resolve())
         if max_steps is not None:
             config.training.max_steps = max_steps
+        if allow_pickle:
+            config.model.allow_pickle = True
         config.validate()
         check_sources(config)
     except ConfigError as error:
@@ -197,16 +200,17 @@ def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str
 
 
 def train_child(config_path: Path, *, model: str | None = None, data: str | None = None, output: Path | None = None,
-                max_steps: int | None = None, resume: str | None = None) -> int:
+                max_steps: int | None = None, resume: str | None = None, allow_pickle: bool = False) -> int:
     """Train `config_path` (with the command line's overrides) into a run folder; the exit status.
 
     `resume` is None (a new run), 'latest' (the run's latest checkpoint) or a checkpoint folder. Raises
-    TrainInputError for a user error found before the run folder is written to.
+    TrainInputError for a user error found before the run folder is written to. `allow_pickle` sets
+    model.allow_pickle (the run records it, so chat and merge of the run may read its pickle base too).
     """
     from studio.core.train import hooks
 
     hooks.load_test_hooks()  # a test seam; nothing outside tests
-    config = _load_config(config_path, model=model, data=data, max_steps=max_steps)
+    config = _load_config(config_path, model=model, data=data, max_steps=max_steps, allow_pickle=allow_pickle)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     run_dir, resume_from = _run_folder(config, Path(config_path), output, resume, main_process)
 

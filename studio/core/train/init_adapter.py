@@ -75,11 +75,12 @@ def resolve_init_adapter(config: RunConfig) -> InitAdapter | None:
     return InitAdapter(adapter_dir=adapter_dir, trained=trained)
 
 
-def load_trainable_adapter(model: Any, init: InitAdapter) -> Any:
-    """The base wrapped with the earlier adapter, its LoRA weights trainable (named "default", as a new one)."""
-    from peft import PeftModel
+def load_trainable_adapter(model: Any, init: InitAdapter, *, allow_pickle: bool = False, base: str = "") -> Any:
+    """The base wrapped with the earlier adapter, its LoRA weights trainable (named "default", as a new one); through
+    the one adapter load (core.models.adapters: the weights rule, the layer sizes)."""
+    from studio.core.models.adapters import load_adapter
 
-    return PeftModel.from_pretrained(model, str(init.adapter_dir), is_trainable=True)
+    return load_adapter(model, init.adapter_dir, allow_pickle=allow_pickle, base=base, is_trainable=True)
 
 
 def trained_adapter_names(model: Any) -> list[str] | None:

@@ -308,7 +308,7 @@ def run_training(
     emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
     import transformers
-    from transformers import AutoModelForCausalLM
+    from studio.core.models.trained_base import load_causal_lm
     from trl import SFTTrainer
 
     from studio.core.plan.speedups import (
@@ -355,8 +355,10 @@ def run_training(
                     message=f"Loading {config.model.name_or_path} ({config.quantization.mode}, "
                             f"{hardware.compute_dtype} on {hardware.device})", phase="model"))
     hooks.reached("model_load")  # a test seam: tests kill the process here
-    model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path,
-                                                 **_model_load_kwargs(config, hardware, fast.attn_implementation))
+    # The one load of a base (pickle weights only with model.allow_pickle, the model's own code only when trusted).
+    model = load_causal_lm(config.model.name_or_path, allow_pickle=config.model.allow_pickle,
+                           setting="model.trust_remote_code", pickle_opt_in="model.allow_pickle = true",
+                           **_model_load_kwargs(config, hardware, fast.attn_implementation))
     if fast.liger:
         not_applied = apply_liger(model)  # before SFTTrainer wraps the model with PEFT
         if not_applied:
@@ -368,7 +370,8 @@ def run_training(
             emit(make_event("log", level="warning",
                             message=f"{init.adapter_dir} was trained on {init.trained.base}, and this run loads "
                                     f"{config.model.name_or_path}"))
-        model = load_trainable_adapter(model, init)
+        model = load_trainable_adapter(model, init, allow_pickle=config.model.allow_pickle,
+                                       base=config.model.name_or_path)
         emit(make_event("log", level="info", message=init.describe(config.training.method)))
 
     callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),

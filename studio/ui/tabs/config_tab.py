@@ -360,6 +360,7 @@ class QtConfigTab(QWidget):
         if not flash_attention_available():
             attn.pop("flash_attention_2")
         self.attn_implementation = self._combo("model", "attn_implementation", attn)
+        self.allow_pickle = self._check("model", "allow_pickle", "Load pickle weights (only files you trust)")
         self.eval_strategy = self._combo("training", "eval_strategy", EVAL_TEXT)
         self.eval_summary = QLabel()  # what actually happens: no eval rows means no evaluation, whatever the schedule
         self.eval_summary.setWordWrap(True)
@@ -557,6 +558,7 @@ class QtConfigTab(QWidget):
             ("Weight decay", self.weight_decay),
             ("Max grad norm", self.max_grad_norm),
             ("Attention", self.attn_implementation),
+            ("", self.allow_pickle),
             ("Seed", self.seed),
             ("", self.packing),
         ])
