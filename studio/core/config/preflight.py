@@ -20,27 +20,34 @@ PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def check_sources(config: RunConfig) -> None:
-    """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+    """ConfigError naming the key when the model or a data file the run needs is missing or cannot be read, or
     when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
     that name no layer: `check_model`).
 
     Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
-    Hub ids pass: they are fetched, or read from the cache, when the run loads them.
+    A Hub id passes when it is in the HF cache or the Hub can be reached (the run fetches it then).
     """
-    from studio.core.data.sources import looks_like_hub_id
-    from studio.core.models.source import missing_local_model
+    from studio.core.data.issues import DataError
+    from studio.core.data.sources import resolve_source
+    from studio.core.models.source import missing_local_model, unreachable_hub_model
     from studio.core.models.trained_base import needs_remote_code
 
-    if (reason := missing_local_model(config.model.name_or_path)) is not None:
-        raise ConfigError("model.name_or_path", config.model.name_or_path, reason)
+    name = config.model.name_or_path
+    if (reason := missing_local_model(name) or unreachable_hub_model(name)) is not None:
+        raise ConfigError("model.name_or_path", name, reason)
     if not config.model.trust_remote_code and needs_remote_code(config.model.name_or_path):
         raise ConfigError("model.trust_remote_code", False,
                           f"{config.model.name_or_path} needs its own Python code to load (auto_map in its "
                           "config); set it to true only if you trust the model's author")
     for key in ("train_file", "eval_file"):
         value = getattr(config.data, key)
-        if value and not Path(value).expanduser().exists() and not looks_like_hub_id(value):
-            raise ConfigError(f"data.{key}", value, "no such file or folder")
+        if not value:
+            continue
+        try:
+            resolve_source(value)  # the reader's own rule: a missing file, a FIFO or a device is refused here
+        except DataError as error:
+            reason = str(error).removeprefix(f"{Path(value).expanduser()}: ")
+            raise ConfigError(f"data.{key}", value, reason) from None
     check_model(config)  # weights, architecture and target modules, read from the model's files only
 
 
@@ -92,6 +99,11 @@ def _weights_problem(folder: Path, *, local: bool) -> str | None:
                 "transformers and save_pretrained it) or choose a model folder with .safetensors weights")
     if local:
         return "holds no model weights (no .safetensors file in it)"
+    from studio.core.models.source import hub_unreachable_reason
+
+    if (why := hub_unreachable_reason()) is not None:
+        return (f"its weights are not in the Hugging Face cache (only its config is) and the Hub cannot be reached "
+                f"({why}) to fetch them; download it first where the Hub can be reached")
     return None
 
 

@@ -163,8 +163,30 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
         config.validate()
         check_sources(config)
     except ConfigError as error:
-        raise TrainInputError(str(error)) from None
+        flags = {"model.name_or_path": "--model"} if model else {}
+        flags.update({"data.train_file": "--data"} if data else {})
+        raise TrainInputError(_told_against(error, config_path, flags=flags)) from None
     return config
+
+
+def _told_against(error: Any, config_path: Path, *, flags: dict[str, str]) -> str:
+    """The refusal's one line, naming where the value came from: the flag that set it, else the config file.
+
+    A model path the config gives relative to itself is looked for next to it: a missing one is said so, with
+    the folder looked in (not as an unknown Hub id)."""
+    from studio.core.config.settings import FILE_KEY
+
+    if getattr(error, "key", None) in flags:
+        return f"{flags[error.key]} {str(error.value)!r}: {error.reason}"
+    value = str(getattr(error, "value", ""))
+    if (error.key == "model.name_or_path" and str(error.reason).startswith("no such folder")
+            and not Path(value).expanduser().is_absolute()):
+        looked_in = config_path.resolve().parent / value
+        return (f"{config_path}: model.name_or_path = {value!r}: no folder `{value}` next to {config_path.name} "
+                f"(looked in {looked_in}), and not a Hub id (those read org/name)")
+    if getattr(error, "source", None) is None and error.key != FILE_KEY:
+        return f"{config_path}: {error}"
+    return str(error)
 
 
 def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str | None,
