@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="override data.train_file")
     train.add_argument("--output", type=Path, help="run directory (default: a new folder under the runs folder)")
     train.add_argument("--max-steps", type=int, help="override training.max_steps")
+    train.add_argument("--skip-bad-rows", action="store_true",
+                       help="train on the good rows of data with bad ones, each skipped row listed in train.log "
+                            "(data.skip_bad_rows; default: bad rows stop the run before it starts)")
+    train.add_argument("--encoding", help="text encoding of the data files, e.g. cp1254 (override data.encoding)")
     train.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
                        help="continue from a checkpoint folder (no value: the run's latest checkpoint); a run "
                             "already complete is left as it is (exit 0) unless --max-steps raises its end")
@@ -226,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         return train_child(args.config, model=args.model, data=args.data, output=args.output,
-                           max_steps=args.max_steps, resume=args.resume)
+                           max_steps=args.max_steps, resume=args.resume, skip_bad_rows=args.skip_bad_rows,
+                           encoding=args.encoding)
     except TrainInputError as error:
         raise BadInput(str(error)) from None
 

@@ -104,3 +104,90 @@ def test_data_that_is_not_a_regular_file_is_refused_as_such_before_a_run_folder(
 
     with pytest.raises(DataError, match="not a regular file"):
         load_data(data)  # the Dataset tab and `data inspect` read through the same rule
+
+
+# ------------------------------------------------------------------------------------------------ item 16
+
+
+def _config_with(demo_assets, folder: Path, **changes) -> Path:
+    """The demo config with `section.field` changes (set together, so validation sees them at once)."""
+    config = load_config(demo_assets.config_path)
+    for dotted, value in changes.items():
+        section, name = dotted.split("__")
+        setattr(getattr(config, section), name, value)
+    path = folder / "train.toml"
+    save_config(config, path)
+    return path
+
+
+GRPO = {"training__method": "grpo", "training__num_generations": 2}
+
+
+@pytest.mark.parametrize("case", ["reward pattern", "reward metric", "init adapter missing", "init adapter not a run",
+                                  "bad rows"])
+def test_what_only_the_training_child_found_is_refused_before_the_run_folder(case, tmp_path, demo_assets, run_studio,
+                                                                              studio_home):
+    """Today each of these is found by the training child, after the run folder exists: a `failed (config)` or
+    `failed (data)` run in the history."""
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_bytes(Path(demo_assets.dataset_path).read_bytes() + b'{"messages": 5}\nnot json\n')
+    changes, said = {
+        "reward pattern": ({**GRPO, "training__rewards": ["regex=1.0"], "training__reward_pattern": "(unclosed"},
+                           "training.reward_pattern = '(unclosed': "),
+        "reward metric": ({**GRPO, "training__rewards": ["no_such_metric=1.0"]},
+                          "training.rewards = ['no_such_metric=1.0']: unknown metric 'no_such_metric'"),
+        "init adapter missing": ({"model__init_adapter": str(tmp_path / "gone")},
+                                 f"model.init_adapter = '{tmp_path / 'gone'}': no such folder"),
+        "init adapter not a run": ({"model__init_adapter": str(tmp_path)},
+                                   f"model.init_adapter = '{tmp_path}': neither an adapter folder"),
+        "bad rows": ({"data__train_file": str(bad_rows)},
+                     f"{bad_rows}: 2 bad rows, the first at line 11: 'messages' must be a list; fix or remove them, "
+                     "or add --skip-bad-rows to train on the others"),
+    }[case]
+    config = _config_with(demo_assets, tmp_path, **changes)
+    run = tmp_path / "run"
+    line = assert_refused_before_a_run_folder(run_studio("train", config, "--output", run), run)
+    assert said in line
+    assert line.startswith("finetune-studio train: ")
+    # Without --output the history stays empty too.
+    line = assert_refused_before_a_run_folder(run_studio("train", config), run, studio_home)
+    assert said in line
+
+
+def test_an_init_adapter_of_another_quantisation_is_refused_before_the_run_folder(tmp_path, demo_assets, run_studio,
+                                                                                 trained_run):
+    config = _config_with(demo_assets, tmp_path, model__init_adapter=str(trained_run), quantization__mode="none")
+    run = tmp_path / "run"
+    line = assert_refused_before_a_run_folder(run_studio("train", config, "--output", run), run)
+    assert f"model.init_adapter = '{trained_run}': its adapter was trained on the " in line
+
+
+# ------------------------------------------------------------------------------------------------ item 18
+
+
+def test_train_names_its_own_flags_for_bad_rows_and_the_encoding_and_they_work(tmp_path, demo_assets, run_studio):
+    """Today the command line is told to "tick Skip bad rows" and to set data.encoding; `train` had neither flag."""
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_bytes(Path(demo_assets.dataset_path).read_bytes() + b'{"messages": 5}\n')
+    run = tmp_path / "run"
+    line = assert_refused_before_a_run_folder(
+        run_studio("train", demo_assets.config_path, "--data", bad_rows, "--output", run), run)
+    assert "--skip-bad-rows" in line and "Skip bad rows" not in line
+
+    turkish = tmp_path / "turkish.jsonl"
+    turkish.write_bytes("\n".join(Path(demo_assets.dataset_path).read_text(encoding="utf-8").splitlines()[:9]
+                                  + ['{"messages": [{"role": "user", "content": "Merhaba, şikayetim var"}, '
+                                     '{"role": "assistant", "content": "Çok üzgünüz, hemen bakıyoruz"}]}'])
+                        .encode("cp1254"))
+    line = assert_refused_before_a_run_folder(
+        run_studio("train", demo_assets.config_path, "--data", turkish, "--output", run), run)
+    assert "(--encoding cp1254)" in line and "data.encoding" not in line
+
+    trained = run_studio("train", demo_assets.config_path, "--data", turkish, "--encoding", "cp1254",
+                         "--output", tmp_path / "turkish-run", "--max-steps", 1)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    trained = run_studio("train", demo_assets.config_path, "--data", bad_rows, "--skip-bad-rows",
+                         "--output", tmp_path / "skipping-run", "--max-steps", 1)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    log = (tmp_path / "skipping-run" / "train.log").read_text(encoding="utf-8")
+    assert f"Skipping 1 bad row(s) of {bad_rows}" in log

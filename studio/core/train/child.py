@@ -148,9 +148,11 @@ def record_failure(event: dict[str, Any], emit: Any, run_log: RunLog) -> int:
     return EXIT_INTERNAL
 
 
-def _load_config(config_path: Path, *, model: str | None, data: str | None, max_steps: int | None) -> Any:
-    from studio.core.config.preflight import check_sources
+def _load_config(config_path: Path, *, model: str | None, data: str | None, max_steps: int | None,
+                 skip_bad_rows: bool = False, encoding: str | None = None) -> Any:
     from studio.core.config.settings import ConfigError, load_config
+    from studio.core.data.issues import DataError
+    from studio.core.train.preflight import check_run, refusal_line
 
     try:
         config = load_config(config_path)
@@ -160,11 +162,19 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
             config.data.train_file = str(Path(data).resolve())
         if max_steps is not None:
             config.training.max_steps = max_steps
+        if skip_bad_rows:
+            config.data.skip_bad_rows = True
+        if encoding:
+            config.data.encoding = encoding
         config.validate()
-        check_sources(config)
+        check_run(config)  # everything the run would refuse, before its folder exists
+    except DataError as error:  # told for the command line: its flags, not the window's Skip bad rows box
+        raise TrainInputError(refusal_line(error, skip_bad_rows="add --skip-bad-rows",
+                                           encoding=lambda codec: f"--encoding {codec}")) from None
     except ConfigError as error:
         flags = {"model.name_or_path": "--model"} if model else {}
         flags.update({"data.train_file": "--data"} if data else {})
+        flags.update({"data.encoding": "--encoding"} if encoding else {})
         raise TrainInputError(_told_against(error, config_path, flags=flags)) from None
     return config
 
@@ -219,7 +229,8 @@ def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str
 
 
 def train_child(config_path: Path, *, model: str | None = None, data: str | None = None, output: Path | None = None,
-                max_steps: int | None = None, resume: str | None = None) -> int:
+                max_steps: int | None = None, resume: str | None = None, skip_bad_rows: bool = False,
+                encoding: str | None = None) -> int:
     """Train `config_path` (with the command line's overrides) into a run folder; the exit status.
 
     `resume` is None (a new run), 'latest' (the run's latest checkpoint) or a checkpoint folder. Raises
@@ -228,7 +239,8 @@ def train_child(config_path: Path, *, model: str | None = None, data: str | None
     from studio.core.train import hooks
 
     hooks.load_test_hooks()  # a test seam; nothing outside tests
-    config = _load_config(config_path, model=model, data=data, max_steps=max_steps)
+    config = _load_config(config_path, model=model, data=data, max_steps=max_steps, skip_bad_rows=skip_bad_rows,
+                          encoding=encoding)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     run_dir, resume_from = _run_folder(config, Path(config_path), output, resume, main_process)
 
