@@ -191,3 +191,37 @@ def test_train_names_its_own_flags_for_bad_rows_and_the_encoding_and_they_work(t
     assert trained.returncode == 0, trained.stderr[-3000:]
     log = (tmp_path / "skipping-run" / "train.log").read_text(encoding="utf-8")
     assert f"Skipping 1 bad row(s) of {bad_rows}" in log
+
+
+# ------------------------------------------------------------------------------------------------ item 22
+
+
+def test_data_inspect_reads_a_dpo_config_s_file_as_train_does(tmp_path, demo_assets, run_studio):
+    """Today `data inspect --config dpo.toml` reads the pairs as SFT data: "format: not recognised, 0 usable, 40
+    bad", suggesting a mapping that would train SFT on the chosen replies, while `train` reads 40 pairs."""
+    import json
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Is the outage in district {i} over?", "chosen": f"Yes, since "
+                                         f"{i} o'clock.", "rejected": "I don't know."}) + "\n" for i in range(40)),
+                     encoding="utf-8")
+    config = _config_with(demo_assets, tmp_path, training__method="dpo", data__train_file=str(pairs))
+
+    result = run_studio("data", "inspect", pairs, "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "format:     preference — keys 'chosen' and 'rejected' (paired preference)" in result.stdout
+    assert "rows:       40 usable, 0 bad" in result.stdout
+    assert "suggested" not in result.stdout and "--columns" not in result.stdout
+    report = json.loads(run_studio("data", "inspect", pairs, "--config", config, "--json").stdout)
+    assert (report["method"], report["format"], report["rows"], report["bad_rows"]) == ("dpo", "preference", 40, 0)
+
+    # One reader for both: a pair whose replies are the same is the same bad row to each.
+    pairs.write_text(pairs.read_text(encoding="utf-8") + json.dumps({"prompt": "Hello?", "chosen": "Hi.",
+                                                                     "rejected": "Hi."}) + "\n", encoding="utf-8")
+    inspected = run_studio("data", "inspect", pairs, "--config", config)
+    assert inspected.returncode == 2
+    assert "rows:       40 usable, 1 bad" in inspected.stdout
+    assert f"{pairs}: 1 bad row, the first at line 41" in inspected.stderr
+    run = tmp_path / "run"
+    line = assert_refused_before_a_run_folder(run_studio("train", config, "--output", run), run)
+    assert line.startswith(f"finetune-studio train: {pairs}: 1 bad row for dpo, the first at line 41: ")
