@@ -108,7 +108,9 @@ def missing_local_model(name_or_path: str) -> str | None:
     if not name_or_path or (not path.exists() and looks_like_hub_id(name_or_path)):
         return None
     if not path.exists():
-        return "no such folder, and not a Hub id (those read org/name)"
+        bare_name = "/" not in name_or_path.replace("\\", "/") and not name_or_path.startswith(("~", "."))
+        # A bare name ("gpt2") may have been meant for the Hub, whose ids read org/name: say why it is not one.
+        return "no such folder, and not a Hub id (those read org/name)" if bare_name else "no such folder"
     if not path.is_dir():
         return "a file, not a model folder"
     if not (path / "config.json").is_file():
