@@ -35,7 +35,7 @@ from studio.core.data.encoding import (
     normalise_encoding,
 )
 from studio.core.data.issues import DataError, DataIssue
-from studio.core.system.paths import looks_like_hub_id  # noqa: F401 - the one rule, also imported from here
+from studio.core.system.paths import looks_like_hub_id  # the one rule for models and data
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
