@@ -141,8 +141,8 @@ def test_what_only_the_training_child_found_is_refused_before_the_run_folder(cas
         "init adapter not a run": ({"model__init_adapter": str(tmp_path)},
                                    f"model.init_adapter = '{tmp_path}': neither an adapter folder"),
         "bad rows": ({"data__train_file": str(bad_rows)},
-                     f"{bad_rows}: 2 bad rows, the first at line 11: 'messages' must be a list; fix or remove them, "
-                     "or add --skip-bad-rows to train on the others"),
+                     f"{bad_rows}:11: 'messages' must be a list; 2 bad rows in all: fix or remove them, or add "
+                     "--skip-bad-rows to train on the others"),
     }[case]
     config = _config_with(demo_assets, tmp_path, **changes)
     run = tmp_path / "run"
@@ -221,7 +221,8 @@ def test_data_inspect_reads_a_dpo_config_s_file_as_train_does(tmp_path, demo_ass
     inspected = run_studio("data", "inspect", pairs, "--config", config)
     assert inspected.returncode == 2
     assert "rows:       40 usable, 1 bad" in inspected.stdout
-    assert f"{pairs}: 1 bad row, the first at line 41" in inspected.stderr
+    assert f"{pairs}: 1 bad row, the first at line 41" in inspected.stderr  # data inspect's own summary line
     run = tmp_path / "run"
     line = assert_refused_before_a_run_folder(run_studio("train", config, "--output", run), run)
-    assert line.startswith(f"finetune-studio train: {pairs}: 1 bad row for dpo, the first at line 41: ")
+    assert line.startswith(f"finetune-studio train: {pairs}:41: ")
+    assert line.endswith("; 1 bad row for dpo in all: fix or remove it, or add --skip-bad-rows to train on the others")

@@ -37,8 +37,8 @@ def test_start_refuses_bad_rows_and_a_bad_reward_in_one_line_without_a_run(tab, 
     assert tab.start(config) is None
     text = tab.status_label.text()
     assert "Cannot start: " in text and "NOT STARTED" in text
-    assert (f"{bad_rows}: 1 bad row, the first at line 11: 'messages' must be a list; fix or remove them, or tick "
-            "Skip bad rows when training on the Dataset tab to train on the others") in text, text
+    assert (f"{bad_rows}:11: 'messages' must be a list; 1 bad row in all: fix or remove it, or tick Skip bad rows "
+            "when training on the Dataset tab to train on the others") in text, text
     assert "--skip-bad-rows" not in text
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

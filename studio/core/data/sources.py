@@ -116,7 +116,7 @@ def resolve_source(spec: str | Path) -> Source:
         raise DataError(f"{path}: not a regular file ({_special_kind(path)}); give a data file or folder")
     if looks_like_hub_id(text):
         return Source(text, "hub", None)
-    raise DataError(f"{path}: no such file")
+    raise DataError(f"{path}: no such file or folder")
 
 
 def _special_kind(path: Path) -> str:

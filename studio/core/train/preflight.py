@@ -63,9 +63,11 @@ def refusal_line(error: DataError, *, skip_bad_rows: str, encoding: Callable[[st
     counted = _BAD_ROWS.match(first)
     if counted is None:  # "no usable examples (N bad rows)" and the like: the first bad row says why
         return f"{first}; the first bad {issue.unit}: {DataIssue(issue.path, issue.line, reason, issue.unit)}"
-    rows = f"{error.total:,} bad row" + ("s" if error.total != 1 else "")
-    return (f"{counted['path']}: {rows}{counted['method'] or ''}, the first at {issue.unit} {issue.line}: {reason}; "
-            f"fix or remove them, or {skip_bad_rows} to train on the others")
+    # The first bad row in the readers' `file:line: reason` form, then how many there are and what to do.
+    rows = f"{error.total:,} bad row{'s' if error.total != 1 else ''}{counted['method'] or ''} in all"
+    them = "them" if error.total != 1 else "it"
+    return (f"{DataIssue(issue.path, issue.line, reason, issue.unit)}; {rows}: fix or remove {them}, or "
+            f"{skip_bad_rows} to train on the others")
 
 
 _ENCODING_SETTING = re.compile(r'data\.encoding = "(?P<codec>[^"]+)"')
