@@ -193,6 +193,19 @@ def test_train_names_its_own_flags_for_bad_rows_and_the_encoding_and_they_work(t
     assert f"Skipping 1 bad row(s) of {bad_rows}" in log
 
 
+
+def test_a_bad_row_found_while_the_run_reads_is_told_to_the_terminal_with_the_flag():
+    """A row that goes bad after the preflight (the file edited meanwhile) still fails the run: its terminal line
+    names --skip-bad-rows, where the event's hint (the window's) names the Skip bad rows box."""
+    from studio.core.data.issues import DataError, DataIssue
+    from studio.core.train.failures import failure_event
+    from studio.core.train.report import event_line
+
+    event = failure_event(DataError("d.jsonl: 1 bad row(s)", [DataIssue(Path("d.jsonl"), 3, "malformed JSON")]), None)
+    assert "tick Skip bad rows" in event["hint"]
+    line = event_line(event)
+    assert "--skip-bad-rows" in line and "tick" not in line
+
 # ------------------------------------------------------------------------------------------------ item 22
 
 
