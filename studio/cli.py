@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="override data.train_file")
     train.add_argument("--output", type=Path, help="run directory (default: a new folder under the runs folder)")
     train.add_argument("--max-steps", type=int, help="override training.max_steps")
+    train.add_argument("--skip-bad-rows", action="store_true",
+                       help="train on the good rows of data with bad ones, each skipped row listed in train.log "
+                            "(data.skip_bad_rows; default: bad rows stop the run before it starts)")
+    train.add_argument("--encoding", help="text encoding of the data files, e.g. cp1254 (override data.encoding)")
     train.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
                        help="continue from a checkpoint folder (no value: the run's latest checkpoint); a run "
                             "already complete is left as it is (exit 0) unless --max-steps raises its end")
@@ -255,7 +259,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         return train_child(args.config, model=args.model, data=args.data, output=args.output,
-                           max_steps=args.max_steps, resume=args.resume, allow_pickle=args.allow_pickle)
+                           max_steps=args.max_steps, resume=args.resume, allow_pickle=args.allow_pickle,
+                           skip_bad_rows=args.skip_bad_rows, encoding=args.encoding)
     except TrainInputError as error:
         raise BadInput(str(error)) from None
 
@@ -510,10 +515,18 @@ def cmd_data(args: argparse.Namespace) -> int:
     trust_remote_code = bool(config is not None and not args.model and config.model.trust_remote_code)
     max_length = args.max_length or (config.training if config is not None else TrainingSettings()).max_length
     responses_only = not args.all_tokens and reading.train_on_responses_only
+    method = config.training.method if config is not None else "sft"
     try:
-        data = load_data(args.file, args.format or reading.format, mapping=columns,
-                         encoding=args.encoding or reading.encoding, split=args.split or reading.split,
-                         text_split=args.text_split or reading.text_split)
+        if method == "sft":
+            data = load_data(args.file, args.format or reading.format, mapping=columns,
+                             encoding=args.encoding or reading.encoding, split=args.split or reading.split,
+                             text_split=args.text_split or reading.text_split)
+        else:  # read as that run reads it: the method's own reader decides the shape, as train and the Dataset tab
+            from studio.core.train.preference_data import load_preference_data
+
+            encoding = args.encoding or reading.encoding
+            data = load_preference_data(args.file, method, mapping=columns, encoding=encoding,
+                                        split=args.split or reading.split).as_loaded_data(encoding)
     except DataError as error:
         if args.json:
             print(json.dumps({"path": str(args.file), "ok": False, "error": str(error),
@@ -523,7 +536,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     model_key = "--model" if args.model else f"{args.config}: model.name_or_path ="
     if model and (reason := missing_local_model(model)) is not None:
         raise BadInput(f"{model_key} {model}: {reason}")
-    if model and len(data.examples):
+    if model and len(data.examples) and method == "sft":  # TRL's trainers tokenise the other methods' data
         try:
             tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         except Exception as error:  # a wrong path or an unreachable Hub id
@@ -532,6 +545,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         stats = measure_tokens(tokenizer, data, train_on_responses_only=responses_only,
                                max_length=max_length, limit=args.sample)
     report = inspection_report(data, stats, model=model)
+    report["method"] = method
     report["ok"] = bool(data.format) and len(data.examples) > 0 and not data.issues
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
     if data.issues:

@@ -12,6 +12,9 @@ is too quick and too variable for that, so the training process pauses or fails 
 - `oom_at_step=N`: raise a simulated `torch.OutOfMemoryError` as step N begins.
 - `disk_full_at_checkpoint=N`: raise `OSError(ENOSPC)` while checkpoint-N (or any later one) is being saved,
   after part of it is staged — a full disk without filling one.
+- `safetensors_full_at_checkpoint=N`: from checkpoint-N on, every safetensors file staged for a checkpoint is
+  written by the real safetensors writer into the folder `FINETUNE_STUDIO_TEST_FULL_DISK` names, which the test
+  makes a tiny tmpfs (inside `unshare -m`): the library's own `SafetensorError … (os error 28)` of a full disk.
 - `stop_at_step=N`: behave as if Stop was pressed at the end of step N (on the main process only,
   which is how a multi-process run must still stop all its processes together).
 
@@ -32,6 +35,7 @@ from pathlib import Path
 from studio.core.train import hooks
 
 ENV_VAR = "FINETUNE_STUDIO_TEST_FAULTS"
+FULL_DISK_VAR = "FINETUNE_STUDIO_TEST_FULL_DISK"
 
 
 def _faults() -> dict[str, float]:
@@ -76,6 +80,31 @@ def disk_full_point(name: str, step: int, path: Path) -> None:
         raise OSError(errno.ENOSPC, f"No space left on device (simulated by {ENV_VAR})", str(path))
 
 
+_step_now = [0]
+
+
+def _note_step(step: int) -> None:
+    _step_now[0] = step
+
+
+def _writing_into_full_disk() -> None:
+    """Wrap the safetensors writer (looked up in safetensors.torch's globals at each call, so PEFT's and
+    transformers' saves go through it) to write a staged checkpoint's files onto the full disk when asked."""
+    import safetensors.torch
+
+    real = safetensors.torch.serialize_file
+
+    def serialize_file(tensors, filename, *args, **kwargs):
+        at = _faults().get("safetensors_full_at_checkpoint")
+        if at is not None and _step_now[0] >= at and ".staging" in Path(filename).parts:
+            full = Path(os.environ[FULL_DISK_VAR]) / Path(filename).name
+            print(f"fault injection: writing {filename} as {full}, on a full disk", file=sys.stderr, flush=True)
+            filename = str(full)
+        return real(tensors, filename, *args, **kwargs)
+
+    safetensors.torch.serialize_file = serialize_file
+
+
 def stop_at_step(step: int) -> bool:
     """Whether `stop_at_step` asks to stop at this step."""
     at = _faults().get("stop_at_step")
@@ -95,4 +124,7 @@ def _at_checkpoint_staged(step: int, path: Path) -> None:
 hooks.register("model_load", _at_model_load)
 hooks.register("checkpoint_staged", _at_checkpoint_staged)
 hooks.register("step_begin", raise_oom_at_step)
+hooks.register("step_begin", _note_step)
+if "safetensors_full_at_checkpoint" in os.environ.get(ENV_VAR, ""):
+    _writing_into_full_disk()
 hooks.register("step_end", stop_at_step)

@@ -443,6 +443,44 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_disk_failure_told_in_the_ter
     assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
 
 
+@pytest.mark.slow
+def test_a_full_disk_in_the_safetensors_writer_is_the_same_disk_failure_and_leaves_no_staged_checkpoint(
+        tmp_path, demo_assets):
+    """Issue 21 item 8: safetensors reports a full disk as its own SafetensorError (os error 28), not an OSError;
+    it ended as `failed (crash)` with a traceback and left checkpoints/.staging until the next resume."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from fault_injection import ENV_VAR, FULL_DISK_VAR
+    from studio.core.config.settings import save_config
+    from studio.core.runs.store import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    config = load_config(demo_assets.config_path)
+    config.training.save_steps = 2
+    save_config(config, tmp_path / "config.toml")
+    full = tmp_path / "full-disk"  # a 16 KiB tmpfs in a mount namespace of the command's own
+    full.mkdir()
+    command = (f"mount -t tmpfs -o size=16k tmpfs {shlex.quote(str(full))} && exec {shlex.quote(sys.executable)} "
+               f"-m studio train {tmp_path / 'config.toml'} --output {run.path} --max-steps 4")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, ENV_VAR: "safetensors_full_at_checkpoint=4", FULL_DISK_VAR: str(full)})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    failed = run.events()[-1]
+    assert failed["event"] == "failed" and failed["kind"] == "disk", failed
+    assert failed["message"].startswith(f"no space left on {run.path} while saving checkpoint-4; checkpoint-2 is "
+                                        "intact; free ")
+    assert failed["message"].endswith(" and Resume")
+    assert f"finetune-studio train: {failed['message']}" in result.stderr.splitlines()
+    assert "SafetensorError" in run.log_path.read_text(encoding="utf-8"), "the cause, for whoever reads the log"
+    assert not (run.checkpoints_dir / ".staging").exists(), "the torn checkpoint goes at once"
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
+
+
 # ------------------------------------------------------------------ what the terminal shows (issue 12, item 16)
 
 

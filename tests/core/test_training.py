@@ -377,10 +377,10 @@ def test_a_malformed_data_line_is_bad_input_naming_file_and_line(tmp_path, demo_
     result = run_studio("train", config, "--output", run.path)
 
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"{data}:4: malformed JSON" in result.stderr
-    last = run.events()[-1]
-    assert last["event"] == "failed" and last["kind"] == "data"
-    assert f"{data}:4: malformed JSON" in last["message"]
+    assert result.stderr.startswith(f"finetune-studio train: {data}:4: malformed JSON")
+    assert result.stderr.strip().endswith("; 1 bad row in all: fix or remove it, or add --skip-bad-rows to train on "
+                                          "the others")
+    assert not run.path.exists(), "found by the preflight, before a run folder (issue 21 item 16)"
 
 
 @pytest.mark.parametrize(

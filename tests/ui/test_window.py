@@ -97,17 +97,21 @@ def test_demo_trains_from_start_button_and_chat_replies_with_trained_answer(qtbo
     assert list(merged_dir.glob("*.safetensors")), "merged weights saved as safetensors"
 
 
-def test_child_that_fails_on_bad_data_shows_failed_with_the_line(qtbot, window, tmp_path):
+def test_bad_data_is_refused_at_start_with_the_line_and_no_run(qtbot, window, tmp_path):
+    """Issue 21 item 16: the preflight reads the data as the run would, so a bad row is a one-line refusal at
+    Start in the window's words, not a `failed (data)` run in the history."""
     bad = tmp_path / "bad.jsonl"
     good_line = open(window.config.data.train_file, encoding="utf-8").readline()
     bad.write_text(good_line + '{"messages": [{"role": "user", "content": "hi"}\n', encoding="utf-8")
     window.config.data.train_file = str(bad)
     tab = window.training_tab
+    runs_before = sorted(window.store.root.iterdir()) if window.store.root.exists() else []
     qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=120_000)
-    assert tab.last_status == "failed"
-    assert f"{bad}:2:" in tab.status_label.text(), tab.status_label.text()
-    assert read_events(tab.run_dir.events_path)[-1]["kind"] == "data"
+    text = tab.status_label.text()
+    assert "NOT STARTED" in text and f"Cannot start: {bad}:2:" in text, text
+    assert "tick Skip bad rows when training on the Dataset tab" in text
+    assert not tab.is_running and tab.run_dir is None
+    assert (sorted(window.store.root.iterdir()) if window.store.root.exists() else []) == runs_before
 
 
 def test_killed_child_shows_failed_with_reason_and_keeps_events(qtbot, window):

@@ -20,27 +20,34 @@ TRAIN_OPT_IN = "model.allow_pickle = true (train --allow-pickle)"
 
 
 def check_sources(config: RunConfig) -> None:
-    """ConfigError naming the key when the local model folder or a data file the run needs is missing, or
+    """ConfigError naming the key when the model or a data file the run needs is missing or cannot be read, or
     when the model cannot train as configured (pickle-only weights, an unknown architecture, target modules
     that name no layer: `check_model`).
 
     Checked before a run folder is made, so a typo costs a message rather than a failed run in the history.
-    Hub ids pass: they are fetched, or read from the cache, when the run loads them.
+    A Hub id passes when it is in the HF cache or the Hub can be reached (the run fetches it then).
     """
-    from studio.core.data.sources import looks_like_hub_id
-    from studio.core.models.source import missing_local_model
+    from studio.core.data.issues import DataError
+    from studio.core.data.sources import resolve_source
+    from studio.core.models.source import missing_local_model, unreachable_hub_model
     from studio.core.models.trained_base import needs_remote_code
 
-    if (reason := missing_local_model(config.model.name_or_path)) is not None:
-        raise ConfigError("model.name_or_path", config.model.name_or_path, reason)
+    name = config.model.name_or_path
+    if (reason := missing_local_model(name) or unreachable_hub_model(name)) is not None:
+        raise ConfigError("model.name_or_path", name, reason)
     if not config.model.trust_remote_code and needs_remote_code(config.model.name_or_path):
         raise ConfigError("model.trust_remote_code", False,
                           f"{config.model.name_or_path} needs its own Python code to load (auto_map in its "
                           "config); set it to true only if you trust the model's author")
     for key in ("train_file", "eval_file"):
         value = getattr(config.data, key)
-        if value and not Path(value).expanduser().exists() and not looks_like_hub_id(value):
-            raise ConfigError(f"data.{key}", value, "no such file or folder")
+        if not value:
+            continue
+        try:
+            resolve_source(value)  # the reader's own rule: a missing file, a FIFO or a device is refused here
+        except DataError as error:
+            reason = str(error).removeprefix(f"{Path(value).expanduser()}: ")
+            raise ConfigError(f"data.{key}", value, reason) from None
     check_model(config)  # weights, architecture and target modules, read from the model's files only
     check_init_adapter_fits(config)
 
@@ -80,13 +87,22 @@ def _model_folder(name_or_path: str) -> Path | None:
 def _check_weights(folder: Path, config: RunConfig) -> None:
     """The one weights rule (core.models.weights) as a ConfigError: safetensors, or pickles with model.allow_pickle."""
     from studio.core.models.source import ModelLoadError
-    from studio.core.models.weights import check_weights
+    from studio.core.models.weights import check_weights, safetensors_files
 
     try:
         check_weights(folder, allow_pickle=config.model.allow_pickle, opt_in=TRAIN_OPT_IN,
                       require=Path(config.model.name_or_path).expanduser().is_dir())
     except ModelLoadError as error:
         raise ConfigError("model.name_or_path", config.model.name_or_path, str(error)) from None
+    if Path(config.model.name_or_path).expanduser().is_dir() or safetensors_files(folder):
+        return
+    from studio.core.models.source import hub_unreachable_reason
+
+    # A cached snapshot may hold only the config until the run downloads the weights: offline, it never will.
+    if (why := hub_unreachable_reason()) is not None:
+        raise ConfigError("model.name_or_path", config.model.name_or_path,
+                          f"its weights are not in the Hugging Face cache (only its config is) and the Hub cannot be "
+                          f"reached ({why}) to fetch them; download it first where the Hub can be reached")
 
 
 def check_init_adapter_fits(config: RunConfig) -> None:

@@ -763,7 +763,7 @@ def resolve_relative_paths(config: RunConfig, base: Path) -> None:
 
 
 def _is_hub_dataset_id(value: str) -> bool:
-    from studio.core.data.sources import looks_like_hub_id
+    from studio.core.system.paths import looks_like_hub_id
 
     return looks_like_hub_id(value)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from studio.core.data.encoding import (
     normalise_encoding,
 )
 from studio.core.data.issues import DataError, DataIssue
+from studio.core.system.paths import looks_like_hub_id  # the one rule for models and data
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
@@ -55,7 +55,6 @@ SOURCE_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "text", "saved", "fold
 TEXT_SPLITS = ("blank_lines", "file")
 """How a plain text file is cut into documents: at blank lines, or not at all (one document per file)."""
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TABLE_BATCH_ROWS = 1000
 TOO_DEEP = "nested too deeply to read (lists or objects inside each other about a thousand levels deep)"
 """Python's json parser recurses once per level: a record nested deeper than the recursion limit is a bad row."""
@@ -91,10 +90,6 @@ class Source:
         return "line" if self.kind in ("jsonl", "json", "csv", "tsv", "text") else "row"
 
 
-def looks_like_hub_id(spec: str) -> bool:
-    return bool(_HUB_ID.match(spec)) and not spec.lower().endswith(FILE_SUFFIXES)
-
-
 def resolve_source(spec: str | Path) -> Source:
     """Classify a path or Hub id; DataError when it is neither a readable source nor a Hub id."""
     text = str(spec).strip()
@@ -117,9 +112,21 @@ def resolve_source(spec: str | Path) -> Source:
                 return Source(text, kind, path)
         raise DataError(f"{path}: unsupported file type '{suffix}' (use {', '.join(FILE_SUFFIXES)}, a folder "
                         "saved with datasets' save_to_disk, or a Hugging Face Hub dataset id)")
+    if path.exists():  # a FIFO, a device (a symlink to /dev/zero): reading it could block or never end
+        raise DataError(f"{path}: not a regular file ({_special_kind(path)}); give a data file or folder")
     if looks_like_hub_id(text):
         return Source(text, "hub", None)
-    raise DataError(f"{path}: no such file")
+    raise DataError(f"{path}: no such file or folder")
+
+
+def _special_kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is, in words."""
+    import stat
+
+    mode = path.stat().st_mode
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"{kind}, through a link to {path.resolve()}" if path.is_symlink() else kind
 
 
 # ----------------------------------------------------------------------------------------------------

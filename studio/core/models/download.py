@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.core.models.source import _HUB_ID, _IGNORED_FILES, ModelSourceError
+from studio.core.models.source import _IGNORED_FILES, ModelSourceError, looks_like_hub_id
 from studio.core.system.paths import hf_cache_dir
 
 
@@ -130,7 +130,7 @@ def download_model(
     from huggingface_hub import HfApi, snapshot_download
 
     repo_id = repo_id.strip()
-    if not _HUB_ID.match(repo_id):
+    if not looks_like_hub_id(repo_id):
         raise ModelSourceError(f"{repo_id!r} is not a Hub id such as meta-llama/Llama-3.2-1B-Instruct")
     lock = threading.Lock()
     state = {"bytes": 0, "bytes_total": 0, "files": 0, "files_total": 0, "last": 0.0}

@@ -9,12 +9,11 @@ become a :class:`ModelSourceError` whose message says what to do.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.system.paths import hf_cache_dir, resource_path
+from studio.core.system.paths import hf_cache_dir, looks_like_hub_id, resource_path
 
 
 class ModelLoadError(ValueError):
@@ -26,7 +25,6 @@ BUNDLED_SHAPES_DIR = resource_path("model_configs")
 # Files a training run never needs: original checkpoints, other frameworks' weights, exports.
 _IGNORED_FILES = ["original/*", "*.pth", "consolidated*", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*",
                   "*.msgpack", "*.h5", "flax_model*", "tf_model*", "openvino/*", "*.ot", "coreml/*"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 class ModelSourceError(Exception):
@@ -102,20 +100,17 @@ def cached_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
 
 
 
-def looks_like_local_path(text: str) -> bool:
-    """A path, not a Hub id: absolute, relative with ./ ../ ~, or more than one slash ('org/name' is an id)."""
-    text = text.strip()
-    return Path(text).is_absolute() or text.startswith((".", "~")) or text.replace("\\", "/").count("/") > 1
-
-
 def missing_local_model(name_or_path: str) -> str | None:
-    """Why `name_or_path` names no model, when it is (or looks like) a local path; None for a model folder or
-    a Hub id (those are fetched, or read from the cache, when loaded)."""
+    """Why `name_or_path` names no model folder, when it is not a Hub id (`looks_like_hub_id`, the one rule); None
+    for a model folder or a Hub id (those are fetched, or read from the cache, when loaded: `unreachable_hub_model`
+    says when they cannot be)."""
     path = Path(name_or_path).expanduser()
-    if not name_or_path or not (path.exists() or looks_like_local_path(name_or_path)):
+    if not name_or_path or (not path.exists() and looks_like_hub_id(name_or_path)):
         return None
     if not path.exists():
-        return "no such folder"
+        bare_name = "/" not in name_or_path.replace("\\", "/") and not name_or_path.startswith(("~", "."))
+        # A bare name ("gpt2") may have been meant for the Hub, whose ids read org/name: say why it is not one.
+        return "no such folder, and not a Hub id (those read org/name)" if bare_name else "no such folder"
     if not path.is_dir():
         return "a file, not a model folder"
     if not (path / "config.json").is_file():
@@ -123,8 +118,31 @@ def missing_local_model(name_or_path: str) -> str | None:
     return None
 
 
-def looks_like_hub_id(text: str) -> bool:
-    return bool(_HUB_ID.match(text.strip())) and not Path(text).expanduser().exists()
+def hub_unreachable_reason() -> str | None:
+    """Why the Hub cannot be asked for files now (offline mode set, or no connection), or None."""
+    import os
+
+    from studio.core.data.sources import hub_is_reachable
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{name} is set"
+    if not hub_is_reachable():
+        return f"no connection to {os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}"
+    return None
+
+
+def unreachable_hub_model(name_or_path: str) -> str | None:
+    """Why a Hub id cannot be loaded on this machine now (not in the HF cache, and the Hub unreachable), or None
+    (a local path, a cached model, or a reachable Hub). Asked before a run folder exists: otherwise the run loads
+    the model, fails on the network and ends as a crashed run."""
+    if not looks_like_hub_id(name_or_path) or cached_snapshot(name_or_path) is not None:
+        return None
+    if (why := hub_unreachable_reason()) is None:
+        return None
+    return (f"not in the Hugging Face cache ({hf_cache_dir()}) and the Hub cannot be reached ({why}); download it "
+            f"first with `hf download {name_or_path}` (or the Config tab's Download button) where the Hub can be "
+            "reached, or give a model folder")
 
 
 # --------------------------------------------------------------------------------------- config.json

@@ -170,9 +170,7 @@ def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
         log.error("reading %s for %s failed:\n%s", request.spec, request.method, traceback.format_exc())
         raise DataError(f"{request.spec}: cannot be read ({type(error).__name__}: {error})") from error
     state.progress(1.0, len(read.examples))
-    return LoadedData(path=read.path, format=read.format, evidence=read.evidence, examples=read.examples,
-                      lines=read.lines, issues=read.issues, encoding=request.encoding, issue_total=read.issue_total,
-                      unit=read.unit)
+    return read.as_loaded_data(request.encoding)
 
 
 def load_model_tokenizer(name: str, *, trust_remote_code: bool, importing: Importing = nullcontext) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
@@ -17,6 +18,23 @@ def hf_cache_dir() -> Path:
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_ENDINGS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".tab", ".parquet", ".pq", ".txt", ".md", ".toml",
+                 ".safetensors", ".bin", ".gguf", ".zip")
+"""Name endings that make `books/moby-dick.txt` or `models/x.gguf` a missing file, not a Hub repository."""
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """The one rule for "a Hub id, not a path", for models and datasets alike: `org/name` (one slash, no
+    leading `/`, `./`, `../` or `~`), not ending like a file name, and nothing at that path on this machine.
+
+    Anything else that does not exist is a missing local path, so a typo in a folder name is told as one instead
+    of becoming a Hub download that fails (or, offline, a connection error)."""
+    text = str(text).strip()
+    return (bool(_HUB_ID.match(text)) and not text.lower().endswith(_FILE_ENDINGS)
+            and not Path(text).expanduser().exists())
+
 
 def hub_id_of(name_or_path: str) -> str:
     """The Hub id a model came from: itself for an id, 'org/name' for a snapshot folder of the HF cache

@@ -149,9 +149,10 @@ def record_failure(event: dict[str, Any], emit: Any, run_log: RunLog) -> int:
 
 
 def _load_config(config_path: Path, *, model: str | None, data: str | None, max_steps: int | None,
-                 allow_pickle: bool = False) -> Any:
-    from studio.core.config.preflight import check_sources
+                 allow_pickle: bool = False, skip_bad_rows: bool = False, encoding: str | None = None) -> Any:
     from studio.core.config.settings import ConfigError, load_config
+    from studio.core.data.issues import DataError
+    from studio.core.train.preflight import check_run, refusal_line
 
     try:
         config = load_config(config_path)
@@ -163,11 +164,41 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
             config.training.max_steps = max_steps
         if allow_pickle:
             config.model.allow_pickle = True
+        if skip_bad_rows:
+            config.data.skip_bad_rows = True
+        if encoding:
+            config.data.encoding = encoding
         config.validate()
-        check_sources(config)
+        check_run(config)  # everything the run would refuse, before its folder exists
+    except DataError as error:  # told for the command line: its flags, not the window's Skip bad rows box
+        raise TrainInputError(refusal_line(error, skip_bad_rows="add --skip-bad-rows",
+                                           encoding=lambda codec: f"--encoding {codec}")) from None
     except ConfigError as error:
-        raise TrainInputError(str(error)) from None
+        flags = {"model.name_or_path": "--model"} if model else {}
+        flags.update({"data.train_file": "--data"} if data else {})
+        flags.update({"data.encoding": "--encoding"} if encoding else {})
+        raise TrainInputError(_told_against(error, config_path, flags=flags)) from None
     return config
+
+
+def _told_against(error: Any, config_path: Path, *, flags: dict[str, str]) -> str:
+    """The refusal's one line, naming where the value came from: the flag that set it, else the config file.
+
+    A model path the config gives relative to itself is looked for next to it: a missing one is said so, with
+    the folder looked in (not as an unknown Hub id)."""
+    from studio.core.config.settings import FILE_KEY
+
+    if getattr(error, "key", None) in flags:
+        return f"{flags[error.key]} {str(error.value)!r}: {error.reason}"
+    value = str(getattr(error, "value", ""))
+    if (error.key == "model.name_or_path" and str(error.reason).startswith("no such folder")
+            and not Path(value).expanduser().is_absolute()):
+        looked_in = config_path.resolve().parent / value
+        return (f"{config_path}: model.name_or_path = {value!r}: no folder `{value}` next to {config_path.name} "
+                f"(looked in {looked_in}), and not a Hub id (those read org/name)")
+    if getattr(error, "source", None) is None and error.key != FILE_KEY:
+        return f"{config_path}: {error}"
+    return str(error)
 
 
 def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str | None,
@@ -200,7 +231,8 @@ def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str
 
 
 def train_child(config_path: Path, *, model: str | None = None, data: str | None = None, output: Path | None = None,
-                max_steps: int | None = None, resume: str | None = None, allow_pickle: bool = False) -> int:
+                max_steps: int | None = None, resume: str | None = None, allow_pickle: bool = False,
+                skip_bad_rows: bool = False, encoding: str | None = None) -> int:
     """Train `config_path` (with the command line's overrides) into a run folder; the exit status.
 
     `resume` is None (a new run), 'latest' (the run's latest checkpoint) or a checkpoint folder. Raises
@@ -210,7 +242,8 @@ def train_child(config_path: Path, *, model: str | None = None, data: str | None
     from studio.core.train import hooks
 
     hooks.load_test_hooks()  # a test seam; nothing outside tests
-    config = _load_config(config_path, model=model, data=data, max_steps=max_steps, allow_pickle=allow_pickle)
+    config = _load_config(config_path, model=model, data=data, max_steps=max_steps, allow_pickle=allow_pickle,
+                          skip_bad_rows=skip_bad_rows, encoding=encoding)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     run_dir, resume_from = _run_folder(config, Path(config_path), output, resume, main_process)
 

@@ -34,6 +34,10 @@ class DiskFullError(OSError):
 
 
 
+_RUST_DISK_FULL = re.compile(rf"\(os error ({errno.ENOSPC}|{getattr(errno, 'EDQUOT', errno.ENOSPC)})\)")
+"""How Rust's std::io::Error ends its text for ENOSPC and EDQUOT (the safetensors writer's full disk)."""
+
+
 def folder_size(folder: Path) -> int:
     """Bytes in the files under `folder` (0 if it is gone)."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
@@ -53,6 +57,10 @@ def is_disk_full(error: BaseException) -> bool:
         text = str(error)
         if isinstance(error, RuntimeError) and ("No space left on device" in text
                                                 or ("inline_container" in text and "unexpected pos" in text)):
+            return True
+        # safetensors writes in Rust and raises its own SafetensorError (not an OSError) with the io error as text:
+        # "Error while serializing: I/O error: No space left on device (os error 28)".
+        if _RUST_DISK_FULL.search(text):
             return True
         error = error.__cause__ or error.__context__
     return False

@@ -29,6 +29,7 @@ from studio.core.data.shape import (
 )
 from studio.core.data.sources import BrokenDocumentError, open_records, resolve_source
 from studio.core.data.split import held_out_split
+from studio.core.data.table import LoadedData
 from studio.core.runs.events import make_event
 
 MAX_KEPT_ISSUES = 1000
@@ -48,10 +49,18 @@ class PreferenceData:
     issues: list[DataIssue] = field(default_factory=list)
     issue_total: int = 0
     unit: str = "line"
+    source_kind: str = ""
 
     @property
     def issue_count(self) -> int:
         return max(self.issue_total, len(self.issues))
+
+    def as_loaded_data(self, encoding: str) -> LoadedData:
+        """These examples as the data layer's LoadedData, for what shows data whatever the method (the Dataset
+        tab's table, `data inspect`'s report): read by this reader, so they show what the run will train on."""
+        return LoadedData(path=Path(self.path), format=self.format, evidence=self.evidence, examples=self.examples,
+                          lines=self.lines, issues=self.issues, source_kind=self.source_kind, encoding=encoding,
+                          issue_total=self.issue_total, unit=self.unit)
 
     def labels(self) -> Counter[bool]:
         return Counter(bool(e["label"]) for e in self.examples if "label" in e)
@@ -73,7 +82,8 @@ def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str,
     except ValueError as error:
         raise DataError(f"{source.label}: {error}") from None
     stream = open_records(source, encoding=encoding, split=split)
-    data = PreferenceData(path=str(source.label), method=method, format="", evidence="", unit=source.unit)
+    data = PreferenceData(path=str(source.label), method=method, format="", evidence="", unit=source.unit,
+                          source_kind=source.kind)
     shapes: Counter[str] = Counter()
     evidence: dict[str, str] = {}
 

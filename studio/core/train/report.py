@@ -10,6 +10,11 @@ import time
 from typing import Any, Callable
 
 
+TERMINAL_BAD_ROWS_HINT = ("Fix or remove the rows listed, or add --skip-bad-rows (data.skip_bad_rows) to train on the "
+                          "others, then start again.")
+"""What a terminal is told to do about bad rows: `train`'s flag, where the window names its Skip bad rows box."""
+
+
 def event_line(event: dict[str, Any], total_steps: int | None = None) -> str | None:
     """A compact human line (or two) per event for the terminal (the events file holds the full record);
     `total_steps` (from the run's `started` event) completes the `finished` line."""
@@ -42,7 +47,10 @@ def event_line(event: dict[str, Any], total_steps: int | None = None) -> str | N
         return line + (f"\n{event['message']}" if event.get("message") else "")
     if kind == "failed":
         line = f"run failed ({event['kind']}): {event['message']}"
-        return line + (f"\n  what to do: {event['hint']}" if event.get("hint") else "")
+        hint = event.get("hint")
+        if event["kind"] == "data" and event.get("issues"):
+            hint = TERMINAL_BAD_ROWS_HINT  # the event's hint names the window's Skip bad rows box
+        return line + (f"\n  what to do: {hint}" if hint else "")
     return None
 
 

@@ -187,13 +187,18 @@ class QtTrainingTab(QWidget):
         if self.is_running:
             return None
         config = copy_config(config)
+        from studio.core.data.issues import DataError
+        from studio.core.train.preflight import check_run, refusal_line
+
         try:
             config.validate()
-            from studio.core.config.preflight import check_sources
-
-            check_sources(config)
+            check_run(config)  # the CLI's preflight: nothing the run would refuse becomes a failed run
         except ConfigError as error:
             self._set_status("not started", f"Cannot start: {error}")
+            return None
+        except DataError as error:
+            line = refusal_line(error, skip_bad_rows="tick Skip bad rows when training on the Dataset tab")
+            self._set_status("not started", f"Cannot start: {line}")
             return None
         run_dir = self.store.new_run(config.name, config.model.name_or_path)
         config.name = run_dir.name

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
 from studio.core.config.settings import field_help
 from studio.core.system.units import format_bytes
 from studio.core.models.download import DownloadProgress, download_model
-from studio.core.models.source import ModelSourceError, cached_snapshot, list_cached_models, looks_like_hub_id
-from studio.core.system.paths import hf_cache_dir
+from studio.core.models.source import ModelSourceError, cached_snapshot, list_cached_models
+from studio.core.system.paths import hf_cache_dir, looks_like_hub_id
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
