@@ -127,6 +127,7 @@ def test_kto_splits_pairs_and_the_column_mapping_applies(tmp_path):
     assert "split into a desirable and an undesirable reply" in data.evidence
 
 
+@pytest.mark.timeout(120)  # a regex reward without a bound would stall here for hours
 def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
     from studio.core.train.methods import reward_functions
 
@@ -148,7 +149,14 @@ def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
     assert tool_call([None], conversational, expected=[want]) == [1.0]
     assert length([None, None], ["", ""], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
 
-    config.training.rewards = ["bleu=1"]
+    config.training.rewards, config.training.reward_pattern = ["regex=1"], r"(a|aa)+$"
+    config.training.length_penalty = 0.0
+    (regex,), _ = reward_functions(config)
+    # A catastrophically backtracking pattern is stopped after a second per reply and scores 0: one bad reward
+    # pattern cannot stall a GRPO step (with `re` this reply would take hours).
+    assert regex([None] * 2, ["a" * 80 + "!", "baaaa"], expected=["", ""]) == [0.0, 1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["bleu=1"], ""
     with pytest.raises(ConfigError, match="training.rewards.*unknown metric 'bleu'"):
         reward_functions(config)
     config.training.rewards = ["regex"]
