@@ -318,6 +318,7 @@ def run_training(
     )
     from studio.core.train.callback import StudioCallback
     from studio.core.train.scores import held_out_cases, scores_callback
+    from studio.core.models.trained_base import keep_4bit_weights_unpacked
     from studio.core.train.factories import (
         cpu_thread_count,
         early_stopping_active,
@@ -357,6 +358,7 @@ def run_training(
     hooks.reached("model_load")  # a test seam: tests kill the process here
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path,
                                                  **_model_load_kwargs(config, hardware, fast.attn_implementation))
+    keep_4bit_weights_unpacked(model)  # evaluations in between must not leave the layers without gradients
     if fast.liger:
         not_applied = apply_liger(model)  # before SFTTrainer wraps the model with PEFT
         if not_applied:
