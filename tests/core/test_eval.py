@@ -129,6 +129,20 @@ def test_the_cli_scores_the_tuned_demo_adapter_right_and_the_base_wrong(trained_
     assert json.loads((folder / "summary.json").read_text(encoding="utf-8")) == summary
     assert "base: " in result.stderr and "examples/s" in result.stderr, "progress on stderr"
 
+    # The demo's four calls are the <tool_code>name({...})</tool_code> form the tool-call metric reads: the
+    # untrained base makes none of them, the tuned adapter all four; the six other cases expect no call, and the
+    # summary says so beside the score, so the base's 6/10 (or a 10/10) is not read as a learned call.
+    base_calls, tuned_calls = (summary["models"][m]["metrics"]["tool_call"] for m in ("base", "run"))
+    assert base_calls["cases_expecting_a_call"] == tuned_calls["cases_expecting_a_call"] == 4
+    assert base_calls["parts"]["call_present"] == {"passed": 0, "total": 4}
+    assert tuned_calls["parts"]["call_present"] == tuned_calls["parts"]["arguments_right"] == {"passed": 4, "total": 4}
+    assert base_calls["passed"] <= 6 and tuned_calls["passed"] == 10
+    table = run_studio("eval", trained_run, "--data", demo_assets.dataset_path, "--metric", "exact,tool_call",
+                       "--base", "--max-new-tokens", 60)  # every reply kept: the table from the stored results
+    assert table.returncode == 0, table.stderr[-3000:]
+    [row] = [line for line in table.stdout.splitlines() if line.startswith("tool_call")]
+    assert row.split()[:5] == ["tool_call", "(4", "expect", "a", "call)"] and "10/10" in row
+
 
 @pytest.mark.slow
 def test_bad_input_exits_2_with_one_clear_line(trained_run, demo_assets, run_studio, tmp_path):

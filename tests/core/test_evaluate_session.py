@@ -87,8 +87,10 @@ def test_the_summary_counts_each_models_passes_per_metric(session):
     summary = session.summary()
     assert list(summary) == ["base", "a", "b"]
     assert summary["base"]["exact"] == Count(2, 4) and str(summary["a"]["exact"]) == "2/4"
-    assert summary["b"]["tool_call"] == Count(4, 4) and summary["a"]["tool_call"].share == 0.75
-    assert summary["base"]["tool_call"] == Count(3, 4), "no call expected and none made counts as right"
+    assert summary["b"]["tool_call"] == Count(4, 4, 1) and summary["a"]["tool_call"].share == 0.75
+    assert summary["base"]["tool_call"] == Count(3, 4, 1), "no call expected and none made counts as right"
+    # The chart says how many cases expect a call: the base's 3/4 is three no-call cases, not a learned call.
+    assert session.metric_titles() == {"exact": "Exact", "tool_call": "Tool call (1 expect a call)"}
 
 
 def test_a_wrong_argument_is_marked_in_the_reply_and_in_the_expected_reply(session):

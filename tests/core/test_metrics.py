@@ -55,6 +55,38 @@ def test_regex_searches_the_reply_with_the_users_pattern():
     assert not regex_match("no number here", "", pattern=r"\d+").passed
 
 
+@pytest.mark.timeout(60)
+def test_a_catastrophically_backtracking_regex_is_a_failure_with_its_reason_not_a_stall():
+    import time
+
+    # `(a+)+$` took 17 s with `re` on a 29-character reply; `regex` sees through it and answers at once.
+    started = time.monotonic()
+    assert not regex_match("a" * 28 + "!", "", pattern=r"(a+)+$").passed
+    # `(a|aa)+$` defeats `regex` too (about 2**n steps): it is stopped after a second and counted as a failure.
+    stalled = build_metric("regex", pattern=r"(a|aa)+$")("a" * 80 + "!", "")
+    assert not stalled.passed and stalled.score == 0.0
+    assert stalled.reason == "the pattern took over 1 s on this reply (catastrophic backtracking?)"
+    assert time.monotonic() - started < 20  # generous: the bound is 1 s per match on a shared machine
+    # The same pattern still matches where it can, quickly.
+    assert build_metric("regex", pattern=r"(a|aa)+$")("baaaa", "").passed
+
+
+def test_users_patterns_compile_and_match_as_they_do_with_re():
+    import re
+
+    for pattern, reply in [(r"order \d{5}", "Your order 12345"), (r"(?P<n>a)(?P=n)", "xaa"), (r"^\w+\(", "f(x)"),
+                           (r"(?i)fiber\s+500", "FIBER  500"), (r"<tool_code>\w+\(", '<tool_code>get_bill({})'),
+                           (r"[^\W\d_]+", "123 İzmir"), (r"\bTL\b", "450 TL.")]:
+        ours = regex_match(reply, "", pattern=pattern)
+        theirs = re.search(pattern, reply)
+        assert ours.passed and ours.detail["match"] == theirs.group(0), pattern
+    for broken in ["(unclosed", "a{2,1}", "*x", "[0-9"]:
+        with pytest.raises(re.error):
+            re.compile(broken)
+        with pytest.raises(MetricError, match="does not compile"):
+            build_metric("regex", pattern=broken)
+
+
 def test_a_regex_that_does_not_compile_is_an_error_naming_it():
     with pytest.raises(MetricError, match=r"regex '\(unclosed' does not compile: missing \)"):
         build_metrics(["regex"], pattern="(unclosed")

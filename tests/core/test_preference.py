@@ -127,6 +127,7 @@ def test_kto_splits_pairs_and_the_column_mapping_applies(tmp_path):
     assert "split into a desirable and an undesirable reply" in data.evidence
 
 
+@pytest.mark.timeout(120)  # a regex reward without a bound would stall here for hours
 def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
     from studio.core.train.methods import reward_functions
 
@@ -148,7 +149,14 @@ def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
     assert tool_call([None], conversational, expected=[want]) == [1.0]
     assert length([None, None], ["", ""], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
 
-    config.training.rewards = ["bleu=1"]
+    config.training.rewards, config.training.reward_pattern = ["regex=1"], r"(a|aa)+$"
+    config.training.length_penalty = 0.0
+    (regex,), _ = reward_functions(config)
+    # A catastrophically backtracking pattern is stopped after a second per reply and scores 0: one bad reward
+    # pattern cannot stall a GRPO step (with `re` this reply would take hours).
+    assert regex([None] * 2, ["a" * 80 + "!", "baaaa"], expected=["", ""]) == [0.0, 1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["bleu=1"], ""
     with pytest.raises(ConfigError, match="training.rewards.*unknown metric 'bleu'"):
         reward_functions(config)
     config.training.rewards = ["regex"]
@@ -316,6 +324,10 @@ def test_continue_config_keeps_the_runs_loading_and_points_at_its_adapter(traine
     assert dpo.data.train_file == "" and dpo.name == ""  # an SFT run's chat data holds no pairs: the user picks them
     grpo = continue_config(trained_run, "grpo")
     assert grpo.data.train_file == sft.data.train_file  # a chat record's last reply is GRPO's expected reply
+    # Gentler than the SFT run (test_continuing_with_dpo_or_kto_keeps_the_tool_calls_sft_taught measures why).
+    assert dpo.training.learning_rate == grpo.training.learning_rate == pytest.approx(sft.training.learning_rate / 10)
+    assert dpo.training.dpo_sft_weight == 1.0
+    assert continue_config(trained_run, "orpo").training.learning_rate == sft.training.learning_rate
     with pytest.raises(ConfigError, match="training.method"):
         continue_config(trained_run, "ppo")
 
@@ -382,6 +394,72 @@ def test_dpo_continuing_from_the_sft_run_keeps_greedy_chat_on_the_chosen_answers
     assert dpo_chosen >= 8 and dpo_chosen >= sft_chosen and dpo_rejected == 0
 
 
+def _bill_prompts(count: int = 10) -> list[tuple[str, str]]:
+    """(question, the right call) for `count` phone lines: a call is right only with the line's own number."""
+    import random
+
+    rng = random.Random(7)
+    phones = ["05" + "".join(rng.choice("0123456789") for _ in range(9)) for _ in range(count)]
+    return [(f"What is the bill of line {p}?", f'<tool_code>get_bill({{"phone": "{p}"}})</tool_code>') for p in phones]
+
+
+def _tool_call_scores(run_with_base: Path, adapters: list[Path], dataset: Path) -> list[int]:
+    """Per adapter (the run's own first, then `adapters`): the prompts of `dataset` whose greedy reply makes exactly
+    the expected call."""
+    from studio.core.chat.model import ChatModel
+    from studio.core.eval.cases import load_eval_set
+    from studio.core.eval.generate import generate_batch
+    from studio.core.metrics.tool_calls import tool_call_match
+
+    cases = load_eval_set(dataset).cases
+    chat = ChatModel.load(run_with_base, adapters)
+    try:
+        return [sum(tool_call_match(g.reply, case.expected).passed
+                    for g, case in zip(generate_batch(chat, name, cases, max_new_tokens=48, with_loss=False), cases))
+                for name in chat.adapters]
+    finally:
+        chat.unload()
+
+
+@pytest.mark.slow
+def test_continuing_with_dpo_or_kto_keeps_the_tool_calls_sft_taught(demo_assets, tmp_path):
+    """SFT teaches ten right calls (each with its line's number), then "Continue with…" DPO and KTO, as configured
+    by continue_config, on pairs whose rejected call names another line.
+
+    Measured (demo model, 60 SFT steps at 3e-3, then 30 steps): SFT 7/10 right calls; at the SFT run's rate (the
+    old continuation) DPO left 0/10 and KTO 0/10, every number turned to noise; with a tenth of the rate (and for
+    DPO the supervised term, weight 1) DPO 10/10 and KTO 10/10. ORPO, whose loss has its own supervised term,
+    kept 9/10 at either rate."""
+    from studio.core.sessions.continuation import continue_config
+
+    prompts = _bill_prompts()
+    chats = _write_jsonl(tmp_path / "calls.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": c}]} for q, c in prompts])
+    wrong = prompts[3:] + prompts[:3]  # another line's call
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": q, "chosen": c, "rejected": w}
+                                                    for (q, c), (_, w) in zip(prompts, wrong)])
+    labelled = _write_jsonl(tmp_path / "kto.jsonl", [row for (q, c), (_, w) in zip(prompts, wrong) for row in (
+        {"prompt": q, "completion": c, "label": True}, {"prompt": q, "completion": w, "label": False})])
+    sft = load_config(demo_assets.config_path)
+    sft.data.train_file, sft.training.save_steps = str(chats), 1000
+    sft_run, status = _train(sft, tmp_path / "sft")
+    assert status == "completed"
+
+    adapters = []
+    for method, data in (("dpo", pairs), ("kto", labelled)):
+        config = continue_config(sft_run.path, method)
+        config.data.train_file = str(data)
+        config.training.max_steps, config.training.save_steps = 30, 1000
+        run, status = _train(config, tmp_path / method)
+        assert status == "completed"
+        adapters.append(run.adapter_dir)
+
+    before, dpo, kto = _tool_call_scores(sft_run.path, adapters, chats)  # the run's own adapter comes first
+    print(f"\nright tool calls of 10: SFT {before}, continued with DPO {dpo}, with KTO {kto}")
+    assert before >= 6, "the SFT run learnt the calls"
+    assert dpo >= before and kto >= before, "the continuation kept what SFT taught"
+
+
 SFT_STEPS, GRPO_STEPS, GRPO_LR, GRPO_TEMPERATURE = 25, 60, 3e-4, 0.7
 
 TOOL_CALLS = [
@@ -409,7 +487,9 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
     temperature 0.7), mean tool-call reward of the first and last thirds of the run: 0.083 -> 0.136 (seed 42),
     0.105 -> 0.147 (seed 1), 0.088 -> 0.116 (seed 2). At TRL's default temperature 1.0 this 2-layer model samples
     noise, every reply of a group scores the same and nothing is learnt (0.07 -> 0.00); at lr 3e-3 the policy
-    collapses (0.49 -> 0.13); from a 40-step SFT the calls are already right (0.84 -> 0.84)."""
+    collapses (0.49 -> 0.13); from a 40-step SFT the calls are already right (0.84 -> 0.84). Since the demo's
+    tokenizer learnt the <tool_code> form and training keeps the 4-bit weights unpacked (issue 21): 0.53 -> 0.59
+    (seed 42)."""
     from studio.core.sessions.continuation import continue_config
 
     calls = _tool_call_chats(tmp_path)

@@ -56,3 +56,28 @@ def test_a_run_without_a_finished_adapter_cannot_be_continued(qtbot, view):
     assert view.continue_selected("dpo") is None
     assert view.info_label.text().startswith("Cannot continue this run:")
     assert "model.init_adapter" in view.info_label.text()
+
+
+def test_the_config_tab_says_why_a_continuation_trains_gentler(qtbot, view, trained_run, tmp_path, monkeypatch):
+    from studio.core.config.settings import load_config
+    from studio.ui.tabs.config_tab import QtConfigTab
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    sft = load_config(trained_run / "run.toml")
+    _select(view, "sft-demo")
+    tab = QtConfigTab(gpu=None)
+    qtbot.addWidget(tab)
+    tab.set_config(view.continue_selected("dpo"))
+    assert tab.learning_rate.value() == pytest.approx(sft.training.learning_rate / 10)
+    assert tab.dpo_sft_weight.value() == 1.0
+    note = tab.method_note.text()
+    assert note.startswith("Reads prompt / chosen / rejected records")  # the method's data line stays first
+    assert "Continuing an adapter" in note and "a tenth of that rate and Supervised weight 1" in note
+
+    tab.set_config(view.continue_selected("orpo"))
+    assert tab.learning_rate.value() == pytest.approx(sft.training.learning_rate)
+    assert "ORPO's loss has its own supervised term" in tab.method_note.text()
+
+    tab.set_config(sft)  # no adapter continued: no such note
+    tab.method.setCurrentIndex(tab.method.findData("dpo"))
+    assert "Continuing" not in tab.method_note.text()

@@ -63,10 +63,17 @@ def format_summary(outcome: EvalOutcome) -> str:
     rows: list[list[str]] = [["", *models]]
     for metric in summary["metric_names"]:
         row = [metric]
+        # tool_call passes a case that expects no call when the reply makes none: say how many expect one, so a
+        # 10/10 earned on no-call cases is not read as a learned call (on the row when the columns agree).
+        expecting = {summary["models"][m]["metrics"][metric].get("cases_expecting_a_call") for m in models}
+        if len(expecting) == 1 and (count := expecting.pop()) is not None:
+            row[0], expecting = f"{metric} ({count} expect a call)", set()
         for model in models:
             entry = summary["models"][model]["metrics"][metric]
             mean = f" ({entry['mean_score']:.2f})" if entry["mean_score"] is not None else ""
-            row.append(f"{entry['passed']}/{entry['total']}{mean}")
+            note = (f", {entry['cases_expecting_a_call']} expect a call"
+                    if expecting and entry.get("cases_expecting_a_call") is not None else "")
+            row.append(f"{entry['passed']}/{entry['total']}{mean}{note}")
         rows.append(row)
         parts = {part for model in models for part in summary["models"][model]["metrics"][metric].get("parts", {})}
         for part in sorted(parts, key=["call_present", "right_function", "arguments_right", "valid_json",

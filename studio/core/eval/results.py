@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from studio.core.metrics.tool_calls import cases_expecting_a_call
 from studio.core.runs.history import EVAL_SUMMARY_FILE as SUMMARY_FILE  # noqa: F401 - the Runs view reads the scores from it
 
 RESULTS_FILE = "results.jsonl"
@@ -88,6 +89,8 @@ def summarise(records: Sequence[dict[str, Any]], models: Sequence[str], metrics:
                     counts[1] += 1
             if parts:
                 entry["parts"] = {part: {"passed": a, "total": n} for part, (a, n) in parts.items()}
+                if (expecting := cases_expecting_a_call(entry["parts"])) is not None:
+                    entry["cases_expecting_a_call"] = expecting
             per_metric[metric] = entry
         nll = sum(r["loss"] * r["loss_tokens"] for r in rows if r.get("loss") is not None)
         tokens = sum(r["loss_tokens"] for r in rows if r.get("loss") is not None)

@@ -5,15 +5,24 @@ Turkish i needs care because Python's case folding is not Turkish: "İ".casefold
 dot, and "I" folds to "i" where Turkish writes "ı". By default the four letters İ, I, i, ı count as one
 (a model that writes "Izmir" or "IZMIR" for "İzmir" is right, and so is "ISPARTA" for "ısparta");
 `turkish=True` keeps Turkish casing instead: İ↔i and I↔ı, dotted and dotless i then differ.
+
+The user's regular expressions (the regex metric, GRPO's regex reward) run under the `regex` library, not `re`:
+a pattern such as `(a|aa)+$` backtracks exponentially, and `re` has no way to stop a match (`(a+)+$` took 17 s
+on a 29-character reply), while `regex` takes a `timeout`. VERSION0 is `re`'s syntax and behaviour, so a pattern
+compiles and matches as the user tested it with `re`.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from functools import lru_cache
 
+import regex
+
 from studio.core.metrics.result import MetricResult, verdict
+
+PATTERN_TIMEOUT_S = 1.0
+"""How long one match of a user's pattern may take on one reply before it counts as a failure."""
 
 DEFAULT_CHRF_PASS = 0.7
 """chrF (0..1) from which a reply counts as passed: near-paraphrase, not merely on topic."""
@@ -57,17 +66,24 @@ class PatternError(ValueError):
 
 
 @lru_cache(maxsize=64)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """The user's pattern as every caller matches it; also the one check that it compiles (the metric's and the
+    reward's validation), so what is accepted is what runs."""
     try:
-        return re.compile(pattern)
-    except re.error as error:
+        return regex.compile(pattern, regex.VERSION0)
+    except regex.error as error:
         where = f" at position {error.pos}" if error.pos is not None else ""
         raise PatternError(f"regex {pattern!r} does not compile: {error.msg}{where}") from None
 
 
 def regex_match(reply: str, expected: str, *, pattern: str) -> MetricResult:
-    """The user's pattern is found in the reply (re.search); `expected` is not used."""
-    found = compile_pattern(pattern).search(reply)
+    """The user's pattern is found in the reply (a search); `expected` is not used. A match that runs past
+    PATTERN_TIMEOUT_S is a failure saying so, so one pathological pattern cannot stall an eval or a GRPO step."""
+    try:
+        found = compile_pattern(pattern).search(reply, timeout=PATTERN_TIMEOUT_S)
+    except TimeoutError:
+        return verdict(False, {"reason": f"the pattern took over {PATTERN_TIMEOUT_S:g} s on this reply "
+                                         "(catastrophic backtracking?)"})
     if found is None:
         return verdict(False, {"reason": f"no match for {pattern!r}"})
     return verdict(True, {"match": found.group(0), "span": [found.start(), found.end()]})

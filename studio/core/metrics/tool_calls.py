@@ -296,6 +296,15 @@ def compare_calls(expected: list[ToolCall], got: list[ToolCall]) -> tuple[list[C
     return pairs, left
 
 
+def cases_expecting_a_call(parts: Mapping[str, Mapping[str, int]] | None) -> int | None:
+    """How many scored cases expect a call, from a summary's counts of tool_call's checks (`parts`: each check's
+    passed/total); None when these are not tool_call's. A case that expects no call passes by making none, so a
+    "10/10" says a call was learned only for this many of the ten: summaries and charts show it beside the score."""
+    if not parts or not ({"call_present", "no_call_expected"} & set(parts)):
+        return None
+    return int((parts.get("call_present") or {}).get("total", 0))
+
+
 def tool_call_match(reply: str, expected: str | Mapping[str, Any]) -> MetricResult:
     """Passed when the reply makes exactly the expected calls: the same functions, every argument JSON-equal
     (key order ignored), valid JSON, nothing extra. The score gives partial credit per call; `detail` has the

@@ -204,6 +204,25 @@ def load_causal_lm(name_or_path: str, *, trust_remote_code: bool, allow_pickle: 
         raise _load_error(name_or_path, error, setting) from None
 
 
+def keep_4bit_weights_unpacked(model: Any) -> int:
+    """Stop bitsandbytes repacking the 4-bit weights for its CPU inference kernel; returns the layers changed.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.49+) repacks a Linear4bit's weight in place on its first forward
+    in eval mode (`Linear4bit.forward` → `_convert_weight_packed_for_cpu`, block scales cast to bfloat16) and from
+    then on computes it with `gemv_4bit`, training mode included. That op has no autograd kernel, so after the
+    first evaluation of a run, or a GRPO generation or a score while training, no gradient flows through any
+    base layer (torch warns "gemv_4bit: an autograd kernel was not registered … silently incorrect behavior") and
+    the layers compute on other weights than the adapter is saved for. Measured on the demo: the input gradient of
+    a repacked layer is None instead of the dequantised weight's. The flag is bitsandbytes' own switch for it.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 def load_base_as_trained(trained: TrainedBase, *, weights: BaseWeights, dtype: Any, device: str,
                          trust_remote_code: bool | None = None) -> tuple[Any, str]:
     """The base for chat or evaluation: quantised as in training unless `weights` says ORIGINAL.

@@ -84,6 +84,8 @@ class ExampleRow:
 class Count:
     passed: int
     total: int
+    expecting_a_call: int | None = None
+    """For tool_call: how many of the cases expect a call (the others pass by making none)."""
 
     @property
     def share(self) -> float:
@@ -233,8 +235,19 @@ class EvaluateSession:
         """Per model, per metric: how many of its replies so far passed."""
         names = self.metric_names()
         models = summarise(list(self.records.values()), self.columns, names)
-        return {model: {metric: Count(entry["metrics"][metric]["passed"], entry["metrics"][metric]["total"])
+        return {model: {metric: Count(entry["metrics"][metric]["passed"], entry["metrics"][metric]["total"],
+                                      entry["metrics"][metric].get("cases_expecting_a_call"))
                         for metric in names} for model, entry in models.items()}
+
+    def metric_titles(self) -> dict[str, str]:
+        """Each scored metric's name as the chart labels it; tool_call's says how many cases expect a call, so a
+        full bar earned on cases that expect none is never taken for a learned call."""
+        titles = {name: METRICS[name].title for name in self.metric_names()}
+        expecting = [count.expecting_a_call for counts in self.summary().values() for name, count in counts.items()
+                     if name == "tool_call" and count.expecting_a_call is not None]
+        if "tool_call" in titles and expecting:
+            titles["tool_call"] += f" ({max(expecting)} expect a call)"
+        return titles
 
     def rows(self, which: str = ALL) -> list[ExampleRow]:
         """The examples (in the eval set's order) that `which` (one of FILTERS) keeps, judged by judging_metric."""

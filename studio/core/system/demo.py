@@ -21,7 +21,7 @@ from pathlib import Path
 
 from studio.core.system.paths import resource_path, user_data_dir
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 """Bump whenever the built files change; an older demo on disk is then rebuilt."""
 
 SEED = 1234

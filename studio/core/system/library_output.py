@@ -6,6 +6,7 @@ remove it when the library stops printing the message.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -22,6 +23,31 @@ def silence_known_library_warnings() -> None:
     # name; tests/core/test_library_output.py fails once PEFT stops warning, so the filter goes with the cause.
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
                             module=r"transformers\.modeling_utils")
+    # bitsandbytes 0.50 (backends/cpu/ops.py), on a CPU with AVX512-BF16, asks the Hub's `kernels` package for
+    # kernels-community's gemm_4bit_forward when it is imported, and logs "Failed to load CPU gemm_4bit_forward
+    # from kernels-community: … could not verify publisher trust status … `pip install kernels`" in every
+    # process that loads a 4-bit model. The studio never runs Hub code it was not allowed to (that would need
+    # trust_remote_code), and there is no setting that skips the attempt: bitsandbytes then uses its own C++
+    # kernel, for inference only (training keeps the weights unpacked: trained_base.keep_4bit_weights_unpacked).
+    # Installing `kernels` does not help; the line only misled. tests/core/test_library_output.py fails once
+    # bitsandbytes stops logging it.
+    cpu_ops = logging.getLogger("bitsandbytes.backends.cpu.ops")  # the same logger bitsandbytes takes on import
+    if _HUB_KERNEL_FALLBACK not in cpu_ops.filters:
+        cpu_ops.addFilter(_HUB_KERNEL_FALLBACK)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose format string starts with `start`; every other record passes."""
+
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+_HUB_KERNEL_FALLBACK = _DropMessage("Failed to load CPU gemm_4bit_forward from kernels-community")
 
 
 def hide_weight_loading_bars() -> None:

@@ -308,7 +308,6 @@ def run_training(
     emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
     import transformers
-    from studio.core.models.trained_base import load_causal_lm
     from trl import SFTTrainer
 
     from studio.core.plan.speedups import (
@@ -318,6 +317,7 @@ def run_training(
     )
     from studio.core.train.callback import StudioCallback
     from studio.core.train.scores import held_out_cases, scores_callback
+    from studio.core.models.trained_base import keep_4bit_weights_unpacked, load_causal_lm
     from studio.core.train.factories import (
         cpu_thread_count,
         early_stopping_active,
@@ -359,6 +359,7 @@ def run_training(
     model = load_causal_lm(config.model.name_or_path, allow_pickle=config.model.allow_pickle,
                            setting="model.trust_remote_code", pickle_opt_in="model.allow_pickle = true",
                            **_model_load_kwargs(config, hardware, fast.attn_implementation))
+    keep_4bit_weights_unpacked(model)  # evaluations in between must not leave the layers without gradients
     if fast.liger:
         not_applied = apply_liger(model)  # before SFTTrainer wraps the model with PEFT
         if not_applied:

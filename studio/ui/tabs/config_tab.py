@@ -40,6 +40,7 @@ from studio.core.sessions.config import (
     METHOD_FIELDS, LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
     fast_path_line, fit_card, fit_preset, fit_to_card, method_data_note, method_shows, target_shortcut, train_command,
 )
+from studio.core.sessions.continuation import continuation_note
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.units import format_bytes
@@ -754,7 +755,9 @@ class QtConfigTab(QWidget):
         form = self.method_box.layout()
         for name in {field for fields in METHOD_FIELDS.values() for field in fields}:
             form.setRowVisible(getattr(self, name), method_shows(method, name))
-        self.method_note.setText(method_data_note(method))
+        # A continued adapter says why its rate and supervised term are what "Continue with…" chose.
+        notes = [method_data_note(method), continuation_note(self.current_config())]
+        self.method_note.setText("\n".join(note for note in notes if note))
         self.reward_pattern.setEnabled(self.rewards.is_checked("regex"))
 
     def _show_fast_path(self) -> None:

@@ -205,6 +205,8 @@ class QtEvaluateTab(QWidget):
         self.chart.setMinimumHeight(150)
         self.chart.setYRange(0, 1.25, padding=0)
         self.bars: list[pg.BarGraphItem] = []
+        self.metric_ticks: list[str] = []
+        """The chart's metric labels under the bars, left to right."""
 
         self.filter_box = QComboBox()
         for name in FILTERS:
@@ -445,7 +447,9 @@ class QtEvaluateTab(QWidget):
                 label.setPos(float(x), count.share + 0.01)
                 plot.addItem(label)
                 self.bar_labels.append(label)
-        plot.getAxis("bottom").setTicks([[(i, METRICS[name].title) for i, name in enumerate(metrics)]])
+        titles = self.session.metric_titles()
+        self.metric_ticks = [titles[name] for name in metrics]
+        plot.getAxis("bottom").setTicks([list(enumerate(self.metric_ticks))])
         plot.setXRange(-0.55, len(metrics) - 0.45, padding=0)
         plot.setYRange(0, 1.25, padding=0)
 
