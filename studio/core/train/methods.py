@@ -80,10 +80,14 @@ def reward_functions(config: RunConfig) -> tuple[list[Callable[..., list[float]]
     functions: list[Callable[..., list[float]]] = []
     weights: list[float] = []
     for name, weight in rewards:
+        if name.strip().lower() == "regex" and not t.reward_pattern:
+            raise ConfigError("training.reward_pattern", t.reward_pattern,
+                              "the regex reward needs a pattern: set training.reward_pattern")
         try:
             metric = build_metric(name, pattern=t.reward_pattern or None)
         except MetricError as error:
-            key = "training.reward_pattern" if "pattern" in str(error) else "training.rewards"
+            # The metric names the pattern when the pattern is at fault (it does not compile), else the metric.
+            key = "training.rewards" if str(error).startswith("unknown metric") else "training.reward_pattern"
             raise ConfigError(key, getattr(t, key.split(".")[1]), str(error)) from None
         if any(f.__name__ == metric.name for f in functions):
             raise ConfigError("training.rewards", t.rewards, f"{metric.name} is named twice")
