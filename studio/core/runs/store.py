@@ -81,6 +81,21 @@ class RunDirectory:
         return (f"{self.path}: the run is still training ({by}, started from a terminal or another window); "
                 "stop it, or wait for it to end, before resuming or starting into this folder")
 
+    def training_refusal(self) -> str | None:
+        """Why nothing may read this run's adapter or write beside it now (an eval, an export, a merge): "RUN is
+        training, at step N of M; stop it or wait" while a live process holds its lock, else None. The adapter
+        there is an older step's, and the folder is the training process's."""
+        if not is_locked(self.lock_path):
+            return None
+        step, total = 0, None
+        for event in self.events():
+            if event.get("event") == "started":
+                total = event.get("total_steps") or total
+            elif event.get("step") is not None and event.get("event") in ("step", "eval", "checkpoint"):
+                step = max(step, int(event["step"]))
+        at = f", at step {step} of {total}" if total else ""
+        return f"{self.name} is training{at}; stop it or wait"
+
     def remove_leftovers(self) -> list[Path]:
         """Remove what a killed process left half-written: a staged checkpoint and a staged adapter.
 
