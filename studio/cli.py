@@ -416,7 +416,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         if args.export_command == "gguf":
-            from studio.core.eval.verify import ExportCheckError, check_verifiable
+            from studio.core.eval.verify import ExportCheckError, ExportCheckFailed, check_verifiable
             from studio.core.export.gguf import export_gguf
             from studio.core.export.jobs import verify_export
 
@@ -430,7 +430,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 print(result.path)
                 print(result.modelfile)
                 if args.verify:
-                    checked = verify_export(args.model, result.path, on_progress=progress)
+                    try:
+                        checked = verify_export(args.model, result.path, on_progress=progress)
+                    except ExportCheckFailed as error:  # the export stands; the check could not run, so no score
+                        print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
+                        return EXIT_INTERNAL
                     print(f"verify: {checked.text()}")
             except ExportCheckError as error:
                 raise BadInput(f"--verify: {error}") from None
