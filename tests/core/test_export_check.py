@@ -328,9 +328,10 @@ def test_cli_verify_where_llama_cpp_crashes_says_it_could_not_check_exits_1_and_
     result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("finetune-studio export gguf: --verify could not run: llama.cpp crashed while loading the file "
-                           "(killed by SIGSEGV: fake llama.cpp: loading demo.gguf, repacking True); with CPU weight "
-                           "repacking off too: killed by SIGSEGV: fake llama.cpp: loading demo.gguf, repacking False"), last
+    assert last.startswith("finetune-studio export gguf: --verify could not run: llama.cpp crashed while loading "
+                           "the file (killed by SIGSEGV: fake llama.cpp: loading demo.gguf, repacking True); with CPU "
+                           "weight repacking off too: killed by SIGSEGV: fake llama.cpp: loading demo.gguf, "
+                           "repacking False"), last
     assert "Traceback" not in result.stderr and "verify:" not in result.stdout
     assert str(output) in result.stdout, "the export itself stands"
     # No score anywhere: the export's files are exactly those of the same export made without --verify.

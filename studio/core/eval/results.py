@@ -84,7 +84,8 @@ class ResultsWriter:
 
 def summarise(records: Sequence[dict[str, Any]], models: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
     """Per model: per metric passed/total and mean score (and the tool-call checks' counts), truncated replies,
-    prompts cut to fit the model's context (their first tokens dropped), and the eval loss (token-weighted mean) and perplexity over the cases with a loss."""
+    prompts cut to fit the model's context (their first tokens dropped), and the eval loss (token-weighted mean)
+    and perplexity over the cases with a loss."""
     out: dict[str, Any] = {}
     for model in models:
         rows = [r for r in records if r.get("model") == model]
