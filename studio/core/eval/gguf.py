@@ -27,13 +27,14 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(f"{path}: not a .gguf file")
     try:
         reader = GGUFReader(path)
-        size = path.stat().st_size
-        for tensor in reader.tensors:
-            if int(tensor.data_offset) + int(tensor.n_bytes) > size:
-                raise ValueError(f"tensor {tensor.name} runs past the end of the file")
-    except Exception as error:  # struct.error, ValueError, IndexError...: the reader's ways of meeting a cut file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{path}: not a readable GGUF file (cut short or damaged: {reason})") from None
+    except Exception as error:  # struct.error, ValueError, IndexError...: numpy's words for a header cut short
+        raise ModelLoadError(f"{path}: not a readable GGUF file (cut short or damaged: gguf's reader stopped with "
+                             f"{type(error).__name__})") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if int(tensor.data_offset) + int(tensor.n_bytes) > size:
+            raise ModelLoadError(f"{path}: not a readable GGUF file (cut short or damaged: tensor {tensor.name} "
+                                 "runs past the end of the file)")
 
 
 def load_gguf_chat(path: Path) -> ChatModel:
