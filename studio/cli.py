@@ -165,15 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--base", action="store_true", help="also score the base model alone (adapter disabled)")
     evaluate.add_argument("--adapter", action="append", default=[], help="another run or adapter on the same base, "
                                                                          "as one more column (repeatable)")
-    evaluate.add_argument("--name", help="the eval's folder under <run>/evals (default: the eval set's name); the "
-                                         "same name resumes an interrupted eval")
+    evaluate.add_argument("--name", help="the eval's folder under <run>/evals, a plain folder name (default: the eval "
+                                         "set's name); the same name and settings resume an interrupted eval, other "
+                                         "settings (max new tokens, data, models) go to NAME-2")
     evaluate.add_argument("--output", type=Path, metavar="DIR", help="write results here instead")
     evaluate.add_argument("--last-turn", action="store_true", help="score only each conversation's last assistant "
                                                                    "turn (default: every assistant turn)")
     evaluate.add_argument("--max-new-tokens", type=int, default=256, help="longest reply; a longer one is cut and "
-                                                                          "marked (default: 256)")
+                                                                          "marked; at most the model's context less "
+                                                                          "the prompt (default: 256)")
     evaluate.add_argument("--batch-size", type=int, help="replies generated together (default: fitted to memory)")
-    evaluate.add_argument("--fresh", action="store_true", help="start over instead of resuming earlier results")
+    evaluate.add_argument("--fresh", action="store_true", help="generate every reply again in the eval's folder "
+                                                               "instead of resuming its results")
     evaluate.add_argument("--gguf", type=Path, metavar="FILE",
                           help="also score an exported GGUF file, read back by transformers (its weights and chat "
                                "template, not llama.cpp's inference), and count its replies equal to the run's")
@@ -466,7 +469,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         if args.export_command == "gguf":
-            from studio.core.eval.verify import ExportCheckError, check_verifiable
+            from studio.core.eval.verify import ExportCheckError, ExportCheckFailed, check_verifiable
             from studio.core.export.gguf import export_gguf
             from studio.core.export.jobs import verify_export
 
@@ -482,7 +485,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 print(result.path)
                 print(result.modelfile)
                 if args.verify:
-                    checked = verify_export(args.model, result.path, on_progress=progress)
+                    try:
+                        checked = verify_export(args.model, result.path, on_progress=progress)
+                    except ExportCheckFailed as error:  # the export stands; the check could not run, so no score
+                        print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
+                        return EXIT_INTERNAL
                     print(f"verify: {checked.text()}")
             except ExportCheckError as error:
                 raise BadInput(f"--verify: {error}") from None
@@ -564,8 +571,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from studio.core.eval.command import EvalInputError, build_job, format_summary
-    from studio.core.eval.runner import run_eval
+    from studio.core.eval.command import build_job, format_summary
+    from studio.core.eval.runner import EvalError, run_eval
     from studio.core.models.source import ModelLoadError
 
     try:
@@ -576,7 +583,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         allow_pickle=args.allow_pickle)
         outcome = run_eval(job, progress=lambda done, total, message: print(
             f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
-    except (EvalInputError, ModelLoadError) as error:
+    except (EvalError, ModelLoadError) as error:  # bad input, a busy run or folder, a full disk: one line
         raise BadInput(str(error)) from None
     print(json.dumps(outcome.summary, indent=2, ensure_ascii=False) if args.json else format_summary(outcome))
     return EXIT_OK

@@ -235,11 +235,15 @@ def test_a_cancelled_eval_resumes_where_it_stopped_and_keeps_each_case_once(demo
                              output_dir=job.folder(), max_new_tokens=40), chat=demo_chat)
     assert third.generated == 0 and third.summary["models"]["run"]["metrics"]["normalised"]["total"] == 10
     assert all("normalised" in r["scores"] for r in read_results(job.folder() / "results.jsonl"))
-    # Another generation length changes the replies: nothing is kept.
+    # Another generation length changes the replies: another eval, in a folder of its own; the first stays whole.
+    stored = (job.folder() / "results.jsonl").read_bytes()
     fourth = run_eval(EvalJob(trained_run, eval_set, metrics=["exact"], output_dir=job.folder(), max_new_tokens=4),
                       chat=demo_chat)
-    assert fourth.resumed == 0 and fourth.generated == 10
-    assert fourth.summary["models"]["run"]["truncated"] == 10 and len(_results(job.folder())) == 10
+    assert fourth.resumed == 0 and fourth.generated == 10 and fourth.folder == tmp_path / "ev-2"
+    assert fourth.summary["written_beside"] == {"folder": str(job.folder()),
+                                                "because": "max new tokens 40 there, 4 here, other models or weights"}
+    assert fourth.summary["models"]["run"]["truncated"] == 10 and len(_results(fourth.folder)) == 10
+    assert (job.folder() / "results.jsonl").read_bytes() == stored
 
 
 @pytest.mark.slow

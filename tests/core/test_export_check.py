@@ -76,6 +76,7 @@ def _cases(n):
 _FAKE_LLAMA = """
 import json, os, signal, sys, time
 job, out = json.load(open(sys.argv[1])), sys.argv[2]
+print("llama-child: model loaded", flush=True)
 with open(out, "a") as f:
     for case in job["cases"]:
         if {crash_at!r} == case["id"]:
@@ -94,19 +95,35 @@ def _fake_llama(crash_at=None, pause=0.0):
     return lambda job, replies: [sys.executable, "-c", code, str(job), str(replies)]
 
 
-def test_a_llama_cpp_crash_fails_the_check_naming_the_cases_it_never_answered(tmp_path):
-    from studio.core.eval.verify import _llama_cpp_replies
+def test_a_llama_cpp_crash_is_no_result_and_says_where_it_came(tmp_path):
+    """A crash is raised as one, never turned into replies that 'differ' (the check would blame the export)."""
+    from studio.core.eval.verify import LlamaCrashed, _llama_cpp_replies
 
     progress = []
-    replies = _llama_cpp_replies(tmp_path / "x.gguf", _cases(3), 32, tmp_path / "check",
-                                 lambda done, total, message: progress.append(done), lambda: False,
-                                 command=_fake_llama(crash_at="3"))
-    assert replies["1"] == ("answer 1", False, "") and replies["2"] == ("answer 2", False, "")
-    reply, truncated, error = replies["3"]
-    assert reply == "" and error == "llama.cpp ended (killed by SIGSEGV): GGML_ASSERT failed"
+    (tmp_path / "check").mkdir()
+    (tmp_path / "check" / "results.jsonl").write_text('{"model": "gguf", "case": "1", "reply": "old"}\n')
+    with pytest.raises(LlamaCrashed) as crash:
+        _llama_cpp_replies(tmp_path / "x.gguf", _cases(3), 32, tmp_path / "check",
+                           lambda done, total, message: progress.append(done), lambda: False,
+                           command=_fake_llama(crash_at="3"))
+    assert str(crash.value) == ("llama.cpp crashed while answering case 3, after 2 of 3 (killed by SIGSEGV: "
+                                "GGML_ASSERT failed)")
     assert progress[-1] == 2  # the cases answered before the crash were reported as they came
-    written = [json.loads(line) for line in (tmp_path / "check" / "results.jsonl").read_text().splitlines()]
-    assert [r["case"] for r in written] == ["1", "2", "3"] and written[2]["error"] == error
+    assert not (tmp_path / "check" / "results.jsonl").exists(), "no results: neither this check's nor an older one"
+    answered = (tmp_path / "check" / "llama-replies.jsonl").read_text().splitlines()
+    assert [json.loads(line)["case"] for line in answered] == ["1", "2"], "what it answered is kept to read"
+
+
+def test_a_crash_while_loading_is_told_from_one_while_answering(tmp_path):
+    import sys
+
+    from studio.core.eval.verify import LlamaCrashed, _llama_cpp_replies
+
+    code = "import os, signal; print('ggml_repack: repacking q8_0', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
+    with pytest.raises(LlamaCrashed, match=r"^llama.cpp crashed while loading the file \(killed by SIGSEGV: "
+                                           r"ggml_repack: repacking q8_0\)$"):
+        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", lambda *a: None, lambda: False,
+                           command=lambda job, replies: [sys.executable, "-c", code])
 
 
 def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):
@@ -247,3 +264,97 @@ def test_llama_cpp_answers_an_f16_gguf_of_the_demo_like_the_studio(run_copy, tmp
     assert "answered by llama.cpp" in _card_row(exported.readme)
     records = (result.folder / "results.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(records) == 10 and all(json.loads(line)["answered_by"] == LLAMA_CPP for line in records)
+
+
+# ------------------------------------------------------------------ a llama.cpp that crashes, through the CLI
+
+_FAKE_PACKAGE = {
+    "__init__.py": "from llama_cpp.llama import Llama\n",
+    # llama-cpp-python's model parameters: the CPU weight repacking ("extra buffer types") is on by default.
+    "llama_cpp.py": "class _Params:\n    use_extra_bufts = True\n\n\n"
+                    "def llama_model_default_params():\n    return _Params()\n",
+    "llama.py": '''
+import json, os, signal
+import llama_cpp.llama_cpp as native
+
+
+class Llama:
+    """Dies as llama.cpp did on the demo's q8_0 file while repacking its weights; with repacking off it answers
+    with the studio's own replies (read from the check's studio results), as llama.cpp then did."""
+
+    def __init__(self, model_path, **kwargs):
+        repacking = native.llama_model_default_params().use_extra_bufts
+        print(f"fake llama.cpp: loading {os.path.basename(model_path)}, repacking {repacking}", flush=True)
+        if repacking or os.environ["FAKE_LLAMA"] == "always-crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        answers = [json.loads(line) for line in open(os.environ["FAKE_LLAMA_ANSWERS"], encoding="utf-8")]
+        self.answers = {json.dumps(r["prompt"], ensure_ascii=False): r["reply"] for r in answers}
+
+    def create_chat_completion(self, messages, **kwargs):
+        reply = self.answers[json.dumps(messages, ensure_ascii=False)]
+        return {"choices": [{"message": {"content": reply}, "finish_reason": "stop"}]}
+
+    def close(self):
+        pass
+''',
+}
+
+
+def _fake_llama_cpp(folder: Path, mode: str, answers: Path) -> dict:
+    """An environment whose `llama_cpp` is the fake above, for the CLI and the check's llama.cpp child alike."""
+    import os
+
+    package = folder / "llama_cpp"
+    package.mkdir(parents=True)
+    for name, text in _FAKE_PACKAGE.items():
+        (package / name).write_text(text, encoding="utf-8")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "FAKE_LLAMA": mode, "FAKE_LLAMA_ANSWERS": str(answers)}
+
+
+def _everything_in(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_cli_verify_where_llama_cpp_crashes_says_it_could_not_check_exits_1_and_records_no_score(run_copy, tmp_path,
+                                                                                                 run_studio):
+    output = tmp_path / "ollama" / "demo.gguf"
+    studio_answers = run_copy / "evals" / CHECK_FOLDER / "studio" / "results.jsonl"
+    env = _fake_llama_cpp(tmp_path / "fake", "always-crash", studio_answers)
+    plain = run_studio("export", "gguf", run_copy, "--output", tmp_path / "plain" / "demo.gguf", "--type", "f16",
+                       env=env)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+
+    result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("finetune-studio export gguf: --verify could not run: llama.cpp crashed while loading "
+                           "the file (killed by SIGSEGV: fake llama.cpp: loading demo.gguf, repacking True); with CPU "
+                           "weight repacking off too: killed by SIGSEGV: fake llama.cpp: loading demo.gguf, "
+                           "repacking False"), last
+    assert "Traceback" not in result.stderr and "verify:" not in result.stdout
+    assert str(output) in result.stdout, "the export itself stands"
+    # No score anywhere: the export's files are exactly those of the same export made without --verify.
+    written, plain_files = _everything_in(output.parent), _everything_in(tmp_path / "plain")
+    assert written.keys() == plain_files.keys()
+    for name, content in written.items():
+        if not name.endswith(".gguf"):  # the card and the recorded facts name their own folder; compare the words
+            assert b"identical" not in content and content.replace(b"/ollama/", b"/plain/") == plain_files[name], name
+
+
+@pytest.mark.slow
+def test_cli_verify_passing_only_with_repacking_off_says_llama_cpps_default_crashed(run_copy, tmp_path, run_studio):
+    output = tmp_path / "ollama" / "demo.gguf"
+    studio_answers = run_copy / "evals" / CHECK_FOLDER / "studio" / "results.jsonl"
+    env = _fake_llama_cpp(tmp_path / "fake", "crash-when-repacking", studio_answers)
+    result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
+    assert verify_line.startswith("verify: 10/10 replies identical to the studio's"), verify_line
+    assert verify_line.endswith("answered by llama.cpp (llama-cpp-python)). llama.cpp's default (CPU weight "
+                                "repacking) crashed on this CPU; checked with repacking off — Ollama runs the same "
+                                "default"), verify_line
+    card = "\n".join(p.read_text(encoding="utf-8") for p in output.parent.glob("*.md"))
+    assert "repacking) crashed on this CPU; checked with repacking off" in card
+    assert "Loading weights" not in result.stderr, "the check's model loads print no bars: progress lines only"

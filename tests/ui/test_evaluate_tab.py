@@ -122,7 +122,9 @@ def test_a_wrong_reply_is_marked_in_its_cell(qtbot, tab, store, demo_assets):
 
 def test_cancel_stops_within_a_second_and_start_resumes(qtbot, tab, store, demo_assets):
     _choose(tab, store, ["full"], demo_assets, metrics={"exact"}, max_new_tokens=400)
-    folder = store.root / "full" / "evals" / "dataset"
+    earlier = store.root / "full" / "evals" / "dataset"
+    earlier_results = (earlier / "results.jsonl").read_bytes()  # the first test's eval: other settings
+    folder = store.root / "full" / "evals" / "dataset-2"  # so this one goes beside it, never into it
     tab.start()
     # The base column goes first and rambles to max tokens: cancel once its first batch is scored.
     qtbot.waitUntil(lambda: len(tab.session.records) >= 1, timeout=EVAL_TIMEOUT_MS)
@@ -140,6 +142,9 @@ def test_cancel_stops_within_a_second_and_start_resumes(qtbot, tab, store, demo_
     assert tab.session.outcome.resumed == on_disk and tab.session.outcome.generated == 20 - on_disk
     assert len(tab.session.records) == 20 and f"{on_disk} kept from the last run" in tab.status.text()
     assert tab.bar_texts()[0] == "0/10" and tab.progress.value() == 20
+    assert tab.session.outcome.folder == folder and "a new folder: dataset holds an eval with other settings" in (
+        tab.status.text())
+    assert (earlier / "results.jsonl").read_bytes() == earlier_results
 
 
 def test_the_window_has_the_evaluate_tab_between_runs_and_chat_and_opens_a_row_in_chat(qtbot, store, tmp_path):

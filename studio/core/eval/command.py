@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from studio.core.eval.cases import EvalSetError, held_out_set, load_eval_set
-from studio.core.eval.runner import EvalJob, EvalOutcome
+from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalError, EvalJob, EvalOutcome, check_request
 
 
-class EvalInputError(ValueError):
+class EvalInputError(EvalError):
     """Bad input to an eval: an unknown metric, a regex that does not compile, an eval set with no assistant
-    turns, a data file with bad rows, a model that is not there."""
+    turns, a data file with bad rows, a model that is not there, a GGUF file cut short, a name that is not a
+    plain folder name, max new tokens below 1, a run still training."""
 
 
 def build_job(model: str | Path, *, data: str | None = None, metrics: Sequence[str] = (), pattern: str | None = None,
@@ -24,14 +25,24 @@ def build_job(model: str | Path, *, data: str | None = None, metrics: Sequence[s
     from studio.core.metrics.registry import DEFAULT_METRICS, MetricError
     from studio.core.models.source import missing_local_model
 
+    try:  # a bad name, max new tokens below 1, a run still training: before the eval set is read
+        check_request(model, adapters, name=name, max_new_tokens=options.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    except EvalError as error:
+        raise EvalInputError(str(error)) from None
     turns = "last" if last_turn else "all"
     model_path = Path(str(model))
     is_run = (model_path / "run.toml").is_file() or (model_path / "adapter_config.json").is_file()
     if not is_run and (reason := missing_local_model(str(model))) is not None:
         raise EvalInputError(f"{model}: {reason}")
     gguf = options.get("gguf")
-    if gguf is not None and (Path(gguf).suffix.lower() != ".gguf" or not Path(gguf).is_file()):
-        raise EvalInputError(f"--gguf {gguf}: not a .gguf file")
+    if gguf is not None:
+        from studio.core.eval.gguf import check_gguf_file
+        from studio.core.models.source import ModelLoadError
+
+        try:  # before the eval set is read and the studio's columns generated: a bad file is known now
+            check_gguf_file(Path(gguf))
+        except ModelLoadError as error:
+            raise EvalInputError(f"--gguf {error}") from None
     try:
         if data:
             eval_set = load_eval_set(data, turns=turns)
@@ -43,7 +54,8 @@ def build_job(model: str | Path, *, data: str | None = None, metrics: Sequence[s
                       pattern=pattern, adapters=list(adapters), include_base=base, name=name, output_dir=output,
                       **options)
         job.build_metrics()
-    except (EvalSetError, DataError, MetricError) as error:
+        job.check()
+    except (EvalSetError, DataError, MetricError, EvalError) as error:
         raise EvalInputError(str(error)) from None
     return job
 
@@ -86,12 +98,22 @@ def format_summary(outcome: EvalOutcome) -> str:
     for key, label in (("eval_loss", "eval loss"), ("perplexity", "perplexity")):
         rows.append([label] + [f"{v:.4g}" if (v := summary["models"][m][key]) is not None else "—" for m in models])
     rows.append(["cut at max tokens"] + [str(summary["models"][m]["truncated"]) for m in models])
+    rows.append(["prompts cut to fit"] + [str(summary["models"][m].get("prompts_cut", 0)) for m in models])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                                 enumerate(zip(row, widths))).rstrip() for row in rows)
     notes = [f"{model} replies identical to {same['column']}'s: {same['identical']}/{same['total']} (read by "
              f"{summary['models'][model].get('read_by', 'transformers')})"
              for model in models if (same := summary["models"][model].get("identical_to"))]
+    if (capped := summary.get("max_new_tokens_capped")) is not None:
+        notes.append(f"max new tokens {capped['asked']} is beyond the model's context of {capped['context']} "
+                     "positions: each reply was capped at the context less its prompt")
+    if any(summary["models"][m].get("prompts_cut") for m in models):
+        notes.append("prompts cut to fit: prompts longer than the context less max new tokens kept their last "
+                     "tokens")
+    if (beside := summary.get("written_beside")) is not None:
+        notes.append(f"written to a new folder: {beside['folder']} holds an eval with other settings "
+                     f"({beside['because']})")
     if notes:
         table += "\n" + "\n".join(notes)
     state = "" if summary["complete"] else " (incomplete: run the same command again to resume)"

@@ -4,6 +4,11 @@ Prompts are rendered with the chat template exactly as training renders them (st
 left-padded into one batch, so every reply starts right after its own prompt. A reply that reaches
 max_new_tokens without an end-of-turn token is marked truncated. The loss is the mean cross-entropy on the
 expected reply's tokens given the prompt: the tokens training learns from (the last assistant turn's span).
+
+Nothing runs past the model's context (`fit_to_context`): a prompt that leaves no room for max_new_tokens keeps
+its last (context - max_new_tokens) tokens, and a max_new_tokens beyond the context is capped at what the prompt
+leaves. Past its positions a model answers noise (or, with learned positions, fails), and a long record's loss
+pass would ask for the logits of every token it holds (a 52 MB record asked for 26.8 GB).
 """
 
 from __future__ import annotations
@@ -37,6 +42,44 @@ class Generated:
     truncated: bool
     loss: float | None
     loss_tokens: int
+    prompt_cut: int = 0
+    """Prompt tokens dropped from the front so that the prompt and the reply fit the context."""
+    reply_limit: int = 0
+    """The most tokens this reply could have: max_new_tokens, or less where the context left less."""
+
+
+@dataclass(frozen=True)
+class ContextFit:
+    """How one prompt and its reply fit the model's context."""
+
+    keep: int
+    """Prompt tokens kept (its last ones)."""
+    reply_limit: int
+
+    def cut(self, prompt_length: int) -> int:
+        return max(0, prompt_length - self.keep)
+
+
+def context_length(chat: ChatModel) -> int | None:
+    """The positions the model was built for (config.max_position_embeddings), None when it does not say."""
+    value = getattr(getattr(chat.model, "config", None), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 1 else None
+
+
+def fit_to_context(prompt_length: int, max_new_tokens: int, context: int | None) -> ContextFit:
+    """The prompt tokens kept and the reply's limit, so that both fit `context` positions.
+
+    A reply of max_new_tokens fits after the prompt: nothing changes. Otherwise, with max_new_tokens inside the
+    context, the prompt keeps its last (context - max_new_tokens) tokens: the end of a conversation is what the
+    reply answers. A max_new_tokens of the context or more cannot be honoured at all: the reply is capped at what
+    the whole prompt leaves, and a prompt that leaves nothing keeps its last half of the context."""
+    if context is None or prompt_length + max_new_tokens <= context:
+        return ContextFit(prompt_length, max_new_tokens)
+    if max_new_tokens < context:
+        return ContextFit(context - max_new_tokens, max_new_tokens)
+    if prompt_length < context:
+        return ContextFit(prompt_length, context - prompt_length)
+    return ContextFit(context // 2, context - context // 2)
 
 
 def prompt_ids(tokenizer: Any, case: EvalCase) -> list[int]:
@@ -105,13 +148,19 @@ def using(chat: ChatModel, adapter: str | None):
 
 def generate_batch(chat: ChatModel, adapter: str | None, cases: Sequence[EvalCase], *, max_new_tokens: int,
                    should_stop: Callable[[], bool] = lambda: False, with_loss: bool = True) -> list[Generated]:
-    """Greedy replies (and losses) for `cases` with `adapter` (None: the base)."""
+    """Greedy replies (and losses) for `cases` with `adapter` (None: the base), each fitted to the context.
+
+    The batch generates up to its longest reply limit and each row is cut at its own; so that no row runs past
+    the context, give a batch cases of one reply limit (the runner does: `fit_to_context`)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     tokenizer = chat.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompts = [prompt_ids(tokenizer, case) for case in cases]
+    context = context_length(chat)
+    full = [prompt_ids(tokenizer, case) for case in cases]
+    fits = [fit_to_context(len(ids), max_new_tokens, context) for ids in full]
+    prompts = [ids[len(ids) - fit.keep:] for ids, fit in zip(full, fits)]
     width = max(len(p) for p in prompts)
     device = chat.model.device
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
@@ -123,27 +172,32 @@ def generate_batch(chat: ChatModel, adapter: str | None, cases: Sequence[EvalCas
 
     ends = end_token_ids(chat)
     with chat._lock, using(chat, adapter) as model, torch.inference_mode():
-        output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+        output = model.generate(input_ids=input_ids, attention_mask=attention,
+                                max_new_tokens=max(fit.reply_limit for fit in fits),
                                 do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
                                 pad_token_id=pad, stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))
         if should_stop():
             raise GenerationStopped
-        losses = _losses(model, tokenizer, cases, pad) if with_loss else [(None, 0)] * len(cases)
+        losses = _losses(model, tokenizer, cases, pad, context) if with_loss else [(None, 0)] * len(cases)
     results = []
-    for row, (loss, loss_tokens) in zip(output[:, width:].tolist(), losses):
+    for row, (loss, loss_tokens), fit, ids in zip(output[:, width:].tolist(), losses, fits, full):
+        row = row[:fit.reply_limit]
         cut = next((i for i, token in enumerate(row) if token in ends), None)
         new = row if cut is None else row[:cut]
-        truncated = cut is None and len(row) >= max_new_tokens
+        truncated = cut is None and len(row) >= fit.reply_limit
         results.append(Generated(tokenizer.decode(new, skip_special_tokens=True), len(new), truncated, loss,
-                                 loss_tokens))
+                                 loss_tokens, fit.cut(len(ids)), fit.reply_limit))
     return results
 
 
-def _losses(model: Any, tokenizer: Any, cases: Sequence[EvalCase], pad: int) -> list[tuple[float | None, int]]:
+def _losses(model: Any, tokenizer: Any, cases: Sequence[EvalCase], pad: int,
+            context: int | None = None) -> list[tuple[float | None, int]]:
     import torch
     import torch.nn.functional as F
 
     encoded = [loss_ids(tokenizer, case) for case in cases]
+    if context is not None:  # the last `context` tokens: the expected reply, and as much of its prompt as fits
+        encoded = [None if e is None else (e[0][-context:], e[1][-context:]) for e in encoded]
     out: list[tuple[float | None, int]] = [(None, 0)] * len(cases)
     rows = [i for i, e in enumerate(encoded) if e is not None and any(label != IGNORE for label in e[1][1:])]
     for start in range(0, len(rows), LOSS_CHUNK):

@@ -15,6 +15,28 @@ from studio.core.models.source import ModelLoadError
 READ_BY = "transformers' GGUF loader (the file's weights and tokenizer; not llama.cpp)"
 
 
+def check_gguf_file(path: Path) -> None:
+    """ModelLoadError naming the file unless it is a whole GGUF file: its header, metadata and tensor table read
+    back and every tensor's data inside the file. gguf's reader maps the file and reads no tensor data, so this
+    costs milliseconds even for gigabytes, and runs before anything is generated (a file cut short inside its
+    header otherwise ends in a `struct.error` once the studio's columns are done)."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        raise ModelLoadError(f"{path}: not a .gguf file")
+    try:
+        reader = GGUFReader(path)
+    except Exception as error:  # struct.error, ValueError, IndexError...: numpy's words for a header cut short
+        raise ModelLoadError(f"{path}: not a readable GGUF file (cut short or damaged: gguf's reader stopped with "
+                             f"{type(error).__name__})") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if int(tensor.data_offset) + int(tensor.n_bytes) > size:
+            raise ModelLoadError(f"{path}: not a readable GGUF file (cut short or damaged: tensor {tensor.name} "
+                                 "runs past the end of the file)")
+
+
 def load_gguf_chat(path: Path) -> ChatModel:
     """A ChatModel (no adapters) answering with the GGUF file's weights and chat template."""
     import torch

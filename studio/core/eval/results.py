@@ -45,12 +45,16 @@ def rewrite_results(path: Path, records: Iterable[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as stream:
-        for record in records:
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # the results file as it was: a resume still finds every result
+        raise
 
 
 class ResultsWriter:
@@ -59,18 +63,30 @@ class ResultsWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._stream = self.path.open("a", encoding="utf-8")
+        self._failed = False
 
     def write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._stream.flush()
+        try:
+            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._stream.flush()
+        except OSError:
+            self._failed = True
+            raise
 
     def close(self) -> None:
-        self._stream.close()
+        try:
+            self._stream.close()
+        except OSError:
+            # After a failed write (a full disk) closing flushes the same unwritable line again: the write's
+            # error is the one to report, and the torn line is skipped by every reader.
+            if not self._failed:
+                raise
 
 
 def summarise(records: Sequence[dict[str, Any]], models: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
     """Per model: per metric passed/total and mean score (and the tool-call checks' counts), truncated replies,
-    and the eval loss (token-weighted mean) and perplexity over the cases with a loss."""
+    prompts cut to fit the model's context (their first tokens dropped), and the eval loss (token-weighted mean)
+    and perplexity over the cases with a loss."""
     out: dict[str, Any] = {}
     for model in models:
         rows = [r for r in records if r.get("model") == model]
@@ -98,6 +114,7 @@ def summarise(records: Sequence[dict[str, Any]], models: Sequence[str], metrics:
         out[model] = {
             "done": len(rows),
             "truncated": sum(1 for r in rows if r.get("truncated")),
+            "prompts_cut": sum(1 for r in rows if r.get("prompt_cut")),
             "eval_loss": round(eval_loss, 6) if eval_loss is not None else None,
             "perplexity": round(math.exp(min(eval_loss, 700.0)), 4) if eval_loss is not None else None,
             "metrics": per_metric,
@@ -107,5 +124,9 @@ def summarise(records: Sequence[dict[str, Any]], models: Sequence[str], metrics:
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     temporary = Path(path).with_name(Path(path).name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk leaves the old file whole and no half-written copy
+        raise

@@ -58,6 +58,15 @@ class ExportCheckError(ValueError):
     """A check that cannot be made: no run or adapter to answer as the studio, no export there, no cases."""
 
 
+class ExportCheckFailed(ExportCheckError):
+    """A check that could not run to its end: llama.cpp crashed. It is no result, so no score is stated anywhere
+    (a crash read as "0/10 identical" would blame the export for llama.cpp's failure)."""
+
+
+REPACKING_CRASHED = ("llama.cpp's default (CPU weight repacking) crashed on this CPU; checked with repacking off — "
+                     "Ollama runs the same default")
+
+
 @dataclass
 class CaseCheck:
     """One case: the studio's reply and the export's."""
@@ -91,6 +100,9 @@ class ExportVerification:
     cases: list[CaseCheck] = field(default_factory=list)
     readme: Path | None = None
     """The model card the result was stated on (export.jobs.verify_export)."""
+    note: str = ""
+    """What the reader of the result must know about how it was made: llama.cpp's default crashed and the check
+    ran with its CPU weight repacking off."""
 
     @property
     def identical(self) -> int:
@@ -115,8 +127,9 @@ class ExportVerification:
     def text(self) -> str:
         """The headline with what was compared: the model card's line."""
         answered = "the GGUF file answered by " if self.kind == "gguf" else "the merged model answered by "
+        note = f". {self.note}" if self.note else ""
         return (f"{self.headline()} (greedy, the trained adapter on the base it trained on, on {self.cases_from}; "
-                f"{answered}{self.engine})")
+                f"{answered}{self.engine}){note}")
 
 
 def check_verifiable(source: Path) -> Path:
@@ -205,8 +218,9 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     def studio_progress(done: int, _total: int, message: str) -> None:
         report(done, total, f"studio: {message}")
 
+    # The check's folders are the studio's own scratch: what they held for an earlier adapter or export is replaced.
     studio = run_eval(EvalJob(source, eval_set, metrics=["exact"], output_dir=folder / STUDIO_FOLDER,
-                              max_new_tokens=max_new_tokens, with_loss=False),
+                              max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
                       progress=studio_progress, should_stop=stop)
     if studio.status != "completed":
         return result
@@ -218,7 +232,21 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
         report(len(cases) + done, total, f"export: {message}")
 
     if answered_by == LLAMA_CPP:
-        replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop)
+        try:
+            replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop)
+        except LlamaCrashed as crash:
+            # llama.cpp's CPU backend repacks q8_0/q4_0 weights into interleaved layouts by default ("extra buffer
+            # types"); when that crashes, the file is checked with the plain layout, and the result says so.
+            export_progress(0, len(cases), f"{crash}; again with CPU weight repacking off")
+            try:
+                replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop,
+                                             repack=False)
+            except LlamaCrashed as again:
+                raise ExportCheckFailed(f"{crash}; with CPU weight repacking off too: {again.why} (no score "
+                                        "recorded; llama.cpp's words are in "
+                                        f"{result.folder / 'llama.log'})") from None
+            if replies is not None:
+                result.note = REPACKING_CRASHED
     else:
         replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, export_progress,
                                         stop)
@@ -260,7 +288,7 @@ def _transformers_replies(export: Path, kind: str, eval_set: EvalSet, max_new_to
     chat = load_gguf_chat(export) if kind == "gguf" else ChatModel.load(export)
     try:
         outcome = run_eval(EvalJob(export, eval_set, metrics=["exact"], output_dir=folder, fresh=True,
-                                   max_new_tokens=max_new_tokens, with_loss=False),
+                                   max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
                            progress=report, should_stop=stop, chat=chat)
     finally:
         chat.unload()
@@ -274,23 +302,37 @@ def llama_child_command(job: Path, replies: Path) -> list[str]:
     return [sys.executable, "-m", llama_child.__name__, str(job), str(replies)]
 
 
+class LlamaCrashed(Exception):
+    """The llama.cpp child ended without answering every case: "llama.cpp crashed while loading the file (killed
+    by SIGSEGV): its last words"."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
 def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
-                       stop: Callable[[], bool], *,
-                       command: Callable[[Path, Path], list[str]] = llama_child_command) -> Replies | None:
+                       stop: Callable[[], bool], *, repack: bool = True,
+                       command: Callable[[Path, Path], list[str]] | None = None) -> Replies | None:
     """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
     token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's.
+    `repack=False` turns off the CPU backend's weight repacking (llama_child).
 
-    llama.cpp runs in a child process (see llama_child): a crash in it fails the check with the cases it reached
-    named, and never ends the window."""
+    llama.cpp runs in a child process (see llama_child): a crash in it never ends the window, and is raised as
+    LlamaCrashed (saying whether it came while loading the file or answering a case), never read as replies that
+    differ. The replies it gave before are in llama-replies.jsonl; results.jsonl is written only for a whole set."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULTS_FILE).unlink(missing_ok=True)  # an earlier check's results are not this one's
     job_path, replies_path = folder / "llama-job.json", folder / "llama-replies.jsonl"
     job_path.write_text(json.dumps({"model_path": str(export), "n_ctx": LLAMA_CTX, "max_new_tokens": max_new_tokens,
+                                    "repack": repack,
                                     "cases": [{"id": c.id, "messages": c.messages()} for c in cases]},
                                    ensure_ascii=False), encoding="utf-8")
     replies_path.write_text("", encoding="utf-8")
     report(0, len(cases), f"loading {export} in llama.cpp")
     with (folder / "llama.log").open("w", encoding="utf-8") as log:
-        child = subprocess.Popen(command(job_path, replies_path), stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen((command or llama_child_command)(job_path, replies_path), stdout=log,
+                                 stderr=subprocess.STDOUT)
         answered = 0
         try:
             while True:
@@ -312,12 +354,16 @@ def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int,
                 child.kill()
                 child.wait()
     replies: Replies = {line["case"]: (line["reply"], bool(line["truncated"]), line["error"]) for line in lines}
-    if child.returncode != 0:
-        tail = (folder / "llama.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        why = f"llama.cpp ended ({describe_exit(child.returncode)})" + (f": {tail[0]}" if tail else "")
-        for case in cases:
-            if case.id not in replies:
-                replies[case.id] = ("", False, why)
+    if len(replies) < len(cases):  # a crash after the last reply (in llama.cpp's teardown) took nothing away
+        log = (folder / "llama.log").read_text(encoding="utf-8", errors="replace")
+        words = [line for line in log.strip().splitlines() if line.strip() and line != llama_child.LOADED]
+        why = describe_exit(child.returncode) + (f": {words[-1].strip()}" if words else "")
+        if llama_child.LOADED not in log.splitlines():
+            where = "while loading the file"
+        else:
+            where = f"while answering case {cases[len(replies)].id}, after {len(replies)} of {len(cases)}"
+        ended_how = "crashed" if child.returncode < 0 else "failed"  # a signal, or an error it exited with
+        raise LlamaCrashed(f"llama.cpp {ended_how} {where} ({why})", why)
     records = [{"model": "gguf", "case": case.id, "key": case.key, "prompt": case.messages(),
                 "expected": case.expected, "reply": replies[case.id][0], "truncated": replies[case.id][1],
                 "error": replies[case.id][2], "answered_by": LLAMA_CPP, "max_new_tokens": max_new_tokens}

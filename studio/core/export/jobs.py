@@ -110,6 +110,7 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     cancelled check leaves the card as it was."""
     from studio.core.eval import verify
     from studio.core.export.model_card import record_agreement
+    from studio.core.export.staging import quiet_libraries
 
     def progress(done: int, total: int, message: str) -> None:
         if on_progress is not None:
@@ -120,8 +121,9 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
         options["limit"] = limit
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
-    result = verify.check_export(source, export, engine=engine, progress=progress,
-                                 should_stop=cancel.is_set if cancel is not None else None, **options)
+    with quiet_libraries():  # the check loads two models: no "Loading weights" bars between the progress lines
+        result = verify.check_export(source, export, engine=engine, progress=progress,
+                                     should_stop=cancel.is_set if cancel is not None else None, **options)
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result

@@ -311,16 +311,11 @@ def check_output(output: Path, *, is_dir: bool, overwrite: bool = False) -> Path
 
 
 def check_source_idle(source: Path) -> None:
-    """An ExportError when `source` (a run, or a run's adapter folder) is still training: its adapter is an older
-    step's, and the training process is the folder's one writer."""
-    from studio.core.runs.store import RunDirectory, is_run_folder
+    """An ExportError when `source` (a run, or a run's adapter folder) is still training (runs.store.training_refusal)."""
+    from studio.core.runs.store import training_refusal
 
-    source = Path(source).expanduser().absolute()
-    run = next((folder for folder in (source, source.parent) if is_run_folder(folder)), None)
-    if run is not None:
-        message = RunDirectory(run).training_message()
-        if message is not None:
-            raise ExportError(message)
+    if (message := training_refusal(source)) is not None:
+        raise ExportError(message)
 
 
 def check_export(source: Path, output: Path, *, is_dir: bool, overwrite: bool = False) -> Path:

@@ -81,17 +81,20 @@ class RunDirectory:
         return (f"{self.path}: the run is still training ({by}, started from a terminal or another window); "
                 "stop it, or wait for it to end, before resuming or starting into this folder")
 
-    def training_message(self) -> str | None:
-        """"RUN is training, at step N of M; stop it or wait" while a live process holds the run's lock, else None:
-        what a reader of the run (an export, a merge) says instead of using an adapter the run is still changing."""
+    def training_refusal(self) -> str | None:
+        """Why nothing may read this run's adapter or write beside it now (an eval, an export, a merge): "RUN is
+        training, at step N of M; stop it or wait" while a live process holds its lock, else None. The adapter
+        there is an older step's, and the folder is the training process's."""
         if not is_locked(self.lock_path):
             return None
-        events = self.events()
-        step = next((e["step"] for e in reversed(events) if isinstance(e.get("step"), int)), 0)
-        total = next((e["total_steps"] for e in reversed(events) if e.get("event") == "started"
-                      and e.get("total_steps")), None)
-        where = f"at step {step} of {total}" if total else f"at step {step}"
-        return f"{self.path} is training, {where}; stop it or wait"
+        step, total = 0, None
+        for event in self.events():
+            if event.get("event") == "started":
+                total = event.get("total_steps") or total
+            elif event.get("step") is not None and event.get("event") in ("step", "eval", "checkpoint"):
+                step = max(step, int(event["step"]))
+        at = f", at step {step} of {total}" if total else ""
+        return f"{self.path} is training{at}; stop it or wait"
 
     def remove_leftovers(self) -> list[Path]:
         """Remove what a killed process left half-written: a staged checkpoint and a staged adapter.
@@ -239,6 +242,15 @@ def is_run_folder(path: Path) -> bool:
     """Whether `path` is a run folder: what a run writes first (its config, its events or its lock) is there."""
     path = Path(path)
     return any((path / name).is_file() for name in ("run.toml", "events.jsonl", "run.lock"))
+
+
+def training_refusal(path: Path) -> str | None:
+    """"RUN is training, at step N of M; stop it or wait" when `path` is a run, or a run's adapter folder, that a live
+    process trains, else None: the one check of every reader of a run (an eval, an export, a merge). Its adapter is
+    an older step's, and its folder is the training process's."""
+    path = Path(path).expanduser().absolute()
+    run = next((folder for folder in (path, path.parent) if is_run_folder(folder)), None)
+    return RunDirectory(run).training_refusal() if run is not None else None
 
 
 def _slug(text: str) -> str:

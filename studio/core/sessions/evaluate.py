@@ -216,6 +216,12 @@ class EvaluateSession:
         if outcome.status == "completed":
             self.message = (f"Done: {outcome.summary['cases']} cases × {len(outcome.columns)} models "
                             f"({outcome.generated} answered now{resumed}). Results in {outcome.folder}")
+            if (beside := outcome.summary.get("written_beside")) is not None:
+                self.message += (f" — a new folder: {Path(beside['folder']).name} holds an eval with other settings "
+                                 f"({beside['because']})")
+            cut = max((m.get("prompts_cut", 0) for m in outcome.summary["models"].values()), default=0)
+            if cut:
+                self.message += f". {cut} prompt{'s' if cut > 1 else ''} longer than the context kept their last tokens"
         else:
             self.message = f"Cancelled at {self.done}/{self.total}: Start resumes from there."
 

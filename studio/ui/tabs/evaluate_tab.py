@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.eval.cases import HELD_OUT
-from studio.core.eval.command import EvalInputError
+from studio.core.eval.runner import EvalError
+from studio.core.models.source import ModelLoadError
 from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
 from studio.core.runs.store import RunStore
 from studio.core.sessions.evaluate import (
@@ -335,7 +336,7 @@ class QtEvaluateTab(QWidget):
         self._task = self.tasks.start(
             work, on_partial=self._on_partial, on_progress=self._on_progress, on_result=self._on_finished,
             on_error=self._on_error, on_cancelled=self._on_cancelled, on_done=self._update_buttons,
-            expected_errors=(EvalInputError,), name="evaluate")
+            expected_errors=(EvalError, ModelLoadError), name="evaluate")
         self._update_buttons()
         return self._task
 
