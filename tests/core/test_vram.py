@@ -101,8 +101,9 @@ def test_every_term_of_a_qlora_estimate_matches_a_hand_computation():
 
     # Gradient checkpointing: one bf16 layer input per layer per token, plus one layer recomputed.
     # The frozen base layers save no input; with no LoRA dropout, lora_A keeps its input once per
-    # distinct tensor: the attention norm's output (q, k, v), the attention output (o), the MLP norm's
-    # output (gate, up) and the MLP product (down).
+    # distinct tensor: the attention norm's output (q, k, v), the MLP norm's output (gate, up) and the MLP
+    # product (down); o's input is the attention kernel's output, which the kernel keeps already (one storage,
+    # measured in tests/core/test_planner.py).
     tokens = 16
     per_layer = (
         2 * 4 * H  # two RMSNorms: their fp32 copy of the input
@@ -110,7 +111,7 @@ def test_every_term_of_a_qlora_estimate_matches_a_hand_computation():
         + 4 * HEADS  # log-sum-exp
         + 3 * 2 * I  # gate, up, silu(gate)
         + 2 * 8 * 7  # lora_A outputs
-        + 2 * (H + 64 + H + I)  # lora_A inputs
+        + 2 * (H + H + I)  # lora_A inputs
     )
     recomputed = tokens * per_layer
     assert parts["activations, gradient checkpointing"] == tokens * (L * 2 * H + 4 * H) + recomputed
@@ -211,7 +212,7 @@ def test_the_8b_shape_at_2048_tokens_is_about_8_gib():
     config = _config(max_length=2048)
     config.lora.r = 16
     estimate = estimate_vram(shape, config)
-    assert 7.5 * GIB < estimate.total < 9.5 * GIB
+    assert 7.4 * GIB < estimate.total < 9.5 * GIB
     assert math.isclose(estimate.breakdown["base weights, NF4 4-bit + double quant"] / GIB, 3.35, abs_tol=0.01)
 
 

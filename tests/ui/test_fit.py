@@ -96,3 +96,19 @@ def test_without_measured_lengths_the_fit_keeps_max_length_and_says_so(qtbot, ta
     tab.fit_button.click()
     assert tab.max_length.value() == 1024
     assert "no token lengths are measured yet" in tab.fit_label.text()
+
+
+def test_a_fit_for_length_sets_lora_dropout_0_in_the_form_and_says_it_changes_training(qtbot, tab):
+    """The 8B shape at 6,000 tokens on an 8 GB card needs every lever: the form, the draft and the run get LoRA
+    dropout 0 and the input embedding in CPU RAM, and the reasons say that dropout 0 changes training."""
+    _start(qtbot, tab)
+    assert tab.lora_dropout.value() == 0.05 and not tab.embedding_on_cpu.isChecked()
+    tab.token_stats_source = lambda: _stats([900] * 199 + [6000])
+    with qtbot.waitSignal(tab.changed):
+        tab.fit_button.click()
+    assert tab.max_length.value() == 6000 and tab.lora_dropout.value() == 0.0 and tab.embedding_on_cpu.isChecked()
+    config = tab.current_config()
+    assert config.lora.lora_dropout == 0.0 and config.training.embedding_on_cpu
+    text = tab.fit_label.text()
+    assert "lora_dropout 0.05 → 0.0" in text and "embedding_on_cpu off → on" in text
+    assert "LoRA dropout 0.05 → 0 to fit this length — this changes training" in text

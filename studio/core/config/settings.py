@@ -139,7 +139,10 @@ class LoraSettings:
                                    max=4096)
     )
     lora_dropout: float = field(
-        default=0.05, metadata=_help("Dropout on the adapter's input during training.", min=0.0, max=0.9,
+        default=0.05, metadata=_help("Dropout on the adapter's input during training. Each adapted layer keeps its "
+                                     "own dropped-out copy of its input for the backward pass; at 0 the layers "
+                                     "that read one input share it. Fit to this GPU sets 0 only when the length "
+                                     "does not fit otherwise, and says so: it changes training.", min=0.0, max=0.9,
                                      step=0.05, decimals=2)
     )
     target_modules: list[str] = field(
@@ -393,6 +396,17 @@ class TrainingSettings:
     gradient_checkpointing: bool = field(
         default=True, metadata=_help("Recompute activations in the backward pass: much less memory, ~30% slower.")
     )
+    checkpointing_every_n_layers: int = field(
+        default=1,
+        metadata=_help(
+            "With gradient checkpointing: checkpoint only every n-th decoder layer (transformers' every_n_layers); "
+            "the others keep their activations and are not recomputed. 1 = every layer (the least memory); 2 = "
+            "half of them, and so on: less recomputing, more memory. Fit to this GPU picks the largest n that "
+            "fits. SFT only: TRL's DPO, KTO and GRPO trainers switch checkpointing back on for every layer around "
+            "their reference and generation passes, so for them every layer is checkpointed.",
+            min=1, max=1024,
+        ),
+    )
     seed: int = field(default=42, metadata=_help("Random seed for initialisation, shuffling and the eval split.",
                                                   min=0, max=2**31 - 1))
     logging_steps: int = field(default=1, metadata=_help("Log loss and learning rate every N steps.", min=1,
@@ -453,6 +467,17 @@ class TrainingSettings:
             "card whatever the length: far longer examples fit, for the time the copies cost and the offloaded size "
             "in CPU RAM. NVIDIA GPU only; ignored on a CPU. Fit to this GPU turns it on only when nothing fits "
             "without it."
+        ),
+    )
+    embedding_on_cpu: bool = field(
+        default=False,
+        metadata=_help(
+            "Keep the frozen 16-bit input embedding in CPU RAM instead of on the GPU (accelerate's CPU offload: its "
+            "weights are copied to the card for each forward pass's lookup and dropped after it, so the backward "
+            "pass runs without them). Frees its size (1 GiB for an 8B Llama 3) for activations, for one copy per "
+            "micro-batch. Only with a 4-bit or 8-bit base (bitsandbytes' llm_int8_enable_fp32_cpu_offload), an "
+            "untied embedding that is not trained (not in modules_to_save), on an NVIDIA GPU; ignored otherwise. "
+            "Fit to this GPU turns it on only when nothing fits without it."
         ),
     )
     fast_path: bool = field(

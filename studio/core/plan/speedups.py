@@ -22,6 +22,11 @@ other memory to offload to. It works with PEFT and bitsandbytes: TRL unwraps the
 the output head it keeps on the card, skips parameters (the 4-bit weights), and empties the cache
 bitsandbytes' dequantisation fills at every step.
 
+Two more memory levers get a line when a config asks for them: **partial checkpointing**
+(`training.checkpointing_every_n_layers`, transformers' `every_n_layers`: SFT only, since TRL's other trainers
+switch checkpointing back on for every layer) and **the input embedding in CPU RAM** (`training.embedding_on_cpu`:
+accelerate's CPU offload of one module, with bitsandbytes' `llm_int8_enable_fp32_cpu_offload`).
+
 The plan is a pure function of the config and the machine's capabilities, so the Config tab can
 show what a run will get, the training log says what it got, and tests can check every rule.
 """
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.core.config.settings import RunConfig
+from studio.core.plan.vram import checkpointing_every_n_layers, embedding_can_stay_on_cpu
 
 __all__ = ["Capabilities", "FastPathPlan", "SpeedUp", "activation_offloading_applies", "apply_liger",
            "capabilities_for_card", "detect_capabilities", "expected_compute_dtype", "plan_fast_path"]
@@ -157,11 +163,37 @@ def _offloading(config: RunConfig, device: str) -> tuple[SpeedUp, ...]:
                                                    "RAM (less GPU memory, some speed for the copies)"),)
 
 
+def _memory_levers(config: RunConfig, device: str) -> tuple[SpeedUp, ...]:
+    """The partial checkpointing and input-embedding lines, each only when the config asks for it."""
+    t, lines = config.training, []
+    if t.gradient_checkpointing and t.checkpointing_every_n_layers > 1:
+        every_n = checkpointing_every_n_layers(config)
+        if every_n > 1:
+            lines.append(SpeedUp("partial checkpointing", True, f"gradient checkpointing: every {every_n} layers "
+                                 "(transformers' every_n_layers) — the others keep their activations and are not "
+                                 "recomputed"))
+        else:
+            lines.append(SpeedUp("partial checkpointing", False, f"gradient checkpointing: every layer — "
+                                 f"checkpointing_every_n_layers is for SFT; TRL's {t.method} trainer switches "
+                                 "checkpointing back on for every layer around its reference or generation passes"))
+    if t.embedding_on_cpu:
+        if device != "cuda":
+            note = "input embedding in CPU RAM: ignored — a CPU run has it in RAM already"
+        elif not embedding_can_stay_on_cpu(config, tied=False):
+            note = ("input embedding in CPU RAM: ignored — it needs a 4-bit or 8-bit base and an embedding that is "
+                    "not trained (modules_to_save)")
+        else:
+            note = ("input embedding in CPU RAM: on unless it is tied to the output head — copied to the GPU for "
+                    "each forward pass's lookup, not kept for the backward pass")
+        lines.append(SpeedUp("input embedding in CPU RAM", note.endswith("pass"), note))
+    return tuple(lines)
+
+
 def plan_fast_path(config: RunConfig, capabilities: Capabilities, *, compute_dtype: str) -> FastPathPlan:
     """Decide each speed-up for `config` on a machine with `capabilities`."""
     t = config.training
     attn = config.model.attn_implementation
-    offloading = _offloading(config, capabilities.device)
+    offloading = _offloading(config, capabilities.device) + _memory_levers(config, capabilities.device)
     if not t.fast_path:
         return FastPathPlan(enabled=False, liger=False, padding_free=False, attn_implementation=attn,
                             speedups=(SpeedUp("FlashAttention-2", False, f"attention: {attn}"), *offloading))

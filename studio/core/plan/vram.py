@@ -339,6 +339,9 @@ def layer_activation_bytes_per_token(
         lora += (c + 1) * sum(layer.in_features for layer in adapted)
     else:  # lora_A keeps its input, once per distinct input tensor
         inputs = {_LAYER_INPUT.get(layer.name, layer.name): layer.in_features for layer in adapted}
+        # o_proj's input is the attention kernel's output, which the kernel keeps already (counted above): measured
+        # with saved_tensors_hooks on the CPU (tests/core/test_planner.py), it is one storage.
+        inputs.pop("attention output", None)
         lora += c * sum(inputs.values())
     if lora_in_fp32:
         lora += c * sum(layer.in_features for layer in adapted)  # autocast's copy of the input for the fp32 adapter
@@ -375,10 +378,13 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         parts["base weights, 8-bit"] = shape.decoder_linear_params + scales
     else:
         parts[f"base weights, {8 * c}-bit"] = shape.decoder_linear_params * c
+    embedding_on_cpu = t.embedding_on_cpu and embedding_can_stay_on_cpu(config, tied=shape.tie_word_embeddings)
+    embedding_label = f"embeddings, {8 * c}-bit" + (", in CPU RAM (on the card for the lookup)"
+                                                    if embedding_on_cpu else "")
     if shape.tie_word_embeddings:
         parts[f"embeddings = lm_head (tied), {8 * c}-bit"] = shape.embedding_params * c
     else:
-        parts[f"embeddings, {8 * c}-bit"] = shape.embedding_params * c
+        parts[embedding_label] = shape.embedding_params * c
         parts[f"lm_head, {8 * c}-bit"] = shape.embedding_params * c
     parts["norms and biases"] = shape.other_params * c
 
@@ -424,7 +430,21 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
     )
     final_norm = 4 * h  # the final RMSNorm's fp32 copy of its input
     offloaded = 0
-    if t.activation_offloading and t.gradient_checkpointing:
+    every_n = checkpointing_every_n_layers(config)
+    checkpointed = checkpointed_layer_count(layers, every_n) if t.gradient_checkpointing else 0
+    if t.gradient_checkpointing and checkpointed < layers:
+        # Partial checkpointing: the checkpointed layers keep their input, the others all they save; the backward
+        # pass recomputes one checkpointed layer at a time.
+        kept = checkpointed * c * h + (layers - checkpointed) * per_token_layer
+        recomputed = tokens * per_token_layer
+        if t.activation_offloading:  # as without checkpointing: one layer brought back, the stash in flight
+            held = tokens * (per_token_layer + OFFLOAD_STASH_TENSORS * c * shape.intermediate_size + final_norm)
+            offloaded = round(tokens * kept)
+            activation_label = f"activations, checkpointing {checkpointed} of {layers} layers + offloading"
+        else:
+            held = tokens * (kept + final_norm)
+            activation_label = f"activations, checkpointing {checkpointed} of {layers} layers"
+    elif t.activation_offloading and t.gradient_checkpointing:
         # The layer inputs go to CPU RAM; the card keeps those whose copy is in flight (forward) or that the
         # backward pass has brought back, and recomputes one layer at a time as without offloading.
         held = tokens * (min(layers, OFFLOAD_STASH_TENSORS) * c * h + final_norm)
@@ -484,6 +504,14 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
             notes.append(f"GRPO's generation (a {format_bytes(kv_cache, style='estimate')} KV cache) runs before "
                          "the training pass and fits in the memory its activations need")
 
+    if embedding_on_cpu:
+        # accelerate's CPU offload copies the weights in for the forward pass's lookup and drops them after it;
+        # the frozen lookup saves nothing for the backward pass, so they are never on the card with the activations,
+        # the workspace or the loss: they count only where they are larger than those.
+        transient = parts[activation_label] + workspace + parts[loss_label]
+        parts[embedding_label] = max(0, shape.embedding_params * c - transient)
+        notes.append(f"the input embedding ({format_bytes(shape.embedding_params * c, style='estimate')}) stays in "
+                     "CPU RAM and is copied to the card for each forward pass's lookup")
     allocated = sum(size for name, size in parts.items() if name != state_label or not optim.startswith("paged_"))
     parts["allocator overhead"] = round(allocated * ALLOCATOR_OVERHEAD)
     parts["CUDA context"] = CUDA_CONTEXT_BYTES
@@ -501,7 +529,9 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
         "max_length": seq,
         "per_device_train_batch_size": batch,
         "gradient_checkpointing": t.gradient_checkpointing,
+        "checkpointed_layers": checkpointed,
         "activation_offloading": t.activation_offloading,
+        "embedding_on_cpu": embedding_on_cpu,
         "offloaded_bytes": offloaded,
         "optim": optim,
         "logits": logits,
@@ -513,14 +543,42 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
 
 
 def embedding_on_cpu_saving(shape: ModelShape, config: RunConfig) -> int:
-    """GPU memory the 16-bit input embedding would free if it stayed in CPU RAM (0 when it is tied to the output
-    head, which the chunked loss reads on the card). Not a switch: no well-kept library keeps a frozen input
-    embedding on the CPU while training the rest on the GPU (accelerate's `device_map` offload is an inference
-    feature, and bitsandbytes refuses CPU modules without `llm_int8_enable_fp32_cpu_offload`), so the planner
-    only says what it would save."""
-    if shape.tie_word_embeddings:
+    """GPU memory the 16-bit input embedding takes, which `training.embedding_on_cpu` keeps in CPU RAM during the
+    backward pass (0 when it is tied to the output head, which the chunked loss reads on the card)."""
+    if not embedding_can_stay_on_cpu(config, tied=shape.tie_word_embeddings):
         return 0
     return shape.embedding_params * _dtype_bytes(config.quantization.compute_dtype)
+
+
+def embedding_can_stay_on_cpu(config: RunConfig, *, tied: bool) -> bool:
+    """Whether the frozen input embedding can be left in CPU RAM: a 4-bit or 8-bit base (bitsandbytes' switch for
+    CPU modules, `llm_int8_enable_fp32_cpu_offload`, is the documented way to mix them; a 16-bit model would be
+    moved whole to the GPU by the trainer), an embedding of its own (a tied one is the output head, which the loss
+    reads on the card) and not trained (`modules_to_save`)."""
+    return (config.quantization.mode in ("4bit", "8bit") and not tied
+            and "embed_tokens" not in config.lora.modules_to_save)
+
+
+def embedding_on_cpu_applies(config: RunConfig, *, tied: bool, device: str) -> bool:
+    """Whether a run keeps its input embedding in CPU RAM: asked for, possible (`embedding_can_stay_on_cpu`), and on
+    a CUDA GPU (on a CPU it is in RAM anyway). The one rule for the estimate, the load's device_map and the log."""
+    return config.training.embedding_on_cpu and device == "cuda" and embedding_can_stay_on_cpu(config, tied=tied)
+
+
+def checkpointing_every_n_layers(config: RunConfig) -> int:
+    """Every how many decoder layers a run checkpoints (1 = every layer): the config's with SFT, 1 for the other
+    methods — TRL's DPO, KTO and GRPO trainers turn checkpointing off and on again around their reference and
+    generation passes with `gradient_checkpointing_enable(gradient_checkpointing_kwargs)`, which checkpoints every
+    layer again. The one rule for the estimate, the trainer's arguments and the log."""
+    t = config.training
+    if not t.gradient_checkpointing or t.method != "sft":
+        return 1
+    return max(1, t.checkpointing_every_n_layers)
+
+
+def checkpointed_layer_count(layers: int, every_n: int) -> int:
+    """The layers transformers checkpoints with `every_n_layers`: those whose index is a multiple of it."""
+    return math.ceil(layers / every_n)
 
 
 def attn_implementation_is_flash(name: str) -> bool:

@@ -86,21 +86,48 @@ def torch_dtype(name: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
-def quantization_config(config: RunConfig, hardware: Hardware) -> Any | None:
-    """BitsAndBytesConfig for 4/8-bit loading, or None for 16-bit LoRA."""
+def quantization_config(config: RunConfig, hardware: Hardware, *, embedding_on_cpu: bool = False) -> Any | None:
+    """BitsAndBytesConfig for 4/8-bit loading, or None for 16-bit LoRA. `embedding_on_cpu` (see `device_map`) turns
+    on bitsandbytes' switch for modules placed on the CPU, without which transformers refuses a device_map that
+    mixes the GPU and the CPU for a quantised model."""
     from transformers import BitsAndBytesConfig
 
     q = config.quantization
     if q.mode == "none":
         return None
+    cpu_modules = {"llm_int8_enable_fp32_cpu_offload": True} if embedding_on_cpu else {}
     if q.mode == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, **cpu_modules)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=torch_dtype(hardware.compute_dtype),
+        **cpu_modules,
     )
+
+
+EMBEDDING_MODULE = "model.embed_tokens"
+LLAMA_LAYOUT_MODULES = ("model.layers", "model.norm", "model.rotary_emb", "lm_head")
+"""The other top-level modules of the Llama layout (Llama, Mistral, Qwen2/3, Gemma: the layout the estimate covers)."""
+
+
+def device_map(config: RunConfig, hardware: Hardware, *, tied_embeddings: bool, local_rank: int = 0) -> dict[str, Any]:
+    """Where a quantised base's modules are loaded: all on this process's device, or — `training.embedding_on_cpu`
+    where it applies (`plan.vram.embedding_on_cpu_applies`) — the input embedding on "cpu" and the rest on the GPU.
+
+    accelerate's dispatch then keeps the embedding's weights in CPU RAM and copies them to the GPU for each forward
+    pass's lookup (a module mapped to the CPU runs on the main device); the frozen lookup saves nothing for the
+    backward pass, so the backward pass runs without them. The map names every top-level module of the Llama layout
+    rather than "" for the rest: with "" accelerate would place every submodule, the embedding included, on the GPU
+    before offloading it.
+    """
+    from studio.core.plan.vram import embedding_on_cpu_applies
+
+    device = f"cuda:{local_rank}" if hardware.device == "cuda" else "cpu"
+    if not embedding_on_cpu_applies(config, tied=tied_embeddings, device=hardware.device):
+        return {"": device}
+    return {EMBEDDING_MODULE: "cpu", **dict.fromkeys(LLAMA_LAYOUT_MODULES, device)}
 
 
 def lora_config(config: RunConfig) -> Any:
@@ -169,11 +196,13 @@ def training_arguments(config: RunConfig, hardware: Hardware, output_dir: Path, 
     """The TrainingArguments every method's TRL config shares (SFTConfig, DPOConfig, ... subclass it)."""
     from transformers import TrainingArguments
 
+    from studio.core.plan.vram import checkpointing_every_n_layers
+
     t = config.training
-    checkpointing = {
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
-    }
+    kwargs: dict[str, Any] | None = {"use_reentrant": False} if t.gradient_checkpointing else None
+    if kwargs is not None and (every_n := checkpointing_every_n_layers(config)) > 1:
+        kwargs["every_n_layers"] = every_n  # the Trainer takes it out and passes it to activation_checkpointing_enable
+    checkpointing = {"gradient_checkpointing": t.gradient_checkpointing, "gradient_checkpointing_kwargs": kwargs}
     if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         # transformers >= 5.2x renamed gradient_checkpointing* (the old names warn until v6).
         checkpointing = {k.replace("gradient_", "activation_"): v for k, v in checkpointing.items()}

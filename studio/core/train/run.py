@@ -52,21 +52,34 @@ def tokenize_dataset(tokenizer: Any, data: LoadedData, *, train_on_responses_onl
 
 
 def _model_load_kwargs(config: RunConfig, hardware: Any, attn_implementation: str) -> dict[str, Any]:
-    from studio.core.train.factories import quantization_config, torch_dtype
+    from studio.core.plan.vram import embedding_on_cpu_applies
+    from studio.core.train.factories import device_map, quantization_config, torch_dtype
 
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype(hardware.compute_dtype),
         "attn_implementation": attn_implementation,
         "trust_remote_code": config.model.trust_remote_code,
     }
-    quant = quantization_config(config, hardware)
+    tied = _ties_embeddings(config) if config.training.embedding_on_cpu and hardware.device == "cuda" else False
+    quant = quantization_config(config, hardware, embedding_on_cpu=embedding_on_cpu_applies(
+        config, tied=tied, device=hardware.device))
     if quant is not None:
         kwargs["quantization_config"] = quant
         # Quantised weights must be placed at load time; under `accelerate launch` each process
         # takes the GPU of its own local rank.
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        kwargs["device_map"] = {"": f"cuda:{local_rank}" if hardware.device == "cuda" else "cpu"}
+        kwargs["device_map"] = device_map(config, hardware, tied_embeddings=tied,
+                                          local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     return kwargs
+
+
+def _ties_embeddings(config: RunConfig) -> bool:
+    """Whether the base's input embedding is its output head (the model's config, with its class's default)."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(config.model.name_or_path,
+                                              trust_remote_code=config.model.trust_remote_code)
+    text_config = getattr(model_config, "get_text_config", lambda: model_config)()
+    return bool(getattr(text_config, "tie_word_embeddings", getattr(model_config, "tie_word_embeddings", False)))
 
 
 def _atomic_checkpoint_trainer(base: type) -> type:

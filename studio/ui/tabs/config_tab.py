@@ -338,6 +338,8 @@ class QtConfigTab(QWidget):
         self.max_length = self._spin("training", "max_length")
         self.gradient_checkpointing = self._check("training", "gradient_checkpointing", "Gradient checkpointing")
         self.activation_offloading = self._check("training", "activation_offloading", "Offload activations to CPU RAM")
+        self.checkpointing_every_n_layers = self._spin("training", "checkpointing_every_n_layers")
+        self.embedding_on_cpu = self._check("training", "embedding_on_cpu", "Input embedding in CPU RAM")
         self.fast_path = self._check("training", "fast_path", "Fast path")
         self.fast_path_label = _QtNoteLabel()  # what the fast path gives on this machine, or why a part of it is off
         self.fast_path_label.setStyleSheet(f"color: {style.MUTED};")
@@ -529,6 +531,8 @@ class QtConfigTab(QWidget):
             ("Max length (tokens)", self.max_length),
             ("", self.gradient_checkpointing),
             ("", self.activation_offloading),
+            ("Checkpoint every n layers", self.checkpointing_every_n_layers),
+            ("", self.embedding_on_cpu),
             ("", self.fast_path),
             ("", self.fast_path_label),  # under the box; wraps rather than widen the column
         ])
@@ -983,7 +987,7 @@ class QtConfigTab(QWidget):
         plan = fit_to_card(shape, config, self._fit_card(), stats)
         self.last_fit = plan
         if plan.fits:
-            for section in ("quantization", "training"):
+            for section in ("quantization", "lora", "training"):  # the planner may set LoRA dropout 0 for length
                 chosen = getattr(plan.config, section)
                 self.draft.update(section, **{f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen)})
             self.changed.emit()
