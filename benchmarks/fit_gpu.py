@@ -11,7 +11,10 @@ batch 1), every probe in a fresh process (benchmarks/gpu_speed.py's child runner
 2. **tokens/s at 2048** under the cap, studio (planner) vs plain, and at a compute-bound batch of 4
    without the cap, with MFU;
 3. **loss per step** of both paths on the same tokens, within `LOSS_TOLERANCE`;
-4. **the estimate against the measured peak** with activation offloading off and on.
+4. **the estimate against the measured peak** with activation offloading off and on, and with each of the next
+   memory levers (`LEVER_PROBES`): partial checkpointing (every 2nd layer), LoRA dropout 0, and the input
+   embedding in CPU RAM (the 8B shape: the 3B one ties it to the output head). Their estimate terms are measured
+   on the CPU (tests/core/test_planner.py); their savings on a card are what these probes take.
 
 The probes run in priority order and the script starts none it cannot finish before the deadline
 (`--budget`, default 480 s), learning each shape's probe time from the probes run; what was not run is
@@ -42,7 +45,7 @@ import gpu_speed  # noqa: E402  (puts the repository root on sys.path too)
 from studio.core.config.settings import RunConfig  # noqa: E402
 from studio.core.models.source import bundled_shapes  # noqa: E402
 from studio.core.plan.fit import Card, DataLengths, plan_fit  # noqa: E402
-from studio.core.plan.vram import GIB, ModelShape, estimate_vram  # noqa: E402
+from studio.core.plan.vram import GIB, ModelShape, embedding_can_stay_on_cpu, estimate_vram  # noqa: E402
 
 MODELS = ("llama-3.1-8b", "llama-3.2-3b")
 CAP_BYTES = 8 * GIB
@@ -57,6 +60,13 @@ FIRST_GUESS_SECONDS = {"llama-3.1-8b": 75.0, "llama-3.2-3b": 40.0}
 """A probe's wall time (process start, model load, 3 steps) before one has been measured: a guess used only to
 decide whether a probe can still start, replaced by the measured mean as probes finish."""
 RESULT_PREFIX = "FIT_GPU_RESULT "
+LEVER_PROBES = (
+    ("llama-3.2-3b", "every 2nd layer checkpointed", {"checkpointing_every_n_layers": 2}, {}),
+    ("llama-3.2-3b", "LoRA dropout 0", {}, {"lora_dropout": 0.0}),
+    ("llama-3.1-8b", "input embedding in CPU RAM", {"embedding_on_cpu": True}, {}),
+)
+"""(model, lever, training settings, LoRA settings) of the peak probes at SPEED_SEQ that measure each memory lever
+against the estimate, from the plain checkpointing setting (every layer, no offloading, the config's dropout)."""
 
 
 def shape_of(model: str) -> ModelShape:
@@ -77,17 +87,34 @@ def studio_settings(model: str, seq: int, batch: int, cap: int) -> tuple[dict[st
                     effective_batch=batch)
     t = plan.config.training if plan.fits else config.training
     chosen = {"gradient_checkpointing": t.gradient_checkpointing if plan.fits else True,
+              "checkpointing_every_n_layers": t.checkpointing_every_n_layers if plan.fits else 1,
               "activation_offloading": t.activation_offloading if plan.fits else True,
+              "embedding_on_cpu": t.embedding_on_cpu if plan.fits else embedding_can_stay_on_cpu(
+                  config, tied=shape_of(model).tie_word_embeddings),
               "per_device_train_batch_size": t.per_device_train_batch_size if plan.fits else 1,
               "gradient_accumulation_steps": t.gradient_accumulation_steps if plan.fits else batch}
     return chosen, "planner" if plan.fits else "leanest (the planner finds nothing fits)"
 
 
-def probe_config(probe: dict[str, Any]) -> RunConfig:
-    config = base_config(probe["model"], probe["seq"], probe["batch"])
+def studio_lora(model: str, seq: int, batch: int, cap: int) -> dict[str, Any]:
+    """The planner's LoRA dropout at this length (0 where it goes for length), or 0 where nothing fits."""
+    config = base_config(model, seq, batch)
+    plan = plan_fit(shape_of(model), config, Card(cap, "cuda", "8 GiB cap"), data=DataLengths((seq,)),
+                    effective_batch=batch)
+    return {"lora_dropout": plan.config.lora.lora_dropout if plan.fits else 0.0}
+
+
+def apply_settings(config: RunConfig, probe: dict[str, Any]) -> RunConfig:
+    """The probe's training and LoRA settings on a run config."""
     for name, value in probe["training"].items():
         setattr(config.training, name, value)
+    for name, value in probe.get("lora", {}).items():
+        setattr(config.lora, name, value)
     return config
+
+
+def probe_config(probe: dict[str, Any]) -> RunConfig:
+    return apply_settings(base_config(probe["model"], probe["seq"], probe["batch"]), probe)
 
 
 def estimate_of(probe: dict[str, Any]) -> int:
@@ -95,12 +122,21 @@ def estimate_of(probe: dict[str, Any]) -> int:
 
 
 def make_probe(kind: str, model: str, path: str, seq: int, *, batch: int = 1, cap: int = CAP_BYTES,
-               offloading: bool | None = None) -> dict[str, Any]:
+               offloading: bool | None = None, lever: tuple[str, dict, dict] | None = None) -> dict[str, Any]:
+    lora: dict[str, Any] = {}
     if path == "studio":
         training, chosen_by = studio_settings(model, seq, batch, cap or 10**15)
+        lora = studio_lora(model, seq, batch, cap or 10**15)
         if offloading is not None:
-            training = {**training, "gradient_checkpointing": True, "activation_offloading": offloading}
+            training = {**training, "gradient_checkpointing": True, "checkpointing_every_n_layers": 1,
+                        "activation_offloading": offloading, "embedding_on_cpu": False}
             chosen_by = f"offloading {'on' if offloading else 'off'}"
+        if lever is not None:  # one lever from the plain checkpointing setting
+            name, lever_training, lever_lora = lever
+            training = {**training, "gradient_checkpointing": True, "checkpointing_every_n_layers": 1,
+                        "activation_offloading": False, "embedding_on_cpu": False, **lever_training}
+            lora = {"lora_dropout": base_config(model, seq, batch).lora.lora_dropout, **lever_lora}
+            chosen_by = f"lever: {name}"
     else:
         # The plain script's defaults: TRL checkpoints, offloads nothing, one micro-batch of `batch`.
         training = {"gradient_checkpointing": True, "activation_offloading": False,
@@ -108,7 +144,7 @@ def make_probe(kind: str, model: str, path: str, seq: int, *, batch: int = 1, ca
         chosen_by = "TRL defaults"
     steps = PROBE_STEPS if kind != "speed" else SPEED_WARMUP + SPEED_STEPS
     probe = {"kind": kind, "model": model, "path": path, "seq": seq, "batch": batch, "cap_bytes": cap,
-             "steps": steps, "training": training, "chosen_by": chosen_by,
+             "steps": steps, "training": training, "lora": lora, "chosen_by": chosen_by,
              "offloading": bool(training["activation_offloading"])}
     probe["estimate_bytes"] = estimate_of(probe)
     return probe
@@ -138,10 +174,15 @@ def planned_probes() -> list[dict[str, Any]]:
             probes += [make_probe("peak", model, "studio", SPEED_SEQ, offloading=o) for o in (False, True)]
             probes += [make_probe("speed", model, path, SPEED_SEQ, batch=SPEED_BATCH, cap=0)
                        for path in ("studio", "plain")]
-    # Longest-context probes first for the 8B shape (the headline target), then the 3B speed, then the rest.
+        # Without the cap: every lever's probe trains, whatever it needs, so its peak can be read.
+        probes += [make_probe("peak", model, "studio", SPEED_SEQ, cap=0, lever=(name, training, lora))
+                   for lever_model, name, training, lora in LEVER_PROBES if lever_model == model]
+    # Longest-context probes first for the 8B shape (the headline target), then the 3B speed, then the rest (the
+    # lever probes last: what does not fit the budget waits for the next GPU).
     order = {("longest-context", "llama-3.1-8b"): 0, ("speed", "llama-3.2-3b"): 1, ("peak", "llama-3.2-3b"): 2,
              ("longest-context", "llama-3.2-3b"): 3}
-    return sorted(probes, key=lambda p: order.get((p["kind"], p["model"]), 4))
+    return sorted(probes, key=lambda p: 5 if p["chosen_by"].startswith("lever") else
+                  order.get((p["kind"], p["model"]), 4))
 
 
 # ------------------------------------------------------------------------------ one probe, in a child
@@ -150,10 +191,7 @@ def planned_probes() -> list[dict[str, Any]]:
 def run_probe_here(probe: dict[str, Any], model_dir: Path, data_file: Path) -> dict[str, Any]:
     """Train one probe with gpu_speed's measurements; its run config is the probe's (patched into gpu_speed)."""
     def config_for(case, model_dir_, data_file_, *, device, steps):
-        config = original(case, model_dir_, data_file_, device=device, steps=steps)
-        for name, value in probe["training"].items():
-            setattr(config.training, name, value)
-        return config
+        return apply_settings(original(case, model_dir_, data_file_, device=device, steps=steps), probe)
 
     original = gpu_speed.case_config
     gpu_speed.case_config = config_for
@@ -278,8 +316,11 @@ def print_plan(report: dict[str, Any]) -> None:
     print("| --- | --- | --- | ---: | ---: | --- | --- | ---: |")
     for p in report["cases"]:
         t = p["training"]
-        levers = (f"ckpt {'on' if t['gradient_checkpointing'] else 'off'}, offload "
-                  f"{'on' if t['activation_offloading'] else 'off'}, {t['per_device_train_batch_size']}×"
+        every_n = t.get("checkpointing_every_n_layers", 1)
+        checkpointing = (f"every {every_n}" if every_n > 1 else "on") if t["gradient_checkpointing"] else "off"
+        levers = (f"ckpt {checkpointing}, offload {'on' if t['activation_offloading'] else 'off'}"
+                  f"{', embedding in RAM' if t.get('embedding_on_cpu') else ''}"
+                  f", dropout {p.get('lora', {}).get('lora_dropout', '-')}, {t['per_device_train_batch_size']}×"
                   f"{t['gradient_accumulation_steps']}")
         cap = f"{p['cap_bytes'] / GIB:g} GiB" if p["cap_bytes"] else "none"
         print(f"| {p['kind']} | {p['model']} | {p['path']} | {p['seq']:,} | {p['batch']} | {cap} | {levers} "

@@ -405,6 +405,13 @@ def test_the_fit_benchmark_dry_run_lists_every_probe_on_the_cpu(tmp_path):
         assert ("longest-context", model, "studio") in cases and ("longest-context", model, "plain") in cases
     assert ("speed", "llama-3.2-3b", "studio") in cases and ("speed", "llama-3.2-3b", "plain") in cases
     assert {case["offloading"] for case in report["cases"] if case["kind"] == "peak"} == {False, True}
+    # The next memory levers, each measured against the estimate on the next GPU.
+    levers = {case["chosen_by"]: case for case in report["cases"] if case["chosen_by"].startswith("lever")}
+    assert levers["lever: every 2nd layer checkpointed"]["training"]["checkpointing_every_n_layers"] == 2
+    assert levers["lever: LoRA dropout 0"]["lora"] == {"lora_dropout": 0.0}
+    embedding = levers["lever: input embedding in CPU RAM"]
+    assert embedding["model"] == "llama-3.1-8b" and embedding["training"]["embedding_on_cpu"] is True
+    assert report["cases"][-len(levers):] == list(levers.values()), "last: what does not fit the budget waits"
     assert report["planned_seconds"] <= 8 * 60
     assert "figures to be taken on a lent GPU" in result.stdout
 

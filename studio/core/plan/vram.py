@@ -23,7 +23,13 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
   that copies every saved tensor of 1 KiB or more to CPU RAM) the card keeps only the tensors whose copy
   is in flight — at most `OFFLOAD_STASH_TENSORS` of them in the forward pass — and, in the backward
   pass, the layer being worked on: with checkpointing that many layer inputs, without it one layer's
-  saved tensors plus the stash of the largest (the MLP's).
+  saved tensors plus the stash of the largest (the MLP's). With **partial checkpointing** (transformers'
+  `every_n_layers`, SFT only: `checkpointing_every_n_layers`) the checkpointed layers keep their input and the
+  others all they save. Each lever's term is measured with `saved_tensors_hooks` on the CPU
+  (tests/core/test_planner.py): no checkpointing, partial checkpointing, LoRA dropout 0 against 0.05.
+- **the input embedding in CPU RAM** (`training.embedding_on_cpu`): accelerate copies it to the card for each
+  forward pass's lookup; the frozen lookup saves nothing, so it counts only where it is larger than the
+  activations, the workspace and the loss it never meets.
 - **backward workspace**: one base layer dequantised for its matmul and the gradient in flight.
 - **logits / loss**: TRL's `SFTTrainer` scores tokens with a chunked LM head that never builds the
   (tokens × vocab) logits, only one (≤4096 × 32768) tile — with PEFT too: TRL 1.16 puts the fused head
