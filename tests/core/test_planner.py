@@ -722,3 +722,14 @@ def _with_training(config: RunConfig, **training) -> RunConfig:
     for name, value in training.items():
         setattr(result.training, name, value)
     return result
+
+
+@pytest.mark.parametrize(("shape", "tied"), [("llama-3.1-8b", False), ("llama-3.2-3b", True)])
+def test_a_run_reads_whether_its_base_ties_the_embedding_from_the_models_config(tmp_path, shape, tied):
+    """The run decides the placement from the base's own config (its class's default where config.json is silent)."""
+    from studio.core.train.run import _ties_embeddings
+
+    (tmp_path / "config.json").write_text(bundled_shapes()[shape].read_text())
+    config = RunConfig()
+    config.model.name_or_path = str(tmp_path)
+    assert _ties_embeddings(config) is tied
