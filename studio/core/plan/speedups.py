@@ -177,15 +177,16 @@ def _memory_levers(config: RunConfig, device: str) -> tuple[SpeedUp, ...]:
                                  f"checkpointing_every_n_layers is for SFT; TRL's {t.method} trainer switches "
                                  "checkpointing back on for every layer around its reference or generation passes"))
     if t.embedding_on_cpu:
+        applies = device == "cuda" and embedding_can_stay_on_cpu(config, tied=False)
         if device != "cuda":
             note = "input embedding in CPU RAM: ignored — a CPU run has it in RAM already"
-        elif not embedding_can_stay_on_cpu(config, tied=False):
+        elif not applies:
             note = ("input embedding in CPU RAM: ignored — it needs a 4-bit or 8-bit base and an embedding that is "
                     "not trained (modules_to_save)")
-        else:
+        else:  # whether the base ties it to the output head is known once its config is read (train.run)
             note = ("input embedding in CPU RAM: on unless it is tied to the output head — copied to the GPU for "
                     "each forward pass's lookup, not kept for the backward pass")
-        lines.append(SpeedUp("input embedding in CPU RAM", note.endswith("pass"), note))
+        lines.append(SpeedUp("input embedding in CPU RAM", applies, note))
     return tuple(lines)
 
 

@@ -192,6 +192,19 @@ def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_e
     )
 
 
+def _require_every_n_layers() -> None:
+    """transformers before 5.24 has no `every_n_layers` and would hand it to torch's checkpoint as a layer argument."""
+    import inspect
+
+    import transformers
+    from transformers import PreTrainedModel
+
+    enable = getattr(PreTrainedModel, "activation_checkpointing_enable", PreTrainedModel.gradient_checkpointing_enable)
+    if "every_n_layers" not in inspect.signature(enable).parameters:
+        raise RuntimeError(f"training.checkpointing_every_n_layers needs transformers 5.24 or newer (every_n_layers); "
+                           f"this is {transformers.__version__}: set it to 1 or upgrade transformers")
+
+
 def training_arguments(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool) -> dict[str, Any]:
     """The TrainingArguments every method's TRL config shares (SFTConfig, DPOConfig, ... subclass it)."""
     from transformers import TrainingArguments
@@ -201,6 +214,7 @@ def training_arguments(config: RunConfig, hardware: Hardware, output_dir: Path, 
     t = config.training
     kwargs: dict[str, Any] | None = {"use_reentrant": False} if t.gradient_checkpointing else None
     if kwargs is not None and (every_n := checkpointing_every_n_layers(config)) > 1:
+        _require_every_n_layers()
         kwargs["every_n_layers"] = every_n  # the Trainer takes it out and passes it to activation_checkpointing_enable
     checkpointing = {"gradient_checkpointing": t.gradient_checkpointing, "gradient_checkpointing_kwargs": kwargs}
     if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}:
