@@ -1,0 +1,116 @@
+"""The window walked as a new user walks it (issue 22's walk): what the screen shows is what the studio uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
+
+from studio.core.runs.store import RunStore
+from studio.core.system.gpu import HostTelemetry
+
+LOAD_TIMEOUT_MS = 120_000
+TRAINING_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture
+def qt_settings(tmp_path, qapp):
+    """A private Qt settings store, so no saved state of another test (or of the user) is restored."""
+    QCoreApplication.setOrganizationName("finetune-studio-tests")
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
+    QSettings().clear()
+    yield QSettings()
+    QSettings().clear()
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, qt_settings):
+    """`make_window(store=None)`: the real window at a first launch (no last config), shut down after the test."""
+    from studio.ui.main_window import QtMainWindow, last_config_path
+
+    last_config_path().unlink(missing_ok=True)
+    made = []
+
+    def make(store: RunStore | None = None, *, clean: bool = True):
+        if clean:
+            last_config_path().unlink(missing_ok=True)
+        win = QtMainWindow(store=store or RunStore(tmp_path / "runs"), telemetry=HostTelemetry(), offer_demo=False)
+        win.chat_tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
+        qtbot.addWidget(win)
+        made.append(win)
+        return win
+
+    yield make
+    for win in made:
+        if win.training_tab.is_running:
+            win.training_tab.supervisor.kill()
+            win.training_tab.supervisor.wait()
+        win.training_tab.shutdown()
+        win.chat_tab.shutdown()
+        win.chat_tab.unload_model()
+        win.config_tab.shutdown()
+    last_config_path().unlink(missing_ok=True)
+
+
+def _first_question(demo_assets) -> str:
+    line = demo_assets.dataset_path.read_text(encoding="utf-8").splitlines()[0]
+    return json.loads(line)["messages"][0]["content"]
+
+
+# ------------------------------------------------------------------- 1. the adapter named is the one that answers
+
+
+@pytest.mark.slow
+def test_open_in_chat_with_another_run_answers_with_that_runs_adapter(qtbot, make_window, trained_run, demo_assets,
+                                                                      tmp_path):
+    store = RunStore(tmp_path / "runs")
+    for name in ("demo", "demo-2"):
+        shutil.copytree(trained_run, store.root / name)
+    win = make_window(store)
+    chat = win.chat_tab
+    chat.choose_run(store.root / "demo")
+    with qtbot.waitSignal(chat.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    assert chat.chat_model.active_adapter == "demo"
+
+    # Evaluate → right-click a row → "Open in Chat with demo-2" → Send.
+    question = _first_question(demo_assets)
+    win.evaluate_tab.open_in_chat.emit(store.root / "demo-2", [{"role": "user", "content": question}])
+    assert chat.adapter_edit.text() == str(store.root / "demo-2" / "adapter")
+    with qtbot.waitSignal(chat.reply_finished, timeout=LOAD_TIMEOUT_MS * 2):
+        qtbot.mouseClick(chat.send_button, Qt.MouseButton.LeftButton)
+
+    assert chat.chat_model.active_adapter == "demo-2", "the adapter the field names answered"
+    assert Path(chat.chat_model.adapter_paths["demo-2"]) == store.root / "demo-2" / "adapter"
+    shown = chat.transcript.toPlainText()
+    assert "Model (demo-2):" in shown, shown
+    assert "Model (demo):" not in shown
+
+
+# ------------------------------------------------------------------------------- 7. a coherent chat after Clear
+
+
+@pytest.mark.slow
+def test_clear_leaves_a_loaded_model_ready_and_nothing_to_regenerate(qtbot, make_window, demo_assets):
+    win = make_window()
+    chat = win.chat_tab
+    assert chat.transcript.placeholderText().startswith("Load a model")
+    chat.set_model(str(demo_assets.model_dir))
+    with qtbot.waitSignal(chat.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    chat.max_new_tokens.setValue(8)
+    with qtbot.waitSignal(chat.generation_finished, timeout=LOAD_TIMEOUT_MS):
+        chat.prompt_edit.setText("hello")
+        qtbot.keyClick(chat.prompt_edit, Qt.Key.Key_Return)
+    assert chat.regenerate_button.isEnabled()
+    assert "Model (base model, no adapter):" in chat.transcript.toPlainText()
+
+    qtbot.mouseClick(chat.clear_button, Qt.MouseButton.LeftButton)
+
+    assert not chat.regenerate_button.isEnabled(), "nothing left to answer again"
+    placeholder = chat.transcript.placeholderText()
+    assert not placeholder.startswith("Load a model") and "is loaded" in placeholder, placeholder
+    assert chat.send_button.isEnabled() and chat.prompt_edit.isEnabled()
