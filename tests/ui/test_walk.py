@@ -114,3 +114,30 @@ def test_clear_leaves_a_loaded_model_ready_and_nothing_to_regenerate(qtbot, make
     placeholder = chat.transcript.placeholderText()
     assert not placeholder.startswith("Load a model") and "is loaded" in placeholder, placeholder
     assert chat.send_button.isEnabled() and chat.prompt_edit.isEnabled()
+
+
+# ------------------------------------------ 6. Evaluate lists finished runs; the Runs view newest first; 7. RAM panel
+
+
+@pytest.mark.slow
+def test_a_run_trained_in_the_window_is_listed_to_evaluate_newest_first_and_the_ram_panel_lets_go(
+        qtbot, make_window, trained_run, demo_assets, tmp_path):
+    from studio.core.sessions.evaluate import NO_FINISHED_RUNS
+
+    store = RunStore(tmp_path / "runs")
+    win = make_window(store)
+    assert win.evaluate_tab.status.text() == NO_FINISHED_RUNS
+    shutil.copytree(trained_run, store.root / "aaa-older")  # trained earlier; first by name
+    assert win._load_config_file(demo_assets.config_path)
+    tab = win.training_tab
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.last_status is not None, timeout=TRAINING_TIMEOUT_MS)
+    assert tab.last_status == "completed", tab.status_label.text()
+
+    listed = [win.evaluate_tab.runs_list.item(i).text() for i in range(win.evaluate_tab.runs_list.count())]
+    assert sorted(listed) == sorted(["aaa-older", tab.run_dir.name])
+    assert win.evaluate_tab.status.text() != NO_FINISHED_RUNS, "finished runs are listed"
+    qtbot.waitUntil(lambda: win.runs_view.table.rowCount() == 2, timeout=30_000)
+    first = [win.runs_view.table.item(row, 0).text() for row in range(2)]
+    assert first == [tab.run_dir.name, "aaa-older"], "newest first"
+    assert tab.gpu_panel.value_text("memory") == "—", "no process to read the RAM of once the run ended"

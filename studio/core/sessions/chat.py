@@ -152,6 +152,10 @@ class ChatSession:
             return True
         if not adapter:
             return bool(self.model.adapters)
+        if adapter == self.loaded_fields[1]:  # the adapter it was loaded with is its first
+            if self.model.adapters and self.model.active_adapter != self.model.adapters[0]:
+                self.model.set_adapter(self.model.adapters[0])
+            return False
         try:
             folder = resolve_adapter_dir(Path(adapter))
         except ModelLoadError:

@@ -115,6 +115,8 @@ class QtRunsView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setSortingEnabled(True)
+        # Newest first until the user clicks another header (the README's promise; Qt would sort by name).
+        self.table.sortByColumn(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)

@@ -378,8 +378,7 @@ class QtTrainingTab(QWidget):
     def _on_ended(self, status: str, message: str) -> None:
         self._clock.stop()
         self._progress_timer.stop()
-        self.gpu_panel.set_pid(None)
-        self.gpu_panel.stop()
+        self.gpu_panel.end_run()
         self.log_panel.stop()
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
