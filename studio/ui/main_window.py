@@ -11,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QRect, QSettings, QSize, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
+from superqt.utils import qdebounced
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.runs.store import RunDirectory, RunStore
@@ -28,6 +29,8 @@ from studio.ui.tabs.runs_view import QtRunsView
 from studio.ui.tabs.training_tab import QtTrainingTab
 
 LAST_CONFIG_NAME = "last-config.toml"
+PRESET_SETTING = "config/preset"  # the preset chosen on the Config tab, restored with the last config
+SAVE_DEBOUNCE_MS = 500
 DEFAULT_SIZE = QSize(1180, 780)
 # Room left around a default-sized window for what the window manager adds (title bar, borders), which is
 # not part of the size given to resize() and not known before the window is shown.
@@ -95,9 +98,16 @@ class QtMainWindow(QMainWindow):
 
         if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
             self.banner.setText("Restored your last settings.")
+            if (preset := QSettings().value(PRESET_SETTING)) is not None:
+                self.config_tab.show_preset(str(preset))
             self._offer_latest_adapter()
         elif offer_demo:
             self.prepare_demo()
+        # Every change of the settings is kept as it happens (not only on Start), with the preset it came from, so a
+        # relaunch shows what the window showed when it closed.
+        self._save_settings_soon = qdebounced(self._save_settings, timeout=SAVE_DEBOUNCE_MS, parent=self)
+        self.draft.subscribe(lambda _change: self._save_settings_soon())
+        self.config_tab.preset_chosen.connect(lambda key: QSettings().setValue(PRESET_SETTING, key))
         self._reattach_running_run()
 
     def fit_to_screen(self, available: QRect | None = None) -> None:
@@ -265,10 +275,17 @@ class QtMainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.training_tab)
 
     # --- training ------------------------------------------------------------------------------------------
+    def _save_settings(self) -> None:
+        """Keep the current settings where the next launch restores them from."""
+        try:
+            save_config(self.config, last_config_path())
+        except OSError as error:
+            self.banner.setText(f"Could not keep your settings for the next launch: {error}")
+
     def start_training(self) -> RunDirectory | None:
         run_dir = self.training_tab.start(self.config)
         if run_dir is not None:
-            save_config(self.config, last_config_path())
+            self._save_settings()
         return run_dir
 
     def _on_run_ended(self, run_dir: RunDirectory, status: str, message: str) -> None:
@@ -314,6 +331,7 @@ class QtMainWindow(QMainWindow):
             return
         self.dataset_tab.shutdown()
         QSettings().setValue("window/geometry", self.saveGeometry())
+        self._save_settings_soon.flush(restart_timer=False)  # an edit made less than the debounce before quitting
         self._demo_tasks.shutdown()
         self.training_tab.shutdown()
         self.evaluate_tab.shutdown()

@@ -141,3 +141,54 @@ def test_a_run_trained_in_the_window_is_listed_to_evaluate_newest_first_and_the_
     first = [win.runs_view.table.item(row, 0).text() for row in range(2)]
     assert first == [tab.run_dir.name, "aaa-older"], "newest first"
     assert tab.gpu_panel.value_text("memory") == "—", "no process to read the RAM of once the run ended"
+
+
+# ------------------------------------------------------------ 3. the preset and every edit survive a relaunch
+
+
+def _knobs(config):
+    return (config.quantization, config.lora, config.training)
+
+
+def test_the_preset_chosen_and_its_values_survive_a_relaunch_and_an_edit_marks_it(qtbot, make_window, demo_assets):
+    win = make_window()
+    assert win._load_config_file(demo_assets.config_path)
+    tab = win.config_tab
+    tab.apply_preset("cpu-demo")
+    tab.apply_preset("8gb")  # as a user picks it in the box: no Start
+    chosen = _knobs(win.config)
+    win.close()
+
+    again = make_window(clean=False)
+    assert again.config_tab.preset_combo.currentData() == "8gb"
+    assert _knobs(again.config) == chosen, "the fields hold the preset's values"
+    qtbot.waitUntil(lambda: again.config_tab.preset_combo.currentText() == again.config_tab.selected_preset().label,
+                    timeout=5_000)
+
+    again.config_tab.max_length.setValue(again.config_tab.max_length.value() // 2)  # an edit, no Start
+    qtbot.waitUntil(lambda: again.config_tab.preset_combo.currentText().endswith("edited"), timeout=5_000)
+    edited = _knobs(again.config)
+    qtbot.wait(700)  # the debounced save
+    third = make_window(clean=False)
+    assert _knobs(third.config) == edited
+    assert third.config_tab.preset_combo.currentData() == "8gb"
+    qtbot.waitUntil(lambda: third.config_tab.preset_combo.currentText().endswith("edited"), timeout=5_000)
+
+
+# ------------------------------------------------------------------------ 4. the fit report clears when untrue
+
+
+def test_the_fit_report_goes_when_another_preset_or_an_edit_changes_the_fields(qtbot, make_window, demo_assets):
+    win = make_window()
+    assert win._load_config_file(demo_assets.config_path)
+    tab = win.config_tab
+    tab.fit_to_gpu()
+    assert not tab.fit_label.isHidden() and tab.fit_label.text().startswith("Fitted to"), tab.fit_label.text()
+
+    tab.apply_preset("8gb")
+    assert tab.fit_label.isHidden() and tab.fit_label.text() == ""
+
+    tab.fit_to_gpu()
+    assert not tab.fit_label.isHidden()
+    tab.max_length.setValue(tab.max_length.value() + 64)
+    assert tab.fit_label.isHidden()

@@ -6,14 +6,16 @@ metadata: `studio.core.config.settings.field_bounds`.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from studio.core.config.presets import GPU_PRESETS, Preset
+from studio.core.config.presets import GPU_PRESETS, KNOB_SECTIONS, Preset
 from studio.core.config.settings import RunConfig, parse_rewards
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules
@@ -25,9 +27,46 @@ from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, Sh
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["METHOD_FIELDS", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
+__all__ = ["METHOD_FIELDS", "ConfigSession", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "method_data_note",
            "method_shows", "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+
+
+# --------------------------------------------------------------------------------------- the session
+
+
+def _knobs(config: RunConfig) -> tuple:
+    """What a preset or a fit sets: every knob section's values."""
+    return tuple(dataclasses.asdict(getattr(config, section)) for section in KNOB_SECTIONS)
+
+
+@dataclass
+class ConfigSession:
+    """The Config tab's state beyond the draft's fields: the preset chosen and what the last "Fit to this GPU"
+    said. Both describe the fields as they were set, so each says so only while that is still true: the fit's
+    report while the fields hold what it was written about, the preset's name without "edited" while the fields
+    hold the preset's values."""
+
+    preset_key: str | None = None
+    _fit_report: str = ""
+    _fit_knobs: tuple | None = dataclasses.field(default=None, repr=False)
+
+    def record_fit(self, report: str, config: RunConfig) -> None:
+        """The report of a fit (or of why nothing was fitted), about `config`: the fields after it."""
+        self._fit_report = report
+        self._fit_knobs = (config.model.name_or_path, _knobs(config))
+
+    def fit_report(self, config: RunConfig) -> str:
+        """The last fit's report while the fields are still what it describes, else "" (another preset, an edit,
+        another model: "Changed: max_length 256 → 228" under a field that now says 1024 would not be true)."""
+        if self._fit_knobs != (config.model.name_or_path, _knobs(config)):
+            return ""
+        return self._fit_report
+
+    @staticmethod
+    def differs_from_preset(preset: Preset, config: RunConfig, shape: ModelShape | None) -> bool:
+        """Whether a field differs from what choosing `preset` now would set (the preset's box says "edited")."""
+        return _knobs(fit_preset(preset, config, shape)) != _knobs(config)
 
 
 # --------------------------------------------------------------------------------------- the training method
