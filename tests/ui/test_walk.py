@@ -192,3 +192,31 @@ def test_the_fit_report_goes_when_another_preset_or_an_edit_changes_the_fields(q
     assert not tab.fit_label.isHidden()
     tab.max_length.setValue(tab.max_length.value() + 64)
     assert tab.fit_label.isHidden()
+
+
+# ------------------------------------------------------------- 5. a CPU-only estimate names RAM, not a card
+
+
+def test_on_a_cpu_only_machine_the_cpu_demo_estimate_is_ram_within_the_models_positions(qtbot, make_window,
+                                                                                        demo_assets):
+    from studio.core.models.source import find_model_config
+    from studio.core.sessions.config import model_positions
+
+    win = make_window()
+    tab = win.config_tab
+    tab._gpu, tab._refresh_gpu = None, False  # a machine without an NVIDIA GPU
+    assert win._load_config_file(demo_assets.config_path)
+    tab.apply_preset("cpu-demo")
+    qtbot.waitUntil(lambda: tab.vram_panel.estimate is not None and bool(tab.context_label.text()), timeout=5_000)
+    panel = tab.vram_panel
+    assert "GPU" not in panel.title() and "RAM" in panel.title(), panel.title()
+    assert "CUDA context" not in panel.estimate.breakdown
+    assert "preset's card" not in panel.against_label.text() and "available" in panel.against_label.text()
+
+    positions = model_positions(find_model_config(str(demo_assets.model_dir)).config)
+    longest = int(tab.context_label.text().split(":", 1)[1].split("tokens")[0].replace(",", ""))
+    assert longest <= positions, tab.context_label.text()
+
+    tab.max_length.setValue(positions * 4)
+    qtbot.waitUntil(lambda: "max_position_embeddings" in panel.notes_label.text(), timeout=5_000)
+    assert f"{positions:,} positions" in panel.notes_label.text()

@@ -21,13 +21,14 @@ from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.models.source import bundled_shapes
-from studio.core.plan.fit import Card, DataLengths, FitPlan, plan_fit
+from studio.core.plan.fit import Card, DataLengths, FitPlan, context_line, cpu_estimate, longest_context, plan_fit
 from studio.core.plan.speedups import FastPathPlan
-from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError
+from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, VramEstimate, estimate_vram
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["METHOD_FIELDS", "ConfigSession", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
+__all__ = ["CPU_AGAINST", "GPU_ESTIMATE_TITLE", "METHOD_FIELDS", "RAM_ESTIMATE_TITLE", "ConfigSession",
+           "context_line_within", "memory_estimate", "model_positions", "positions_warning", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "method_data_note",
            "method_shows", "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
 
@@ -183,24 +184,74 @@ def train_command(path: Path, *, windows: bool = sys.platform == "win32") -> str
 
 
 class ModelShapes:
-    """The shape of each model the estimate was asked about, read once from its config.json (local or cached)."""
+    """The shape of each model the estimate was asked about, and the positions it knows, read once from its
+    config.json (local or cached)."""
 
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[ModelShape | None, str]] = {}
+        self._positions: dict[str, int | None] = {}
 
     def get(self, model: str) -> tuple[ModelShape | None, str]:
         """(shape, where it was read from), or (None, why it cannot be read)."""
         if model not in self._shapes:
             try:
                 source = find_model_config(model)
+                self._positions[model] = model_positions(source.config)
                 self._shapes[model] = (ModelShape.from_config(source.config, source.name), source.description)
             except (ModelSourceError, ShapeError) as error:
                 self._shapes[model] = (None, str(error))
         return self._shapes[model]
 
+    def positions(self, model: str) -> int | None:
+        """The longest sequence the model was built for (max_position_embeddings), None when its config is silent."""
+        self.get(model)
+        return self._positions.get(model)
+
     def forget(self, model: str) -> None:
         """Read it again next time (a download has just put its files in the cache)."""
         self._shapes.pop(model, None)
+        self._positions.pop(model, None)
+
+
+def model_positions(config: dict) -> int | None:
+    """max_position_embeddings (or its older names) from a config.json, a multimodal model's text part included."""
+    for section in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+# --------------------------------------------------------------------------------------- the estimate
+
+RAM_ESTIMATE_TITLE, GPU_ESTIMATE_TITLE = "RAM estimate (a CPU run)", "GPU memory estimate"
+CPU_AGAINST = "available on this computer: no NVIDIA GPU, so the CPU demo trains in RAM"
+
+
+def memory_estimate(shape: ModelShape, config: RunConfig, card: Card) -> VramEstimate:
+    """The estimate for where the run trains (the card "Fit to this GPU" plans for): a CPU run's RAM (float32, AdamW,
+    no CUDA context), else the GPU's memory."""
+    return cpu_estimate(shape, config) if card.device == "cpu" else estimate_vram(shape, config)
+
+
+def context_line_within(shape: ModelShape, config: RunConfig, card: Card, positions: int | None) -> str:
+    """"Longest context that fits" in one line, never longer than the positions the model knows: memory is not
+    the only limit on a context."""
+    longest = longest_context(shape, config, card)
+    if positions is None or longest <= positions:
+        return context_line(shape, config, card)
+    return (f"Longest context: {positions:,} tokens, this model's own limit (max_position_embeddings); "
+            f"{card.describe()} would hold {longest:,}.")
+
+
+def positions_warning(config: RunConfig, positions: int | None) -> str | None:
+    """A max_length beyond the positions the model knows: tokens past them get positions it never learned."""
+    length = config.training.max_length
+    if positions is None or length <= positions:
+        return None
+    return (f"max_length {length:,} is longer than the {positions:,} positions this model knows "
+            f"(max_position_embeddings): set it to {positions:,} or less.")
 
 
 class LayerNames:

@@ -34,10 +34,9 @@ from studio.core.config.settings import (
 from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
-from studio.core.plan.vram import estimate_vram
-from studio.core.plan.fit import context_line
 from studio.core.sessions.config import (
-    METHOD_FIELDS, ConfigSession, LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
+    CPU_AGAINST, GPU_ESTIMATE_TITLE, METHOD_FIELDS, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, context_line_within,
+    memory_estimate, positions_warning, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
     fast_path_line, fit_card, fit_preset, fit_to_card, method_data_note, method_shows, target_shortcut, train_command,
 )
 from studio.core.sessions.continuation import continuation_note
@@ -983,10 +982,14 @@ class QtConfigTab(QWidget):
             self.estimate_updated.emit(None)
             return
         self._show_preset_edited(shape)
-        estimate = estimate_vram(shape, config)
-        limit, against = self.memory_limit()
+        card, positions = self._fit_card(), self._shapes.positions(model)
+        estimate = memory_estimate(shape, config, card)
+        if (warning := positions_warning(config, positions)) is not None:
+            estimate.notes.insert(0, warning)
+        limit, against = (card.free_bytes, CPU_AGAINST) if card.device == "cpu" else self.memory_limit()
+        self.vram_panel.setTitle(RAM_ESTIMATE_TITLE if card.device == "cpu" else GPU_ESTIMATE_TITLE)
         self.vram_panel.set_estimate(estimate, limit_bytes=limit, against=against, source=source)
-        self.context_label.setText(context_line(shape, config, self._fit_card()))
+        self.context_label.setText(context_line_within(shape, config, card, positions))
         self.context_label.setToolTip(self.context_label.text())
         self.estimate_updated.emit(estimate)
 
