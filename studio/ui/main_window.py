@@ -15,6 +15,7 @@ from superqt.utils import qdebounced
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.sessions.continuation import opened_settings_text
 from studio.core.sessions.dataset import DatasetSession
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import TelemetrySource
@@ -315,7 +316,7 @@ class QtMainWindow(QMainWindow):
     def _open_run_config(self, config: RunConfig) -> None:
         self.set_config(config)
         self.tabs.setCurrentWidget(self.config_tab)
-        self.banner.setText(f"Loaded the settings of run {config.name}.")
+        self.banner.setText(opened_settings_text(config))
 
     def _resume_run(self, run_dir: RunDirectory) -> None:
         if self.training_tab.resume(run_dir):

@@ -220,3 +220,37 @@ def test_on_a_cpu_only_machine_the_cpu_demo_estimate_is_ram_within_the_models_po
     tab.max_length.setValue(positions * 4)
     qtbot.waitUntil(lambda: "max_position_embeddings" in panel.notes_label.text(), timeout=5_000)
     assert f"{positions:,} positions" in panel.notes_label.text()
+
+
+# ---------------------------------------------------------------- 2. Continue with DPO, on every tab at once
+
+
+@pytest.mark.slow
+def test_continue_with_dpo_names_the_source_run_drops_the_sft_reading_and_shows_the_init_adapter(
+        qtbot, make_window, trained_run, demo_assets, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    shutil.copytree(trained_run, store.root / "sft-demo")
+    win = make_window(store)
+    assert win._load_config_file(store.root / "sft-demo" / "run.toml")
+    dataset = win.dataset_tab
+    qtbot.waitUntil(lambda: dataset.data is not None and not dataset.is_loading(), timeout=60_000)
+    chat_file = win.config.data.train_file
+    win.runs_view.refresh_now()
+    win.runs_view.select_runs(["sft-demo"])
+
+    win.runs_view.continue_selected("dpo")
+
+    assert "sft-demo" in win.banner.text() and "DPO" in win.banner.text(), win.banner.text()
+    assert "run ." not in win.banner.text()
+    # The SFT reading of the chat file is not shown as the DPO run's data.
+    assert dataset.data is None and dataset.source_edit.text() == ""
+    assert "chosen" in dataset.summary_label.text(), dataset.summary_label.text()
+    # The Config tab says which adapter the run starts from.
+    assert "Starts from the adapter of run sft-demo" in win.config_tab.method_note.text()
+
+    # Re-opening the chat file reads it for DPO, and the Columns panel says so in whole sentences.
+    dataset.session.open(chat_file)
+    qtbot.waitUntil(lambda: dataset.data is not None and not dataset.is_loading(), timeout=60_000)
+    assert dataset.session.data_method == "dpo"
+    evidence = dataset.mapping_panel.evidence_label.text()
+    assert "not recognised" in evidence and ". ." not in evidence and "  " not in evidence, evidence
