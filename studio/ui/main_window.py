@@ -18,6 +18,7 @@ from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.sessions.continuation import opened_settings_text
 from studio.core.sessions.dataset import DatasetSession
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.sessions.run_name import RunNaming
 from studio.core.system.gpu import TelemetrySource
 from studio.core.config.docs import reference_location
 from studio.core.system.paths import document_location, user_data_dir
@@ -61,6 +62,8 @@ class QtMainWindow(QMainWindow):
         self.config_tab.rows_source = lambda: (None if self.dataset_tab.session.data is None
                                                else len(self.dataset_tab.session.data.examples))
         self.training_tab = QtTrainingTab(self.store, telemetry)
+        self.run_naming = RunNaming(self.draft)  # the Name field: the user's name, or the data's and the model's
+        self.training_tab.bind_naming(self.run_naming)
         self.runs_view = QtRunsView(self.store)
         self.evaluate_tab = QtEvaluateTab(self.store)
         self.chat_tab = QtChatTab(runs_root=self.store.root)
@@ -167,11 +170,14 @@ class QtMainWindow(QMainWindow):
         help_menu.addAction(self.open_runs_folder_action)
         help_menu.addSeparator()
         about = QAction("About Finetune Studio", self)
-        about.triggered.connect(lambda: QMessageBox.about(
-            self, "Finetune Studio",
-            "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
-            f"runs are kept in {self.store.root}."))
+        about.triggered.connect(lambda: QMessageBox.about(self, "Finetune Studio", self.about_text()))
         help_menu.addAction(about)
+
+    def about_text(self) -> str:
+        from studio import __version__
+
+        return (f"Finetune Studio {__version__}\nPoint-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in "
+                f"its own process; runs are kept in {self.store.root}.")
 
     @staticmethod
     def _document(key: str) -> Path | str:

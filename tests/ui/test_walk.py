@@ -249,3 +249,37 @@ def test_continue_with_dpo_names_the_source_run_drops_the_sft_reading_and_shows_
     assert dataset.session.data_method == "dpo"
     evidence = dataset.mapping_panel.evidence_label.text()
     assert "not recognised" in evidence and ". ." not in evidence and "  " not in evidence, evidence
+
+
+# ----------------------------------------------------------- a run has a name the user chose (issue 22, build 6)
+
+
+@pytest.mark.slow
+def test_the_run_name_follows_the_data_and_model_until_typed_and_a_name_in_use_says_so(qtbot, make_window,
+                                                                                       demo_assets, tmp_path):
+    import studio
+
+    store = RunStore(tmp_path / "runs")
+    (store.root / "calls-tr-model").mkdir(parents=True)  # a name in use
+    (store.root / "calls-tr-model" / "notes.txt").write_text("mine", encoding="utf-8")
+    calls = tmp_path / "calls-tr.jsonl"
+    shutil.copyfile(demo_assets.dataset_path, calls)
+    win = make_window(store)
+    assert win._load_config_file(demo_assets.config_path)
+    tab = win.training_tab
+    assert tab.name_edit.text() == "demo", "the demo config's own name"
+
+    win.dataset_tab.session.open(str(calls))  # other data: the demo's name no longer describes the run
+    assert tab.name_edit.text() == "" and tab.name_edit.placeholderText() == "calls-tr-model"
+    qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    assert tab.run_dir is not None and tab.run_dir.name == "calls-tr-model-2"
+    assert "A run named calls-tr-model already exists: this run is calls-tr-model-2." in tab.status_label.text()
+    assert (store.root / "calls-tr-model" / "notes.txt").read_text(encoding="utf-8") == "mine"
+    tab.supervisor.kill()
+    tab.supervisor.wait()
+
+    qtbot.keyClicks(tab.name_edit, "turkish-calls")
+    assert win.config.name == "turkish-calls"
+    win.dataset_tab.session.open(str(demo_assets.dataset_path))
+    assert win.config.name == "turkish-calls", "a typed name stays when the data changes"
+    assert f"Finetune Studio {studio.__version__}" in win.about_text()
