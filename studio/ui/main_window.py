@@ -93,6 +93,7 @@ class QtMainWindow(QMainWindow):
         self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
         self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
         self.runs_view.runs_deleted.connect(lambda _: self.evaluate_tab.refresh_runs())
+        self.runs_view.run_renamed.connect(self._on_run_renamed)
         self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
         self._build_menus()
 
@@ -300,6 +301,12 @@ class QtMainWindow(QMainWindow):
             self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
         self.banner.setText(f"Run {run_dir.name}: {status}.")
         self.runs_view.refresh()
+        self.evaluate_tab.refresh_runs()
+
+    def _on_run_renamed(self, old: Path, new: Path) -> None:
+        """A run renamed in the Runs view: the tabs that show it show it under its new folder."""
+        self.training_tab.follow_rename(old, new)
+        self.chat_tab.follow_rename(old, new)
         self.evaluate_tab.refresh_runs()
 
     def _open_in_chat(self, model, messages) -> None:

@@ -283,3 +283,34 @@ def test_the_run_name_follows_the_data_and_model_until_typed_and_a_name_in_use_s
     win.dataset_tab.session.open(str(demo_assets.dataset_path))
     assert win.config.name == "turkish-calls", "a typed name stays when the data changes"
     assert f"Finetune Studio {studio.__version__}" in win.about_text()
+
+
+def test_a_run_renamed_in_the_runs_view_moves_with_its_files_and_the_chat_field_follows(qtbot, make_window,
+                                                                                        tmp_path):
+    from studio.core.config.settings import RunConfig, load_config, save_config
+
+    store = RunStore(tmp_path / "runs")
+    run = store.new_run("demo-2")
+    config = RunConfig(name="demo-2")
+    config.model.name_or_path = "some-base"
+    config.data.train_file = str(tmp_path / "chats.jsonl")
+    save_config(config, run.config_path)
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    store.new_run("taken")
+    win = make_window(store)
+    win.chat_tab.set_model("some-base", run.adapter_dir)
+    view = win.runs_view
+    view.refresh_now()
+    view.select_runs(["demo-2"])
+
+    view.ask_new_name = lambda current: "taken"
+    assert view.rename_selected() is None and "already exists" in view.info_label.text()
+    view.ask_new_name = lambda current: "turkish-calls"
+    renamed = view.rename_selected()
+
+    assert renamed is not None and renamed.path == store.root / "turkish-calls" and not run.path.exists()
+    assert (renamed.adapter_dir / "adapter_config.json").read_text(encoding="utf-8") == "{}"
+    assert load_config(renamed.config_path).name == "turkish-calls"
+    assert [view.table.item(r, 0).text() for r in range(view.table.rowCount())].count("turkish-calls") == 1
+    assert win.chat_tab.adapter_edit.text() == str(renamed.adapter_dir)

@@ -301,6 +301,20 @@ class RunStore:
         """Runs whose training process is alive (e.g. kept training after the window closed)."""
         return [run for run in self.runs() if run.status() == "running"]
 
+    def rename(self, run: RunDirectory, name: str) -> RunDirectory:
+        """Move a run's folder to another name under the root. ValueError for a name that is not a plain folder name
+        (letters, digits, '.', '_', '-') or is in use; RunBusyError while the run trains."""
+        wanted = name.strip()
+        if not wanted or _slug(wanted) != wanted:
+            raise ValueError(f"{wanted!r} is not a run name: use letters, digits, '.', '_' and '-'")
+        if run.status() == "running" or run.busy_message():
+            raise RunBusyError(f"{run.path}: the run is still training; stop it before renaming it")
+        target = self.root / wanted
+        if target.exists():
+            raise ValueError(f"a run named {wanted} already exists")
+        run.path.rename(target)
+        return RunDirectory(target)
+
     def delete(self, run: RunDirectory) -> None:
         """Remove a run's folder; a run that is still training is refused (stop it first)."""
         if run.status() == "running" or run.busy_message():

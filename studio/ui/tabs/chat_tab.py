@@ -368,6 +368,12 @@ class QtChatTab(QWidget):
         self.base_edit.setText(base)
         self.adapter_edit.setText(str(adapter) if adapter else "")
 
+    def follow_rename(self, old: Path, new: Path) -> None:
+        """A run renamed in the Runs view: an adapter field pointing into it points into its new folder."""
+        if adapter_in_runs(self.adapter_edit.text(), [old]):
+            inside = Path(self.adapter_edit.text().strip()).relative_to(old)
+            self.adapter_edit.setText(str(Path(new) / inside))
+
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
         already loaded stays in memory until Unload)."""

@@ -292,6 +292,11 @@ class QtTrainingTab(QWidget):
         self._clock.start()
         self.run_started.emit(run_dir)
 
+    def follow_rename(self, old: Path, new: Path) -> None:
+        """The run shown here was renamed (never one training: the Runs view refuses that)."""
+        if self.run_dir is not None and not self.is_running and self.run_dir.path == Path(old):
+            self.run_dir = RunDirectory(Path(new))
+
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: the one shown here (if not training) is shown no more."""
         if self.run_dir is None or self.is_running or self.run_dir.path not in set(map(Path, folders)):
