@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from studio.core.config.settings import RunConfig
-from studio.core.runs.store import RunStore, default_run_name
+from studio.core.runs.store import default_run_name
 from studio.core.sessions.draft import RunDraft
 from studio.core.sessions.run_name import RunNaming
 
@@ -33,18 +33,24 @@ def test_a_configs_name_gives_way_when_its_data_changes_and_a_typed_one_stays():
 
 
 @pytest.mark.slow
-def test_train_name_and_a_name_in_use_get_said(run_studio, demo_assets, studio_home, tmp_path):
-    taken = RunStore().root / "walk-named"
-    taken.mkdir(parents=True, exist_ok=True)
+def test_train_name_and_a_name_in_use_get_said(run_studio, demo_assets, tmp_path):
+    import os
+
+    from studio.core.system.paths import HOME_ENV_VAR
+
+    env = {**os.environ, HOME_ENV_VAR: str(tmp_path / "home")}  # a runs folder of its own, not the session's
+    runs = tmp_path / "home" / "runs"
+    taken = runs / "walk-named"
+    taken.mkdir(parents=True)
     (taken / "notes.txt").write_text("mine", encoding="utf-8")
-    result = run_studio("train", demo_assets.config_path, "--name", "walk-named", "--max-steps", "1")
+    result = run_studio("train", demo_assets.config_path, "--name", "walk-named", "--max-steps", "1", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "A run named walk-named already exists: this run is walk-named-2." in result.stdout
-    assert (RunStore().root / "walk-named-2" / "adapter" / "adapter_config.json").is_file()
+    assert (runs / "walk-named-2" / "adapter" / "adapter_config.json").is_file()
     assert (taken / "notes.txt").read_text(encoding="utf-8") == "mine" and len(list(taken.iterdir())) == 1
 
     calls = tmp_path / "calls-walk.jsonl"
     shutil.copyfile(demo_assets.dataset_path, calls)
-    result = run_studio("train", demo_assets.config_path, "--data", calls, "--max-steps", "1")
+    result = run_studio("train", demo_assets.config_path, "--data", calls, "--max-steps", "1", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (RunStore().root / "calls-walk-model" / "run.toml").is_file(), "named by its data and model, not 'demo'"
+    assert (runs / "calls-walk-model" / "run.toml").is_file(), "named by its data and model, not 'demo'"

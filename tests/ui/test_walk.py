@@ -48,6 +48,7 @@ def make_window(qtbot, tmp_path, qt_settings):
         if win.training_tab.is_running:
             win.training_tab.supervisor.kill()
             win.training_tab.supervisor.wait()
+        win.close()
         win.training_tab.shutdown()
         win.chat_tab.shutdown()
         win.chat_tab.unload_model()

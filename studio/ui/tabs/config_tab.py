@@ -35,9 +35,10 @@ from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.sessions.config import (
-    CPU_AGAINST, GPU_ESTIMATE_TITLE, METHOD_FIELDS, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, context_line_within,
-    memory_estimate, positions_warning, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
-    fast_path_line, fit_card, fit_preset, fit_to_card, method_data_note, method_shows, target_shortcut, train_command,
+    CPU_AGAINST, GPU_ESTIMATE_TITLE, METHOD_FIELDS, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, ModelShapes,
+    command_config_path, comparison_preset, context_line_within, describe_fit, describe_layers, fast_path_line,
+    fit_card, fit_preset, fit_to_card, memory_estimate, method_data_note, method_shows, positions_warning,
+    target_shortcut, train_command,
 )
 from studio.core.sessions.continuation import continuation_note
 from studio.core.sessions.draft import Change, RunDraft
