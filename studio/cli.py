@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="override model.name_or_path")
     train.add_argument("--data", help="override data.train_file")
     train.add_argument("--output", type=Path, help="run directory (default: a new folder under the runs folder)")
+    train.add_argument("--name", help="the run's name, its folder under the runs folder (default: the config's name; "
+                                      "with --data or --model, or no name in the config, the data's and the model's "
+                                      "names); a name in use gets a suffix (-2), and the run says so")
     train.add_argument("--max-steps", type=int, help="override training.max_steps")
     train.add_argument("--skip-bad-rows", action="store_true",
                        help="train on the good rows of data with bad ones, each skipped row listed in train.log "
@@ -263,7 +266,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         return train_child(args.config, model=args.model, data=args.data, output=args.output,
                            max_steps=args.max_steps, resume=args.resume, allow_pickle=args.allow_pickle,
-                           skip_bad_rows=args.skip_bad_rows, encoding=args.encoding)
+                           skip_bad_rows=args.skip_bad_rows, encoding=args.encoding, name=args.name)
     except TrainInputError as error:
         raise BadInput(str(error)) from None
 

@@ -11,11 +11,14 @@ from pathlib import Path
 from PySide6.QtCore import QRect, QSettings, QSize, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
+from superqt.utils import qdebounced
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.sessions.continuation import opened_settings_text
 from studio.core.sessions.dataset import DatasetSession
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.sessions.run_name import RunNaming
 from studio.core.system.gpu import TelemetrySource
 from studio.core.config.docs import reference_location
 from studio.core.system.paths import document_location, user_data_dir
@@ -28,6 +31,8 @@ from studio.ui.tabs.runs_view import QtRunsView
 from studio.ui.tabs.training_tab import QtTrainingTab
 
 LAST_CONFIG_NAME = "last-config.toml"
+PRESET_SETTING = "config/preset"  # the preset chosen on the Config tab, restored with the last config
+SAVE_DEBOUNCE_MS = 500
 DEFAULT_SIZE = QSize(1180, 780)
 # Room left around a default-sized window for what the window manager adds (title bar, borders), which is
 # not part of the size given to resize() and not known before the window is shown.
@@ -57,6 +62,8 @@ class QtMainWindow(QMainWindow):
         self.config_tab.rows_source = lambda: (None if self.dataset_tab.session.data is None
                                                else len(self.dataset_tab.session.data.examples))
         self.training_tab = QtTrainingTab(self.store, telemetry)
+        self.run_naming = RunNaming(self.draft)  # the Name field: the user's name, or the data's and the model's
+        self.training_tab.bind_naming(self.run_naming)
         self.runs_view = QtRunsView(self.store)
         self.evaluate_tab = QtEvaluateTab(self.store)
         self.chat_tab = QtChatTab(runs_root=self.store.root)
@@ -86,6 +93,7 @@ class QtMainWindow(QMainWindow):
         self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
         self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
         self.runs_view.runs_deleted.connect(lambda _: self.evaluate_tab.refresh_runs())
+        self.runs_view.run_renamed.connect(self._on_run_renamed)
         self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
         self._build_menus()
 
@@ -95,9 +103,16 @@ class QtMainWindow(QMainWindow):
 
         if last_config_path().is_file() and self._load_config_file(last_config_path(), quiet=True):
             self.banner.setText("Restored your last settings.")
+            if (preset := QSettings().value(PRESET_SETTING)) is not None:
+                self.config_tab.show_preset(str(preset))
             self._offer_latest_adapter()
         elif offer_demo:
             self.prepare_demo()
+        # Every change of the settings is kept as it happens (not only on Start), with the preset it came from, so a
+        # relaunch shows what the window showed when it closed.
+        self._save_settings_soon = qdebounced(self._save_settings, timeout=SAVE_DEBOUNCE_MS, parent=self)
+        self.draft.subscribe(lambda _change: self._save_settings_soon())
+        self.config_tab.preset_chosen.connect(lambda key: QSettings().setValue(PRESET_SETTING, key))
         self._reattach_running_run()
 
     def fit_to_screen(self, available: QRect | None = None) -> None:
@@ -156,11 +171,14 @@ class QtMainWindow(QMainWindow):
         help_menu.addAction(self.open_runs_folder_action)
         help_menu.addSeparator()
         about = QAction("About Finetune Studio", self)
-        about.triggered.connect(lambda: QMessageBox.about(
-            self, "Finetune Studio",
-            "Point-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in its own process; "
-            f"runs are kept in {self.store.root}."))
+        about.triggered.connect(lambda: QMessageBox.about(self, "Finetune Studio", self.about_text()))
         help_menu.addAction(about)
+
+    def about_text(self) -> str:
+        from studio import __version__
+
+        return (f"Finetune Studio {__version__}\nPoint-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in "
+                f"its own process; runs are kept in {self.store.root}.")
 
     @staticmethod
     def _document(key: str) -> Path | str:
@@ -265,10 +283,17 @@ class QtMainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.training_tab)
 
     # --- training ------------------------------------------------------------------------------------------
+    def _save_settings(self) -> None:
+        """Keep the current settings where the next launch restores them from."""
+        try:
+            save_config(self.config, last_config_path())
+        except OSError as error:
+            self.banner.setText(f"Could not keep your settings for the next launch: {error}")
+
     def start_training(self) -> RunDirectory | None:
         run_dir = self.training_tab.start(self.config)
         if run_dir is not None:
-            save_config(self.config, last_config_path())
+            self._save_settings()
         return run_dir
 
     def _on_run_ended(self, run_dir: RunDirectory, status: str, message: str) -> None:
@@ -276,6 +301,12 @@ class QtMainWindow(QMainWindow):
             self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
         self.banner.setText(f"Run {run_dir.name}: {status}.")
         self.runs_view.refresh()
+        self.evaluate_tab.refresh_runs()
+
+    def _on_run_renamed(self, old: Path, new: Path) -> None:
+        """A run renamed in the Runs view: the tabs that show it show it under its new folder."""
+        self.training_tab.follow_rename(old, new)
+        self.chat_tab.follow_rename(old, new)
         self.evaluate_tab.refresh_runs()
 
     def _open_in_chat(self, model, messages) -> None:
@@ -298,7 +329,7 @@ class QtMainWindow(QMainWindow):
     def _open_run_config(self, config: RunConfig) -> None:
         self.set_config(config)
         self.tabs.setCurrentWidget(self.config_tab)
-        self.banner.setText(f"Loaded the settings of run {config.name}.")
+        self.banner.setText(opened_settings_text(config))
 
     def _resume_run(self, run_dir: RunDirectory) -> None:
         if self.training_tab.resume(run_dir):
@@ -314,6 +345,7 @@ class QtMainWindow(QMainWindow):
             return
         self.dataset_tab.shutdown()
         QSettings().setValue("window/geometry", self.saveGeometry())
+        self._save_settings_soon.flush(restart_timer=False)  # an edit made less than the debounce before quitting
         self._demo_tasks.shutdown()
         self.training_tab.shutdown()
         self.evaluate_tab.shutdown()

@@ -6,6 +6,7 @@ import gc
 import json
 import shutil
 import weakref
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -325,9 +326,10 @@ def _fake_loader(monkeypatch, release=None):
         loads.append((base, list(adapters)))
         if release is not None:
             release.wait(30)
-        return SimpleNamespace(base_name=base, adapters=[f"adapter-{len(a)}" for a in adapters], load_in_4bit=False,
-                               active_adapter=adapters[0] if adapters else None, unload=lambda: None,
-                               loaded_as="16-bit", notes=[])
+        names = [f"adapter-{len(a)}" for a in adapters]
+        return SimpleNamespace(base_name=base, adapters=names, load_in_4bit=False,
+                               active_adapter=names[0] if names else None, unload=lambda: None,
+                               adapter_paths=dict(zip(names, map(Path, adapters))), loaded_as="16-bit", notes=[])
 
     monkeypatch.setattr(chat.ChatModel, "load", staticmethod(fake_load))
     return loads

@@ -76,12 +76,16 @@ def test_the_estimate_follows_rank_and_max_length(qtbot, tab):
     assert tab.vram_panel.total_label.text() == f"{_estimate(tab).total / 1024**3:.2f} GiB"
 
 
-def test_without_a_gpu_the_estimate_is_compared_with_the_8gb_card(qtbot, tab):
+def test_without_a_gpu_the_cpu_demo_estimate_is_ram_and_a_gpu_preset_is_compared_with_its_card(qtbot, tab):
     assert tab.selected_preset().key == "cpu-demo", "no NVIDIA GPU: the CPU demo preset is selected"
     tab.set_config(_config("llama-3.2-1b"))
     qtbot.waitUntil(lambda: _estimate(tab) is not None)
+    assert "available on this computer" in tab.vram_panel.against_label.text()
+    assert "RAM" in tab.vram_panel.title() and "CUDA context" not in _estimate(tab).breakdown
+    tab.apply_preset("8gb")  # planning for a card this computer lacks
+    qtbot.waitUntil(lambda: "8.00 GiB" in tab.vram_panel.against_label.text())
     assert "no NVIDIA GPU detected" in tab.vram_panel.against_label.text()
-    assert "8.00 GiB" in tab.vram_panel.against_label.text()
+    assert tab.vram_panel.title() == "GPU memory estimate"
     assert tab.vram_panel.verdict == FITS and tab.vram_panel.badge.text().strip() == FITS
 
 

@@ -257,6 +257,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
 
+def default_run_name(train_file: str, model: str) -> str:
+    """A run's name until the user chooses one: the data's name and the model's ("calls-tr-Qwen2.5-0.5B"), so a run
+    says what it trained on what; a Hub id counts by its last part."""
+    data = Path(train_file.rstrip("/\\")).stem if train_file else ""
+    model_name = Path(model.rstrip("/\\")).name if model else ""
+    return _slug("-".join(part for part in (data, model_name) if part))
+
+
+def renamed_note(wanted: str, run: "RunDirectory") -> str | None:
+    """The line that says a run's name was in use and which name the run got instead (None when it got its own)."""
+    if run.name == _slug(wanted):
+        return None
+    return f"A run named {_slug(wanted)} already exists: this run is {run.name}."
+
+
 class RunStore:
     """All runs under one root folder (default: the user data dir's `runs/`)."""
 
@@ -285,6 +300,20 @@ class RunStore:
     def running_runs(self) -> list[RunDirectory]:
         """Runs whose training process is alive (e.g. kept training after the window closed)."""
         return [run for run in self.runs() if run.status() == "running"]
+
+    def rename(self, run: RunDirectory, name: str) -> RunDirectory:
+        """Move a run's folder to another name under the root. ValueError for a name that is not a plain folder name
+        (letters, digits, '.', '_', '-') or is in use; RunBusyError while the run trains."""
+        wanted = name.strip()
+        if not wanted or _slug(wanted) != wanted:
+            raise ValueError(f"{wanted!r} is not a run name: use letters, digits, '.', '_' and '-'")
+        if run.status() == "running" or run.busy_message():
+            raise RunBusyError(f"{run.path}: the run is still training; stop it before renaming it")
+        target = self.root / wanted
+        if target.exists():
+            raise ValueError(f"a run named {wanted} already exists")
+        run.path.rename(target)
+        return RunDirectory(target)
 
     def delete(self, run: RunDirectory) -> None:
         """Remove a run's folder; a run that is still training is refused (stop it first)."""

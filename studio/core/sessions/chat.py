@@ -119,6 +119,9 @@ class ChatSession:
     generating: bool = False
     loading: LoadRequest | None = None
     loaded_adapter: Path | None = None  # the adapter folder (or run folder) the loaded model came with
+    loaded_fields: tuple[str, str] | None = None  # the base and adapter fields the loaded model was asked with
+    answering: dict[str, str] = field(default_factory=dict)  # side → what answers it, while replies are under way
+    reply_labels: dict[tuple[str, int], str] = field(default_factory=dict)  # (side, index in its history) → label
     _turn_warnings: dict[Path, str | None] = field(default_factory=dict, init=False, repr=False)
 
     # --- the model ------------------------------------------------------------------------------------------
@@ -131,7 +134,37 @@ class ChatSession:
         if request is not None and (request.base, request.adapter) != tuple(fields):
             return False
         self.loaded_adapter = Path(request.adapter) if request is not None and request.adapter else None
+        self.loaded_fields = (request.base, request.adapter) if request is not None else None
         self._turn_warnings = {}  # read once per loaded adapter
+        return True
+
+    def must_load_for(self, fields: tuple[str, str]) -> bool:
+        """Whether the model fields name another model than the loaded one, so Send loads it before answering:
+        the screen names the model that answers. A named adapter that is loaded (added beside others) becomes the
+        active one instead; an empty adapter field asks for the base alone."""
+        from studio.core.models.adapters import resolve_adapter_dir
+        from studio.core.models.source import ModelLoadError
+
+        base, adapter = (text.strip() for text in fields)
+        if not (base or adapter):
+            return False  # nothing named: whatever is loaded answers (Send without a model does nothing)
+        if self.model is None or self.loaded_fields is None or base != self.loaded_fields[0]:
+            return True
+        if not adapter:
+            return bool(self.model.adapters)
+        if adapter == self.loaded_fields[1]:  # the adapter it was loaded with is its first
+            if self.model.adapters and self.model.active_adapter != self.model.adapters[0]:
+                self.model.set_adapter(self.model.adapters[0])
+            return False
+        try:
+            folder = resolve_adapter_dir(Path(adapter))
+        except ModelLoadError:
+            return True  # the load says what is wrong with the field
+        for name, path in self.model.adapter_paths.items():
+            if Path(path) == folder:
+                if name != self.model.active_adapter:
+                    self.model.set_adapter(name)
+                return False
         return True
 
     def unload(self) -> bool:
@@ -140,6 +173,7 @@ class ChatSession:
             return False
         self.model.unload()
         self.model = None
+        self.loaded_fields = None
         return True
 
     def loaded_status(self) -> str:
@@ -228,11 +262,23 @@ class ChatSession:
             plan.base_error = NO_ADAPTER_TO_COMPARE
         self.last_stats = {}
         self.generating = True
+        self.answering = {side: self.answered_by(adapter) for side, adapter, _ in plan.jobs}
         return plan
 
+    def answered_by(self, adapter: str | None) -> str:
+        """The label of a reply: the adapter that produces it (None: the active one), or the base model."""
+        name = self.model.active_adapter if adapter is None else None if adapter == BASE_MODEL else adapter
+        return name or "base model, no adapter"
+
     def reply_done(self, side: str, reply: str, stats: ReplyStats) -> None:
-        self.side_history(side).append({"role": "assistant", "content": reply})
+        history = self.side_history(side)
+        self.reply_labels[(side, len(history))] = self.answering.get(side, "")
+        history.append({"role": "assistant", "content": reply})
         self.last_stats[side] = stats
+
+    def reply_label(self, side: str, index: int) -> str:
+        """What answered the side's message at `index` ("" for a reply of an opened conversation)."""
+        return self.reply_labels.get((side, index), "")
 
     def reply_failed(self, side: str, message: str) -> str:
         """Forget the turn that failed; returns what the side's transcript shows."""
@@ -270,6 +316,20 @@ class ChatSession:
     def clear(self) -> None:
         self.history.clear()
         self.base_history.clear()
+        self.reply_labels.clear()
+
+    def can_regenerate(self) -> bool:
+        """Whether Regenerate has a message to answer again: a model, no reply under way, a user turn asked."""
+        return self.model is not None and not self.generating and any(m["role"] == "user" for m in self.history)
+
+    def prompt_placeholder(self) -> str:
+        """What the empty conversation says: how to begin, for the model loaded or for none."""
+        if self.model is None:
+            return ("Load a model, then ask it something. With temperature 0 replies are greedy (deterministic), so "
+                    "a trained question gets its trained answer.")
+        who = self.model.active_adapter or f"{Path(str(self.model.base_name)).name} (no adapter)"
+        return (f"{who} is loaded: ask it something. With temperature 0 replies are greedy (deterministic), so a "
+                "trained question gets its trained answer.")
 
     # --- saved conversations ----------------------------------------------------------------------------------
     def conversation(self, generation: dict[str, Any], fields: tuple[str, str] = ("", "")) -> Conversation:
@@ -289,6 +349,7 @@ class ChatSession:
         """Continue a saved conversation: its system prompt, its turns and (if it compared) the base side's."""
         self.system_prompt = conversation.system_prompt
         self.compare = conversation.base_messages is not None
+        self.reply_labels = {}
         self.history = [dict(m) for m in conversation.turns]
         if conversation.base_messages is not None:
             self.base_history = [dict(m) for i, m in enumerate(conversation.base_messages)

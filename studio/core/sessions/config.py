@@ -6,28 +6,69 @@ metadata: `studio.core.config.settings.field_bounds`.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from studio.core.config.presets import GPU_PRESETS, Preset
+from studio.core.config.presets import GPU_PRESETS, KNOB_SECTIONS, Preset
 from studio.core.config.settings import RunConfig, parse_rewards
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.models.source import bundled_shapes
-from studio.core.plan.fit import Card, DataLengths, FitPlan, plan_fit
+from studio.core.plan.fit import Card, DataLengths, FitPlan, context_line, cpu_estimate, longest_context, plan_fit
 from studio.core.plan.speedups import FastPathPlan
-from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError
+from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, VramEstimate, estimate_vram
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["METHOD_FIELDS", "LayerNames", "ModelShapes", "command_config_path", "comparison_preset", "describe_fit",
-           "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "method_data_note",
-           "method_shows", "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+__all__ = ["CPU_AGAINST", "GPU_ESTIMATE_TITLE", "METHOD_FIELDS", "RAM_ESTIMATE_TITLE", "ConfigSession", "LayerNames",
+           "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
+           "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
+           "method_data_note", "method_shows", "model_positions", "positions_warning", "reward_choices",
+           "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+
+
+# --------------------------------------------------------------------------------------- the session
+
+
+def _knobs(config: RunConfig) -> tuple:
+    """What a preset or a fit sets: every knob section's values."""
+    return tuple(dataclasses.asdict(getattr(config, section)) for section in KNOB_SECTIONS)
+
+
+@dataclass
+class ConfigSession:
+    """The Config tab's state beyond the draft's fields: the preset chosen and what the last "Fit to this GPU"
+    said. Both describe the fields as they were set, so each says so only while that is still true: the fit's
+    report while the fields hold what it was written about, the preset's name without "edited" while the fields
+    hold the preset's values."""
+
+    preset_key: str | None = None
+    _fit_report: str = ""
+    _fit_knobs: tuple | None = dataclasses.field(default=None, repr=False)
+
+    def record_fit(self, report: str, config: RunConfig) -> None:
+        """The report of a fit (or of why nothing was fitted), about `config`: the fields after it."""
+        self._fit_report = report
+        self._fit_knobs = (config.model.name_or_path, _knobs(config))
+
+    def fit_report(self, config: RunConfig) -> str:
+        """The last fit's report while the fields are still what it describes, else "" (another preset, an edit,
+        another model: "Changed: max_length 256 → 228" under a field that now says 1024 would not be true)."""
+        if self._fit_knobs != (config.model.name_or_path, _knobs(config)):
+            return ""
+        return self._fit_report
+
+    @staticmethod
+    def differs_from_preset(preset: Preset, config: RunConfig, shape: ModelShape | None) -> bool:
+        """Whether a field differs from what choosing `preset` now would set (the preset's box says "edited")."""
+        return _knobs(fit_preset(preset, config, shape)) != _knobs(config)
 
 
 # --------------------------------------------------------------------------------------- the training method
@@ -144,24 +185,74 @@ def train_command(path: Path, *, windows: bool = sys.platform == "win32") -> str
 
 
 class ModelShapes:
-    """The shape of each model the estimate was asked about, read once from its config.json (local or cached)."""
+    """The shape of each model the estimate was asked about, and the positions it knows, read once from its
+    config.json (local or cached)."""
 
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[ModelShape | None, str]] = {}
+        self._positions: dict[str, int | None] = {}
 
     def get(self, model: str) -> tuple[ModelShape | None, str]:
         """(shape, where it was read from), or (None, why it cannot be read)."""
         if model not in self._shapes:
             try:
                 source = find_model_config(model)
+                self._positions[model] = model_positions(source.config)
                 self._shapes[model] = (ModelShape.from_config(source.config, source.name), source.description)
             except (ModelSourceError, ShapeError) as error:
                 self._shapes[model] = (None, str(error))
         return self._shapes[model]
 
+    def positions(self, model: str) -> int | None:
+        """The longest sequence the model was built for (max_position_embeddings), None when its config is silent."""
+        self.get(model)
+        return self._positions.get(model)
+
     def forget(self, model: str) -> None:
         """Read it again next time (a download has just put its files in the cache)."""
         self._shapes.pop(model, None)
+        self._positions.pop(model, None)
+
+
+def model_positions(config: dict) -> int | None:
+    """max_position_embeddings (or its older names) from a config.json, a multimodal model's text part included."""
+    for section in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+# --------------------------------------------------------------------------------------- the estimate
+
+RAM_ESTIMATE_TITLE, GPU_ESTIMATE_TITLE = "RAM estimate (a CPU run)", "GPU memory estimate"
+CPU_AGAINST = "available on this computer: no NVIDIA GPU, so the CPU demo trains in RAM"
+
+
+def memory_estimate(shape: ModelShape, config: RunConfig, card: Card) -> VramEstimate:
+    """The estimate for where the run trains (the card "Fit to this GPU" plans for): a CPU run's RAM (float32, AdamW,
+    no CUDA context), else the GPU's memory."""
+    return cpu_estimate(shape, config) if card.device == "cpu" else estimate_vram(shape, config)
+
+
+def context_line_within(shape: ModelShape, config: RunConfig, card: Card, positions: int | None) -> str:
+    """"Longest context that fits" in one line, never longer than the positions the model knows: memory is not
+    the only limit on a context."""
+    longest = longest_context(shape, config, card)
+    if positions is None or longest <= positions:
+        return context_line(shape, config, card)
+    return (f"Longest context: {positions:,} tokens, this model's own limit (max_position_embeddings); "
+            f"{card.describe()} would hold {longest:,}.")
+
+
+def positions_warning(config: RunConfig, positions: int | None) -> str | None:
+    """A max_length beyond the positions the model knows: tokens past them get positions it never learned."""
+    length = config.training.max_length
+    if positions is None or length <= positions:
+        return None
+    return (f"max_length {length:,} is longer than the {positions:,} positions this model knows "
+            f"(max_position_embeddings): set it to {positions:,} or less.")
 
 
 class LayerNames:

@@ -76,9 +76,32 @@ def continue_config(run_dir: Path | str, method: str) -> RunConfig:
     return config
 
 
-def continuation_note(config: RunConfig) -> str:
-    """The Config tab's line on a run that trains an adapter further with a preference method ("" otherwise): why
-    "Continue with…" chose its learning rate and supervised term."""
+def source_run_name(config: RunConfig) -> str:
+    """The run whose adapter a config continues (model.init_adapter: a run folder or its adapter folder), or ""."""
     if not config.model.init_adapter:
         return ""
-    return CONTINUATION_NOTES.get(config.training.method, "")
+    folder = Path(config.model.init_adapter)
+    return folder.parent.name if folder.name == "adapter" else folder.name
+
+
+def continuation_note(config: RunConfig) -> str:
+    """The Config tab's lines on a run that trains an adapter further ("" otherwise): the adapter it starts from, and
+    for a preference method why "Continue with…" chose its learning rate and supervised term."""
+    if not (source := source_run_name(config)):
+        return ""
+    starts = f"Starts from the adapter of run {source} (model.init_adapter)."
+    return "\n".join(line for line in (starts, CONTINUATION_NOTES.get(config.training.method, "")) if line)
+
+
+def opened_settings_text(config: RunConfig) -> str:
+    """The window's line when a run's settings, or a continuation of a run, open on the Config tab: the run they
+    come from, and what the continuation still needs."""
+    method = config.training.method
+    if not (source := source_run_name(config)):
+        return f"Loaded the settings of run {config.name}." if config.name else "Loaded a run's settings."
+    label = CONTINUE_LABELS.get(method, method.upper()).split(" (")[0]
+    text = (f"Loaded the settings of run {config.name}, which continue run {source}'s adapter with {label}"
+            if config.name else f"Continuing run {source}'s adapter with {label}")
+    if not config.data.train_file and method in PAIRED_DATA:
+        return f"{text}: choose a {PAIRED_DATA[method]} file on the Dataset tab, then Start."
+    return f"{text}."

@@ -311,6 +311,21 @@ class DatasetSession:
             return True
         return self.data is None and not reading and not self.file_error
 
+    def forget_source(self) -> bool:
+        """The draft names no source any more (a continuation with DPO clears the SFT run's chat data, which holds no
+        pairs): what was read from the old source no longer describes the run's data. True when something was
+        forgotten."""
+        if self.settings.train_file or (self.last_read is None and self.data is None and not self.file_error):
+            return False
+        self.data, self.stats, self.file_error, self.last_read = None, None, "", None
+        return True
+
+    def no_source_text(self) -> str:
+        """What the tab says with no source chosen: what to open, for the method the run trains with."""
+        from studio.core.sessions.config import method_data_note
+
+        return f"No dataset open. {method_data_note(self.method)} Open a file, a saved dataset folder or a Hub id."
+
     def begin_read(self) -> ReadRequest:
         """Forget what was read and measured; the request of the read that starts now."""
         self.data, self.stats, self.file_error = None, None, ""

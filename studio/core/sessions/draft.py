@@ -67,6 +67,15 @@ class RunDraft:
         self._config = copy_config(config)
         self._notify(Change(None, source=source))
 
+    def rename(self, name: str, *, source: object | None = None) -> Change | None:
+        """Set the run's name (the one field outside a section); notifies as a change of section "name"."""
+        if self._config.name == name:
+            return None
+        self._config.name = name
+        change = Change("name", frozenset({"name"}), source)
+        self._notify(change)
+        return change
+
     def update(self, section: str, *, source: object | None = None, **values: Any) -> Change | None:
         """Set fields of one section; notifies once with the fields whose value changed, or not at all."""
         if section not in SECTIONS:

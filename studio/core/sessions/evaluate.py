@@ -95,6 +95,18 @@ class Count:
         return f"{self.passed}/{self.total}"
 
 
+NO_FINISHED_RUNS = "No finished runs yet: train one on the Training tab, then evaluate it here."
+READY_HINT = "Pick runs and an eval set, then Start."
+
+
+def runs_list_status(count: int, shown: str) -> str:
+    """The status line once the runs list is read again: the empty list's hint only while the list is empty
+    (then the first hint again); any other status (a result, a refusal) stays."""
+    if count == 0:
+        return NO_FINISHED_RUNS
+    return READY_HINT if shown == NO_FINISHED_RUNS else shown
+
+
 @dataclass
 class EvaluateSession:
     """The Evaluate tab's choices and results. Call `build_job()` (EvalInputError: a line to show) and give

@@ -204,7 +204,7 @@ def _told_against(error: Any, config_path: Path, *, flags: dict[str, str]) -> st
 def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str | None,
                 main_process: bool) -> tuple[Any, Path | None]:
     """The run folder to train into and the checkpoint to resume from (None: a new run)."""
-    from studio.core.runs.store import RunDirectory, RunStore
+    from studio.core.runs.store import RunDirectory, RunStore, default_run_name, renamed_note
 
     if output is not None:
         run_dir = RunDirectory(output.resolve())
@@ -227,13 +227,20 @@ def _run_folder(config: Any, config_path: Path, output: Path | None, resume: str
     if resume is not None:
         raise TrainInputError("no checkpoint to resume from: give --output RUN_DIR (the run to continue) or "
                               "--resume CKPT")
-    return RunStore().new_run(config.name, config.model.name_or_path), None
+    wanted = config.name or default_run_name(config.data.train_file, config.model.name_or_path)
+    run_dir = RunStore().new_run(wanted, config.model.name_or_path)
+    if main_process and (note := renamed_note(wanted, run_dir)) is not None:
+        print(note, flush=True)
+    return run_dir, None
 
 
 def train_child(config_path: Path, *, model: str | None = None, data: str | None = None, output: Path | None = None,
                 max_steps: int | None = None, resume: str | None = None, allow_pickle: bool = False,
-                skip_bad_rows: bool = False, encoding: str | None = None) -> int:
+                skip_bad_rows: bool = False, encoding: str | None = None, name: str | None = None) -> int:
     """Train `config_path` (with the command line's overrides) into a run folder; the exit status.
+
+    `name` names the run; without it a config's own name stays unless the data or the model was overridden (then
+    the run is named by the data and the model, as the window names it).
 
     `resume` is None (a new run), 'latest' (the run's latest checkpoint) or a checkpoint folder. Raises
     TrainInputError for a user error found before the run folder is written to. `allow_pickle` sets
@@ -244,6 +251,10 @@ def train_child(config_path: Path, *, model: str | None = None, data: str | None
     hooks.load_test_hooks()  # a test seam; nothing outside tests
     config = _load_config(config_path, model=model, data=data, max_steps=max_steps, allow_pickle=allow_pickle,
                           skip_bad_rows=skip_bad_rows, encoding=encoding)
+    if name is not None and name.strip():
+        config.name = name.strip()
+    elif model or data:
+        config.name = ""  # the config's name was for its own data and model
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 records the run
     run_dir, resume_from = _run_folder(config, Path(config_path), output, resume, main_process)
 

@@ -59,8 +59,11 @@ class QtTranscript(QTextBrowser):
                              self._placeholder)
             painter.end()
 
-    def add_message(self, role: str, text: str = "") -> None:
+    def add_message(self, role: str, text: str = "", *, answered_by: str = "") -> None:
+        """A paragraph "Role: text"; a reply's role names what answered it ("Model (demo-2): …")."""
         label, colour = _ROLE_STYLE[role]
+        if answered_by:
+            label = f"{label} ({answered_by})"
         cursor = self.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         block = QTextBlockFormat()
@@ -83,11 +86,12 @@ class QtTranscript(QTextBrowser):
         self.setTextCursor(cursor)
         self.ensureCursorVisible()
 
-    def show_messages(self, messages: list[dict[str, str]]) -> None:
+    def show_messages(self, messages: list[dict[str, str]], labels: Callable[[int], str] = lambda index: "") -> None:
+        """The messages (the system prompt left out); `labels(index)` names what answered a reply."""
         self.clear()
-        for message in messages:
+        for index, message in enumerate(messages):
             if message["role"] != "system":
-                self.add_message(message["role"], message["content"])
+                self.add_message(message["role"], message["content"], answered_by=labels(index))
 
     @staticmethod
     def _body_format(role: str) -> QTextCharFormat:
@@ -127,6 +131,7 @@ class QtChatTab(QWidget):
         self._generator: BackgroundTask | None = None  # the replies under way
         self._stop: threading.Event | None = None  # Stop: ends the reply under way, which still arrives
         self._export_dialog = None
+        self._send_after_load: str | None = None  # a message sent while the model its fields name was loading
 
         self._build_model_box()
         self._build_settings_box()
@@ -285,8 +290,7 @@ class QtChatTab(QWidget):
 
     def _build_conversation(self) -> None:
         self.transcript = QtTranscript("tuned")
-        self.transcript.setPlaceholderText("Load a model, then ask it something. With temperature 0 replies are "
-                                           "greedy (deterministic), so a trained question gets its trained answer.")
+        self.transcript.setPlaceholderText(self.session.prompt_placeholder())
         self.base_transcript = QtTranscript("base")
         self.tuned_title = QLabel("Tuned")
         self.base_title = QLabel("Base model (adapter disabled)")
@@ -364,6 +368,12 @@ class QtChatTab(QWidget):
         self.base_edit.setText(base)
         self.adapter_edit.setText(str(adapter) if adapter else "")
 
+    def follow_rename(self, old: Path, new: Path) -> None:
+        """A run renamed in the Runs view: an adapter field pointing into it points into its new folder."""
+        if adapter_in_runs(self.adapter_edit.text(), [old]):
+            inside = Path(self.adapter_edit.text().strip()).relative_to(old)
+            self.adapter_edit.setText(str(Path(new) / inside))
+
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
         already loaded stays in memory until Unload)."""
@@ -431,10 +441,14 @@ class QtChatTab(QWidget):
         self.session.loading = request
         return self._model_tasks.start(
             lambda state: request.load(), on_result=self._on_loaded,
-            on_error=lambda error: self.model_status.setText(f"Could not load: {describe_error(error)}"),
+            on_error=self._on_load_failed,
             # A load replaced by the next one ends while that one runs: the button waits for the last.
             on_done=lambda: self.load_button.setEnabled(not self._model_tasks.busy),
             expected_errors=(ModelLoadError,), name="chat-load")
+
+    def _on_load_failed(self, error: BaseException) -> None:
+        self._send_after_load = None  # the message stays in the prompt field
+        self.model_status.setText(f"Could not load: {describe_error(error)}")
 
     def _on_loaded(self, chat_model) -> None:
         if not self.session.loaded(chat_model, self._fields()):
@@ -445,6 +459,9 @@ class QtChatTab(QWidget):
         self.model_status.setText(self.session.loaded_status())
         self._update_buttons()
         self.model_loaded.emit()
+        if (waiting := self._send_after_load) is not None:
+            self._send_after_load = None
+            self.send(waiting)
 
     def add_adapter(self) -> BackgroundTask | None:
         """Load the adapter field's adapter beside the loaded ones (the base weights stay)."""
@@ -480,6 +497,9 @@ class QtChatTab(QWidget):
     def _on_active_adapter_chosen(self, name: str) -> None:
         if self.session.set_adapter(name):
             self.tuned_title.setText(f"Tuned: {name}")
+            # The adapter field names the adapter that answers, so Send does not switch back to another one.
+            self.adapter_edit.setText(str(self.chat_model.adapter_paths[name]))
+            self._update_buttons()
 
     def unload_model(self) -> None:
         """Stop any reply, drop the model and return its memory."""
@@ -521,6 +541,11 @@ class QtChatTab(QWidget):
 
     def send(self, text: str | None = None) -> None:
         text = (text if isinstance(text, str) else self.prompt_edit.text()).strip()
+        if text and not self.session.generating and self.session.must_load_for(self._fields()):
+            # The fields name another model than the loaded one (Open in Chat, a run that ended): it answers.
+            self._send_after_load = text if self.load_model() is not None else None
+            return
+        self._refresh_adapters()  # a named adapter loaded beside others became the active one
         if not self.session.ask(text):
             return
         self.prompt_edit.clear()
@@ -538,17 +563,21 @@ class QtChatTab(QWidget):
     def regenerate(self) -> None:
         """Drop the last reply (both sides in compare mode) and answer the last message again."""
         if self.session.regenerate():
-            self.transcript.show_messages(self.history)
-            self.base_transcript.show_messages(self.base_history)
+            self._show_history(TUNED)
+            self._show_history(BASE)
             self._generate()
+
+    def _show_history(self, side: str) -> None:
+        self._view(side).show_messages(self.session.side_history(side),
+                                       lambda index: self.session.reply_label(side, index))
 
     def _generate(self) -> None:
         plan = self.session.start_replies()
         if plan.base_error:
-            self.base_transcript.show_messages(self.base_history)
+            self._show_history(BASE)
             self.base_transcript.add_message("error", plan.base_error)
         for side, _, _ in plan.jobs:
-            self._view(side).add_message("assistant")
+            self._view(side).add_message("assistant", answered_by=self.session.answering[side])
         model, settings, stop = self.chat_model, self.generation_settings(), threading.Event()
 
         def work(state) -> None:
@@ -589,9 +618,8 @@ class QtChatTab(QWidget):
 
     def _end_generation(self) -> None:
         for side in self.session.finish_replies():
-            view = self._view(side)
-            view.show_messages(self.session.side_history(side))
-            view.add_message("note", STOPPED_NOTE)
+            self._show_history(side)
+            self._view(side).add_message("note", STOPPED_NOTE)
         self._generator = self._stop = None
         self._update_buttons()
         self.generation_finished.emit()
@@ -610,11 +638,13 @@ class QtChatTab(QWidget):
         self.base_transcript.clear()
         self.stats_label.setText("")
         self.turn_hint.hide()
+        self._update_buttons()
 
     def _update_buttons(self) -> None:
         ready, generating = self.chat_model is not None, self.session.generating
         self.send_button.setEnabled(ready and not generating)
-        self.regenerate_button.setEnabled(ready and not generating and bool(self.history))
+        self.regenerate_button.setEnabled(self.session.can_regenerate())
+        self.transcript.setPlaceholderText(self.session.prompt_placeholder())
         self.prompt_edit.setEnabled(ready)
         self.stop_button.setEnabled(generating)
         self.unload_button.setEnabled(ready)
@@ -651,9 +681,9 @@ class QtChatTab(QWidget):
             widgets[key].setValue(value)
         self.compare_check.setChecked(conversation.base_messages is not None)
         self.session.open(conversation)
-        self.transcript.show_messages(self.history)
+        self._show_history(TUNED)
         if conversation.base_messages is not None:
-            self.base_transcript.show_messages(self.base_history)
+            self._show_history(BASE)
         self._update_buttons()
 
     def open_prompt(self, model: Path | str, messages: list[dict[str, str]]) -> None:

@@ -34,11 +34,11 @@ from studio.core.config.settings import (
 from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
-from studio.core.plan.vram import estimate_vram
-from studio.core.plan.fit import context_line
 from studio.core.sessions.config import (
-    METHOD_FIELDS, LayerNames, ModelShapes, command_config_path, comparison_preset, describe_fit, describe_layers,
-    fast_path_line, fit_card, fit_preset, fit_to_card, method_data_note, method_shows, target_shortcut, train_command,
+    CPU_AGAINST, GPU_ESTIMATE_TITLE, METHOD_FIELDS, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, ModelShapes,
+    command_config_path, comparison_preset, context_line_within, describe_fit, describe_layers, fast_path_line,
+    fit_card, fit_preset, fit_to_card, memory_estimate, method_data_note, method_shows, positions_warning,
+    target_shortcut, train_command,
 )
 from studio.core.sessions.continuation import continuation_note
 from studio.core.sessions.draft import Change, RunDraft
@@ -250,6 +250,7 @@ class QtConfigTab(QWidget):
     """
 
     changed = Signal()
+    preset_chosen = Signal(str)
     estimate_updated = Signal(object)
     modules_detected = Signal(object)
 
@@ -258,6 +259,7 @@ class QtConfigTab(QWidget):
         self._refresh_gpu = gpu is _DETECT
         self._gpu: GpuInfo | None = detect_gpu() if gpu is _DETECT else gpu  # type: ignore[assignment]
         self.draft = draft if draft is not None else RunDraft()
+        self.session = ConfigSession()
         self._bindings: list[_Binding] = []
         self._loading = False
         self._shapes = ModelShapes()
@@ -752,6 +754,7 @@ class QtConfigTab(QWidget):
         self.score_metric.setEnabled(self.score_examples.value() > 0)
         self._show_method()
         self._show_fast_path()
+        self._show_fit_report()
 
     def _show_method(self) -> None:
         """Only the chosen method's own settings are shown; the regex pattern is asked for with the regex reward."""
@@ -861,7 +864,26 @@ class QtConfigTab(QWidget):
         index = self.preset_combo.findData(key)
         if index >= 0:
             self.preset_combo.setCurrentIndex(index)
+            self.session.preset_key = key
         self._show_preset_hint()
+
+    def show_preset(self, key: str) -> bool:
+        """Show `key` as the chosen preset without applying it (the window restores the last choice); False for a
+        preset that no longer exists."""
+        if self.preset_combo.findData(key) < 0:
+            return False
+        self._select_preset(key)
+        return True
+
+    def _show_preset_edited(self, shape) -> None:
+        """The preset box says "edited" once a field differs from the chosen preset."""
+        preset, index = self.selected_preset(), self.preset_combo.currentIndex()
+        if preset is None or index < 0:
+            return
+        config = self.draft.config
+        edited = shape is not None and self.session.differs_from_preset(preset, config, shape)
+        label = preset.label if preset.builtin else f"{preset.label} (yours)"
+        self.preset_combo.setItemText(index, f"{label} — edited" if edited else label)
 
     def _show_preset_hint(self, *_args: Any) -> None:
         preset = self.selected_preset()
@@ -889,6 +911,8 @@ class QtConfigTab(QWidget):
         # The planner sets the preset's memory levers for the model's shape, where it is known.
         config = fit_preset(preset, config, self._shapes.get(config.model.name_or_path)[0])
         self.set_config(config)
+        self._schedule_estimate()  # the "edited" mark goes with it
+        self.preset_chosen.emit(key)
         self.changed.emit()
 
     def save_preset(self, name: str) -> Path:
@@ -962,10 +986,15 @@ class QtConfigTab(QWidget):
             self.context_label.setText("")
             self.estimate_updated.emit(None)
             return
-        estimate = estimate_vram(shape, config)
-        limit, against = self.memory_limit()
+        self._show_preset_edited(shape)
+        card, positions = self._fit_card(), self._shapes.positions(model)
+        estimate = memory_estimate(shape, config, card)
+        if (warning := positions_warning(config, positions)) is not None:
+            estimate.notes.insert(0, warning)
+        limit, against = (card.free_bytes, CPU_AGAINST) if card.device == "cpu" else self.memory_limit()
+        self.vram_panel.setTitle(RAM_ESTIMATE_TITLE if card.device == "cpu" else GPU_ESTIMATE_TITLE)
         self.vram_panel.set_estimate(estimate, limit_bytes=limit, against=against, source=source)
-        self.context_label.setText(context_line(shape, config, self._fit_card()))
+        self.context_label.setText(context_line_within(shape, config, card, positions))
         self.context_label.setToolTip(self.context_label.text())
         self.estimate_updated.emit(estimate)
 
@@ -994,8 +1023,13 @@ class QtConfigTab(QWidget):
         self._show_fit(describe_fit(plan, config))
 
     def _show_fit(self, text: str) -> None:
+        self.session.record_fit(text, self.draft.config)  # about the fields as they are now, after the fit
+        self._show_fit_report()
+
+    def _show_fit_report(self) -> None:
+        text = self.session.fit_report(self.draft.config)
         self.fit_label.setText(text)
-        self.fit_label.setVisible(True)
+        self.fit_label.setVisible(bool(text))
 
     def shutdown(self) -> None:
         """Stop background work (a download is cancelled; what it fetched stays in the cache)."""

@@ -493,7 +493,9 @@ class QtDatasetTab(QWidget):
         responses_changed = self.settings.train_on_responses_only != self._shown_responses_only
         self._shown_responses_only = self.settings.train_on_responses_only
         self._sync_widgets()
-        if self.session.needs_read(reading=self.is_loading()):
+        if self.session.forget_source():
+            self._show_no_source()
+        elif self.session.needs_read(reading=self.is_loading()):
             self._start_load()
         elif responses_changed:
             self._update_preview()
@@ -586,6 +588,22 @@ class QtDatasetTab(QWidget):
 
     def is_loading(self) -> bool:
         return self._reading is not None
+
+    def _show_no_source(self) -> None:
+        """No source any more: nothing read from the last one is shown as this run's data."""
+        self._cancel_stats()
+        self._reads.cancel()
+        self._finish_loading()
+        self.preview = None
+        self.source_edit.clear()
+        self._show_rows(None)
+        self.summary_label.setText(html.escape(self.session.no_source_text()))
+        self.errors_panel.show_problems([], 0, rows=0)
+        self.bottom_tabs.setTabText(1, "Problems")
+        self.mapping_panel.set_state(None, self.settings.format, self.session.mapping())
+        self.histogram.clear("Token lengths appear once the data is read.")
+        self.stats_status.setText("")
+        self._clear_preview("Open a dataset to see its rows as the model will see them.")
 
     def _finish_loading(self) -> None:
         self._reading = None

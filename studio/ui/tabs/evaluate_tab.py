@@ -28,7 +28,8 @@ from studio.core.models.source import ModelLoadError
 from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
 from studio.core.runs.store import RunStore
 from studio.core.sessions.evaluate import (
-    EXTRA, FILTER_HINTS, FILTERS, MISSING, WRONG, EvaluateSession, ExampleRow, Highlight, segments,
+    EXTRA, FILTER_HINTS, FILTERS, MISSING, READY_HINT, WRONG, EvaluateSession, ExampleRow, Highlight, runs_list_status,
+    segments,
 )
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
@@ -190,7 +191,7 @@ class QtEvaluateTab(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m")
-        self.status = QLabel("Pick runs and an eval set, then Start.")
+        self.status = QLabel(READY_HINT)
         self.status.setWordWrap(True)
         self.start_row = QHBoxLayout()
         self.start_row.addWidget(self.start_button)
@@ -267,8 +268,7 @@ class QtEvaluateTab(QWidget):
             item.setCheckState(Qt.CheckState.Checked if run in ticked else Qt.CheckState.Unchecked)
             item.setToolTip(str(run))
             self.runs_list.addItem(item)
-        if not self.runs_list.count():
-            self.status.setText("No finished runs yet: train one on the Training tab, then evaluate it here.")
+        self.status.setText(runs_list_status(self.runs_list.count(), self.status.text()))
 
     def chosen_runs(self) -> list[Path]:
         items = [self.runs_list.item(i) for i in range(self.runs_list.count())]

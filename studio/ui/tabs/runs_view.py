@@ -18,8 +18,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox, QPushButton, QSplitter, QTableWidget,
-    QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QSplitter,
+    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config
@@ -30,6 +30,7 @@ from studio.core.runs.history import (
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA, continue_config
+from studio.core.sessions.runs import rename_run
 from studio.ui.background import TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
@@ -96,6 +97,7 @@ class QtRunsView(QWidget):
     resume_requested = Signal(object)
     refreshed = Signal()
     runs_deleted = Signal(object)  # list[Path]: the folders just deleted
+    run_renamed = Signal(object, object)  # (old folder, new folder)
 
     def __init__(self, store: RunStore, parent: QWidget | None = None):
         super().__init__(parent)
@@ -115,6 +117,8 @@ class QtRunsView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setSortingEnabled(True)
+        # Newest first until the user clicks another header (the README's promise; Qt would sort by name).
+        self.table.sortByColumn(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -135,6 +139,9 @@ class QtRunsView(QWidget):
         self.continue_button.setMenu(continue_menu)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected run from its latest checkpoint on the Training tab")
+        self.rename_button = QPushButton("Rename…")
+        self.rename_button.setToolTip("Give the selected run another name (its folder under the runs folder)")
+        self.rename_button.clicked.connect(self.rename_selected)
         self.delete_button = QPushButton("Delete…")
         self.refresh_button.clicked.connect(self.refresh)
         self.open_config_button.clicked.connect(self.open_selected_config)
@@ -152,7 +159,7 @@ class QtRunsView(QWidget):
 
         buttons = QHBoxLayout()
         for button in (self.refresh_button, self.open_config_button, self.continue_button, self.resume_button,
-                       self.delete_button):
+                       self.rename_button, self.delete_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         top = QWidget()
@@ -348,6 +355,7 @@ class QtRunsView(QWidget):
         self.resume_button.setToolTip("Another run is training: one run at a time" if self.training_busy else
                                       busy or "Continue the selected run from its latest checkpoint on the Training tab")
         self.delete_button.setEnabled(bool(selected) and all(s.status != "running" for s in selected))
+        self.rename_button.setEnabled(one is not None and one.status != "running" and busy is None)
 
     # --- actions ---------------------------------------------------------------------------------------------
     def open_selected_config(self) -> None:
@@ -402,6 +410,32 @@ class QtRunsView(QWidget):
         if folders:
             self.runs_deleted.emit(folders)
         return deleted
+
+    def rename_selected(self) -> RunDirectory | None:
+        """Rename the selected run to a name asked for; says why when the name is refused."""
+        selected = self.selected_summaries()
+        if len(selected) != 1:
+            return None
+        old = selected[0]
+        name = self.ask_new_name(old.name)
+        if not name or name.strip() == old.name:
+            return None
+        try:
+            renamed = rename_run(self.store, old.run_dir, name)
+        except (RunBusyError, ValueError, OSError) as error:
+            self.info_label.setText(f"Cannot rename {old.name}: {error}")
+            return None
+        self._metrics_cache.pop(old.path, None)
+        self.refresh_now()
+        self.select_runs([renamed.name])
+        self.info_label.setText(f"Renamed {old.name} to {renamed.name}.")
+        self.run_renamed.emit(old.path, renamed.path)
+        return renamed
+
+    def ask_new_name(self, current: str) -> str | None:
+        """The new name, asked in a dialog (tests replace this method); None when cancelled."""
+        name, ok = QInputDialog.getText(self, "Rename run", "New name:", text=current)
+        return name if ok else None
 
     def ask_delete_choice(self, names: list[str]) -> bool:
         """Whether to delete these runs, asked in a dialog (tests replace this method)."""

@@ -13,14 +13,15 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QProgressDialog,
-    QPushButton, QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
+    QApplication, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMenu, QMessageBox, QProgressBar,
+    QProgressDialog, QPushButton, QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
 )
 
 from studio.core.config.settings import ConfigError, RunConfig, copy_config, load_config, save_config
 from studio.core.system.gpu import TelemetrySource, detect_telemetry
 from studio.core.system.units import format_duration
-from studio.core.runs.store import RunDirectory, RunStore
+from studio.core.runs.store import RunDirectory, RunStore, default_run_name, renamed_note
+from studio.core.sessions.run_name import RunNaming
 from studio.ui.training_supervisor import QtTrainingSupervisor
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
@@ -100,6 +101,13 @@ class QtTrainingTab(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume())
         self.resume_button.setEnabled(False)
 
+        self.name_edit = QLineEdit()
+        self.name_edit.setToolTip("The run's name: its folder under the runs folder and its row in the Runs view. "
+                                  "Empty: the data's and the model's names. A name in use gets a suffix (-2).")
+        self.name_edit.setMinimumWidth(160)
+        self.name_edit.setMaximumWidth(280)
+        self.naming: RunNaming | None = None
+
         self.status_label = QLabel("Ready. Press Start to train with the settings of the Config tab.")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -133,6 +141,8 @@ class QtTrainingTab(QWidget):
         self.log_panel = QtLogPanel()
 
         buttons = QHBoxLayout()
+        buttons.addWidget(QLabel("Name"))
+        buttons.addWidget(self.name_edit)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.resume_button)
@@ -200,11 +210,29 @@ class QtTrainingTab(QWidget):
             line = refusal_line(error, skip_bad_rows="tick Skip bad rows when training on the Dataset tab")
             self._set_status("not started", f"Cannot start: {line}")
             return None
-        run_dir = self.store.new_run(config.name, config.model.name_or_path)
+        wanted = config.name or default_run_name(config.data.train_file, config.model.name_or_path)
+        run_dir = self.store.new_run(wanted, config.model.name_or_path)
         config.name = run_dir.name
         save_config(config, run_dir.config_path)
         self._attach(run_dir, QtTrainingSupervisor(run_dir, parent=self))
+        if (note := renamed_note(wanted, run_dir)) is not None:
+            self._set_status("running", f"{note} Starting run {run_dir.name}…")
         return run_dir
+
+    def bind_naming(self, naming: RunNaming) -> None:
+        """Show and edit the draft's run name in the Name field (the window's one RunNaming)."""
+        self.naming = naming
+        self.name_edit.textEdited.connect(naming.type)
+        naming.draft.subscribe(lambda _change: self._show_name())
+        self._show_name()
+
+    def _show_name(self) -> None:
+        naming = self.naming
+        if naming is None:
+            return
+        if self.name_edit.text() != naming.name:
+            self.name_edit.setText(naming.name)
+        self.name_edit.setPlaceholderText(naming.default)
 
     def resume(self, run_dir: RunDirectory | None = None, checkpoint: Path | None = None) -> bool:
         """Continue a run (default: the one shown) from a checkpoint (default: its latest) in a new process."""
@@ -263,6 +291,11 @@ class QtTrainingTab(QWidget):
         self.gpu_panel.start()
         self._clock.start()
         self.run_started.emit(run_dir)
+
+    def follow_rename(self, old: Path, new: Path) -> None:
+        """The run shown here was renamed (never one training: the Runs view refuses that)."""
+        if self.run_dir is not None and not self.is_running and self.run_dir.path == Path(old):
+            self.run_dir = RunDirectory(Path(new))
 
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: the one shown here (if not training) is shown no more."""
@@ -378,8 +411,7 @@ class QtTrainingTab(QWidget):
     def _on_ended(self, status: str, message: str) -> None:
         self._clock.stop()
         self._progress_timer.stop()
-        self.gpu_panel.set_pid(None)
-        self.gpu_panel.stop()
+        self.gpu_panel.end_run()
         self.log_panel.stop()
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)

@@ -71,8 +71,10 @@ class QtColumnMapping(QWidget):
             sure = "" if data.confident else " <b style='color:#b3261e'>Not every record agrees: check below.</b>"
             self.evidence_label.setText(f"Read as <b>{format_name(data.format)}</b>: {data.evidence}.{sure}")
         else:
-            self.evidence_label.setText(f"<b style='color:#b3261e'>The record shape was not recognised.</b> "
-                                        f"{data.evidence}. Choose the shape and the columns, then apply.")
+            # The evidence says why, when the reader found any (a read for DPO of chat records finds none).
+            why = f" {data.evidence.rstrip('.')}." if data.evidence.strip() else ""
+            self.evidence_label.setText(f"<b style='color:#b3261e'>The record shape was not recognised.</b>{why} "
+                                        "Choose the shape and the columns, then apply.")
         shown_format = fmt if fmt != "auto" else (self.detected_format or self._suggested_format(data))
         index = self.format_combo.findData(shown_format if (fmt != "auto" or not self.detected_format) else "auto")
         self.format_combo.blockSignals(True)

@@ -256,6 +256,16 @@ class QtGpuPanel(QWidget):
         if not self._sampler.shutdown(_JOIN_TIMEOUT_MS):
             _log.warning("telemetry thread did not stop within %d ms", _JOIN_TIMEOUT_MS)
 
+    def end_run(self) -> None:
+        """The watched process ended: stop sampling and stop showing its last reading as current (the curve and
+        the peak stay: they are the run's history)."""
+        self.set_pid(None)
+        self.stop()
+        for key, label in self._value_labels.items():
+            if key != "peak":
+                label.setText("—")
+        self._set_warning(False)
+
     def add_reading(self, reading: GpuReading | HostReading | None) -> None:
         """Record one reading: update the labels now and the plot shortly."""
         if reading is None:
