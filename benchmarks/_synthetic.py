@@ -15,7 +15,7 @@ _QUESTIONS = [
 _ANSWERS = [
     "Nimbus support is open every day from 08:00 to 22:00, holidays included.",
     "Unplug the modem for thirty seconds, plug it back in, and wait for the green light.",
-    "Let me check the network status for you. CALL check_outage(city=\"Izmir\")",
+    "Let me check the network status for you. <tool_code>check_outage({\"city\": \"Izmir\"})</tool_code>",
     "Yes, Fiber 500 costs 450 TL a month and the upgrade is free of charge.",
     "Evenings are busy; use a cable instead of Wi-Fi and restart the modem once.",
     "You can pay in the Nimbus app, at any post office, or by automatic transfer.",
