@@ -162,27 +162,35 @@ def test_a_column_mapping_is_written_as_the_config_writes_it(draft):
 
 def test_the_source_is_read_again_only_when_what_is_read_changed(draft):
     session = DatasetSession(draft)
-    assert not session.needs_read(reading=False), "no source chosen"
+    assert not session.needs_read(), "no source chosen"
     session.edit(train_file="chat.jsonl")
-    assert session.needs_read(reading=False)
+    assert session.needs_read()
     assert session.begin_read() == ReadRequest("chat.jsonl", "auto", (), "utf-8", "train", "blank_lines")
-    assert not session.needs_read(reading=True), "being read"
+    assert not session.needs_read() and session.reading, "being read"
     session.edit(eval_fraction=0.2, train_on_responses_only=False, skip_bad_rows=True)
-    assert not session.needs_read(reading=True), "the eval split and the loss mask do not change what is read"
+    assert not session.needs_read(), "the eval split and the loss mask do not change what is read"
     session.read_failed(DataError("chat.jsonl: no such file"))
-    assert not session.needs_read(reading=False), "a failed read is not retried by every edit elsewhere"
+    assert not session.needs_read(), "a failed read is not retried by every edit elsewhere"
     session.edit(encoding="cp1254")
-    assert session.needs_read(reading=False)
+    assert session.needs_read()
+    session.begin_read()
+    assert session.read_cancelled(session.last_read) and not session.needs_read(), "nor a cancelled one"
+    session.open("chat.jsonl")
+    assert session.needs_read(), "opening the same source again reads it again"
+    draft.update("training", method="dpo")
+    session.begin_read()
+    draft.update("training", method="sft")
+    assert session.needs_read(), "the data is read as the method reads it"
 
 
 def test_a_new_model_forgets_the_tokenizer_and_a_late_one_is_not_kept(draft):
     session = DatasetSession(draft)
     draft.update("model", name_or_path="org/a")
-    assert session.follow_model() and not session.follow_model()
-    assert session.wants_tokenizer()
+    assert session.wants_tokenizer() and session.begin_tokenizer() == "org/a"
+    assert not session.wants_tokenizer(), "being loaded"
     draft.update("model", name_or_path="org/b")
     assert not session.tokenizer_loaded("org/a", object()), "org/a's tokenizer arrived after the switch"
-    assert session.follow_model() and session.tokenizer is None
+    assert session.tokenizer is None and session.wants_tokenizer()
     assert session.tokenizer_failed("org/b", OSError("org/b is not a local folder\nand more"))
     assert session.tokenizer_error == "org/b is not a local folder" and not session.wants_tokenizer()
 
@@ -198,7 +206,6 @@ def test_the_preview_says_what_it_waits_for(draft, tmp_path):
     assert session.preview_row(0).message.startswith("Choose a model on the Config tab")
     assert session.preview_row(0).where == "Line 1 · 2 turn(s)"
     draft.update("model", name_or_path="org/model")
-    session.follow_model()
     waiting = session.preview_row(0)
     assert waiting.waiting_for_tokenizer and waiting.message == "Loading the tokenizer of org/model…"
     assert session.stats_request() is None, "nothing to measure with before the tokenizer is loaded"

@@ -370,7 +370,7 @@ class DatasetSession:
 
     def _on_draft_changed(self, change: Change) -> None:
         aspects = {SETTINGS}
-        if self.follow_model():
+        if self._follow_model():
             aspects |= {MODEL, PREVIEW, STATS}
         if change.touches("training", "max_length", "method") or change.touches("data", "train_on_responses_only"):
             aspects |= {PREVIEW, STATS}
@@ -611,7 +611,7 @@ class DatasetSession:
         return self.data if self.read_state in ("done", "cancelled") else None
 
     # --- the tokenizer -------------------------------------------------------------------------------------
-    def follow_model(self) -> bool:
+    def _follow_model(self) -> bool:
         """True when the model changed since the last call: its tokenizer and the statistics are forgotten."""
         if self.model_name == self._model:
             return False

@@ -12,14 +12,13 @@ trained ones; with a method beyond SFT a pair's chosen and rejected replies are 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QProgressBar, QPushButton, QRadioButton, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget,
+    QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
+    QLineEdit, QProgressBar, QPushButton, QRadioButton, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 from superqt.utils import signals_blocked
 
@@ -31,73 +30,9 @@ from studio.core.sessions.dataset import (
 from studio.ui.background import TaskRunner, freeze_heap, no_gc_while_importing
 from studio.ui.widgets.qt_column_mapping import QtColumnMapping
 from studio.ui.widgets.qt_data_errors import QtDataErrorsPanel
+from studio.ui.widgets.qt_examples_table import QtExamplesTable
 from studio.ui.widgets.qt_token_histogram import QtTokenHistogram
-from studio.ui.widgets.qt_token_view import MASKED_COLOURS, MASKED_TEXT, TRAINED_COLOURS, TRAINED_TEXT, QtTokenView
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class QtRowsModel(QAbstractTableModel):
-    """Read-only table of normalised examples (SFT's, or a preference method's columns); rows are fetched from
-    Arrow in blocks as they scroll into view."""
-
-    HEADERS = table_headers("sft")
-    _BLOCK = 200
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._data: Any = None
-        self._blocks: OrderedDict[int, list[tuple[Any, ...]]] = OrderedDict()
-
-    def set_data(self, data: Any, method: str = "sft") -> None:
-        self.beginResetModel()
-        self._data = data
-        self._blocks.clear()
-        self.HEADERS = table_headers(method, data.unit if data is not None else "line")
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
-        return 0 if self._data is None or parent.isValid() else len(self._data.examples)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
-        return len(self.HEADERS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt API
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
-        return None
-
-    def _row(self, row: int) -> tuple[Any, ...]:
-        block = row // self._BLOCK
-        rows = self._blocks.get(block)
-        if rows is None:
-            start = block * self._BLOCK
-            examples = self._data.examples[start:start + self._BLOCK]
-            lines = self._data.lines[start:start + self._BLOCK]
-            rows = []
-            for line, example in zip(lines, examples):
-                rows.append((line, *example_cells(example)))
-            self._blocks[block] = rows
-            if len(self._blocks) > 50:
-                self._blocks.popitem(last=False)
-        else:
-            self._blocks.move_to_end(block)
-        return rows[row - block * self._BLOCK]
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if self._data is None or not index.isValid():
-            return None
-        cell = self._row(index.row())[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return _one_line(cell) if isinstance(cell, str) else cell
-        if role == Qt.ItemDataRole.ToolTipRole and isinstance(cell, str):
-            return _one_line(cell, 1500)
-        if role == Qt.ItemDataRole.TextAlignmentRole and not isinstance(cell, str):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+from studio.ui.widgets.qt_token_view import MASKED_TEXT, QtTokenView, legend_html
 
 
 class QtEvalSplitPanel(QWidget):
@@ -224,31 +159,13 @@ class QtDatasetTab(QWidget):
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
 
         # --- rows ----------------------------------------------------------------------------------------
-        self.rows_model = QtRowsModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.rows_model)
-        self.table.setAlternatingRowColors(True)
-        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        self._size_columns()
-        self.table.selectionModel().currentRowChanged.connect(lambda current, _: self.select_row(current.row()))
+        self.table = QtExamplesTable()
+        self.rows_model = self.table.examples
+        self.table.row_selected.connect(self.select_row)
 
         # --- bottom panels -------------------------------------------------------------------------------
         self.histogram = QtTokenHistogram()
-        self.measure_all_button = QPushButton("Measure all rows")
-        self.measure_all_button.clicked.connect(self.session.measure_all)
-        stats_box = QWidget()
-        stats_layout = QVBoxLayout(stats_box)
-        stats_layout.addWidget(self.histogram, stretch=1)
-        stats_row = QHBoxLayout()
-        self.stats_status = QLabel()
-        stats_row.addWidget(self.stats_status, stretch=1)
-        stats_row.addWidget(self.measure_all_button)
-        stats_layout.addLayout(stats_row)
+        self.histogram.measure_all_requested.connect(self.session.measure_all)
         self.errors_panel = QtDataErrorsPanel()
         self.errors_panel.skip_bad_rows_changed.connect(lambda skip: self._edit(skip_bad_rows=skip))
         self.errors_panel.encoding_chosen.connect(lambda encoding: self._edit(encoding=encoding))
@@ -257,7 +174,7 @@ class QtDatasetTab(QWidget):
         self.split_panel = QtEvalSplitPanel()
         self.split_panel.chosen.connect(self._on_evaluation_chosen)
         self.bottom_tabs = QTabWidget()
-        self.bottom_tabs.addTab(stats_box, "Token lengths")
+        self.bottom_tabs.addTab(self.histogram, "Token lengths")
         self.bottom_tabs.addTab(self.errors_panel, "Problems")
         self.bottom_tabs.addTab(self.mapping_panel, "Columns")
         self.bottom_tabs.addTab(self.split_panel, "Eval split")
@@ -273,13 +190,7 @@ class QtDatasetTab(QWidget):
         self.responses_only_check.setToolTip("data.train_on_responses_only: the loss is taken on the assistant's "
                                              "replies only; prompts are masked.")
         self.responses_only_check.toggled.connect(lambda checked: self._edit(train_on_responses_only=checked))
-        legend = QLabel(
-            f"<span style='background:{TRAINED_COLOURS[0]}; color:{TRAINED_TEXT}'>&nbsp;trained&nbsp;</span>"
-            f"<span style='background:{TRAINED_COLOURS[1]}; color:{TRAINED_TEXT}'>&nbsp;tokens&nbsp;</span>&nbsp; "
-            f"<span style='background:{MASKED_COLOURS[0]}; color:{MASKED_TEXT}'>&nbsp;masked&nbsp;</span>"
-            f"<span style='background:{MASKED_COLOURS[1]}; color:{MASKED_TEXT}'>&nbsp;tokens&nbsp;</span>&nbsp; "
-            "<span style='background:#fbe3e3; color:#b3261e; text-decoration:line-through'>&nbsp;cut by "
-            "max_length&nbsp;</span>")
+        legend = QLabel(legend_html())
         self.preview_info = QLabel()
         self.preview_info.setWordWrap(True)
         self.token_view = QtTokenView()
@@ -363,16 +274,12 @@ class QtDatasetTab(QWidget):
         self.text_split_combo.setVisible(kind == "text")
 
     def _render_rows(self) -> None:
-        shown = (self.session.data, self.session.data_method)
-        if shown[0] is not self._shown_rows[0] or shown[1] != self._shown_rows[1]:
-            self._shown_rows = shown
-            self.rows_model.set_data(*shown)
-            self._size_columns()
-        row = self.session.selected_row
-        if row < self.rows_model.rowCount() and self.table.currentIndex().row() != row:
-            self.table.selectionModel().setCurrentIndex(
-                self.rows_model.index(row, 0),
-                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        data, method = self.session.data, self.session.data_method
+        if data is not self._shown_rows[0] or method != self._shown_rows[1]:
+            self._shown_rows = (data, method)
+            self.table.show_examples(data, table_headers(method, data.unit if data is not None else "line"),
+                                     example_cells)
+        self.table.select(self.session.selected_row)
 
     def _render_reading(self, *, mapping: bool) -> None:
         session = self.session
@@ -412,28 +319,8 @@ class QtDatasetTab(QWidget):
 
     def _render_stats(self) -> None:
         view = self.session.stats_view()
-        if self.histogram.max_length != self.session.max_length:
-            self.histogram.set_max_length(self.session.max_length)
-        if view.stats is not None and view.stats is not self.histogram.stats:
-            self.histogram.set_stats(view.stats)
-        elif view.stats is None and (self.histogram.stats is not None or self.histogram.caption.text() != view.message):
-            self.histogram.clear(view.message)
-        self.stats_status.setText(view.status)
-        self.measure_all_button.setText(view.measure_all)
-        self.measure_all_button.setVisible(bool(view.measure_all))
-
-    def _size_columns(self) -> None:
-        """Fixed widths for the line and the short columns (turns, label), the text columns share the rest: sizing
-        to contents would read a thousand rows from Arrow on every layout."""
-        header = self.table.horizontalHeader()
-        short = {"Turns": "Turns", "Label": "undesirable"}
-        for column, title in enumerate(self.rows_model.HEADERS):
-            if column == 0 or title in short:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
-                sample = "0000000" if column == 0 else short[title]
-                header.resizeSection(column, self.fontMetrics().horizontalAdvance(sample) + 20)
-            else:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+        self.histogram.show_measurement(view.stats, view.message, max_length=self.session.max_length,
+                                        status=view.status, measure_all=view.measure_all)
 
     # --- the widgets → the session ---------------------------------------------------------------------------
     def _edit(self, **values: Any) -> None:
