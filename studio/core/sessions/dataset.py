@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from studio.core.config.settings import (
     DataSettings, RunConfig, TrainingSettings, auto_eval_fraction, config_field, describe_evaluation, field_bounds,
+    held_out_count,
 )
 from studio.core.data.encoding import ENCODING_NAMES
 from studio.core.data.issues import DataError
@@ -374,8 +375,8 @@ class DatasetSession:
             aspects |= {MODEL, PREVIEW, STATS}
         if change.touches("training", "max_length", "method") or change.touches("data", "train_on_responses_only"):
             aspects |= {PREVIEW, STATS}
-        if change.touches("data", "eval_file", "eval_fraction"):
-            self._wants_file_for_eval = self._wants_file_for_eval and not self.settings.eval_fraction
+        if change.section is None or self.settings.eval_fraction > 0:
+            self._wants_file_for_eval = False  # another config, or a fraction chosen elsewhere
         if self.forget_source():
             aspects = set(EVERYTHING)
         self._changed(*aspects)
@@ -813,7 +814,7 @@ class DatasetSession:
         when = html.escape(describe_evaluation(DataSettings(eval_fraction=shown, eval_file=s.eval_file,
                                                             eval_auto=False), self.training))
         if choice == "fraction" and rows:
-            held = max(1, round(rows * fraction))
+            held = held_out_count(rows, fraction)  # as the run's split counts them
             counts = f"{rows - held:,} rows train, {held:,} rows evaluate (drawn with seed {self.seed}). {when}"
         elif s.eval_file:
             exists = _exists(s.eval_file)
@@ -825,12 +826,12 @@ class DatasetSession:
 
     def choose_evaluation(self, choice: str, *, fraction: float = 0.0, file: str = "",
                           source: object | None = None) -> Change | None:
-        """The user's choice of eval split. "No evaluation" chosen is an answer: the automatic split
-        (data.eval_auto) no longer applies."""
+        """The user's choice of eval split. "No evaluation" and "a separate file" are answers: the automatic split
+        (data.eval_auto) no longer applies, even while the file's name is still being typed."""
         self._wants_file_for_eval = choice == "file"
         values = {"none": {"eval_fraction": 0.0, "eval_file": "", "eval_auto": False},
                   "fraction": {"eval_fraction": round(fraction, 4), "eval_file": ""},
-                  "file": {"eval_fraction": 0.0, "eval_file": file.strip()}}[choice]
+                  "file": {"eval_fraction": 0.0, "eval_file": file.strip(), "eval_auto": False}}[choice]
         change = self.edit(source=source, **values)
         if change is None:
             self._changed(SETTINGS)

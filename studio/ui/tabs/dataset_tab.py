@@ -246,7 +246,7 @@ class QtDatasetTab(QWidget):
     def _on_session_changed(self, aspects: frozenset) -> None:
         if aspects & {SETTINGS, ROWS, READ}:
             self._render_settings()
-        if ROWS in aspects:
+        if aspects & {ROWS, PREVIEW}:  # the selected row is the preview's
             self._render_rows()
         if aspects & {READ, PROGRESS, SETTINGS}:
             self._render_reading(mapping=READ in aspects)
@@ -339,7 +339,6 @@ class QtDatasetTab(QWidget):
     def select_row(self, row: int) -> None:
         """Show row `row` (0-based) in the preview."""
         self.session.select_row(row)
-        self._render_rows()
 
     def set_config(self, config) -> None:
         """Show a config (a RunConfig): the draft takes it, and the data is read again only if what is read
