@@ -658,4 +658,7 @@ def test_the_tab_fits_a_laptop_screen_in_every_methods_shape(qtbot, config, demo
         needs = tab.minimumSizeHint()
         assert needs.height() <= 690 and needs.width() <= 1366, (method, tab.bottom_tabs.tabText(panel), needs)
         assert _layout_faults(tab) == [], (method, tab.bottom_tabs.tabText(panel))
+    if os.environ.get("FINETUNE_STUDIO_SCREENSHOTS"):  # to look at: the tab at a laptop's size, Columns open
+        tab.bottom_tabs.setCurrentWidget(tab.mapping_panel)
+        tab.grab().save(str(Path(os.environ["FINETUNE_STUDIO_SCREENSHOTS"]) / f"dataset-tab-{method}.png"))
     tab.shutdown()

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from studio.core.config.settings import (
@@ -41,8 +42,11 @@ from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
 from studio.core.data.table import LoadedData
 from studio.core.sessions.draft import Change, RunDraft
 
-__all__ = ["FILE_DIALOG_FILTER", "READ_ERRORS", "METHOD_DATA", "TEXT_SPLIT_LABELS", "DatasetSession", "ReadRequest",
-           "StatsRequest", "load_model_tokenizer", "measure_lengths", "read_source"]
+__all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "METHOD_DATA", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
+           "ROWS", "SETTINGS", "STATS", "TEXT_SPLIT_LABELS", "DatasetSession", "EvaluationView", "MethodData",
+           "ProblemsView", "ReadRequest", "RowPreview", "StatsRequest", "StatsView", "eval_fraction_range",
+           "example_cells", "format_name", "load_model_tokenizer", "measure_lengths", "method_data", "read_source",
+           "table_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,6 @@ METHOD_DATA = {
     "grpo": MethodData("GRPO", ("Prompt", "Expected reply"), "prompt"),
 }
 """The one place this session names methods (the methods wing's registry can take its place)."""
-METHOD_TITLES = {method: data.title for method, data in METHOD_DATA.items()}
 
 
 def method_data(method: str) -> MethodData:
@@ -817,7 +820,7 @@ class DatasetSession:
             held = held_out_count(rows, fraction)  # as the run's split counts them
             counts = f"{rows - held:,} rows train, {held:,} rows evaluate (drawn with seed {self.seed}). {when}"
         elif s.eval_file:
-            exists = _exists(s.eval_file)
+            exists = Path(s.eval_file).exists()
             counts = (f"All {rows:,} rows train; the eval file is read the same way. {when}" if exists
                       else f"<span style='color:{RED}'>{html.escape(s.eval_file)}: no such file</span>")
         else:
@@ -840,12 +843,6 @@ class DatasetSession:
 
 def _grey(text: str) -> str:
     return f"<span style='color:{GREY}'>{html.escape(text)}</span>"
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).exists()
 
 
 def _side_title(title: str, preview: Any) -> str:
