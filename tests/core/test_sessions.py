@@ -457,6 +457,12 @@ def test_a_late_cancellation_of_a_replaced_read_changes_nothing(draft, tmp_path)
     session.edit(encoding="cp1254")
     session.begin_read()
     assert not session.read_cancelled(old) and session.reading
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(_chat(0)) + "\n", encoding="utf-8")
+    late = read_source(ReadRequest.of(dataclasses.replace(draft.config.data, train_file=str(path))), FakeState())
+    draft.update("data", train_file="")  # the source is forgotten while it is read
+    session.read_done(late)
+    assert session.data is None and session.read_state == "idle", "a late result of a forgotten source"
 
 
 def test_problems_and_the_panel_a_reading_asks_to_be_looked_at(draft, tmp_path):

@@ -359,7 +359,7 @@ class DatasetSession:
         self._wants_file_for_eval = False
         self._model = self.model_name
         self._listeners: list[Listener] = []
-        self._unsubscribe = self.draft.subscribe(self._on_draft_changed)
+        self.draft.subscribe(self._on_draft_changed)  # for as long as the draft lives: the session is its view
 
     # --- change notification -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -528,11 +528,15 @@ class DatasetSession:
         self._changed(PROGRESS)
 
     def read_done(self, data: LoadedData) -> None:
+        if not self.reading:
+            return  # the source was forgotten meanwhile (its read is being cancelled)
         self.data, self.read_state = data, "done"
         self.selected_row = max(0, min(self.selected_row, len(data.examples) - 1))
         self._changed(ROWS, READ, PROGRESS, PREVIEW, STATS)
 
     def read_failed(self, error: DataError) -> None:
+        if not self.reading:
+            return
         self.data, self.read_error, self.read_state = None, error, "failed"
         self._changed(ROWS, READ, PROGRESS, PREVIEW, STATS)
 

@@ -378,6 +378,8 @@ class QtDatasetTab(QWidget):
         session = self.session
         if session.needs_read():
             self._start_load()
+        elif not session.reading and self._reads.busy:
+            self._reads.cancel()  # the source was forgotten (or the read just ended)
         request = session.stats_wanted()
         if request is not None:
             freeze_heap()
