@@ -371,8 +371,9 @@ def _encode(array: Any, qtype: Any) -> Any:
     return out.reshape(*array.shape[:-1], out.shape[-1])
 
 
-def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
-    """(template to embed, measured turn format or an error message, end-of-turn tokens)."""
+def _chat_templates(tokenizer: Any, conversations: list[list[dict[str, str]]] = ()) -> tuple[str, Any, list[str]]:
+    """(template to embed, measured turn format or an error message, end-of-turn tokens); the format must render
+    the run's own `conversations` exactly as the chat template does."""
     from studio.core.data.tokens import ensure_chat_template
     from studio.core.export.ollama import (
         TemplateNotConvertible,
@@ -384,7 +385,7 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
     original = ensure_chat_template(tokenizer)
     embedded = strip_generation_markers(original)
     try:
-        fmt = measure_turn_format(tokenizer)
+        fmt = measure_turn_format(tokenizer, conversations)
     except TemplateNotConvertible as error:
         return embedded, str(error), [tokenizer.eos_token] if tokenizer.eos_token else []
     return embedded, fmt, stop_tokens(fmt, tokenizer)
@@ -392,16 +393,18 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
                overwrite: bool = False, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> GgufExport:
-    """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it."""
+               cancel: threading.Event | None = None,
+               conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
+    """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it. The
+    Modelfile's template is checked on `conversations` (the run's own)."""
     output = check_output(output, is_dir=False, overwrite=overwrite)
     with quiet_libraries():
         return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
-                           overwrite=overwrite)
+                           overwrite=overwrite, conversations=conversations)
 
 
 def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter, *,
-                overwrite: bool = False) -> GgufExport:
+                overwrite: bool = False, conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
     import gguf
     import numpy as np
     from transformers import AutoTokenizer
@@ -418,7 +421,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise ExportError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from None
-    embedded_template, fmt, end_of_turn = _chat_templates(tokenizer)
+    embedded_template, fmt, end_of_turn = _chat_templates(tokenizer, conversations)
     planned = _plan_tensors(model_dir, config, family, gguf_type)
     summary = RunSummary.find(model_dir)
     model_name = name or (summary.run_name if summary and summary.run_name else model_dir.name)
@@ -496,6 +499,7 @@ def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: A
     else:
         add_bos = bool(tokenizer.bos_token) and _adds_bos(model_dir)
         template, system = go_template(fmt, include_bos=not add_bos), fmt.default_system
+        notes += fmt.notes
     modelfile = gguf_companions(output)[0]
     (staging / modelfile.name).write_text(modelfile_text(output.name, template=template, stops=end_of_turn,
                                                          system=system, modelfile=modelfile.name), encoding="utf-8")
@@ -562,13 +566,25 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
                               allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
         return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite,
-                          on_progress=report.part(0.45, 1.0), cancel=report.cancel)
+                          on_progress=report.part(0.45, 1.0), cancel=report.cancel,
+                          conversations=run_conversations(source))
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 MERGE_PREFIX, MERGE_LOCK = ".merge-", ".in-use"
+TEMPLATE_CHECK_ROWS = 200
+"""The run's conversations the Modelfile's template is checked on: the first rows of its data."""
+
+
+def run_conversations(run_or_adapter: Path) -> list[list[dict[str, str]]]:
+    """The run's own conversations (its data's first TEMPLATE_CHECK_ROWS rows), for checking the Modelfile's
+    template; none where the data cannot be read any more (the probes still check the template)."""
+    from studio.core.chat.conversations import run_examples
+
+    examples = run_examples(run_or_adapter, TEMPLATE_CHECK_ROWS) or []
+    return [example["messages"] for example in examples if example.get("messages")]
 
 
 def remove_abandoned_merges(folder: Path) -> list[Path]:
