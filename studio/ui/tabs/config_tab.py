@@ -30,7 +30,7 @@ from studio.core.sessions.config_form import ADVANCED_BELOW, ADVANCED_COLUMNS, F
 from studio.core.sessions.draft import RunDraft
 from studio.ui.background import TaskRunner
 from studio.ui.widgets import _plot_style as style
-from studio.ui.widgets.qt_form_fields import QtFieldBinder, QtNoteLabel, QtReflowingRow
+from studio.ui.widgets.qt_form_fields import QtFieldBinder, QtNoteLabel, QtReflowingRow, QtVerticalScrollArea
 from studio.ui.widgets.qt_model_picker import QtModelPicker
 from studio.ui.widgets.qt_vram_panel import NO_MODEL_TEXT, QtVramPanel
 
@@ -218,6 +218,8 @@ class QtConfigTab(QWidget):
         inner = QWidget()
         inner_layout = QVBoxLayout(inner)
         inner_layout.setContentsMargins(0, 0, 6, 0)  # a gap before the vertical scroll bar
+        # The fit's report scrolls with the form: however many lines it has, the tab needs no more height.
+        inner_layout.addWidget(self.fit_label)
         inner_layout.addLayout(columns)
         inner_layout.addWidget(self.advanced)
         inner_layout.addStretch(1)
@@ -226,11 +228,13 @@ class QtConfigTab(QWidget):
         self.scroll_area.installEventFilter(self)
         inner.installEventFilter(self)
 
-        # As wide as its breakdown needs (350 px with the usual font), never squeezed below that.
+        # As wide as its breakdown needs (350 px with the usual font), never squeezed below that; as tall as its
+        # lines need, scrolling in a short window (GRPO's extra lines, a CPU run's notes) rather than overlapping.
         self.vram_panel.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        self.estimate_area = QtVerticalScrollArea(self.vram_panel)
         body = QHBoxLayout()
         body.addWidget(self.scroll_area, 1)
-        body.addWidget(self.vram_panel)
+        body.addWidget(self.estimate_area)
         fit_row = QHBoxLayout()
         fit_row.addWidget(self.fit_button)
         fit_row.addWidget(self.context_label, stretch=1)
@@ -239,7 +243,6 @@ class QtConfigTab(QWidget):
         layout.addWidget(model_box)
         layout.addLayout(preset_row)
         layout.addLayout(fit_row)
-        layout.addWidget(self.fit_label)
         layout.addWidget(self.command_label)
         layout.addLayout(body, 1)
 
@@ -470,6 +473,7 @@ class QtConfigTab(QWidget):
         """Apply the planner's fastest settings that fit (written through the draft), and show the estimate before
         and after and why; where nothing fits, change nothing and say what would."""
         plan = self.session.fit()
+        self.scroll_area.ensureWidgetVisible(self.fit_label)  # the report sits above the form
         if plan is not None and plan.fits:
             self.changed.emit()
 

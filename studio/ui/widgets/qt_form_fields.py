@@ -13,17 +13,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
-    QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLayout, QLineEdit, QSizePolicy, QSpacerItem, QSpinBox,
-    QWidget,
+    QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLayout, QLineEdit, QScrollArea, QSizePolicy,
+    QSpacerItem, QSpinBox, QWidget,
 )
 from superqt.utils import signals_blocked
 
 from studio.ui.widgets.qt_reward_picker import QtRewardPicker
 
-__all__ = ["QtFieldBinder", "QtNoteLabel", "QtReflowingRow", "QtScientificSpinBox"]
+__all__ = ["QtFieldBinder", "QtNoteLabel", "QtReflowingRow", "QtScientificSpinBox", "QtVerticalScrollArea"]
 
 NUMBER_WIDTH = 100
 
@@ -137,6 +137,37 @@ class QtReflowingRow(QBoxLayout):
         for column in self._columns:
             column.invalidate()
         return True
+
+
+class QtVerticalScrollArea(QScrollArea):
+    """Scrolls one widget up and down, never sideways: as wide as the widget asks (with room for the bar, so its
+    text never reflows when the bar comes), as short as the window needs. A panel whose lines grow (an estimate's
+    breakdown and notes) then scrolls in a short window instead of squeezing its lines onto each other."""
+
+    MINIMUM_HEIGHT = 120
+
+    def __init__(self, widget: QWidget, parent=None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        self.setWidget(widget)
+        widget.installEventFilter(self)
+
+    def _width(self) -> int:
+        return self.widget().sizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self._width(), self.widget().sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self._width(), self.MINIMUM_HEIGHT)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # a wider breakdown line: the area asks for the width with it
+        return super().eventFilter(watched, event)
 
 
 def _number(box: QSpinBox | QDoubleSpinBox, field: Any) -> QWidget:
