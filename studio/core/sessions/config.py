@@ -6,7 +6,6 @@ metadata: `studio.core.config.settings.field_bounds`.)"""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
@@ -31,14 +30,14 @@ from studio.core.models.source import ModelSourceError, bundled_shapes, find_mod
 from studio.core.plan.fit import Card, DataLengths, FitPlan, context_line, cpu_estimate, longest_context, plan_fit
 from studio.core.plan.speedups import FastPathPlan, capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, VramEstimate, estimate_vram
-from studio.core.sessions.config_form import form_values
 from studio.core.sessions.continuation import continuation_note
 from studio.core.sessions.draft import Change, RunDraft
 from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "METHOD_FIELDS", "RAM_ESTIMATE_TITLE",
+__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "METHOD_FIELDS", "METHOD_FIELD_FORM", "METHOD_TEXT",
+           "RAM_ESTIMATE_TITLE",
            "ConfigChange", "ConfigSession", "EstimateView", "LayerNames", "read_layer_names",
            "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
@@ -151,14 +150,6 @@ class ConfigSession:
             # Code is trusted for one model only: another model starts untrusted.
             return self.draft.update("model", source=source, name_or_path=value, trust_remote_code=False)
         return self.draft.update(section, source=source, **{name: value})
-
-    def apply_to(self, config: RunConfig) -> None:
-        """Write the form's fields (the model with them) from the draft into another config."""
-        model = self.draft.config.model
-        config.model.name_or_path, config.model.trust_remote_code = model.name_or_path, model.trust_remote_code
-        for section, values in form_values(self.draft.config).items():
-            for name, value in values.items():
-                setattr(getattr(config, section), name, copy.deepcopy(value))
 
     def field_shown(self, section: str, name: str) -> bool:
         """Only the chosen method's own settings are shown."""
@@ -424,6 +415,18 @@ METHOD_FIELDS: dict[str, tuple[str, ...]] = {
              "length_penalty", "kl_coefficient"),
 }
 """The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
+
+METHOD_TEXT = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "orpo": "ORPO (pairs, one pass)",
+               "kto": "KTO (good / bad replies)", "grpo": "GRPO (rewarded generations)"}
+"""Each method as the Config tab's method box offers it."""
+
+METHOD_FIELD_FORM = {
+    "beta": ("Beta", ""), "dpo_sft_weight": ("Supervised weight", ""), "num_generations": ("Replies per prompt", ""),
+    "max_completion_length": ("Max reply length", ""), "generation_temperature": ("Sampling temperature", ""),
+    "rewards": ("Rewards", ""), "reward_pattern": ("Regex pattern", r"e.g. <tool_code>\w+\("),
+    "length_penalty": ("Length penalty", ""), "kl_coefficient": ("KL coefficient", ""),
+}
+"""The form's label and placeholder of each method's own setting (in METHOD_FIELDS)."""
 
 _METHOD_DATA = {
     "sft": "Reads conversations, instruction/response or prompt/completion records, or plain text.",

@@ -3,7 +3,8 @@
 The widget of a field follows from the field itself (its type and its metadata's choices; a number's range, step and
 decimals are the metadata's too), so the tab builds every widget and binds it with one generic binder; this module
 only adds what the dataclasses do not say: the labels, the boxes, a choice's words, a number's text at its minimum.
-`ConfigSession` reads the same table to know which fields the form shows (`apply_to`) and which it enables.
+What the methods need (their words, their own settings' labels) comes from `sessions.config`, the one place that
+knows the methods.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typing
 from dataclasses import dataclass
 
 from studio.core.config.settings import RunConfig, config_field, field_bounds, field_help
+from studio.core.sessions.config import METHOD_FIELD_FORM, METHOD_FIELDS, METHOD_TEXT
 
 __all__ = ["ADVANCED_BELOW", "ADVANCED_COLUMNS", "FIRST_COLUMNS", "FormBox", "FormField", "FormNote",
            "form_fields", "form_values", "offered_choices"]
@@ -103,8 +105,6 @@ OPTIM_TEXT = {"auto": "auto (paged 8-bit AdamW on a GPU)", "paged_adamw_8bit": "
               "adamw_torch_fused": "fused AdamW", "sgd": "SGD"}
 ATTN_TEXT = {"sdpa": "sdpa (PyTorch)", "eager": "eager", "flash_attention_2": "FlashAttention 2"}
 EVAL_TEXT = {"steps": "every N steps", "epoch": "every epoch", "no": "never"}
-METHOD_TEXT = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "orpo": "ORPO (pairs, one pass)",
-               "kto": "KTO (good / bad replies)", "grpo": "GRPO (rewarded generations)"}
 
 LORA = FormBox("LoRA adapter", (
     FormField("lora", "r", "Rank (r)"),
@@ -116,18 +116,13 @@ LORA = FormBox("LoRA adapter", (
 ))
 QUANTIZATION = FormBox("Base weights", (
     FormField("quantization", "mode", "Stored as", choices=QUANT_MODE_TEXT, attr="quantization_mode"),))
+# The method's box: the choice, what data it reads, then every method's own settings (the tab shows the chosen
+# method's), all from the one place that knows the methods.
 METHOD = FormBox("Method", (
     _training("method", "Method", choices=METHOD_TEXT),
     FormNote("method_note"),
-    _training("beta", "Beta"),
-    _training("dpo_sft_weight", "Supervised weight"),
-    _training("num_generations", "Replies per prompt"),
-    _training("max_completion_length", "Max reply length"),
-    _training("generation_temperature", "Sampling temperature"),
-    _training("rewards", "Rewards"),
-    _training("reward_pattern", "Regex pattern", placeholder=r"e.g. <tool_code>\w+\("),
-    _training("length_penalty", "Length penalty"),
-    _training("kl_coefficient", "KL coefficient"),
+    *(_training(name, label, placeholder=placeholder) for name, (label, placeholder) in
+      ((name, METHOD_FIELD_FORM[name]) for name in dict.fromkeys(n for names in METHOD_FIELDS.values() for n in names))),
 ))
 TRAINING = FormBox("Training", (
     _training("learning_rate", "Learning rate", rate=True),

@@ -11,6 +11,7 @@ never reads its widgets back to rebuild a config.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,9 @@ from superqt.utils import qdebounced, signals_blocked
 from studio.core.sessions.config import (
     DETECT, LAYER_READ_ERRORS, ConfigChange, ConfigSession, command_config_path, read_layer_names,
 )
-from studio.core.sessions.config_form import ADVANCED_BELOW, ADVANCED_COLUMNS, FIRST_COLUMNS, FormBox, FormField
+from studio.core.sessions.config_form import (
+    ADVANCED_BELOW, ADVANCED_COLUMNS, FIRST_COLUMNS, FormBox, FormField, form_values,
+)
 from studio.core.sessions.draft import RunDraft
 from studio.ui.background import TaskRunner
 from studio.ui.widgets import _plot_style as style
@@ -134,7 +137,7 @@ class QtConfigTab(QWidget):
 
         # Every config field: one widget, made from the field and bound by one binder (tab.r, tab.max_length...).
         self.binder = QtFieldBinder(self)
-        self._forms: dict[str, QFormLayout] = {}
+        self._form_of: dict[tuple[str, str], QFormLayout] = {}
         self.vram_panel = QtVramPanel()
         self._build_layout()
         self.binder.edited.connect(self._on_field_edited)
@@ -160,13 +163,14 @@ class QtConfigTab(QWidget):
     # --- layout ---------------------------------------------------------------------------------------
     def _form(self, box: FormBox) -> QGroupBox:
         group = QGroupBox(box.title)
-        form = self._forms[box.title] = QFormLayout(group)
+        form = QFormLayout(group)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         for row in box.rows:
             if isinstance(row, FormField):
                 widget = self.binder.make(row)
                 setattr(self, row.key, widget)
+                self._form_of[(row.section, row.name)] = form
                 label = row.label
             else:
                 widget, label = self._notes[row.key], row.label
@@ -326,10 +330,8 @@ class QtConfigTab(QWidget):
         session = self.session
         for (section, name), widget in self.binder.widgets.items():
             widget.setEnabled(session.field_enabled(section, name))
-        method_form = self._forms["Method"]
-        for (section, name), widget in self.binder.widgets.items():
-            if method_form.indexOf(widget) >= 0:
-                method_form.setRowVisible(widget, session.field_shown(section, name))
+            if widget.isHidden() == (shown := session.field_shown(section, name)):
+                self._form_of[(section, name)].setRowVisible(widget, shown)
         self.effective_batch.setText(session.effective_batch())
         self.eval_summary.setText(session.evaluation_summary())
         self.method_note.setText(session.method_note())
@@ -357,8 +359,12 @@ class QtConfigTab(QWidget):
         self.draft.set_config(config)
 
     def apply_to(self, config) -> None:
-        """Write the form's fields, as the draft holds them, into another config."""
-        self.session.apply_to(config)
+        """Write the form's fields (the model with them), as the draft holds them, into another config."""
+        model = self.draft.config.model
+        config.model.name_or_path, config.model.trust_remote_code = model.name_or_path, model.trust_remote_code
+        for section, values in form_values(self.draft.config).items():
+            for name, value in values.items():
+                setattr(getattr(config, section), name, copy.deepcopy(value))
 
     def current_config(self):
         """A copy of the draft's config (or of `config_source`'s)."""
