@@ -95,6 +95,8 @@ def test_the_device_decides_what_the_estimate_is_compared_with(session, changes)
     assert session.estimate().estimate is None and session.estimate().unavailable == ""
     session.edit("model", "name_or_path", "acme/not-downloaded")
     assert session.estimate().unavailable.startswith("No estimate:")
+    session.model_downloaded()
+    assert changes[-1].touches("shape"), "the tab reads the shape and the layer names again"
 
 
 def test_what_the_fields_enable_show_and_say_follows_the_draft(session):

@@ -36,8 +36,8 @@ from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "METHOD_FIELDS", "METHOD_FIELD_FORM", "METHOD_TEXT",
-           "RAM_ESTIMATE_TITLE",
+__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "METHOD_FIELDS", "METHOD_FIELD_FORM",
+           "METHOD_TEXT", "RAM_ESTIMATE_TITLE",
            "ConfigChange", "ConfigSession", "EstimateView", "LayerNames", "read_layer_names",
            "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
@@ -71,7 +71,7 @@ def _knobs(config: RunConfig) -> tuple:
 @dataclass(frozen=True)
 class ConfigChange:
     """What changed in the Config tab's state: some of `fields` (the draft's `draft` change), `preset`, `presets`
-    (the list), `fit`, `layers`, `device`, `message`."""
+    (the list), `fit`, `layers`, `device`, `shape` (the model's files arrived), `message`."""
 
     parts: frozenset[str]
     draft: Change | None = None
@@ -169,10 +169,11 @@ class ConfigSession:
 
     def effective_batch(self) -> str:
         training = self.draft.config.training
-        return f"{training.per_device_train_batch_size * training.gradient_accumulation_steps} examples per optimiser step"
+        examples = training.per_device_train_batch_size * training.gradient_accumulation_steps
+        return f"{examples} examples per optimiser step"
 
     def evaluation_summary(self) -> str:
-        """What is held out for eval and when it is evaluated: no eval rows means no evaluation, whatever the schedule."""
+        """What is held out for eval and when: no eval rows means no evaluation, whatever the schedule."""
         config = self.config
         return describe_evaluation(config.data, config.training, self.rows_source() if self.rows_source else None)
 
@@ -231,7 +232,7 @@ class ConfigSession:
     def model_downloaded(self) -> None:
         """A download has just put the model's files in the cache: read its shape again."""
         self.shapes.forget(self.draft.config.model.name_or_path)
-        self._notify("layers")
+        self._notify("shape")
 
     # --- presets --------------------------------------------------------------------------------------------
     def reload_presets(self) -> list[str]:

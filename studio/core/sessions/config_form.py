@@ -116,13 +116,14 @@ LORA = FormBox("LoRA adapter", (
 ))
 QUANTIZATION = FormBox("Base weights", (
     FormField("quantization", "mode", "Stored as", choices=QUANT_MODE_TEXT, attr="quantization_mode"),))
-# The method's box: the choice, what data it reads, then every method's own settings (the tab shows the chosen
-# method's), all from the one place that knows the methods.
+_METHODS_OWN = dict.fromkeys(name for names in METHOD_FIELDS.values() for name in names)
+"""Every method's own settings, once each: the tab shows the chosen method's."""
+# The method's box: the choice, what data it reads, then the methods' own settings, all from the one place that
+# knows the methods (sessions.config).
 METHOD = FormBox("Method", (
     _training("method", "Method", choices=METHOD_TEXT),
     FormNote("method_note"),
-    *(_training(name, label, placeholder=placeholder) for name, (label, placeholder) in
-      ((name, METHOD_FIELD_FORM[name]) for name in dict.fromkeys(n for names in METHOD_FIELDS.values() for n in names))),
+    *(_training(name, METHOD_FIELD_FORM[name][0], placeholder=METHOD_FIELD_FORM[name][1]) for name in _METHODS_OWN),
 ))
 TRAINING = FormBox("Training", (
     _training("learning_rate", "Learning rate", rate=True),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QGuiApplication
@@ -294,6 +294,8 @@ class QtConfigTab(QWidget):
             if draft is None or draft.touches("model", "name_or_path", "trust_remote_code"):
                 self._schedule_detection()
             self._show_dependent()
+        if change.touches("shape"):
+            self._schedule_detection()  # a download has just put the model's files in the cache
         if change.touches("presets"):
             self._fill_presets()
         if change.touches("preset", "presets"):
@@ -311,7 +313,7 @@ class QtConfigTab(QWidget):
         if change.touches("fit", "fields"):
             self.fit_label.setText(self.session.fit_report)
             self.fit_label.setVisible(bool(self.session.fit_report))
-        if change.touches("fields", "preset", "device", "layers"):
+        if change.touches("fields", "preset", "device", "shape"):
             self._schedule_estimate()
 
     def _show_fields(self, change) -> None:
@@ -321,9 +323,7 @@ class QtConfigTab(QWidget):
             if change is None or change.touches(section, name):
                 self.binder.show(section, name, getattr(getattr(config, section), name))
         if change is None or change.touches("model", "name_or_path", "trust_remote_code"):
-            with signals_blocked(self.model_picker):
-                self.model_picker.set_model(config.model.name_or_path,
-                                            trust_remote_code=config.model.trust_remote_code)
+            self.model_picker.set_model(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
 
     def _show_dependent(self) -> None:
         """What follows from the fields: which are shown and enabled, the effective batch, the notes."""
