@@ -146,10 +146,12 @@ class ConfigSession:
 
     def edit(self, section: str, name: str, value: Any, *, source: object | None = None) -> Change | None:
         """One field's edit, written into the draft (which tells every view, this session's listeners included)."""
-        if section == "model" and name == "name_or_path" and value != self.draft.config.model.name_or_path:
-            # Code is trusted for one model only: another model starts untrusted.
-            return self.draft.update("model", source=source, name_or_path=value, trust_remote_code=False)
         return self.draft.update(section, source=source, **{name: value})
+
+    def set_model(self, name_or_path: str, trust_remote_code: bool, *, source: object | None = None) -> Change | None:
+        """The model picker's edit: the model and whether its code is trusted, in one change."""
+        return self.draft.update("model", source=source, name_or_path=name_or_path,
+                                 trust_remote_code=trust_remote_code)
 
     def field_shown(self, section: str, name: str) -> bool:
         """Only the chosen method's own settings are shown."""

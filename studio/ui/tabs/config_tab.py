@@ -349,8 +349,7 @@ class QtConfigTab(QWidget):
         self.changed.emit()
 
     def _on_model_edited(self, *_args: Any) -> None:
-        self.draft.update("model", source=self, name_or_path=self.model_picker.model(),
-                          trust_remote_code=self.trust_remote_code.isChecked())
+        self.session.set_model(self.model_picker.model(), self.trust_remote_code.isChecked(), source=self)
         self.changed.emit()
 
     def set_config(self, config) -> None:
