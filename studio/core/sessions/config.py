@@ -1,8 +1,11 @@
-"""What the Config tab works out beyond the draft's fields: the fast path's line, the card the estimate is
-compared with when there is no GPU, the target-module shortcuts and the layer names, the model shapes the
-estimate reads, the "Copy as command" file and line, and the training method's rules (which settings each method
-shows, the rewards as metric=weight entries ↔ a weight per metric). (The range of each number comes from the field's
-metadata: `studio.core.config.settings.field_bounds`.)"""
+"""The Config tab's state and decisions: `ConfigSession` holds the draft's fields (the window's one RunConfig), the
+preset chosen and whether a field differs from it, the detected device, the layer names read for the model, the last
+fit and its report, and works out the estimate, the fast path's line and the notes the tab shows, telling its
+listeners (`ConfigChange`) after each change. Beside it: the card the estimate is compared with when there is no GPU,
+the target-module shortcuts, the model shapes the estimate reads, the "Copy as command" file and line, and the
+training methods' rules, kept here in one place (which settings each method shows, their words in the form, the
+rewards as metric=weight entries ↔ a weight per metric). (The range of each number comes from the field's metadata:
+`studio.core.config.settings.field_bounds`; the form's layout is `sessions.config_form`.)"""
 
 from __future__ import annotations
 
