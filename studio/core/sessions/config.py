@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.core.config.presets import GPU_PRESETS, KNOB_SECTIONS, Preset
-from studio.core.config.settings import RunConfig, parse_rewards
+from studio.core.config.settings import RunConfig
+from studio.core.methods.grpo.settings import parse_rewards
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config

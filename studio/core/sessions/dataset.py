@@ -7,7 +7,7 @@ and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.u
 gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
-`core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
+`core.methods.reading.load_preference_data`, the reader the run itself uses, so the rows, the shape and
 the `file:line: reason` problems shown are the ones that train; the preview renders each pair's chosen and
 rejected reply after the prompt with the model's chat template, the reply's tokens trained as TRL trains them.
 """
@@ -157,7 +157,7 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
 def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
     """A source read for a method beyond SFT by the run's own reader, as the tab's LoadedData (examples in
     TRL's form: prompt/chosen/rejected, prompt/completion/label, or prompt/expected)."""
-    from studio.core.train.preference_data import load_preference_data
+    from studio.core.methods.reading import load_preference_data
 
     try:
         read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,
