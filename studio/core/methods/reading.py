@@ -141,7 +141,8 @@ def require_preference_trainable(data: PreferenceData, *, skip_bad_rows: bool) -
         if len(labels) < 2:
             only = "desirable (true)" if True in labels else "undesirable (false)"
             raise DataError(f"{data.path}: every one of the {len(data.examples)} rows is labelled {only}; "
-                            f"{data.method} learns from the difference between desirable and undesirable replies, so it needs both")
+                            f"{data.method} learns from the difference between desirable and undesirable replies, "
+                            "so it needs both")
     return data
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from studio.core.config.presets import GPU_PRESETS, KNOB_SECTIONS, Preset
 from studio.core.config.settings import RunConfig
 from studio.core.methods.grpo.settings import parse_rewards
+from studio.core.methods.registry import METHODS, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
@@ -74,34 +76,25 @@ class ConfigSession:
 
 # --------------------------------------------------------------------------------------- the training method
 
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": (),
-    "dpo": ("beta", "dpo_sft_weight"),
-    "orpo": ("beta",),
-    "kto": ("beta",),
-    "grpo": ("num_generations", "max_completion_length", "generation_temperature", "rewards", "reward_pattern",
-             "length_penalty", "kl_coefficient"),
-}
-"""The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
-
-_METHOD_DATA = {
-    "sft": "Reads conversations, instruction/response or prompt/completion records, or plain text.",
-    "dpo": "Reads prompt / chosen / rejected records: the model learns to prefer the chosen reply.",
-    "orpo": "Reads prompt / chosen / rejected records; learns the chosen replies and the preference at once.",
-    "kto": "Reads prompt / completion / label records (label true = a good reply), or chosen/rejected pairs.",
-    "grpo": "Reads prompts with their expected reply; the model writes replies, the rewards below score them.",
-}
+def method_labels() -> dict[str, str]:
+    """The Config tab's method list: each method's entry, in the usual order (core.methods.registry)."""
+    return {spec.name: spec.label for spec in METHODS}
 
 
-def method_shows(method: str, name: str) -> bool:
-    """Whether the Config tab shows training.`name` for `method` (every setting no method owns is shared)."""
-    owned = {field for fields in METHOD_FIELDS.values() for field in fields}
-    return name not in owned or name in METHOD_FIELDS.get(method, ())
+def method_fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every method's own settings as (its section, the field), in order: the Config tab builds a row for each from
+    the field's metadata (label, help, range, widget) and shows only the chosen method's (method_shows)."""
+    return [(spec.name, f) for spec in METHODS for f in dataclasses.fields(spec.settings)]
+
+
+def method_shows(method: str, section: str) -> bool:
+    """Whether the Config tab shows a method section's setting while `method` is chosen: only the method's own."""
+    return section == method
 
 
 def method_data_note(method: str) -> str:
     """The one line under the method choice: what data the method reads."""
-    return _METHOD_DATA.get(method, "")
+    return method_spec(method).data.note if method in method_names() else ""
 
 
 def reward_choices() -> list[MetricInfo]:

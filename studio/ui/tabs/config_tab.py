@@ -35,9 +35,10 @@ from studio.core.models.layers import LinearModules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, find_model_config
 from studio.core.plan.speedups import capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.sessions.config import (
-    CPU_AGAINST, GPU_ESTIMATE_TITLE, METHOD_FIELDS, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, ModelShapes,
+    CPU_AGAINST, GPU_ESTIMATE_TITLE, RAM_ESTIMATE_TITLE, ConfigSession, LayerNames, ModelShapes,
     command_config_path, comparison_preset, context_line_within, describe_fit, describe_layers, fast_path_line,
-    fit_card, fit_preset, fit_to_card, memory_estimate, method_data_note, method_shows, positions_warning,
+    fit_card, fit_preset, fit_to_card, memory_estimate, method_data_note, method_fields, method_labels, method_shows,
+    positions_warning,
     target_shortcut, train_command,
 )
 from studio.core.sessions.continuation import continuation_note
@@ -71,8 +72,6 @@ OPTIM_TEXT = {
 }
 ATTN_TEXT = {"sdpa": "sdpa (PyTorch)", "eager": "eager", "flash_attention_2": "FlashAttention 2"}
 EVAL_TEXT = {"steps": "every N steps", "epoch": "every epoch", "no": "never"}
-METHOD_TEXT = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "orpo": "ORPO (pairs, one pass)",
-               "kto": "KTO (good / bad replies)", "grpo": "GRPO (rewarded generations)"}
 
 
 def flash_attention_available() -> bool:
@@ -302,19 +301,14 @@ class QtConfigTab(QWidget):
         """Returns the Dataset tab's row count (None until read), for the held-out statement ("5 of 47 rows")."""
 
         # --- the method and its own settings (only the chosen method's are shown)
-        self.method = self._combo("training", "method", METHOD_TEXT)
+        self.method = self._combo("training", "method", method_labels())
         self.method_note = _QtNoteLabel()
         self.method_note.setStyleSheet(f"color: {style.MUTED};")
-        self.beta = self._double("training", "beta")
-        self.dpo_sft_weight = self._double("training", "dpo_sft_weight")
-        self.generation_temperature = self._double("training", "generation_temperature")
-        self.num_generations = self._spin("training", "num_generations")
-        self.max_completion_length = self._spin("training", "max_completion_length")
-        self.rewards = self._bind("training", "rewards", QtRewardPicker())
-        self.reward_pattern = self._bind("training", "reward_pattern", _QtTextEdit())
-        self.reward_pattern.setPlaceholderText(r"e.g. <tool_code>\w+\(")
-        self.length_penalty = self._double("training", "length_penalty")
-        self.kl_coefficient = self._double("training", "kl_coefficient")
+        self.method_fields = {(section, f.name): self._method_field(section, f) for section, f in method_fields()}
+        """(method, setting) → its widget, built from the field's metadata; the chosen method's are shown."""
+        self.rewards = next(w for w in self.method_fields.values() if isinstance(w, QtRewardPicker))
+        self.reward_pattern = next(w for (section, name), w in self.method_fields.items()
+                                   if config_field(section, name).metadata.get("widget") == "reward_pattern")
 
         # --- first screen
         self.r = self._spin("lora", "r")
@@ -454,6 +448,17 @@ class QtConfigTab(QWidget):
                 box.addItem(texts[value] if texts else value, value)
         return self._bind(section, name, box)
 
+    def _method_field(self, section: str, f: dataclasses.Field) -> QWidget:
+        """A method's own setting as the widget its metadata asks for (a number box by its type otherwise)."""
+        widget = f.metadata.get("widget")
+        if widget == "reward_picker":
+            return self._bind(section, f.name, QtRewardPicker())
+        if widget == "reward_pattern":
+            edit = self._bind(section, f.name, _QtTextEdit())
+            edit.setPlaceholderText(f.metadata.get("placeholder", ""))
+            return edit
+        return self._spin(section, f.name) if f.type in (int, "int") else self._double(section, f.name)
+
     def _list_edit(self, section: str, name: str, placeholder: str) -> QLineEdit:
         edit = QLineEdit()
         edit.setPlaceholderText(placeholder)
@@ -513,15 +518,7 @@ class QtConfigTab(QWidget):
         self.method_box = self._form("Method", [
             ("Method", self.method),
             ("", self.method_note),
-            ("Beta", self.beta),
-            ("Supervised weight", self.dpo_sft_weight),
-            ("Replies per prompt", self.num_generations),
-            ("Max reply length", self.max_completion_length),
-            ("Sampling temperature", self.generation_temperature),
-            ("Rewards", self.rewards),
-            ("Regex pattern", self.reward_pattern),
-            ("Length penalty", self.length_penalty),
-            ("KL coefficient", self.kl_coefficient),
+            *((config_field(*key).metadata["label"], widget) for key, widget in self.method_fields.items()),
         ])
         training_box = self._form("Training", [
             ("Learning rate", self.learning_rate),
@@ -760,8 +757,8 @@ class QtConfigTab(QWidget):
         """Only the chosen method's own settings are shown; the regex pattern is asked for with the regex reward."""
         method = self.method.currentData()
         form = self.method_box.layout()
-        for name in {field for fields in METHOD_FIELDS.values() for field in fields}:
-            form.setRowVisible(getattr(self, name), method_shows(method, name))
+        for (section, _), widget in self.method_fields.items():
+            form.setRowVisible(widget, method_shows(method, section))
         # A continued adapter says why its rate and supervised term are what "Continue with…" chose.
         notes = [method_data_note(method), continuation_note(self.current_config())]
         self.method_note.setText("\n".join(note for note in notes if note))

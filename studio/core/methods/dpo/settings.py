@@ -15,12 +15,14 @@ class DpoSettings:
 
     beta: float = field(
         default=0.1,
-        metadata={"help": "How far the tuned model may move from the base (a low beta lets it move further). TRL's "
+        metadata={"label": "Beta",
+                  "help": "How far the tuned model may move from the base (a low beta lets it move further). TRL's "
                           "beta.", "above": 0.0, "max": 100.0, "step": 0.01, "decimals": 3},
     )
     sft_weight: float = field(
         default=0.0,
-        metadata={"help": "The weight of a supervised loss on the chosen replies added to the DPO loss (TRL's 'sft' "
+        metadata={"label": "Supervised weight",
+                  "help": "The weight of a supervised loss on the chosen replies added to the DPO loss (TRL's 'sft' "
                           "loss type beside 'sigmoid', as RPO does). 0 = plain DPO, which only moves the two replies' "
                           "likelihoods apart; 1.0 also teaches the chosen replies, for a model that cannot write them "
                           "yet (no SFT first).", "min": 0.0, "max": 10.0, "step": 0.1, "decimals": 2},

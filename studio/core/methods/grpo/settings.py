@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,16 +19,27 @@ class GrpoSettings:
 
     num_generations: int = field(
         default=4,
-        metadata={"help": "Replies sampled per prompt; each is rewarded against the others of its group. Batch size "
+        metadata={"label": "Replies per prompt",
+                  "help": "Replies sampled per prompt; each is rewarded against the others of its group. Batch size "
                           "× gradient accumulation must be a multiple of it.", "min": 2, "max": 256},
     )
     max_completion_length: int = field(
         default=128,
-        metadata={"help": "The longest reply generated, in tokens.", "min": 1, "max": 1_048_576, "step": 64},
+        metadata={"label": "Max reply length",
+                  "help": "The longest reply generated, in tokens.", "min": 1, "max": 1_048_576, "step": 64},
+    )
+    generation_temperature: float = field(
+        default=1.0,
+        metadata={"label": "Sampling temperature",
+                  "help": "The sampling temperature of the replies each prompt's group is scored on. 1.0 is TRL's "
+                          "default; a small model samples noise at 1.0 and every reply of a group then scores the "
+                          "same, which teaches nothing, so 0.5–0.8 suits small models.",
+                  "min": 0.05, "max": 2.0, "step": 0.05, "decimals": 2},
     )
     rewards: list[str] = field(
         default_factory=lambda: ["tool_call=1.0"],
-        metadata={"help": "The reward functions as metric=weight pairs, from the Evaluate tab's metrics (exact, "
+        metadata={"label": "Rewards", "widget": "reward_picker",
+                  "help": "The reward functions as metric=weight pairs, from the Evaluate tab's metrics (exact, "
                           "normalised, normalised_tr, contains, regex, tool_call, chrf), each scoring a generated "
                           "reply against the prompt's expected reply from 0 to 1 (tool_call with partial credit: a "
                           "call, the right function, valid JSON, each argument right). The reward is the weighted "
@@ -35,24 +47,20 @@ class GrpoSettings:
     )
     reward_pattern: str = field(
         default="",
-        metadata={"help": "The regular expression of the regex reward (found in the reply = 1)."},
+        metadata={"label": "Regex pattern", "widget": "reward_pattern", "placeholder": r"e.g. <tool_code>\w+\(",
+                  "help": "The regular expression of the regex reward (found in the reply = 1)."},
     )
     length_penalty: float = field(
         default=0.0,
-        metadata={"help": "Subtracted from the reward in proportion to the reply's length: a reply of "
+        metadata={"label": "Length penalty",
+                  "help": "Subtracted from the reward in proportion to the reply's length: a reply of "
                           "max_completion_length tokens loses this much. 0 = no penalty.",
                   "min": 0.0, "max": 100.0, "step": 0.01, "decimals": 3},
     )
-    generation_temperature: float = field(
-        default=1.0,
-        metadata={"help": "The sampling temperature of the replies each prompt's group is scored on. 1.0 is TRL's "
-                          "default; a small model samples noise at 1.0 and every reply of a group then scores the "
-                          "same, which teaches nothing, so 0.5–0.8 suits small models.",
-                  "min": 0.05, "max": 2.0, "step": 0.05, "decimals": 2},
-    )
     kl_coefficient: float = field(
         default=0.0,
-        metadata={"help": "The weight of the KL penalty that keeps the model near the base (TRL's beta). 0 = none, and "
+        metadata={"label": "KL coefficient",
+                  "help": "The weight of the KL penalty that keeps the model near the base (TRL's beta). 0 = none, and "
                           "no reference pass is computed (faster); above 0 the KL is also plotted. 0.001–0.04 is "
                           "typical.", "min": 0.0, "max": 10.0, "step": 0.001, "decimals": 4},
     )
@@ -113,8 +121,7 @@ METHOD = MethodSpec(
     label="GRPO (rewarded generations)",
     help="grpo (Group Relative Policy Optimisation: the model writes several replies per prompt and learns from their "
          "rewards, see [grpo] rewards; reads prompts, with the expected reply the rewards compare against)",
-    schema_1_keys=tuple((key, key) for key in ("num_generations", "max_completion_length", "rewards", "reward_pattern", "length_penalty",
-                                          "generation_temperature", "kl_coefficient")),
+    schema_1_keys=tuple((f.name, f.name) for f in dataclasses.fields(GrpoSettings)),  # v1 had the same names
     settings=GrpoSettings,
     data=DataShape(note="Reads prompts with their expected reply; the model writes replies, the rewards below score "
                         "them.", columns=("Prompt", "Expected reply"), kind="prompt", detect=detect),

@@ -15,7 +15,8 @@ class KtoSettings:
 
     beta: float = field(
         default=0.1,
-        metadata={"help": "How far the tuned model may move from the base (a low beta lets it move further). TRL's "
+        metadata={"label": "Beta",
+                  "help": "How far the tuned model may move from the base (a low beta lets it move further). TRL's "
                           "beta.", "above": 0.0, "max": 100.0, "step": 0.01, "decimals": 3},
     )
 
@@ -27,7 +28,8 @@ def detect(record: Any) -> tuple[str, str]:
     if {"completion", "label"} <= keys:
         return "unpaired_preference", "keys 'completion' and 'label' (unpaired preference)"
     if is_pair(keys):
-        return "preference", "keys 'chosen' and 'rejected': each pair is split into a desirable and an undesirable reply"
+        return "preference", ("keys 'chosen' and 'rejected': each pair is split into a desirable and an undesirable "
+                              "reply")
     raise ValueError(f"kto needs 'completion' and 'label' (or 'chosen' and 'rejected') (keys: {shown_keys(keys)})")
 
 

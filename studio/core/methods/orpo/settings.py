@@ -14,7 +14,8 @@ class OrpoSettings:
 
     beta: float = field(
         default=0.1,
-        metadata={"help": "The weight of the preference term against the loss on the chosen replies. TRL's beta.",
+        metadata={"label": "Beta",
+                  "help": "The weight of the preference term against the loss on the chosen replies. TRL's beta.",
                   "above": 0.0, "max": 100.0, "step": 0.01, "decimals": 3},
     )
 
