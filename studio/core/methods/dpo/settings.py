@@ -11,7 +11,7 @@ from studio.core.methods.spec import DataShape, MethodSpec
 
 @dataclass
 class DpoSettings:
-    """[dpo]: TRL's DPOConfig names."""
+    """DPO's own settings, read when training.method = dpo (TRL's DPOConfig names)."""
 
     beta: float = field(
         default=0.1,

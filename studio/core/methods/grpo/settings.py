@@ -15,7 +15,8 @@ from studio.core.methods.spec import DataShape, LivePlot, MethodSpec, SettingsPr
 
 @dataclass
 class GrpoSettings:
-    """[grpo]: the replies sampled per prompt and the rewards that score them."""
+    """GRPO's own settings, read when training.method = grpo: the replies sampled per prompt and the rewards
+    that score them."""
 
     num_generations: int = field(
         default=4,

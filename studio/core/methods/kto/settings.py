@@ -11,7 +11,7 @@ from studio.core.methods.spec import DataShape, MethodSpec
 
 @dataclass
 class KtoSettings:
-    """[kto]: TRL's KTOConfig names."""
+    """KTO's own settings, read when training.method = kto (TRL's KTOConfig names)."""
 
     beta: float = field(
         default=0.1,

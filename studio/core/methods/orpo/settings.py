@@ -10,7 +10,7 @@ from studio.core.methods.spec import DataShape, MethodSpec
 
 @dataclass
 class OrpoSettings:
-    """[orpo]: TRL's ORPOConfig names."""
+    """ORPO's own settings, read when training.method = orpo (TRL's ORPOConfig names)."""
 
     beta: float = field(
         default=0.1,
