@@ -274,6 +274,13 @@ def test_presets_and_copy_as_command_carry_the_method_sections(tmp_path, monkeyp
     config.grpo.num_generations, config.training.gradient_accumulation_steps = 2, 2
     preset = load_user_preset(save_user_preset("mine", config))
     assert preset.apply(_minimal()).grpo.num_generations == 2
+    # "Copy as command" saves the config the command trains: its [grpo] section, read back the same.
+    from studio.core.sessions.config import command_config_path
+
+    config.name = "grpo-run"
+    save_config(config, command_config_path(config))
+    assert "\n[grpo]\nnum_generations = 2\n" in command_config_path(config).read_text(encoding="utf-8")
+    assert load_config(command_config_path(config)).grpo == config.grpo
     # A preset saved before schema 2 (no version, the method's settings under [training]) still loads.
     old = tmp_path / "old.toml"
     old.write_text('[preset]\nlabel = "old"\n\n[training]\nmethod = "dpo"\nbeta = 0.3\n', encoding="utf-8")
