@@ -252,7 +252,8 @@ def test_an_unknown_key_in_a_method_section_names_it(tmp_path, run_studio):
 
 def test_a_v1_key_in_a_version_2_file_says_where_it_moved():
     text = dumps(_minimal()).replace("[training]\n", "[training]\nbeta = 0.2\n")
-    with pytest.raises(ConfigError, match=r"training.beta = 0.2: unknown key .*moved to its own section .*\[dpo\] beta"):
+    moved = r"training.beta = 0.2: unknown key .*moved to its own section .*\[dpo\] beta"
+    with pytest.raises(ConfigError, match=moved):
         loads(text)
 
 

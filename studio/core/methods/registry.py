@@ -3,7 +3,6 @@ the tabs), the memory estimate and the presets ask about a method. No torch, tra
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from studio.core.methods.dpo.settings import METHOD as _DPO
@@ -13,8 +12,8 @@ from studio.core.methods.orpo.settings import METHOD as _ORPO
 from studio.core.methods.sft.settings import METHOD as _SFT
 from studio.core.methods.spec import DataShape, LivePlot, MethodSpec, SettingsProblem
 
-__all__ = ["METHODS", "DataShape", "LivePlot", "MethodSpec", "SettingsProblem", "continue_methods", "default_method",
-           "method", "method_names", "method_of", "method_settings_fields", "methods_reading_records"]
+__all__ = ["METHODS", "DataShape", "LivePlot", "MethodSpec", "SettingsProblem", "all_plots", "continue_methods",
+           "default_method", "method", "method_choices_help", "method_names", "method_of", "plot_of"]
 
 METHODS: tuple[MethodSpec, ...] = (_SFT, _DPO, _ORPO, _KTO, _GRPO)
 """The usual order: SFT first, then a preference method from its adapter."""
@@ -43,22 +42,6 @@ def method(name: str) -> MethodSpec:
 def method_of(config: Any) -> MethodSpec:
     """The method a config trains with (training.method)."""
     return method(config.training.method)
-
-
-def method_settings(config: Any, name: str | None = None) -> Any:
-    """The settings section of `name` (default: the config's own method) in a config."""
-    return getattr(config, name or config.training.method)
-
-
-def method_settings_fields(name: str) -> tuple[str, ...]:
-    """The names of a method's own settings, in its section's order: the Config tab shows these for that method."""
-    return tuple(f.name for f in dataclasses.fields(method(name).settings))
-
-
-def methods_reading_records() -> tuple[MethodSpec, ...]:
-    """The methods that read records of their own shape rather than SFT's data (the Dataset tab reads the file as
-    the run's reader does)."""
-    return tuple(spec for spec in METHODS if spec.reads_own_records)
 
 
 def continue_methods() -> tuple[MethodSpec, ...]:

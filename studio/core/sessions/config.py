@@ -30,11 +30,11 @@ from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, Sh
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["CPU_AGAINST", "GPU_ESTIMATE_TITLE", "METHOD_FIELDS", "RAM_ESTIMATE_TITLE", "ConfigSession", "LayerNames",
+__all__ = ["CPU_AGAINST", "GPU_ESTIMATE_TITLE", "RAM_ESTIMATE_TITLE", "ConfigSession", "LayerNames",
            "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
-           "method_data_note", "method_shows", "model_positions", "positions_warning", "reward_choices",
-           "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+           "method_data_note", "method_fields", "method_labels", "method_shows", "model_positions", "positions_warning",
+           "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
 
 
 # --------------------------------------------------------------------------------------- the session

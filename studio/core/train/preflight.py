@@ -5,7 +5,8 @@ remote-code opt-in). What only training knows is checked here, by the very code 
 the two can never disagree: the method and its GRPO rewards (`methods.trainers`), the adapter a run continues from
 (`train.init_adapter`: missing, not a run, trained on another quantisation), and the data, read by the training's
 own reader (`data.loading.training_data` for SFT, `methods.reading` for the methods with records of their own)
-with the run's skip_bad_rows. Found only in the training child, each of these used to leave a `failed` run in the history.
+with the run's skip_bad_rows. Found only in the training child, each of these used to leave a `failed` run in the
+history.
 
 The data is read whole. For SFT that read is the one the run then reuses: `data.loading` keeps the normalised
 rows in its on-disk cache (keyed by the file's size and modification time and the reading settings), so the
