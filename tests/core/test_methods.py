@@ -257,6 +257,15 @@ def test_a_v1_key_in_a_version_2_file_says_where_it_moved():
         loads(text)
 
 
+def test_a_setting_written_where_it_no_longer_is_raises():
+    """Code from before schema 2 that still writes config.training.beta must fail, not set nothing."""
+    config = _minimal()
+    with pytest.raises(AttributeError):
+        config.training.beta = 0.3
+    with pytest.raises(AttributeError):
+        config.grpo.beta = 0.3
+
+
 def test_a_methods_own_rule_names_its_section():
     config = _minimal("grpo")
     config.grpo.num_generations = 3

@@ -501,11 +501,11 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
     assert status == "completed"
 
     config = continue_config(sft_run.path, "grpo")
-    t = config.training
-    t.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
-    t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
-    t.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
-    t.generation_temperature = GRPO_TEMPERATURE
+    t, g = config.training, config.grpo
+    g.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
+    g.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
+    g.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
+    g.generation_temperature = GRPO_TEMPERATURE
     run, status = _train(config, tmp_path / "grpo")
     assert status == "completed"
     steps = [e for e in run.events() if e["event"] == "step"]

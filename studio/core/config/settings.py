@@ -66,7 +66,8 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
 
-@dataclass
+# Slotted: a setting written where none is (config.training.beta after [dpo] took it) raises instead of vanishing.
+@dataclass(slots=True)
 class ModelSettings:
     """Which base model to fine-tune and how to load it."""
 
@@ -109,7 +110,7 @@ class ModelSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class QuantizationSettings:
     """How the frozen base weights are stored while training (QLoRA = 4-bit)."""
 
@@ -139,7 +140,7 @@ class QuantizationSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class LoraSettings:
     """The low-rank adapter that is actually trained (PEFT LoraConfig)."""
 
@@ -190,7 +191,7 @@ class LoraSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class DataSettings:
     """Where the examples come from and what the loss is computed on."""
 
@@ -275,7 +276,7 @@ class DataSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
@@ -444,7 +445,7 @@ class TrainingSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _CommonSections:
     """The sections every run has; RunConfig adds one section per training method (below)."""
 
@@ -504,6 +505,7 @@ RunConfig = dataclasses.make_dataclass(
     "RunConfig",
     [(spec.name, spec.settings, field(default_factory=spec.settings)) for spec in METHODS],
     bases=(_CommonSections,),
+    slots=True,
 )
 RunConfig.__module__ = __name__  # so a RunConfig pickles (make_dataclass's `module` is Python 3.12's)
 RunConfig.__doc__ = """Everything needed to reproduce a run: the common sections and each method's own."""

@@ -103,7 +103,7 @@ def reward_choices() -> list[MetricInfo]:
 
 
 def reward_weights(entries: list[str]) -> dict[str, float]:
-    """training.rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
+    """GRPO's rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
     no metric is left out (the run's own check names it)."""
     try:
         parsed = parse_rewards(entries)

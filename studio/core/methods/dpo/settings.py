@@ -9,7 +9,7 @@ from studio.core.methods.pairs import PAIR_COLUMNS, PAIR_NOTE, PREFERENCE_PLOTS,
 from studio.core.methods.spec import DataShape, MethodSpec
 
 
-@dataclass
+@dataclass(slots=True)
 class DpoSettings:
     """DPO's own settings, read when training.method = dpo (TRL's DPOConfig names)."""
 

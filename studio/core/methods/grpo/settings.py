@@ -13,7 +13,7 @@ from studio.core.methods.pairs import record_keys, shown_keys
 from studio.core.methods.spec import DataShape, LivePlot, MethodSpec, SettingsProblem
 
 
-@dataclass
+@dataclass(slots=True)
 class GrpoSettings:
     """GRPO's own settings, read when training.method = grpo: the replies sampled per prompt and the rewards
     that score them."""

@@ -9,7 +9,7 @@ from studio.core.methods.pairs import PREFERENCE_PLOTS, is_pair, record_keys, sh
 from studio.core.methods.spec import DataShape, MethodSpec
 
 
-@dataclass
+@dataclass(slots=True)
 class KtoSettings:
     """KTO's own settings, read when training.method = kto (TRL's KTOConfig names)."""
 

@@ -8,7 +8,7 @@ from studio.core.methods.pairs import PAIR_COLUMNS, PAIR_NOTE, PREFERENCE_PLOTS,
 from studio.core.methods.spec import DataShape, MethodSpec
 
 
-@dataclass
+@dataclass(slots=True)
 class OrpoSettings:
     """ORPO's own settings, read when training.method = orpo (TRL's ORPOConfig names)."""
 

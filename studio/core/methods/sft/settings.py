@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from studio.core.methods.spec import DataShape, MethodSpec
 
 
-@dataclass
+@dataclass(slots=True)
 class SftSettings:
     """SFT has no settings of its own: [training] and [data] hold every one it reads."""
 
