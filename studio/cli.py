@@ -541,14 +541,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     trust_remote_code = bool(config is not None and not args.model and config.model.trust_remote_code)
     max_length = args.max_length or (config.training if config is not None else TrainingSettings()).max_length
     responses_only = not args.all_tokens and reading.train_on_responses_only
-    method = config.training.method if config is not None else "sft"
+    from studio.core.methods.registry import default_method, method as method_spec
+
+    method = config.training.method if config is not None else default_method()
     try:
-        if method == "sft":
+        if not method_spec(method).reads_own_records:
             data = load_data(args.file, args.format or reading.format, mapping=columns,
                              encoding=args.encoding or reading.encoding, split=args.split or reading.split,
                              text_split=args.text_split or reading.text_split)
         else:  # read as that run reads it: the method's own reader decides the shape, as train and the Dataset tab
-            from studio.core.train.preference_data import load_preference_data
+            from studio.core.methods.reading import load_preference_data
 
             encoding = args.encoding or reading.encoding
             data = load_preference_data(args.file, method, mapping=columns, encoding=encoding,
@@ -562,7 +564,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     model_key = "--model" if args.model else f"{args.config}: model.name_or_path ="
     if model and (reason := missing_local_model(model)) is not None:
         raise BadInput(f"{model_key} {model}: {reason}")
-    if model and len(data.examples) and method == "sft":  # TRL's trainers tokenise the other methods' data
+    # TRL's trainers tokenise the data of a method with records of its own
+    if model and len(data.examples) and not method_spec(method).reads_own_records:
         try:
             tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         except Exception as error:  # a wrong path or an unreachable Hub id

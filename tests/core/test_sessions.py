@@ -544,4 +544,5 @@ def test_beyond_sft_the_columns_are_the_methods_and_only_the_columns_are_mapped(
     session.apply_mapping("prompt_completion", {"prompt": "question"})
     assert draft.config.data.format == "auto", "a preference method detects its shape per record"
     assert draft.config.data.column_mapping == ["prompt=question"]
-    assert set(dataset_session.METHOD_DATA) == {"sft", "dpo", "orpo", "kto", "grpo"}
+    assert {dataset_session.method_data(m).title for m in ("sft", "dpo", "orpo", "kto", "grpo")} == {
+        "SFT", "DPO", "ORPO", "KTO", "GRPO"}, "each method's data as the methods wing describes it"

@@ -536,7 +536,7 @@ def test_a_session_edit_moves_the_widgets_and_the_method_rows(qtbot, tab):
     tab.session.edit("training", "max_length", 777)
     tab.session.edit("training", "method", "grpo")
     assert tab.max_length.value() == 777 and tab.method.currentData() == "grpo"
-    assert not tab.num_generations.isHidden() and tab.beta.isHidden(), "only GRPO's own settings"
+    assert not tab.grpo_num_generations.isHidden() and tab.dpo_beta.isHidden(), "only GRPO's own settings"
     assert "prompts" in tab.method_note.text()
     tab.session.edit("training", "max_steps", -1)
     assert tab.num_train_epochs.isEnabled() and tab.max_steps.text() == "use epochs"
@@ -568,7 +568,7 @@ def test_an_edit_writes_its_one_field_and_rebuilds_no_config_from_the_widgets(qt
     assert changes[0].source is tab, "the tab's own edit, which it already shows"
     assert (tab.draft.config.lora.r, tab.draft.config.training.method) == (48, "dpo")
     assert len(calls) <= 2, f"at most one rebuild or validation per edit: {calls}"
-    assert _estimate(tab).breakdown["LoRA weights"] > 0 and tab.beta.isVisibleTo(tab)
+    assert _estimate(tab).breakdown["LoRA weights"] > 0 and tab.dpo_beta.isVisibleTo(tab)
 
 
 def test_the_estimate_and_the_presets_edited_mark_follow_a_session_edit(qtbot, tab):

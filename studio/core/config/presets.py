@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from studio.core.config.settings import (
+    METHOD_SECTIONS,
     ConfigError,
     RunConfig,
     copy_config,
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from studio.core.system.gpu import GpuInfo
 
 GIB = 1024**3
-KNOB_SECTIONS = ("quantization", "lora", "training")
-"""The parts of a config a preset sets; the model and the data stay the user's."""
+KNOB_SECTIONS = ("quantization", "lora", "training", *METHOD_SECTIONS)
+"""The parts of a config a preset sets (each method's own settings too); the model and the data stay the user's."""
 
 
 def cpu_demo_config(model_dir: Path | str, train_file: Path | str) -> RunConfig:
@@ -135,6 +136,8 @@ def _qlora(*, r: int, batch: int, accumulation: int, max_length: int) -> Callabl
         t.warmup_ratio = 0.03
         t.gradient_checkpointing = True
         t.optim = "paged_adamw_8bit"
+        for section in METHOD_SECTIONS:  # each method's own settings at their defaults, as the training section
+            setattr(config, section, getattr(defaults, section))
     return apply
 
 
@@ -216,8 +219,8 @@ def save_user_preset(name: str, config: RunConfig) -> Path:
     if not name.strip():
         raise ConfigError("preset name", name, "give the preset a name")
     data = to_dict(config)
-    payload: dict[str, Any] = {"preset": {"label": name.strip()}}
-    payload.update({section: data[section] for section in KNOB_SECTIONS})
+    payload: dict[str, Any] = {"preset": {"label": name.strip()}, "schema_version": data["schema_version"]}
+    payload.update({section: data[section] for section in KNOB_SECTIONS if section in data})
     folder = user_presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_slug(name)}.toml"
@@ -232,13 +235,14 @@ def load_user_preset(path: Path) -> Preset:
     path = Path(path)
     data = read_toml(path)
     meta = data.pop("preset", {})
+    version = {"schema_version": data.pop("schema_version")} if "schema_version" in data else {}
     label = str(meta.get("label") or path.stem) if isinstance(meta, dict) else path.stem
     unknown = sorted(set(data) - set(KNOB_SECTIONS))
     if unknown:
         raise ConfigError(unknown[0], data[unknown[0]], f"a preset holds only {', '.join(KNOB_SECTIONS)}",
                           source=path)
     # Validate types and ranges with the config's own rules; the model and data are placeholders.
-    knobs = from_dict({"model": {"name_or_path": "-"}, "data": {"train_file": "-"}, **data}, source=path)
+    knobs = from_dict({**version, "model": {"name_or_path": "-"}, "data": {"train_file": "-"}, **data}, source=path)
 
     def apply(config: RunConfig) -> None:
         _copy_knobs(knobs, config)

@@ -25,8 +25,11 @@ from studio.core.config.presets import (
     GPU_PRESETS, KNOB_SECTIONS, Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset,
 )
 from studio.core.config.settings import (
-    ConfigError, RunConfig, copy_config, describe_evaluation, parse_rewards, save_config,
+    ConfigError, RunConfig, copy_config, describe_evaluation, save_config,
 )
+from studio.core.methods.grpo.settings import parse_rewards
+from studio.core.methods.registry import METHODS, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
 from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
 from studio.core.models.source import ModelSourceError, bundled_shapes, find_model_config
@@ -39,13 +42,12 @@ from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "METHOD_FIELDS", "METHOD_FIELD_FORM",
-           "METHOD_TEXT", "RAM_ESTIMATE_TITLE",
+__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "RAM_ESTIMATE_TITLE",
            "ConfigChange", "ConfigSession", "EstimateView", "LayerNames", "read_layer_names",
            "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
-           "method_data_note", "method_shows", "model_positions", "positions_warning", "reward_choices",
-           "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+           "method_data_note", "method_fields", "method_labels", "method_shows", "model_positions", "positions_warning",
+           "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
 
 
 # --------------------------------------------------------------------------------------- the session
@@ -158,7 +160,7 @@ class ConfigSession:
 
     def field_shown(self, section: str, name: str) -> bool:
         """Only the chosen method's own settings are shown."""
-        return section != "training" or method_shows(self.draft.config.training.method, name)
+        return section not in method_names() or method_shows(self.draft.config.training.method, section)
 
     def field_enabled(self, section: str, name: str) -> bool:
         """A field that does nothing with the others as they are is disabled (the epochs under a max_steps...)."""
@@ -170,7 +172,7 @@ class ConfigSession:
                 "eval_steps": training.eval_strategy == "steps",
                 "early_stopping_patience": training.eval_strategy != "no",
                 "score_steps": scoring, "score_metric": scoring,
-                "reward_pattern": "regex" in reward_weights(training.rewards)}.get(name, True)
+                "reward_pattern": "regex" in reward_weights(self.draft.config.grpo.rewards)}.get(name, True)
 
     def effective_batch(self) -> str:
         training = self.draft.config.training
@@ -412,46 +414,25 @@ class ConfigSession:
 
 # --------------------------------------------------------------------------------------- the training method
 
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": (),
-    "dpo": ("beta", "dpo_sft_weight"),
-    "orpo": ("beta",),
-    "kto": ("beta",),
-    "grpo": ("num_generations", "max_completion_length", "generation_temperature", "rewards", "reward_pattern",
-             "length_penalty", "kl_coefficient"),
-}
-"""The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
-
-METHOD_TEXT = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "orpo": "ORPO (pairs, one pass)",
-               "kto": "KTO (good / bad replies)", "grpo": "GRPO (rewarded generations)"}
-"""Each method as the Config tab's method box offers it."""
-
-METHOD_FIELD_FORM = {
-    "beta": ("Beta", ""), "dpo_sft_weight": ("Supervised weight", ""), "num_generations": ("Replies per prompt", ""),
-    "max_completion_length": ("Max reply length", ""), "generation_temperature": ("Sampling temperature", ""),
-    "rewards": ("Rewards", ""), "reward_pattern": ("Regex pattern", r"e.g. <tool_code>\w+\("),
-    "length_penalty": ("Length penalty", ""), "kl_coefficient": ("KL coefficient", ""),
-}
-"""The form's label and placeholder of each method's own setting (in METHOD_FIELDS)."""
-
-_METHOD_DATA = {
-    "sft": "Reads conversations, instruction/response or prompt/completion records, or plain text.",
-    "dpo": "Reads prompt / chosen / rejected records: the model learns to prefer the chosen reply.",
-    "orpo": "Reads prompt / chosen / rejected records; learns the chosen replies and the preference at once.",
-    "kto": "Reads prompt / completion / label records (label true = a good reply), or chosen/rejected pairs.",
-    "grpo": "Reads prompts with their expected reply; the model writes replies, the rewards below score them.",
-}
+def method_labels() -> dict[str, str]:
+    """The Config tab's method list: each method's entry, in the usual order (core.methods.registry)."""
+    return {spec.name: spec.label for spec in METHODS}
 
 
-def method_shows(method: str, name: str) -> bool:
-    """Whether the Config tab shows training.`name` for `method` (every setting no method owns is shared)."""
-    owned = {field for fields in METHOD_FIELDS.values() for field in fields}
-    return name not in owned or name in METHOD_FIELDS.get(method, ())
+def method_fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every method's own settings as (its section, the field), in order: the Config tab builds a row for each from
+    the field's metadata (label, help, range, widget) and shows only the chosen method's (method_shows)."""
+    return [(spec.name, f) for spec in METHODS for f in dataclasses.fields(spec.settings)]
+
+
+def method_shows(method: str, section: str) -> bool:
+    """Whether the Config tab shows a method section's setting while `method` is chosen: only the method's own."""
+    return section == method
 
 
 def method_data_note(method: str) -> str:
     """The one line under the method choice: what data the method reads."""
-    return _METHOD_DATA.get(method, "")
+    return method_spec(method).data.note if method in method_names() else ""
 
 
 def reward_choices() -> list[MetricInfo]:
@@ -460,7 +441,7 @@ def reward_choices() -> list[MetricInfo]:
 
 
 def reward_weights(entries: list[str]) -> dict[str, float]:
-    """training.rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
+    """GRPO's rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
     no metric is left out (the run's own check names it)."""
     try:
         parsed = parse_rewards(entries)
@@ -477,7 +458,7 @@ def reward_weights(entries: list[str]) -> dict[str, float]:
 
 
 def reward_entries(weights: dict[str, float], *, shown: list[str] | None = None) -> list[str]:
-    """metric → weight as training.rewards' metric=weight entries, in the registry's order; `shown` itself (the
+    """metric → weight as [grpo] rewards' metric=weight entries, in the registry's order; `shown` itself (the
     entries as the config wrote them, "tool_call=1.0") while they still say the same."""
     if shown is not None and reward_weights(shown) == weights:
         return list(shown)

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 
 from studio.core.config.settings import RunConfig, config_field, field_bounds, field_help
-from studio.core.sessions.config import METHOD_FIELD_FORM, METHOD_FIELDS, METHOD_TEXT
+from studio.core.sessions.config import method_fields, method_labels
 
 __all__ = ["ADVANCED_BELOW", "ADVANCED_COLUMNS", "FIRST_COLUMNS", "FormBox", "FormField", "FormNote",
            "form_fields", "form_values", "offered_choices"]
@@ -66,7 +66,7 @@ class FormField:
     @property
     def kind(self) -> str:
         """check, choice, int, float, rate, list, rewards or text: from the field's type and metadata."""
-        if (self.section, self.name) == ("training", "rewards"):
+        if config_field(self.section, self.name).metadata.get("widget") == "reward_picker":
             return "rewards"  # metric=weight entries, shown as a weight per metric
         annotation = typing.get_type_hints(typing.get_type_hints(RunConfig)[self.section])[self.name]
         if annotation is bool:
@@ -116,14 +116,14 @@ LORA = FormBox("LoRA adapter", (
 ))
 QUANTIZATION = FormBox("Base weights", (
     FormField("quantization", "mode", "Stored as", choices=QUANT_MODE_TEXT, attr="quantization_mode"),))
-_METHODS_OWN = dict.fromkeys(name for names in METHOD_FIELDS.values() for name in names)
-"""Every method's own settings, once each: the tab shows the chosen method's."""
 # The method's box: the choice, what data it reads, then the methods' own settings, all from the one place that
 # knows the methods (sessions.config).
 METHOD = FormBox("Method", (
-    _training("method", "Method", choices=METHOD_TEXT),
+    _training("method", "Method", choices=method_labels()),
     FormNote("method_note"),
-    *(_training(name, METHOD_FIELD_FORM[name][0], placeholder=METHOD_FIELD_FORM[name][1]) for name in _METHODS_OWN),
+    # each method's own settings, in its section ([dpo] beta...); the tab shows the chosen method's
+    *(FormField(section, f.name, f.metadata.get("label", f.name), placeholder=f.metadata.get("placeholder", ""),
+                attr=f"{section}_{f.name}") for section, f in method_fields()),  # tab.dpo_beta, tab.grpo_rewards
 ))
 TRAINING = FormBox("Training", (
     _training("learning_rate", "Learning rate", rate=True),

@@ -11,10 +11,10 @@ and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.u
 gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
-`core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
+`core.methods.reading.load_preference_data`, the reader the run itself uses, so the rows, the shape and
 the `file:line: reason` problems shown are the ones that train; the preview renders each pair's chosen and
 rejected reply after the prompt with the model's chat template, the reply's tokens trained as TRL trains them.
-What the session knows of methods is the one table `METHOD_DATA`.
+What the session knows of methods comes from the methods wing's registry (`method_data`).
 """
 
 from __future__ import annotations
@@ -40,13 +40,17 @@ from studio.core.data.loading import ScanCancelled, load_data
 from studio.core.data.shape import FORMAT_NAMES, PREFERENCE_FORMAT_NAMES, format_column_mapping, parse_column_mapping
 from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
 from studio.core.data.table import LoadedData
+from studio.core.methods.registry import default_method, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.sessions.draft import Change, RunDraft
 
-__all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "METHOD_DATA", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
+__all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
            "ROWS", "SETTINGS", "STATS", "TEXT_SPLIT_LABELS", "DatasetSession", "EvaluationView", "MethodData",
            "ProblemsView", "ReadRequest", "RowPreview", "StatsRequest", "StatsView", "eval_fraction_range",
            "example_cells", "format_name", "load_model_tokenizer", "measure_lengths", "method_data", "read_source",
            "table_headers"]
+
+DEFAULT_METHOD = default_method()
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +100,10 @@ class MethodData:
         return not self.example
 
 
-METHOD_DATA = {
-    "sft": MethodData("SFT", ("Turns", "Prompt", "Response"), ""),
-    "dpo": MethodData("DPO", ("Prompt", "Chosen", "Rejected"), "pair"),
-    "orpo": MethodData("ORPO", ("Prompt", "Chosen", "Rejected"), "pair"),
-    "kto": MethodData("KTO", ("Prompt", "Completion", "Label"), "reply"),
-    "grpo": MethodData("GRPO", ("Prompt", "Expected reply"), "prompt"),
-}
-"""The one place this session names methods (the methods wing's registry can take its place)."""
-
-
 def method_data(method: str) -> MethodData:
-    return METHOD_DATA.get(method, METHOD_DATA["sft"])
+    """What the Dataset tab shows of `method`'s data, from the methods wing (an unknown name: the default method's)."""
+    spec = method_spec(method if method in method_names() else DEFAULT_METHOD)
+    return MethodData(spec.title, spec.data.columns, spec.data.kind if spec.reads_own_records else "")
 
 
 def format_name(fmt: str) -> str:
@@ -163,11 +159,11 @@ class ReadRequest:
     encoding: str
     split: str
     text_split: str
-    method: str = "sft"
+    method: str = DEFAULT_METHOD
     """training.method: beyond SFT the source is read as that method's training reads it."""
 
     @classmethod
-    def of(cls, data: DataSettings, method: str = "sft") -> ReadRequest:
+    def of(cls, data: DataSettings, method: str = DEFAULT_METHOD) -> ReadRequest:
         return cls(data.train_file, data.format, tuple(data.column_mapping), data.encoding, data.split,
                    data.text_split, method)
 
@@ -209,7 +205,7 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
 def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
     """A source read for a method beyond SFT by the run's own reader, as the tab's LoadedData (examples in
     TRL's form: prompt/chosen/rejected, prompt/completion/label, or prompt/expected)."""
-    from studio.core.train.preference_data import load_preference_data
+    from studio.core.methods.reading import load_preference_data
 
     try:
         read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,

@@ -25,7 +25,7 @@ from superqt import QCollapsible, QElidingLabel
 from superqt.utils import qdebounced, signals_blocked
 
 from studio.core.sessions.config import (
-    DETECT, LAYER_READ_ERRORS, ConfigChange, ConfigSession, command_config_path, read_layer_names,
+    DETECT, LAYER_READ_ERRORS, ConfigChange, ConfigSession, command_config_path, method_labels, read_layer_names,
 )
 from studio.core.sessions.config_form import (
     ADVANCED_BELOW, ADVANCED_COLUMNS, FIRST_COLUMNS, FormBox, FormField, form_values,
@@ -351,6 +351,11 @@ class QtConfigTab(QWidget):
     def _on_model_edited(self, *_args: Any) -> None:
         self.session.set_model(self.model_picker.model(), self.trust_remote_code.isChecked(), source=self)
         self.changed.emit()
+
+    @property
+    def method_fields(self) -> dict[tuple[str, str], QWidget]:
+        """Each method's own settings' widgets by (section, name): the method's section and the setting."""
+        return {key: widget for key, widget in self.binder.widgets.items() if key[0] in method_labels()}
 
     def set_config(self, config) -> None:
         """Give the draft a new config, which the form (and every other view of the draft) then shows; does not
