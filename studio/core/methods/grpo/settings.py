@@ -99,7 +99,7 @@ def validate(settings: GrpoSettings, training: Any) -> None:
                               "prompt's replies are compared within one step")
 
 
-def detect(record: Any) -> tuple[str, str]:
+def detect_prompt(record: Any) -> tuple[str, str]:
     """A prompt, with its expected reply when there is one; an SFT record's last reply is the expected one and what
     comes before it the prompt."""
     keys = record_keys(record)
@@ -125,7 +125,7 @@ METHOD = MethodSpec(
     schema_1_keys=tuple((f.name, f.name) for f in dataclasses.fields(GrpoSettings)),  # v1 had the same names
     settings=GrpoSettings,
     data=DataShape(note="Reads prompts with their expected reply; the model writes replies, the rewards below score "
-                        "them.", columns=("Prompt", "Expected reply"), kind="prompt", detect=detect),
+                        "them.", columns=("Prompt", "Expected reply"), kind="prompt", detect=detect_prompt),
     plots=(
         LivePlot("Reward per function", ("rewards/",), (), "reward"),
         LivePlot("Reward", ("reward", "reward_std"), ("mean", "spread (std)"), "reward"),

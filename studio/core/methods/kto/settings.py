@@ -21,7 +21,7 @@ class KtoSettings:
     )
 
 
-def detect(record: Any) -> tuple[str, str]:
+def detect_reply(record: Any) -> tuple[str, str]:
     """A prompt/completion/label record; a chosen/rejected pair is one desirable and one undesirable reply (as
     TRL's unpair_preference_dataset splits them)."""
     keys = record_keys(record)
@@ -43,7 +43,7 @@ METHOD = MethodSpec(
     settings=KtoSettings,
     data=DataShape(note="Reads prompt / completion / label records (label true = a good reply), or chosen/rejected "
                         "pairs.", columns=("Prompt", "Completion", "Label"), kind="reply",
-                   needs="prompt/completion/label", detect=detect, unpair=True, needs_both_labels=True),
+                   needs="prompt/completion/label", detect=detect_reply, unpair=True, needs_both_labels=True),
     plots=PREFERENCE_PLOTS,
     checkpoints_every_layer=True,
     reference="the reference model is a frozen copy of that adapter, as it was before this run",
