@@ -188,10 +188,11 @@ def test_verify_export_shows_that_the_gguf_answers_like_the_studio_and_the_card_
         assert not widget.export_button.isEnabled()
     assert verified.args[0] == "succeeded", verified.args[1]
     assert not widget.verify_label.isHidden()
-    assert _shown(widget.verify_label) == "10/10 replies identical to the studio's"
+    assert _shown(widget.verify_label).startswith("F16: 10/10 replies identical to the studio's; tool call right "
+                                                  "10/10 (trained model 10/10); passes (identical)")
     assert "recorded on the model card" in _shown(widget.status_label)
     card = (output.parent / "demo-f16.md").read_text(encoding="utf-8")
-    assert "| Agreement with the trained model | 10/10 replies identical to the studio's" in card
+    assert "| Agreement with the trained model | F16: 10/10 replies identical to the studio's" in card
     qtbot.waitUntil(lambda: not widget.is_running, timeout=10_000)
     assert widget.export_button.isEnabled() and widget.cancel_button.text() == "Cancel export"
 

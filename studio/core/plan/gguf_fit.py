@@ -140,7 +140,7 @@ def weights_bytes(shape: ModelShape, gguf_type: str, *, on_card: bool = False) -
 
 def metadata_bytes(shape: ModelShape) -> int:
     """The file's header: mostly the vocabulary (token strings, types, merges), about 24 bytes a token."""
-    return 64 * 1024 + 24 * shape.vocab_size
+    return 8 * 1024 + 24 * shape.vocab_size
 
 
 def file_bytes(shape: ModelShape, gguf_type: str) -> int:
