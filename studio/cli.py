@@ -478,7 +478,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         if args.export_command == "gguf":
             from studio.core.eval.verify import ExportCheckError, ExportCheckFailed, check_verifiable
-            from studio.core.export.gguf import export_gguf
+            from studio.core.export.gguf import AUTO, export_gguf
             from studio.core.export.jobs import verify_export
 
             try:

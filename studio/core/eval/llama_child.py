@@ -100,6 +100,7 @@ def measure(model_path: Path, n_ctx: int) -> int:
     except ImportError as error:
         print(f"llama-child: llama_cpp cannot be imported: {error}", file=sys.stderr, flush=True)
         return NO_LLAMA_CPP
+    without_repacking()  # the file's layout, as a GPU holds it: the CPU's repacked copies are a CPU-only extra
     llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=True)
     llm.close()
     return 0
