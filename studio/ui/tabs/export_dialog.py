@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
@@ -212,10 +212,15 @@ class QtExportDialog(QDialog):
         layout.addWidget(self.verify_label)
         layout.addStretch(1)
         layout.addWidget(self.buttons)
-        self.session.subscribe(self._render_session)
+        # Methods, not lambdas: Qt drops a bound method's connection when the dialog goes, a lambda's it keeps.
+        self._unsubscribe = self.session.subscribe(self._render_session)
+        self.destroyed.connect(self._unsubscribe)
+        self._source_changed()
+        self.source_combo.currentIndexChanged.connect(self._source_changed)
+        self.source_combo.lineEdit().editingFinished.connect(self._source_changed)
+
+    def _source_changed(self) -> None:
         self.session.set_source(self.source)
-        self.source_combo.currentIndexChanged.connect(lambda: self.session.set_source(self.source))
-        self.source_combo.lineEdit().editingFinished.connect(lambda: self.session.set_source(self.source))
 
     # --- the session ------------------------------------------------------------------------------------------
     def _render_session(self) -> None:
@@ -236,6 +241,7 @@ class QtExportDialog(QDialog):
             self.context_spin.setValue(session.context)
         self.type_why.setText(session.why())
         self._render_verification()
+        self._fit_labels()
         self._suggest_output()
 
     def _render_verification(self) -> None:
@@ -247,10 +253,31 @@ class QtExportDialog(QDialog):
             colour, shown = "#b00020", text
         else:
             colour = "#1b7f3b" if result.passes and not result.differing else "#8a6d00" if result.passes else "#b00020"
-            shown = _verified_text(result)
+            shown = result.headline()  # the first differing token of each case says where; the replies in full:
+            self.verify_label.setToolTip(_verified_text(result) + "\n\n" + self.session.verify_rule)
         self.verify_label.setText(f"<span style='color:{colour}; font-weight:600'>{_html(shown)}</span>"
                                   f"<br><span style='color:#666'>{_html(self.session.verify_rule)}</span>")
         self.verify_label.setVisible(True)
+        self._fit_labels()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """As tall as the wrapped labels need at the dialog's width: Qt's own hint takes a wrapped label at its
+        narrowest height, so a long result would be squashed into two lines."""
+        hint = super().minimumSizeHint()
+        layout = self.layout()
+        if layout is None or not layout.hasHeightForWidth():
+            return hint
+        width = max(hint.width(), self.minimumWidth(), self.width() if self.isVisible() else 0)
+        return QSize(hint.width(), max(hint.height(), layout.minimumHeightForWidth(width)))
+
+    def _fit_labels(self) -> None:
+        """Grow to the height the labels need now (a verification's result, a long status)."""
+        self.setMinimumHeight(self.minimumSizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit_labels()
 
     def _kind_changed(self) -> None:
         self.gguf_box.setVisible(self.kind is ExportKind.GGUF)
@@ -460,6 +487,7 @@ class QtExportDialog(QDialog):
                                   f"{_html(message)}")
         if status != "succeeded":
             self.progress_bar.setValue(0)
+        self._fit_labels()
         (self.verify_finished if verifying else self.export_finished).emit(status, message)
 
     def _set_running(self, running: bool, *, verifying: bool = False) -> None:
