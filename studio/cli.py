@@ -478,22 +478,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         if args.export_command == "gguf":
             from studio.core.eval.verify import ExportCheckError, ExportCheckFailed, check_verifiable
-            from studio.core.export.gguf import AUTO, export_gguf
+            from studio.core.export.gguf import export_gguf
             from studio.core.export.jobs import verify_export
 
             try:
                 if args.verify:  # before minutes of export: a merged folder has no adapter to answer as the studio
                     check_verifiable(args.model)
-                gguf_type, context = args.gguf_type, args.context
-                if gguf_type == AUTO:
-                    from studio.core.export.gguf import choose_type
-
-                    choice = choose_type(args.model, context)
-                    gguf_type, context = choice.chosen, choice.context
-                    print(f"type: {choice.reason}", file=sys.stderr)
-                result = export_gguf(args.model, args.output, gguf_type=gguf_type, weights=args.base_weights,
+                result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                      trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
-                                     allow_pickle=args.allow_pickle, context=context,
+                                     allow_pickle=args.allow_pickle, context=args.context,
                                      on_progress=progress)
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)

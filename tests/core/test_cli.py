@@ -590,7 +590,7 @@ def test_export_gguf_and_the_export_dialog_share_one_default_type():
     from studio.core.export.gguf import DEFAULT_GGUF_TYPE
 
     args = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"])
-    assert args.gguf_type == DEFAULT_GGUF_TYPE == "q8_0"
+    assert args.gguf_type == DEFAULT_GGUF_TYPE == "auto"
 
 
 def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses_setting(tmp_path, run_studio,

@@ -163,7 +163,7 @@ def test_cli_auto_is_the_default_sizes_for_the_machine_and_the_modelfile_sets_nu
     output = tmp_path / "out" / "demo.gguf"
     result = run_studio("export", "gguf", demo_assets.model_dir, "--output", output, "--context", "3072")
     assert result.returncode == 0, result.stderr[-2000:]
-    type_line = next(line for line in result.stderr.splitlines() if line.startswith("type: "))
+    type_line = next(line for line in result.stderr.splitlines() if "] Type: " in line)
     assert "is the best-quality type that fits" in type_line and "3072-token context" in type_line
     assert "PARAMETER num_ctx 3072" in (tmp_path / "out" / "demo.Modelfile").read_text(encoding="utf-8")
     assert read_tensor_types(output).file_type == "MOSTLY_F16", "the demo is tiny: f16 fits anything"

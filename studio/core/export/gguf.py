@@ -418,10 +418,14 @@ def choose_type(model_dir: Path, context: int | None = None) -> Any:
     installed. The one rule behind `export gguf --type auto` and the Export dialog's preselection."""
     from studio.core.export.quantize import find_quantizer
     from studio.core.plan.gguf_fit import choose_gguf_type, default_context, detect_budget
-    from studio.core.plan.vram import ModelShape
+    from studio.core.plan.vram import ModelShape, ShapeError
 
     config, max_length = model_shape_config(Path(model_dir))
-    shape = ModelShape.from_config(config)
+    model_family(config, Path(model_dir))  # an architecture the writer does not know is refused as such
+    try:
+        shape = ModelShape.from_config(config)
+    except ShapeError as error:
+        raise ExportError(f"{model_dir}: {error}") from None
     return choose_gguf_type(shape, context or default_context(max_length), detect_budget(),
                             k_quants=find_quantizer() is not None)
 
@@ -457,8 +461,11 @@ def model_shape_config(source: Path) -> tuple[dict[str, Any], int | None]:
         raise ExportError(str(error)) from None
 
 
-def _auto_type(model_dir: Path, context: int | None) -> tuple[str, int]:
+def _auto_type(model_dir: Path, context: int | None, report: Callable[[float, str], None] | None = None
+               ) -> tuple[str, int]:
     choice = choose_type(model_dir, context)
+    if report is not None:
+        report(0.0, f"Type: {choice.reason}")
     return choice.chosen, choice.context
 
 
@@ -635,12 +642,15 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
         raise ExportError(f"{output}: the output file name must end in .gguf")
     output = check_export(source, output, is_dir=False, overwrite=overwrite)  # before the merge's minutes
     if gguf_type == AUTO:
-        gguf_type, context = _auto_type(source, context)
+        gguf_type, context = _auto_type(source, context, on_progress)
     elif gguf_type not in GGUF_TYPES:
         raise ExportError(f"GGUF type {gguf_type!r}: choose one of {AUTO}, {', '.join(GGUF_TYPES)}")
     require_quantizer(gguf_type)  # before the merge's minutes too
     if context is None:
-        context = default_context(model_shape_config(source)[1])
+        try:
+            context = default_context(model_shape_config(source)[1])
+        except ExportError:  # no base model to read here: the merge says so in its own words
+            context = default_context(None)
     if is_merged_model(source):
         return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, context=context,
                           on_progress=on_progress, cancel=cancel)
