@@ -167,3 +167,35 @@ def test_cli_auto_is_the_default_sizes_for_the_machine_and_the_modelfile_sets_nu
     assert "is the best-quality type that fits" in type_line and "3072-token context" in type_line
     assert "PARAMETER num_ctx 3072" in (tmp_path / "out" / "demo.Modelfile").read_text(encoding="utf-8")
     assert read_tensor_types(output).file_type == "MOSTLY_F16", "the demo is tiny: f16 fits anything"
+
+
+def test_a_llama_quantize_program_on_path_is_used_when_llama_cpp_python_is_not_installed(demo_assets, tmp_path,
+                                                                                         run_studio):
+    """The second source of the quantizer: a `llama-quantize` program (here a stand-in that runs llama.cpp's
+    quantizer through the llama-cpp-python of this environment, with llama-quantize's arguments)."""
+    import os
+    import stat
+
+    env = _without_llama_cpp(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "llama-quantize"
+    program.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'called'}\n"
+                       f"PYTHONPATH={ROOT} exec {sys.executable} -m studio.core.eval.llama_child quantize \"$1\" "
+                       "\"$2\" \"$(echo $3 | tr A-Z a-z)\" \"$4\"\n")
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+    env["PATH"] = os.pathsep.join([str(bin_dir), env["PATH"]])
+    output = tmp_path / "out" / "demo-q5_k_m.gguf"
+    result = run_studio("export", "gguf", demo_assets.model_dir, "--output", output, "--type", "q5_k_m", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"with {program}" in result.stderr, "the progress names the quantizer"
+    assert (tmp_path / "called").read_text().split()[2] == "Q5_K_M"
+    assert read_tensor_types(output).file_type == "MOSTLY_Q5_K_M"
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "demo-q5_k_m.Modelfile", "demo-q5_k_m.finetune_studio.json", "demo-q5_k_m.gguf", "demo-q5_k_m.md"], \
+        "the f16 file quantized from and llama.cpp's log are not left behind"
+
+
+def test_cli_refuses_a_context_shorter_than_llama_cpps_smallest(demo_assets, tmp_path, run_studio):
+    result = run_studio("export", "gguf", demo_assets.model_dir, "--output", tmp_path / "x.gguf", "--context", "100")
+    assert result.returncode == 2 and "context 100: at least 256 tokens" in result.stderr.strip().splitlines()[-1]

@@ -631,7 +631,7 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     machine's card at `context` (choose_type); the Modelfile's num_ctx is `context` (default: twice the run's
     max_length, at least 2048)."""
     from studio.core.export.quantize import require_quantizer
-    from studio.core.plan.gguf_fit import default_context
+    from studio.core.plan.gguf_fit import KV_PADDING, default_context
 
     from studio.core.export.merge import merge_adapter
     from studio.core.models.adapters import resolve_adapter_dir
@@ -641,6 +641,8 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     if output.suffix.lower() != ".gguf":
         raise ExportError(f"{output}: the output file name must end in .gguf")
     output = check_export(source, output, is_dir=False, overwrite=overwrite)  # before the merge's minutes
+    if context is not None and context < KV_PADDING:
+        raise ExportError(f"context {context}: at least {KV_PADDING} tokens (llama.cpp's smallest KV cache)")
     if gguf_type == AUTO:
         gguf_type, context = _auto_type(source, context, on_progress)
     elif gguf_type not in GGUF_TYPES:

@@ -125,8 +125,10 @@ class ExportSession:
             return self.shape_error or "Choose a run to size its GGUF types for this machine."
         if self.preselected:
             return f"Preselected: {self.choice.reason}."
+        from studio.core.system.units import format_bytes
+
         fit = self.choice.fit(self._gguf_type)
-        return (f"Chosen by you: {fit.info.label} needs {fit.line().split('runs in ')[1].split(' (')[0]} "
+        return (f"Chosen by you: {fit.info.label} needs {format_bytes(fit.run_bytes, style='memory')} "
                 f"{'and fits' if fit.fits else 'and does not fit'} {self.budget.describe()}; the best type that fits "
                 f"is {self.choice.fit(self.choice.chosen).info.label}.")
 
