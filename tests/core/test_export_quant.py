@@ -124,8 +124,8 @@ def test_the_best_type_that_fits_is_preselected_and_why():
     # The published Llama-3.1-8B files (bartowski's GGUFs): Q4_K_M 4.92 GB, Q5_K_M 5.73 GB, Q6_K 6.60 GB, Q8_0 8.54 GB.
     sizes = {t.gguf_type: round(t.file_bytes / 1e9, 2) for t in choice.types}
     assert (sizes["q4_k_m"], sizes["q5_k_m"], sizes["q6_k"], sizes["q8_0"]) == (4.92, 5.73, 6.59, 8.54)
-    longer = choose_gguf_type(shape, 16384, Budget(8 * GIB, "cuda"))
-    assert longer.chosen == "q4_k_m", "a 2 GiB KV cache leaves room for Q4_K_M only"
+    longer = choose_gguf_type(shape, 8192, Budget(8 * GIB, "cuda"))
+    assert longer.chosen == "q5_k_m", "a 1 GiB KV cache and 576 MiB of compute leave no room for Q6_K"
     none = choose_gguf_type(shape, 4096, Budget(4 * GIB, "cuda"))
     assert none.chosen == "q4_k_m" and "part of it will run on the CPU" in none.reason
     legacy = choose_gguf_type(shape, 4096, Budget(8 * GIB, "cuda"), k_quants=False)
