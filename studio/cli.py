@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "where llama-cpp-python is installed), compare the replies and state the result on the "
                            "model card")
     _add_overwrite_argument(gguf)
+    ollama = export_sub.add_parser("ollama", help="put an exported GGUF into Ollama: ollama create NAME -f "
+                                                  "NAME.Modelfile (Ollama must be installed)")
+    ollama.add_argument("modelfile", type=Path, metavar="NAME.Modelfile",
+                        help="the Modelfile an `export gguf` wrote beside its .gguf file")
+    ollama.add_argument("--name", required=True, help="the model's name in Ollama (e.g. support-bot)")
+    ollama.add_argument("--replace", action="store_true",
+                        help="replace a model of that name already in `ollama list` (otherwise refused)")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",
@@ -501,6 +508,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                     print(f"verify: {checked.text()}")
             except ExportCheckError as error:
                 raise BadInput(f"--verify: {error}") from None
+        elif args.export_command == "ollama":
+            from studio.core.export.ollama_server import OllamaError, create_in_ollama
+
+            if not args.modelfile.is_file():
+                raise BadInput(f"{args.modelfile}: no such Modelfile (an `export gguf` writes NAME.Modelfile)")
+            try:
+                print(create_in_ollama(args.name, args.modelfile, replace=args.replace))
+            except OllamaError as error:
+                raise BadInput(str(error)) from None
         else:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 

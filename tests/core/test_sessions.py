@@ -162,27 +162,35 @@ def test_a_column_mapping_is_written_as_the_config_writes_it(draft):
 
 def test_the_source_is_read_again_only_when_what_is_read_changed(draft):
     session = DatasetSession(draft)
-    assert not session.needs_read(reading=False), "no source chosen"
+    assert not session.needs_read(), "no source chosen"
     session.edit(train_file="chat.jsonl")
-    assert session.needs_read(reading=False)
+    assert session.needs_read()
     assert session.begin_read() == ReadRequest("chat.jsonl", "auto", (), "utf-8", "train", "blank_lines")
-    assert not session.needs_read(reading=True), "being read"
+    assert not session.needs_read() and session.reading, "being read"
     session.edit(eval_fraction=0.2, train_on_responses_only=False, skip_bad_rows=True)
-    assert not session.needs_read(reading=True), "the eval split and the loss mask do not change what is read"
+    assert not session.needs_read(), "the eval split and the loss mask do not change what is read"
     session.read_failed(DataError("chat.jsonl: no such file"))
-    assert not session.needs_read(reading=False), "a failed read is not retried by every edit elsewhere"
+    assert not session.needs_read(), "a failed read is not retried by every edit elsewhere"
     session.edit(encoding="cp1254")
-    assert session.needs_read(reading=False)
+    assert session.needs_read()
+    session.begin_read()
+    assert session.read_cancelled(session.last_read) and not session.needs_read(), "nor a cancelled one"
+    session.open("chat.jsonl")
+    assert session.needs_read(), "opening the same source again reads it again"
+    draft.update("training", method="dpo")
+    session.begin_read()
+    draft.update("training", method="sft")
+    assert session.needs_read(), "the data is read as the method reads it"
 
 
 def test_a_new_model_forgets_the_tokenizer_and_a_late_one_is_not_kept(draft):
     session = DatasetSession(draft)
     draft.update("model", name_or_path="org/a")
-    assert session.follow_model() and not session.follow_model()
-    assert session.wants_tokenizer()
+    assert session.wants_tokenizer() and session.begin_tokenizer() == "org/a"
+    assert not session.wants_tokenizer(), "being loaded"
     draft.update("model", name_or_path="org/b")
     assert not session.tokenizer_loaded("org/a", object()), "org/a's tokenizer arrived after the switch"
-    assert session.follow_model() and session.tokenizer is None
+    assert session.tokenizer is None and session.wants_tokenizer()
     assert session.tokenizer_failed("org/b", OSError("org/b is not a local folder\nand more"))
     assert session.tokenizer_error == "org/b is not a local folder" and not session.wants_tokenizer()
 
@@ -198,7 +206,6 @@ def test_the_preview_says_what_it_waits_for(draft, tmp_path):
     assert session.preview_row(0).message.startswith("Choose a model on the Config tab")
     assert session.preview_row(0).where == "Line 1 · 2 turn(s)"
     draft.update("model", name_or_path="org/model")
-    session.follow_model()
     waiting = session.preview_row(0)
     assert waiting.waiting_for_tokenizer and waiting.message == "Loading the tokenizer of org/model…"
     assert session.stats_request() is None, "nothing to measure with before the tokenizer is loaded"
@@ -378,3 +385,163 @@ def test_layer_names_are_kept_per_model_and_trust(monkeypatch):
     assert layers.known("org/new", trust_remote_code=False) is None
     layers.remember("org/new", on_disk[("org/cached", False)], trust_remote_code=True)
     assert ("org/new", True) in layers and layers.known("org/new", trust_remote_code=False) is None
+
+
+# --------------------------------------------------------------------------------- the Dataset tab's decisions
+
+
+def _chat(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+
+
+def _read(session: DatasetSession, path, rows) -> None:
+    """Open `path` holding `rows` (dicts or raw lines) and read it as the tab's task would."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    session.open(str(path))
+    request = session.begin_read()
+    assert session.check_source()
+    session.read_done(read_source(request, FakeState()))
+
+
+@pytest.fixture
+def aspects(draft):
+    session = DatasetSession(draft)
+    seen: list[frozenset] = []
+    session.subscribe(seen.append)
+    return session, seen
+
+
+def test_every_change_names_what_the_tab_must_show_again(draft, aspects, tmp_path):
+    session, seen = aspects
+    draft.update("training", max_length=99)
+    assert {dataset_session.PREVIEW, dataset_session.STATS} <= seen[-1], "the preview and histogram cut at max_length"
+    draft.update("model", name_or_path="org/a")
+    assert dataset_session.MODEL in seen[-1] and session.wants_tokenizer()
+    seen.clear()
+    session.edit(skip_bad_rows=True)
+    assert seen == [frozenset({dataset_session.SETTINGS})], "the verdict of the summary, nothing read again"
+    _read(session, tmp_path / "chat.jsonl", [_chat(0)])
+    assert any(dataset_session.ROWS in s for s in seen) and session.read_state == "done"
+    seen.clear()
+    session.select_row(0)
+    assert seen == [], "the row already shown"
+    draft.update("data", train_file="")  # a continuation that clears the data: nothing read is shown any more
+    assert seen[-1] == dataset_session.EVERYTHING and session.data is None and session.read_state == "idle"
+
+
+def test_the_summary_says_what_was_read_or_why_not(draft, tmp_path):
+    session = DatasetSession(draft)
+    assert session.summary().startswith("No dataset open.")
+    draft.update("training", method="dpo")
+    assert "chosen" in session.summary(), "what to open, for the method the run trains with"
+    draft.update("training", method="sft")
+    path = tmp_path / "bad.jsonl"
+    _read(session, path, [_chat(0), '{"messages": [', _chat(1)])
+    assert "<b>2</b> rows" in session.summary() and "1 bad row(s)</b> (training refuses the data)" in session.summary()
+    session.edit(skip_bad_rows=True)
+    assert "(skipped when training)" in session.summary()
+    session.begin_read()
+    assert session.summary() == f"Reading {path}…"
+    assert session.read_cancelled(session.last_read)
+    assert session.summary().startswith("<b style='color:#b3261e'>Reading cancelled.</b> The first 0 rows")
+    session.open(str(tmp_path / "missing.jsonl"))
+    session.begin_read()
+    assert not session.check_source() and session.read_state == "failed"
+    assert "Cannot use this data" in session.summary() and "missing.jsonl" in session.summary()
+
+
+def test_a_late_cancellation_of_a_replaced_read_changes_nothing(draft, tmp_path):
+    session = DatasetSession(draft)
+    session.edit(train_file=str(tmp_path / "a.jsonl"))
+    old = session.begin_read()
+    session.edit(encoding="cp1254")
+    session.begin_read()
+    assert not session.read_cancelled(old) and session.reading
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(_chat(0)) + "\n", encoding="utf-8")
+    late = read_source(ReadRequest.of(dataclasses.replace(draft.config.data, train_file=str(path))), FakeState())
+    draft.update("data", train_file="")  # the source is forgotten while it is read
+    session.read_done(late)
+    assert session.data is None and session.read_state == "idle", "a late result of a forgotten source"
+
+
+def test_problems_and_the_panel_a_reading_asks_to_be_looked_at(draft, tmp_path):
+    session = DatasetSession(draft)
+    _read(session, tmp_path / "chat.jsonl", [_chat(0), _chat(1)])
+    assert session.attention() == "" and session.problems().title == "Problems"
+    _read(session, tmp_path / "bad.jsonl", [_chat(0), "[1, 2]", '{"messages": ['])
+    problems = session.problems()
+    assert session.attention() == "problems" and problems.title == "Problems (2)" and problems.total == 2
+    assert [issue.line for issue in problems.issues] == [2, 3] and problems.rows == 1
+    (tmp_path / "qa.csv").write_text("question,answer\nWhat?,That.\n", encoding="utf-8")
+    session.open(str(tmp_path / "qa.csv"))
+    session.read_done(read_source(session.begin_read(), FakeState()))
+    assert session.attention() == "columns", "a shape not recognised asks for the columns"
+    assert session.preview().message.startswith("No row could be read: the record shape was not recognised")
+    turkish = tmp_path / "turkish.csv"
+    turkish.write_bytes("prompt,completion\nİzmir,Güneşli\n".encode("cp1254"))
+    session.open(str(turkish))
+    request = session.begin_read()
+    with pytest.raises(DataError) as raised:
+        read_source(request, FakeState())
+    session.read_failed(raised.value)
+    problems = session.problems()
+    assert session.attention() == "problems" and problems.title == "Problems (!)"
+    assert problems.guess.encoding == "cp1254" and problems.read_as == "UTF-8"
+    assert session.preview().message == "The data cannot be read; see Problems."
+    assert session.stats_view().message == "No rows to measure: the data cannot be read."
+
+
+def test_the_eval_split_shows_what_the_run_holds_out(draft, tmp_path):
+    session = DatasetSession(draft)
+    _read(session, tmp_path / "chat.jsonl", [_chat(i) for i in range(44)])
+    view = session.evaluation()
+    assert view.choice == "fraction" and view.fraction == 0.1, "data.eval_auto's split, shown as its fraction"
+    assert view.counts.startswith("39 rows train, 5 rows evaluate (drawn with seed 42)."), (
+        "counted as the run's split counts them (rounded up), not 4")
+    session.choose_evaluation("file")
+    view = session.evaluation()
+    assert view.choice == "file" and view.file == "", "a separate file stays chosen while its name is typed"
+    assert draft.config.data.eval_auto is False and dataset_session.auto_eval_fraction(draft.config.data, 44) == 0, (
+        "the run holds out nothing automatic while the screen says a file")
+    session.choose_evaluation("file", file=str(tmp_path / "nowhere.jsonl"))
+    assert "nowhere.jsonl: no such file" in session.evaluation().counts
+    session.choose_evaluation("fraction", fraction=0.25)
+    assert (draft.config.data.eval_fraction, draft.config.data.eval_file) == (0.25, "")
+    assert session.evaluation().counts.startswith("33 rows train, 11 rows evaluate")
+    session.choose_evaluation("none")
+    assert session.evaluation().choice == "none" and session.evaluation().counts.startswith("No evaluation")
+
+
+def test_token_lengths_are_measured_once_per_data_model_and_loss_mask(draft, tmp_path):
+    session = DatasetSession(draft)
+    draft.update("model", name_or_path="org/model")
+    _read(session, tmp_path / "chat.jsonl", [_chat(0), _chat(1)])
+    assert session.stats_wanted() is None
+    assert session.stats_view().message == "Token lengths appear once the model's tokenizer is loaded."
+    session.tokenizer_loaded("org/model", object())
+    request = session.stats_wanted()
+    assert request is not None and request.limit == dataset_session.STATS_SAMPLE_ROWS
+    session.begin_stats(request)
+    assert session.stats_wanted() is None and session.stats_view().status == "Measuring token lengths…"
+    session.edit(train_on_responses_only=False)
+    assert session.stats_wanted() is not None, "another loss mask is another measurement"
+    session.begin_stats(session.stats_wanted())
+    session.measure_all()
+    assert session.stats_wanted().limit is None
+    draft.update("training", method="dpo")
+    _read(session, tmp_path / "chat.jsonl", [_chat(0)])
+    assert session.stats_wanted() is None and "DPO's trainer tokenises" in session.stats_view().message
+
+
+def test_beyond_sft_the_columns_are_the_methods_and_only_the_columns_are_mapped(draft, tmp_path):
+    session = DatasetSession(draft)
+    draft.update("training", method="kto")
+    _read(session, tmp_path / "kto.jsonl", [{"prompt": "Hi?", "completion": "Hello.", "label": True}])
+    assert session.data_method == "kto" and not session.shows_conversations
+    assert dataset_session.table_headers(session.data_method) == ("Line", "Prompt", "Completion", "Label")
+    assert session.preview_row(0).where == "Line 1 · KTO reply"
+    session.apply_mapping("prompt_completion", {"prompt": "question"})
+    assert draft.config.data.format == "auto", "a preference method detects its shape per record"
+    assert draft.config.data.column_mapping == ["prompt=question"]
+    assert set(dataset_session.METHOD_DATA) == {"sft", "dpo", "orpo", "kto", "grpo"}

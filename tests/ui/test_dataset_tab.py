@@ -547,3 +547,118 @@ def test_the_token_preview_wraps_between_tokens_never_inside_one(qtbot, demo_ass
     view.selectAll()
     copied = view.createMimeDataFromSelection().text()
     assert "<|eot_id|>" in copied and token_break not in copied
+
+
+# ------------------------------------------------------------------ one truth: the tab shows its session, both ways
+
+
+def test_the_widgets_follow_the_session(qtbot, tab, config, tmp_path):
+    path = _write_jsonl(tmp_path / "chat.jsonl", ({"messages": c} for c in CONVERSATIONS))
+    _open(qtbot, tab, config, path)
+    _wait_preview(qtbot, tab)
+    session = tab.session
+
+    session.select_row(2)
+    assert tab.table.currentIndex().row() == 2 and "Fiber 500" in tab.token_view.plain_text()
+    session.draft.update("data", skip_bad_rows=True, train_on_responses_only=False)
+    assert tab.errors_panel.skip_check.isChecked() and not tab.responses_only_check.isChecked()
+    assert tab.preview.trained_tokens == tab.preview.total_tokens, "the preview follows the loss mask"
+    session.choose_evaluation("fraction", fraction=0.3)
+    split = tab.split_panel
+    assert split.fraction_radio.isChecked() and split.fraction_spin.value() == 0.3 and split.fraction_spin.isEnabled()
+    assert split.counts_label.text().startswith("2 rows train, 1 rows evaluate")
+
+    with qtbot.waitSignal(tab.loaded, timeout=LOAD_TIMEOUT_MS):
+        session.edit(encoding="cp1254")  # what is read changed: read again, and the box says how
+    assert tab.errors_panel.encoding_combo.currentData() == "cp1254" and "Windows-1254" in tab.summary_label.text()
+
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}])
+    with qtbot.waitSignal(tab.loaded, timeout=LOAD_TIMEOUT_MS):
+        session.draft.update("training", method="dpo")  # the Config tab's Method: the data is read as DPO reads it
+    assert "read for <b>DPO</b>" in tab.summary_label.text() and tab.data is None or len(tab.data.examples) == 0
+    with qtbot.waitSignal(tab.loaded, timeout=LOAD_TIMEOUT_MS):
+        session.open(str(pairs))
+    assert tab.rows_model.HEADERS == ("Line", "Prompt", "Chosen", "Rejected") and tab.source_edit.text() == str(pairs)
+    qtbot.waitUntil(lambda: tab.rejected_view.isVisible(), timeout=LOAD_TIMEOUT_MS)
+    assert not tab.responses_only_check.isVisible(), "TRL trains the replies only"
+
+
+def test_a_widget_edit_is_the_sessions(qtbot, tab, config, tmp_path):
+    path = _write_jsonl(tmp_path / "chat.jsonl", ({"messages": c} for c in CONVERSATIONS * 15))  # 45 rows
+    config.data.eval_auto = True
+    _open(qtbot, tab, config, path)
+    session, split = tab.session, tab.split_panel
+    assert split.fraction_radio.isChecked() and split.fraction_spin.value() == 0.1, "the automatic split, shown"
+    assert split.counts_label.text().startswith("40 rows train, 5 rows evaluate"), "as the run counts them"
+
+    split.file_radio.click()  # the name is typed next
+    assert session.evaluation().choice == "file" and split.file_radio.isChecked() and split.file_edit.isEnabled()
+    assert session.settings.eval_auto is False, "no automatic split runs while the screen says a separate file"
+    split.none_radio.click()
+    assert (session.settings.eval_fraction, session.settings.eval_file, session.settings.eval_auto) == (0.0, "", False)
+
+    combo = tab.errors_panel.encoding_combo
+    with qtbot.waitSignal(tab.loaded, timeout=LOAD_TIMEOUT_MS):
+        combo.activated.emit(combo.findData("latin-1"))
+    assert session.settings.encoding == "latin-1" and session.last_read.encoding == "latin-1"
+
+    _wait_preview(qtbot, tab)
+    tab.select_row(1)
+    assert session.selected_row == 1
+    tab.table.selectRow(2)  # a click on the table
+    assert session.selected_row == 2 and "Fiber 500" in tab.token_view.plain_text()
+
+
+def _layout_faults(root) -> list[str]:
+    """Visible sibling widgets that overlap, and labels whose text does not fit (wrapped ones included)."""
+    from itertools import combinations
+
+    from PySide6.QtWidgets import QAbstractScrollArea, QLabel, QSplitter, QWidget
+
+    faults = []
+    for parent in [root, *root.findChildren(QWidget)]:
+        if not parent.isVisible() or isinstance(parent, (QAbstractScrollArea, QSplitter)) or parent.layout() is None:
+            continue  # a scroll area's and a splitter's own parts are placed by Qt, not by a layout
+        children = [c for c in parent.children() if isinstance(c, QWidget) and c.isVisible() and not c.isWindow()]
+        for a, b in combinations(children, 2):
+            if a.geometry().intersects(b.geometry()):
+                faults.append(f"{type(a).__name__} overlaps {type(b).__name__} in {type(parent).__name__}")
+    for label in root.findChildren(QLabel):
+        if not label.isVisible() or not label.text().strip():
+            continue
+        if label.wordWrap():
+            if label.heightForWidth(label.width()) > label.height():
+                faults.append(f"wrapped label cut: {label.text()[:60]!r}")
+        elif label.minimumSizeHint().width() > label.width():
+            faults.append(f"label cut: {label.text()[:60]!r}")
+    return faults
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "kto", "grpo"])
+def test_the_tab_fits_a_laptop_screen_in_every_methods_shape(qtbot, config, demo_assets, tmp_path, method):
+    """1366×768 less a title bar and a task bar: no tab may need more than 690 px, with a source of the method's
+    data read and a row previewed."""
+    demo = [json.loads(line)["messages"] for line in demo_assets.dataset_path.read_text("utf-8").splitlines()]
+    records = {"sft": [{"messages": m} for m in demo], "grpo": [{"messages": m} for m in demo],
+               "dpo": [{"prompt": m[0]["content"], "chosen": m[1]["content"],
+                        "rejected": demo[(i + 3) % len(demo)][1]["content"]} for i, m in enumerate(demo)],
+               "kto": [{"prompt": m[0]["content"], "completion": m[1]["content"], "label": i % 2 == 0}
+                       for i, m in enumerate(demo)]}[method]
+    config.training.method = method
+    tab = QtDatasetTab()
+    qtbot.addWidget(tab)
+    tab.resize(1366, 600)
+    tab.show()
+    _open(qtbot, tab, config, _write_jsonl(tmp_path / f"{method}.jsonl", records))
+    _wait_preview(qtbot, tab)
+    assert tab.session.data_method == method and len(tab.data.examples) == len(demo)
+    for panel in range(tab.bottom_tabs.count()):  # each panel of the bottom tabs, as the user may open it
+        tab.bottom_tabs.setCurrentIndex(panel)
+        qtbot.wait(20)
+        needs = tab.minimumSizeHint()
+        assert needs.height() <= 690 and needs.width() <= 1366, (method, tab.bottom_tabs.tabText(panel), needs)
+        assert _layout_faults(tab) == [], (method, tab.bottom_tabs.tabText(panel))
+    if os.environ.get("FINETUNE_STUDIO_SCREENSHOTS"):  # to look at: the tab at a laptop's size, Columns open
+        tab.bottom_tabs.setCurrentWidget(tab.mapping_panel)
+        tab.grab().save(str(Path(os.environ["FINETUNE_STUDIO_SCREENSHOTS"]) / f"dataset-tab-{method}.png"))
+    tab.shutdown()

@@ -124,9 +124,19 @@ def most_assistant_turns(examples: Any) -> int:
 def trained_turns(adapter_or_run: Path) -> int | None:
     """The most assistant turns in one training conversation of the run that made this adapter.
 
-    Read from the run's `run.toml` (its data file, format and column mapping) and the first
-    TURN_SAMPLE_ROWS rows of that file; None when that cannot be told (no run folder, the data is gone,
-    plain text, a format read otherwise than line by line).
+    Read from the first TURN_SAMPLE_ROWS rows of the run's data; None when that cannot be told (no run folder, the
+    data is gone, plain text, a format read otherwise than line by line).
+    """
+    examples = run_examples(adapter_or_run, TURN_SAMPLE_ROWS)
+    return most_assistant_turns(examples or []) or None
+
+
+def run_examples(adapter_or_run: Path, limit: int) -> list[dict[str, Any]] | None:
+    """The first `limit` rows of the data the run that made this adapter (or this run) trained on, normalised
+    ({"messages": [...]} or {"text": ...}); None when they cannot be read.
+
+    Read from the run's `run.toml` (its data file, format and column mapping), line by line, so a large file
+    costs only its first rows. Bad rows are passed over: they say nothing about the others.
     """
     from studio.core.config.settings import ConfigError, read_toml
     from studio.core.data.issues import DataIssue
@@ -145,7 +155,7 @@ def trained_turns(adapter_or_run: Path) -> int | None:
         mapping = parse_column_mapping(data.get("column_mapping"))
         chosen = data.get("format", "auto")
         examples = []
-        for item in read_records(data["train_file"]):
+        for item in read_records(data["train_file"], encoding=data.get("encoding", "utf-8")):
             if isinstance(item, DataIssue):
                 continue
             _line, record = item
@@ -153,12 +163,12 @@ def trained_turns(adapter_or_run: Path) -> int | None:
                 fmt = chosen if chosen != "auto" else format_from_mapping(mapping) or detect_format(record)[0]
                 examples.append(normalise(record, fmt, mapping))
             except ValueError:
-                continue  # a bad row says nothing about the turns of the others
-            if len(examples) >= TURN_SAMPLE_ROWS:
+                continue
+            if len(examples) >= limit:
                 break
-    except (ConfigError, KeyError, OSError, ValueError):
+    except (ConfigError, KeyError, OSError, ValueError, LookupError):
         return None
-    return most_assistant_turns(examples) or None
+    return examples
 
 
 def single_turn_warning(adapter_or_run: Path | None, user_turns: int) -> str | None:

@@ -1,4 +1,4 @@
-"""GGUF export for llama.cpp and Ollama: Llama, Mistral and Qwen2 models, in f16, bf16, q8_0, the K-quants
+"""GGUF export for llama.cpp and Ollama: Llama, Mistral, Qwen2 and Gemma 3 models, in f16, bf16, q8_0, the K-quants
 (Q6_K, Q5_K_M, Q4_K_M: the studio's f16 file quantized by llama.cpp's own quantizer, export.quantize) or, where
 llama.cpp is not installed, the legacy q5_1 and q4_0 the `gguf` package writes.
 
@@ -12,6 +12,9 @@ Written with the `gguf` package the way llama.cpp's `convert_hf_to_gguf.py` does
   embeddings left to llama.cpp to share;
 - the byte-level BPE tokenizer as llama.cpp's "gpt2" model: tokens, token types, merges, the
   pre-tokenizer name, BOS/EOS/EOT/PAD ids and whether BOS is added;
+- Gemma 3's SentencePiece vocabulary (262k pieces, byte fallback) as llama.cpp's "llama" model: pieces, scores
+  in the tokenizer's own merge order, token types; its RMSNorm weights written plus one (transformers' Gemma
+  norm multiplies by 1 + weight, llama.cpp's by the weight), q/k norms included;
 - the run's chat template embedded, without the `{% generation %}` markers (see export_ollama).
 Tensors are streamed to disk one at a time, so memory stays near the size of the largest tensor.
 An Ollama Modelfile and a model card are written beside the file, each named for it (NAME.gguf, NAME.Modelfile,
@@ -58,13 +61,20 @@ class GgufFamily:
 
     arch: str  # a gguf.MODEL_ARCH member name
     permute_qk: bool
+    vocab: str = "gpt2"
+    """llama.cpp's tokenizer model: "gpt2" (byte-level BPE) or "llama" (SentencePiece pieces with scores)."""
+    norm_plus_one: bool = False
+    """Gemma: transformers scales by 1 + weight in RMSNorm, llama.cpp by the weight."""
 
 
 FAMILIES: dict[str, GgufFamily] = {
     "LlamaForCausalLM": GgufFamily("LLAMA", permute_qk=True),
     "MistralForCausalLM": GgufFamily("LLAMA", permute_qk=True),  # llama.cpp runs HF Mistral as "llama"
     "Qwen2ForCausalLM": GgufFamily("QWEN2", permute_qk=False),
+    "Gemma3ForCausalLM": GgufFamily("GEMMA3", permute_qk=False, vocab="llama", norm_plus_one=True),
 }
+GEMMA3_LOCAL_ROPE_BASE = 10000.0
+"""llama.cpp's gemma3 graph rotates the sliding-window layers with this base, whatever the file says."""
 
 # Pre-tokenizer regexes (from tokenizer.json) and the llama.cpp pre-tokenizer that implements each.
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -159,6 +169,12 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
 
 def _rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
     params = dict(config.get("rope_parameters") or {})
+    if "full_attention" in params:  # per layer type (Gemma 3): the global layers' rotation is the file's
+        local = params.get("sliding_attention") or {}
+        if float(local.get("rope_theta", GEMMA3_LOCAL_ROPE_BASE)) != GEMMA3_LOCAL_ROPE_BASE:
+            raise ExportError(f"sliding-window layers with rope base {local['rope_theta']}: llama.cpp runs them "
+                              f"with {GEMMA3_LOCAL_ROPE_BASE:g}")
+        params = dict(params["full_attention"])
     if not params:  # transformers 4 config layout
         params = dict(config.get("rope_scaling") or {})
         if "type" in params and "rope_type" not in params:
@@ -208,6 +224,11 @@ def _add_hyperparameters(writer: Any, config: dict[str, Any], family: GgufFamily
     if config.get("head_dim") is not None:
         writer.add_key_length(config["head_dim"])
         writer.add_value_length(config["head_dim"])
+    if family.arch == "GEMMA3":
+        writer.add_sliding_window(config["sliding_window"])
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if config.get(key) is not None:
+                raise ExportError(f"{key} {config[key]}: not written by the studio's Gemma 3 export")
     if family.arch == "LLAMA":
         writer.add_vocab_size(config["vocab_size"])
         writer.add_rope_dimension_count(config.get("head_dim")
@@ -253,9 +274,12 @@ def _pre_tokenizer(tokenizer_json: dict[str, Any], model_dir: Path) -> str:
 
 
 def _add_tokenizer(writer: Any, model_dir: Path, config: dict[str, Any], tokenizer: Any,
-                   chat_template: str, end_of_turn: list[str]) -> None:
+                   chat_template: str, end_of_turn: list[str], family: GgufFamily = FAMILIES["LlamaForCausalLM"]) \
+        -> None:
     import gguf
 
+    if family.vocab == "llama":
+        return _add_sentencepiece_tokenizer(writer, model_dir, config, tokenizer, chat_template, end_of_turn)
     tokenizer_file = model_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise ExportError(f"{model_dir}: no tokenizer.json (a fast tokenizer is needed for GGUF export)")
@@ -300,6 +324,85 @@ def _add_tokenizer(writer: Any, model_dir: Path, config: dict[str, Any], tokeniz
         writer.add_eot_token_id(eot)
 
 
+_BYTE_PIECE = "<0x{:02X}>"
+
+
+def sentencepiece_vocab(tokenizer_json: dict[str, Any], tokenizer: Any, vocab_size: int) \
+        -> tuple[list[str], list[float], list[int]]:
+    """(pieces, scores, token types) of a SentencePiece BPE vocabulary from its tokenizer.json.
+
+    llama.cpp's SentencePiece tokenizer merges, at each step, the adjacent pair whose joined piece has the highest
+    score; the tokenizer.json lists its merges in the order they apply. So a piece made by the merge of rank r gets
+    score -r: llama.cpp then merges in the order transformers does (checked by tokenizing both ways in the tests).
+    Pieces no merge makes (single characters, bytes) are never a merge's result; they score below every merge.
+    """
+    import gguf
+
+    model = tokenizer_json["model"]
+    ranks: dict[str, int] = {}
+    for rank, merge in enumerate(model.get("merges") or []):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        ranks.setdefault(left + right, rank)
+    vocab = tokenizer.get_vocab()
+    reverse = {i: piece for piece, i in vocab.items()}
+    added = tokenizer.added_tokens_decoder
+    unknown = tokenizer.unk_token
+    floor = -float(len(ranks) + 1)
+    pieces, scores, types = [], [], []
+    for i in range(vocab_size):
+        piece = reverse.get(i)
+        if piece is None:
+            pieces.append(f"[PAD{i}]")
+            scores.append(-1000.0)
+            types.append(gguf.TokenType.UNUSED)
+        elif i in added:
+            pieces.append(piece)
+            scores.append(-1000.0)
+            types.append(gguf.TokenType.UNKNOWN if piece == unknown else
+                         gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            pieces.append(piece)
+            scores.append(0.0)
+            types.append(gguf.TokenType.BYTE)
+        else:
+            pieces.append(piece)
+            scores.append(-float(ranks[piece]) if piece in ranks else floor)
+            types.append(gguf.TokenType.UNKNOWN if piece == unknown else gguf.TokenType.NORMAL)
+    return pieces, scores, types
+
+
+def _add_sentencepiece_tokenizer(writer: Any, model_dir: Path, config: dict[str, Any], tokenizer: Any,
+                                 chat_template: str, end_of_turn: list[str]) -> None:
+    import gguf
+
+    tokenizer_file = model_dir / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise ExportError(f"{model_dir}: no tokenizer.json (a fast tokenizer is needed for GGUF export)")
+    tokenizer_json = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    model = tokenizer_json.get("model", {})
+    if model.get("type") != "BPE" or not model.get("byte_fallback"):
+        raise ExportError(f"{tokenizer_file}: a SentencePiece BPE vocabulary with byte fallback (Gemma's) was "
+                          f"expected, not {model.get('type')}")
+    vocab = tokenizer.get_vocab()
+    vocab_size = config.get("vocab_size", len(vocab))
+    if max(vocab.values()) >= vocab_size:
+        raise ExportError(f"{tokenizer_file}: the tokenizer has ids up to {max(vocab.values())} but the model's "
+                          f"embedding has {vocab_size} rows")
+    pieces, scores, types = sentencepiece_vocab(tokenizer_json, tokenizer, vocab_size)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(pieces)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(False)  # Gemma's normaliser only turns spaces into ▁; it adds none in front
+    special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=len(pieces))
+    special.chat_template = chat_template
+    special.add_to_gguf(writer, quiet=True)
+    eot = next((vocab[t] for t in end_of_turn if t in vocab), None)
+    if eot is not None:
+        writer.add_eot_token_id(eot)
+
+
 def _plan_tensors(model_dir: Path, config: dict[str, Any], family: GgufFamily, gguf_type: str) -> list[_PlannedTensor]:
     import gguf
     from safetensors import safe_open
@@ -330,19 +433,22 @@ def _plan_tensors(model_dir: Path, config: dict[str, Any], family: GgufFamily, g
                 qtype = gguf.GGMLQuantizationType.F16  # rows must hold whole blocks; as llama.cpp falls back
             else:
                 qtype = matrix_type
+            plus_one = family.norm_plus_one and hf_name.endswith("norm.weight")
             permute_heads = None
             if family.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
                 permute_heads = (n_head, n_head)
             elif family.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
                 permute_heads = (n_head, n_head_kv)
 
-            def load(file=file, hf_name=hf_name, permute_heads=permute_heads) -> Any:
+            def load(file=file, hf_name=hf_name, permute_heads=permute_heads, plus_one=plus_one) -> Any:
                 import torch
 
                 with safe_open(str(file), framework="pt") as handle:
                     tensor = handle.get_tensor(hf_name)
-                if tensor.dtype not in (torch.float16, torch.float32):
+                if tensor.dtype not in (torch.float16, torch.float32) or plus_one:
                     tensor = tensor.to(torch.float32)
+                if plus_one:
+                    tensor = tensor + 1.0
                 if permute_heads is not None:
                     tensor = permute_qk(tensor, *permute_heads)
                 return tensor.numpy()
@@ -380,8 +486,9 @@ def _encode(array: Any, qtype: Any) -> Any:
     return out.reshape(*array.shape[:-1], out.shape[-1])
 
 
-def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
-    """(template to embed, measured turn format or an error message, end-of-turn tokens)."""
+def _chat_templates(tokenizer: Any, conversations: list[list[dict[str, str]]] = ()) -> tuple[str, Any, list[str]]:
+    """(template to embed, measured turn format or an error message, end-of-turn tokens); the format must render
+    the run's own `conversations` exactly as the chat template does."""
     from studio.core.data.tokens import ensure_chat_template
     from studio.core.export.ollama import (
         TemplateNotConvertible,
@@ -393,7 +500,7 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
     original = ensure_chat_template(tokenizer)
     embedded = strip_generation_markers(original)
     try:
-        fmt = measure_turn_format(tokenizer)
+        fmt = measure_turn_format(tokenizer, conversations)
     except TemplateNotConvertible as error:
         return embedded, str(error), [tokenizer.eos_token] if tokenizer.eos_token else []
     return embedded, fmt, stop_tokens(fmt, tokenizer)
@@ -401,15 +508,17 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
                overwrite: bool = False, context: int | None = None, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> GgufExport:
+               cancel: threading.Event | None = None,
+               conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
     """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it;
-    `gguf_type` "auto" is the best type that fits the card at `context` (choose_type)."""
+    `gguf_type` "auto" is the best type that fits the card at `context` (choose_type). The Modelfile's template is
+    checked on `conversations` (the run's own)."""
     output = check_output(output, is_dir=False, overwrite=overwrite)
     if gguf_type == AUTO:
         gguf_type, context = _auto_type(model_dir, context)
     with quiet_libraries():
         return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
-                           overwrite=overwrite, context=context)
+                           overwrite=overwrite, context=context, conversations=conversations)
 
 
 def choose_type(model_dir: Path, context: int | None = None) -> Any:
@@ -470,7 +579,8 @@ def _auto_type(model_dir: Path, context: int | None, report: Callable[[float, st
 
 
 def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter, *,
-                overwrite: bool = False, context: int | None = None) -> GgufExport:
+                overwrite: bool = False, context: int | None = None,
+                conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
     import gguf
     import numpy as np
     from transformers import AutoTokenizer
@@ -490,7 +600,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise ExportError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from None
-    embedded_template, fmt, end_of_turn = _chat_templates(tokenizer)
+    embedded_template, fmt, end_of_turn = _chat_templates(tokenizer, conversations)
     planned = _plan_tensors(model_dir, config, family, written_type)
     summary = RunSummary.find(model_dir)
     model_name = name or (summary.run_name if summary and summary.run_name else model_dir.name)
@@ -515,7 +625,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
             file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{written_type.upper()}")
             writer.add_file_type(file_type)
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            _add_tokenizer(writer, model_dir, config, tokenizer, embedded_template, end_of_turn)
+            _add_tokenizer(writer, model_dir, config, tokenizer, embedded_template, end_of_turn, family)
 
             for tensor_name, data in extra:
                 planned.insert(0, _PlannedTensor(tensor_name, tensor_name, data.shape, gguf.GGMLQuantizationType.F32,
@@ -590,6 +700,7 @@ def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: A
     else:
         add_bos = bool(tokenizer.bos_token) and _adds_bos(model_dir)
         template, system = go_template(fmt, include_bos=not add_bos), fmt.default_system
+        notes += fmt.notes
     modelfile = gguf_companions(output)[0]
     (staging / modelfile.name).write_text(modelfile_text(output.name, template=template, stops=end_of_turn,
                                                          system=system, modelfile=modelfile.name,
@@ -675,13 +786,25 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
                               allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
         return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite, context=context,
-                          on_progress=report.part(0.45, 1.0), cancel=report.cancel)
+                          on_progress=report.part(0.45, 1.0), cancel=report.cancel,
+                          conversations=run_conversations(source))
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 MERGE_PREFIX, MERGE_LOCK = ".merge-", ".in-use"
+TEMPLATE_CHECK_ROWS = 200
+"""The run's conversations the Modelfile's template is checked on: the first rows of its data."""
+
+
+def run_conversations(run_or_adapter: Path) -> list[list[dict[str, str]]]:
+    """The run's own conversations (its data's first TEMPLATE_CHECK_ROWS rows), for checking the Modelfile's
+    template; none where the data cannot be read any more (the probes still check the template)."""
+    from studio.core.chat.conversations import run_examples
+
+    examples = run_examples(run_or_adapter, TEMPLATE_CHECK_ROWS) or []
+    return [example["messages"] for example in examples if example.get("messages")]
 
 
 def remove_abandoned_merges(folder: Path) -> list[Path]:

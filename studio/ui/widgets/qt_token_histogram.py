@@ -1,11 +1,12 @@
-"""Token-length histogram with the max-length cutoff and what it cuts."""
+"""Token-length histogram with the max-length cutoff and what it cuts, the measurement's status and the offer to
+measure every row."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from studio.core.data.stats import TokenStats
 from studio.ui.widgets import _plot_style as style
@@ -14,7 +15,10 @@ __all__ = ["QtTokenHistogram"]
 
 
 class QtTokenHistogram(QWidget):
-    """Bars of rows per token length; a red line at max_length; a caption with the counts."""
+    """Bars of rows per token length; a red line at max_length; a caption with the counts; under it the
+    measurement's status and a "Measure all" button (signals `measure_all_requested()`)."""
+
+    measure_all_requested = Signal()
 
     def __init__(self, parent=None, *, bins: int = 40):
         super().__init__(parent)
@@ -45,6 +49,14 @@ class QtTokenHistogram(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget, stretch=1)
         layout.addWidget(self.caption)
+        self.status_label = QLabel()
+        self.measure_all_button = QPushButton("Measure all rows")
+        self.measure_all_button.clicked.connect(self.measure_all_requested)
+        self.measure_all_button.hide()
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, stretch=1)
+        status_row.addWidget(self.measure_all_button)
+        layout.addLayout(status_row)
         self._show_empty()
 
     def clear(self, message: str = "") -> None:
@@ -63,6 +75,20 @@ class QtTokenHistogram(QWidget):
         plot.getAxis("left").setStyle(showValues=False)  # "0.2 rows" would mean nothing
         self.empty_text.setPos(right / 2, 0.5)
         self.empty_text.show()
+
+    def show_measurement(self, stats: TokenStats | None, message: str, *, max_length: int, status: str = "",
+                         measure_all: str = "") -> None:
+        """The statistics measured so far (None: `message` says why there are none), cut at `max_length`, the
+        status line and the "Measure all" button's text ("" hides it); redraws only what changed."""
+        if max_length != self.max_length:
+            self.set_max_length(max_length)
+        if stats is not None and stats is not self.stats:
+            self.set_stats(stats)
+        elif stats is None and (self.stats is not None or self.caption.text() != message):
+            self.clear(message)
+        self.status_label.setText(status)
+        self.measure_all_button.setText(measure_all)
+        self.measure_all_button.setVisible(bool(measure_all))
 
     def set_max_length(self, max_length: int) -> None:
         self.max_length = max_length

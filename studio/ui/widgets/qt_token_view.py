@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QTextBrowser
 
 from studio.core.data.preview import ExamplePreview
 
-__all__ = ["QtTokenView", "TRAINED_COLOURS", "MASKED_COLOURS"]
+__all__ = ["QtTokenView", "TRAINED_COLOURS", "MASKED_COLOURS", "legend_html"]
 
 # Two shades per kind, alternating token by token, so the boundaries between tokens are visible.
 TRAINED_COLOURS = ("#c8ecd0", "#9fdcae")
@@ -122,3 +122,13 @@ class QtTokenView(QTextBrowser):
         state = "truncated (beyond max_length)" if piece.truncated else ("trained" if piece.trained else "masked")
         self.token_hovered.emit(f"token {index + 1} of {len(self.preview.pieces)} · id {piece.token_id} · "
                                 f"{piece.text!r} · {state}")
+
+
+def legend_html() -> str:
+    """The colours of the token view, as one line of rich text: trained, masked and cut tokens."""
+    return (f"<span style='background:{TRAINED_COLOURS[0]}; color:{TRAINED_TEXT}'>&nbsp;trained&nbsp;</span>"
+            f"<span style='background:{TRAINED_COLOURS[1]}; color:{TRAINED_TEXT}'>&nbsp;tokens&nbsp;</span>&nbsp; "
+            f"<span style='background:{MASKED_COLOURS[0]}; color:{MASKED_TEXT}'>&nbsp;masked&nbsp;</span>"
+            f"<span style='background:{MASKED_COLOURS[1]}; color:{MASKED_TEXT}'>&nbsp;tokens&nbsp;</span>&nbsp; "
+            "<span style='background:#fbe3e3; color:#b3261e; text-decoration:line-through'>&nbsp;cut by "
+            "max_length&nbsp;</span>")

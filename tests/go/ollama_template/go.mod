@@ -1,0 +1,3 @@
+module finetunestudio/ollamatemplate
+
+go 1.19
