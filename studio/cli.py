@@ -34,7 +34,7 @@ def _command_name(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from studio.core.config.settings import TrainingSettings
-    from studio.core.export.gguf import DEFAULT_GGUF_TYPE, GGUF_TYPES
+    from studio.core.export.gguf import AUTO, DEFAULT_GGUF_TYPE, GGUF_TYPES
 
     parser = argparse.ArgumentParser(prog="finetune-studio",
                                      description="Point-and-click LoRA/QLoRA fine-tuning. No command opens the window.")
@@ -115,9 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf",
                       help="the .gguf file to write, a new one (never inside a run folder); NAME.Modelfile and "
                            "the model card NAME.md go beside it, so other files in that folder are left alone")
-    gguf.add_argument("--type", dest="gguf_type", choices=GGUF_TYPES, default=DEFAULT_GGUF_TYPE,
-                      help=f"weight type of the matrices (default: {DEFAULT_GGUF_TYPE}, about half the size of f16 "
-                           "with nearly the same answers; the Export dialog's default too)")
+    gguf.add_argument("--type", dest="gguf_type", choices=(AUTO, *GGUF_TYPES), default=DEFAULT_GGUF_TYPE,
+                      help=f"weight type (default: {DEFAULT_GGUF_TYPE}: the best-quality type whose weights, KV cache "
+                           "and compute buffer fit this machine's card, or its RAM, at --context; the Export dialog's "
+                           "preselection too). q6_k, q5_k_m and q4_k_m are made by llama.cpp's quantizer (the "
+                           "llama-cpp extra, or llama-quantize on PATH)")
+    gguf.add_argument("--context", type=int, default=None, metavar="TOKENS",
+                      help="the context the type is sized for and the Modelfile's PARAMETER num_ctx (default: twice "
+                           "the run's max_length, at least 2048)")
     _add_weights_arguments(gguf, verb="merge into")
     gguf.add_argument("--verify", action="store_true",
                       help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
@@ -488,7 +493,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     check_verifiable(args.model)
                 result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                      trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
-                                     allow_pickle=args.allow_pickle,
+                                     allow_pickle=args.allow_pickle, context=args.context,
                                      on_progress=progress)
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)

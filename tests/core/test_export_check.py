@@ -37,10 +37,15 @@ def _card_row(readme: Path) -> str:
 def test_the_headline_names_the_cases_that_differ(tmp_path):
     result = ExportVerification(tmp_path / "m.gguf", "gguf", TRANSFORMERS_GGUF, "completed", tmp_path,
                                 "3 of the run's training examples",
-                                [CaseCheck("1", "q", "Yes.", "Yes. "), CaseCheck("2", "q", "No.", "Nope."),
-                                 CaseCheck("3", "q", "Hi", "", error="llama.cpp: context full")])
+                                [CaseCheck("1", "q", "Yes.", "Yes. ", task_studio=True, task_export=True),
+                                 CaseCheck("2", "q", "No.", "Nope.", task_studio=True, task_export=True,
+                                           differs_at=1, studio_token="No", export_token="Nope"),
+                                 CaseCheck("3", "q", "Hi", "", error="llama.cpp: context full", task_studio=True)],
+                                type_label="Q4_K_M")
     assert result.identical == 1 and result.total == 3, "surrounding whitespace aside; an error is no reply"
-    assert result.headline() == "1/3 replies identical to the studio's; cases 2, 3 differ"
+    assert result.headline() == ("Q4_K_M: 1/3 replies identical to the studio's; tool call right 2/3 (trained model "
+                                 "3/3); case 2 differs from token 1: `No` → `Nope`; case 3: no reply (llama.cpp: "
+                                 "context full); passes (differences within rounding)")
     assert "on 3 of the run's training examples" in result.text() and "the GGUF file answered by" in result.text()
 
 
@@ -191,7 +196,8 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
                            on_progress=lambda fraction, message: seen.append((fraction, message)))
     assert result.status == "completed" and result.kind == "gguf" and result.engine == TRANSFORMERS_GGUF
     assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
-    assert result.headline() == "10/10 replies identical to the studio's"
+    assert result.headline() == ("F16: 10/10 replies identical to the studio's; tool call right 10/10 (trained model "
+                                 "10/10); passes (identical)")
     assert seen[-1] == (1.0, result.headline()) and any("studio:" in m for _, m in seen)
     assert all(b >= a for (a, _), (b, _) in itertools.pairwise(seen)), "progress only moves forward"
     assert result.readme == exported.readme
@@ -248,7 +254,7 @@ def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_
     result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify")
     assert result.returncode == 0, result.stderr[-3000:]
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
-    assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
+    assert verify_line.startswith("verify: F16: 10/10 replies identical to the studio's")
     assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "demo.md").read_text()
 
 
@@ -351,7 +357,7 @@ def test_cli_verify_passing_only_with_repacking_off_says_llama_cpps_default_cras
     result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
-    assert verify_line.startswith("verify: 10/10 replies identical to the studio's"), verify_line
+    assert verify_line.startswith("verify: F16: 10/10 replies identical to the studio's"), verify_line
     assert verify_line.endswith("answered by llama.cpp (llama-cpp-python)). llama.cpp's default (CPU weight "
                                 "repacking) crashed on this CPU; checked with repacking off — Ollama runs the same "
                                 "default"), verify_line

@@ -63,6 +63,19 @@ class ExportCheckFailed(ExportCheckError):
     (a crash read as "0/10 identical" would blame the export for llama.cpp's failure)."""
 
 
+TASK_METRIC = "tool call right"
+"""The task metric a check states beside identical replies: metrics.tool_calls.tool_call_match (a case expecting no
+call passes by making none)."""
+RULE = ("Rounding or broken? A quantized file may word a reply differently and still be right. The export passes "
+        "when its tool calls are right in as many cases as the trained model's, give or take 2% of the cases (at "
+        "least one case); more than that is a broken export.")
+
+
+def task_tolerance(total: int) -> int:
+    """How many cases the export's task metric may trail the trained model's by: 2% of the cases, at least one."""
+    return max(1, int(0.02 * total))
+
+
 REPACKING_CRASHED = ("llama.cpp's default (CPU weight repacking) crashed on this CPU; checked with repacking off — "
                      "Ollama runs the same default")
 
@@ -79,10 +92,27 @@ class CaseCheck:
     """The export's reply reached max_new_tokens."""
     error: str = ""
     """Why the export gave no reply (llama.cpp refused the prompt)."""
+    expected: str = ""
+    task_studio: bool = False
+    task_export: bool = False
+    """The task metric (TASK_METRIC) of the trained model's reply and the export's."""
+    differs_at: int | None = None
+    """The first token (counted from 1, in the trained model's tokenizer) where the replies part, and the two tokens."""
+    studio_token: str = ""
+    export_token: str = ""
 
     @property
     def identical(self) -> bool:
         return not self.error and self.studio.strip() == self.export.strip()
+
+    def first_difference(self) -> str:
+        """"case 12 differs from token 9: `get_bill` → `get_tariff`"."""
+        if self.error:
+            return f"case {self.case}: no reply ({self.error})"
+        if self.differs_at is None:
+            return f"case {self.case} differs"
+        return (f"case {self.case} differs from token {self.differs_at}: `{self.studio_token}` → "
+                f"`{self.export_token}`")
 
 
 @dataclass
@@ -103,6 +133,27 @@ class ExportVerification:
     note: str = ""
     """What the reader of the result must know about how it was made: llama.cpp's default crashed and the check
     ran with its CPU weight repacking off."""
+    type_label: str = ""
+    """The GGUF file's type as llama.cpp names it ("Q4_K_M"), from its general.file_type; "" for a merged model."""
+
+    @property
+    def task_studio(self) -> int:
+        return sum(case.task_studio for case in self.cases)
+
+    @property
+    def task_export(self) -> int:
+        return sum(case.task_export for case in self.cases)
+
+    @property
+    def passes(self) -> bool:
+        """RULE: the export's task metric within 2% of the cases (at least one) of the trained model's."""
+        return self.task_export >= self.task_studio - task_tolerance(self.total)
+
+    def verdict(self) -> str:
+        if self.passes:
+            return "passes (differences within rounding)" if self.differing else "passes (identical)"
+        return (f"broken export: {TASK_METRIC} in {self.task_export} cases against the trained model's "
+                f"{self.task_studio}, more than {task_tolerance(self.total)} fewer")
 
     @property
     def identical(self) -> int:
@@ -117,12 +168,16 @@ class ExportVerification:
         return [case for case in self.cases if not case.identical]
 
     def headline(self) -> str:
-        """'10/10 replies identical to the studio's', or which cases differ."""
-        text = f"{self.identical}/{self.total} replies identical to the studio's"
+        """'Q4_K_M: 45/47 replies identical to the studio's; tool call right 46/47 (trained model 47/47); case 12
+        differs from token 9: `get_bill` → `get_tariff`; passes (differences within rounding)'."""
+        text = (f"{self.type_label + ': ' if self.type_label else ''}{self.identical}/{self.total} replies identical "
+                f"to the studio's; {TASK_METRIC} {self.task_export}/{self.total} (trained model "
+                f"{self.task_studio}/{self.total})")
         if self.differing:
-            shown = ", ".join(case.case for case in self.differing[:8]) + (", …" if len(self.differing) > 8 else "")
-            text += f"; case{'s' if len(self.differing) > 1 else ''} {shown} differ"
-        return text
+            text += "; " + "; ".join(case.first_difference() for case in self.differing[:3])
+            if len(self.differing) > 3:
+                text += f"; {len(self.differing) - 3} more differ"
+        return f"{text}; {self.verdict()}"
 
     def text(self) -> str:
         """The headline with what was compared: the model card's line."""
@@ -252,12 +307,56 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
                                         stop)
     if replies is None:
         return result
+    from studio.core.metrics.tool_calls import tool_call_match
+
+    tokenizer = _check_tokenizer(Path(source))
     for case in cases:
         reply, truncated, error = replies[case.id]
-        result.cases.append(CaseCheck(case.id, case.question, studio_replies[case.id], reply, truncated, error))
+        check = CaseCheck(case.id, case.question, studio_replies[case.id], reply, truncated, error,
+                          expected=case.expected, task_studio=tool_call_match(studio_replies[case.id],
+                                                                              case.expected).passed,
+                          task_export=not error and tool_call_match(reply, case.expected).passed)
+        if not check.identical and not error and tokenizer is not None:
+            check.differs_at, check.studio_token, check.export_token = first_differing_token(
+                tokenizer, check.studio.strip(), check.export.strip())
+        result.cases.append(check)
+    if kind == "gguf":
+        result.type_label = gguf_type_label(export)
     result.status = "completed"
     report(total, total, result.headline())
     return result
+
+
+def _check_tokenizer(source: Path):
+    """The trained adapter's tokenizer (the one the run trained with), to count tokens in; None if it cannot load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(check_verifiable(source)), trust_remote_code=False)
+    except (OSError, ValueError, ExportCheckError):
+        return None
+
+
+def first_differing_token(tokenizer, studio: str, export: str) -> tuple[int, str, str]:
+    """(position from 1, the trained model's token there, the export's) of the first token where two replies part;
+    an empty token where one reply has ended."""
+    a = tokenizer.encode(studio, add_special_tokens=False)
+    b = tokenizer.encode(export, add_special_tokens=False)
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    word = lambda ids: tokenizer.decode(ids[at:at + 1]) if at < len(ids) else "(end)"  # noqa: E731
+    return at + 1, word(a), word(b)
+
+
+def gguf_type_label(path: Path) -> str:
+    """"Q4_K_M" from a GGUF file's general.file_type; "" when it has none."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+        return gguf.LlamaFileType(int(field.parts[-1][0])).name.removeprefix("MOSTLY_").removeprefix("ALL_") \
+            if field is not None else ""
+    except (ValueError, OSError):
+        return ""
 
 
 def describe_exit(returncode: int) -> str:

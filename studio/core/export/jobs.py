@@ -1,6 +1,6 @@
 """The export kinds the Export dialog offers, each one core function with progress and cancel.
 
-    adapter folder · adapter zip · merged 16-bit model · GGUF f16 + Modelfile · GGUF q8_0 + Modelfile
+    adapter folder · adapter zip · merged 16-bit model · GGUF + Modelfile (its type: sessions.export)
 
 Every kind starts from a run directory (or an adapter folder) and writes one output path, so the
 dialog, the CLI and tests drive them the same way. A merged model or a GGUF file can then be verified
@@ -34,10 +34,8 @@ class ExportKind(enum.Enum):
     MERGED = _KindInfo("Merged model (16-bit)",
                        "The adapter merged into its base, as a standalone transformers model (sharded safetensors).",
                        "")
-    GGUF_F16 = _KindInfo("GGUF f16 + Ollama Modelfile",
-                         "One file for llama.cpp / Ollama at full 16-bit quality, with a Modelfile.", ".gguf")
-    GGUF_Q8_0 = _KindInfo("GGUF q8_0 + Ollama Modelfile",
-                          "8-bit GGUF: about half the size of f16, nearly the same answers.", ".gguf")
+    GGUF = _KindInfo("GGUF + Ollama Modelfile",
+                     "One file for llama.cpp / Ollama, with a Modelfile; its type from the list below.", ".gguf")
 
     @property
     def label(self) -> str:
@@ -51,15 +49,14 @@ class ExportKind(enum.Enum):
     def is_file(self) -> bool:
         return bool(self.value.suffix)
 
-    def default_output(self, run_name: str, folder: Path) -> Path:
-        """A sensible output path for `run_name` inside `folder`."""
+    def default_output(self, run_name: str, folder: Path, gguf_type: str | None = None) -> Path:
+        """A sensible output path for `run_name` inside `folder` (a GGUF file named for its type when it is known)."""
         stem = {ExportKind.ADAPTER: "adapter", ExportKind.ADAPTER_ZIP: "adapter", ExportKind.MERGED: "merged",
-                ExportKind.GGUF_F16: "gguf", ExportKind.GGUF_Q8_0: "gguf"}[self]
-        if self in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0):
+                ExportKind.GGUF: "gguf"}[self]
+        if self is ExportKind.GGUF:
             # A folder for the run's GGUF files: each quant's Modelfile and card are named for it (NAME.Modelfile,
-            # NAME.md), so the f16 and q8_0 exports sit side by side there.
-            quant = "f16" if self is ExportKind.GGUF_F16 else "q8_0"
-            return Path(folder) / f"{run_name}-gguf" / f"{run_name}-{quant}.gguf"
+            # NAME.md), so exports of several types sit side by side there.
+            return Path(folder) / f"{run_name}-gguf" / f"{run_name}{'-' + gguf_type if gguf_type else ''}.gguf"
         return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
 
 
@@ -79,7 +76,8 @@ def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: boo
 
 
 def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained", overwrite: bool = False,
-               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
+               gguf_type: str = "auto", context: int | None = None, on_progress: ProgressCallback | None = None,
+               cancel: threading.Event | None = None) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
     weights a merge adds the adapter to (trained_base.BaseWeights); `overwrite` lets it replace an unchanged earlier
     export."""
@@ -98,8 +96,7 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
         return merge_adapter(source, output, weights=weights, **options)
     from studio.core.export.gguf import export_gguf
 
-    return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
-                       **options)
+    return export_gguf(source, output, gguf_type=gguf_type, context=context, weights=weights, **options)
 
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
