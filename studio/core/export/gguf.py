@@ -22,14 +22,12 @@ import json
 import math
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.export.staging import (
     ExportError,
-    ProgressCallback,
     Reporter,
     check_export,
     check_output,
@@ -40,6 +38,7 @@ from studio.core.export.staging import (
     staged_output,
 )
 from studio.core.system.folder_lock import FolderLock, is_locked
+from studio.core.system.tasks import NO_TASK, TaskState
 
 GGUF_TYPES = ("f16", "q8_0")
 # The one default of `export gguf --type` and the Export dialog. q8_0 because the studio's user runs the export on
@@ -391,12 +390,11 @@ def _chat_templates(tokenizer: Any) -> tuple[str, Any, list[str]]:
 
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
-               overwrite: bool = False, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> GgufExport:
+               overwrite: bool = False, task: TaskState = NO_TASK) -> GgufExport:
     """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it."""
     output = check_output(output, is_dir=False, overwrite=overwrite)
     with quiet_libraries():
-        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
+        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(task),
                            overwrite=overwrite)
 
 
@@ -529,7 +527,7 @@ def is_merged_model(folder: Path) -> bool:
 
 def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
                 trust_remote_code: bool | None = None, overwrite: bool = False, allow_pickle: bool | None = None,
-                on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
+                task: TaskState = NO_TASK) -> GgufExport:
     """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
     into the base `weights` given: see merge.merge_adapter)."""
     from studio.core.export.merge import merge_adapter
@@ -541,14 +539,13 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
         raise ExportError(f"{output}: the output file name must end in .gguf")
     output = check_export(source, output, is_dir=False, overwrite=overwrite)  # before the merge's minutes
     if is_merged_model(source):
-        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, on_progress=on_progress,
-                          cancel=cancel)
+        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, task=task)
     try:
         resolve_adapter_dir(source)
     except ModelLoadError:
         raise ExportError(f"{source}: neither a merged model folder (config.json) nor a run or adapter folder") \
             from None
-    report = Reporter(on_progress, cancel)
+    report = Reporter(task)
     with disk_errors(output.parent):
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_merges(output.parent)
@@ -560,9 +557,8 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     in_use.acquire()
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
-        return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite,
-                          on_progress=report.part(0.45, 1.0), cancel=report.cancel)
+                              allow_pickle=allow_pickle, task=report.part(0.0, 0.45))
+        return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite, task=report.part(0.45, 1.0))
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)

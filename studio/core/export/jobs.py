@@ -10,12 +10,11 @@ dialog, the CLI and tests drive them the same way. A merged model or a GGUF file
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.export.staging import ProgressCallback
+from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 
 @dataclass(frozen=True)
@@ -79,11 +78,11 @@ def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: boo
 
 
 def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained", overwrite: bool = False,
-               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
+               task: TaskState = NO_TASK) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
     weights a merge adds the adapter to (trained_base.BaseWeights); `overwrite` lets it replace an unchanged earlier
-    export."""
-    options = {"overwrite": overwrite, "on_progress": on_progress, "cancel": cancel}
+    export; `task.progress(fraction, message)` reports."""
+    options = {"overwrite": overwrite, "task": task}
     if kind is ExportKind.ADAPTER:
         from studio.core.export.adapter import export_adapter
 
@@ -103,18 +102,16 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
 
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
-                  max_new_tokens: int | None = None, on_progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> Any:
+                  max_new_tokens: int | None = None, task: TaskState = NO_TASK) -> Any:
     """Compare the export's greedy replies with the studio's (eval.verify.check_export) and, once every case is
     answered, state the result on the export's model card. Returns the eval.verify.ExportVerification; a
-    cancelled check leaves the card as it was."""
+    cancelled check leaves the card as it was. `task.progress(fraction, message)` reports."""
     from studio.core.eval import verify
     from studio.core.export.model_card import record_agreement
     from studio.core.export.staging import quiet_libraries
 
     def progress(done: int, total: int, message: str) -> None:
-        if on_progress is not None:
-            on_progress(done / total if total else 0.0, message)
+        task.progress(done / total if total else 0.0, message)
 
     options: dict[str, Any] = {}
     if limit is not None:
@@ -122,8 +119,7 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
     with quiet_libraries():  # the check loads two models: no "Loading weights" bars between the progress lines
-        result = verify.check_export(source, export, engine=engine, progress=progress,
-                                     should_stop=cancel.is_set if cancel is not None else None, **options)
+        result = verify.check_export(source, export, engine=engine, task=reporting(task, progress), **options)
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result

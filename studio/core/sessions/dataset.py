@@ -3,8 +3,8 @@ the model's tokenizer, the token-length statistics, and the background tasks tha
 
 The data settings live in the one `RunDraft` the Config tab edits too; this session writes every data edit
 into it. The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
-and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.ui.background.TaskState`
-gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
+and a `core.system.tasks.TaskState` (`progress(...)`, `partial(value)`, `cancelled()`; the window's is
+`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
 `core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from studio.core.config.settings import DataSettings, TrainingSettings
 from studio.core.data.issues import DataError
@@ -28,6 +28,7 @@ from studio.core.data.loading import ScanCancelled, load_data
 from studio.core.data.shape import FORMAT_NAMES, PREFERENCE_FORMAT_NAMES, format_column_mapping, parse_column_mapping
 from studio.core.data.table import LoadedData
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.system.tasks import TaskState, reporting
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ _NEW_SOURCE = {"format": "auto", "column_mapping": [], "encoding": "utf-8", "ski
                "split": "train", "text_split": "blank_lines"}
 
 Importing = Callable[[], AbstractContextManager]
-
-
-class TaskState(Protocol):
-    def progress(self, *values: Any) -> None: ...
-    def partial(self, value: Any) -> None: ...
-    def cancelled(self) -> bool: ...
 
 
 METHOD_TITLES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "grpo": "GRPO"}
@@ -145,8 +140,7 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
         with importing():
             warm_up_arrow()
         return load_data(request.spec, request.fmt, mapping=list(request.mapping), encoding=request.encoding,
-                         split=request.split, text_split=request.text_split, progress=progress,
-                         on_head=state.partial, should_stop=state.cancelled)
+                         split=request.split, text_split=request.text_split, task=reporting(state, progress))
     except (ScanCancelled, DataError):
         raise
     except Exception as error:
@@ -161,7 +155,7 @@ def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
 
     try:
         read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,
-                                    encoding=request.encoding, split=request.split, should_stop=state.cancelled)
+                                    encoding=request.encoding, split=request.split, task=state)
     except InterruptedError:
         raise ScanCancelled() from None
     except DataError:
@@ -208,8 +202,7 @@ def measure_lengths(request: StatsRequest, state: TaskState, *, importing: Impor
                                      importing=importing)
     try:
         return measure_tokens(tokenizer, request.data, train_on_responses_only=request.train_on_responses_only,
-                              max_length=request.max_length, limit=request.limit, on_partial=state.partial,
-                              should_stop=state.cancelled)
+                              max_length=request.max_length, limit=request.limit, task=state)
     except ScanCancelled:
         return None
 

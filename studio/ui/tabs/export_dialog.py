@@ -36,8 +36,7 @@ def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrit
     from studio.core.export.staging import ExportCancelled
 
     try:
-        return run_export(kind, source, output, weights=weights, overwrite=overwrite, on_progress=state.progress,
-                          cancel=cancel)
+        return run_export(kind, source, output, weights=weights, overwrite=overwrite, task=state.stopping_on(cancel))
     except ExportCancelled:
         return _CANCELLED
 
@@ -364,7 +363,7 @@ class QtExportDialog(QDialog):
         self.status_label.setText(f"Verifying {written}: the studio's replies first…")
         self.verify_label.setVisible(False)
         self._set_running(True, verifying=True)
-        self.tasks.start(lambda state: verify_export(source, written, on_progress=state.progress, cancel=cancel),
+        self.tasks.start(lambda state: verify_export(source, written, task=state.stopping_on(cancel)),
                          on_progress=self._on_progress, on_result=self._on_verified,
                          on_error=lambda error: self._finish("failed", f"Verification failed: {describe_error(error)}",
                                                               verifying=True),

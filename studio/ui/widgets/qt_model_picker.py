@@ -198,7 +198,7 @@ class QtModelPicker(QWidget):
         # (DownloadCancelled says what was kept), which a cancelled task's error would not.
         cancel = self._cancel
         self.download_worker = self._tasks.start(
-            lambda state: download_model(repo_id, progress=state.progress, should_cancel=cancel.is_set),
+            lambda state: download_model(repo_id, task=state.stopping_on(cancel)),
             on_progress=self._on_download_progress, on_result=self._on_download_done,
             on_error=self._on_download_error, on_done=self._on_download_ended,
             expected_errors=(ModelSourceError,), name=f"download {repo_id}")
