@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from studio.core.eval import llama_child
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
+from studio.core.system.processes import describe_exit
 from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 DEFAULT_CASES = 10
@@ -256,16 +256,6 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     result.status = "completed"
     task.progress(total, total, result.headline())
     return result
-
-
-def describe_exit(returncode: int) -> str:
-    """'exit code 3' or 'killed by SIGSEGV'."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def _slug(export: Path) -> str:
