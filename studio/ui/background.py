@@ -8,8 +8,9 @@ A tab never subclasses QThread. It hands a Qt-free function to a `TaskRunner` it
 
 The function receives a `TaskState`, the only thing it needs to know about threads: `progress(...)` and
 `partial(value)` to report, `cancelled()` to poll (the protocol every long core function takes as its `task`,
-core.system.tasks.TaskState), and `wait(seconds)` for an interruptible sleep. Everything the function reports, returns or raises arrives on the
-GUI thread as a call of the matching `on_...` callback; an exception never reaches the event loop.
+core.system.tasks.TaskState), and `wait(seconds)` for an interruptible sleep. Everything the function reports,
+returns or raises arrives on the GUI thread as a call of the matching `on_...` callback; an exception never
+reaches the event loop.
 
 The rules every tab then gets for free (in the spirit of Orange3's TaskState/ConcurrentMixin and Anki's
 QueryOp):

@@ -122,7 +122,8 @@ def test_a_crash_while_loading_is_told_from_one_while_answering(tmp_path):
     code = "import os, signal; print('ggml_repack: repacking q8_0', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
     with pytest.raises(LlamaCrashed, match=r"^llama.cpp crashed while loading the file \(killed by SIGSEGV: "
                                            r"ggml_repack: repacking q8_0\)$"):
-        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", NO_TASK, command=lambda job, replies: [sys.executable, "-c", code])
+        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", NO_TASK,
+                           command=lambda job, replies: [sys.executable, "-c", code])
 
 
 def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):

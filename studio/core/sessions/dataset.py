@@ -4,7 +4,8 @@ the model's tokenizer, the token-length statistics, and the background tasks tha
 The data settings live in the one `RunDraft` the Config tab edits too; this session writes every data edit
 into it. The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
 and a `core.system.tasks.TaskState` (`progress(...)`, `partial(value)`, `cancelled()`; the window's is
-`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
+`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage
+collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
 `core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
