@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -104,10 +104,7 @@ class QtGpuPanel(QWidget):
         layout.addWidget(self._legend)
         layout.addLayout(stats)
 
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_soon = style.redraw_soon(self._redraw)
 
         app = QApplication.instance()
         if app is not None:
@@ -284,8 +281,7 @@ class QtGpuPanel(QWidget):
             self._track_peaks(used, None)
         self._total_bytes = total or None
         self._update_labels(reading, used, total)
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        self._redraw_soon()
 
     def clear(self) -> None:
         """Forget the history and peaks."""
@@ -390,7 +386,7 @@ class QtGpuPanel(QWidget):
         self._placeholder.setVisible(True)
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if not len(self._history):
             self._process_curve.setData([], [])
             for curve in (self._card_curve, self._total_curve):
