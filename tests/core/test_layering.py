@@ -114,6 +114,25 @@ def test_every_core_module_is_used_by_the_product_not_by_tests_alone():
     assert unused == []
 
 
+def test_every_definition_has_a_user():
+    """No dead code: every function, method and class under studio/ is named somewhere besides its definition (in
+    the product, a test or a benchmark). Qt's and pyqtgraph's overrides (camelCase), TrainerCallback's `on_...`
+    hooks and dunders are called by their libraries."""
+    import ast
+    import collections
+    import re
+
+    sources = {path: path.read_text(encoding="utf-8") for folder in ("studio", "tests", "benchmarks")
+               for path in sorted((REPO / folder).rglob("*.py"))}
+    words = collections.Counter(word for text in sources.values() for word in re.findall(r"\w+", text))
+    dead = [f"{path.relative_to(REPO)}:{node.lineno} {node.name}" for path, text in sources.items()
+            if path.is_relative_to(REPO / "studio") for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not (node.name.startswith(("__", "on_")) or re.search(r"[a-z][A-Z]", node.name))
+            and words[node.name] <= 1]
+    assert dead == []
+
+
 def test_no_core_module_imports_another_through_a_cycle():
     graph = grimp.build_graph("studio")
     core = sorted(m for m in graph.modules if m.startswith("studio.core."))

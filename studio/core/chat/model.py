@@ -210,10 +210,6 @@ class ChatModel:
         with self._lock:
             self.model.set_adapter(name)
 
-    @property
-    def is_loaded(self) -> bool:
-        return self.model is not None
-
     def unload(self) -> None:
         """Drop the weights and give the memory back (CUDA's cache too)."""
         with self._lock:

@@ -169,8 +169,6 @@ class EvalOutcome:
     """Results kept from an earlier, interrupted run of the same eval."""
     generated: int = 0
     columns: list[str] = field(default_factory=list)
-    moved_from: Path | None = None
-    """The folder asked for, when it held an eval with other settings and this one was written beside it."""
 
     @property
     def results_path(self) -> Path:
@@ -538,7 +536,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
             summary["models"][GGUF_COLUMN]["identical_to"] = identical_replies(records, GGUF_COLUMN, reference)
     write_json(writing(folder / SUMMARY_FILE), summary)
     return _Evaluated(EvalOutcome(status, folder, summary, resumed=len(kept), generated=generated,
-                                  columns=[c for c, _ in columns], moved_from=claimed.asked if claimed.moved else None),
+                                  columns=[c for c, _ in columns]),
                       studio_unloaded)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.runs.events import TERMINAL_EVENTS, read_events, read_last_event
+from studio.core.runs.events import read_events, read_last_event
 from studio.core.system.folder_lock import FolderLock, is_locked, lock_holder
 from studio.core.system.paths import runs_dir
 
@@ -324,7 +324,3 @@ class RunStore:
 
 class RunBusyError(RuntimeError):
     """The run's training process is alive."""
-
-
-def is_terminal(event: dict[str, Any]) -> bool:
-    return event.get("event") in TERMINAL_EVENTS

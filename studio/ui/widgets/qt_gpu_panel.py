@@ -85,7 +85,6 @@ class QtGpuPanel(QWidget):
         self._peak_bytes: int | None = None
         self._process_peak_bytes: int | None = None
         self._memory_warning = False
-        self._latest: GpuReading | HostReading | None = None
 
         self._header = QLabel(self._header_text(source))
         self._header.setObjectName("gpuPanelHeader")
@@ -267,7 +266,6 @@ class QtGpuPanel(QWidget):
         """Record one reading: update the labels now and the plot shortly."""
         if reading is None:
             return
-        self._latest = reading
         if isinstance(reading, GpuReading):
             used, total = reading.card_used_bytes, reading.card_total_bytes
             process = reading.process_used_bytes
@@ -286,7 +284,6 @@ class QtGpuPanel(QWidget):
     def clear(self) -> None:
         """Forget the history and peaks."""
         self._history.clear()
-        self._latest = None
         self.reset_peak()
         for label in self._value_labels.values():
             label.setText("—")
@@ -304,11 +301,6 @@ class QtGpuPanel(QWidget):
     def reading_count(self) -> int:
         """Readings recorded since construction or :meth:`clear`."""
         return len(self._history)
-
-    @property
-    def latest_reading(self) -> GpuReading | HostReading | None:
-        """The most recent reading, if any."""
-        return self._latest
 
     @property
     def peak_bytes(self) -> int | None:
