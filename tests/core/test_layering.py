@@ -133,6 +133,27 @@ def test_every_definition_has_a_user():
     assert dead == []
 
 
+def test_no_two_modules_define_the_same_name():
+    """One of each: a name means one thing. Left for now, each with its reason."""
+    import ast
+    import collections
+
+    allowed = {
+        "main",  # the entry point of each program: the CLI, docs' generator, the llama.cpp child
+        "TaskState",  # the protocol (core.system.tasks) and the window's implementation of it (ui.background)
+        "RunSummary",  # the run record (runs.record) and the Runs view's row (runs.history): to be named apart
+        "render",  # config.docs renders docs/CONFIG.md, data.tokens a chat template
+        "truncate",  # data.preview cuts one example, train.prepare a dataset: one rule to share
+        "_short_name", "_text",  # private helpers of different things
+    }
+    places = collections.defaultdict(list)
+    for path in sorted((REPO / "studio").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                places[node.name].append(str(path.relative_to(REPO)))
+    assert {name: where for name, where in places.items() if len(where) > 1 and name not in allowed} == {}
+
+
 def test_no_core_module_imports_another_through_a_cycle():
     graph = grimp.build_graph("studio")
     core = sorted(m for m in graph.modules if m.startswith("studio.core."))

@@ -16,7 +16,7 @@ from studio.core.data.loading import load_data
 from studio.core.data.stats import measure_tokens
 from studio.core.eval.generate import generate_batch
 from studio.core.eval.runner import run_eval
-from studio.core.eval.verify import check_export
+from studio.core.eval.verify import run_check
 from studio.core.export.adapter import export_adapter, export_adapter_zip
 from studio.core.export.gguf import export_gguf, write_gguf
 from studio.core.export.jobs import run_export, verify_export
@@ -30,7 +30,7 @@ from studio.core.train.scores import score_model
 
 REPO = Path(studio.__file__).resolve().parents[1]
 
-LONG_FUNCTIONS = [load_data, measure_tokens, load_preference_data, run_eval, generate_batch, check_export,
+LONG_FUNCTIONS = [load_data, measure_tokens, load_preference_data, run_eval, generate_batch, run_check,
                   export_adapter, export_adapter_zip, merge_adapter, write_gguf, export_gguf, run_export,
                   verify_export, download_model, score_model]
 OTHER_SPELLINGS = {"should_stop", "should_cancel", "stop_requested", "cancel", "cancelled", "progress", "on_progress",

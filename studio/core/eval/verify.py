@@ -16,7 +16,6 @@ the same path has new weights.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from studio.core.eval import llama_child
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
+from studio.core.system.paths import safe_name
 from studio.core.system.processes import describe_exit
 from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
@@ -198,7 +198,7 @@ def check_cases(source: Path, limit: int = DEFAULT_CASES) -> EvalSet:
     return EvalSet(CHECK_FOLDER, f"{len(cases)} of the run's {words}", cases)
 
 
-def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
+def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, task: TaskState = NO_TASK) -> ExportVerification:
     """Answer the check's cases with the studio's model (`source`: a run or adapter folder), then with the export
     (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case.
@@ -210,7 +210,7 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     cases = eval_set.cases
     folder = eval_home(Path(source)) / EVALS_FOLDER / CHECK_FOLDER
     total = 2 * len(cases)
-    result = ExportVerification(export, kind, answered_by, "cancelled", folder / _slug(export),
+    result = ExportVerification(export, kind, answered_by, "cancelled", folder / safe_name(export.name, "export"),
                                 cases_from=eval_set.source)
 
     def studio_progress(done: int, _total: int, message: str) -> None:
@@ -256,10 +256,6 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     result.status = "completed"
     task.progress(total, total, result.headline())
     return result
-
-
-def _slug(export: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", export.name).strip("_") or "export"
 
 
 Replies = dict[str, tuple[str, bool, str]]

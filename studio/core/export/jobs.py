@@ -68,7 +68,7 @@ def default_exports_dir() -> Path:
     return Path.home() / "finetune-studio-exports"
 
 
-def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
+def check_target(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
     """`output` made absolute, or an ExportError when the export may not run: the source is still training, or the
     output rule (staging.check_output) refuses the place — OutputNeedsOverwrite when it holds an unchanged earlier
     export, which the window replaces only after asking. The same check every writer makes before its work."""
@@ -103,7 +103,7 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
                   max_new_tokens: int | None = None, task: TaskState = NO_TASK) -> Any:
-    """Compare the export's greedy replies with the studio's (eval.verify.check_export) and, once every case is
+    """Compare the export's greedy replies with the studio's (eval.verify.run_check) and, once every case is
     answered, state the result on the export's model card. Returns the eval.verify.ExportVerification; a
     cancelled check leaves the card as it was. `task.progress(fraction, message)` reports."""
     from studio.core.eval import verify
@@ -119,7 +119,7 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
     with quiet_libraries():  # the check loads two models: no "Loading weights" bars between the progress lines
-        result = verify.check_export(source, export, engine=engine, task=reporting(task, progress), **options)
+        result = verify.run_check(source, export, engine=engine, task=reporting(task, progress), **options)
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result

@@ -112,7 +112,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
            verify: int = 0, overwrite: bool = False) -> Path:
     import torch
 
-    from studio.core.models.trained_base import load_tokenizer
+    from studio.core.models.trained_base import load_trusted_tokenizer
 
     model = load_base_for_merge(trained, weights, report)
     report.check()
@@ -121,7 +121,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
     model = load_adapter(model, adapter_dir, allow_pickle=trained.allow_pickle, base=trained.base).merge_and_unload()
     model = model.to(merge_dtype())
     tokenizer_source = str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else trained.base
-    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trained.trust_remote_code)
+    tokenizer = load_trusted_tokenizer(tokenizer_source, trust_remote_code=trained.trust_remote_code)
     generation_config = _generation_config(model, tokenizer)
     model.generation_config = generation_config
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from studio.core.runs.events import read_events, read_last_event
 from studio.core.system.folder_lock import FolderLock, is_locked, lock_holder
-from studio.core.system.paths import runs_dir
+from studio.core.system.paths import runs_dir, safe_name
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def training_refusal(path: Path) -> str | None:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+    return safe_name(text, "run")
 
 
 def default_run_name(train_file: str, model: str) -> str:

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from studio.core.export.staging import ExportError, OutputHoldsOtherFiles, OutputNeedsOverwrite
 from studio.core.export.jobs import (
-    ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters, verify_export,
+    ExportKind, check_target, default_exports_dir, run_export, runs_with_adapters, verify_export,
 )
 from studio.core.export.gguf import DEFAULT_GGUF_TYPE
 from studio.ui.background import TaskRunner, TaskState, describe_error
@@ -255,7 +255,7 @@ class QtExportDialog(QDialog):
         # a question; anything else there is refused with a free name offered instead, never deleted.
         overwrite = False
         try:
-            target = check_output(self.kind, source, Path(output))
+            target = check_target(self.kind, source, Path(output))
         except OutputNeedsOverwrite as error:
             target = error.output
             if target != self._confirmed_output and not self.confirm_replace(target):
