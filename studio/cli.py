@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from studio.core.system.library_output import hide_weight_loading_bars, silence_known_library_warnings
+from studio.core.system.tasks import Task
 from studio.core.train.child import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
 
 
@@ -450,7 +451,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
                             overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
-                            allow_pickle=args.allow_pickle, progress=lambda m: print(m, file=sys.stderr))
+                            allow_pickle=args.allow_pickle,
+                            task=Task(progress=lambda fraction, message: print(message, file=sys.stderr)))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     print(out)
@@ -493,15 +495,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                     check_verifiable(args.model)
                 result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                      trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
-                                     allow_pickle=args.allow_pickle, context=args.context,
-                                     on_progress=progress)
+                                     allow_pickle=args.allow_pickle, context=args.context, task=Task(progress))
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)
                 print(result.path)
                 print(result.modelfile)
                 if args.verify:
                     try:
-                        checked = verify_export(args.model, result.path, on_progress=progress)
+                        checked = verify_export(args.model, result.path, task=Task(progress))
                     except ExportCheckFailed as error:  # the export stands; the check could not run, so no score
                         print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
                         return EXIT_INTERNAL
@@ -521,7 +522,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 
             export = export_adapter_zip if args.zip else export_adapter
-            print(export(args.source, args.output, overwrite=args.overwrite, on_progress=progress))
+            print(export(args.source, args.output, overwrite=args.overwrite, task=Task(progress)))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     return EXIT_OK
@@ -608,8 +609,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         gguf=args.gguf, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code,
                         allow_pickle=args.allow_pickle)
-        outcome = run_eval(job, progress=lambda done, total, message: print(
-            f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
+        outcome = run_eval(job, task=Task(lambda done, total, message: print(
+            f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True)))
     except (EvalError, ModelLoadError) as error:  # bad input, a busy run or folder, a full disk: one line
         raise BadInput(str(error)) from None
     print(json.dumps(outcome.summary, indent=2, ensure_ascii=False) if args.json else format_summary(outcome))

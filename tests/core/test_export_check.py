@@ -24,6 +24,7 @@ from studio.core.eval.verify import (
 )
 from studio.core.export.jobs import verify_export
 from studio.core.export.model_card import AGREEMENT_ROW, record_agreement
+from studio.core.system.tasks import NO_TASK, Task
 
 MAX_NEW_TOKENS = 60  # the demo's replies end well before: both sides stop at the end-of-turn token
 
@@ -109,8 +110,7 @@ def test_a_llama_cpp_crash_is_no_result_and_says_where_it_came(tmp_path):
     (tmp_path / "check" / "results.jsonl").write_text('{"model": "gguf", "case": "1", "reply": "old"}\n')
     with pytest.raises(LlamaCrashed) as crash:
         _llama_cpp_replies(tmp_path / "x.gguf", _cases(3), 32, tmp_path / "check",
-                           lambda done, total, message: progress.append(done), lambda: False,
-                           command=_fake_llama(crash_at="3"))
+                           Task(lambda done, total, message: progress.append(done)), command=_fake_llama(crash_at="3"))
     assert str(crash.value) == ("llama.cpp crashed while answering case 3, after 2 of 3 (killed by SIGSEGV: "
                                 "GGML_ASSERT failed)")
     assert progress[-1] == 2  # the cases answered before the crash were reported as they came
@@ -127,7 +127,7 @@ def test_a_crash_while_loading_is_told_from_one_while_answering(tmp_path):
     code = "import os, signal; print('ggml_repack: repacking q8_0', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
     with pytest.raises(LlamaCrashed, match=r"^llama.cpp crashed while loading the file \(killed by SIGSEGV: "
                                            r"ggml_repack: repacking q8_0\)$"):
-        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", lambda *a: None, lambda: False,
+        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", NO_TASK,
                            command=lambda job, replies: [sys.executable, "-c", code])
 
 
@@ -139,7 +139,7 @@ def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):
 
     def check():
         result["replies"] = _llama_cpp_replies(tmp_path / "x.gguf", _cases(50), 32, tmp_path / "check",
-                                               lambda done, total, message: stop.set(), stop.is_set,
+                                               Task(lambda done, total, message: stop.set(), cancel=stop),
                                                command=_fake_llama(pause=0.2))
 
     thread = threading.Thread(target=check)
@@ -193,7 +193,7 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
     exported = export_gguf(run_copy, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
     seen: list[tuple[float, str]] = []
     result = verify_export(run_copy, exported.path, engine="transformers", max_new_tokens=MAX_NEW_TOKENS,
-                           on_progress=lambda fraction, message: seen.append((fraction, message)))
+                           task=Task(lambda fraction, message: seen.append((fraction, message))))
     assert result.status == "completed" and result.kind == "gguf" and result.engine == TRANSFORMERS_GGUF
     assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
     assert result.headline() == ("F16: 10/10 replies identical to the studio's; tool call right 10/10 (trained model "
@@ -234,7 +234,7 @@ def test_a_cancelled_check_leaves_the_card_as_it_was(run_copy, tmp_path):
     card = (merged / "README.md").read_text(encoding="utf-8")
     cancel = threading.Event()
     cancel.set()
-    result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, cancel=cancel)
+    result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, task=Task(cancel=cancel))
     assert result.status == "cancelled" and result.cases == []
     assert (merged / "README.md").read_text(encoding="utf-8") == card
 

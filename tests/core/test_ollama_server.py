@@ -16,7 +16,7 @@ import pytest
 
 from studio.core.eval.ollama_api import chat_reply
 from studio.core.export.ollama_server import (
-    OllamaError, OllamaModelExists, create_command, create_in_ollama, install_hint, listed_models,
+    OllamaError, OllamaModelExists, create_command, create_in_ollama, listed_models, ollama_install_hint,
 )
 
 FAKE_OLLAMA = """#!{python}
@@ -85,7 +85,7 @@ def test_without_ollama_the_user_gets_the_install_step_and_the_command(tmp_path,
     assert "https://ollama.com" in str(error.value)
     assert "ollama create support-bot -f bot.Modelfile" in str(error.value)
     assert create_command("support-bot", modelfile) == ["ollama", "create", "support-bot", "-f", "bot.Modelfile"]
-    assert "install.sh" in install_hint("Linux") and "OllamaSetup.exe" in install_hint("Windows")
+    assert "install.sh" in ollama_install_hint("Linux") and "OllamaSetup.exe" in ollama_install_hint("Windows")
 
 
 class _ChatAPI(BaseHTTPRequestHandler):

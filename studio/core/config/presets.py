@@ -9,7 +9,6 @@ knobs — quantisation, LoRA and training — and never the model or the data.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,7 +22,7 @@ from studio.core.config.settings import (
     read_toml,
     to_dict,
 )
-from studio.core.system.paths import user_data_dir
+from studio.core.system.paths import safe_name, user_data_dir
 
 if TYPE_CHECKING:
     from studio.core.system.demo import DemoAssets
@@ -207,11 +206,6 @@ def user_presets_dir() -> Path:
     return user_data_dir() / "presets"
 
 
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.").lower()
-    return slug or "preset"
-
-
 def save_user_preset(name: str, config: RunConfig) -> Path:
     """Save the knobs of `config` as a user preset; returns the TOML file."""
     import tomli_w
@@ -223,7 +217,7 @@ def save_user_preset(name: str, config: RunConfig) -> Path:
     payload.update({section: data[section] for section in KNOB_SECTIONS if section in data})
     folder = user_presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_slug(name)}.toml"
+    path = folder / f"{safe_name(name, 'preset').lower()}.toml"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(tomli_w.dumps(payload), encoding="utf-8")
     tmp.replace(path)
@@ -247,7 +241,7 @@ def load_user_preset(path: Path) -> Preset:
     def apply(config: RunConfig) -> None:
         _copy_knobs(knobs, config)
 
-    return Preset(_slug(path.stem), label, f"Your preset ({path.name})", None, builtin=False, _apply=apply,
+    return Preset(safe_name(path.stem, "preset").lower(), label, f"Your preset ({path.name})", None, builtin=False, _apply=apply,
                   path=path)
 
 

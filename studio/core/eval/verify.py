@@ -16,8 +16,6 @@ the same path has new weights.
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +34,9 @@ from studio.core.eval import llama_child
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
+from studio.core.system.paths import safe_name
+from studio.core.system.processes import describe_exit
+from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 DEFAULT_CASES = 10
 CHECK_FOLDER = "export-check"
@@ -51,7 +52,6 @@ LLAMA_CPP = "llama.cpp (llama-cpp-python)"
 TRANSFORMERS_GGUF = "transformers' GGUF loader, not llama.cpp"
 TRANSFORMERS = "transformers"
 
-Progress = Callable[[int, int, str], None]
 
 
 class ExportCheckError(ValueError):
@@ -253,13 +253,11 @@ def check_cases(source: Path, limit: int = DEFAULT_CASES) -> EvalSet:
     return EvalSet(CHECK_FOLDER, f"{len(cases)} of the run's {words}", cases)
 
 
-def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> ExportVerification:
+def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, task: TaskState = NO_TASK) -> ExportVerification:
     """Answer the check's cases with the studio's model (`source`: a run or adapter folder), then with the export
-    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case."""
-    report = progress or (lambda done, total, message: None)
-    stop = should_stop or (lambda: False)
+    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case.
+    `task.progress(done, total, message)` over both halves; a cancelled check returns with status "cancelled"."""
     export = Path(export).resolve()
     kind = export_kind(export)
     answered_by = choose_engine(kind, engine)
@@ -267,16 +265,16 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     cases = eval_set.cases
     folder = eval_home(Path(source)) / EVALS_FOLDER / CHECK_FOLDER
     total = 2 * len(cases)
-    result = ExportVerification(export, kind, answered_by, "cancelled", folder / _slug(export),
+    result = ExportVerification(export, kind, answered_by, "cancelled", folder / safe_name(export.name, "export"),
                                 cases_from=eval_set.source)
 
     def studio_progress(done: int, _total: int, message: str) -> None:
-        report(done, total, f"studio: {message}")
+        task.progress(done, total, f"studio: {message}")
 
     # The check's folders are the studio's own scratch: what they held for an earlier adapter or export is replaced.
     studio = run_eval(EvalJob(source, eval_set, metrics=["exact"], output_dir=folder / STUDIO_FOLDER,
                               max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
-                      progress=studio_progress, should_stop=stop)
+                      task=reporting(task, studio_progress))
     if studio.status != "completed":
         return result
     studio_column = studio.columns[0]
@@ -284,18 +282,19 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
                       if r["model"] == studio_column}
 
     def export_progress(done: int, _total: int, message: str) -> None:
-        report(len(cases) + done, total, f"export: {message}")
+        task.progress(len(cases) + done, total, f"export: {message}")
+
+    exporting = reporting(task, export_progress)
 
     if answered_by == LLAMA_CPP:
         try:
-            replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop)
+            replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, exporting)
         except LlamaCrashed as crash:
             # llama.cpp's CPU backend repacks q8_0/q4_0 weights into interleaved layouts by default ("extra buffer
             # types"); when that crashes, the file is checked with the plain layout, and the result says so.
-            export_progress(0, len(cases), f"{crash}; again with CPU weight repacking off")
+            exporting.progress(0, len(cases), f"{crash}; again with CPU weight repacking off")
             try:
-                replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop,
-                                             repack=False)
+                replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, exporting, repack=False)
             except LlamaCrashed as again:
                 raise ExportCheckFailed(f"{crash}; with CPU weight repacking off too: {again.why} (no score "
                                         "recorded; llama.cpp's words are in "
@@ -303,8 +302,7 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
             if replies is not None:
                 result.note = REPACKING_CRASHED
     else:
-        replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, export_progress,
-                                        stop)
+        replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, exporting)
     if replies is None:
         return result
     from studio.core.metrics.tool_calls import tool_call_match
@@ -323,7 +321,7 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     if kind == "gguf":
         result.type_label = gguf_type_label(export)
     result.status = "completed"
-    report(total, total, result.headline())
+    task.progress(total, total, result.headline())
     return result
 
 
@@ -359,36 +357,22 @@ def gguf_type_label(path: Path) -> str:
         return ""
 
 
-def describe_exit(returncode: int) -> str:
-    """'exit code 3' or 'killed by SIGSEGV'."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
-
-
-def _slug(export: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", export.name).strip("_") or "export"
-
-
 Replies = dict[str, tuple[str, bool, str]]
 """case id -> (reply, truncated, error)."""
 
 
 def _transformers_replies(export: Path, kind: str, eval_set: EvalSet, max_new_tokens: int, folder: Path,
-                          report: Progress, stop: Callable[[], bool]) -> Replies | None:
+                          task: TaskState) -> Replies | None:
     """The export's replies through the eval's own batched greedy generation; None when cancelled."""
     from studio.core.chat.model import ChatModel
     from studio.core.eval.gguf import load_gguf_chat
 
-    report(0, len(eval_set.cases), f"loading {export}")
+    task.progress(0, len(eval_set.cases), f"loading {export}")
     chat = load_gguf_chat(export) if kind == "gguf" else ChatModel.load(export)
     try:
         outcome = run_eval(EvalJob(export, eval_set, metrics=["exact"], output_dir=folder, fresh=True,
                                    max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
-                           progress=report, should_stop=stop, chat=chat)
+                           task=task, chat=chat)
     finally:
         chat.unload()
     if outcome.status != "completed":
@@ -410,8 +394,8 @@ class LlamaCrashed(Exception):
         self.why = why
 
 
-def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
-                       stop: Callable[[], bool], *, repack: bool = True,
+def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, task: TaskState,
+                       *, repack: bool = True,
                        command: Callable[[Path, Path], list[str]] | None = None) -> Replies | None:
     """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
     token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's.
@@ -428,7 +412,7 @@ def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int,
                                     "cases": [{"id": c.id, "messages": c.messages()} for c in cases]},
                                    ensure_ascii=False), encoding="utf-8")
     replies_path.write_text("", encoding="utf-8")
-    report(0, len(cases), f"loading {export} in llama.cpp")
+    task.progress(0, len(cases), f"loading {export} in llama.cpp")
     with (folder / "llama.log").open("w", encoding="utf-8") as log:
         child = subprocess.Popen((command or llama_child_command)(job_path, replies_path), stdout=log,
                                  stderr=subprocess.STDOUT)
@@ -440,10 +424,10 @@ def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int,
                          if line.endswith("}")]
                 if len(lines) > answered:
                     answered = len(lines)
-                    report(answered, len(cases), f"llama.cpp: {answered}/{len(cases)}")
+                    task.progress(answered, len(cases), f"llama.cpp: {answered}/{len(cases)}")
                 if ended:
                     break
-                if stop():
+                if task.cancelled():
                     child.kill()
                     child.wait()
                     return None

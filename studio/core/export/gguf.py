@@ -27,14 +27,12 @@ import json
 import math
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.export.staging import (
     ExportError,
-    ProgressCallback,
     Reporter,
     check_export,
     check_output,
@@ -45,6 +43,7 @@ from studio.core.export.staging import (
     staged_output,
 )
 from studio.core.system.folder_lock import FolderLock, is_locked
+from studio.core.system.tasks import NO_TASK, TaskState
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q5_1", "q4_0")
 AUTO = "auto"
@@ -507,8 +506,7 @@ def _chat_templates(tokenizer: Any, conversations: list[list[dict[str, str]]] = 
 
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
-               overwrite: bool = False, context: int | None = None, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None,
+               overwrite: bool = False, context: int | None = None, task: TaskState = NO_TASK,
                conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
     """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it;
     `gguf_type` "auto" is the best type that fits the card at `context` (choose_type). The Modelfile's template is
@@ -517,7 +515,7 @@ def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: s
     if gguf_type == AUTO:
         gguf_type, context = _auto_type(model_dir, context)
     with quiet_libraries():
-        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
+        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(task),
                            overwrite=overwrite, context=context, conversations=conversations)
 
 
@@ -654,7 +652,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
         if quantizer is not None:
             report(0.65, f"Quantizing to {gguf_type} with {quantizer.describe()}")
             quantize_gguf(staged, staging / output.name, gguf_type, log=staging / f"{output.stem}.quantize.log",
-                          quantizer=quantizer, cancel=report.cancel)
+                          quantizer=quantizer, task=report)
             staged.unlink()
             (staging / f"{output.stem}.quantize.log").unlink()
             staged = staging / output.name
@@ -735,8 +733,7 @@ def is_merged_model(folder: Path) -> bool:
 
 def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
                 trust_remote_code: bool | None = None, overwrite: bool = False, allow_pickle: bool | None = None,
-                context: int | None = None, on_progress: ProgressCallback | None = None,
-                cancel: threading.Event | None = None) -> GgufExport:
+                context: int | None = None, task: TaskState = NO_TASK) -> GgufExport:
     """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
     into the base `weights` given: see merge.merge_adapter). `gguf_type` "auto": the best type that fits this
     machine's card at `context` (choose_type); the Modelfile's num_ctx is `context` (default: twice the run's
@@ -755,7 +752,7 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     if context is not None and context < KV_PADDING:
         raise ExportError(f"context {context}: at least {KV_PADDING} tokens (llama.cpp's smallest KV cache)")
     if gguf_type == AUTO:
-        gguf_type, context = _auto_type(source, context, on_progress)
+        gguf_type, context = _auto_type(source, context, Reporter(task))
     elif gguf_type not in GGUF_TYPES:
         raise ExportError(f"GGUF type {gguf_type!r}: choose one of {AUTO}, {', '.join(GGUF_TYPES)}")
     require_quantizer(gguf_type)  # before the merge's minutes too
@@ -765,14 +762,13 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
         except ExportError:  # no base model to read here: the merge says so in its own words
             context = default_context(None)
     if is_merged_model(source):
-        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, context=context,
-                          on_progress=on_progress, cancel=cancel)
+        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, context=context, task=task)
     try:
         resolve_adapter_dir(source)
     except ModelLoadError:
         raise ExportError(f"{source}: neither a merged model folder (config.json) nor a run or adapter folder") \
             from None
-    report = Reporter(on_progress, cancel)
+    report = Reporter(task)
     with disk_errors(output.parent):
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_merges(output.parent)
@@ -784,10 +780,9 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     in_use.acquire()
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
+                              allow_pickle=allow_pickle, task=report.part(0.0, 0.45))
         return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite, context=context,
-                          on_progress=report.part(0.45, 1.0), cancel=report.cancel,
-                          conversations=run_conversations(source))
+                          task=report.part(0.45, 1.0), conversations=run_conversations(source))
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)

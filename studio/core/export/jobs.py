@@ -10,12 +10,11 @@ dialog, the CLI and tests drive them the same way. A merged model or a GGUF file
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.export.staging import ProgressCallback
+from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def default_exports_dir() -> Path:
     return Path.home() / "finetune-studio-exports"
 
 
-def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
+def check_target(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
     """`output` made absolute, or an ExportError when the export may not run: the source is still training, or the
     output rule (staging.check_output) refuses the place — OutputNeedsOverwrite when it holds an unchanged earlier
     export, which the window replaces only after asking. The same check every writer makes before its work."""
@@ -76,12 +75,11 @@ def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: boo
 
 
 def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained", overwrite: bool = False,
-               gguf_type: str = "auto", context: int | None = None, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> Any:
+               gguf_type: str = "auto", context: int | None = None, task: TaskState = NO_TASK) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
     weights a merge adds the adapter to (trained_base.BaseWeights); `overwrite` lets it replace an unchanged earlier
-    export."""
-    options = {"overwrite": overwrite, "on_progress": on_progress, "cancel": cancel}
+    export; `task.progress(fraction, message)` reports."""
+    options = {"overwrite": overwrite, "task": task}
     if kind is ExportKind.ADAPTER:
         from studio.core.export.adapter import export_adapter
 
@@ -100,18 +98,16 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
 
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
-                  max_new_tokens: int | None = None, on_progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> Any:
-    """Compare the export's greedy replies with the studio's (eval.verify.check_export) and, once every case is
+                  max_new_tokens: int | None = None, task: TaskState = NO_TASK) -> Any:
+    """Compare the export's greedy replies with the studio's (eval.verify.run_check) and, once every case is
     answered, state the result on the export's model card. Returns the eval.verify.ExportVerification; a
-    cancelled check leaves the card as it was."""
+    cancelled check leaves the card as it was. `task.progress(fraction, message)` reports."""
     from studio.core.eval import verify
     from studio.core.export.model_card import record_agreement
     from studio.core.export.staging import quiet_libraries
 
     def progress(done: int, total: int, message: str) -> None:
-        if on_progress is not None:
-            on_progress(done / total if total else 0.0, message)
+        task.progress(done / total if total else 0.0, message)
 
     options: dict[str, Any] = {}
     if limit is not None:
@@ -119,8 +115,7 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
     with quiet_libraries():  # the check loads two models: no "Loading weights" bars between the progress lines
-        result = verify.check_export(source, export, engine=engine, progress=progress,
-                                     should_stop=cancel.is_set if cancel is not None else None, **options)
+        result = verify.run_check(source, export, engine=engine, task=reporting(task, progress), **options)
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result

@@ -186,7 +186,7 @@ def measure_turn_format(tokenizer: Any, conversations: list[list[dict[str, str]]
     """Measure the tokenizer's chat template; raises TemplateNotConvertible unless the measured format reproduces it
     exactly on the probe conversations and on `conversations` (the run's own, at export)."""
     ph = {name: _PLACEHOLDER.format(name) for name in ("S", "U1", "A1", "U2", "T1", "A2")}
-    system, user1 = {"role": "system", "content": ph["S"]}, {"role": "user", "content": ph["U1"]}
+    user1 = {"role": "user", "content": ph["U1"]}
     assistant1, user2 = {"role": "assistant", "content": ph["A1"]}, {"role": "user", "content": ph["U2"]}
     try:
         with_prompt = _render(tokenizer, [user1], True)

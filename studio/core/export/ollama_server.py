@@ -27,7 +27,7 @@ def find_ollama() -> str | None:
     return shutil.which("ollama")
 
 
-def install_hint(system: str | None = None) -> str:
+def ollama_install_hint(system: str | None = None) -> str:
     """How to install Ollama on this OS, in one line."""
     system = system or platform.system()
     if system == "Linux":
@@ -52,7 +52,7 @@ def listed_models(ollama: str | None = None) -> list[str]:
     """The names `ollama list` prints (NAME column, with their tags)."""
     ollama = ollama or find_ollama()
     if not ollama:
-        raise OllamaError(install_hint())
+        raise OllamaError(ollama_install_hint())
     done = subprocess.run([ollama, "list"], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise OllamaError(f"`ollama list` failed: {(done.stderr or done.stdout).strip()[-500:]}")
@@ -67,7 +67,7 @@ def create_in_ollama(name: str, modelfile: Path, *, replace: bool = False, ollam
     """
     ollama = ollama or find_ollama()
     if not ollama:
-        raise OllamaError(f"{install_hint()}; then run in {Path(modelfile).parent}: "
+        raise OllamaError(f"{ollama_install_hint()}; then run in {Path(modelfile).parent}: "
                           + " ".join(create_command(name, modelfile)))
     if not replace and _with_tag(name) in {_with_tag(listed) for listed in listed_models(ollama)}:
         raise OllamaModelExists(f"Ollama already has a model named {name!r}: choose another name, or replace it")

@@ -19,12 +19,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.core.system.tasks import NO_TASK, TaskState
 from studio.core.eval import llama_child
 from studio.core.export.staging import ExportCancelled, ExportError
 from studio.core.plan.gguf_fit import GGUF_TYPE_INFO, K_FALLBACK
@@ -95,7 +95,7 @@ def require_quantizer(gguf_type: str) -> Quantizer | None:
 
 
 def quantize_gguf(source: Path, output: Path, gguf_type: str, *, log: Path, quantizer: Quantizer,
-                  cancel: threading.Event | None = None) -> None:
+                  task: TaskState = NO_TASK) -> None:
     """Quantize the f16 GGUF `source` into `output` with llama.cpp's quantizer in a child process; llama.cpp's own
     words (a line per tensor) go to `log`. ExportError naming the log if it fails, ExportCancelled on cancel."""
     threads = max(1, (os.cpu_count() or 2))
@@ -108,7 +108,7 @@ def quantize_gguf(source: Path, output: Path, gguf_type: str, *, log: Path, quan
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
             while child.poll() is None:
-                if cancel is not None and cancel.is_set():
+                if task.cancelled():
                     raise ExportCancelled()
                 time.sleep(0.05)
         finally:

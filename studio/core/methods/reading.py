@@ -27,6 +27,7 @@ from studio.core.data.split import held_out_split
 from studio.core.data.table import LoadedData
 from studio.core.methods.registry import method as method_spec
 from studio.core.runs.events import make_event
+from studio.core.system.tasks import NO_TASK, TaskState
 
 MAX_KEPT_ISSUES = 1000
 
@@ -71,8 +72,9 @@ class PreferenceData:
 
 def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str, str] | list[str] | None = None,
                          encoding: str = "utf-8", split: str = "train",
-                         should_stop: Callable[[], bool] | None = None) -> PreferenceData:
-    """Read a whole source for `method`, collecting every bad row as a DataIssue (unreadable source: DataError)."""
+                         task: TaskState = NO_TASK) -> PreferenceData:
+    """Read a whole source for `method`, collecting every bad row as a DataIssue (unreadable source: DataError;
+    InterruptedError once `task.cancelled()`)."""
     shape = method_spec(method).data
     if shape.detect is None:
         raise ValueError(f"{method} reads SFT data (core.data.loading), not records of its own")
@@ -94,7 +96,7 @@ def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str,
 
     try:
         for number, item in enumerate(stream, start=1):
-            if should_stop is not None and number % 500 == 0 and should_stop():
+            if number % 500 == 0 and task.cancelled():
                 raise InterruptedError("reading was cancelled")
             if isinstance(item, DataIssue):
                 add_issue(item.line, item.reason)

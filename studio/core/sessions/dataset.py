@@ -7,8 +7,9 @@ session says is wanted (`needs_read`, `wants_tokenizer`, `stats_wanted`) on its 
 The data settings live in the one `RunDraft` the Config tab edits too; this session writes every data edit
 into it and follows every change made elsewhere (another model, another max_length, a config loaded from a run).
 The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
-and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.ui.background.TaskState`
-gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
+and a `core.system.tasks.TaskState` (`progress(...)`, `partial(value)`, `cancelled()`; the window's is
+`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage
+collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
 `core.methods.reading.load_preference_data`, the reader the run itself uses, so the rows, the shape and
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from studio.core.config.settings import (
     DataSettings, RunConfig, TrainingSettings, auto_eval_fraction, config_field, describe_evaluation, field_bounds,
@@ -43,6 +44,7 @@ from studio.core.data.table import LoadedData
 from studio.core.methods.registry import default_method, method_names
 from studio.core.methods.registry import method as method_spec
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.system.tasks import TaskState, reporting
 
 __all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
            "ROWS", "SETTINGS", "STATS", "TEXT_SPLIT_LABELS", "DatasetSession", "EvaluationView", "MethodData",
@@ -72,12 +74,6 @@ _NEW_SOURCE = {"format": "auto", "column_mapping": [], "encoding": "utf-8", "ski
 RED, GREEN, GREY = "#b3261e", "#1e7b34", "#8a8a8a"
 
 Importing = Callable[[], AbstractContextManager]
-
-
-class TaskState(Protocol):
-    def progress(self, *values: Any) -> None: ...
-    def partial(self, value: Any) -> None: ...
-    def cancelled(self) -> bool: ...
 
 
 # --------------------------------------------------------------------------------------------- the methods
@@ -193,8 +189,7 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
         with importing():
             warm_up_arrow()
         return load_data(request.spec, request.fmt, mapping=list(request.mapping), encoding=request.encoding,
-                         split=request.split, text_split=request.text_split, progress=progress,
-                         on_head=state.partial, should_stop=state.cancelled)
+                         split=request.split, text_split=request.text_split, task=reporting(state, progress))
     except (ScanCancelled, DataError):
         raise
     except Exception as error:
@@ -209,7 +204,7 @@ def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
 
     try:
         read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,
-                                    encoding=request.encoding, split=request.split, should_stop=state.cancelled)
+                                    encoding=request.encoding, split=request.split, task=state)
     except InterruptedError:
         raise ScanCancelled() from None
     except DataError:
@@ -256,8 +251,7 @@ def measure_lengths(request: StatsRequest, state: TaskState, *, importing: Impor
                                      importing=importing)
     try:
         return measure_tokens(tokenizer, request.data, train_on_responses_only=request.train_on_responses_only,
-                              max_length=request.max_length, limit=request.limit, on_partial=state.partial,
-                              should_stop=state.cancelled)
+                              max_length=request.max_length, limit=request.limit, task=state)
     except ScanCancelled:
         return None
 

@@ -26,7 +26,7 @@ ENCODING_VERSION = 1
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer with a chat template and a pad token, as training uses it. A tokenizer that needs
     the model's own code without `trust_remote_code` is refused by name (trained_base.RemoteCodeRefused)."""
-    from studio.core.models.trained_base import load_tokenizer as load_trusted_tokenizer
+    from studio.core.models.trained_base import load_trusted_tokenizer
 
     tokenizer = load_trusted_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer)

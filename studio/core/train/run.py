@@ -1,6 +1,6 @@
 """The training entry: data → tokens → (Q)LoRA model → TRL SFTTrainer → adapter, reported as events.
 
-`run_training(config, run_dir, emit, should_stop)` is a plain function (the Orange3 long-task
+`run_training(config, run_dir, emit, stop_requested)` is a plain function (the Orange3 long-task
 pattern): the CLI calls it in the training child process with `emit` writing events.jsonl, and tests
 call it with a list's `append`. It never touches Qt.
 """
@@ -287,7 +287,7 @@ def run_training(
     config: RunConfig,
     run_dir: RunDirectory,
     emit: Emit,
-    should_stop: Callable[[], bool] = lambda: False,
+    stop_requested: Callable[[], bool] = lambda: False,
     *,
     resume_from: Path | None = None,
 ) -> str:
@@ -386,13 +386,13 @@ def run_training(
                                        base=config.model.name_or_path)
         emit(make_event("log", level="info", message=init.describe(config.training.method)))
 
-    callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
+    callback = StudioCallback(emit, stop_requested, config_digest=config.digest(), num_train_rows=len(train_set),
                               resumed_from=str(resume_from) if resume_from else None,
                               device=hardware.device, compute_dtype=hardware.compute_dtype)
     # Scores while training need chat examples with an expected reply, which only SFT data has.
     scoring = None if not method.spec.scores_while_training else scores_callback(
         config, tokenizer, held_out_cases(config, train_data, eval_data), emit,
-        has_eval=eval_set is not None, should_stop=should_stop)
+        has_eval=eval_set is not None, stop_requested=stop_requested)
     trainer_class = _atomic_checkpoint_trainer(method.trainer_class())
     trainer = trainer_class(
         model=model,

@@ -20,7 +20,6 @@ pattern): the window runs it on a background task (studio.ui.training_supervisor
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,23 +33,12 @@ from studio.core.runs.events import (
     make_event,
 )
 from studio.core.runs.store import RunDirectory
+from studio.core.system.processes import describe_exit
 
 POLL_INTERVAL_S = 0.1
 
 OnEvent = Callable[[dict], Any]
 OnEnded = Callable[[str, str], Any]
-
-
-def describe_exit(returncode: int | None) -> str:
-    """'exit code 3', 'killed by SIGKILL', or — for a process another window started — 'exit status unknown'."""
-    if returncode is None:
-        return "exit status unknown: it was started by an earlier window"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def training_command(run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None) -> list[str]:

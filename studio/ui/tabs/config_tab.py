@@ -374,11 +374,6 @@ class QtConfigTab(QWidget):
         """A copy of the draft's config (or of `config_source`'s)."""
         return self.session.current_config()
 
-    @property
-    def detected_modules(self):
-        """The model's linear layer names, None until they are read."""
-        return self.session.detected
-
     def model_path(self) -> Path | None:
         text = self.draft.config.model.name_or_path
         return Path(text) if text else None

@@ -24,7 +24,7 @@ from superqt.utils import signals_blocked
 
 from studio.core.export.staging import ExportError, OutputHoldsOtherFiles, OutputNeedsOverwrite
 from studio.core.export.jobs import (
-    ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters, verify_export,
+    ExportKind, check_target, default_exports_dir, run_export, runs_with_adapters, verify_export,
 )
 from studio.core.sessions.export import ExportSession
 from studio.ui.background import TaskRunner, TaskState, describe_error
@@ -41,7 +41,7 @@ def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrit
 
     try:
         return run_export(kind, source, output, weights=weights, overwrite=overwrite, gguf_type=gguf_type,
-                          context=context, on_progress=state.progress, cancel=cancel)
+                          context=context, task=state.stopping_on(cancel))
     except ExportCancelled:
         return _CANCELLED
 
@@ -351,7 +351,7 @@ class QtExportDialog(QDialog):
         # a question; anything else there is refused with a free name offered instead, never deleted.
         overwrite = False
         try:
-            target = check_output(self.kind, source, Path(output))
+            target = check_target(self.kind, source, Path(output))
         except OutputNeedsOverwrite as error:
             target = error.output
             if target != self._confirmed_output and not self.confirm_replace(target):
@@ -460,7 +460,7 @@ class QtExportDialog(QDialog):
         self.status_label.setText(f"Verifying {written}: the studio's replies first…")
         self.verify_label.setVisible(False)
         self._set_running(True, verifying=True)
-        self.tasks.start(lambda state: verify_export(source, written, on_progress=state.progress, cancel=cancel),
+        self.tasks.start(lambda state: verify_export(source, written, task=state.stopping_on(cancel)),
                          on_progress=self._on_progress, on_result=self._on_verified,
                          on_error=self._on_verify_error,
                          on_done=lambda: self._set_running(False),

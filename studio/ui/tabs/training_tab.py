@@ -596,8 +596,8 @@ class QtTrainingTab(QWidget):
         self.merge_button.setEnabled(False)
         adapter, name = self.run_dir.adapter_dir, self.run_dir.name
         return self.tasks.start(
-            lambda state: merge_adapter(adapter, target, progress=state.progress),
-            on_progress=lambda message: self._set_status("merging", message),
+            lambda state: merge_adapter(adapter, target, task=state),
+            on_progress=lambda fraction, message: self._set_status("merging", message),
             on_result=lambda out: self._set_status("merged", f"Run {name}: merged model written to {out}"),
             on_error=lambda error: self._set_status("merge failed", f"Run {name}: {describe_error(error)}"),
             on_done=lambda: self.merge_button.setEnabled(True),

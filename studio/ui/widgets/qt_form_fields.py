@@ -170,7 +170,7 @@ class QtVerticalScrollArea(QScrollArea):
         return super().eventFilter(watched, event)
 
 
-def _number(box: QSpinBox | QDoubleSpinBox, field: Any) -> QWidget:
+def _number_box(box: QSpinBox | QDoubleSpinBox, field: Any) -> QWidget:
     """A number box offering the field's range, stepping and showing it as its metadata says."""
     if isinstance(box, QDoubleSpinBox) and field.decimals is not None:
         box.setDecimals(field.decimals)  # before the range: Qt rounds the bounds to the decimals
@@ -199,9 +199,9 @@ def _line(field: Any) -> QLineEdit:
 _MAKE: dict[str, Callable[[Any], QWidget]] = {
     "check": lambda field: QCheckBox(field.text),
     "choice": _choice,
-    "int": lambda field: _number(QSpinBox(), field),
-    "float": lambda field: _number(QDoubleSpinBox(), field),
-    "rate": lambda field: _number(QtScientificSpinBox(), field),
+    "int": lambda field: _number_box(QSpinBox(), field),
+    "float": lambda field: _number_box(QDoubleSpinBox(), field),
+    "rate": lambda field: _number_box(QtScientificSpinBox(), field),
     "list": _line,
     "text": _line,
     "rewards": lambda field: QtRewardPicker(),

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -85,7 +85,6 @@ class QtGpuPanel(QWidget):
         self._peak_bytes: int | None = None
         self._process_peak_bytes: int | None = None
         self._memory_warning = False
-        self._latest: GpuReading | HostReading | None = None
 
         self._header = QLabel(self._header_text(source))
         self._header.setObjectName("gpuPanelHeader")
@@ -104,10 +103,7 @@ class QtGpuPanel(QWidget):
         layout.addWidget(self._legend)
         layout.addLayout(stats)
 
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_soon = style.redraw_soon(self._redraw)
 
         app = QApplication.instance()
         if app is not None:
@@ -270,7 +266,6 @@ class QtGpuPanel(QWidget):
         """Record one reading: update the labels now and the plot shortly."""
         if reading is None:
             return
-        self._latest = reading
         if isinstance(reading, GpuReading):
             used, total = reading.card_used_bytes, reading.card_total_bytes
             process = reading.process_used_bytes
@@ -284,13 +279,11 @@ class QtGpuPanel(QWidget):
             self._track_peaks(used, None)
         self._total_bytes = total or None
         self._update_labels(reading, used, total)
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        self._redraw_soon()
 
     def clear(self) -> None:
         """Forget the history and peaks."""
         self._history.clear()
-        self._latest = None
         self.reset_peak()
         for label in self._value_labels.values():
             label.setText("—")
@@ -308,11 +301,6 @@ class QtGpuPanel(QWidget):
     def reading_count(self) -> int:
         """Readings recorded since construction or :meth:`clear`."""
         return len(self._history)
-
-    @property
-    def latest_reading(self) -> GpuReading | HostReading | None:
-        """The most recent reading, if any."""
-        return self._latest
 
     @property
     def peak_bytes(self) -> int | None:
@@ -390,7 +378,7 @@ class QtGpuPanel(QWidget):
         self._placeholder.setVisible(True)
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if not len(self._history):
             self._process_curve.setData([], [])
             for curve in (self._card_curve, self._total_curve):

@@ -20,6 +20,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
 from superqt import QLabeledDoubleSlider
+from superqt.utils import qthrottled, signals_blocked
 
 from studio.core.runs.history import RunMetrics
 from studio.core.system.units import format_duration
@@ -147,7 +148,7 @@ class QtSeriesPlot(QWidget):
         # (peak-downsampled) series costs ten times as much per repaint.
         self._curve = self._plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=1))
         style.enable_fast_downsampling(self._curve, "peak")
-        self._redraw_timer = style.host_plot(self, self._plot_widget, self._redraw)
+        self._redraw_soon = style.host_plot(self, self._plot_widget, self._redraw)
 
     @property
     def plot_widget(self) -> pg.PlotWidget:
@@ -174,8 +175,8 @@ class QtSeriesPlot(QWidget):
         self._data.append(x, y)
         if self._scheduler is not None:
             self._scheduler.request(self._redraw)
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        else:
+            self._redraw_soon()
 
     def set_points(self, xs: Sequence[float], ys: Sequence[float]) -> None:
         xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
@@ -188,7 +189,7 @@ class QtSeriesPlot(QWidget):
         self.set_points([], [])
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if self._scheduler is not None:
             self._scheduler.cancel(self._redraw)
         self._curve.setData(self._data.column(0), self._data.column(1))
@@ -224,10 +225,7 @@ class QtScoresPlot(QWidget):
         layout.setSpacing(0)
         layout.addWidget(self._plot_widget)
         layout.addWidget(self.caption)
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_soon = style.redraw_soon(self._redraw)
 
     @property
     def plot_widget(self) -> pg.PlotWidget:
@@ -253,8 +251,8 @@ class QtScoresPlot(QWidget):
         self._xs.append(float(x))
         if self._scheduler is not None:
             self._scheduler.request(self._redraw)
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        else:
+            self._redraw_soon()
 
     def set_points(self, xs: Sequence[float], points: Sequence[ScorePoint]) -> None:
         self._xs, self._points = [float(x) for x in xs], list(points)
@@ -262,7 +260,7 @@ class QtScoresPlot(QWidget):
         self._plot_widget.getPlotItem().enableAutoRange(axis="x")
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if self._scheduler is not None:
             self._scheduler.cancel(self._redraw)
         xs, ys = self.points()
@@ -328,11 +326,9 @@ class QtMetricsPlots(QWidget):
         self.smoothing_slider.setMaximumWidth(220)
         self.smoothing_slider.setToolTip("Weight of the previous smoothed value (exponential moving average); "
                                          "0 = the raw loss")
-        self._smoothing_timer = QTimer(self)
-        self._smoothing_timer.setSingleShot(True)
-        self._smoothing_timer.setInterval(60)  # a dragged slider recomputes at most ~16 times a second
-        self._smoothing_timer.timeout.connect(self._apply_smoothing)
-        self.smoothing_slider.valueChanged.connect(lambda _: self._smoothing_timer.start())
+        # A dragged slider recomputes the smoothed curve at most ~16 times a second.
+        self._apply_smoothing_soon = qthrottled(self._apply_smoothing, timeout=60, leading=False)
+        self.smoothing_slider.valueChanged.connect(lambda _: self._apply_smoothing_soon())
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -429,10 +425,9 @@ class QtMetricsPlots(QWidget):
         if mode == self.x_mode:
             return
         self.x_mode = mode
-        with_signals_blocked = self.time_button.blockSignals(True)
-        self.time_button.setChecked(mode == X_TIME)
-        self.steps_button.setChecked(mode == X_STEPS)
-        self.time_button.blockSignals(with_signals_blocked)
+        with signals_blocked(self.time_button):
+            self.time_button.setChecked(mode == X_TIME)
+            self.steps_button.setChecked(mode == X_STEPS)
         for axis in [self._loss_axis, self.scores_plot.x_axis] + [plot.x_axis for plot in self.series_plots.values()]:
             axis.set_mode(mode)
         self.reload()
@@ -442,7 +437,7 @@ class QtMetricsPlots(QWidget):
         self._apply_smoothing()
 
     def _apply_smoothing(self) -> None:
-        self._smoothing_timer.stop()
+        self._apply_smoothing_soon.cancel()
         value = round(float(self.smoothing_slider.value()), 2)
         if value != self.loss_plot.smoothing:
             self.loss_plot.smoothing = value

@@ -63,9 +63,6 @@ class QtRewardPicker(QWidget):
         finally:
             self._loading = False
 
-    def is_checked(self, name: str) -> bool:
-        return self.checks[name].isChecked()
-
     def _on_edit(self, *_args) -> None:
         if not self._loading:
             self.changed.emit()
