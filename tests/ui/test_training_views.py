@@ -29,6 +29,40 @@ def step(n: int, t: float, loss: float) -> dict:
 # ------------------------------------------------------------------ metric plots
 
 
+# What each method logs per step (TRL's keys), as its runs write them into the step events' `metrics`.
+_METHOD_METRICS = {
+    "sft": {},
+    "dpo": {"rewards/margins": 0.1, "rewards/accuracies": 0.5, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "orpo": {"rewards/margins": 0.1, "rewards/accuracies": 0.5, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "kto": {"rewards/margins": 0.1, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "grpo": {"rewards/tool_call/mean": 0.1, "rewards/contains/mean": 0.2, "reward": 0.3, "reward_std": 0.1,
+             "completions/mean_length": 10.0, "kl": 0.01},
+}
+
+
+@pytest.mark.parametrize("method", list(_METHOD_METRICS))
+def test_the_training_tab_fits_a_laptop_screen_in_every_method(qtbot, tmp_path, method):
+    """768 px less a title bar and a task bar: the tab may not need more than 690 px, with every plot a method
+    draws shown (DPO's and GRPO's row of their own grew the window to 762 px)."""
+    from studio.core.runs.store import RunStore
+    from studio.core.system.gpu import HostTelemetry
+    from studio.ui.tabs.training_tab import QtTrainingTab
+
+    tab = QtTrainingTab(RunStore(tmp_path / "runs"), HostTelemetry())
+    qtbot.addWidget(tab)
+    series = tab.session.series
+    series.feed(ev("started", 1.0, pid=1, total_steps=4))
+    for n in (1, 2):
+        series.feed(ev("step", 1.0 + n, step=n, loss=1.0, metrics=_METHOD_METRICS[method]))
+    series.feed(ev("eval_scores", 4.0, step=2, metric="exact", passed=3, total=8, score=0.4))
+    tab.show()
+    qtbot.waitUntil(lambda: tab.metrics_plots.scores_plot.isVisible())
+    assert tab.metrics_plots.method_plots.isVisible() == (method != "sft")
+    assert tab.minimumSizeHint().height() <= 690
+    tab.shutdown()
+
+
+
 @pytest.fixture
 def plots(qtbot):
     widget = QtMetricsPlots()

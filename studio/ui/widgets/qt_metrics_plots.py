@@ -294,7 +294,7 @@ class QtMetricsPlots(QWidget):
 
         self._scheduler = _FrameScheduler(self)
         self.loss_plot = _QtScheduledLossPlot(self._scheduler, smoothing=smoothing)
-        self.loss_plot.setMinimumHeight(200)
+        self.loss_plot.setMinimumHeight(180)
         self._loss_axis = _install_x_axis(self.loss_plot.plot_widget, X_STEPS)
         legend = self.loss_plot.plot_widget.getPlotItem().legend
         if legend is not None:
