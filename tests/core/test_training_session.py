@@ -160,3 +160,21 @@ def test_the_session_tells_the_run_from_its_events(demo_assets, tmp_path):
     session.began(run_dir, "Resuming")
     session.feed(ev("log", 200.0, pid=8, message="Training process 8 started"))
     assert session.last_failure is None, "a new process: the earlier failure is history"
+
+
+def test_the_memory_readings_are_the_sessions_with_their_peaks_and_warning(tmp_path):
+    from studio.core.system.gpu import GpuReading, HostReading
+
+    memory = TrainingSession(RunStore(tmp_path / "runs")).memory
+    memory.add(GpuReading(time=1.0, device_name="card", card_used_bytes=6 << 30, card_total_bytes=8 << 30,
+                          process_used_bytes=5 << 30))
+    memory.add(GpuReading(time=2.0, device_name="card", card_used_bytes=int(7.9 * (1 << 30)),
+                          card_total_bytes=8 << 30, process_used_bytes=None))
+    assert memory.times == [1.0, 2.0] and memory.process_used[0] == 5 << 30
+    assert memory.peak_bytes == int(7.9 * (1 << 30)) and memory.process_peak_bytes == 5 << 30
+    assert memory.nearly_full and memory.total_bytes == 8 << 30
+    memory.reset_peak()
+    memory.add(HostReading(time=3.0, process_rss_bytes=1 << 30, host_total_bytes=16 << 30))
+    assert memory.peak_bytes == 1 << 30 and memory.process_peak_bytes is None and not memory.nearly_full
+    memory.clear()
+    assert memory.times == [] and memory.latest is None

@@ -458,3 +458,24 @@ def test_the_log_follows_its_end_after_a_large_first_read_until_the_user_scrolls
     panel.poll(until_end=True)
     qtbot.wait(50)
     assert bar.value() < bar.maximum() - 4, "reading an earlier line is not interrupted"
+
+
+def test_the_training_tab_shows_its_sessions_series_and_readings(qtbot, tmp_path):
+    """The plots and the memory panel draw the session's state: fed to the session, the widgets follow."""
+    from studio.core.runs.store import RunStore
+    from studio.core.system.gpu import HostReading, HostTelemetry
+    from studio.ui.tabs.training_tab import QtTrainingTab
+
+    tab = QtTrainingTab(RunStore(tmp_path / "runs"), HostTelemetry())
+    qtbot.addWidget(tab)
+    session = tab.session
+    session.feed(ev("started", 1.0, pid=1, total_steps=4))
+    session.feed(step(1, 2.0, 2.0))
+    session.feed(step(2, 3.0, 1.5))
+    assert list(tab.metrics_plots.series_points("learning_rate")[0]) == [1.0, 2.0]
+    assert tab.loss_plot.train_point_count == 2
+    tab.gpu_panel.add_reading(HostReading(time=3.0, process_rss_bytes=1 << 30, host_total_bytes=16 << 30))
+    assert session.memory.peak_bytes == 1 << 30 and tab.gpu_panel.peak_bytes == 1 << 30
+    session.series.reset()
+    assert tab.loss_plot.train_point_count == 0 and tab.metrics_plots.series_points("learning_rate")[0].size == 0
+    tab.shutdown()

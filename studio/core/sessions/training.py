@@ -31,7 +31,7 @@ from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.core.train.supervisor import TrainingSupervisor
 
 # RunConfig, RunDirectory and TrainingSupervisor are the tab's and its Qt supervisor's too: they reach core here.
-__all__ = ["METHOD_PLOTS", "MethodPlot", "PREPARATION_PHASES", "RunConfig", "RunDirectory", "Status",
+__all__ = ["METHOD_PLOTS", "MemoryReadings", "MethodPlot", "PREPARATION_PHASES", "RunConfig", "RunDirectory", "Status",
            "TrainingSeries", "TrainingSession", "TrainingSupervisor", "default_telemetry", "retry_name"]
 
 PREPARATION_PHASES = ("data", "libraries", "tokenizer", "tokenising", "model")
@@ -171,6 +171,62 @@ class TrainingSeries:
         return [(spec, mine) for spec, mine in groups if mine]
 
 
+class MemoryReadings:
+    """The run's memory over time, as the memory panel draws it: the card's use and the training process's own (a
+    GPU reading), or the process's RAM (a host reading); the peaks since the run's process began; the latest
+    reading, and whether it is nearly full."""
+
+    #: Fraction of the card (or host RAM) above which memory shows as a warning.
+    WARNING_FRACTION = 0.95
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.times: list[float] = []
+        self.card_used: list[float] = []  # bytes; NaN for a host reading
+        self.process_used: list[float] = []  # bytes; NaN where the driver does not say
+        self.latest: Any = None
+        self.total_bytes: int | None = None
+        self.reset_peak()
+
+    def reset_peak(self) -> None:
+        """A new process: its peaks start from nothing."""
+        self.peak_bytes: int | None = None  # the card's use (GPU) or the process's RSS (host)
+        self.process_peak_bytes: int | None = None  # the process's own use of the card (GPU)
+
+    def add(self, reading: Any) -> None:
+        """One GpuReading or HostReading (core.system.gpu)."""
+        self.latest = reading
+        process: int | None
+        if hasattr(reading, "card_used_bytes"):
+            used, total, process = reading.card_used_bytes, reading.card_total_bytes, reading.process_used_bytes
+            self.card_used.append(float(used))
+            self.process_used.append(math.nan if process is None else float(process))
+        else:
+            used, total, process = reading.process_rss_bytes, reading.host_total_bytes, None
+            self.card_used.append(math.nan)
+            self.process_used.append(float(used))
+        self.times.append(float(reading.time))
+        self.peak_bytes = used if self.peak_bytes is None else max(self.peak_bytes, used)
+        if process is not None:
+            self.process_peak_bytes = process if self.process_peak_bytes is None else max(self.process_peak_bytes,
+                                                                                          process)
+        self.total_bytes = total or None
+
+    @property
+    def used_bytes(self) -> int | None:
+        reading = self.latest
+        if reading is None:
+            return None
+        return reading.card_used_bytes if hasattr(reading, "card_used_bytes") else reading.process_rss_bytes
+
+    @property
+    def nearly_full(self) -> bool:
+        used = self.used_bytes
+        return bool(self.total_bytes) and used is not None and used / self.total_bytes > self.WARNING_FRACTION
+
+
 @dataclass(frozen=True)
 class Status:
     """The status line: its word (running, failed, ...), its text and what to do (may be empty)."""
@@ -202,6 +258,7 @@ class TrainingSession:
     def __init__(self, store: RunStore):
         self.store = store
         self.series = TrainingSeries()
+        self.memory = MemoryReadings()
         self.run_dir: RunDirectory | None = None
         self.status = Status("ready", "Ready. Press Start to train with the settings of the Config tab.")
         self.last_status: str | None = None  # how the latest run ended

@@ -108,7 +108,7 @@ class QtTrainingTab(QWidget):
 
         self.metrics_plots = QtMetricsPlots(self.session.series)
         self.loss_plot = self.metrics_plots.loss_plot
-        self.gpu_panel = QtGpuPanel(telemetry or default_telemetry())
+        self.gpu_panel = QtGpuPanel(telemetry or default_telemetry(), readings=self.session.memory)
         self.gpu_panel.setMinimumWidth(330)
         self.log_panel = QtLogPanel()
 
