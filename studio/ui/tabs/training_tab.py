@@ -293,6 +293,8 @@ class QtTrainingTab(QWidget):
             if not self._progress_timer.isActive():
                 self._progress_timer.start()
             return
+        if event.name == "log":
+            return  # the status line says it; the clock moves the progress text on
         if event.name == "started":
             if supervisor_pid:
                 self.gpu_panel.set_pid(supervisor_pid)
