@@ -168,13 +168,13 @@ class QtTrainingTab(QWidget):
     def run_dir(self) -> RunDirectory | None:
         return self.session.run_dir
 
+    @run_dir.setter
+    def run_dir(self, run_dir: RunDirectory | None) -> None:  # the run shown, as after it ended (tests)
+        self.session.run_dir = run_dir
+
     @property
     def last_status(self) -> str | None:
         return self.session.last_status
-
-    @property
-    def last_failure(self):
-        return self.session.last_failure
 
     @property
     def is_running(self) -> bool:
