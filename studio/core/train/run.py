@@ -291,11 +291,11 @@ def run_training(
     *,
     resume_from: Path | None = None,
 ) -> str:
-    """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
-    config.validate()
-    from studio.core.config.preflight import check_sources
+    """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller.
 
-    check_sources(config)
+    `config` is a checked one: the training child has validated it and run the preflight (train.preflight.check_run)
+    before making the run folder, and the window before that in its own process; checked a third time here it was.
+    """
     # Each preparation step before the first training step is a log event with a `phase` (data, libraries,
     # tokenizer, tokenising, model), so the window can say what the first minute of a run is spent on.
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}", phase="data"))

@@ -1,19 +1,17 @@
 """The Training tab's live curves: loss (raw, smoothed, eval), held-out score, learning rate, grad norm, tokens/s.
 
-Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.runs.history.RunMetrics` (the
-same code the Runs view reads finished runs with) turns them into series, and the plots are fed
-from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
-that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between
-steps and training time, the plots are reloaded from the series in one go. Scores while training
-(`eval_scores` events) are read by core.train.scores.ScoreSeries the same way. A method beyond SFT adds its
-own curves (reward margins and accuracies, log-probabilities; GRPO's rewards, spread, reply length, KL) from
-each step's `metrics`, in a row of their own (qt_method_plots) shown once a step carries them.
+A view of the Training session's series (`studio.core.sessions.training.TrainingSeries`, which folds the run's
+events): told of each change, the plots take the new point from the series, appended to growing numpy buffers
+and redrawn by a frame timer that repaints one plot per tick. When a resumed run drops steps it trains again, or
+the x axis switches between steps and training time, the plots are reloaded from the series in one go. A method
+beyond SFT adds its own curves (qt_method_plots), in a row of their own shown once a step carries them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -22,13 +20,15 @@ from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, Q
 from superqt import QLabeledDoubleSlider
 from superqt.utils import qthrottled, signals_blocked
 
-from studio.core.runs.history import RunMetrics
+from studio.core.sessions.training import TrainingSeries
 from studio.core.system.units import format_duration
-from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
 from studio.ui.widgets.qt_method_plots import QtMethodPlots
+
+if TYPE_CHECKING:
+    from studio.core.train.scores import ScorePoint
 
 __all__ = ["QtMetricsPlots", "QtScoresPlot", "QtSeriesPlot", "TrainingXAxis"]
 
@@ -284,14 +284,15 @@ class QtScoresPlot(QWidget):
 class QtMetricsPlots(QWidget):
     """Every live training curve, with a smoothing slider and a steps / training-time toggle."""
 
-    def __init__(self, parent: QWidget | None = None, *, smoothing: float = 0.6):
+    def __init__(self, series: TrainingSeries | None = None, parent: QWidget | None = None, *,
+                 smoothing: float = 0.6):
         super().__init__(parent)
-        self.metrics = RunMetrics()
+        self.series = series if series is not None else TrainingSeries()
         self.x_mode = X_STEPS
 
         self._scheduler = _FrameScheduler(self)
         self.loss_plot = _QtScheduledLossPlot(self._scheduler, smoothing=smoothing)
-        self.loss_plot.setMinimumHeight(200)
+        self.loss_plot.setMinimumHeight(180)
         self._loss_axis = _install_x_axis(self.loss_plot.plot_widget, X_STEPS)
         legend = self.loss_plot.plot_widget.getPlotItem().legend
         if legend is not None:
@@ -302,11 +303,9 @@ class QtMetricsPlots(QWidget):
         self.tokens_plot = QtSeriesPlot("Tokens / s", style.GREY, scheduler=self._scheduler)
         self.series_plots = {"learning_rate": self.lr_plot, "grad_norm": self.grad_norm_plot,
                              "tokens_per_second": self.tokens_plot}
-        self.scores = ScoreSeries()
         self.scores_plot = QtScoresPlot(scheduler=self._scheduler)
         self.scores_plot.setVisible(False)  # shown with a run's first scoring (training.score_examples)
-        self.method_plots = QtMethodPlots()
-        self._method_metrics: dict[int, dict] = {}  # step → its event's metrics (a resumed step's newest)
+        self.method_plots = QtMethodPlots(self.series)
 
         self.steps_button = QRadioButton("Steps")
         self.time_button = QRadioButton("Training time")
@@ -358,64 +357,43 @@ class QtMetricsPlots(QWidget):
         layout.addLayout(top, stretch=3)
         layout.addLayout(small, stretch=2)
         layout.addWidget(self.method_plots, stretch=2)
+        self.series.subscribe(self._on_change)
 
-    # --- feeding -------------------------------------------------------------------------------------
-    def feed(self, event: dict) -> None:
-        """Take one run event; step and eval events become points, a resume may redraw everything."""
-        change = self.metrics.feed(event)
-        scored = self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
-        if scored == "point":
-            point = self.scores.points[-1]
-            self.scores_plot.add_point(point.step if self.x_mode == X_STEPS else point.seconds, point)
-        elif scored == "truncated" and change != "truncated":
-            self._reload_scores()
+    # --- drawing the series ----------------------------------------------------------------------------
+    def _on_change(self, change: str) -> None:
+        """The series changed: draw its new point, or everything again after a reset."""
+        by_time = self.x_mode == X_TIME
+        m = self.series.metrics
         if change == "step":
-            m = self.metrics
-            x = m.steps[-1] if self.x_mode == X_STEPS else m.times[-1]
+            x = m.times[-1] if by_time else m.steps[-1]
             self.loss_plot.add_train_point(x, m.series["loss"][-1])
             for name, plot in self.series_plots.items():
                 plot.add_point(x, m.series[name][-1])
-            if metrics := event.get("metrics"):
-                self._method_metrics[m.steps[-1]] = metrics
-                self.method_plots.add_step(m.steps[-1], metrics)
+            if self.series.method_steps:
+                self.method_plots.refresh()
         elif change == "eval":
-            m = self.metrics
-            self.loss_plot.add_eval_point(m.eval_steps[-1] if self.x_mode == X_STEPS else m.eval_times[-1],
-                                          m.eval_loss[-1])
-        elif change == "truncated":
+            self.loss_plot.add_eval_point(self.series.eval_xs(by_time)[-1], m.eval_loss[-1])
+        elif change == "score":
+            self.scores_plot.add_point(self.series.score_xs(by_time)[-1], self.series.score_points[-1])
+        elif change == "reset":
             self.reload()
 
-    def feed_all(self, events: list[dict]) -> None:
-        """Replace everything with a whole run's events (drawn once, not point by point)."""
-        self.metrics, self.scores = RunMetrics(), ScoreSeries()
-        self._method_metrics = {}
-        for event in events:
-            if self.metrics.feed(event) == "step" and event.get("metrics"):
-                self._method_metrics[self.metrics.steps[-1]] = event["metrics"]
-            self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
-        self.reload()
-
-    def reset(self) -> None:
-        """Empty plots for a new run."""
-        self.metrics, self.scores = RunMetrics(), ScoreSeries()
-        self._method_metrics = {}
-        self.reload()
+    @property
+    def metrics(self):
+        """The series' RunMetrics (steps, losses, timing)."""
+        return self.series.metrics
 
     def reload(self) -> None:
-        """Redraw every curve from the series (after a truncation or an x-axis change)."""
-        m = self.metrics
-        xs = m.steps if self.x_mode == X_STEPS else m.times
+        """Redraw every curve from the series (after a truncation, a new run or an x-axis change)."""
+        by_time = self.x_mode == X_TIME
+        m, xs = self.series.metrics, self.series.xs(by_time)
         self.loss_plot.set_points(np.asarray(xs, dtype=float), np.asarray(m.series["loss"], dtype=float))
-        self.loss_plot.set_eval_points(m.eval_steps if self.x_mode == X_STEPS else m.eval_times, m.eval_loss)
+        self.loss_plot.set_eval_points(self.series.eval_xs(by_time), m.eval_loss)
         self.loss_plot.plot_widget.getPlotItem().enableAutoRange()
         for name, plot in self.series_plots.items():
             plot.set_points(xs, m.series[name])
-        self.method_plots.set_steps(m.steps, [self._method_metrics.get(step) for step in m.steps])
-        self._reload_scores()
-
-    def _reload_scores(self) -> None:
-        points = self.scores.points
-        self.scores_plot.set_points([p.step if self.x_mode == X_STEPS else p.seconds for p in points], points)
+        self.method_plots.clear()
+        self.scores_plot.set_points(self.series.score_xs(by_time), self.series.score_points)
 
     # --- controls ----------------------------------------------------------------------------------------
     def set_x_mode(self, mode: str) -> None:
