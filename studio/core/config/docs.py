@@ -96,7 +96,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render() -> str:
+def render_reference() -> str:
     """The whole CONFIG.md text."""
     hints = typing.get_type_hints(RunConfig)
     out = [_HEADER.rstrip("\n")]
@@ -128,7 +128,7 @@ def reference_location() -> Path | str:
     if isinstance(location, Path):
         return location
     target = user_data_dir() / "docs" / "CONFIG.md"
-    text = render()
+    text = render_reference()
     try:
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date instead of writing")
     parser.add_argument("--output", type=Path, default=DOCS_PATH)
     args = parser.parse_args(argv)
-    text = render()
+    text = render_reference()
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
         if current != text:

@@ -15,7 +15,7 @@ class SftTraining(MethodTraining):
 
     def args(self, common: dict[str, Any], *, offloading: bool, padding_free: bool = False) -> Any:
         """The dataset arrives pre-tokenised (data.tokens.encode_example) and already truncated to max_length
-        (train.prepare.truncate), which TRL would refuse to do for padding-free batches."""
+        (train.prepare.truncate_dataset), which TRL would refuse to do for padding-free batches."""
         from trl import SFTConfig
 
         t = self.config.training
