@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     ollama.add_argument("--name", required=True, help="the model's name in Ollama (e.g. support-bot)")
     ollama.add_argument("--replace", action="store_true",
                         help="replace a model of that name already in `ollama list` (otherwise refused)")
+    ollama.add_argument("--verify", type=Path, metavar="RUN_DIR",
+                        help="then answer the run's examples with the studio's model and with the model in Ollama "
+                             "(its chat API on this machine) and compare the replies")
+    ollama.add_argument("--host", default="", help="Ollama's address (default: http://127.0.0.1:11434)")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",
@@ -514,10 +518,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
             if not args.modelfile.is_file():
                 raise BadInput(f"{args.modelfile}: no such Modelfile (an `export gguf` writes NAME.Modelfile)")
+            if args.verify is not None:  # before the copy into Ollama: a run the check cannot use is bad input
+                from studio.core.eval.verify import ExportCheckError, check_verifiable
+
+                try:
+                    check_verifiable(args.verify)
+                except ExportCheckError as error:
+                    raise BadInput(f"--verify: {error}") from None
             try:
                 print(create_in_ollama(args.name, args.modelfile, replace=args.replace))
             except OllamaError as error:
                 raise BadInput(str(error)) from None
+            if args.verify is not None:
+                return _verify_in_ollama(args)
         else:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 
@@ -525,6 +538,31 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(export(args.source, args.output, overwrite=args.overwrite, task=Task(progress)))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
+    return EXIT_OK
+
+
+def _verify_in_ollama(args: argparse.Namespace) -> int:
+    """`export ollama --verify RUN`: the run's cases answered by the model just created in Ollama, compared with the
+    studio's replies. A check that could not run prints why and no score (exit 1)."""
+    import re
+
+    from studio.core.eval.verify import ExportCheckError, ExportCheckFailed, run_check
+    from studio.core.system.tasks import Task
+
+    source = re.search(r"^FROM\s+(\S+)", args.modelfile.read_text(encoding="utf-8"), re.MULTILINE)
+    gguf = (args.modelfile.parent / source.group(1)).resolve() if source else None
+    if gguf is None or not gguf.is_file():
+        raise BadInput(f"{args.modelfile}: its FROM names no GGUF file beside it")
+    try:
+        checked = run_check(args.verify, gguf, engine="ollama", ollama_model=args.name, ollama_host=args.host,
+                            task=Task(lambda done, total, message: print(f"[{done}/{total}] {message}",
+                                                                        file=sys.stderr, flush=True)))
+    except ExportCheckFailed as error:
+        print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except ExportCheckError as error:
+        raise BadInput(f"--verify: {error}") from None
+    print(f"verify: {checked.text()}")
     return EXIT_OK
 
 

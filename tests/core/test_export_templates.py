@@ -9,9 +9,6 @@ Turkish text.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import jinja2
@@ -23,7 +20,7 @@ from studio.core.export.ollama import (
 )
 from studio.core.system.demo import CHAT_TEMPLATE
 
-GO_RENDERER = Path(__file__).resolve().parents[1] / "go" / "ollama_template"
+from ollama_standin import build_go_renderer, ollama_prompt
 
 QWEN25_STYLE = (
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
@@ -104,21 +101,7 @@ FAMILIES = {  # template, its end-of-turn stop tokens, the default system prompt
 @pytest.fixture(scope="session")
 def go_renderer(tmp_path_factory) -> Path:
     """Go's text/template, built once: the prompt Ollama builds from a Modelfile TEMPLATE."""
-    go = shutil.which("go")
-    assert go, "the `go` command is needed to check Ollama templates (Debian/Ubuntu: apt-get install golang-go)"
-    binary = tmp_path_factory.mktemp("go") / "ollama-template"
-    env = {"HOME": str(tmp_path_factory.mktemp("gohome")), "GOCACHE": str(tmp_path_factory.mktemp("gocache")),
-           "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local", "PATH": str(Path(go).parent)}
-    subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_RENDERER, env=env, check=True, timeout=300)
-    return binary
-
-
-def ollama_prompt(renderer: Path, template: str, messages: list[dict[str, str]], system: str | None = None) -> str:
-    """The prompt Ollama builds: Go's text/template over the messages, the Modelfile's SYSTEM put first."""
-    request = {"template": template, "messages": messages, "system": system or ""}
-    done = subprocess.run([str(renderer)], input=json.dumps(request), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return build_go_renderer(tmp_path_factory.mktemp("go"))
 
 
 @pytest.fixture

@@ -6,45 +6,23 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from ollama_standin import install_fake_ollama_cli
 
 from studio.core.eval.ollama_api import chat_reply
 from studio.core.export.ollama_server import (
     OllamaError, OllamaModelExists, create_command, create_in_ollama, listed_models, ollama_install_hint,
 )
 
-FAKE_OLLAMA = """#!{python}
-import json, os, sys
-from pathlib import Path
-store = Path(os.environ["FAKE_OLLAMA_STORE"])
-store.mkdir(exist_ok=True)
-if sys.argv[1] == "list":
-    print("NAME                 ID              SIZE      MODIFIED")
-    for model in sorted(store.iterdir()):
-        print(f"{{model.name:<20}} 0123456789ab    4.9 GB    2 minutes ago")
-elif sys.argv[1] == "create":
-    name, modelfile = sys.argv[2], Path(sys.argv[4])
-    if not modelfile.is_file():
-        print(f"Error: open {{modelfile}}: no such file or directory", file=sys.stderr); sys.exit(1)
-    tag = name if ":" in name else name + ":latest"
-    (store / tag).write_text(modelfile.read_text())
-    print("gathering model components\\nwriting manifest\\nsuccess")
-"""
-
-
 @pytest.fixture
 def fake_ollama(tmp_path, monkeypatch) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    program = bin_dir / "ollama"
-    program.write_text(FAKE_OLLAMA.format(python=sys.executable))
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    install_fake_ollama_cli(bin_dir)
     monkeypatch.setenv("FAKE_OLLAMA_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return tmp_path / "store"

@@ -47,10 +47,11 @@ LLAMA_CTX = 4096
 """llama.cpp's context for the check: room for a conversation and its reply, without the KV cache of a
 model's full trained context (128k tokens for Llama 3.1)."""
 
-ENGINES = ("auto", "llama.cpp", "transformers")
+ENGINES = ("auto", "llama.cpp", "transformers", "ollama")
 LLAMA_CPP = "llama.cpp (llama-cpp-python)"
 TRANSFORMERS_GGUF = "transformers' GGUF loader, not llama.cpp"
 TRANSFORMERS = "transformers"
+OLLAMA = "Ollama (its chat API on this machine)"
 
 
 
@@ -213,6 +214,10 @@ def choose_engine(kind: str, engine: str = "auto") -> str:
 
     if engine not in ENGINES:
         raise ExportCheckError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "ollama":
+        if kind != "gguf":
+            raise ExportCheckError("Ollama answers a model created from a GGUF file, not a merged model folder")
+        return OLLAMA
     if kind == "merged":
         if engine == "llama.cpp":
             raise ExportCheckError("llama.cpp answers a GGUF file, not a merged model folder")
@@ -254,9 +259,11 @@ def check_cases(source: Path, limit: int = DEFAULT_CASES) -> EvalSet:
 
 
 def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, task: TaskState = NO_TASK) -> ExportVerification:
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, task: TaskState = NO_TASK,
+                 ollama_model: str = "", ollama_host: str = "") -> ExportVerification:
     """Answer the check's cases with the studio's model (`source`: a run or adapter folder), then with the export
-    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case.
+    (a merged folder or GGUF file; with engine "ollama", the model `ollama_model` Ollama created from that GGUF file),
+    one model in memory at a time, and compare the replies case by case.
     `task.progress(done, total, message)` over both halves; a cancelled check returns with status "cancelled"."""
     export = Path(export).resolve()
     kind = export_kind(export)
@@ -286,7 +293,16 @@ def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = 
 
     exporting = reporting(task, export_progress)
 
-    if answered_by == LLAMA_CPP:
+    if answered_by == OLLAMA:
+        from studio.core.eval.ollama_api import DEFAULT_HOST, OllamaError, ollama_replies
+
+        try:
+            replies = ollama_replies(ollama_model, cases, max_new_tokens, exporting.progress, exporting.cancelled,
+                                     host=ollama_host or DEFAULT_HOST)
+        except OllamaError as error:  # a server that stopped answering is no score
+            raise ExportCheckFailed(f"Ollama: {error} (no score recorded)") from None
+        result.engine = f"{OLLAMA}: {ollama_model}"
+    elif answered_by == LLAMA_CPP:
         try:
             replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, exporting)
         except LlamaCrashed as crash:
