@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     ollama.add_argument("--verify", type=Path, metavar="RUN_DIR",
                         help="then answer the run's examples with the studio's model and with the model in Ollama "
                              "(its chat API on this machine) and compare the replies")
-    ollama.add_argument("--host", default="", help="Ollama's address (default: http://127.0.0.1:11434)")
+    ollama.add_argument("--host", default="", help="Ollama's address (default: $OLLAMA_HOST, else http://127.0.0.1:11434)")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     adapter_export.add_argument("--output", type=Path, required=True, metavar="DIR_OR_ZIP",

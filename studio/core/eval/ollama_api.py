@@ -4,6 +4,7 @@ docs/api.md in the Ollama repository): greedy, so they compare with the trained 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -12,6 +13,15 @@ from dataclasses import dataclass
 from studio.core.eval.cases import EvalCase
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def ollama_host() -> str:
+    """Where Ollama's server listens: OLLAMA_HOST as the `ollama` command reads it (host:port, scheme optional), else
+    its default on this machine."""
+    host = os.environ.get("OLLAMA_HOST", "").strip()
+    if not host:
+        return DEFAULT_HOST
+    return host if "://" in host else "http://" + host
 
 
 class OllamaError(RuntimeError):
@@ -25,9 +35,10 @@ class OllamaReply:
     """The reply stopped at num_predict, not at an end of turn (Ollama's done_reason "length")."""
 
 
-def chat_reply(name: str, messages: list[dict[str, str]], *, max_new_tokens: int, host: str = DEFAULT_HOST,
+def chat_reply(name: str, messages: list[dict[str, str]], *, max_new_tokens: int, host: str = "",
                timeout: float = 300) -> OllamaReply:
     """One greedy reply from the model through Ollama's chat API (the Modelfile's template builds the prompt)."""
+    host = host or ollama_host()
     body = {"model": name, "messages": messages, "stream": False,
             "options": {"temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens}}
     request = urllib.request.Request(f"{host.rstrip('/')}/api/chat", data=json.dumps(body).encode("utf-8"),
@@ -46,7 +57,7 @@ def chat_reply(name: str, messages: list[dict[str, str]], *, max_new_tokens: int
 
 
 def ollama_replies(name: str, cases: list[EvalCase], max_new_tokens: int,
-                   report: Callable[[int, int, str], None], stop: Callable[[], bool], *, host: str = DEFAULT_HOST) \
+                   report: Callable[[int, int, str], None], stop: Callable[[], bool], *, host: str = "") \
         -> dict[str, tuple[str, bool, str]] | None:
     """{case id: (reply, truncated, error)} from the model `name` in Ollama; None when cancelled. A server that stops
     answering raises OllamaError (no result: a dead server is not a model that answers differently)."""

@@ -294,11 +294,11 @@ def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = 
     exporting = reporting(task, export_progress)
 
     if answered_by == OLLAMA:
-        from studio.core.eval.ollama_api import DEFAULT_HOST, OllamaError, ollama_replies
+        from studio.core.eval.ollama_api import OllamaError, ollama_replies
 
         try:
             replies = ollama_replies(ollama_model, cases, max_new_tokens, exporting.progress, exporting.cancelled,
-                                     host=ollama_host or DEFAULT_HOST)
+                                     host=ollama_host)
         except OllamaError as error:  # a server that stopped answering is no score
             raise ExportCheckFailed(f"Ollama: {error} (no score recorded)") from None
         result.engine = f"{OLLAMA}: {ollama_model}"

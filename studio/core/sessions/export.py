@@ -150,3 +150,39 @@ class ExportSession:
         if self.verification is None or self.verification.status != "completed":
             return ""
         return self.verification.headline()
+
+    # --- Ollama ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def ollama_missing(modelfile: Path, name: str) -> str:
+        """'' where the `ollama` command is installed; else how to install it and the one command to run then."""
+        from studio.core.export.ollama_server import create_command, find_ollama, ollama_install_hint
+
+        if find_ollama():
+            return ""
+        return (f"Ollama is not installed here. {ollama_install_hint()}. Then, in {Path(modelfile).parent}, run: "
+                + " ".join(create_command(name, modelfile)))
+
+    @staticmethod
+    def ollama_has(name: str) -> bool:
+        """Whether `ollama list` already names a model `name` (replacing it needs the user's yes)."""
+        from studio.core.export.ollama_server import listed_models
+
+        tagged = name if ":" in name else name + ":latest"
+        return tagged in {m if ":" in m else m + ":latest" for m in listed_models()}
+
+    @staticmethod
+    def create_in_ollama(name: str, modelfile: Path, source: Path | None, *, replace: bool, task: Any) -> Any:
+        """`ollama create`, then (for an export of a run) the run's cases answered through Ollama's chat API and
+        compared with the trained model's: the eval.verify.ExportVerification, or Ollama's own last words when there
+        is no run to compare with. OllamaError / ExportCheckError when either step cannot run (no score)."""
+        from studio.core.eval.verify import run_check
+        from studio.core.export.ollama_server import create_in_ollama
+
+        said = create_in_ollama(name, modelfile, replace=replace)
+        if source is None:
+            return said
+        from studio.core.system.tasks import reporting
+
+        gguf = Path(modelfile).with_suffix(".gguf")
+        as_fraction = reporting(task, lambda done, total, message: task.progress(done / max(total, 1), message))
+        return run_check(source, gguf, engine="ollama", ollama_model=name, task=as_fraction)

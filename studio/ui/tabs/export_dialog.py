@@ -17,8 +17,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
+    QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+    QInputDialog, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 from superqt.utils import signals_blocked
 
@@ -181,6 +181,10 @@ class QtExportDialog(QDialog):
         self.buttons = QDialogButtonBox()
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.verify_button = self.buttons.addButton("Verify export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.ollama_button = self.buttons.addButton("Create in Ollama…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.ollama_button.clicked.connect(lambda: self.create_in_ollama())
+        self.ollama_button.setVisible(False)  # until a GGUF file and its Modelfile are written
+        self._ollama: tuple[Path, Path | None] | None = None  # (the Modelfile, the run it was exported from)
         self.cancel_button = self.buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.export_button.clicked.connect(self.start_export)
@@ -428,6 +432,9 @@ class QtExportDialog(QDialog):
                 extra += f"\nAgreement: {summary.agreement}"
         self.progress_bar.setValue(1000)
         self._offer_verify(kind, source, Path(path))
+        if getattr(result, "modelfile", None) is not None:
+            self._ollama = (Path(result.modelfile), self._verifiable[0] if self._verifiable else None)
+            self.ollama_button.setVisible(True)
         self._finish("succeeded", f"Written to {path}{extra}")
 
     # --- verifying ------------------------------------------------------------------------------------------
@@ -467,6 +474,60 @@ class QtExportDialog(QDialog):
                          expected_errors=(ExportCheckError, ExportError, ModelLoadError), name="verify export")
         return True
 
+    # --- Ollama ---------------------------------------------------------------------------------------------------
+    def create_in_ollama(self, name: str | None = None) -> bool:
+        """`ollama create` for the GGUF just written, then its replies through Ollama compared with the trained
+        model's. Without Ollama the status says how to install it and the one command to run; a model of that name
+        already in Ollama is replaced only after asking. False when nothing was started."""
+        if self._ollama is None or self.is_running:
+            return False
+        modelfile, source = self._ollama
+        if name is None:
+            name, ok = QInputDialog.getText(self, "Create in Ollama", "Model name in Ollama:",
+                                            text=modelfile.stem.lower())
+            if not ok or not name.strip():
+                return False
+        name = name.strip()
+        missing = self.session.ollama_missing(modelfile, name)
+        if missing:
+            self.status_label.setText(_html(missing))
+            self._fit_labels()
+            return False
+        replace = self.session.ollama_has(name)
+        if replace and not self.confirm_replace_ollama(name):
+            return False
+        from studio.core.eval.ollama_api import OllamaError
+        from studio.core.eval.verify import ExportCheckError
+
+        self._cancel = cancel = threading.Event()
+        self.status_label.setText(f"Creating {name} in Ollama from {modelfile.name}…")
+        self._set_running(True, verifying=True)
+        self.tasks.start(lambda state: self.session.create_in_ollama(name, modelfile, source, replace=replace,
+                                                                     task=state.stopping_on(cancel)),
+                         on_progress=self._on_progress, on_result=lambda result: self._on_ollama(name, result),
+                         on_error=self._on_verify_error, on_done=lambda: self._set_running(False),
+                         expected_errors=(OllamaError, ExportCheckError, ExportError), name="create in ollama")
+        return True
+
+    def confirm_replace_ollama(self, name: str) -> bool:
+        """Ask before `ollama create` replaces a model the user has in Ollama."""
+        answer = QMessageBox.question(self, "Replace the model in Ollama?",
+                                      f"Ollama already has a model named {name}. Replace it with this export?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _on_ollama(self, name: str, result: Any) -> None:
+        if isinstance(result, str):
+            self._finish("succeeded", f"Created {name} in Ollama ({result}). Run it: ollama run {name}",
+                         verifying=True)
+            return
+        if result.status != "completed":
+            self._finish("cancelled", f"{name} is in Ollama; its check was cancelled.", verifying=True)
+            return
+        self.session.set_verification(result)
+        self.progress_bar.setValue(1000)
+        self._finish("succeeded", f"Created {name} in Ollama and checked it through Ollama's chat API: "
+                                  f"{result.headline()}. Run it: ollama run {name}", verifying=True)
+
     def _on_verify_error(self, error: BaseException) -> None:
         self.session.set_verification(error=describe_error(error))
         self._finish("failed", f"Verification failed: {describe_error(error)}", verifying=True)
@@ -493,6 +554,7 @@ class QtExportDialog(QDialog):
     def _set_running(self, running: bool, *, verifying: bool = False) -> None:
         self.export_button.setEnabled(not running)
         self.verify_button.setEnabled(not running and self._verifiable is not None)
+        self.ollama_button.setEnabled(not running and self._ollama is not None)
         self.cancel_button.setEnabled(running)
         self.cancel_button.setText("Cancel verification" if verifying else "Cancel export")
         self.close_button.setEnabled(not running)
