@@ -163,6 +163,15 @@ class ExportSession:
                 + " ".join(create_command(name, modelfile)))
 
     @staticmethod
+    def ollama_errors() -> tuple[type[Exception], ...]:
+        """What creating and checking a model in Ollama raises when a step cannot run (said, no score)."""
+        from studio.core.eval.ollama_api import OllamaError
+        from studio.core.eval.verify import ExportCheckError
+        from studio.core.export.staging import ExportError
+
+        return OllamaError, ExportCheckError, ExportError
+
+    @staticmethod
     def ollama_has(name: str) -> bool:
         """Whether `ollama list` already names a model `name` (replacing it needs the user's yes)."""
         from studio.core.export.ollama_server import listed_models

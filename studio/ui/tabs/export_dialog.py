@@ -496,9 +496,6 @@ class QtExportDialog(QDialog):
         replace = self.session.ollama_has(name)
         if replace and not self.confirm_replace_ollama(name):
             return False
-        from studio.core.eval.ollama_api import OllamaError
-        from studio.core.eval.verify import ExportCheckError
-
         self._cancel = cancel = threading.Event()
         self.status_label.setText(f"Creating {name} in Ollama from {modelfile.name}…")
         self._set_running(True, verifying=True)
@@ -506,7 +503,7 @@ class QtExportDialog(QDialog):
                                                                      task=state.stopping_on(cancel)),
                          on_progress=self._on_progress, on_result=lambda result: self._on_ollama(name, result),
                          on_error=self._on_verify_error, on_done=lambda: self._set_running(False),
-                         expected_errors=(OllamaError, ExportCheckError, ExportError), name="create in ollama")
+                         expected_errors=self.session.ollama_errors(), name="create in ollama")
         return True
 
     def confirm_replace_ollama(self, name: str) -> bool:
