@@ -385,7 +385,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from studio.ui.display_check import display_problem  # imports no Qt: the window's own start-up check
 
     config_path = args.config or user_data_dir() / "last-config.toml"  # the window's saved settings
-    config = _config_without_data(config_path, args.model) if args.config or config_path.is_file() else None
+    if args.config or config_path.is_file():
+        config = _config_without_data(config_path, args.model)
+    elif args.model:
+        from studio.core.config.settings import RunConfig
+
+        config = RunConfig()  # the documented defaults, for this model
+        config.model.name_or_path = args.model
+    else:
+        config = None
     report = examine(config, display=display_problem())
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

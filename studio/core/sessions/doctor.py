@@ -70,11 +70,11 @@ class DoctorReport:
 
 
 def examine(config: RunConfig | None = None, *, display: str | None = None,
-            gather: Callable[..., Facts] = gather_facts, progress: Callable[[str], None] = lambda _: None
+            gather: Callable[..., Facts] | None = None, progress: Callable[[str], None] = lambda _: None
             ) -> DoctorReport:
     """Every check against this machine and `config`'s needs (seconds; run it off the GUI thread)."""
     needs = needs_for(config)
-    facts = gather(display=display, progress=progress)
+    facts = (gather or gather_facts)(display=display, progress=progress)
     return DoctorReport(facts, tuple(run_checks(facts, needs)), needs)
 
 
