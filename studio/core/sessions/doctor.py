@@ -166,8 +166,7 @@ def _last_failure(store: RunStore | None) -> str:
     return "no failed run"
 
 
-def diagnostics_report(report: DoctorReport, *, store: RunStore | None = None, home: str | None = None,
-                       user: str | None = None) -> str:
+def diagnostics_report(report: DoctorReport, *, store: RunStore | None = None, home: str | None = None) -> str:
     """The text to paste into a bug report: the findings, versions, OS, card and driver, and the last failed run's
     kind and message; the home folder and the user's name replaced in every path, no token, no data file's name."""
     from studio import __version__
@@ -189,7 +188,7 @@ def diagnostics_report(report: DoctorReport, *, store: RunStore | None = None, h
         format_checks(report.checks),
         _last_failure(store),
     ]
-    return redact("\n".join(lines), home=home, user=user)
+    return redact("\n".join(lines), home=home)
 
 
 def _without_data_names(text: str) -> str:

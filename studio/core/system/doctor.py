@@ -385,17 +385,13 @@ def gather_facts(*, display: str | None = None, progress: Callable[[str], None] 
 # ------------------------------------------------------------------------------------------- the report
 
 
-def redact(text: str, *, home: str | None = None, user: str | None = None) -> str:
-    """`text` with the user's home as ~ and their name replaced in every path (C:\\Users\\<user>, /media/<user>,
-    /home/<user>, /Users/<user>), and anything shaped like a Hugging Face token removed."""
+def redact(text: str, *, home: str | None = None) -> str:
+    """`text` with the user's home as ~, the user name in every other path replaced (C:\\Users\\<user>,
+    /home/<user>, /media/<user>, /run/media/<user>, /Users/<user>; whoever's it is, so another account's path
+    does not leak a name either), and anything shaped like a Hugging Face token removed."""
     home = home if home is not None else str(Path.home())
-    user = user if user is not None else (os.environ.get("USER") or os.environ.get("USERNAME")
-                                          or Path(home).name)
     text = re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_<token>", text)
     if home and home not in ("/", ""):
         text = text.replace(home, "~")
-    if user:
-        name = re.escape(user)
-        text = re.sub(rf"(?i)([A-Z]:\\Users\\){name}(?=\\|$|\W)", r"\1<user>", text)
-        text = re.sub(rf"(/(?:media|home|Users|run/media|mnt/c/Users)/){name}(?=/|$|\W)", r"\1<user>", text)
-    return text
+    text = re.sub(r"(?i)(\b[A-Z]:\\Users\\)[^\\\s:;\"']+", r"\1<user>", text)
+    return re.sub(r"((?:^|[\s\"'(=:])/(?:home|media|run/media|Users)/)[^/\s:;\"']+", r"\1<user>", text)

@@ -96,9 +96,9 @@ class QtSystemCheck:
         self.run()  # fresh findings: the user may have just fixed something
 
     def copy_diagnostics(self) -> None:
-        if self.session.report is None or self.tasks.busy():
+        if self.session.report is None or self.tasks.busy:
             self._copy_when_done = True
-            if not self.tasks.busy():
+            if not self.tasks.busy:
                 self.run()
             return
         QGuiApplication.clipboard().setText(diagnostics_report(self.session.report))

@@ -27,15 +27,13 @@ class QtSystemBanner(QFrame):
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(10, 6, 10, 6)
         self.checks: list[Check] = []
-        self.setVisible(False)
 
     def show_checks(self, checks: list[Check]) -> None:
         while (item := self._layout.takeAt(0)) is not None:
             if item.widget() is not None:
                 item.widget().deleteLater()
-        self.checks = list(checks)
-        self.setVisible(bool(checks))
-        if not checks:
+        self.checks = list(checks)  # its container shows it while there are any (a tool bar item's own visibility is
+        if not checks:              # its action's, not the widget's)
             return
         background, ink = _COLOURS[FAIL if any(c.level == FAIL for c in checks) else "warn"]
         self.setStyleSheet(f"#systemBanner {{ background: {background}; border: 1px solid {ink}; }}"
