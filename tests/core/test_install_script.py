@@ -22,10 +22,12 @@ app = QApplication(sys.argv)
 from studio.ui.main_window import QtMainWindow
 window = QtMainWindow(offer_demo=False)
 window.show()
-QTimer.singleShot(1500, app.quit)
+def done():
+    print("window:", window.windowTitle(), window.isVisible(), flush=True)
+    window.close()  # waits for the background work (the doctor's first-launch check) like a user's close
+    app.quit()
+QTimer.singleShot(1500, done)
 app.exec()
-print("window:", window.windowTitle(), window.isVisible())
-window.close()
 """
 
 
@@ -53,7 +55,7 @@ def test_install_sh_end_to_end_in_a_fresh_environment(branch, tmp_path, tmp_path
     # The caches stay the real ones (a temporary HOME would make every wheel download again).
     if pip_cache := _cache([sys.executable, "-m", "pip", "cache", "dir"]):
         env["PIP_CACHE_DIR"] = pip_cache
-    env.update(HOME=str(home), PYTHON=getattr(sys, "_base_executable", sys.executable),
+    env.update(HOME=str(home), FINETUNE_STUDIO_HOME=str(tmp_path / "data"), PYTHON=getattr(sys, "_base_executable", sys.executable),
                UV_CACHE_DIR=str(Path.home() / ".cache" / "uv"))
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     if branch == "uv":
@@ -67,7 +69,7 @@ def test_install_sh_end_to_end_in_a_fresh_environment(branch, tmp_path, tmp_path
     venv = tmp_path / "venv"
     started = time.monotonic()
     out = subprocess.run([str(REPO / "install.sh"), "--venv", str(venv)], env=env, capture_output=True, text=True,
-                         timeout=900)
+                         timeout=900, cwd=tmp_path)
     took = time.monotonic() - started
     print(f"install.sh ({branch}): {took:.0f} s")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -77,16 +79,17 @@ def test_install_sh_end_to_end_in_a_fresh_environment(branch, tmp_path, tmp_path
 
     python = venv / "bin" / "python"
     torch = subprocess.run([str(python), "-c", "import torch; print(torch.__version__, torch.version.cuda)"],
-                           env=env, capture_output=True, text=True, check=True).stdout.split()
+                           env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout.split()
     assert torch == ["2.13.0+cpu", "None"]
     version = subprocess.run([str(venv / "bin" / "finetune-studio"), "--version"], env=env, capture_output=True,
                              text=True, check=True)
     assert version.stdout.strip() == "finetune-studio 0.1.0"
     located = subprocess.run([str(python), "-c", "import studio; print(studio.__file__)"], env=env,
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert str(venv) in located  # the installed copy, not this checkout
     window = subprocess.run([str(python), "-c", WINDOW], env={**env, "QT_QPA_PLATFORM": "offscreen"},
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "window: Finetune Studio True" in window.stdout, window.stdout + window.stderr
 
     entry = home / ".local" / "share" / "applications" / "finetune-studio.desktop"

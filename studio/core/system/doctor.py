@@ -108,7 +108,7 @@ def _torch_check(f: Facts) -> Check:
     title = "torch's build"
     if t.version is None:
         return Check("torch", title, FAIL, f"torch does not import: {t.error}",
-                     install_command(build, f.tested.get("torch", "2.13.0")))
+                     _install_fix(build, f.tested.get("torch", "2.13.0"), f.os_name))
     base = t.version.split("+")[0]
     card = f.gpu.name if f.gpu is not None else None
     if t.hip:
@@ -127,7 +127,7 @@ def _torch_check(f: Facts) -> Check:
         # The silent trap: Windows' default `pip install torch` (and a CPU wheel on Linux) on a machine with a card.
         return Check("torch", title, WARN,
                      f"{card} is here, but torch {t.version} is a CPU-only build: training would run on the CPU, "
-                     f"many times slower", install_command(build, base))
+                     f"many times slower", _install_fix(build, base, f.os_name))
     if t.cuda:
         if f.driver and not driver_satisfies(f.driver, t.cuda, f.os_name):
             needed = driver_needed(t.cuda, f.os_name)
@@ -135,7 +135,7 @@ def _torch_check(f: Facts) -> Check:
                          f"torch {t.version} is built with CUDA {t.cuda}, which needs NVIDIA driver {needed} or "
                          f"newer; this machine has {f.driver}",
                          f"update the NVIDIA driver to {needed} or newer (or install the build for it: "
-                         f"{install_command(build, base)})")
+                         f"{_install_fix(build, base, f.os_name)})")
         if not t.cuda_available:
             found = (f"torch {t.version} (CUDA {t.cuda}) finds no usable GPU"
                      + (f" although NVML sees {card}" if card else "; no NVIDIA card or driver is seen"))
@@ -146,6 +146,14 @@ def _torch_check(f: Facts) -> Check:
                      + (f" (driver {f.driver})" if f.driver else ""))
     return Check("torch", title, OK, f"torch {t.version}, a CPU build on {f.cpu}: no NVIDIA card here, so runs "
                                      "train on the CPU (the demo model; real models need an NVIDIA card)")
+
+
+def _install_fix(build, version: str, os_name: str) -> str:
+    """The install command for the environment the studio runs in (its own Python, not whichever is on PATH)."""
+    python = f'"{sys.executable}"' if " " in sys.executable else sys.executable
+    command = install_command(build, version, python=python)
+    # Windows keeps torch's DLLs locked while the studio runs.
+    return f"close the studio, then: {command}" if os_name == "windows" else command
 
 
 def _bitsandbytes_check(f: Facts) -> Check:

@@ -19,6 +19,10 @@ from studio.ui.background import TaskRunner
 from studio.ui.widgets.qt_system_banner import QtSystemBanner
 
 
+class CheckCancelled(Exception):
+    """The window closed while the checks ran."""
+
+
 class QtSystemCheckDialog(QDialog):
     """Every finding with its level and fix, as selectable text."""
 
@@ -81,7 +85,14 @@ class QtSystemCheck:
 
     def run(self) -> None:
         def check(state):
-            return self._examine(self._config(), display=None, progress=state.progress)
+            def progress(step: str) -> None:
+                # Between the steps (importing torch, the 4-bit matmul): a window closing mid-check waits only for the
+                # step under way.
+                if state.cancelled():
+                    raise CheckCancelled(step)
+                state.progress(step)
+
+            return self._examine(self._config(), display=None, progress=progress)
 
         self.tasks.start(check, on_result=self.session.apply, name="system check",
                          on_error=lambda error: self._dialog_text(f"The check itself failed: "
