@@ -65,7 +65,7 @@ fi
 if [ -n "${TORCH_WHEELS:-}" ]; then
     install --find-links "$TORCH_WHEELS" "$TORCH"
 elif [ "$INDEX" != "-" ]; then
-    install --index-url "$INDEX" "$TORCH"
+    install --extra-index-url "$INDEX" "$TORCH"   # the tag in the pin picks the build; see install_command
 else
     install "$TORCH"
 fi

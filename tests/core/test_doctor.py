@@ -52,7 +52,7 @@ def test_an_nvidia_card_with_a_cpu_only_torch_is_a_loud_warning_with_the_install
     torch = check(checks, "torch")
     assert torch.level == WARN
     assert "RTX 4060" in torch.found and "CPU-only" in torch.found
-    assert '"torch==2.13.0+cu128" --index-url https://download.pytorch.org/whl/cu128' in torch.fix
+    assert '"torch==2.13.0+cu128" --extra-index-url https://download.pytorch.org/whl/cu128' in torch.fix
     assert banner_checks(checks) == [torch]  # the banner shows this warning; quieter ones stay in the dialog
 
 
@@ -230,3 +230,29 @@ def test_the_real_doctor_passes_on_this_cpu_machine_and_names_the_cpu():
     torch = next(c for c in document["checks"] if c["key"] == "torch")
     assert torch["level"] == OK and cpu in torch["found"]
     assert next(c for c in document["checks"] if c["key"] == "bitsandbytes")["level"] == OK
+
+
+def test_the_doctor_reads_the_card_where_the_config_tab_does_and_catches_the_cpu_torch(monkeypatch):
+    """NVML faked at its boundary (pynvml): the real gather, on this machine's real CPU-only torch, sees the card and
+    its driver through gpu.detect_gpu — the Config tab's reading — and warns with the CUDA build for that driver."""
+    import types
+
+    from studio.core.system import gpu
+
+    nvml = types.ModuleType("pynvml")
+    nvml.NVMLError = type("NVMLError", (Exception,), {})
+    nvml.nvmlInit = lambda: None
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: f"handle-{index}"
+    nvml.nvmlDeviceGetName = lambda handle: b"NVIDIA GeForce RTX 4060"
+    nvml.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(total=8 * GIB, used=GIB, free=7 * GIB)
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda handle: (8, 9)
+    nvml.nvmlSystemGetDriverVersion = lambda: "550.54.14"
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(gpu, "_nvml_initialised_module", None)
+
+    found = doctor.gather_facts()
+    assert found.gpu == gpu.detect_gpu() and found.gpu.name == "NVIDIA GeForce RTX 4060"
+    assert found.driver == "550.54.14" and found.torch.cuda is None  # the real torch here is the CPU build
+    torch = check(run_checks(found), "torch")
+    assert torch.level == WARN and "CPU-only" in torch.found and "whl/cu128" in torch.fix
+    assert not found.torch.cuda_available and found.bitsandbytes_error == ""  # the 4-bit matmul ran on the CPU

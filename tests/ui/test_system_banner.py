@@ -54,7 +54,8 @@ def test_an_nvidia_card_with_a_cpu_torch_shows_the_banner_with_the_fix(qtbot, tm
     assert threads and threads[0] is not threading.main_thread()
     text = system.banner.text()
     assert "NVIDIA GeForce RTX 4060 is here, but torch 2.13.0+cpu is a CPU-only build" in text
-    assert 'pip install --force-reinstall "torch==2.13.0+cu128" --index-url https://download.pytorch.org/whl/cu128' \
+    assert ('pip install --force-reinstall "torch==2.13.0+cu128" '
+            '--extra-index-url https://download.pytorch.org/whl/cu128') \
         in text
     assert system.banner.isVisible() and system.bar.geometry().top() < window.centralWidget().geometry().top()
     assert system.bar.height() < 120  # two lines of text, not the tall squarish guess a tool bar makes of wrapped text

@@ -85,8 +85,10 @@ def choose_torch(os_name: str, machine: str, driver: str | None) -> TorchBuild:
 
 
 def install_command(build: TorchBuild, version: str, *, python: str = "python") -> str:
-    """The one command that puts `build` of torch `version` into the environment `python` runs in."""
-    index = f" --index-url {build.index}" if build.index else ""
+    """The one command that puts `build` of torch `version` into the environment `python` runs in. PyTorch's index is
+    an extra one: the pin on the wheel's tag (+cu128, +cpu) selects the build, which only that index has, and torch's
+    dependencies come from PyPI like every other package's."""
+    index = f" --extra-index-url {build.index}" if build.index else ""
     return f'{python} -m pip install --force-reinstall "{build.requirement(version)}"{index}'
 
 
