@@ -76,6 +76,11 @@ def test_cuda_13_needs_driver_580():
     assert torch.level == FAIL and "580" in torch.found
     assert check(run_checks(facts(driver="580.65.06", torch=TorchFacts("2.13.0+cu130", cuda="13.0",
                                                                          cuda_available=True))), "torch").level == OK
+    # An H100's real readings (NVML's driver string, torch 2.11.0+cu130), taken on a GPU machine on 2026-12-05.
+    h100 = GpuInfo("NVIDIA H100 80GB HBM3", 85520809984, 85017493504, (9, 0))
+    assert check(run_checks(facts(gpu=h100, driver="580.159.04", torch=TorchFacts("2.11.0+cu130", cuda="13.0",
+                                                                                  cuda_available=True))),
+                 "torch").level == OK
 
 
 def test_a_rocm_torch_is_named_rocm_not_cuda():
