@@ -49,10 +49,11 @@ def _token_count(dataset) -> int:
 
 def part_scan(path: Path) -> dict:
     from studio.core.data.loading import load_data
+    from studio.core.system.tasks import Task
 
     start = time.perf_counter()
     first: list[float] = []
-    data = load_data(path, on_head=lambda head: first.append(time.perf_counter() - start))
+    data = load_data(path, task=Task(partial=lambda head: first.append(time.perf_counter() - start)))
     total = time.perf_counter() - start
     rows = len(data.examples)
     again = time.perf_counter()

@@ -414,7 +414,7 @@ def _train_studio(config: RunConfig, work: Path, events: list[dict[str, Any]]) -
 
     run_dir = RunDirectory(work / "run")
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_training(config, run_dir, events.append, should_stop=lambda: False)
+    run_training(config, run_dir, events.append, stop_requested=lambda: False)
 
 
 def _train_plain(config: RunConfig, work: Path) -> None:

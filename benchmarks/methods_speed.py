@@ -61,8 +61,8 @@ def prepare(workdir: Path, steps: int, methods=METHODS, threads: int = 1) -> dic
                             encoding="utf-8")
             config.data.train_file = str(data)
         if method == "grpo":
-            config.training.num_generations, config.training.max_completion_length = 2, 16
-            config.training.rewards = ["contains=1.0"]
+            config.grpo.num_generations, config.grpo.max_completion_length = 2, 16
+            config.grpo.rewards = ["contains=1.0"]
         configs[method] = workdir / f"{method}.toml"
         save_config(config, configs[method])
     return configs

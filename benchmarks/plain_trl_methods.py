@@ -75,20 +75,21 @@ def build_trainer(settings: dict, output_dir: Path, callbacks=()):
     if method == "dpo":
         from trl import DPOConfig as Config, DPOTrainer as Trainer
 
-        args, extra = Config(**common, beta=train["beta"], max_length=train["max_length"]), {}
+        args, extra = Config(**common, beta=settings[method]["beta"], max_length=train["max_length"]), {}
     elif method == "kto":
         from trl import KTOConfig as Config, KTOTrainer as Trainer
 
-        args, extra = Config(**common, beta=train["beta"], max_length=train["max_length"]), {}
+        args, extra = Config(**common, beta=settings[method]["beta"], max_length=train["max_length"]), {}
     elif method == "orpo":
         from trl.experimental.orpo import ORPOConfig as Config, ORPOTrainer as Trainer
 
-        args, extra = Config(**common, beta=train["beta"], max_length=train["max_length"]), {}
+        args, extra = Config(**common, beta=settings[method]["beta"], max_length=train["max_length"]), {}
     else:
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 
-        args = Config(**common, beta=train["kl_coefficient"], num_generations=train["num_generations"],
-                      max_completion_length=train["max_completion_length"])
+        grpo = settings["grpo"]
+        args = Config(**common, beta=grpo["kl_coefficient"], num_generations=grpo["num_generations"],
+                      max_completion_length=grpo["max_completion_length"])
         extra = {"reward_funcs": [contains]}
     return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                    peft_config=peft_config, callbacks=list(callbacks), **extra)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from studio.core.system.library_output import hide_weight_loading_bars, silence_known_library_warnings
+from studio.core.system.tasks import Task
 from studio.core.train.child import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
 
 
@@ -34,7 +35,7 @@ def _command_name(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from studio.core.config.settings import TrainingSettings
-    from studio.core.export.gguf import DEFAULT_GGUF_TYPE, GGUF_TYPES
+    from studio.core.export.gguf import AUTO, DEFAULT_GGUF_TYPE, GGUF_TYPES
 
     parser = argparse.ArgumentParser(prog="finetune-studio",
                                      description="Point-and-click LoRA/QLoRA fine-tuning. No command opens the window.")
@@ -118,9 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--output", type=Path, required=True, metavar="FILE.gguf",
                       help="the .gguf file to write, a new one (never inside a run folder); NAME.Modelfile and "
                            "the model card NAME.md go beside it, so other files in that folder are left alone")
-    gguf.add_argument("--type", dest="gguf_type", choices=GGUF_TYPES, default=DEFAULT_GGUF_TYPE,
-                      help=f"weight type of the matrices (default: {DEFAULT_GGUF_TYPE}, about half the size of f16 "
-                           "with nearly the same answers; the Export dialog's default too)")
+    gguf.add_argument("--type", dest="gguf_type", choices=(AUTO, *GGUF_TYPES), default=DEFAULT_GGUF_TYPE,
+                      help=f"weight type (default: {DEFAULT_GGUF_TYPE}: the best-quality type whose weights, KV cache "
+                           "and compute buffer fit this machine's card, or its RAM, at --context; the Export dialog's "
+                           "preselection too). q6_k, q5_k_m and q4_k_m are made by llama.cpp's quantizer (the "
+                           "llama-cpp extra, or llama-quantize on PATH)")
+    gguf.add_argument("--context", type=int, default=None, metavar="TOKENS",
+                      help="the context the type is sized for and the Modelfile's PARAMETER num_ctx (default: twice "
+                           "the run's max_length, at least 2048)")
     _add_weights_arguments(gguf, verb="merge into")
     gguf.add_argument("--verify", action="store_true",
                       help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
@@ -483,7 +489,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         out = merge_adapter(args.adapter, args.output, base=args.base, weights=args.base_weights, verify=args.verify,
                             overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
-                            allow_pickle=args.allow_pickle, progress=lambda m: print(m, file=sys.stderr))
+                            allow_pickle=args.allow_pickle,
+                            task=Task(progress=lambda fraction, message: print(message, file=sys.stderr)))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     print(out)
@@ -526,15 +533,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                     check_verifiable(args.model)
                 result = export_gguf(args.model, args.output, gguf_type=args.gguf_type, weights=args.base_weights,
                                      trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
-                                     allow_pickle=args.allow_pickle,
-                                     on_progress=progress)
+                                     allow_pickle=args.allow_pickle, context=args.context, task=Task(progress))
                 for note in result.notes:
                     print(f"note: {note}", file=sys.stderr)
                 print(result.path)
                 print(result.modelfile)
                 if args.verify:
                     try:
-                        checked = verify_export(args.model, result.path, on_progress=progress)
+                        checked = verify_export(args.model, result.path, task=Task(progress))
                     except ExportCheckFailed as error:  # the export stands; the check could not run, so no score
                         print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
                         return EXIT_INTERNAL
@@ -554,7 +560,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             from studio.core.export.adapter import export_adapter, export_adapter_zip
 
             export = export_adapter_zip if args.zip else export_adapter
-            print(export(args.source, args.output, overwrite=args.overwrite, on_progress=progress))
+            print(export(args.source, args.output, overwrite=args.overwrite, task=Task(progress)))
     except (ModelLoadError, ExportError) as error:
         raise BadInput(str(error)) from None
     return EXIT_OK
@@ -579,14 +585,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     trust_remote_code = bool(config is not None and not args.model and config.model.trust_remote_code)
     max_length = args.max_length or (config.training if config is not None else TrainingSettings()).max_length
     responses_only = not args.all_tokens and reading.train_on_responses_only
-    method = config.training.method if config is not None else "sft"
+    from studio.core.methods.registry import default_method, method as method_spec
+
+    method = config.training.method if config is not None else default_method()
     try:
-        if method == "sft":
+        if not method_spec(method).reads_own_records:
             data = load_data(args.file, args.format or reading.format, mapping=columns,
                              encoding=args.encoding or reading.encoding, split=args.split or reading.split,
                              text_split=args.text_split or reading.text_split)
         else:  # read as that run reads it: the method's own reader decides the shape, as train and the Dataset tab
-            from studio.core.train.preference_data import load_preference_data
+            from studio.core.methods.reading import load_preference_data
 
             encoding = args.encoding or reading.encoding
             data = load_preference_data(args.file, method, mapping=columns, encoding=encoding,
@@ -600,7 +608,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     model_key = "--model" if args.model else f"{args.config}: model.name_or_path ="
     if model and (reason := missing_local_model(model)) is not None:
         raise BadInput(f"{model_key} {model}: {reason}")
-    if model and len(data.examples) and method == "sft":  # TRL's trainers tokenise the other methods' data
+    # TRL's trainers tokenise the data of a method with records of its own
+    if model and len(data.examples) and not method_spec(method).reads_own_records:
         try:
             tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         except Exception as error:  # a wrong path or an unreachable Hub id
@@ -638,8 +647,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         gguf=args.gguf, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         fresh=args.fresh, weights=args.base_weights, trust_remote_code=args.trust_remote_code,
                         allow_pickle=args.allow_pickle)
-        outcome = run_eval(job, progress=lambda done, total, message: print(
-            f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True))
+        outcome = run_eval(job, task=Task(lambda done, total, message: print(
+            f"[{done / total if total else 0:4.0%}] {message}", file=sys.stderr, flush=True)))
     except (EvalError, ModelLoadError) as error:  # bad input, a busy run or folder, a full disk: one line
         raise BadInput(str(error)) from None
     print(json.dumps(outcome.summary, indent=2, ensure_ascii=False) if args.json else format_summary(outcome))

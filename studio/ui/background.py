@@ -3,14 +3,14 @@
 A tab never subclasses QThread. It hands a Qt-free function to a `TaskRunner` it owns:
 
     self.tasks = TaskRunner(self)
-    self.tasks.start(lambda state: load_data(spec, progress=state.progress, on_head=state.partial,
-                                             should_stop=state.cancelled),
+    self.tasks.start(lambda state: load_data(spec, task=state),
                      on_result=self._show, on_error=self._show_error, on_partial=self._show_head)
 
 The function receives a `TaskState`, the only thing it needs to know about threads: `progress(...)` and
-`partial(value)` to report, `cancelled()` to poll (core functions take these as plain callbacks), and
-`wait(seconds)` for an interruptible sleep. Everything the function reports, returns or raises arrives on the
-GUI thread as a call of the matching `on_...` callback; an exception never reaches the event loop.
+`partial(value)` to report, `cancelled()` to poll (the protocol every long core function takes as its `task`,
+core.system.tasks.TaskState), and `wait(seconds)` for an interruptible sleep. Everything the function reports,
+returns or raises arrives on the GUI thread as a call of the matching `on_...` callback; an exception never
+reaches the event loop.
 
 The rules every tab then gets for free (in the spirit of Orange3's TaskState/ConcurrentMixin and Anki's
 QueryOp):
@@ -34,6 +34,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from studio.core.system import tasks
+
 log = logging.getLogger(__name__)
 
 Callback = Callable[..., Any] | None
@@ -42,7 +44,7 @@ _RUNNING: set[BackgroundTask] = set()
 """Every task whose thread has not ended: kept referenced so Python never destroys a running QThread."""
 
 
-class TaskState:
+class TaskState(tasks.TaskState):
     """What a background function sees of its task: report, poll for cancellation, sleep interruptibly."""
 
     def __init__(self, task: BackgroundTask):
@@ -67,10 +69,10 @@ class TaskState:
         """Sleep up to `seconds`; returns True early when the task is cancelled."""
         return self._cancel.wait(seconds)
 
-    @property
-    def cancel_event(self) -> threading.Event:
-        """The event itself, for core functions that take a `threading.Event` to stop on."""
-        return self._cancel
+    def stopping_on(self, stop: threading.Event) -> tasks.TaskState:
+        """This task, cancelled also when `stop` is set: for an owner that stops the work but still wants its
+        outcome delivered (the Export dialog's Cancel ends an export as a result saying so)."""
+        return tasks.Task(self.progress, self.partial, lambda: stop.is_set() or self.cancelled())
 
 
 class BackgroundTask(QThread):

@@ -7,12 +7,9 @@ what it reports on the GUI thread.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QObject, Signal
 
-from studio.core.runs.store import RunDirectory
-from studio.core.train.supervisor import TrainingSupervisor
+from studio.core.sessions.training import RunDirectory, TrainingSupervisor
 from studio.ui.background import BackgroundTask, TaskRunner, TaskState
 
 __all__ = ["QtTrainingSupervisor"]
@@ -21,32 +18,20 @@ __all__ = ["QtTrainingSupervisor"]
 class QtTrainingSupervisor(QObject):
     """Starts `finetune-studio train` for a run directory and reports its events and its ending.
 
-    Signals: `event(dict)` for every event of the run (from its first line), `ended(status, message)`
-    once the process is gone, with status completed | stopped | failed.
+    Signals: `event(Event)` for every event of the run (from its first line, typed: core.runs.events),
+    `ended(status, message)` once the process is gone, with status completed | stopped | failed.
     """
 
-    event = Signal(dict)
+    event = Signal(object)
     ended = Signal(str, str)
 
-    def __init__(self, run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None,
-                 attach_pid: int | None = None, attach_started_by: float | None = None,
-                 stop_timeout_s: float = 120.0, parent: QObject | None = None):
+    def __init__(self, core: TrainingSupervisor, parent: QObject | None = None):
+        """`core`: the supervisor of a run to start, resume or watch (the Training session makes it)."""
         super().__init__(parent)
-        self.core = TrainingSupervisor(run_dir, resume=resume, resume_from=resume_from, attach_pid=attach_pid,
-                                       attach_started_by=attach_started_by, stop_timeout_s=stop_timeout_s)
+        self.core = core
         self._tasks = TaskRunner(self)
         self._task: BackgroundTask | None = None
         self._ended = False
-
-    @classmethod
-    def attach(cls, run_dir: RunDirectory, **kwargs) -> "QtTrainingSupervisor | None":
-        """A supervisor watching the run's live training process (started by an earlier window); None if
-        the run is not training."""
-        process = run_dir.training_process()
-        if process is None:
-            return None
-        pid, started_by = process
-        return cls(run_dir, attach_pid=pid, attach_started_by=started_by, **kwargs)
 
     @property
     def run_dir(self) -> RunDirectory:

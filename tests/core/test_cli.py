@@ -497,7 +497,7 @@ def test_train_ends_with_a_summary_and_the_next_commands_without_bars_or_library
     quoted = f"'{run_dir}'"  # a folder name with a space is pasted as one word
     assert f"finetune-studio chat --model {quoted}" in out
     assert f"finetune-studio merge {quoted} --output '{tmp_path / 'my run-merged'}'" in out
-    assert f"finetune-studio export gguf {quoted} --output '{tmp_path / 'my run-gguf' / 'my run-q8_0.gguf'}'" in out
+    assert f"finetune-studio export gguf {quoted} --output '{tmp_path / 'my run-gguf' / 'my run.gguf'}'" in out
     assert "{" not in out, "no raw JSON event lines"
     both = out + result.stderr
     assert "Loading weights" not in both and "it/s]" not in both, "no tqdm bars"
@@ -564,7 +564,7 @@ def test_a_run_in_the_studios_runs_folder_is_exported_where_the_export_dialog_ex
                                                      "adapter": "A", "adapter_step": 2, "message": ""}))
     exports = Path.home() / "finetune-studio-exports"  # the Export dialog's default folder
     assert any(line.endswith(f"--output {exports / 'demo-3-merged'}") for line in lines), lines
-    assert any(line.endswith(f"--output {exports / 'demo-3-gguf' / 'demo-3-q8_0.gguf'}") for line in lines), lines
+    assert any(line.endswith(f"--output {exports / 'demo-3-gguf' / 'demo-3.gguf'}") for line in lines), lines
 
 
 def test_every_option_of_every_command_has_help_text():
@@ -590,7 +590,7 @@ def test_export_gguf_and_the_export_dialog_share_one_default_type():
     from studio.core.export.gguf import DEFAULT_GGUF_TYPE
 
     args = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"])
-    assert args.gguf_type == DEFAULT_GGUF_TYPE == "q8_0"
+    assert args.gguf_type == DEFAULT_GGUF_TYPE == "auto"
 
 
 def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses_setting(tmp_path, run_studio,

@@ -13,6 +13,7 @@ from studio.core.data.encoding import guess_encoding
 from studio.core.data.issues import DataError
 from studio.core.data.table import ExampleRows
 from studio.core.data.loading import ScanCancelled, load_data, load_with_settings
+from studio.core.system.tasks import Task
 from studio.core.data.shape import detect_shape, parse_column_mapping
 
 CHAT = [{"role": "system", "content": "You are Nimbus support."},
@@ -448,7 +449,7 @@ def test_large_files_are_held_by_arrow_read_in_order_and_cached(tmp_path, monkey
     path = _jsonl(tmp_path / "many.jsonl", *({"prompt": f"question {i}", "completion": f"answer {i}"}
                                              for i in range(5000)))
     heads, progress = [], []
-    data = load_data(path, on_head=heads.append, progress=lambda f, n: progress.append((f, n)))
+    data = load_data(path, task=Task(progress=lambda f, n: progress.append((f, n)), partial=heads.append))
     assert isinstance(data.examples, ExampleRows) and data.examples.arrow_path is not None
     assert len(data.examples) == 5000 and data.lines[-1] == 5000
     assert data.examples[4321]["messages"][0]["content"] == "question 4321"
@@ -474,7 +475,7 @@ def test_reading_can_be_cancelled(tmp_path):
         return len(calls) > 2
 
     with pytest.raises(ScanCancelled):
-        load_data(path, should_stop=stop, use_cache=False)
+        load_data(path, task=Task(cancel=stop), use_cache=False)
 
 
 def test_duplicates_are_counted_with_an_example(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from studio.core.eval.cases import EvalSetError, cases_from_examples, held_out_set, load_eval_set
 from studio.core.eval.results import read_results, summarise
+from studio.core.system.tasks import Task
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -213,8 +214,9 @@ def test_a_cancelled_eval_resumes_where_it_stopped_and_keeps_each_case_once(demo
                   max_new_tokens=40, batch_size=2)
     seen: list[dict] = []
     progress: list[tuple[int, int]] = []
-    first = run_eval(job, chat=demo_chat, on_result=seen.append, should_stop=lambda: len(seen) >= 6,
-                     progress=lambda done, total, message: progress.append((done, total)))
+    first = run_eval(job, chat=demo_chat, on_result=seen.append,
+                     task=Task(lambda done, total, message: progress.append((done, total)),
+                               cancel=lambda: len(seen) >= 6))
     assert first.status == "cancelled" and first.generated == 6 and not first.summary["complete"]
     assert [(r["model"], r["case"]) for r in _results(job.folder())] == [(r["model"], r["case"]) for r in seen]
     assert progress[-1] == (6, 20)

@@ -12,6 +12,7 @@ from studio.core.eval.cases import EvalCase, EvalSet
 from studio.core.eval.command import EvalInputError
 from studio.core.eval.runner import EvalJob
 from studio.core.metrics.registry import build_metric
+from studio.core.system.tasks import Task
 from studio.core.sessions.evaluate import (
     ALL, EXTRA, MISSING, REGRESSIONS, TUNED_WRONG, WRONG, Count, EvaluateSession, segments,
 )
@@ -189,8 +190,8 @@ def test_a_real_demo_eval_streams_into_the_session_and_resumes(trained_run, demo
     session.start(job)
     chat = ChatModel.load(trained_run)
     try:
-        first = run_eval(job, on_start=session.started, on_result=session.add_result, progress=session.progressed,
-                         should_stop=lambda: len(session.records) >= 8, chat=chat)
+        first = run_eval(job, on_start=session.started, on_result=session.add_result,
+                         task=Task(session.progressed, cancel=lambda: len(session.records) >= 8), chat=chat)
         assert first.status == "cancelled" and len(session.records) == 8 and session.done == 8
         session.finish(first)
         assert "Start resumes" in session.message
@@ -198,7 +199,7 @@ def test_a_real_demo_eval_streams_into_the_session_and_resumes(trained_run, demo
         job.fresh = False
         session.start(job)
         second = run_eval(job, on_start=session.started, on_result=session.add_result,
-                          progress=session.progressed, chat=chat)
+                          task=Task(session.progressed), chat=chat)
     finally:
         chat.unload()
     session.finish(second)

@@ -94,3 +94,35 @@ def test_a_failed_event_can_be_made_with_its_kind(tmp_path):
     event = make_event("failed", kind="oom", message="CUDA out of memory", hint="Lower max length.")
     assert event["event"] == "failed"
     assert event["kind"] == "oom"
+
+
+def test_every_reader_gets_typed_events_and_old_files_still_read(tmp_path):
+    """One parser (parse_event) behind read_events, the tail and the last event: each kind its dataclass, a field
+    an old file lacks its default, a value of the wrong type read as missing, unknown keys and kinds kept."""
+    from studio.core.runs.events import (Event, FailedEvent, FinishedEvent, LogEvent, StartedEvent, StepEvent,
+                                         parse_event, read_last_event)
+
+    path = tmp_path / "events.jsonl"
+    lines = [  # as an older studio wrote them: no start_step, no metrics, no hint, a step's loss as a string
+        {"event": "log", "time": 1.0, "message": "Training process 9 started", "pid": 9},
+        {"event": "started", "time": 2.0, "pid": 9, "total_steps": 30},
+        {"event": "step", "time": 3.0, "step": 1, "loss": "2.5", "learning_rate": 1e-4, "tokens_per_second": None},
+        {"event": "paused", "time": 3.5, "why": "a kind from a newer studio"},
+        {"event": "failed", "time": 4.0, "kind": "oom", "message": "CUDA out of memory", "new_key": [1, 2]},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+    log, started, step, unknown, failed = read_events(path)
+    assert isinstance(log, LogEvent) and log.pid == 9 and log.message == "Training process 9 started"
+    assert isinstance(started, StartedEvent) and started.total_steps == 30 and started.start_step == 0
+    assert isinstance(step, StepEvent) and step.step == 1 and step.loss is None and step.learning_rate == 1e-4
+    assert step.metrics == {} and step["loss"] == "2.5", "the line itself is kept as it was"
+    assert type(unknown) is Event and unknown.name == "paused" and unknown["why"] == "a kind from a newer studio"
+    assert isinstance(failed, FailedEvent) and (failed.kind, failed.hint, failed.settings) == ("oom", "", {})
+    assert failed.get("new_key") == [1, 2] and dict(failed) == lines[-1]
+    assert read_last_event(path) == failed and isinstance(read_last_event(path), FailedEvent)
+    assert isinstance(EventReader(path).read_new()[-1], FailedEvent)
+
+    finished = parse_event(make_event("finished", status="stopped", step=4, message="stopped by request"))
+    assert isinstance(finished, FinishedEvent) and (finished.status, finished.step) == ("stopped", 4)
+    assert parse_event(finished) is finished

@@ -24,6 +24,7 @@ from studio.core.eval.verify import (
 )
 from studio.core.export.jobs import verify_export
 from studio.core.export.model_card import AGREEMENT_ROW, record_agreement
+from studio.core.system.tasks import NO_TASK, Task
 
 MAX_NEW_TOKENS = 60  # the demo's replies end well before: both sides stop at the end-of-turn token
 
@@ -37,10 +38,15 @@ def _card_row(readme: Path) -> str:
 def test_the_headline_names_the_cases_that_differ(tmp_path):
     result = ExportVerification(tmp_path / "m.gguf", "gguf", TRANSFORMERS_GGUF, "completed", tmp_path,
                                 "3 of the run's training examples",
-                                [CaseCheck("1", "q", "Yes.", "Yes. "), CaseCheck("2", "q", "No.", "Nope."),
-                                 CaseCheck("3", "q", "Hi", "", error="llama.cpp: context full")])
+                                [CaseCheck("1", "q", "Yes.", "Yes. ", task_studio=True, task_export=True),
+                                 CaseCheck("2", "q", "No.", "Nope.", task_studio=True, task_export=True,
+                                           differs_at=1, studio_token="No", export_token="Nope"),
+                                 CaseCheck("3", "q", "Hi", "", error="llama.cpp: context full", task_studio=True)],
+                                type_label="Q4_K_M")
     assert result.identical == 1 and result.total == 3, "surrounding whitespace aside; an error is no reply"
-    assert result.headline() == "1/3 replies identical to the studio's; cases 2, 3 differ"
+    assert result.headline() == ("Q4_K_M: 1/3 replies identical to the studio's; tool call right 2/3 (trained model "
+                                 "3/3); case 2 differs from token 1: `No` → `Nope`; case 3: no reply (llama.cpp: "
+                                 "context full); passes (differences within rounding)")
     assert "on 3 of the run's training examples" in result.text() and "the GGUF file answered by" in result.text()
 
 
@@ -104,8 +110,7 @@ def test_a_llama_cpp_crash_is_no_result_and_says_where_it_came(tmp_path):
     (tmp_path / "check" / "results.jsonl").write_text('{"model": "gguf", "case": "1", "reply": "old"}\n')
     with pytest.raises(LlamaCrashed) as crash:
         _llama_cpp_replies(tmp_path / "x.gguf", _cases(3), 32, tmp_path / "check",
-                           lambda done, total, message: progress.append(done), lambda: False,
-                           command=_fake_llama(crash_at="3"))
+                           Task(lambda done, total, message: progress.append(done)), command=_fake_llama(crash_at="3"))
     assert str(crash.value) == ("llama.cpp crashed while answering case 3, after 2 of 3 (killed by SIGSEGV: "
                                 "GGML_ASSERT failed)")
     assert progress[-1] == 2  # the cases answered before the crash were reported as they came
@@ -122,7 +127,7 @@ def test_a_crash_while_loading_is_told_from_one_while_answering(tmp_path):
     code = "import os, signal; print('ggml_repack: repacking q8_0', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
     with pytest.raises(LlamaCrashed, match=r"^llama.cpp crashed while loading the file \(killed by SIGSEGV: "
                                            r"ggml_repack: repacking q8_0\)$"):
-        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", lambda *a: None, lambda: False,
+        _llama_cpp_replies(tmp_path / "x.gguf", _cases(2), 32, tmp_path / "check", NO_TASK,
                            command=lambda job, replies: [sys.executable, "-c", code])
 
 
@@ -134,7 +139,7 @@ def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):
 
     def check():
         result["replies"] = _llama_cpp_replies(tmp_path / "x.gguf", _cases(50), 32, tmp_path / "check",
-                                               lambda done, total, message: stop.set(), stop.is_set,
+                                               Task(lambda done, total, message: stop.set(), cancel=stop),
                                                command=_fake_llama(pause=0.2))
 
     thread = threading.Thread(target=check)
@@ -188,10 +193,11 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
     exported = export_gguf(run_copy, tmp_path / "gguf" / "demo-f16.gguf", gguf_type="f16")
     seen: list[tuple[float, str]] = []
     result = verify_export(run_copy, exported.path, engine="transformers", max_new_tokens=MAX_NEW_TOKENS,
-                           on_progress=lambda fraction, message: seen.append((fraction, message)))
+                           task=Task(lambda fraction, message: seen.append((fraction, message))))
     assert result.status == "completed" and result.kind == "gguf" and result.engine == TRANSFORMERS_GGUF
     assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
-    assert result.headline() == "10/10 replies identical to the studio's"
+    assert result.headline() == ("F16: 10/10 replies identical to the studio's; tool call right 10/10 (trained model "
+                                 "10/10); passes (identical)")
     assert seen[-1] == (1.0, result.headline()) and any("studio:" in m for _, m in seen)
     assert all(b >= a for (a, _), (b, _) in itertools.pairwise(seen)), "progress only moves forward"
     assert result.readme == exported.readme
@@ -228,7 +234,7 @@ def test_a_cancelled_check_leaves_the_card_as_it_was(run_copy, tmp_path):
     card = (merged / "README.md").read_text(encoding="utf-8")
     cancel = threading.Event()
     cancel.set()
-    result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, cancel=cancel)
+    result = verify_export(run_copy, merged, max_new_tokens=MAX_NEW_TOKENS, task=Task(cancel=cancel))
     assert result.status == "cancelled" and result.cases == []
     assert (merged / "README.md").read_text(encoding="utf-8") == card
 
@@ -248,7 +254,7 @@ def test_cli_exports_and_verifies_a_gguf_in_one_command(run_copy, tmp_path, run_
     result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify")
     assert result.returncode == 0, result.stderr[-3000:]
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
-    assert verify_line.startswith("verify: 10/10 replies identical to the studio's")
+    assert verify_line.startswith("verify: F16: 10/10 replies identical to the studio's")
     assert f"| {AGREEMENT_ROW} | {verify_line.removeprefix('verify: ')} |" in (output.parent / "demo.md").read_text()
 
 
@@ -351,7 +357,7 @@ def test_cli_verify_passing_only_with_repacking_off_says_llama_cpps_default_cras
     result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
-    assert verify_line.startswith("verify: 10/10 replies identical to the studio's"), verify_line
+    assert verify_line.startswith("verify: F16: 10/10 replies identical to the studio's"), verify_line
     assert verify_line.endswith("answered by llama.cpp (llama-cpp-python)). llama.cpp's default (CPU weight "
                                 "repacking) crashed on this CPU; checked with repacking off — Ollama runs the same "
                                 "default"), verify_line

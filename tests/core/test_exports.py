@@ -33,6 +33,7 @@ from studio.core.export.adapter import export_adapter, export_adapter_zip
 from studio.core.export.staging import ExportCancelled, ExportError
 from studio.core.export.gguf import export_gguf, permute_qk
 from studio.core.export.model_card import loss_curve_svg
+from studio.core.system.tasks import NO_TASK, Task
 
 MERGE_LOGIT_TOLERANCE = 0.25
 LLAMA_CPP_LOGIT_TOLERANCE = 0.05
@@ -155,7 +156,7 @@ def test_cancel_during_an_export_leaves_nothing(tmp_path):
             cancel.set()  # the user presses Cancel while files are being copied
 
     with pytest.raises(ExportCancelled):
-        export_adapter_zip(adapter, tmp_path / "adapter.zip", on_progress=progress, cancel=cancel)
+        export_adapter_zip(adapter, tmp_path / "adapter.zip", task=Task(progress, cancel=cancel))
     assert _nothing_left(tmp_path / "adapter.zip")
     assert not list(tmp_path.glob("*-folder"))
 
@@ -280,7 +281,7 @@ def test_cancelling_a_gguf_export_midway_leaves_no_file_and_no_modelfile(tmp_pat
             cancel.set()
 
     with pytest.raises(ExportCancelled):
-        export_gguf(tmp_path / "model", output, gguf_type="q8_0", on_progress=progress, cancel=cancel)
+        export_gguf(tmp_path / "model", output, gguf_type="q8_0", task=Task(progress, cancel=cancel))
     assert _nothing_left(output)
     assert not (output.parent / "Modelfile").exists()
 
@@ -437,7 +438,7 @@ def test_llama_cpp_answers_the_trained_questions_from_the_gguf(ggufs, demo_asset
              for i, messages in enumerate(conversations, start=1)]
     # In llama.cpp's own process (a crash there fails this test instead of ending the test run); the chat
     # template embedded in the file renders the prompt and generation stops at its end-of-generation token.
-    replies = _llama_cpp_replies(ggufs[gguf_type].path, cases, 120, tmp_path / "llama", lambda *_: None, lambda: False)
+    replies = _llama_cpp_replies(ggufs[gguf_type].path, cases, 120, tmp_path / "llama", NO_TASK)
     for case in cases:
         reply, truncated, error = replies[case.id]
         assert error == "" and not truncated, (case.id, error)

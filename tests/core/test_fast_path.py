@@ -109,7 +109,7 @@ def test_padding_free_reaches_the_trainer_and_lifts_trls_truncation(tmp_path):
 def test_truncation_keeps_the_first_tokens_of_ids_and_labels_alike():
     import datasets
 
-    from studio.core.train.prepare import truncate
+    from studio.core.train.prepare import truncate_dataset as truncate
 
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5], [6, 7]],
                                        "labels": [[-100, -100, 3, 4, 5], [-100, 7]]})

@@ -11,6 +11,7 @@ import pytest
 
 from studio.core.models import download
 from studio.core.models.download import DownloadCancelled, DownloadProgress, describe_hub_error, download_model
+from studio.core.system.tasks import Task
 from studio.core.models.source import (
     ModelSourceError, bundled_shape_for, cached_snapshot, find_model_config, list_cached_models, looks_like_hub_id,
 )
@@ -219,7 +220,7 @@ def _fake_hub(monkeypatch, *, chunks: int, error: Exception | None = None) -> di
 def test_download_reports_bytes_and_skips_duplicate_weight_formats(hf_cache, monkeypatch):
     seen = _fake_hub(monkeypatch, chunks=5)
     reports: list[DownloadProgress] = []
-    folder = download_model("acme/big", progress=reports.append, report_interval_s=0)
+    folder = download_model("acme/big", task=Task(reports.append), report_interval_s=0)
     assert folder == hf_cache / "snapshots" / COMMIT
     assert seen["revision"] == COMMIT
     assert "*.bin" in seen["ignore"] and "original/*" in seen["ignore"]
@@ -232,12 +233,12 @@ def test_cancel_stops_the_download_with_a_resume_hint(hf_cache, monkeypatch):
     _fake_hub(monkeypatch, chunks=100)
     calls = []
 
-    def should_cancel() -> bool:
+    def cancelled() -> bool:
         calls.append(1)
         return len(calls) > 3
 
     with pytest.raises(DownloadCancelled, match="resume"):
-        download_model("acme/big", should_cancel=should_cancel)
+        download_model("acme/big", task=Task(cancel=cancelled))
 
 
 def test_a_gated_download_becomes_a_login_message(hf_cache, monkeypatch):
@@ -252,7 +253,7 @@ def test_a_gated_download_becomes_a_login_message(hf_cache, monkeypatch):
 
 
 def test_the_progress_bar_class_prints_nothing(capsys):
-    bar_class = download._progress_bar_class(lambda role, n, total: None, lambda: False)
+    bar_class = download._progress_bar_class(lambda role, n, total: None, Task())
     bar = bar_class(desc="Reconstructing", total=10, unit="B")
     bar.update(10)
     bar.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from studio.core.eval.ollama_api import chat_reply
 from studio.core.export.ollama_server import (
-    OllamaError, OllamaModelExists, chat_reply, create_command, create_in_ollama, install_hint, listed_models,
+    OllamaError, OllamaModelExists, create_command, create_in_ollama, listed_models, ollama_install_hint,
 )
 
 FAKE_OLLAMA = """#!{python}
@@ -84,7 +85,7 @@ def test_without_ollama_the_user_gets_the_install_step_and_the_command(tmp_path,
     assert "https://ollama.com" in str(error.value)
     assert "ollama create support-bot -f bot.Modelfile" in str(error.value)
     assert create_command("support-bot", modelfile) == ["ollama", "create", "support-bot", "-f", "bot.Modelfile"]
-    assert "install.sh" in install_hint("Linux") and "OllamaSetup.exe" in install_hint("Windows")
+    assert "install.sh" in ollama_install_hint("Linux") and "OllamaSetup.exe" in ollama_install_hint("Windows")
 
 
 class _ChatAPI(BaseHTTPRequestHandler):
@@ -143,3 +144,22 @@ def test_the_cli_creates_the_model_and_refuses_a_listed_name(fake_ollama, modelf
     assert again.returncode == 2 and "already has a model named 'support-bot'" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert replaced.returncode == 0
+
+
+def test_the_check_s_cases_are_answered_by_ollama_one_by_one_and_a_cancel_stops():
+    from studio.core.eval.cases import EvalCase
+    from studio.core.eval.ollama_api import ollama_replies
+
+    server = HTTPServer(("127.0.0.1", 0), _ChatAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_port}"
+    cases = [EvalCase(str(i), ({"role": "user", "content": f"Fatura {i}?"},), "Faturanız 10 TL.") for i in (1, 2)]
+    seen: list[str] = []
+    try:
+        replies = ollama_replies("support-bot", cases, 32, lambda d, t, m: seen.append(m), lambda: False, host=host)
+        cancelled = ollama_replies("support-bot", cases, 32, lambda *a: None, lambda: True, host=host)
+    finally:
+        server.shutdown()
+
+    assert replies == {"1": ("Faturanız 10 TL.", False, ""), "2": ("Faturanız 10 TL.", False, "")}
+    assert seen == ["Ollama: 1/2", "Ollama: 2/2"] and cancelled is None

@@ -10,9 +10,9 @@ import pytest
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.data.issues import DataError
 from studio.core.data.normalise import normalise_preference
-from studio.core.data.shape import detect_method_format
+from studio.core.methods.registry import method as method_spec
 from studio.core.runs.store import RunDirectory
-from studio.core.train.preference_data import load_preference_data, require_preference_trainable
+from studio.core.methods.reading import load_preference_data, require_preference_trainable
 
 
 def _demo_pairs(dataset: Path) -> list[tuple[str, str, str]]:
@@ -44,11 +44,13 @@ def _config(demo_assets, method: str, train_file: Path, **training) -> RunConfig
     config.training.method = method
     config.training.max_steps = 4
     if method == "grpo":
-        config.training.num_generations = 2
-        config.training.max_completion_length = 16
-        config.training.kl_coefficient = 0.04  # so the KL is computed and logged
-    for key, value in training.items():
-        setattr(config.training, key, value)
+        config.grpo.num_generations = 2
+        config.grpo.max_completion_length = 16
+        config.grpo.kl_coefficient = 0.04  # so the KL is computed and logged
+    for key, value in training.items():  # a [training] setting, or one of the method's own section
+        section = config.training if hasattr(config.training, key) else getattr(config, method)
+        assert hasattr(section, key), key
+        setattr(section, key, value)
     return config
 
 
@@ -69,7 +71,7 @@ def _train(config: RunConfig, folder: Path, should_stop=lambda: False, **kwargs)
 
 def test_each_method_reads_its_shape_conversational_or_plain():
     plain = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}
-    assert detect_method_format(plain, "dpo")[0] == "preference"
+    assert method_spec("dpo").data.detect(plain)[0] == "preference"
     assert normalise_preference(plain, "preference") == [{
         "prompt": [{"role": "user", "content": "Hi?"}],
         "chosen": [{"role": "assistant", "content": "Hello."}],
@@ -77,21 +79,21 @@ def test_each_method_reads_its_shape_conversational_or_plain():
     # TRL's implicit prompt: two whole conversations whose shared first turns are the prompt.
     implicit = {"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
                 "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}
-    (pair,) = normalise_preference(implicit, detect_method_format(implicit, "orpo")[0])
+    (pair,) = normalise_preference(implicit, method_spec("orpo").data.detect(implicit)[0])
     assert pair["prompt"] == [{"role": "user", "content": "Hi?"}]
     assert pair["rejected"] == [{"role": "assistant", "content": "No."}]
 
     unpaired = {"prompt": "Hi?", "completion": "Hello.", "label": "false"}
-    assert detect_method_format(unpaired, "kto")[0] == "unpaired_preference"
+    assert method_spec("kto").data.detect(unpaired)[0] == "unpaired_preference"
     assert normalise_preference(unpaired, "unpaired_preference")[0]["label"] is False
 
     chat = {"messages": [{"role": "user", "content": "Outage?"}, {"role": "assistant", "content": "CALL x()"}]}
-    fmt, why = detect_method_format(chat, "grpo")
+    fmt, why = method_spec("grpo").data.detect(chat)
     assert fmt == "messages" and "expected" in why
     assert normalise_preference(chat, fmt) == [{"prompt": [{"role": "user", "content": "Outage?"}],
                                                 "expected": "CALL x()"}]
     with pytest.raises(ValueError, match="needs 'chosen' and 'rejected'"):
-        detect_method_format({"prompt": "a", "completion": "b"}, "dpo")
+        method_spec("dpo").data.detect({"prompt": "a", "completion": "b"})
 
 
 def test_identical_pairs_and_bad_labels_are_reported_by_line(tmp_path):
@@ -129,13 +131,13 @@ def test_kto_splits_pairs_and_the_column_mapping_applies(tmp_path):
 
 @pytest.mark.timeout(120)  # a regex reward without a bound would stall here for hours
 def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
-    from studio.core.train.methods import reward_functions
+    from studio.core.methods.grpo.trainer import reward_functions
 
     config = RunConfig()
     config.training.method = "grpo"
-    config.training.rewards = ["tool_call=2", "contains=0.5"]
-    config.training.length_penalty = 0.1
-    config.training.max_completion_length = 10
+    config.grpo.rewards = ["tool_call=2", "contains=0.5"]
+    config.grpo.length_penalty = 0.1
+    config.grpo.max_completion_length = 10
     functions, weights = reward_functions(config)
     assert [f.__name__ for f in functions] == ["tool_call", "contains", "length_penalty"]
     assert weights == [2.0, 0.5, 0.1]
@@ -149,28 +151,28 @@ def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
     assert tool_call([None], conversational, expected=[want]) == [1.0]
     assert length([None, None], ["", ""], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
 
-    config.training.rewards, config.training.reward_pattern = ["regex=1"], r"(a|aa)+$"
-    config.training.length_penalty = 0.0
+    config.grpo.rewards, config.grpo.reward_pattern = ["regex=1"], r"(a|aa)+$"
+    config.grpo.length_penalty = 0.0
     (regex,), _ = reward_functions(config)
     # A catastrophically backtracking pattern is stopped after a second per reply and scores 0: one bad reward
     # pattern cannot stall a GRPO step (with `re` this reply would take hours).
     assert regex([None] * 2, ["a" * 80 + "!", "baaaa"], expected=["", ""]) == [0.0, 1.0]
 
-    config.training.rewards, config.training.reward_pattern = ["bleu=1"], ""
-    with pytest.raises(ConfigError, match="training.rewards.*unknown metric 'bleu'"):
+    config.grpo.rewards, config.grpo.reward_pattern = ["bleu=1"], ""
+    with pytest.raises(ConfigError, match="grpo.rewards.*unknown metric 'bleu'"):
         reward_functions(config)
-    config.training.rewards = ["regex"]
-    with pytest.raises(ConfigError, match="training.reward_pattern"):
+    config.grpo.rewards = ["regex"]
+    with pytest.raises(ConfigError, match="grpo.reward_pattern"):
         reward_functions(config)
     config.model.name_or_path, config.data.train_file = "model", "data.jsonl"
-    config.training.rewards, config.training.num_generations = ["exact=x"], 2
-    with pytest.raises(ConfigError, match="training.rewards.*not a number"):
+    config.grpo.rewards, config.grpo.num_generations = ["exact=x"], 2
+    with pytest.raises(ConfigError, match="grpo.rewards.*not a number"):
         config.validate()
 
 
 def test_grpo_needs_a_batch_that_holds_whole_groups(demo_assets, tmp_path):
     config = _config(demo_assets, "grpo", tmp_path / "x.jsonl", num_generations=3)
-    with pytest.raises(ConfigError, match="training.num_generations.*multiple"):
+    with pytest.raises(ConfigError, match="grpo.num_generations.*multiple"):
         config.validate()
 
 
@@ -292,11 +294,11 @@ def test_dpo_from_the_untuned_base_learns_to_prefer_the_chosen_answers(demo_asse
 def test_dpo_with_its_supervised_term_from_the_untuned_base_gives_the_chosen_answers_in_greedy_chat(demo_assets,
                                                                                                     tmp_path):
     """The must-show from a base without SFT: plain DPO (above) only separates likelihoods, so the run adds TRL's
-    supervised loss on the chosen replies (training.dpo_sft_weight, RPO's recipe); greedy chat then answers with
+    supervised loss on the chosen replies ([dpo] sft_weight, RPO's recipe); greedy chat then answers with
     the chosen replies and never the rejected ones."""
     data = _method_data("dpo", demo_assets, tmp_path)
     config = _config(demo_assets, "dpo", data, max_steps=DPO_SFT_STEPS, beta=0.1)
-    config.training.dpo_sft_weight, config.training.learning_rate = 1.0, DPO_SFT_LR
+    config.dpo.sft_weight, config.training.learning_rate = 1.0, DPO_SFT_LR
     run, status = _train(config, tmp_path / "run")
     assert status == "completed"
     accuracies = [e["metrics"]["rewards/accuracies"] for e in run.events() if e["event"] == "step"]
@@ -326,7 +328,7 @@ def test_continue_config_keeps_the_runs_loading_and_points_at_its_adapter(traine
     assert grpo.data.train_file == sft.data.train_file  # a chat record's last reply is GRPO's expected reply
     # Gentler than the SFT run (test_continuing_with_dpo_or_kto_keeps_the_tool_calls_sft_taught measures why).
     assert dpo.training.learning_rate == grpo.training.learning_rate == pytest.approx(sft.training.learning_rate / 10)
-    assert dpo.training.dpo_sft_weight == 1.0
+    assert dpo.dpo.sft_weight == 1.0
     assert continue_config(trained_run, "orpo").training.learning_rate == sft.training.learning_rate
     with pytest.raises(ConfigError, match="training.method"):
         continue_config(trained_run, "ppo")
@@ -377,7 +379,7 @@ def test_dpo_continuing_from_the_sft_run_keeps_greedy_chat_on_the_chosen_answers
     config = continue_config(trained_run, "dpo")
     config.data.train_file = str(_method_data("dpo", demo_assets, tmp_path))
     config.training.max_steps, config.training.save_steps = 30, 100
-    config.training.learning_rate, config.training.beta = 1e-3, 0.1
+    config.training.learning_rate, config.dpo.beta = 1e-3, 0.1
     run, status = _train(config, tmp_path / "run")
     assert status == "completed"
     events = run.events()
@@ -499,11 +501,11 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
     assert status == "completed"
 
     config = continue_config(sft_run.path, "grpo")
-    t = config.training
-    t.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
-    t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
-    t.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
-    t.generation_temperature = GRPO_TEMPERATURE
+    t, g = config.training, config.grpo
+    g.rewards, t.max_steps, t.save_steps, t.learning_rate = ["tool_call=1.0"], GRPO_STEPS, 100, GRPO_LR
+    g.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps = 4, 8, 1
+    g.max_completion_length = 64  # a call is 41 tokens of the demo tokenizer
+    g.generation_temperature = GRPO_TEMPERATURE
     run, status = _train(config, tmp_path / "grpo")
     assert status == "completed"
     steps = [e for e in run.events() if e["event"] == "step"]

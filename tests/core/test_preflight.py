@@ -120,7 +120,7 @@ def _config_with(demo_assets, folder: Path, **changes) -> Path:
     return path
 
 
-GRPO = {"training__method": "grpo", "training__num_generations": 2}
+GRPO = {"training__method": "grpo", "grpo__num_generations": 2}
 
 
 @pytest.mark.parametrize("case", ["reward pattern", "reward metric", "init adapter missing", "init adapter not a run",
@@ -132,10 +132,10 @@ def test_what_only_the_training_child_found_is_refused_before_the_run_folder(cas
     bad_rows = tmp_path / "bad.jsonl"
     bad_rows.write_bytes(Path(demo_assets.dataset_path).read_bytes() + b'{"messages": 5}\nnot json\n')
     changes, said = {
-        "reward pattern": ({**GRPO, "training__rewards": ["regex=1.0"], "training__reward_pattern": "(unclosed"},
-                           "training.reward_pattern = '(unclosed': "),
-        "reward metric": ({**GRPO, "training__rewards": ["no_such_metric=1.0"]},
-                          "training.rewards = ['no_such_metric=1.0']: unknown metric 'no_such_metric'"),
+        "reward pattern": ({**GRPO, "grpo__rewards": ["regex=1.0"], "grpo__reward_pattern": "(unclosed"},
+                           "grpo.reward_pattern = '(unclosed': "),
+        "reward metric": ({**GRPO, "grpo__rewards": ["no_such_metric=1.0"]},
+                          "grpo.rewards = ['no_such_metric=1.0']: unknown metric 'no_such_metric'"),
         "init adapter missing": ({"model__init_adapter": str(tmp_path / "gone")},
                                  f"model.init_adapter = '{tmp_path / 'gone'}': no such folder"),
         "init adapter not a run": ({"model__init_adapter": str(tmp_path)},

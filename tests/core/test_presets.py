@@ -150,11 +150,11 @@ def test_new_fields_are_validated_by_name():
 
 
 def test_docs_config_md_is_up_to_date():
-    from studio.core.config.docs import DOCS_PATH, render
+    from studio.core.config.docs import DOCS_PATH, render_reference
 
-    assert DOCS_PATH.read_text(encoding="utf-8") == render(), "run: python -m studio.core.config.docs"
+    assert DOCS_PATH.read_text(encoding="utf-8") == render_reference(), "run: python -m studio.core.config.docs"
     for name in ("use_rslora", "use_dora", "modules_to_save", "packing", "early_stopping_patience"):
-        assert f"`{name}`" in render()
+        assert f"`{name}`" in render_reference()
 
 
 # ------------------------------------------------------------------ wired into PEFT / TRL / transformers

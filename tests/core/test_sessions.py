@@ -220,11 +220,11 @@ def test_reading_reports_the_first_rows_and_throttled_progress(draft, tmp_path, 
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     real_load = dataset_session.load_data
 
-    def chatty_load(*args, progress, **kwargs):
+    def chatty_load(*args, task, **kwargs):
         for step in range(100):  # a hundred reports within a few microseconds
-            progress(step / 100, step)
-        progress(1.0, 3)
-        return real_load(*args, progress=progress, **kwargs)
+            task.progress(step / 100, step)
+        task.progress(1.0, 3)
+        return real_load(*args, task=task, **kwargs)
 
     monkeypatch.setattr(dataset_session, "load_data", chatty_load)
     state = FakeState()
@@ -544,4 +544,5 @@ def test_beyond_sft_the_columns_are_the_methods_and_only_the_columns_are_mapped(
     session.apply_mapping("prompt_completion", {"prompt": "question"})
     assert draft.config.data.format == "auto", "a preference method detects its shape per record"
     assert draft.config.data.column_mapping == ["prompt=question"]
-    assert set(dataset_session.METHOD_DATA) == {"sft", "dpo", "orpo", "kto", "grpo"}
+    assert {dataset_session.method_data(m).title for m in ("sft", "dpo", "orpo", "kto", "grpo")} == {
+        "SFT", "DPO", "ORPO", "KTO", "GRPO"}, "each method's data as the methods wing describes it"

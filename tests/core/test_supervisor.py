@@ -18,7 +18,8 @@ from studio.core.config.settings import load_config, save_config
 from studio.core.runs.events import make_event, read_events
 from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.train import supervisor as supervisor_module
-from studio.core.train.supervisor import TrainingSupervisor, describe_exit, training_command
+from studio.core.system.processes import describe_exit
+from studio.core.train.supervisor import TrainingSupervisor, training_command
 
 CHILD = """
 import os, sys, time

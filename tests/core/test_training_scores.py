@@ -25,6 +25,7 @@ from studio.core.config.settings import (
 )
 from studio.core.eval.cases import EvalCase
 from studio.core.runs.store import RunDirectory
+from studio.core.system.tasks import Task
 
 # ------------------------------------------------------------------ the automatic held-out split
 
@@ -261,5 +262,5 @@ def test_scoring_counts_right_replies_and_gives_the_model_back_in_train_mode(tra
     assert scores.score == pytest.approx(scores.passed / 10)
     assert chat.model.training
     assert score_model(chat.model, chat.tokenizer, cases, build_metric("exact"), max_new_tokens=budget,
-                       should_stop=lambda: True) is None
+                       task=Task(cancel=lambda: True)) is None
     assert chat.model.training

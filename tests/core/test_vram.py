@@ -22,7 +22,7 @@ TOY = {
 H, I, L, V, KV, HEADS = 64, 128, 2, 256, 32, 4  # KV = 2 heads × head_dim 16
 
 
-def _config(**training) -> RunConfig:
+def _config(*, grpo: dict | None = None, **training) -> RunConfig:
     config = RunConfig()
     config.model.name_or_path = "toy"
     config.data.train_file = "train.jsonl"
@@ -33,7 +33,11 @@ def _config(**training) -> RunConfig:
     config.training.gradient_checkpointing = True
     config.training.optim = "paged_adamw_8bit"
     for key, value in training.items():
+        assert hasattr(config.training, key), key  # a method's own setting is in its section
         setattr(config.training, key, value)
+    for key, value in (grpo or {}).items():
+        assert hasattr(config.grpo, key), key
+        setattr(config.grpo, key, value)
     return config
 
 
@@ -335,10 +339,10 @@ def test_grpo_generation_adds_the_kv_cache_only_where_it_outgrows_the_activation
     # Checkpointed activations hold each layer's input (L × H per token); the KV cache holds L × 2 × KV per token of
     # prompt and reply: at KV = H / 2 and no long reply they are equal and generation adds nothing to the peak.
     sft = estimate_vram(_shape(), _config())
-    short = estimate_vram(_shape(), _config(method="grpo", num_generations=2, max_completion_length=1))
+    short = estimate_vram(_shape(), _config(method="grpo", grpo={"num_generations": 2, "max_completion_length": 1}))
     assert short.breakdown["GRPO generation, KV cache"] == 0 and short.total == sft.total
     assert any("GRPO's generation" in note for note in short.notes)
-    long = estimate_vram(_shape(), _config(method="grpo", num_generations=2, max_completion_length=1024))
+    long = estimate_vram(_shape(), _config(method="grpo", grpo={"num_generations": 2, "max_completion_length": 1024}))
     kv_cache = 1 * (16 + 1024) * L * 2 * KV * 2  # batch 1, 16 prompt + 1024 reply tokens, 16-bit compute
     activations = next(v for k, v in long.breakdown.items() if k.startswith("activations"))
     assert long.breakdown["GRPO generation, KV cache"] == kv_cache - activations - long.breakdown["backward workspace"] > 0

@@ -147,3 +147,23 @@ def test_the_runner_is_busy_until_its_task_has_been_delivered_as_ended(qtbot, ru
     assert runner.busy and delivered == []
     qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
     assert delivered == ["done", "end"]  # whoever waits for "not busy" sees what the task's ending changed
+
+
+def test_the_window_task_state_is_the_core_protocol_and_can_stop_on_an_owner_event(qtbot, runner):
+    """A core function gets the window's task state as its `task`; `stopping_on` adds an owner's own stop (the
+    Export dialog's Cancel) without dropping the task's outcome, which a cancelled task would."""
+    from studio.core.system.tasks import TaskState as CoreTaskState
+
+    stop = threading.Event()
+    seen = []
+
+    def work(state):
+        task = state.stopping_on(stop)
+        assert isinstance(state, CoreTaskState) and isinstance(task, CoreTaskState)
+        task.progress(0.25, "a quarter")
+        stop.set()
+        return task.cancelled(), state.cancelled()
+
+    with qtbot.waitSignal(_done_signal(runner), timeout=10_000):
+        runner.start(work, on_progress=lambda *values: seen.append(values), on_result=seen.append)
+    assert seen == [(0.25, "a quarter"), (True, False)]

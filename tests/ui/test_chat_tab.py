@@ -206,7 +206,8 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
     qtbot.addWidget(dialog)
     assert dialog.source == trained_run, "the chat's adapter, as its run"
 
-    dialog.set_kind(ExportKind.GGUF_Q8_0)
+    dialog.set_kind(ExportKind.GGUF)
+    dialog.session.set_gguf_type("q8_0")
     dialog.set_output(tmp_path / "out" / "demo.gguf")
     fractions = []
     with qtbot.waitSignal(dialog.export_finished, timeout=REPLY_TIMEOUT_MS) as finished:

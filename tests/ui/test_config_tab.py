@@ -526,3 +526,120 @@ def test_the_collapsed_advanced_section_takes_no_focus_and_no_keys(qtbot, tab):
     assert tab.bnb_4bit_quant_type.isEnabled()
     tab.advanced.collapse(animate=False)
     assert not tab.bnb_4bit_quant_type.isEnabled()
+
+
+# ------------------------------------------------------------------ one truth: the tab shows its session
+
+
+def test_a_session_edit_moves_the_widgets_and_the_method_rows(qtbot, tab):
+    tab.set_config(_config())
+    tab.session.edit("training", "max_length", 777)
+    tab.session.edit("training", "method", "grpo")
+    assert tab.max_length.value() == 777 and tab.method.currentData() == "grpo"
+    assert not tab.grpo_num_generations.isHidden() and tab.dpo_beta.isHidden(), "only GRPO's own settings"
+    assert "prompts" in tab.method_note.text()
+    tab.session.edit("training", "max_steps", -1)
+    assert tab.num_train_epochs.isEnabled() and tab.max_steps.text() == "use epochs"
+    tab.session.choose_preset("16gb")
+    assert (tab.r.value(), tab.max_length.value()) == (32, 2048) and tab.preset_combo.currentData() == "16gb"
+    tab.session.set_device(GpuInfo("NVIDIA GeForce RTX 4060", 8188 * MIB, 7000 * MIB))
+    qtbot.waitUntil(lambda: "RTX 4060" in tab.vram_panel.against_label.text())
+
+
+def test_an_edit_writes_its_one_field_and_rebuilds_no_config_from_the_widgets(qtbot, tab, monkeypatch):
+    from studio.ui.tabs.config_tab import ESTIMATE_DEBOUNCE_MS, QtConfigTab
+
+    tab.set_config(_config())
+    qtbot.wait(ESTIMATE_DEBOUNCE_MS + 100)
+    calls = []
+    real_apply_to, real_validate = QtConfigTab.apply_to, RunConfig.validate
+    monkeypatch.setattr(QtConfigTab, "apply_to", lambda self, config: calls.append("apply_to")
+                        or real_apply_to(self, config))
+    monkeypatch.setattr(RunConfig, "validate", lambda self, *a, **k: calls.append("validate")
+                        or real_validate(self, *a, **k))
+    changes = []
+    tab.draft.subscribe(changes.append)
+
+    tab.r.setValue(48)
+    tab.method.setCurrentIndex(tab.method.findData("dpo"))
+    qtbot.wait(ESTIMATE_DEBOUNCE_MS + 100)  # the estimate and the "edited" mark follow too
+
+    assert [(change.section, set(change.names)) for change in changes] == [("lora", {"r"}), ("training", {"method"})]
+    assert changes[0].source is tab, "the tab's own edit, which it already shows"
+    assert (tab.draft.config.lora.r, tab.draft.config.training.method) == (48, "dpo")
+    assert len(calls) <= 2, f"at most one rebuild or validation per edit: {calls}"
+    assert _estimate(tab).breakdown["LoRA weights"] > 0 and tab.dpo_beta.isVisibleTo(tab)
+
+
+def test_the_estimate_and_the_presets_edited_mark_follow_a_session_edit(qtbot, tab):
+    tab.set_config(_config("llama-3.2-3b"))
+    tab.apply_preset("8gb")
+    label = tab.session.preset_label("8gb")
+    qtbot.waitUntil(lambda: _estimate(tab) is not None and tab.preset_combo.currentText() == label)
+    total = _estimate(tab).total
+
+    tab.session.edit("training", "max_length", 4096)
+    qtbot.waitUntil(lambda: tab.preset_combo.currentText() == f"{label} — edited")
+    assert _estimate(tab).total > total
+    assert tab.max_length.value() == 4096
+
+    tab.session.choose_preset("8gb")
+    qtbot.waitUntil(lambda: tab.preset_combo.currentText() == label)
+    assert tab.max_length.value() == 1024
+
+
+def _stats(lengths: list[int]):
+    import numpy as np
+
+    from studio.core.data.stats import TokenStats
+
+    n = len(lengths)
+    return TokenStats(total_rows=n, max_length=1024, lengths=np.array(lengths, dtype=np.int32),
+                      trained=np.array(lengths, dtype=np.int32) // 2, first_trained=np.zeros(n, dtype=np.int32),
+                      line_numbers=np.arange(1, n + 1), complete=True)
+
+
+def _overlapping_siblings(root) -> list[str]:
+    from PySide6.QtWidgets import QWidget
+
+    found = []
+    for parent in (root, *root.findChildren(QWidget)):
+        if not parent.isVisible():
+            continue
+        children = [child for child in parent.children()
+                    if isinstance(child, QWidget) and child.isVisible() and not child.isWindow()]
+        for index, first in enumerate(children):
+            for second in children[index + 1:]:
+                if first.geometry().intersects(second.geometry()):
+                    found.append(f"{type(parent).__name__}: {type(first).__name__} {getattr(first, 'text', str)()!r} "
+                                 f"overlaps {type(second).__name__} {getattr(second, 'text', str)()!r}")
+    return found
+
+
+TAB_HEIGHT_AT_1366X768 = 690
+"""A laptop's 768 px, less a title bar and a task bar."""
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "orpo", "kto", "grpo"])
+def test_at_1366x768_every_preset_fits_in_690_px_after_a_fit_and_nothing_overlaps(qtbot, tab, method):
+    """The 8 GB preset without a GPU, an 8B model and a long example: the longest breakdown and fit report."""
+    from studio.ui.tabs.config_tab import ESTIMATE_DEBOUNCE_MS
+
+    tab.token_stats_source = lambda: _stats([900] * 199 + [6000])
+    tab.resize(1348, TAB_HEIGHT_AT_1366X768)
+    tab.show()
+    qtbot.waitExposed(tab)
+    from studio.core.config.presets import builtin_presets
+
+    for key in [preset.key for preset in builtin_presets()]:
+        tab.set_config(_config())
+        tab.apply_preset(key)
+        tab.draft.update("training", method=method)
+        tab.fit_to_gpu()
+        assert not tab.fit_label.isHidden()
+        qtbot.wait(ESTIMATE_DEBOUNCE_MS + 100)
+        height = tab.minimumSizeHint().height()
+        assert height <= TAB_HEIGHT_AT_1366X768, f"{key}, {method}: the tab needs {height} px"
+        tab.resize(1348, height)  # the shortest it may be: its lines still do not overlap
+        qtbot.wait(20)
+        assert _overlapping_siblings(tab) == [], (key, method)

@@ -340,16 +340,17 @@ def test_loading_a_large_file_keeps_the_event_loop_running(qtbot, tab, large_fil
 
 def test_cancel_keeps_the_first_rows(qtbot, tab, large_file, monkeypatch, tmp_path):
     import studio.core.sessions.dataset as workers
+    from studio.core.system.tasks import Task
 
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "home"))
     real_load = workers.load_data
 
-    def slow_load(*args, should_stop, **kwargs):  # a slower disk: the read cannot end before Cancel is pressed
+    def slow_load(*args, task, **kwargs):  # a slower disk: the read cannot end before Cancel is pressed
         def stop() -> bool:
             time.sleep(0.01)
-            return should_stop()
+            return task.cancelled()
 
-        return real_load(*args, should_stop=stop, **kwargs)
+        return real_load(*args, task=Task(task.progress, task.partial, stop), **kwargs)
 
     monkeypatch.setattr(workers, "load_data", slow_load)
     tab.open_path(large_file)

@@ -133,7 +133,7 @@ def test_an_installed_studio_opens_the_settings_reference_offline_from_its_own_c
     win.help_actions["docs/CONFIG.md"].trigger()
     path = Path(opened[-1].toLocalFile())
     assert opened[-1].isLocalFile() and path.name == "CONFIG.md" and docs.DOCS_PATH != path
-    assert path.read_text(encoding="utf-8") == docs.render()  # what the installed code accepts, not a stale copy
+    assert path.read_text(encoding="utf-8") == docs.render_reference()  # what the installed code accepts, not a stale copy
     assert "## `[lora]`" in path.read_text(encoding="utf-8")
 
 

@@ -372,3 +372,39 @@ def test_gpu_panel_stop_does_not_hang_on_a_stuck_read(qtbot, make_panel, monkeyp
     assert len(stuck) == 1
     release.set()
     qtbot.waitUntil(lambda: not stuck & running_tasks(), timeout=3000)
+
+
+def test_a_dragged_smoothing_slider_recomputes_the_curve_while_it_moves(qtbot):
+    """Throttled, not debounced: a slider moved every 20 ms keeps the curve following it (at most every 60 ms),
+    instead of redrawing only once the hand stops."""
+    import time
+
+    from studio.ui.widgets.qt_metrics_plots import QtMetricsPlots
+
+    plots = QtMetricsPlots(smoothing=0.0)
+    qtbot.addWidget(plots)
+    applied = []
+    started = time.monotonic()
+    for step in range(1, 26):  # half a second of dragging
+        plots.smoothing_slider.setValue(step / 30)
+        qtbot.wait(20)
+        if plots.loss_plot.smoothing not in applied:
+            applied.append(plots.loss_plot.smoothing)
+    assert time.monotonic() - started < 5
+    assert len([value for value in applied if value > 0]) >= 3, applied  # it followed during the drag
+    qtbot.waitUntil(lambda: plots.loss_plot.smoothing == round(25 / 30, 2), timeout=2000)  # and ends where it stops
+
+
+def test_widgets_use_superqt_for_blocked_signals_and_throttled_redraws():
+    """No hand-written blockSignals(True)/(False) pairs or single-shot redraw timers in the widgets and the
+    background helper: superqt's signals_blocked and qthrottled say it once."""
+    from pathlib import Path
+
+    import studio.ui.widgets
+
+    widgets = Path(studio.ui.widgets.__file__).parent
+    files = sorted(widgets.glob("*.py")) + [widgets.parent / "background.py"]
+    offenders = [f"{path.name}: {line.strip()}" for path in files
+                 for line in path.read_text(encoding="utf-8").splitlines()
+                 if "blockSignals(" in line or "setSingleShot(True)" in line]
+    assert offenders == []

@@ -74,7 +74,8 @@ def test_dpo_from_the_tabs_previews_the_pairs_trains_and_plots_the_margin(qtbot,
     settings.show()
     _choose_method(settings, "dpo")
     assert settings.draft.config.training.method == "dpo"
-    assert settings.beta.isVisible() and not settings.rewards.isVisible(), "only DPO's own setting is shown"
+    shown = {key for key, widget in settings.method_fields.items() if widget.isVisible()}
+    assert shown == {("dpo", "beta"), ("dpo", "sft_weight")}, "only DPO's own settings are shown"
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Hi?", "chosen": "Same.", "rejected": "Same."}\n{"prompt": "Hi?", "chosen": "Hello."}\n',
@@ -110,14 +111,14 @@ def test_grpo_rewards_are_picked_on_the_config_tab_and_plotted_per_function(qtbo
     dataset, settings, training = tabs
     settings.show()
     _choose_method(settings, "grpo")
-    assert settings.rewards.isVisible() and not settings.beta.isVisible()
-    settings.rewards.checks["contains"].setChecked(True)
-    settings.rewards.weights["contains"].setValue(0.5)
-    assert settings.draft.config.training.rewards == ["contains=0.5", "tool_call=1"]
-    assert not settings.reward_pattern.isEnabled(), "the pattern is asked for with the regex reward"
-    settings.num_generations.setValue(2)
-    settings.max_completion_length.setValue(16)
-    settings.kl_coefficient.setValue(0.04)
+    assert settings.grpo_rewards.isVisible() and not settings.dpo_beta.isVisible()
+    settings.grpo_rewards.checks["contains"].setChecked(True)
+    settings.grpo_rewards.weights["contains"].setValue(0.5)
+    assert settings.draft.config.grpo.rewards == ["contains=0.5", "tool_call=1"]
+    assert not settings.grpo_reward_pattern.isEnabled(), "the pattern is asked for with the regex reward"
+    settings.method_fields["grpo", "num_generations"].setValue(2)
+    settings.method_fields["grpo", "max_completion_length"].setValue(16)
+    settings.method_fields["grpo", "kl_coefficient"].setValue(0.04)
 
     # The demo's conversations are GRPO prompts: the last reply is the one the rewards compare against.
     dataset.show()

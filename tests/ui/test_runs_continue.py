@@ -69,7 +69,7 @@ def test_the_config_tab_says_why_a_continuation_trains_gentler(qtbot, view, trai
     qtbot.addWidget(tab)
     tab.set_config(view.continue_selected("dpo"))
     assert tab.learning_rate.value() == pytest.approx(sft.training.learning_rate / 10)
-    assert tab.dpo_sft_weight.value() == 1.0
+    assert tab.method_fields["dpo", "sft_weight"].value() == 1.0
     note = tab.method_note.text()
     assert note.startswith("Reads prompt / chosen / rejected records")  # the method's data line stays first
     assert "Continuing an adapter" in note and "a tenth of that rate and Supervised weight 1" in note

@@ -43,8 +43,8 @@ def test_start_refuses_bad_rows_and_a_bad_reward_in_one_line_without_a_run(tab, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
     config = load_config(demo_assets.config_path)
-    config.training.method, config.training.num_generations = "grpo", 2
-    config.training.rewards = ["no_such_metric=1.0"]
+    config.training.method, config.grpo.num_generations = "grpo", 2
+    config.grpo.rewards = ["no_such_metric=1.0"]
     assert tab.start(config) is None
-    assert "Cannot start: training.rewards = " in tab.status_label.text()
+    assert "Cannot start: grpo.rewards = " in tab.status_label.text()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

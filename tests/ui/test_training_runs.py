@@ -358,6 +358,7 @@ def test_the_window_will_not_resume_a_run_another_process_is_training(qtbot, tab
 
     from studio.core.runs.events import EventWriter, make_event
     from studio.ui.tabs.runs_view import QtRunsView
+    from studio.core.train.supervisor import TrainingSupervisor
     from studio.ui.training_supervisor import QtTrainingSupervisor
 
     run = RunDirectory(tab.store.root / "live")
@@ -382,7 +383,7 @@ def test_the_window_will_not_resume_a_run_another_process_is_training(qtbot, tab
         assert not view.resume_button.isEnabled()
         assert "still training" in view.resume_button.toolTip()
 
-        supervisor = QtTrainingSupervisor(run, resume=True)
+        supervisor = QtTrainingSupervisor(TrainingSupervisor(run, resume=True))
         with qtbot.waitSignal(supervisor.ended, timeout=RUN_TIMEOUT_MS) as ended:
             supervisor.start()
         supervisor.wait()

@@ -91,11 +91,11 @@ def test_a_resume_drops_the_scores_of_the_retrained_steps_and_time_mode_moves_th
 
 
 def test_a_finished_runs_events_draw_its_scores_at_once(qtbot, tab):
-    tab.metrics_plots.feed_all(_run_events())
+    tab.session.series.feed_all(_run_events())
     plot = tab.metrics_plots.scores_plot
     assert plot.labels() == ["2/8", "4/8", "6/8"]
     qtbot.waitUntil(plot.isVisible, timeout=2000)
-    tab.metrics_plots.reset()
+    tab.session.series.reset()
     assert plot.point_count == 0 and not plot.isVisible()
 
 

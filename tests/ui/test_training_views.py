@@ -29,6 +29,40 @@ def step(n: int, t: float, loss: float) -> dict:
 # ------------------------------------------------------------------ metric plots
 
 
+# What each method logs per step (TRL's keys), as its runs write them into the step events' `metrics`.
+_METHOD_METRICS = {
+    "sft": {},
+    "dpo": {"rewards/margins": 0.1, "rewards/accuracies": 0.5, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "orpo": {"rewards/margins": 0.1, "rewards/accuracies": 0.5, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "kto": {"rewards/margins": 0.1, "logps/chosen": -1.0, "logps/rejected": -2.0},
+    "grpo": {"rewards/tool_call/mean": 0.1, "rewards/contains/mean": 0.2, "reward": 0.3, "reward_std": 0.1,
+             "completions/mean_length": 10.0, "kl": 0.01},
+}
+
+
+@pytest.mark.parametrize("method", list(_METHOD_METRICS))
+def test_the_training_tab_fits_a_laptop_screen_in_every_method(qtbot, tmp_path, method):
+    """768 px less a title bar and a task bar: the tab may not need more than 690 px, with every plot a method
+    draws shown (DPO's and GRPO's row of their own grew the window to 762 px)."""
+    from studio.core.runs.store import RunStore
+    from studio.core.system.gpu import HostTelemetry
+    from studio.ui.tabs.training_tab import QtTrainingTab
+
+    tab = QtTrainingTab(RunStore(tmp_path / "runs"), HostTelemetry())
+    qtbot.addWidget(tab)
+    series = tab.session.series
+    series.feed(ev("started", 1.0, pid=1, total_steps=4))
+    for n in (1, 2):
+        series.feed(ev("step", 1.0 + n, step=n, loss=1.0, metrics=_METHOD_METRICS[method]))
+    series.feed(ev("eval_scores", 4.0, step=2, metric="exact", passed=3, total=8, score=0.4))
+    tab.show()
+    qtbot.waitUntil(lambda: tab.metrics_plots.scores_plot.isVisible())
+    assert tab.metrics_plots.method_plots.isVisible() == (method != "sft")
+    assert tab.minimumSizeHint().height() <= 690
+    tab.shutdown()
+
+
+
 @pytest.fixture
 def plots(qtbot):
     widget = QtMetricsPlots()
@@ -37,14 +71,14 @@ def plots(qtbot):
 
 
 def test_every_plot_gains_one_point_per_step_event(qtbot, plots):
-    plots.feed(ev("log", 100.0, pid=1, message="Loading"))
-    plots.feed(ev("started", 101.0, pid=1, total_steps=10))
+    plots.series.feed(ev("log", 100.0, pid=1, message="Loading"))
+    plots.series.feed(ev("started", 101.0, pid=1, total_steps=10))
     for n in range(1, 6):
-        plots.feed(step(n, 101.0 + n, 3.0 - 0.2 * n))
+        plots.series.feed(step(n, 101.0 + n, 3.0 - 0.2 * n))
         assert plots.step_point_count == n
         for name in ("learning_rate", "grad_norm", "tokens_per_second"):
             assert plots.series_plots[name].point_count == n
-    plots.feed(ev("eval", 106.5, step=5, eval_loss=2.5))
+    plots.series.feed(ev("eval", 106.5, step=5, eval_loss=2.5))
     assert plots.loss_plot.eval_point_count == 1
     np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4, 5])
     np.testing.assert_allclose(plots.series_points("learning_rate")[1], [1e-3, 2e-3, 3e-3, 4e-3, 5e-3])
@@ -54,12 +88,12 @@ def test_every_plot_gains_one_point_per_step_event(qtbot, plots):
 
 
 def test_a_one_step_run_shows_its_point_as_a_dot_until_a_line_can_be_drawn(qtbot, plots):
-    plots.feed(ev("started", 101.0, pid=1, total_steps=1))
-    plots.feed(step(1, 102.0, 7.5))
+    plots.series.feed(ev("started", 101.0, pid=1, total_steps=1))
+    plots.series.feed(step(1, 102.0, 7.5))
     curves = [plots.loss_plot._smooth_curve] + [plot.curve for plot in plots.series_plots.values()]
     qtbot.waitUntil(lambda: all(c.xData is not None and len(c.xData) == 1 for c in curves), timeout=2000)
     assert all(c.opts["symbol"] == "o" for c in curves), "a line through one point has no length"
-    plots.feed(step(2, 103.0, 7.0))
+    plots.series.feed(step(2, 103.0, 7.0))
     qtbot.waitUntil(lambda: all(len(c.xData) == 2 for c in curves), timeout=2000)
     assert all(c.opts["symbol"] is None for c in curves)
 
@@ -78,13 +112,13 @@ def test_the_x_axis_switches_between_steps_and_training_time(plots):
     events = [ev("log", 100.0, pid=1), ev("started", 100.0, pid=1, total_steps=10)]
     events += [step(n, 100.0 + 2 * n, 1.0) for n in range(1, 4)]
     for event in events:
-        plots.feed(event)
+        plots.series.feed(event)
     plots.time_button.setChecked(True)
     assert plots.x_mode == X_TIME
     np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [2.0, 4.0, 6.0])
     np.testing.assert_array_equal(plots.series_points("tokens_per_second")[0], [2.0, 4.0, 6.0])
     assert plots.loss_plot.plot_widget.getPlotItem().getAxis("bottom").labelText.startswith("training time")
-    plots.feed(step(4, 110.0, 0.9))
+    plots.series.feed(step(4, 110.0, 0.9))
     assert plots.loss_plot.train_points()[0][-1] == 10.0, "new points follow the chosen axis"
     plots.steps_button.setChecked(True)
     np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4])
@@ -93,9 +127,9 @@ def test_the_x_axis_switches_between_steps_and_training_time(plots):
 
 
 def test_a_missing_value_is_no_point_on_its_plot(plots):
-    plots.feed(ev("started", 1.0, pid=1, total_steps=3))
-    plots.feed(ev("step", 2.0, step=1, loss=2.0, learning_rate=0.0, grad_norm=1.0, tokens_per_second=None))
-    plots.feed(step(2, 3.0, 1.5))
+    plots.series.feed(ev("started", 1.0, pid=1, total_steps=3))
+    plots.series.feed(ev("step", 2.0, step=1, loss=2.0, learning_rate=0.0, grad_norm=1.0, tokens_per_second=None))
+    plots.series.feed(step(2, 3.0, 1.5))
     assert plots.step_point_count == 2 and plots.lr_plot.point_count == 2
     np.testing.assert_array_equal(plots.series_points("tokens_per_second")[0], [2])
     plots.set_x_mode(X_TIME)  # a reload drops it too
@@ -103,9 +137,9 @@ def test_a_missing_value_is_no_point_on_its_plot(plots):
 
 
 def test_the_smoothing_slider_recomputes_the_smoothed_curve(plots):
-    plots.feed(ev("started", 1.0, pid=1, total_steps=3))
+    plots.series.feed(ev("started", 1.0, pid=1, total_steps=3))
     for n, loss in enumerate([3.0, 1.0, 2.0], start=1):
-        plots.feed(step(n, 1.0 + n, loss))
+        plots.series.feed(step(n, 1.0 + n, loss))
     plots.set_smoothing(0.0)
     np.testing.assert_array_equal(plots.loss_plot.smoothed_points()[1], [3.0, 1.0, 2.0])
     plots.set_smoothing(0.5)
@@ -115,11 +149,11 @@ def test_the_smoothing_slider_recomputes_the_smoothed_curve(plots):
 def test_a_resume_from_an_older_checkpoint_redraws_without_the_retrained_steps(plots):
     for event in [ev("log", 1.0, pid=1), ev("started", 1.0, pid=1, total_steps=10)] + \
                  [step(n, 1.0 + n, 2.0) for n in range(1, 8)]:
-        plots.feed(event)
-    plots.feed(ev("failed", 9.0, kind="crash", message="killed by SIGKILL"))
-    plots.feed(ev("log", 50.0, pid=2, resumed_from="checkpoint-5"))
-    plots.feed(ev("started", 51.0, pid=2, total_steps=10, start_step=5))
-    plots.feed(step(6, 52.0, 1.5))
+        plots.series.feed(event)
+    plots.series.feed(ev("failed", 9.0, kind="crash", message="killed by SIGKILL"))
+    plots.series.feed(ev("log", 50.0, pid=2, resumed_from="checkpoint-5"))
+    plots.series.feed(ev("started", 51.0, pid=2, total_steps=10, start_step=5))
+    plots.series.feed(step(6, 52.0, 1.5))
     np.testing.assert_array_equal(plots.loss_plot.train_points()[0], [1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(plots.series_points("grad_norm")[0], [1, 2, 3, 4, 5, 6])
 
@@ -158,9 +192,9 @@ def test_the_plots_stop_repainting_once_a_1000_step_run_has_been_drawn(qtbot, wi
     plots.resize(width, 520)
     plots.show()
     qtbot.waitExposed(plots)
-    plots.feed(ev("started", 0.0, pid=1, total_steps=1000))
+    plots.series.feed(ev("started", 0.0, pid=1, total_steps=1000))
     for n in range(1, 1001):
-        plots.feed(ev("step", 0.5 * n, step=n, epoch=n / 100, loss=3.0 / (1 + n / 100), grad_norm=1 + n % 7 / 7,
+        plots.series.feed(ev("step", 0.5 * n, step=n, epoch=n / 100, loss=3.0 / (1 + n / 100), grad_norm=1 + n % 7 / 7,
                       learning_rate=3e-3 * min(1.0, n / 50), tokens_per_second=None if n == 1 else 3e3 + n % 11))
     qtbot.waitUntil(lambda: not plots.redraw_pending, timeout=5000)
     qtbot.wait(300)  # the last redraws paint
@@ -392,7 +426,7 @@ def test_resume_from_the_runs_view_waits_while_another_run_trains(runs_view):
 
 
 def test_a_retry_of_a_retry_is_not_named_retry_retry():
-    from studio.ui.tabs.training_tab import retry_name
+    from studio.core.sessions.training import retry_name
 
     assert retry_name("demo") == "demo-retry"
     assert retry_name("demo-retry") == "demo-retry"
@@ -424,3 +458,24 @@ def test_the_log_follows_its_end_after_a_large_first_read_until_the_user_scrolls
     panel.poll(until_end=True)
     qtbot.wait(50)
     assert bar.value() < bar.maximum() - 4, "reading an earlier line is not interrupted"
+
+
+def test_the_training_tab_shows_its_sessions_series_and_readings(qtbot, tmp_path):
+    """The plots and the memory panel draw the session's state: fed to the session, the widgets follow."""
+    from studio.core.runs.store import RunStore
+    from studio.core.system.gpu import HostReading, HostTelemetry
+    from studio.ui.tabs.training_tab import QtTrainingTab
+
+    tab = QtTrainingTab(RunStore(tmp_path / "runs"), HostTelemetry())
+    qtbot.addWidget(tab)
+    session = tab.session
+    session.feed(ev("started", 1.0, pid=1, total_steps=4))
+    session.feed(step(1, 2.0, 2.0))
+    session.feed(step(2, 3.0, 1.5))
+    assert list(tab.metrics_plots.series_points("learning_rate")[0]) == [1.0, 2.0]
+    assert tab.loss_plot.train_point_count == 2
+    tab.gpu_panel.add_reading(HostReading(time=3.0, process_rss_bytes=1 << 30, host_total_bytes=16 << 30))
+    assert session.memory.peak_bytes == 1 << 30 and tab.gpu_panel.peak_bytes == 1 << 30
+    session.series.reset()
+    assert tab.loss_plot.train_point_count == 0 and tab.metrics_plots.series_points("learning_rate")[0].size == 0
+    tab.shutdown()

@@ -200,7 +200,7 @@ def test_on_a_cpu_only_machine_the_cpu_demo_estimate_is_ram_within_the_models_po
                                                                                         demo_assets):
     win = make_window()
     tab = win.config_tab
-    tab._gpu, tab._refresh_gpu = None, False  # a machine without an NVIDIA GPU
+    tab.session.set_device(None)  # a machine without an NVIDIA GPU
     assert win._load_config_file(demo_assets.config_path)
     tab.apply_preset("cpu-demo")
     qtbot.waitUntil(lambda: tab.vram_panel.estimate is not None and bool(tab.context_label.text()), timeout=5_000)

@@ -31,7 +31,7 @@ from studio.core.models.trained_base import (
     TrainedBase,
     check_remote_code,
     load_base_as_trained,
-    load_tokenizer,
+    load_trusted_tokenizer,
 )
 
 BASE_MODEL = "(base)"
@@ -155,7 +155,7 @@ class ChatModel:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         tokenizer_source = next((str(a) for a in adapter_dirs if _has_tokenizer(a)), trained.base)
-        tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust)
+        tokenizer = load_trusted_tokenizer(tokenizer_source, trust_remote_code=trust)
         loaded, how = load_base_as_trained(trained, weights=weights, dtype=_torch_dtype_for_chat(), device=device,
                                            trust_remote_code=trust)
         ensure_chat_template(tokenizer)
@@ -209,10 +209,6 @@ class ChatModel:
             raise KeyError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
         with self._lock:
             self.model.set_adapter(name)
-
-    @property
-    def is_loaded(self) -> bool:
-        return self.model is not None
 
     def unload(self) -> None:
         """Drop the weights and give the memory back (CUDA's cache too)."""

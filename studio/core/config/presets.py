@@ -9,12 +9,12 @@ knobs — quantisation, LoRA and training — and never the model or the data.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from studio.core.config.settings import (
+    METHOD_SECTIONS,
     ConfigError,
     RunConfig,
     copy_config,
@@ -22,15 +22,15 @@ from studio.core.config.settings import (
     read_toml,
     to_dict,
 )
-from studio.core.system.paths import user_data_dir
+from studio.core.system.paths import safe_name, user_data_dir
 
 if TYPE_CHECKING:
     from studio.core.system.demo import DemoAssets
     from studio.core.system.gpu import GpuInfo
 
 GIB = 1024**3
-KNOB_SECTIONS = ("quantization", "lora", "training")
-"""The parts of a config a preset sets; the model and the data stay the user's."""
+KNOB_SECTIONS = ("quantization", "lora", "training", *METHOD_SECTIONS)
+"""The parts of a config a preset sets (each method's own settings too); the model and the data stay the user's."""
 
 
 def cpu_demo_config(model_dir: Path | str, train_file: Path | str) -> RunConfig:
@@ -135,6 +135,8 @@ def _qlora(*, r: int, batch: int, accumulation: int, max_length: int) -> Callabl
         t.warmup_ratio = 0.03
         t.gradient_checkpointing = True
         t.optim = "paged_adamw_8bit"
+        for section in METHOD_SECTIONS:  # each method's own settings at their defaults, as the training section
+            setattr(config, section, getattr(defaults, section))
     return apply
 
 
@@ -204,11 +206,6 @@ def user_presets_dir() -> Path:
     return user_data_dir() / "presets"
 
 
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.").lower()
-    return slug or "preset"
-
-
 def save_user_preset(name: str, config: RunConfig) -> Path:
     """Save the knobs of `config` as a user preset; returns the TOML file."""
     import tomli_w
@@ -216,11 +213,11 @@ def save_user_preset(name: str, config: RunConfig) -> Path:
     if not name.strip():
         raise ConfigError("preset name", name, "give the preset a name")
     data = to_dict(config)
-    payload: dict[str, Any] = {"preset": {"label": name.strip()}}
-    payload.update({section: data[section] for section in KNOB_SECTIONS})
+    payload: dict[str, Any] = {"preset": {"label": name.strip()}, "schema_version": data["schema_version"]}
+    payload.update({section: data[section] for section in KNOB_SECTIONS if section in data})
     folder = user_presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_slug(name)}.toml"
+    path = folder / f"{safe_name(name, 'preset').lower()}.toml"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(tomli_w.dumps(payload), encoding="utf-8")
     tmp.replace(path)
@@ -232,18 +229,19 @@ def load_user_preset(path: Path) -> Preset:
     path = Path(path)
     data = read_toml(path)
     meta = data.pop("preset", {})
+    version = {"schema_version": data.pop("schema_version")} if "schema_version" in data else {}
     label = str(meta.get("label") or path.stem) if isinstance(meta, dict) else path.stem
     unknown = sorted(set(data) - set(KNOB_SECTIONS))
     if unknown:
         raise ConfigError(unknown[0], data[unknown[0]], f"a preset holds only {', '.join(KNOB_SECTIONS)}",
                           source=path)
     # Validate types and ranges with the config's own rules; the model and data are placeholders.
-    knobs = from_dict({"model": {"name_or_path": "-"}, "data": {"train_file": "-"}, **data}, source=path)
+    knobs = from_dict({**version, "model": {"name_or_path": "-"}, "data": {"train_file": "-"}, **data}, source=path)
 
     def apply(config: RunConfig) -> None:
         _copy_knobs(knobs, config)
 
-    return Preset(_slug(path.stem), label, f"Your preset ({path.name})", None, builtin=False, _apply=apply,
+    return Preset(safe_name(path.stem, "preset").lower(), label, f"Your preset ({path.name})", None, builtin=False, _apply=apply,
                   path=path)
 
 

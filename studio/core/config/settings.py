@@ -21,12 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.core.methods.registry import (
+    METHODS,
+    SettingsProblem,
+    default_method,
+    method,
+    method_choices_help,
+    method_names,
+)
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: each training method's own settings in its section ([dpo] beta, [grpo] num_generations); 1 had them in
+[training] (read by `upgrade_schema_1`)."""
 
 
 AUTO_EVAL_MIN_ROWS, AUTO_EVAL_MAX_ROWS, AUTO_EVAL_FRACTION = 20, 1000, 0.1
@@ -55,7 +66,8 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
 
-@dataclass
+# Slotted: a setting written where none is (config.training.beta after [dpo] took it) raises instead of vanishing.
+@dataclass(slots=True)
 class ModelSettings:
     """Which base model to fine-tune and how to load it."""
 
@@ -98,7 +110,7 @@ class ModelSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class QuantizationSettings:
     """How the frozen base weights are stored while training (QLoRA = 4-bit)."""
 
@@ -128,7 +140,7 @@ class QuantizationSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class LoraSettings:
     """The low-rank adapter that is actually trained (PEFT LoraConfig)."""
 
@@ -179,7 +191,7 @@ class LoraSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class DataSettings:
     """Where the examples come from and what the loss is computed on."""
 
@@ -264,90 +276,13 @@ class DataSettings:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainingSettings:
     """Optimisation settings (transformers TrainingArguments / TRL SFTConfig names)."""
 
     method: str = field(
-        default="sft",
-        metadata=_help(
-            "How the adapter learns: sft (supervised: imitate the replies in the data), dpo (Direct Preference "
-            "Optimisation: prefer each prompt's chosen reply over its rejected one), orpo (odds-ratio preference "
-            "optimisation: learns the chosen replies and the preference in one loss, no reference pass), kto "
-            "(Kahneman-Tversky Optimisation: single replies labelled desirable or not) or grpo (Group Relative "
-            "Policy Optimisation: the model writes several replies per prompt and learns from their rewards, "
-            "see training.rewards). dpo and orpo read prompt/chosen/rejected records, kto prompt/completion/label "
-            "(or chosen/rejected pairs, split in two), grpo prompts (with the expected reply, which the rewards "
-            "compare against). The usual order is sft first, then a preference method from its adapter.",
-            choices=["sft", "dpo", "orpo", "kto", "grpo"],
-        ),
-    )
-    beta: float = field(
-        default=0.1,
-        metadata=_help(
-            "dpo and kto: how far the tuned model may move from the base (a low beta lets it move further); "
-            "orpo: the weight of the preference term against the loss on the chosen replies. TRL's beta.",
-            above=0.0, max=100.0, step=0.01, decimals=3,
-        ),
-    )
-    dpo_sft_weight: float = field(
-        default=0.0,
-        metadata=_help(
-            "dpo: the weight of a supervised loss on the chosen replies added to the DPO loss (TRL's 'sft' loss "
-            "type beside 'sigmoid', as RPO does). 0 = plain DPO, which only moves the two replies' likelihoods "
-            "apart; 1.0 also teaches the chosen replies, for a model that cannot write them yet (no SFT first).",
-            min=0.0, max=10.0, step=0.1, decimals=2,
-        ),
-    )
-    num_generations: int = field(
-        default=4,
-        metadata=_help(
-            "grpo: replies sampled per prompt; each is rewarded against the others of its group. Batch size × "
-            "gradient accumulation must be a multiple of it.",
-            min=2, max=256,
-        ),
-    )
-    max_completion_length: int = field(
-        default=128,
-        metadata=_help("grpo: the longest reply generated, in tokens.", min=1, max=1_048_576, step=64),
-    )
-    rewards: list[str] = field(
-        default_factory=lambda: ["tool_call=1.0"],
-        metadata=_help(
-            "grpo: the reward functions as metric=weight pairs, from the Evaluate tab's metrics (exact, normalised, "
-            "normalised_tr, contains, regex, tool_call, chrf), each scoring a generated reply against the prompt's "
-            "expected reply from 0 to 1 (tool_call with partial credit: a call, the right function, valid JSON, "
-            "each argument right). The reward is the weighted sum."
-        ),
-    )
-    reward_pattern: str = field(
-        default="",
-        metadata=_help("grpo: the regular expression of the regex reward (found in the reply = 1)."),
-    )
-    length_penalty: float = field(
-        default=0.0,
-        metadata=_help(
-            "grpo: subtracted from the reward in proportion to the reply's length: a reply of "
-            "max_completion_length tokens loses this much. 0 = no penalty.",
-            min=0.0, max=100.0, step=0.01, decimals=3,
-        ),
-    )
-    generation_temperature: float = field(
-        default=1.0,
-        metadata=_help(
-            "grpo: the sampling temperature of the replies each prompt's group is scored on. 1.0 is TRL's default; "
-            "a small model samples noise at 1.0 and every reply of a group then scores the same, which teaches "
-            "nothing, so 0.5–0.8 suits small models.",
-            min=0.05, max=2.0, step=0.05, decimals=2,
-        ),
-    )
-    kl_coefficient: float = field(
-        default=0.0,
-        metadata=_help(
-            "grpo: the weight of the KL penalty that keeps the model near the base (TRL's beta). 0 = none, and "
-            "no reference pass is computed (faster); above 0 the KL is also plotted. 0.001–0.04 is typical.",
-            min=0.0, max=10.0, step=0.001, decimals=4,
-        ),
+        default=default_method(),
+        metadata=_help(method_choices_help(), choices=list(method_names())),
     )
 
     # Above 0, not at least 0: a learning rate of 0 "completes" a run in which the adapter never changes.
@@ -510,9 +445,9 @@ class TrainingSettings:
     )
 
 
-@dataclass
-class RunConfig:
-    """Everything needed to reproduce a run."""
+@dataclass(slots=True)
+class _CommonSections:
+    """The sections every run has; RunConfig adds one section per training method (below)."""
 
     name: str = field(default="", metadata=_help("Run name; empty = generated from the model and the time."))
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -544,7 +479,7 @@ class RunConfig:
         if self.training.max_steps <= 0 and self.training.num_train_epochs <= 0:
             raise ConfigError("training.num_train_epochs", self.training.num_train_epochs,
                               "nothing to train: set the epochs above 0, or training.max_steps")
-        _validate_method(self.training)
+        _validate_method(self)
         if self.training.early_stopping_patience > 0 and self.training.eval_strategy == "no":
             raise ConfigError("training.early_stopping_patience", self.training.early_stopping_patience,
                               "early stopping needs evaluations: set training.eval_strategy to steps or epoch")
@@ -560,7 +495,21 @@ class RunConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-SECTIONS = ("model", "quantization", "lora", "data", "training")
+COMMON_SECTIONS = ("model", "quantization", "lora", "data", "training")
+METHOD_SECTIONS = tuple(spec.name for spec in METHODS)
+"""One section per training method, holding its own settings ([dpo] beta): a config keeps every method's, so
+switching the method back and forth loses nothing."""
+SECTIONS = (*COMMON_SECTIONS, *METHOD_SECTIONS)
+
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [(spec.name, spec.settings, field(default_factory=spec.settings)) for spec in METHODS],
+    bases=(_CommonSections,),
+    slots=True,
+)
+RunConfig.__module__ = __name__  # so a RunConfig pickles (make_dataclass's `module` is Python 3.12's)
+RunConfig.__doc__ = """Everything needed to reproduce a run: the common sections and each method's own."""
+
 
 
 def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
@@ -577,38 +526,13 @@ def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(key, value, f"must be at most {meta['max']}")
 
 
-def parse_rewards(entries: typing.Sequence[str]) -> list[tuple[str, float]]:
-    """`["tool_call=1.0", "exact"]` → [("tool_call", 1.0), ("exact", 1.0)]; ValueError names a bad entry. The
-    metric names are checked where the rewards are built (core.train.methods): metrics sit above config."""
-    parsed = []
-    for entry in entries:
-        name, _, weight = str(entry).partition("=")
-        if not name.strip():
-            raise ValueError(f"'{entry}' is not metric=weight (e.g. tool_call=1.0)")
-        try:
-            value = float(weight) if weight.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"'{entry}': the weight {weight.strip()!r} is not a number") from None
-        if not math.isfinite(value):
-            raise ValueError(f"'{entry}': the weight must be a finite number")
-        parsed.append((name.strip(), value))
-    return parsed
-
-
-def _validate_method(training: TrainingSettings) -> None:
-    if training.method != "grpo":
-        return
+def _validate_method(config: Any) -> None:
+    """The chosen method's own rules (GRPO: its rewards parse, its groups fit a step), as a ConfigError."""
+    spec = method(config.training.method)
     try:
-        rewards = parse_rewards(training.rewards)
-    except ValueError as error:
-        raise ConfigError("training.rewards", training.rewards, str(error)) from None
-    if not rewards and training.length_penalty <= 0:
-        raise ConfigError("training.rewards", training.rewards, "grpo needs at least one reward (e.g. tool_call=1.0)")
-    per_step = training.per_device_train_batch_size * training.gradient_accumulation_steps
-    if per_step % training.num_generations:
-        raise ConfigError("training.num_generations", training.num_generations,
-                          f"batch size × gradient accumulation ({per_step}) must be a multiple of it: each prompt's "
-                          "replies are compared within one step")
+        spec.validate(getattr(config, spec.name), config.training)
+    except SettingsProblem as problem:
+        raise ConfigError(problem.key, problem.value, problem.reason) from None
 
 
 def _validate_data_reading(data: DataSettings) -> None:
@@ -629,6 +553,9 @@ def _validate_data_reading(data: DataSettings) -> None:
 def to_dict(config: RunConfig) -> dict[str, Any]:
     """The config as plain TOML-able data."""
     data = dataclasses.asdict(config)
+    for section in METHOD_SECTIONS:  # a method without settings of its own (SFT) writes no empty table
+        if not data[section]:
+            del data[section]
     return {"schema_version": SCHEMA_VERSION, **data}
 
 
@@ -655,12 +582,46 @@ def _coerce(key: str, value: Any, annotation: Any, source: Path | None) -> Any:
     return value
 
 
+def _holds_schema_1_keys(data: dict[str, Any]) -> bool:
+    training = data.get("training")
+    return isinstance(training, dict) and any(old in training for spec in METHODS for old, _ in spec.schema_1_keys)
+
+
+def upgrade_schema_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 table as version 2: each method's settings move from [training] to its own section (v1's one
+    beta served dpo, orpo and kto, so each gets it). A file without schema_version that holds such keys (a
+    preset or a hand-written file from before) is read the same way."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    training = data.get("training")
+    if not isinstance(training, dict):
+        return data
+    for spec in METHODS:
+        for old, new in spec.schema_1_keys:
+            if old in training:
+                data.setdefault(spec.name, {})
+                if isinstance(data[spec.name], dict):
+                    data[spec.name].setdefault(new, training[old])
+    for spec in METHODS:
+        for old, _ in spec.schema_1_keys:
+            training.pop(old, None)
+    return data
+
+
+def _moved_to(key: str) -> str:
+    """Where a version-1 [training] key lives now ("" if it never was one), for the unknown-key message."""
+    places = [f"[{spec.name}] {new}" for spec in METHODS for old, new in spec.schema_1_keys if old == key]
+    return f"; a method's setting moved to its own section in schema_version 2: {', '.join(places)}" if places else ""
+
+
 def from_dict(data: dict[str, Any], *, source: Path | None = None) -> RunConfig:
     """Build a RunConfig from parsed TOML, rejecting unknown keys and wrong types by name."""
     data = dict(data)
-    version = data.pop("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ConfigError("schema_version", version, f"this studio reads version {SCHEMA_VERSION}", source=source)
+    version = data.pop("schema_version", None)
+    if version == 1 or (version is None and _holds_schema_1_keys(data)):
+        data = upgrade_schema_1(data)
+    elif version not in (None, SCHEMA_VERSION):
+        raise ConfigError("schema_version", version, f"this studio reads versions 1 and {SCHEMA_VERSION}",
+                          source=source)
     config = RunConfig()
     hints = typing.get_type_hints(RunConfig)
     for key, value in data.items():
@@ -677,8 +638,10 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> RunConfig:
         for sub_key, sub_value in value.items():
             full_key = f"{key}.{sub_key}"
             if sub_key not in section_hints:
-                known = ", ".join(section_hints)
-                raise ConfigError(full_key, sub_value, f"unknown key (known in [{key}]: {known})", source=source)
+                known = ", ".join(section_hints) or "none"
+                moved = _moved_to(sub_key) if key == "training" else ""
+                raise ConfigError(full_key, sub_value, f"unknown key (known in [{key}]: {known}){moved}",
+                                  source=source)
             setattr(section, sub_key, _coerce(full_key, sub_value, section_hints[sub_key], source))
     try:
         config.validate()

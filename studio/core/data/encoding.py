@@ -137,21 +137,6 @@ def _example_line(data: bytes, guess: EncodingGuess) -> EncodingGuess:
     return guess
 
 
-def detect_file_encoding(path: Path, *, limit: int = 4 << 20) -> tuple[str, EncodingGuess | None]:
-    """('utf-8', None) when the start of the file is UTF-8 (or BOM-marked UTF-16), else ('?', the best guess)."""
-    with open(path, "rb") as handle:
-        data = handle.read(limit)
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(data) - 4:  # not just a character cut by the read limit
-            guess = guess_encoding(data)
-            return "?", _example_line(data, guess) if guess else None
-    return "utf-8", None
-
-
 def _not_in_encoding_error(path: Path, raw: bytes, line: int, position: int, encoding: str) -> DataError:
     """The DataError for a line that cannot be decoded, with a guessed encoding when one fits."""
     try:

@@ -52,6 +52,7 @@ from studio.core.data.table import (
     _read_arrow,
 )
 from studio.core.runs.events import make_event
+from studio.core.system.tasks import NO_TASK, TaskState
 
 
 def training_data(settings: Any, path: str | Path | None = None, *,
@@ -83,7 +84,7 @@ HEAD_ROWS = 200
 
 
 class ScanCancelled(Exception):
-    """Reading was cancelled through `should_stop`."""
+    """Reading was cancelled through its task (`task.cancelled()`)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -112,9 +113,7 @@ def load_data(
     mapping: Mapping[str, str] | Sequence[str] | None = None,
     encoding: str = "utf-8",
     split: str = "train",
-    progress: Callable[[float, int], None] | None = None,
-    on_head: Callable[[LoadedData], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    task: TaskState = NO_TASK,
     use_cache: bool = True,
     hub_reachable: Callable[[], bool] | None = None,
     text_split: str = "blank_lines",
@@ -124,8 +123,8 @@ def load_data(
     A plain text file is cut into documents as `text_split` says: at blank lines, or one per file.
 
     A source that cannot be read at all (missing, unsupported, not in the encoding) raises DataError.
-    `progress(fraction, rows)` is called every few thousand rows, `on_head(LoadedData)` once with the
-    first rows (so a window can show them while the rest is read), and `should_stop()` is polled:
+    `task.progress(fraction, rows)` is called every few thousand rows, `task.partial(LoadedData)` once with
+    the first rows (so a window can show them while the rest is read), and `task.cancelled()` is polled:
     when it returns True, ScanCancelled is raised.
     """
     source = resolve_source(path)
@@ -142,10 +141,8 @@ def load_data(
     key = _cache_key(source, fmt, mapping, encoding, split, text_split) if use_cache else None
     cached = _load_cached(key, source)
     if cached is not None:
-        if on_head is not None:
-            on_head(_head_of(cached))
-        if progress is not None:
-            progress(1.0, cached.row_count)
+        task.partial(_head_of(cached))
+        task.progress(1.0, cached.row_count)
         return cached
 
     stream = open_records(source, encoding=encoding, split=split, hub_reachable=hub_reachable, text_split=text_split)
@@ -183,7 +180,7 @@ def load_data(
                                                                                        "completion=answer"
         hint = f"; say which column is which with a column mapping (e.g. {example_mapping})"
     head: list[tuple[int, dict[str, Any]]] = []
-    head_sent = on_head is None
+    head_sent = False
     started = time.monotonic()
 
     def handle(item: Any) -> None:
@@ -216,22 +213,22 @@ def load_data(
         if head_sent:
             return
         head_sent = True
-        on_head(LoadedData(path=label, format=detection.format, evidence=detection.evidence,
-                           examples=[e for _, e in head], lines=[n for n, _ in head], issues=list(issues),
-                           source_kind=source.kind, encoding=stream.encoding, columns=meta()["columns"],
-                           mapping=mapping, confident=detection.confident, issue_total=issue_total, unit=unit,
-                           complete=complete))
+        task.partial(LoadedData(path=label, format=detection.format, evidence=detection.evidence,
+                                examples=[e for _, e in head], lines=[n for n, _ in head], issues=list(issues),
+                                source_kind=source.kind, encoding=stream.encoding, columns=meta()["columns"],
+                                mapping=mapping, confident=detection.confident, issue_total=issue_total,
+                                unit=unit, complete=complete))
 
     try:
         for number, item in enumerate(_chain(sample, items), start=1):
             handle(item)
             if number % 500 == 0:
-                if should_stop is not None and should_stop():
+                if task.cancelled():
                     raise ScanCancelled()
                 if not head_sent and (len(head) >= HEAD_ROWS or time.monotonic() - started > 0.5):
                     send_head(False)
-                if progress is not None and number % 2000 == 0:
-                    progress(stream.fraction_done(), writer.count)
+                if number % 2000 == 0:
+                    task.progress(stream.fraction_done(), writer.count)
     except BrokenDocumentError as error:
         broken = error.issue
     except BaseException:
@@ -252,8 +249,7 @@ def load_data(
         arrow_path = _commit_cache(arrow_path.parent, key, info)
         table = _read_arrow(arrow_path)
     send_head(True)
-    if progress is not None:
-        progress(1.0, writer.count)
+    task.progress(1.0, writer.count)
     return _loaded_from_table(source, table, arrow_path, info)
 
 

@@ -35,7 +35,8 @@ MAPPING_FIELDS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
 }
 PREFERENCE_FORMATS = ("preference", "unpaired_preference", "prompt_only")
-"""The shapes the methods beyond SFT read (training.method); kept apart from FORMATS, which SFT reads."""
+"""The shapes the methods with records of their own read (each method's DataShape says which); kept apart from
+FORMATS, which SFT reads."""
 PREFERENCE_FORMAT_NAMES = {
     "preference": "prompt/chosen/rejected pairs",
     "unpaired_preference": "prompt/completion/label (desirable or not)",
@@ -46,8 +47,6 @@ PREFERENCE_MAPPING_FIELDS: dict[str, tuple[str, ...]] = {
     "unpaired_preference": ("prompt", "completion", "label", "system"),
     "prompt_only": ("prompt", "completion", "system"),
 }
-METHOD_FORMATS = {"dpo": "preference", "orpo": "preference", "kto": "unpaired_preference", "grpo": "prompt_only"}
-"""The shape each method trains on (kto also reads pairs, grpo any SFT record: see detect_method_format)."""
 OPTIONAL_FIELDS = {"input", "system"}
 FIELD_LABELS = {
     "messages": "Turns (list of role/content)",
@@ -89,44 +88,6 @@ def detect_format(record: Any) -> tuple[str, str]:
     if "text" in keys:
         return "text", "key 'text' holds plain text (continued pre-training)"
     raise ValueError(f"unrecognised record shape (keys: {', '.join(sorted(map(str, keys))) or 'none'})")
-
-
-def detect_method_format(record: Any, method: str) -> tuple[str, str]:
-    """The shape `method` reads `record` as, and the evidence; ValueError says what the method needs.
-
-    kto also trains on chosen/rejected pairs (each pair is one desirable and one undesirable reply, as TRL's
-    unpair_preference_dataset splits them); grpo also takes an SFT record, whose last reply is then the
-    expected one and what comes before it the prompt.
-    """
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    keys = set(record)
-    shown = ", ".join(sorted(map(str, keys))) or "none"
-    paired = {"chosen", "rejected"} <= keys
-    if method in ("dpo", "orpo"):
-        if paired:
-            return "preference", "keys 'chosen' and 'rejected' (paired preference)"
-        raise ValueError(f"{method} trains on pairs: needs 'chosen' and 'rejected' (and 'prompt', unless both "
-                         f"are whole conversations) (keys: {shown})")
-    if method == "kto":
-        if {"completion", "label"} <= keys:
-            return "unpaired_preference", "keys 'completion' and 'label' (unpaired preference)"
-        if paired:
-            return "preference", "keys 'chosen' and 'rejected': each pair is split into a desirable and an " \
-                                 "undesirable reply"
-        raise ValueError(f"kto needs 'completion' and 'label' (or 'chosen' and 'rejected') (keys: {shown})")
-    if method == "grpo":
-        if "prompt" in keys:
-            return "prompt_only", "key 'prompt' (the model writes the replies; 'completion', when present, is " \
-                                  "the expected one)"
-        try:
-            found, why = detect_format(record)
-        except ValueError:
-            raise ValueError(f"grpo needs a 'prompt' (or a conversation to take it from) (keys: {shown})") from None
-        if found == "text":
-            raise ValueError("grpo needs a prompt: plain text has none")
-        return found, f"{why}: its last reply is the expected one"
-    raise ValueError(f"unknown training method '{method}'")
 
 
 def _is_turn_list(value: Any) -> bool:

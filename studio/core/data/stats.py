@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from studio.core.data.loading import ScanCancelled
 from studio.core.data.table import ExampleRows, LineNumbers, LoadedData
 from studio.core.data.tokens import IGNORE_INDEX, encode_examples
+from studio.core.system.tasks import NO_TASK, TaskState
 
 _CHUNK = 64
 
@@ -133,11 +134,11 @@ def measure_tokens(
     max_length: int = 1024,
     limit: int | None = None,
     seed: int = 0,
-    on_partial: Callable[[TokenStats], None] | None = None,
     partial_every: float = 0.25,
-    should_stop: Callable[[], bool] | None = None,
+    task: TaskState = NO_TASK,
 ) -> TokenStats:
-    """Token length and trained tokens of every row (or of `limit` random rows), in a seeded random order."""
+    """Token length and trained tokens of every row (or of `limit` random rows), in a seeded random order: the
+    TokenStats so far through `task.partial` every `partial_every` seconds; ScanCancelled once `task.cancelled()`."""
     import numpy as np
 
     total = len(data.examples)
@@ -156,7 +157,7 @@ def measure_tokens(
                           line_numbers[:done].copy(), complete, time.monotonic() - started)
 
     for start in range(0, len(order), _CHUNK):
-        if should_stop is not None and should_stop():
+        if task.cancelled():
             raise ScanCancelled()
         chunk = order[start:start + _CHUNK]
         examples = _take(data.examples, chunk)
@@ -168,9 +169,9 @@ def measure_tokens(
             trained[done] = len(positions)
             first_trained[done] = positions[0] if positions else NO_TRAINED_TOKEN
             done += 1
-        if on_partial is not None and time.monotonic() - last >= partial_every:
+        if time.monotonic() - last >= partial_every:
             last = time.monotonic()
-            on_partial(snapshot(False))
+            task.partial(snapshot(False))
     return snapshot(limit is None or limit >= total)
 
 

@@ -14,13 +14,14 @@ pass would ask for the logits of every token it holds (a 52 MB record asked for 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from studio.core.chat.model import ChatModel
 from studio.core.data.tokens import render
 from studio.core.eval.cases import EvalCase
+from studio.core.system.tasks import NO_TASK, TaskState
 
 IGNORE = -100
 CPU_BATCH_SIZE = 8
@@ -32,7 +33,7 @@ LOSS_CHUNK = 4
 
 
 class GenerationStopped(Exception):
-    """`should_stop` turned true while a batch was being generated: the batch is dropped, not half-scored."""
+    """The task was cancelled while a batch was being generated: the batch is dropped, not half-scored."""
 
 
 @dataclass
@@ -147,7 +148,7 @@ def using(chat: ChatModel, adapter: str | None):
 
 
 def generate_batch(chat: ChatModel, adapter: str | None, cases: Sequence[EvalCase], *, max_new_tokens: int,
-                   should_stop: Callable[[], bool] = lambda: False, with_loss: bool = True) -> list[Generated]:
+                   task: TaskState = NO_TASK, with_loss: bool = True) -> list[Generated]:
     """Greedy replies (and losses) for `cases` with `adapter` (None: the base), each fitted to the context.
 
     The batch generates up to its longest reply limit and each row is cut at its own; so that no row runs past
@@ -168,7 +169,7 @@ def generate_batch(chat: ChatModel, adapter: str | None, cases: Sequence[EvalCas
 
     class StopWhenAsked(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return should_stop()
+            return task.cancelled()
 
     ends = end_token_ids(chat)
     with chat._lock, using(chat, adapter) as model, torch.inference_mode():
@@ -176,7 +177,7 @@ def generate_batch(chat: ChatModel, adapter: str | None, cases: Sequence[EvalCas
                                 max_new_tokens=max(fit.reply_limit for fit in fits),
                                 do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
                                 pad_token_id=pad, stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))
-        if should_stop():
+        if task.cancelled():
             raise GenerationStopped
         losses = _losses(model, tokenizer, cases, pad, context) if with_loss else [(None, 0)] * len(cases)
     results = []

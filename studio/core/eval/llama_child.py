@@ -13,7 +13,9 @@ only; on x86 only q4_0, q4_K, q2_K and iq4_nl are (AVX2, AVX512). On this studio
 AVX512) the demo's q8_0 and f16 files are not repacked ("cannot be used with preferred buffer type CPU_REPACK")
 and answered 10/10 like the studio, with and without repacking, built with GGML_NATIVE off and on.
 
-Run as `python -m studio.core.eval.llama_child JOB.json REPLIES.jsonl`.
+Run as `python -m studio.core.eval.llama_child JOB.json REPLIES.jsonl`. The same child makes K-quants with
+llama.cpp's own quantizer (`quantize F16.gguf OUT.gguf q4_k_m`, export.quantize) and loads a file with llama.cpp's
+log on to report the buffers it allocates (`measure FILE.gguf N_CTX`, the check of plan.gguf_fit's sizes).
 """
 
 from __future__ import annotations
@@ -69,8 +71,48 @@ def without_repacking() -> None:
     native.llama_model_default_params = params_without_repacking
 
 
+NO_LLAMA_CPP = 3
+"""The exit status of a quantize or measure child that cannot import llama_cpp."""
+QUANTIZE_FAILED = 4
+
+
+def quantize(source: Path, output: Path, gguf_type: str, threads: int) -> int:
+    """llama.cpp's `llama_model_quantize` from an f16 GGUF file to `gguf_type` ("q4_k_m"); its per-tensor log (the
+    type each tensor got, and why a tensor fell back) goes to this process's stderr."""
+    try:
+        import llama_cpp.llama_cpp as native
+    except ImportError as error:
+        print(f"llama-child: llama_cpp cannot be imported: {error}", file=sys.stderr, flush=True)
+        return NO_LLAMA_CPP
+    params = native.llama_model_quantize_default_params()
+    params.ftype = getattr(native, f"LLAMA_FTYPE_MOSTLY_{gguf_type.upper()}")
+    params.nthread = threads
+    if native.llama_model_quantize(str(source).encode(), str(output).encode(), params) != 0:
+        print(f"llama-child: llama.cpp's quantizer failed on {source}", file=sys.stderr, flush=True)
+        return QUANTIZE_FAILED
+    return 0
+
+
+def measure(model_path: Path, n_ctx: int) -> int:
+    """Load the file on the CPU with llama.cpp's log on: it prints its model, KV and compute buffer sizes."""
+    try:
+        import llama_cpp
+    except ImportError as error:
+        print(f"llama-child: llama_cpp cannot be imported: {error}", file=sys.stderr, flush=True)
+        return NO_LLAMA_CPP
+    without_repacking()  # the file's layout, as a GPU holds it: the CPU's repacked copies are a CPU-only extra
+    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=True)
+    llm.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    job_path, replies_path = (argv if argv is not None else sys.argv[1:])[:2]
+    args = argv if argv is not None else sys.argv[1:]
+    if args[0] == "quantize":
+        return quantize(Path(args[1]), Path(args[2]), args[3], int(args[4]) if len(args) > 4 else 0)
+    if args[0] == "measure":
+        return measure(Path(args[1]), int(args[2]))
+    job_path, replies_path = args[:2]
     answer(json.loads(Path(job_path).read_text(encoding="utf-8")), Path(replies_path))
     return 0
 

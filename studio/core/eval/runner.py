@@ -1,10 +1,10 @@
 """The long task: evaluate a base and its adapters on an eval set, as a headless function.
 
-    outcome = run_eval(job, progress=state.progress, on_result=state.partial, should_stop=state.cancelled)
+    outcome = run_eval(job, task=state, on_result=record_shown)
 
-`progress(done, total, message)` after every batch, `on_result(record)` for every scored reply (a line of
+`task.progress(done, total, message)` after every batch, `on_result(record)` for every scored reply (a line of
 results.jsonl, the per-example table's row), `on_start(columns, kept)` once the columns are known (with the
-results a resumed eval keeps, which `on_result` does not repeat), and `should_stop()` polled between batches
+results a resumed eval keeps, which `on_result` does not repeat), and `task.cancelled()` polled between batches
 and during generation: a cancelled eval returns with status "cancelled" and the results so far on disk, and
 the same job run again resumes there (pass fresh=True to start over).
 
@@ -46,6 +46,7 @@ from studio.core.eval.results import (
 from studio.core.metrics.registry import DEFAULT_METRICS, Metric, build_metrics
 from studio.core.runs.history import EVALS_FOLDER
 from studio.core.system.folder_lock import FolderLock, is_locked, lock_holder
+from studio.core.system.tasks import NO_TASK, TaskState
 
 BASE_COLUMN = "base"
 GGUF_COLUMN = "gguf"
@@ -168,8 +169,6 @@ class EvalOutcome:
     """Results kept from an earlier, interrupted run of the same eval."""
     generated: int = 0
     columns: list[str] = field(default_factory=list)
-    moved_from: Path | None = None
-    """The folder asked for, when it held an eval with other settings and this one was written beside it."""
 
     @property
     def results_path(self) -> Path:
@@ -329,9 +328,8 @@ def score_record(record: dict[str, Any], case_expected: str, metrics: Sequence[M
             scores[metric.name] = metric(record["reply"], case_expected).to_dict()
 
 
-def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None = None,
-             on_result: Callable[[dict[str, Any]], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, chat: Any = None,
+def run_eval(job: EvalJob, *, task: TaskState = NO_TASK,
+             on_result: Callable[[dict[str, Any]], None] | None = None, chat: Any = None,
              on_start: Callable[[list[str], list[dict[str, Any]]], None] | None = None) -> EvalOutcome:
     """Evaluate `job`; `chat` is an already loaded chat.ChatModel to use (kept loaded afterwards), else the
     model is loaded here and unloaded at the end. EvalError (one line) for an eval that cannot go ahead: a bad
@@ -339,7 +337,6 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
     kept, for the same command to resume)."""
     from studio.core.chat.model import ChatModel
 
-    report = progress or (lambda done, total, message: None)
     job.check()
     metrics = job.build_metrics()
     gguf_path = Path(job.gguf).resolve() if job.gguf is not None else None
@@ -349,7 +346,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
         check_gguf_file(gguf_path)
     own = chat is None
     if own:
-        report(0, 0, f"loading {job.model}")
+        task.progress(0, 0, f"loading {job.model}")
         chat = ChatModel.load(job.model, adapters=list(job.adapters), weights=job.weights,
                               trust_remote_code=job.trust_remote_code, allow_pickle=job.allow_pickle)
     claimed: EvalFolder | None = None
@@ -365,7 +362,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
                                                     chat.base_name, chat.loaded_as) for column, adapter in columns}
         sources = {column: (str(chat.adapter_paths[adapter]) if adapter else None) for column, adapter in columns}
         if gguf_path is not None:
-            report(0, 0, f"fingerprinting {gguf_path}")
+            task.progress(0, 0, f"fingerprinting {gguf_path}")
             columns.append((GGUF_COLUMN, None))
             fingerprints[GGUF_COLUMN] = adapter_fingerprint(None, str(gguf_path), "GGUF", files=[gguf_path])
             sources[GGUF_COLUMN] = str(gguf_path)
@@ -376,7 +373,7 @@ def run_eval(job: EvalJob, *, progress: Callable[[int, int, str], None] | None =
                                for column, _ in columns}}
         claimed = EvalFolder.claim(job.folder(), identity, replace=job.replace_other_settings)
         outcome = _evaluate(job, chat, claimed, identity, columns, fingerprints, sources, metrics, cases, gguf_path,
-                            report, on_result, should_stop or (lambda: False), on_start, writing,
+                            task, on_result, on_start, writing,
                             unload_studio=own)
         own = own and not outcome.studio_unloaded
         finished = True
@@ -405,8 +402,8 @@ class _Evaluated:
 def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, Any],
               columns: list[tuple[str, str | None]], fingerprints: dict[str, str], sources: dict[str, str | None],
               metrics: list[Metric], cases: list[EvalCase], gguf_path: Path | None,
-              report: Callable[[int, int, str], None], on_result: Callable[[dict[str, Any]], None] | None,
-              stop: Callable[[], bool], on_start: Callable[[list[str], list[dict[str, Any]]], None] | None,
+              task: TaskState, on_result: Callable[[dict[str, Any]], None] | None,
+              on_start: Callable[[list[str], list[dict[str, Any]]], None] | None,
               writing: _Writing, *, unload_studio: bool) -> _Evaluated:
     """The eval in its claimed folder: settings written, stored replies kept and (re)scored, the rest generated."""
     from studio.core.eval.generate import (
@@ -420,7 +417,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
 
     folder = claimed.path
     if claimed.moved:
-        report(0, 0, f"{claimed.asked} holds an eval with other settings ({claimed.differences(identity)}): "
+        task.progress(0, 0, f"{claimed.asked} holds an eval with other settings ({claimed.differences(identity)}): "
                      f"writing {folder}")
     stored_pattern = (claimed.stored or {}).get("pattern")
     write_json(writing(folder / SETTINGS_FILE), {
@@ -452,7 +449,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
         writing(folder / RESULTS_FILE)
         writer = ResultsWriter(folder / RESULTS_FILE)
         started = time.monotonic()
-        report(done, total, f"resuming: {done} of {total} results kept" if done else f"0 of {total}")
+        task.progress(done, total, f"resuming: {done} of {total} results kept" if done else f"0 of {total}")
         if on_start is not None:
             on_start([c for c, _ in columns], list(kept))
 
@@ -467,7 +464,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
                 if unload_studio and not studio_unloaded:  # one model in memory at a time: the studio's are done
                     chat.unload()
                     studio_unloaded = True
-                report(done, total, f"loading {gguf_path}")
+                task.progress(done, total, f"loading {gguf_path}")
                 answering = gguf_chat = load_gguf_chat(gguf_path)
             context = context_length(answering)
             lengths = {case.id: len(prompt_ids(answering.tokenizer, case)) for case in todo}
@@ -477,7 +474,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
             batch_size = choose_batch_size(answering, longest, job.batch_size)
             position = 0
             while position < len(todo):
-                if stop():
+                if task.cancelled():
                     status = "cancelled"
                     break
                 # One reply limit per batch: a row generating past its own limit could run past the context.
@@ -489,7 +486,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
                     batch.append(case)
                 try:
                     replies = generate_batch(answering, adapter, batch, max_new_tokens=job.max_new_tokens,
-                                             should_stop=stop, with_loss=job.with_loss)
+                                             task=task, with_loss=job.with_loss)
                 except GenerationStopped:
                     status = "cancelled"
                     break
@@ -511,7 +508,8 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
                 position += len(batch)
                 done += len(batch)
                 generated += len(batch)
-                report(done, total, _progress_text(column, done, total, generated, time.monotonic() - started))
+                task.progress(done, total,
+                              _progress_text(column, done, total, generated, time.monotonic() - started))
             if status == "cancelled":
                 break
     finally:
@@ -538,7 +536,7 @@ def _evaluate(job: EvalJob, chat: Any, claimed: EvalFolder, identity: dict[str, 
             summary["models"][GGUF_COLUMN]["identical_to"] = identical_replies(records, GGUF_COLUMN, reference)
     write_json(writing(folder / SUMMARY_FILE), summary)
     return _Evaluated(EvalOutcome(status, folder, summary, resumed=len(kept), generated=generated,
-                                  columns=[c for c, _ in columns], moved_from=claimed.asked if claimed.moved else None),
+                                  columns=[c for c, _ in columns]),
                       studio_unloaded)
 
 

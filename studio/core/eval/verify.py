@@ -16,8 +16,6 @@ the same path has new weights.
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +34,9 @@ from studio.core.eval import llama_child
 from studio.core.eval.results import RESULTS_FILE, read_results, rewrite_results
 from studio.core.eval.runner import DEFAULT_MAX_NEW_TOKENS, EvalJob, eval_home, run_eval
 from studio.core.runs.history import EVALS_FOLDER
+from studio.core.system.paths import safe_name
+from studio.core.system.processes import describe_exit
+from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 DEFAULT_CASES = 10
 CHECK_FOLDER = "export-check"
@@ -51,7 +52,6 @@ LLAMA_CPP = "llama.cpp (llama-cpp-python)"
 TRANSFORMERS_GGUF = "transformers' GGUF loader, not llama.cpp"
 TRANSFORMERS = "transformers"
 
-Progress = Callable[[int, int, str], None]
 
 
 class ExportCheckError(ValueError):
@@ -61,6 +61,19 @@ class ExportCheckError(ValueError):
 class ExportCheckFailed(ExportCheckError):
     """A check that could not run to its end: llama.cpp crashed. It is no result, so no score is stated anywhere
     (a crash read as "0/10 identical" would blame the export for llama.cpp's failure)."""
+
+
+TASK_METRIC = "tool call right"
+"""The task metric a check states beside identical replies: metrics.tool_calls.tool_call_match (a case expecting no
+call passes by making none)."""
+RULE = ("Rounding or broken? A quantized file may word a reply differently and still be right. The export passes "
+        "when its tool calls are right in as many cases as the trained model's, give or take 2% of the cases (at "
+        "least one case); more than that is a broken export.")
+
+
+def task_tolerance(total: int) -> int:
+    """How many cases the export's task metric may trail the trained model's by: 2% of the cases, at least one."""
+    return max(1, int(0.02 * total))
 
 
 REPACKING_CRASHED = ("llama.cpp's default (CPU weight repacking) crashed on this CPU; checked with repacking off — "
@@ -79,10 +92,27 @@ class CaseCheck:
     """The export's reply reached max_new_tokens."""
     error: str = ""
     """Why the export gave no reply (llama.cpp refused the prompt)."""
+    expected: str = ""
+    task_studio: bool = False
+    task_export: bool = False
+    """The task metric (TASK_METRIC) of the trained model's reply and the export's."""
+    differs_at: int | None = None
+    """The first token (counted from 1, in the trained model's tokenizer) where the replies part, and the two tokens."""
+    studio_token: str = ""
+    export_token: str = ""
 
     @property
     def identical(self) -> bool:
         return not self.error and self.studio.strip() == self.export.strip()
+
+    def first_difference(self) -> str:
+        """"case 12 differs from token 9: `get_bill` → `get_tariff`"."""
+        if self.error:
+            return f"case {self.case}: no reply ({self.error})"
+        if self.differs_at is None:
+            return f"case {self.case} differs"
+        return (f"case {self.case} differs from token {self.differs_at}: `{self.studio_token}` → "
+                f"`{self.export_token}`")
 
 
 @dataclass
@@ -103,6 +133,27 @@ class ExportVerification:
     note: str = ""
     """What the reader of the result must know about how it was made: llama.cpp's default crashed and the check
     ran with its CPU weight repacking off."""
+    type_label: str = ""
+    """The GGUF file's type as llama.cpp names it ("Q4_K_M"), from its general.file_type; "" for a merged model."""
+
+    @property
+    def task_studio(self) -> int:
+        return sum(case.task_studio for case in self.cases)
+
+    @property
+    def task_export(self) -> int:
+        return sum(case.task_export for case in self.cases)
+
+    @property
+    def passes(self) -> bool:
+        """RULE: the export's task metric within 2% of the cases (at least one) of the trained model's."""
+        return self.task_export >= self.task_studio - task_tolerance(self.total)
+
+    def verdict(self) -> str:
+        if self.passes:
+            return "passes (differences within rounding)" if self.differing else "passes (identical)"
+        return (f"broken export: {TASK_METRIC} in {self.task_export} cases against the trained model's "
+                f"{self.task_studio}, more than {task_tolerance(self.total)} fewer")
 
     @property
     def identical(self) -> int:
@@ -117,12 +168,16 @@ class ExportVerification:
         return [case for case in self.cases if not case.identical]
 
     def headline(self) -> str:
-        """'10/10 replies identical to the studio's', or which cases differ."""
-        text = f"{self.identical}/{self.total} replies identical to the studio's"
+        """'Q4_K_M: 45/47 replies identical to the studio's; tool call right 46/47 (trained model 47/47); case 12
+        differs from token 9: `get_bill` → `get_tariff`; passes (differences within rounding)'."""
+        text = (f"{self.type_label + ': ' if self.type_label else ''}{self.identical}/{self.total} replies identical "
+                f"to the studio's; {TASK_METRIC} {self.task_export}/{self.total} (trained model "
+                f"{self.task_studio}/{self.total})")
         if self.differing:
-            shown = ", ".join(case.case for case in self.differing[:8]) + (", …" if len(self.differing) > 8 else "")
-            text += f"; case{'s' if len(self.differing) > 1 else ''} {shown} differ"
-        return text
+            text += "; " + "; ".join(case.first_difference() for case in self.differing[:3])
+            if len(self.differing) > 3:
+                text += f"; {len(self.differing) - 3} more differ"
+        return f"{text}; {self.verdict()}"
 
     def text(self) -> str:
         """The headline with what was compared: the model card's line."""
@@ -198,13 +253,11 @@ def check_cases(source: Path, limit: int = DEFAULT_CASES) -> EvalSet:
     return EvalSet(CHECK_FOLDER, f"{len(cases)} of the run's {words}", cases)
 
 
-def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> ExportVerification:
+def run_check(source: Path, export: Path, *, engine: str = "auto", limit: int = DEFAULT_CASES,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, task: TaskState = NO_TASK) -> ExportVerification:
     """Answer the check's cases with the studio's model (`source`: a run or adapter folder), then with the export
-    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case."""
-    report = progress or (lambda done, total, message: None)
-    stop = should_stop or (lambda: False)
+    (a merged folder or GGUF file), one model in memory at a time, and compare the replies case by case.
+    `task.progress(done, total, message)` over both halves; a cancelled check returns with status "cancelled"."""
     export = Path(export).resolve()
     kind = export_kind(export)
     answered_by = choose_engine(kind, engine)
@@ -212,16 +265,16 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
     cases = eval_set.cases
     folder = eval_home(Path(source)) / EVALS_FOLDER / CHECK_FOLDER
     total = 2 * len(cases)
-    result = ExportVerification(export, kind, answered_by, "cancelled", folder / _slug(export),
+    result = ExportVerification(export, kind, answered_by, "cancelled", folder / safe_name(export.name, "export"),
                                 cases_from=eval_set.source)
 
     def studio_progress(done: int, _total: int, message: str) -> None:
-        report(done, total, f"studio: {message}")
+        task.progress(done, total, f"studio: {message}")
 
     # The check's folders are the studio's own scratch: what they held for an earlier adapter or export is replaced.
     studio = run_eval(EvalJob(source, eval_set, metrics=["exact"], output_dir=folder / STUDIO_FOLDER,
                               max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
-                      progress=studio_progress, should_stop=stop)
+                      task=reporting(task, studio_progress))
     if studio.status != "completed":
         return result
     studio_column = studio.columns[0]
@@ -229,18 +282,19 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
                       if r["model"] == studio_column}
 
     def export_progress(done: int, _total: int, message: str) -> None:
-        report(len(cases) + done, total, f"export: {message}")
+        task.progress(len(cases) + done, total, f"export: {message}")
+
+    exporting = reporting(task, export_progress)
 
     if answered_by == LLAMA_CPP:
         try:
-            replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop)
+            replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, exporting)
         except LlamaCrashed as crash:
             # llama.cpp's CPU backend repacks q8_0/q4_0 weights into interleaved layouts by default ("extra buffer
             # types"); when that crashes, the file is checked with the plain layout, and the result says so.
-            export_progress(0, len(cases), f"{crash}; again with CPU weight repacking off")
+            exporting.progress(0, len(cases), f"{crash}; again with CPU weight repacking off")
             try:
-                replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, export_progress, stop,
-                                             repack=False)
+                replies = _llama_cpp_replies(export, cases, max_new_tokens, result.folder, exporting, repack=False)
             except LlamaCrashed as again:
                 raise ExportCheckFailed(f"{crash}; with CPU weight repacking off too: {again.why} (no score "
                                         "recorded; llama.cpp's words are in "
@@ -248,30 +302,59 @@ def check_export(source: Path, export: Path, *, engine: str = "auto", limit: int
             if replies is not None:
                 result.note = REPACKING_CRASHED
     else:
-        replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, export_progress,
-                                        stop)
+        replies = _transformers_replies(export, kind, eval_set, max_new_tokens, result.folder, exporting)
     if replies is None:
         return result
+    from studio.core.metrics.tool_calls import tool_call_match
+
+    tokenizer = _check_tokenizer(Path(source))
     for case in cases:
         reply, truncated, error = replies[case.id]
-        result.cases.append(CaseCheck(case.id, case.question, studio_replies[case.id], reply, truncated, error))
+        check = CaseCheck(case.id, case.question, studio_replies[case.id], reply, truncated, error,
+                          expected=case.expected, task_studio=tool_call_match(studio_replies[case.id],
+                                                                              case.expected).passed,
+                          task_export=not error and tool_call_match(reply, case.expected).passed)
+        if not check.identical and not error and tokenizer is not None:
+            check.differs_at, check.studio_token, check.export_token = first_differing_token(
+                tokenizer, check.studio.strip(), check.export.strip())
+        result.cases.append(check)
+    if kind == "gguf":
+        result.type_label = gguf_type_label(export)
     result.status = "completed"
-    report(total, total, result.headline())
+    task.progress(total, total, result.headline())
     return result
 
 
-def describe_exit(returncode: int) -> str:
-    """'exit code 3' or 'killed by SIGSEGV'."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+def _check_tokenizer(source: Path):
+    """The trained adapter's tokenizer (the one the run trained with), to count tokens in; None if it cannot load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(check_verifiable(source)), trust_remote_code=False)
+    except (OSError, ValueError, ExportCheckError):
+        return None
 
 
-def _slug(export: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", export.name).strip("_") or "export"
+def first_differing_token(tokenizer, studio: str, export: str) -> tuple[int, str, str]:
+    """(position from 1, the trained model's token there, the export's) of the first token where two replies part;
+    an empty token where one reply has ended."""
+    a = tokenizer.encode(studio, add_special_tokens=False)
+    b = tokenizer.encode(export, add_special_tokens=False)
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    word = lambda ids: tokenizer.decode(ids[at:at + 1]) if at < len(ids) else "(end)"  # noqa: E731
+    return at + 1, word(a), word(b)
+
+
+def gguf_type_label(path: Path) -> str:
+    """"Q4_K_M" from a GGUF file's general.file_type; "" when it has none."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+        return gguf.LlamaFileType(int(field.parts[-1][0])).name.removeprefix("MOSTLY_").removeprefix("ALL_") \
+            if field is not None else ""
+    except (ValueError, OSError):
+        return ""
 
 
 Replies = dict[str, tuple[str, bool, str]]
@@ -279,17 +362,17 @@ Replies = dict[str, tuple[str, bool, str]]
 
 
 def _transformers_replies(export: Path, kind: str, eval_set: EvalSet, max_new_tokens: int, folder: Path,
-                          report: Progress, stop: Callable[[], bool]) -> Replies | None:
+                          task: TaskState) -> Replies | None:
     """The export's replies through the eval's own batched greedy generation; None when cancelled."""
     from studio.core.chat.model import ChatModel
     from studio.core.eval.gguf import load_gguf_chat
 
-    report(0, len(eval_set.cases), f"loading {export}")
+    task.progress(0, len(eval_set.cases), f"loading {export}")
     chat = load_gguf_chat(export) if kind == "gguf" else ChatModel.load(export)
     try:
         outcome = run_eval(EvalJob(export, eval_set, metrics=["exact"], output_dir=folder, fresh=True,
                                    max_new_tokens=max_new_tokens, with_loss=False, replace_other_settings=True),
-                           progress=report, should_stop=stop, chat=chat)
+                           task=task, chat=chat)
     finally:
         chat.unload()
     if outcome.status != "completed":
@@ -311,8 +394,8 @@ class LlamaCrashed(Exception):
         self.why = why
 
 
-def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, report: Progress,
-                       stop: Callable[[], bool], *, repack: bool = True,
+def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int, folder: Path, task: TaskState,
+                       *, repack: bool = True,
                        command: Callable[[Path, Path], list[str]] | None = None) -> Replies | None:
     """The GGUF file's replies in llama.cpp: its embedded chat template, greedy, stopping at its end-of-generation
     token (what `llama-cli` and Ollama run); None when cancelled. Written to results.jsonl like an eval's.
@@ -329,7 +412,7 @@ def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int,
                                     "cases": [{"id": c.id, "messages": c.messages()} for c in cases]},
                                    ensure_ascii=False), encoding="utf-8")
     replies_path.write_text("", encoding="utf-8")
-    report(0, len(cases), f"loading {export} in llama.cpp")
+    task.progress(0, len(cases), f"loading {export} in llama.cpp")
     with (folder / "llama.log").open("w", encoding="utf-8") as log:
         child = subprocess.Popen((command or llama_child_command)(job_path, replies_path), stdout=log,
                                  stderr=subprocess.STDOUT)
@@ -341,10 +424,10 @@ def _llama_cpp_replies(export: Path, cases: list[EvalCase], max_new_tokens: int,
                          if line.endswith("}")]
                 if len(lines) > answered:
                     answered = len(lines)
-                    report(answered, len(cases), f"llama.cpp: {answered}/{len(cases)}")
+                    task.progress(answered, len(cases), f"llama.cpp: {answered}/{len(cases)}")
                 if ended:
                     break
-                if stop():
+                if task.cancelled():
                     child.kill()
                     child.wait()
                     return None

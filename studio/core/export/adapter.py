@@ -7,14 +7,12 @@ with plain `PeftModel.from_pretrained` — no Finetune Studio needed.
 from __future__ import annotations
 
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
 from studio.core.export.model_card import write_model_card
 from studio.core.export.staging import (
     ExportError,
-    ProgressCallback,
     Reporter,
     check_export,
     copy_folder,
@@ -27,6 +25,7 @@ from studio.core.export.staging import (
 from studio.core.models.adapters import resolve_adapter_dir
 from studio.core.models.source import ModelLoadError
 from studio.core.runs.record import RunSummary
+from studio.core.system.tasks import NO_TASK, TaskState
 
 
 def _adapter_source(source: Path) -> Path:
@@ -49,11 +48,10 @@ def _write_adapter_folder(adapter: Path, target: Path, report: Reporter) -> None
     write_model_card(target, summary, "adapter", files={"base": base} if base else None, keep_summary=True)
 
 
-def export_adapter(source: Path, output: Path, *, overwrite: bool = False, on_progress: ProgressCallback | None = None,
-                   cancel: threading.Event | None = None) -> Path:
+def export_adapter(source: Path, output: Path, *, overwrite: bool = False, task: TaskState = NO_TASK) -> Path:
     """Copy the adapter of a run (or an adapter folder) to `output`, with a model card; returns `output`.
     `overwrite` lets it replace an unchanged earlier export there (staging.check_output)."""
-    report = Reporter(on_progress, cancel)
+    report = Reporter(task)
     output = check_export(source, output, is_dir=True, overwrite=overwrite)
     adapter = _adapter_source(source)
     ensure_free_space(output.parent, _folder_size(adapter))
@@ -65,9 +63,9 @@ def export_adapter(source: Path, output: Path, *, overwrite: bool = False, on_pr
 
 
 def export_adapter_zip(source: Path, output: Path, *, overwrite: bool = False,
-                       on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
+                       task: TaskState = NO_TASK) -> Path:
     """Write the adapter folder (as `export_adapter` makes it) into a zip file `output`."""
-    report = Reporter(on_progress, cancel)
+    report = Reporter(task)
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise ExportError(f"{output}: the output file name must end in .zip")

@@ -1,4 +1,6 @@
-"""GGUF export for llama.cpp and Ollama: Llama, Mistral, Qwen2 and Gemma 3 models, f16 or q8_0.
+"""GGUF export for llama.cpp and Ollama: Llama, Mistral, Qwen2 and Gemma 3 models, in f16, bf16, q8_0, the K-quants
+(Q6_K, Q5_K_M, Q4_K_M: the studio's f16 file quantized by llama.cpp's own quantizer, export.quantize) or, where
+llama.cpp is not installed, the legacy q5_1 and q4_0 the `gguf` package writes.
 
 Written with the `gguf` package the way llama.cpp's `convert_hf_to_gguf.py` does it:
 - tensor names mapped with `gguf.get_tensor_name_map` (HF `model.layers.0.self_attn.q_proj.weight`
@@ -25,14 +27,12 @@ import json
 import math
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.export.staging import (
     ExportError,
-    ProgressCallback,
     Reporter,
     check_export,
     check_output,
@@ -43,13 +43,15 @@ from studio.core.export.staging import (
     staged_output,
 )
 from studio.core.system.folder_lock import FolderLock, is_locked
+from studio.core.system.tasks import NO_TASK, TaskState
 
-GGUF_TYPES = ("f16", "q8_0")
-# The one default of `export gguf --type` and the Export dialog. q8_0 because the studio's user runs the export on
-# a home machine through Ollama: the file is about half the size of f16 (an 8B model: ~8.5 GB against ~16 GB, so it
-# fits an 8 GB card's RAM+VRAM budget far better and loads twice as fast) and answers nearly the same -- llama.cpp
-# counts q8_0 as practically lossless. f16 stays one choice away, for those who quantise further themselves.
-DEFAULT_GGUF_TYPE = "q8_0"
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q5_1", "q4_0")
+AUTO = "auto"
+# The one default of `export gguf --type` and the Export dialog: the best-quality type whose weights, KV cache and
+# compute buffer fit the card it will run on at the context the Modelfile sets (plan.gguf_fit.choose_gguf_type).
+DEFAULT_GGUF_TYPE = AUTO
+_WRITTEN_TYPES = {"f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q5_1": "Q5_1", "q4_0": "Q4_0"}
+"""The types the `gguf` package writes itself; the K-quants are made from an f16 file by llama.cpp."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class GgufExport:
     chat_template: str
     stop_tokens: list[str]
     notes: list[str] = field(default_factory=list)
+    tensor_types: Any = None
+    """export.quantize.TensorTypes: general.file_type and each tensor's type, read back from the file."""
+    context: int | None = None
+    """The Modelfile's PARAMETER num_ctx: the context the type was sized for."""
 
 
 @dataclass
@@ -405,8 +411,8 @@ def _plan_tensors(model_dir: Path, config: dict[str, Any], family: GgufFamily, g
     n_head = config["num_attention_heads"]
     n_head_kv = config.get("num_key_value_heads", n_head)
     tied = config.get("tie_word_embeddings", False)
-    matrix_type = gguf.GGMLQuantizationType.Q8_0 if gguf_type == "q8_0" else gguf.GGMLQuantizationType.F16
-    block_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]
+    matrix_type = getattr(gguf.GGMLQuantizationType, _WRITTEN_TYPES[gguf_type])
+    block_size = gguf.GGML_QUANT_SIZES[matrix_type][0]
     planned: list[_PlannedTensor] = []
     for file in _safetensors_files(model_dir):
         with safe_open(str(file), framework="pt") as handle:
@@ -422,8 +428,8 @@ def _plan_tensors(model_dir: Path, config: dict[str, Any], family: GgufFamily, g
             shape = shapes[hf_name]
             if len(shape) <= 1 or gguf_name.endswith("_norm.weight"):
                 qtype = gguf.GGMLQuantizationType.F32
-            elif matrix_type == gguf.GGMLQuantizationType.Q8_0 and shape[-1] % block_size:
-                qtype = gguf.GGMLQuantizationType.F16  # rows must hold whole q8_0 blocks; as llama.cpp falls back
+            elif shape[-1] % block_size:
+                qtype = gguf.GGMLQuantizationType.F16  # rows must hold whole blocks; as llama.cpp falls back
             else:
                 qtype = matrix_type
             plus_one = family.norm_plus_one and hf_name.endswith("norm.weight")
@@ -469,6 +475,8 @@ def _encode(array: Any, qtype: Any) -> Any:
         return array.astype(np.float32, copy=False)
     if qtype == gguf.GGMLQuantizationType.F16:
         return array.astype(np.float16)
+    if qtype == gguf.GGMLQuantizationType.BF16:
+        return gguf.quants.quantize(array.astype(np.float32, copy=False), qtype)
     rows = array.reshape(-1, array.shape[-1])
     out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), dtype=np.uint8)
     step = max(1, _QUANTIZE_CHUNK // rows.shape[1])
@@ -498,27 +506,90 @@ def _chat_templates(tokenizer: Any, conversations: list[list[dict[str, str]]] = 
 
 
 def write_gguf(model_dir: Path, output: Path, *, gguf_type: str = "f16", name: str | None = None,
-               overwrite: bool = False, on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None,
+               overwrite: bool = False, context: int | None = None, task: TaskState = NO_TASK,
                conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
-    """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it. The
-    Modelfile's template is checked on `conversations` (the run's own)."""
+    """Write a merged model folder as one GGUF file, plus NAME.Modelfile and NAME.md (its card) beside it;
+    `gguf_type` "auto" is the best type that fits the card at `context` (choose_type). The Modelfile's template is
+    checked on `conversations` (the run's own)."""
     output = check_output(output, is_dir=False, overwrite=overwrite)
+    if gguf_type == AUTO:
+        gguf_type, context = _auto_type(model_dir, context)
     with quiet_libraries():
-        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(on_progress, cancel),
-                           overwrite=overwrite, conversations=conversations)
+        return _write_gguf(Path(model_dir), output, gguf_type, name, Reporter(task),
+                           overwrite=overwrite, context=context, conversations=conversations)
+
+
+def choose_type(model_dir: Path, context: int | None = None) -> Any:
+    """plan.gguf_fit.choose_gguf_type for a merged model folder or a run / adapter folder on this machine's card (or
+    RAM), at `context` (default: twice the run's max_length, at least 2048); the K-quants only where a quantizer is
+    installed. The one rule behind `export gguf --type auto` and the Export dialog's preselection."""
+    from studio.core.export.quantize import find_quantizer
+    from studio.core.plan.gguf_fit import choose_gguf_type, default_context, detect_budget
+    from studio.core.plan.vram import ModelShape, ShapeError
+
+    config, max_length = model_shape_config(Path(model_dir))
+    model_family(config, Path(model_dir))  # an architecture the writer does not know is refused as such
+    try:
+        shape = ModelShape.from_config(config)
+    except ShapeError as error:
+        raise ExportError(f"{model_dir}: {error}") from None
+    return choose_gguf_type(shape, context or default_context(max_length), detect_budget(),
+                            k_quants=find_quantizer() is not None)
+
+
+def model_shape_config(source: Path) -> tuple[dict[str, Any], int | None]:
+    """(config.json of the model an export writes, the run's max_length when `source` is a run or adapter)."""
+    source = Path(source)
+    if is_merged_model(source):
+        return read_model_config(source), None
+    from studio.core.config.settings import ConfigError, load_config
+
+    run_dir = source.parent if source.name == "adapter" else source
+    adapter = source if (source / "adapter_config.json").is_file() else source / "adapter"
+    max_length = None
+    try:
+        config = load_config(run_dir / "run.toml")
+        max_length = config.training.max_length
+    except (ConfigError, OSError):
+        config = None
+    base = None
+    try:
+        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        pass
+    base = base or (config.model.name_or_path if config is not None else None)
+    if not base:
+        raise ExportError(f"{source}: neither a merged model folder nor a run or adapter naming its base model")
+    from studio.core.models.source import ModelSourceError, find_model_config
+
+    try:
+        return find_model_config(base).config, max_length
+    except ModelSourceError as error:
+        raise ExportError(str(error)) from None
+
+
+def _auto_type(model_dir: Path, context: int | None, report: Callable[[float, str], None] | None = None
+               ) -> tuple[str, int]:
+    choice = choose_type(model_dir, context)
+    if report is not None:
+        report(0.0, f"Type: {choice.reason}")
+    return choice.chosen, choice.context
 
 
 def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None, report: Reporter, *,
-                overwrite: bool = False, conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
+                overwrite: bool = False, context: int | None = None,
+                conversations: list[list[dict[str, str]]] = ()) -> GgufExport:
     import gguf
     import numpy as np
     from transformers import AutoTokenizer
 
+    from studio.core.export.quantize import read_tensor_types, quantize_gguf, require_quantizer
     from studio.core.runs.record import RunSummary
 
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"GGUF type {gguf_type!r}: choose one of {', '.join(GGUF_TYPES)}")
+    quantizer = require_quantizer(gguf_type)
+    written_type = gguf_type if quantizer is None else "f16"
     config = read_model_config(model_dir)
     family = model_family(config, model_dir)
     report(0.0, f"Reading {model_dir}")
@@ -528,16 +599,19 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     except (OSError, ValueError) as error:
         raise ExportError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from None
     embedded_template, fmt, end_of_turn = _chat_templates(tokenizer, conversations)
-    planned = _plan_tensors(model_dir, config, family, gguf_type)
+    planned = _plan_tensors(model_dir, config, family, written_type)
     summary = RunSummary.find(model_dir)
     model_name = name or (summary.run_name if summary and summary.run_name else model_dir.name)
 
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, family.arch)]
     total_bytes = sum(_tensor_nbytes(t.shape, t.qtype) for t in planned)
-    ensure_free_space(output.parent, total_bytes)
+    ensure_free_space(output.parent, total_bytes if quantizer is None else total_bytes * 3 // 2)
     modelfile, readme = gguf_companions(output)[:2]
+    share = 0.93 if quantizer is None else 0.6  # of the progress bar, for writing the (f16) file
     with staged_output(output, is_dir=False, overwrite=overwrite) as staging, disk_errors(output.parent):
         staged = staging / output.name
+        if quantizer is not None:  # the f16 file llama.cpp quantizes, beside the staged output
+            staged = staging / f"{output.stem}.f16-for-quantizing.gguf"
         writer = gguf.GGUFWriter(str(staged), arch)
         try:
             writer.add_type(gguf.GGUFType.MODEL)
@@ -546,7 +620,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
                 writer.add_base_model_count(1)
                 writer.add_base_model_name(0, Path(summary.base_model_id).name or summary.base_model_id)
             extra = _add_hyperparameters(writer, config, family)
-            file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if gguf_type == "q8_0" else gguf.LlamaFileType.MOSTLY_F16
+            file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{written_type.upper()}")
             writer.add_file_type(file_type)
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
             _add_tokenizer(writer, model_dir, config, tokenizer, embedded_template, end_of_turn, family)
@@ -568,24 +642,42 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
             writer.write_ti_data_to_file()
             written = 0
             for tensor in planned:
-                report(0.02 + 0.93 * written / max(total_bytes, 1),
+                report(0.02 + share * written / max(total_bytes, 1),
                        f"Writing {tensor.gguf_name} ({tensor.qtype.name.lower()})")
                 writer.write_tensor_data(_encode(tensor.load(), tensor.qtype))
                 written += _tensor_nbytes(tensor.shape, tensor.qtype)
             writer.flush()
         finally:
             writer.close()
+        if quantizer is not None:
+            report(0.65, f"Quantizing to {gguf_type} with {quantizer.describe()}")
+            quantize_gguf(staged, staging / output.name, gguf_type, log=staging / f"{output.stem}.quantize.log",
+                          quantizer=quantizer, task=report)
+            staged.unlink()
+            (staging / f"{output.stem}.quantize.log").unlink()
+            staged = staging / output.name
         report(0.96, "Checking the file")
         _check_gguf(staged, len(planned))
+        tensor_types = read_tensor_types(staged, gguf_type)
+        expected_file_type = f"MOSTLY_{gguf_type.upper()}"
+        if tensor_types.file_type != expected_file_type:
+            raise ExportError(f"{output}: general.file_type is {tensor_types.file_type}, not {expected_file_type}")
+        extra_notes = [f"Tensor types: {tensor_types.summary()}."]
+        if tensor_types.fallbacks:
+            extra_notes.append(f"{len(tensor_types.fallbacks)} tensor(s) fell back to another type in llama.cpp "
+                               f"(rows not a multiple of 256): {'; '.join(tensor_types.fallbacks[:6])}"
+                               + ("; …" if len(tensor_types.fallbacks) > 6 else "") + ".")
         notes = _write_companions(staging, output, model_dir, tokenizer, summary, embedded_template, fmt,
-                                  end_of_turn)
+                                  end_of_turn, context=context, extra_notes=extra_notes)
     report(1.0, f"GGUF written to {output}")
     return GgufExport(path=output, modelfile=modelfile, readme=readme, gguf_type=gguf_type,
-                      tensor_count=len(planned), chat_template=embedded_template, stop_tokens=end_of_turn, notes=notes)
+                      tensor_count=len(planned), chat_template=embedded_template, stop_tokens=end_of_turn, notes=notes,
+                      tensor_types=tensor_types, context=context)
 
 
 def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: Any, summary: Any,
-                      embedded_template: str, fmt: Any, end_of_turn: list[str]) -> list[str]:
+                      embedded_template: str, fmt: Any, end_of_turn: list[str], *, context: int | None = None,
+                      extra_notes: list[str] = ()) -> list[str]:
     """NAME.Modelfile and the model card NAME.md (+ its loss curve) into the staging folder; returns the notes."""
     from studio.core.export.model_card import write_model_card
     from studio.core.export.ollama import go_template, modelfile_text
@@ -598,6 +690,7 @@ def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: A
         notes.append(f"Merged into {summary.merged_into}.")
     if summary is not None and summary.agreement:
         notes.append(f"Agreement with the trained model: {summary.agreement}.")
+    notes += extra_notes
     if isinstance(fmt, str):
         notes.append(f"The Modelfile has no TEMPLATE: the chat template could not be converted ({fmt}); Ollama "
                      "falls back to the template embedded in the GGUF file.")
@@ -608,7 +701,8 @@ def _write_companions(staging: Path, output: Path, model_dir: Path, tokenizer: A
         notes += fmt.notes
     modelfile = gguf_companions(output)[0]
     (staging / modelfile.name).write_text(modelfile_text(output.name, template=template, stops=end_of_turn,
-                                                         system=system, modelfile=modelfile.name), encoding="utf-8")
+                                                         system=system, modelfile=modelfile.name,
+                                                         num_ctx=context), encoding="utf-8")
     write_model_card(staging, summary, "gguf", files={"gguf": output.name, "modelfile": modelfile.name}, notes=notes,
                      name=output.stem)
     return notes
@@ -639,9 +733,14 @@ def is_merged_model(folder: Path) -> bool:
 
 def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: str = "trained",
                 trust_remote_code: bool | None = None, overwrite: bool = False, allow_pickle: bool | None = None,
-                on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> GgufExport:
+                context: int | None = None, task: TaskState = NO_TASK) -> GgufExport:
     """GGUF from a merged model folder, or from a run / adapter folder (merged first into a temporary folder,
-    into the base `weights` given: see merge.merge_adapter)."""
+    into the base `weights` given: see merge.merge_adapter). `gguf_type` "auto": the best type that fits this
+    machine's card at `context` (choose_type); the Modelfile's num_ctx is `context` (default: twice the run's
+    max_length, at least 2048)."""
+    from studio.core.export.quantize import require_quantizer
+    from studio.core.plan.gguf_fit import KV_PADDING, default_context
+
     from studio.core.export.merge import merge_adapter
     from studio.core.models.adapters import resolve_adapter_dir
     from studio.core.models.source import ModelLoadError
@@ -650,15 +749,26 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     if output.suffix.lower() != ".gguf":
         raise ExportError(f"{output}: the output file name must end in .gguf")
     output = check_export(source, output, is_dir=False, overwrite=overwrite)  # before the merge's minutes
+    if context is not None and context < KV_PADDING:
+        raise ExportError(f"context {context}: at least {KV_PADDING} tokens (llama.cpp's smallest KV cache)")
+    if gguf_type == AUTO:
+        gguf_type, context = _auto_type(source, context, Reporter(task))
+    elif gguf_type not in GGUF_TYPES:
+        raise ExportError(f"GGUF type {gguf_type!r}: choose one of {AUTO}, {', '.join(GGUF_TYPES)}")
+    require_quantizer(gguf_type)  # before the merge's minutes too
+    if context is None:
+        try:
+            context = default_context(model_shape_config(source)[1])
+        except ExportError:  # no base model to read here: the merge says so in its own words
+            context = default_context(None)
     if is_merged_model(source):
-        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, on_progress=on_progress,
-                          cancel=cancel)
+        return write_gguf(source, output, gguf_type=gguf_type, overwrite=overwrite, context=context, task=task)
     try:
         resolve_adapter_dir(source)
     except ModelLoadError:
         raise ExportError(f"{source}: neither a merged model folder (config.json) nor a run or adapter folder") \
             from None
-    report = Reporter(on_progress, cancel)
+    report = Reporter(task)
     with disk_errors(output.parent):
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_merges(output.parent)
@@ -670,10 +780,9 @@ def export_gguf(source: Path, output: Path, *, gguf_type: str = "f16", weights: 
     in_use.acquire()
     try:
         merged = merge_adapter(source, temp / "merged", weights=weights, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle, on_progress=report.part(0.0, 0.45), cancel=report.cancel)
-        return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite,
-                          on_progress=report.part(0.45, 1.0), cancel=report.cancel,
-                          conversations=run_conversations(source))
+                              allow_pickle=allow_pickle, task=report.part(0.0, 0.45))
+        return write_gguf(merged, output, gguf_type=gguf_type, overwrite=overwrite, context=context,
+                          task=report.part(0.45, 1.0), conversations=run_conversations(source))
     finally:  # an error, a cancel or Ctrl-C; a killed process leaves it to the next export's clean-up
         in_use.release()
         shutil.rmtree(temp, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The export kinds the Export dialog offers, each one core function with progress and cancel.
 
-    adapter folder · adapter zip · merged 16-bit model · GGUF f16 + Modelfile · GGUF q8_0 + Modelfile
+    adapter folder · adapter zip · merged 16-bit model · GGUF + Modelfile (its type: sessions.export)
 
 Every kind starts from a run directory (or an adapter folder) and writes one output path, so the
 dialog, the CLI and tests drive them the same way. A merged model or a GGUF file can then be verified
@@ -10,12 +10,11 @@ dialog, the CLI and tests drive them the same way. A merged model or a GGUF file
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.export.staging import ProgressCallback
+from studio.core.system.tasks import NO_TASK, TaskState, reporting
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,8 @@ class ExportKind(enum.Enum):
     MERGED = _KindInfo("Merged model (16-bit)",
                        "The adapter merged into its base, as a standalone transformers model (sharded safetensors).",
                        "")
-    GGUF_F16 = _KindInfo("GGUF f16 + Ollama Modelfile",
-                         "One file for llama.cpp / Ollama at full 16-bit quality, with a Modelfile.", ".gguf")
-    GGUF_Q8_0 = _KindInfo("GGUF q8_0 + Ollama Modelfile",
-                          "8-bit GGUF: about half the size of f16, nearly the same answers.", ".gguf")
+    GGUF = _KindInfo("GGUF + Ollama Modelfile",
+                     "One file for llama.cpp / Ollama, with a Modelfile; its type from the list below.", ".gguf")
 
     @property
     def label(self) -> str:
@@ -51,15 +48,14 @@ class ExportKind(enum.Enum):
     def is_file(self) -> bool:
         return bool(self.value.suffix)
 
-    def default_output(self, run_name: str, folder: Path) -> Path:
-        """A sensible output path for `run_name` inside `folder`."""
+    def default_output(self, run_name: str, folder: Path, gguf_type: str | None = None) -> Path:
+        """A sensible output path for `run_name` inside `folder` (a GGUF file named for its type when it is known)."""
         stem = {ExportKind.ADAPTER: "adapter", ExportKind.ADAPTER_ZIP: "adapter", ExportKind.MERGED: "merged",
-                ExportKind.GGUF_F16: "gguf", ExportKind.GGUF_Q8_0: "gguf"}[self]
-        if self in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0):
+                ExportKind.GGUF: "gguf"}[self]
+        if self is ExportKind.GGUF:
             # A folder for the run's GGUF files: each quant's Modelfile and card are named for it (NAME.Modelfile,
-            # NAME.md), so the f16 and q8_0 exports sit side by side there.
-            quant = "f16" if self is ExportKind.GGUF_F16 else "q8_0"
-            return Path(folder) / f"{run_name}-gguf" / f"{run_name}-{quant}.gguf"
+            # NAME.md), so exports of several types sit side by side there.
+            return Path(folder) / f"{run_name}-gguf" / f"{run_name}{'-' + gguf_type if gguf_type else ''}.gguf"
         return Path(folder) / f"{run_name}-{stem}{self.value.suffix}"
 
 
@@ -69,7 +65,7 @@ def default_exports_dir() -> Path:
     return Path.home() / "finetune-studio-exports"
 
 
-def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
+def check_target(kind: ExportKind, source: Path, output: Path, *, overwrite: bool = False) -> Path:
     """`output` made absolute, or an ExportError when the export may not run: the source is still training, or the
     output rule (staging.check_output) refuses the place — OutputNeedsOverwrite when it holds an unchanged earlier
     export, which the window replaces only after asking. The same check every writer makes before its work."""
@@ -79,11 +75,11 @@ def check_output(kind: ExportKind, source: Path, output: Path, *, overwrite: boo
 
 
 def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "trained", overwrite: bool = False,
-               on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Any:
+               gguf_type: str = "auto", context: int | None = None, task: TaskState = NO_TASK) -> Any:
     """Run one export of `source` (a run directory or an adapter folder) to `output`; `weights` says which base
     weights a merge adds the adapter to (trained_base.BaseWeights); `overwrite` lets it replace an unchanged earlier
-    export."""
-    options = {"overwrite": overwrite, "on_progress": on_progress, "cancel": cancel}
+    export; `task.progress(fraction, message)` reports."""
+    options = {"overwrite": overwrite, "task": task}
     if kind is ExportKind.ADAPTER:
         from studio.core.export.adapter import export_adapter
 
@@ -98,23 +94,20 @@ def run_export(kind: ExportKind, source: Path, output: Path, *, weights: str = "
         return merge_adapter(source, output, weights=weights, **options)
     from studio.core.export.gguf import export_gguf
 
-    return export_gguf(source, output, gguf_type="f16" if kind is ExportKind.GGUF_F16 else "q8_0", weights=weights,
-                       **options)
+    return export_gguf(source, output, gguf_type=gguf_type, context=context, weights=weights, **options)
 
 
 def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: int | None = None,
-                  max_new_tokens: int | None = None, on_progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> Any:
-    """Compare the export's greedy replies with the studio's (eval.verify.check_export) and, once every case is
+                  max_new_tokens: int | None = None, task: TaskState = NO_TASK) -> Any:
+    """Compare the export's greedy replies with the studio's (eval.verify.run_check) and, once every case is
     answered, state the result on the export's model card. Returns the eval.verify.ExportVerification; a
-    cancelled check leaves the card as it was."""
+    cancelled check leaves the card as it was. `task.progress(fraction, message)` reports."""
     from studio.core.eval import verify
     from studio.core.export.model_card import record_agreement
     from studio.core.export.staging import quiet_libraries
 
     def progress(done: int, total: int, message: str) -> None:
-        if on_progress is not None:
-            on_progress(done / total if total else 0.0, message)
+        task.progress(done / total if total else 0.0, message)
 
     options: dict[str, Any] = {}
     if limit is not None:
@@ -122,8 +115,7 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
     with quiet_libraries():  # the check loads two models: no "Loading weights" bars between the progress lines
-        result = verify.check_export(source, export, engine=engine, progress=progress,
-                                     should_stop=cancel.is_set if cancel is not None else None, **options)
+        result = verify.run_check(source, export, engine=engine, task=reporting(task, progress), **options)
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result

@@ -11,15 +11,13 @@ template, a generation config that stops at the template's end-of-turn token, an
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from studio.core.chat.model import check_model_source
 from studio.core.export.model_card import write_model_card
 from studio.core.export.staging import (
     ExportError,
-    ProgressCallback,
     Reporter,
     check_export,
     disk_errors,
@@ -37,6 +35,7 @@ from studio.core.models.trained_base import (
 )
 from studio.core.models.weights import check_weights
 from studio.core.runs.record import RunSummary
+from studio.core.system.tasks import NO_TASK, TaskState
 
 
 def merge_dtype() -> Any:
@@ -66,25 +65,18 @@ def _generation_config(model: Any, tokenizer: Any) -> Any:
 def merge_adapter(adapter_or_run: Path, output: Path, *, base: str | None = None,
                   weights: BaseWeights | str = BaseWeights.TRAINED, verify: int | None = None, overwrite: bool = False,
                   trust_remote_code: bool | None = None, allow_pickle: bool | None = None,
-                  progress: Callable[[str], None] | None = None,
-                  on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
+                  task: TaskState = NO_TASK) -> Path:
     """Write base + adapter merged, as sharded safetensors with tokenizer, chat template and generation config.
 
     `weights`: TRAINED adds the adapter to the weights it trained on (a QLoRA run's dequantised 4-bit base),
     ORIGINAL to the original 16-bit weights. `verify` N compares the merged model's greedy replies with the
     trained model's on N of the run's own examples and states the result on the model card (fidelity);
     None means: only for a merge into the original weights of a quantised run, whose effect must be shown.
-    `trust_remote_code` (and `allow_pickle`, core.models.weights) None keeps what the run allowed. `progress(message)` is the plain message callback;
-    `on_progress(fraction, message)` also gets the fraction done. Setting `cancel` stops at the next stage
-    and leaves nothing at `output`. `overwrite` lets it replace an unchanged earlier export (staging.check_output).
+    `trust_remote_code` (and `allow_pickle`, core.models.weights) None keeps what the run allowed.
+    `task.progress(fraction, message)` reports; a cancelled task stops at the next stage and leaves nothing at
+    `output`. `overwrite` lets it replace an unchanged earlier export (staging.check_output).
     """
-    def report_both(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress(message)
-        if on_progress is not None:
-            on_progress(fraction, message)
-
-    report = Reporter(report_both, cancel)
+    report = Reporter(task)
     output = check_export(adapter_or_run, output, is_dir=True, overwrite=overwrite)  # before minutes of loading
     adapter_dir = resolve_adapter_dir(Path(adapter_or_run))
     trained = TrainedBase.of_adapter(adapter_dir, base=base)
@@ -120,7 +112,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
            verify: int = 0, overwrite: bool = False) -> Path:
     import torch
 
-    from studio.core.models.trained_base import load_tokenizer
+    from studio.core.models.trained_base import load_trusted_tokenizer
 
     model = load_base_for_merge(trained, weights, report)
     report.check()
@@ -129,7 +121,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
     model = load_adapter(model, adapter_dir, allow_pickle=trained.allow_pickle, base=trained.base).merge_and_unload()
     model = model.to(merge_dtype())
     tokenizer_source = str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else trained.base
-    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trained.trust_remote_code)
+    tokenizer = load_trusted_tokenizer(tokenizer_source, trust_remote_code=trained.trust_remote_code)
     generation_config = _generation_config(model, tokenizer)
     model.generation_config = generation_config
 

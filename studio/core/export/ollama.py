@@ -186,7 +186,7 @@ def measure_turn_format(tokenizer: Any, conversations: list[list[dict[str, str]]
     """Measure the tokenizer's chat template; raises TemplateNotConvertible unless the measured format reproduces it
     exactly on the probe conversations and on `conversations` (the run's own, at export)."""
     ph = {name: _PLACEHOLDER.format(name) for name in ("S", "U1", "A1", "U2", "T1", "A2")}
-    system, user1 = {"role": "system", "content": ph["S"]}, {"role": "user", "content": ph["U1"]}
+    user1 = {"role": "user", "content": ph["U1"]}
     assistant1, user2 = {"role": "assistant", "content": ph["A1"]}, {"role": "user", "content": ph["U2"]}
     try:
         with_prompt = _render(tokenizer, [user1], True)
@@ -338,8 +338,10 @@ def stop_tokens(fmt: TurnFormat, tokenizer: Any) -> list[str]:
 
 
 def modelfile_text(gguf_name: str, *, template: str | None, stops: list[str], system: str | None = None,
-                   notes: list[str] = (), modelfile: str = "Modelfile") -> str:
-    """An Ollama Modelfile for the GGUF file beside it; `modelfile` is its own file name (NAME.Modelfile)."""
+                   notes: list[str] = (), modelfile: str = "Modelfile", num_ctx: int | None = None) -> str:
+    """An Ollama Modelfile for the GGUF file beside it; `modelfile` is its own file name (NAME.Modelfile).
+    `num_ctx`: the context the export's type was sized for (plan.gguf_fit), so Ollama runs what was sized rather
+    than its own default."""
     lines = ["# Ollama Modelfile written by Finetune Studio.",
              f"# Create the model with:  ollama create my-model -f {modelfile}"]
     lines += [f"# {note}" for note in notes]
@@ -349,4 +351,6 @@ def modelfile_text(gguf_name: str, *, template: str | None, stops: list[str], sy
     if system:
         lines += [f'SYSTEM """{system}"""', ""]
     lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in stops]
+    if num_ctx:
+        lines.append(f"PARAMETER num_ctx {int(num_ctx)}")
     return "\n".join(lines) + "\n"

@@ -8,21 +8,14 @@ where Ollama is not installed the user is told how to install it and given the o
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
+from studio.core.eval.ollama_api import OllamaError
+
 CREATE_TIMEOUT_S = 1800  # ollama create copies the GGUF into its store: minutes for an 8B file on a slow disk
-
-
-class OllamaError(RuntimeError):
-    """Ollama is missing, refused the model, or its server did not answer."""
 
 
 class OllamaModelExists(OllamaError):
@@ -34,7 +27,7 @@ def find_ollama() -> str | None:
     return shutil.which("ollama")
 
 
-def install_hint(system: str | None = None) -> str:
+def ollama_install_hint(system: str | None = None) -> str:
     """How to install Ollama on this OS, in one line."""
     system = system or platform.system()
     if system == "Linux":
@@ -59,7 +52,7 @@ def listed_models(ollama: str | None = None) -> list[str]:
     """The names `ollama list` prints (NAME column, with their tags)."""
     ollama = ollama or find_ollama()
     if not ollama:
-        raise OllamaError(install_hint())
+        raise OllamaError(ollama_install_hint())
     done = subprocess.run([ollama, "list"], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise OllamaError(f"`ollama list` failed: {(done.stderr or done.stdout).strip()[-500:]}")
@@ -74,7 +67,7 @@ def create_in_ollama(name: str, modelfile: Path, *, replace: bool = False, ollam
     """
     ollama = ollama or find_ollama()
     if not ollama:
-        raise OllamaError(f"{install_hint()}; then run in {Path(modelfile).parent}: "
+        raise OllamaError(f"{ollama_install_hint()}; then run in {Path(modelfile).parent}: "
                           + " ".join(create_command(name, modelfile)))
     if not replace and _with_tag(name) in {_with_tag(listed) for listed in listed_models(ollama)}:
         raise OllamaModelExists(f"Ollama already has a model named {name!r}: choose another name, or replace it")
@@ -84,30 +77,3 @@ def create_in_ollama(name: str, modelfile: Path, *, replace: bool = False, ollam
     if done.returncode != 0:
         raise OllamaError(f"`ollama create {name}` failed: {(done.stderr or done.stdout).strip()[-800:]}")
     return (done.stdout.strip().splitlines() or ["created"])[-1]
-
-
-@dataclass
-class OllamaReply:
-    text: str
-    truncated: bool
-    """The reply stopped at num_predict, not at an end of turn (Ollama's done_reason "length")."""
-
-
-def chat_reply(name: str, messages: list[dict[str, str]], *, max_new_tokens: int, host: str = DEFAULT_HOST,
-               timeout: float = 300) -> OllamaReply:
-    """One greedy reply from the model through Ollama's chat API (the Modelfile's template builds the prompt)."""
-    body = {"model": name, "messages": messages, "stream": False,
-            "options": {"temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens}}
-    request = urllib.request.Request(f"{host.rstrip('/')}/api/chat", data=json.dumps(body).encode("utf-8"),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as error:
-        raise OllamaError(f"Ollama at {host} refused the request: {error.code} "
-                          f"{error.read().decode('utf-8', 'replace')[:300]}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise OllamaError(f"Ollama's server does not answer at {host} ({error}); start it with `ollama serve`") \
-            from None
-    message = answer.get("message") or {}
-    return OllamaReply(str(message.get("content", "")), answer.get("done_reason") == "length")

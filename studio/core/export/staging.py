@@ -1,7 +1,7 @@
 """What every export shares: progress with cancel, staged output folders, clear disk-full errors.
 
-An export is a plain function (the Orange3 long-task pattern) taking `on_progress(fraction,
-message)` and a `threading.Event` to cancel it. Output is written beside its final place
+An export is a plain function (the Orange3 long-task pattern) taking a `task` (core.system.tasks: it
+reports `task.progress(fraction, message)` and stops once `task.cancelled()`). Output is written beside its final place
 (`<name>.partial`) and renamed into place only when complete, so a cancel, a full disk or a crash
 never leaves a half-written export under the name the user chose.
 """
@@ -15,14 +15,13 @@ import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from studio.core.system.tasks import NO_TASK, TaskState
 from studio.core.system.units import format_bytes
 
-ProgressCallback = Callable[[float, str], None]
-"""`on_progress(fraction, message)`: fraction in [0, 1] of the whole export."""
 
 
 class ExportError(ValueError):
@@ -34,29 +33,39 @@ class ExportCancelled(Exception):
 
 
 class Reporter:
-    """Progress reporting and cancel checks for one export, optionally a slice of a bigger one."""
+    """Progress reporting and cancel checks for one export, optionally a slice of a bigger one.
 
-    def __init__(self, on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 *, start: float = 0.0, end: float = 1.0):
-        self._callback = on_progress
-        self.cancel = cancel if cancel is not None else threading.Event()
+    `report(fraction, message)` reports (fraction of this slice) and raises ExportCancelled once the task is
+    cancelled. A Reporter is itself a TaskState, so a slice is handed to the export function doing that part
+    (the merge before a GGUF export) as its `task`."""
+
+    def __init__(self, task: TaskState = NO_TASK, *, start: float = 0.0, end: float = 1.0):
+        self.task = task
         self._start, self._end = start, end
 
     def __call__(self, fraction: float, message: str) -> None:
+        self.progress(fraction, message)
+
+    def progress(self, fraction: float, message: str) -> None:
         self.check()
-        if self._callback is not None:
-            fraction = min(max(fraction, 0.0), 1.0)
-            self._callback(self._start + (self._end - self._start) * fraction, message)
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.task.progress(self._start + (self._end - self._start) * fraction, message)
+
+    def partial(self, value: Any) -> None:
+        self.task.partial(value)
+
+    def cancelled(self) -> bool:
+        return self.task.cancelled()
 
     def check(self) -> None:
         """Raise ExportCancelled if the user asked to cancel."""
-        if self.cancel.is_set():
+        if self.task.cancelled():
             raise ExportCancelled("export cancelled")
 
     def part(self, start: float, end: float) -> Reporter:
         """A reporter for the [start, end] slice of this one (e.g. the merge before a GGUF export)."""
         span = self._end - self._start
-        return Reporter(self._callback, self.cancel, start=self._start + span * start, end=self._start + span * end)
+        return Reporter(self.task, start=self._start + span * start, end=self._start + span * end)
 
 
 # What a disk-full error looks like where it is not an OSError: safetensors' and tokenizers' Rust writers raise

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from studio.core.models.source import _IGNORED_FILES, ModelSourceError, looks_like_hub_id
 from studio.core.system.paths import hf_cache_dir
+from studio.core.system.tasks import NO_TASK, TaskState
 
 
 class DownloadCancelled(ModelSourceError):
@@ -41,7 +42,7 @@ class DownloadProgress:
         return self.done_bytes / self.total_bytes if self.total_bytes else None
 
 
-def _progress_bar_class(report: Callable[[str, int, int], None], should_cancel: Callable[[], bool]) -> type:
+def _progress_bar_class(report: Callable[[str, int, int], None], task: TaskState) -> type:
     """A tqdm class for `snapshot_download(tqdm_class=...)` that reports instead of printing and
     raises DownloadCancelled from the downloading threads when the user asks to stop."""
     from tqdm.auto import tqdm
@@ -58,7 +59,7 @@ def _progress_bar_class(report: Callable[[str, int, int], None], should_cancel: 
             report(self._role, int(self.n), int(self.total or 0))
 
         def update(self, n: float | None = 1) -> bool | None:
-            if should_cancel():
+            if task.cancelled():
                 raise DownloadCancelled()
             shown = super().update(n)
             report(self._role, int(self.n), int(self.total or 0))
@@ -120,13 +121,13 @@ def _is_connection_error(error: BaseException) -> bool:
 def download_model(
     repo_id: str,
     *,
-    progress: Callable[[DownloadProgress], None] | None = None,
-    should_cancel: Callable[[], bool] = lambda: False,
+    task: TaskState = NO_TASK,
     cache_dir: Path | None = None,
     report_interval_s: float = 0.2,
 ) -> Path:
     """Download a Hub model into the HF cache (weights, config and tokenizer only) and return its
-    snapshot folder. Interrupted downloads resume where they stopped. Raises ModelSourceError."""
+    snapshot folder: `task.progress(DownloadProgress)` at most every `report_interval_s`, DownloadCancelled once
+    `task.cancelled()`. Interrupted downloads resume where they stopped. Raises ModelSourceError."""
     from huggingface_hub import HfApi, snapshot_download
 
     repo_id = repo_id.strip()
@@ -136,7 +137,7 @@ def download_model(
     state = {"bytes": 0, "bytes_total": 0, "files": 0, "files_total": 0, "last": 0.0}
 
     def report(role: str, n: int, total: int) -> None:
-        if progress is None or role == "transfer":
+        if role == "transfer":
             return
         with lock:
             if role == "files":
@@ -150,7 +151,7 @@ def download_model(
             state["last"] = now
             snapshot = DownloadProgress(repo_id, state["bytes"], state["bytes_total"], state["files"],
                                         state["files_total"])
-        progress(snapshot)
+        task.progress(snapshot)
 
     try:
         ignore = list(_IGNORED_FILES)
@@ -161,14 +162,14 @@ def download_model(
             names = [s.rfilename for s in info.siblings or []]
             if any(n.endswith(".safetensors") for n in names):
                 ignore += ["*.bin", "*.pt"]  # the same weights twice in the older format
-        if should_cancel():
+        if task.cancelled():
             raise DownloadCancelled(repo_id)
         folder = snapshot_download(
             repo_id,
             revision=revision,
             cache_dir=str(cache_dir) if cache_dir is not None else str(hf_cache_dir()),
             ignore_patterns=ignore,
-            tqdm_class=_progress_bar_class(report, should_cancel),
+            tqdm_class=_progress_bar_class(report, task),
         )
     except DownloadCancelled:
         raise DownloadCancelled(repo_id) from None

@@ -175,7 +175,7 @@ def _load_error(base: str, error: BaseException, setting: str) -> ModelLoadError
 # --------------------------------------------------------------------------------------- loading
 
 
-def load_tokenizer(source: str, *, trust_remote_code: bool, setting: str = TRUST_SETTING) -> Any:
+def load_trusted_tokenizer(source: str, *, trust_remote_code: bool, setting: str = TRUST_SETTING) -> Any:
     """AutoTokenizer with `trust_remote_code` always given: transformers then never prompts on stdin."""
     from transformers import AutoTokenizer
 

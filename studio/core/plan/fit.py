@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from studio.core.config.settings import RunConfig, config_field, copy_config
+from studio.core.methods.registry import method_of
 from studio.core.plan.vram import (
     FITS_BELOW, ModelShape, VramEstimate, checkpointed_layer_count, embedding_can_stay_on_cpu, embedding_on_cpu_saving,
     estimate_vram,
@@ -229,7 +230,8 @@ def _modes(shape: ModelShape, config: RunConfig, card: Card) -> list[tuple[bool,
     as few checkpointed layers as possible, each count of layers once with the largest `every_n_layers` giving it;
     then every layer; then every layer with offloading."""
     modes = [(False, 1, False)]
-    if config.training.method == "sft":  # vram.checkpointing_every_n_layers: the other methods checkpoint all
+    # vram.checkpointing_every_n_layers: a method whose TRL trainer checkpoints every layer has that mode only
+    if not method_of(config).checkpoints_every_layer:
         layers, counts = shape.num_hidden_layers, set()
         for every_n in range(layers, 1, -1):
             count = checkpointed_layer_count(layers, every_n)

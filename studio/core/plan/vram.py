@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from studio.core.config.settings import RunConfig
+from studio.core.methods.registry import method_of
 from studio.core.system.units import format_bytes
 
 GIB = 1024**3
@@ -364,6 +365,7 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
     q = config.quantization
     lora = config.lora
     t = config.training
+    method = method_of(config)  # its generation, if it generates while training, adds a KV cache
     c = _dtype_bytes(q.compute_dtype)
     layers = shape.num_hidden_layers
     h, v = shape.hidden_size, shape.vocab_size
@@ -503,12 +505,13 @@ def estimate_vram(shape: ModelShape, config: RunConfig, *, logits: str = "chunke
     # --- GRPO's generation: the batch's replies are sampled with the same loaded model, without gradients, before
     # the step's forward and backward passes; its KV cache (prompt up to max_length plus the reply) is freed before
     # the activations are made, so it counts only where it is larger than them.
-    if t.method == "grpo":
-        kv_cache = batch * (seq + t.max_completion_length) * layers * 2 * shape.kv_dim * c
-        parts["GRPO generation, KV cache"] = max(0, kv_cache - parts[activation_label] - workspace)
-        if not parts["GRPO generation, KV cache"]:
-            notes.append(f"GRPO's generation (a {format_bytes(kv_cache, style='estimate')} KV cache) runs before "
-                         "the training pass and fits in the memory its activations need")
+    if generated := method.generated_tokens(getattr(config, method.name)):
+        kv_cache = batch * (seq + generated) * layers * 2 * shape.kv_dim * c
+        generation_label = f"{method.title} generation, KV cache"
+        parts[generation_label] = max(0, kv_cache - parts[activation_label] - workspace)
+        if not parts[generation_label]:
+            notes.append(f"{method.title}'s generation (a {format_bytes(kv_cache, style='estimate')} KV cache) runs "
+                         "before the training pass and fits in the memory its activations need")
 
     if embedding_on_cpu:
         # accelerate's CPU offload copies the weights in for the forward pass's lookup and drops them after it;
@@ -577,7 +580,7 @@ def checkpointing_every_n_layers(config: RunConfig) -> int:
     generation passes with `gradient_checkpointing_enable(gradient_checkpointing_kwargs)`, which checkpoints every
     layer again. The one rule for the estimate, the trainer's arguments and the log."""
     t = config.training
-    if not t.gradient_checkpointing or t.method != "sft":
+    if not t.gradient_checkpointing or method_of(config).checkpoints_every_layer:
         return 1
     return max(1, t.checkpointing_every_n_layers)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.core.runs.events import TERMINAL_EVENTS, read_events, read_last_event
+from studio.core.runs.events import read_events, read_last_event
 from studio.core.system.folder_lock import FolderLock, is_locked, lock_holder
-from studio.core.system.paths import runs_dir
+from studio.core.system.paths import runs_dir, safe_name
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def training_refusal(path: Path) -> str | None:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+    return safe_name(text, "run")
 
 
 def default_run_name(train_file: str, model: str) -> str:
@@ -324,7 +324,3 @@ class RunStore:
 
 class RunBusyError(RuntimeError):
     """The run's training process is alive."""
-
-
-def is_terminal(event: dict[str, Any]) -> bool:
-    return event.get("event") in TERMINAL_EVENTS

@@ -1,8 +1,11 @@
-"""What the Config tab works out beyond the draft's fields: the fast path's line, the card the estimate is
-compared with when there is no GPU, the target-module shortcuts and the layer names, the model shapes the
-estimate reads, the "Copy as command" file and line, and the training method's rules (which settings each method
-shows, the rewards as metric=weight entries ↔ a weight per metric). (The range of each number comes from the field's
-metadata: `studio.core.config.settings.field_bounds`.)"""
+"""The Config tab's state and decisions: `ConfigSession` holds the draft's fields (the window's one RunConfig), the
+preset chosen and whether a field differs from it, the detected device, the layer names read for the model, the last
+fit and its report, and works out the estimate, the fast path's line and the notes the tab shows, telling its
+listeners (`ConfigChange`) after each change. Beside it: the card the estimate is compared with when there is no GPU,
+the target-module shortcuts, the model shapes the estimate reads, the "Copy as command" file and line, and the
+training methods' rules, kept here in one place (which settings each method shows, their words in the form, the
+rewards as metric=weight entries ↔ a weight per metric). (The range of each number comes from the field's metadata:
+`studio.core.config.settings.field_bounds`; the form's layout is `sessions.config_form`.)"""
 
 from __future__ import annotations
 
@@ -12,29 +15,57 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from studio.core.config.presets import GPU_PRESETS, KNOB_SECTIONS, Preset
-from studio.core.config.settings import RunConfig, parse_rewards
+from studio.core.config.presets import (
+    GPU_PRESETS, KNOB_SECTIONS, Preset, builtin_presets, load_user_presets, preset_for_gpu, save_user_preset,
+)
+from studio.core.config.settings import (
+    ConfigError, RunConfig, copy_config, describe_evaluation, save_config,
+)
+from studio.core.methods.grpo.settings import parse_rewards
+from studio.core.methods.registry import METHODS, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.metrics.registry import METRICS, MetricError, MetricInfo, build_metric
-from studio.core.models.layers import LinearModules, cached_linear_modules
-from studio.core.models.source import ModelSourceError, find_model_config
-from studio.core.models.source import bundled_shapes
+from studio.core.models.layers import LinearModules, cached_linear_modules, detect_linear_modules
+from studio.core.models.source import ModelSourceError, bundled_shapes, find_model_config
 from studio.core.plan.fit import Card, DataLengths, FitPlan, context_line, cpu_estimate, longest_context, plan_fit
-from studio.core.plan.speedups import FastPathPlan
+from studio.core.plan.speedups import FastPathPlan, capabilities_for_card, expected_compute_dtype, plan_fast_path
 from studio.core.plan.vram import ATTENTION_MODULES, MLP_MODULES, ModelShape, ShapeError, VramEstimate, estimate_vram
+from studio.core.sessions.continuation import continuation_note
+from studio.core.sessions.draft import Change, RunDraft
+from studio.core.system.gpu import GpuInfo, detect_gpu
 from studio.core.system.paths import user_data_dir
 from studio.core.system.units import format_bytes
 
-__all__ = ["CPU_AGAINST", "GPU_ESTIMATE_TITLE", "METHOD_FIELDS", "RAM_ESTIMATE_TITLE", "ConfigSession", "LayerNames",
+__all__ = ["CPU_AGAINST", "DETECT", "GPU_ESTIMATE_TITLE", "LAYER_READ_ERRORS", "RAM_ESTIMATE_TITLE",
+           "ConfigChange", "ConfigSession", "EstimateView", "LayerNames", "read_layer_names",
            "ModelShapes", "command_config_path", "comparison_preset", "context_line_within", "describe_fit",
            "describe_layers", "fast_path_line", "fit_card", "fit_preset", "fit_to_card", "memory_estimate",
-           "method_data_note", "method_shows", "model_positions", "positions_warning", "reward_choices",
-           "reward_entries", "reward_weights", "target_shortcut", "train_command"]
+           "method_data_note", "method_fields", "method_labels", "method_shows", "model_positions", "positions_warning",
+           "reward_choices", "reward_entries", "reward_weights", "target_shortcut", "train_command"]
 
 
 # --------------------------------------------------------------------------------------- the session
+
+RAM_ESTIMATE_TITLE, GPU_ESTIMATE_TITLE = "RAM estimate (a CPU run)", "GPU memory estimate"
+CPU_AGAINST = "available on this computer: no NVIDIA GPU, so the CPU demo trains in RAM"
+
+DETECT = object()
+"""`ConfigSession(gpu=DETECT)` (the default) reads this machine's GPU, and again before each estimate; None is a machine
+without one."""
+LAYER_READ_ERRORS = (ModelSourceError, ValueError, ImportError, OSError)
+"""What reading a model's layer names raises for a model it cannot read: the message says why."""
+READING_LAYER_NAMES = ("Reading the model's layer names… The first read after a start imports PyTorch and "
+                       "transformers, which can take a minute or more on a busy machine.")
+LAYER_LINE_CHARS = 72
+"""The layer-names line's width: it fits beside the form's labels in the default window."""
+read_layer_names = detect_linear_modules
+"""The background read of a model's layer names (the tab runs it on its TaskRunner and hands back what it found)."""
 
 
 def _knobs(config: RunConfig) -> tuple:
@@ -42,65 +73,366 @@ def _knobs(config: RunConfig) -> tuple:
     return tuple(dataclasses.asdict(getattr(config, section)) for section in KNOB_SECTIONS)
 
 
-@dataclass
+@dataclass(frozen=True)
+class ConfigChange:
+    """What changed in the Config tab's state: some of `fields` (the draft's `draft` change), `preset`, `presets`
+    (the list), `fit`, `layers`, `device`, `shape` (the model's files arrived), `message`."""
+
+    parts: frozenset[str]
+    draft: Change | None = None
+
+    def touches(self, *parts: str) -> bool:
+        return not self.parts.isdisjoint(parts)
+
+
+@dataclass(frozen=True)
+class EstimateView:
+    """What the estimate panel and the context line show: an estimate against a limit, or why there is none ("" with
+    no estimate: no model is chosen)."""
+
+    title: str = GPU_ESTIMATE_TITLE
+    estimate: VramEstimate | None = None
+    unavailable: str = ""
+    limit: int = 0
+    against: str = ""
+    source: str = ""
+    context: str = ""
+
+
 class ConfigSession:
-    """The Config tab's state beyond the draft's fields: the preset chosen and what the last "Fit to this GPU"
-    said. Both describe the fields as they were set, so each says so only while that is still true: the fit's
-    report while the fields hold what it was written about, the preset's name without "edited" while the fields
-    hold the preset's values."""
+    """The Config tab's state: the draft's fields (the window's one RunConfig), the preset chosen and whether a field
+    differs from it, the detected device, the layer names read for the model, the last fit and its report, the
+    estimate and the notes the tab shows. Listeners get a `ConfigChange` after each change, a draft edit included.
 
-    preset_key: str | None = None
-    _fit_report: str = ""
-    _fit_knobs: tuple | None = dataclasses.field(default=None, repr=False)
+    The fit's report and the preset's name without "edited" describe the fields as they were set, so each says so
+    only while that is still true."""
 
-    def record_fit(self, report: str, config: RunConfig) -> None:
-        """The report of a fit (or of why nothing was fitted), about `config`: the fields after it."""
+    def __init__(self, draft: RunDraft | None = None, *, gpu: Any = DETECT):
+        self.draft = draft if draft is not None else RunDraft()
+        self._refresh_gpu = gpu is DETECT
+        self.gpu: GpuInfo | None = detect_gpu() if gpu is DETECT else gpu
+        self.shapes = ModelShapes()
+        self._layers = LayerNames()
+        self.detected: LinearModules | None = None
+        self.layers_text = self.layers_tip = describe_layers(None)
+        self.presets: dict[str, Preset] = {}
+        self.preset_key: str | None = None
+        self.last_fit: FitPlan | None = None
+        self._fit_report, self._fit_knobs = "", None
+        self.message, self.message_is_error = "", False
+        self.config_source: Callable[[], RunConfig] | None = None
+        """Returns the config "Copy as command" and the notes start from instead of the draft's."""
+        self.token_stats_source: Callable[[], Any] | None = None
+        """Returns the Dataset tab's TokenStats (or None), which the fit covers with max_length."""
+        self.rows_source: Callable[[], int | None] | None = None
+        """Returns the Dataset tab's row count (None until read), for the held-out statement ("5 of 47 rows")."""
+        self._listeners: list[Callable[[ConfigChange], None]] = []
+        self.reload_presets()
+        self.preset_key = preset_for_gpu(self.gpu).key
+        self.close = self.draft.subscribe(lambda change: self._notify("fields", draft=change))
+
+    def subscribe(self, listener: Callable[[ConfigChange], None]) -> Callable[[], None]:
+        """Call `listener(change)` after every change; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _notify(self, *parts: str, draft: Change | None = None) -> None:
+        change = ConfigChange(frozenset(parts), draft)
+        for listener in list(self._listeners):
+            listener(change)
+
+    # --- the fields -----------------------------------------------------------------------------------------
+    @property
+    def config(self) -> RunConfig:
+        return self.config_source() if self.config_source is not None else self.draft.config
+
+    def current_config(self) -> RunConfig:
+        return copy_config(self.config)
+
+    def edit(self, section: str, name: str, value: Any, *, source: object | None = None) -> Change | None:
+        """One field's edit, written into the draft (which tells every view, this session's listeners included)."""
+        return self.draft.update(section, source=source, **{name: value})
+
+    def set_model(self, name_or_path: str, trust_remote_code: bool, *, source: object | None = None) -> Change | None:
+        """The model picker's edit: the model and whether its code is trusted, in one change."""
+        return self.draft.update("model", source=source, name_or_path=name_or_path,
+                                 trust_remote_code=trust_remote_code)
+
+    def field_shown(self, section: str, name: str) -> bool:
+        """Only the chosen method's own settings are shown."""
+        return section not in method_names() or method_shows(self.draft.config.training.method, section)
+
+    def field_enabled(self, section: str, name: str) -> bool:
+        """A field that does nothing with the others as they are is disabled (the epochs under a max_steps...)."""
+        quantization, training = self.draft.config.quantization, self.draft.config.training
+        scoring = training.score_examples > 0
+        return {"bnb_4bit_quant_type": quantization.mode == "4bit",
+                "bnb_4bit_use_double_quant": quantization.mode == "4bit",
+                "num_train_epochs": training.max_steps <= 0,
+                "eval_steps": training.eval_strategy == "steps",
+                "early_stopping_patience": training.eval_strategy != "no",
+                "score_steps": scoring, "score_metric": scoring,
+                "reward_pattern": "regex" in reward_weights(self.draft.config.grpo.rewards)}.get(name, True)
+
+    def effective_batch(self) -> str:
+        training = self.draft.config.training
+        examples = training.per_device_train_batch_size * training.gradient_accumulation_steps
+        return f"{examples} examples per optimiser step"
+
+    def evaluation_summary(self) -> str:
+        """What is held out for eval and when: no eval rows means no evaluation, whatever the schedule."""
+        config = self.config
+        return describe_evaluation(config.data, config.training, self.rows_source() if self.rows_source else None)
+
+    def method_note(self) -> str:
+        """What data the method reads, and for a continued adapter why its rate and supervised term are what
+        "Continue with…" chose."""
+        config = self.config
+        return "\n".join(note for note in (method_data_note(config.training.method), continuation_note(config)) if note)
+
+    def fast_path(self) -> tuple[str, str]:
+        """The fast path's line (what is on here) and its tooltip (every part with its reason)."""
+        config = self.config
+        capabilities = capabilities_for_card(self.gpu)
+        plan = plan_fast_path(config, capabilities, compute_dtype=expected_compute_dtype(config, capabilities))
+        return fast_path_line(plan), plan.summary()
+
+    # --- the device -----------------------------------------------------------------------------------------
+    def set_device(self, gpu: GpuInfo | None) -> None:
+        """The GPU to plan for from now on (None: a machine without one), not read again."""
+        self.gpu, self._refresh_gpu = gpu, False
+        self._notify("device")
+
+    def _read_device(self) -> GpuInfo | None:
+        if self.gpu is not None and self._refresh_gpu:
+            self.gpu = detect_gpu(self.gpu.index) or self.gpu  # its free memory now
+        return self.gpu
+
+    def fit_card(self) -> Card:
+        return fit_card(self._read_device(), self.selected_preset())
+
+    def memory_limit(self) -> tuple[int, str]:
+        """The free memory to compare with, and a phrase saying whose it is."""
+        if (gpu := self._read_device()) is not None:
+            return gpu.free_bytes, f"free on {gpu.name} ({format_bytes(gpu.total_bytes, style='memory')})"
+        preset = comparison_preset(self.selected_preset())
+        return preset.vram_bytes or 0, f"no NVIDIA GPU detected, so compared with the {preset.card} preset's card"
+
+    # --- the estimate ---------------------------------------------------------------------------------------
+    def estimate(self) -> EstimateView:
+        """The estimate for where the run trains, against that memory, and the longest context that fits."""
+        config = self.config
+        if not (model := config.model.name_or_path):
+            return EstimateView()
+        shape, source = self.shapes.get(model)
+        if shape is None:
+            return EstimateView(unavailable=f"No estimate: {source}")
+        card, positions = self.fit_card(), self.shapes.positions(model)
+        estimate = memory_estimate(shape, config, card)
+        if (warning := positions_warning(config, positions)) is not None:
+            estimate.notes.insert(0, warning)
+        on_cpu = card.device == "cpu"
+        limit, against = (card.free_bytes, CPU_AGAINST) if on_cpu else self.memory_limit()
+        return EstimateView(RAM_ESTIMATE_TITLE if on_cpu else GPU_ESTIMATE_TITLE, estimate, "", limit, against,
+                            source, context_line_within(shape, config, card, positions))
+
+    def model_downloaded(self) -> None:
+        """A download has just put the model's files in the cache: read its shape again."""
+        self.shapes.forget(self.draft.config.model.name_or_path)
+        self._notify("shape")
+
+    # --- presets --------------------------------------------------------------------------------------------
+    def reload_presets(self) -> list[str]:
+        """Read the presets again (built-in, then the user's); returns messages for unreadable files."""
+        user, problems = load_user_presets()
+        self.presets = {preset.key: preset for preset in builtin_presets()}
+        self.presets.update({f"user:{preset.key}": preset for preset in user})
+        if problems:
+            self.say("; ".join(problems), error=True)
+        self._notify("presets")
+        return problems
+
+    def selected_preset(self) -> Preset | None:
+        return self.presets.get(self.preset_key)
+
+    def preset_label(self, key: str) -> str:
+        preset = self.presets[key]
+        return preset.label if preset.builtin else f"{preset.label} (yours)"
+
+    def preset_hint(self) -> tuple[str, str]:
+        """The chosen preset's description, and its tooltip."""
+        if (preset := self.selected_preset()) is None:
+            return "", ""
+        tip = preset.description
+        if preset.suggested_model:
+            tip += f" Sized with {preset.suggested_model}, which it suggests when no model is chosen."
+        return preset.description, tip
+
+    def show_preset(self, key: str) -> bool:
+        """Show `key` as the chosen preset without applying it (the window restores the last choice); False for a
+        preset that no longer exists."""
+        if key not in self.presets:
+            return False
+        self.preset_key = key
+        self._notify("preset")
+        return True
+
+    def choose_preset(self, key: str) -> None:
+        """Set every knob from a preset (the model and the data stay; an empty model gets the one it was sized
+        for), with the planner's memory levers for the model's shape where it is known."""
+        preset = self.presets[key]
+        self.preset_key = key
+        config = self.current_config()
+        if not config.model.name_or_path and preset.suggested_model:
+            config.model.name_or_path = preset.suggested_model
+        self.draft.set_config(fit_preset(preset, config, self.shapes.get(config.model.name_or_path)[0]))
+        self._notify("preset")
+
+    def preset_edited(self) -> bool:
+        """Whether a field differs from what choosing the preset now would set (its box says "edited"); False while
+        the model's shape is unknown."""
+        preset, config = self.selected_preset(), self.draft.config
+        shape = self.shapes.get(config.model.name_or_path)[0] if config.model.name_or_path else None
+        return (preset is not None and shape is not None
+                and _knobs(fit_preset(preset, config, shape)) != _knobs(config))
+
+    def save_preset(self, name: str) -> Path | None:
+        """Save the current knobs as a user preset and choose it; None (and the message says why) when it cannot."""
+        try:
+            path = save_user_preset(name, self.current_config())
+        except (ConfigError, OSError) as error:
+            self.say(f"Could not save the preset: {error}", error=True)
+            return None
+        self.reload_presets()
+        self.show_preset(f"user:{path.stem}")
+        self.say(f"Preset saved: {path}")
+        return path
+
+    # --- fit to this card -----------------------------------------------------------------------------------
+    def fit(self) -> FitPlan | None:
+        """Apply the planner's fastest settings that fit (written through the draft) and report the estimate before
+        and after and why; where nothing fits, change nothing and say what would."""
+        config = self.current_config()
+        shape, source = self.shapes.get(config.model.name_or_path) if config.model.name_or_path else (None, "")
+        if shape is None:
+            self._record_fit(f"Cannot fit: {source or 'choose a model first'}")
+            return None
+        stats = self.token_stats_source() if self.token_stats_source is not None else None
+        plan = self.last_fit = fit_to_card(shape, config, self.fit_card(), stats)
+        if plan.fits:
+            for section in ("quantization", "lora", "training"):  # the planner may set LoRA dropout 0 for length
+                chosen = getattr(plan.config, section)
+                self.draft.update(section, **{f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen)})
+        self._record_fit(describe_fit(plan, config))
+        return plan
+
+    def _record_fit(self, report: str) -> None:
         self._fit_report = report
-        self._fit_knobs = (config.model.name_or_path, _knobs(config))
+        self._fit_knobs = (self.draft.config.model.name_or_path, _knobs(self.draft.config))  # the fields after it
+        self._notify("fit")
 
-    def fit_report(self, config: RunConfig) -> str:
+    @property
+    def fit_report(self) -> str:
         """The last fit's report while the fields are still what it describes, else "" (another preset, an edit,
         another model: "Changed: max_length 256 → 228" under a field that now says 1024 would not be true)."""
-        if self._fit_knobs != (config.model.name_or_path, _knobs(config)):
+        if self._fit_knobs != (self.draft.config.model.name_or_path, _knobs(self.draft.config)):
             return ""
         return self._fit_report
 
-    @staticmethod
-    def differs_from_preset(preset: Preset, config: RunConfig, shape: ModelShape | None) -> bool:
-        """Whether a field differs from what choosing `preset` now would set (the preset's box says "edited")."""
-        return _knobs(fit_preset(preset, config, shape)) != _knobs(config)
+    # --- layer names ----------------------------------------------------------------------------------------
+    def layers_request(self, *, busy: bool = False) -> tuple[str, bool] | None:
+        """The (model, trust_remote_code) whose layer names must be read in the background, or None: no model,
+        names known (read in this session or at an earlier start: no torch import needed), a read already `busy`,
+        or a model that cannot be read (the layers line says why)."""
+        model = self.draft.config.model
+        if not model.name_or_path:
+            self._show_layers(None)
+            return None
+        if (known := self._layers.known(model.name_or_path, trust_remote_code=model.trust_remote_code)) is not None:
+            self._show_layers(known)
+            return None
+        if busy:
+            return None  # one at a time; `layers_pending` says afterwards whether the model changed meanwhile
+        try:
+            find_model_config(model.name_or_path)
+        except ModelSourceError as error:
+            self._show_layers(None, f"Layer names unknown: {error}")
+            return None
+        self._show_layers(None, READING_LAYER_NAMES)
+        return model.name_or_path, model.trust_remote_code
+
+    def layers_read(self, model: str, trust_remote_code: bool, modules: LinearModules) -> None:
+        self._layers.remember(model, modules, trust_remote_code=trust_remote_code)
+        if model == self.draft.config.model.name_or_path:
+            self._show_layers(modules)
+
+    def layers_failed(self, error: BaseException) -> None:
+        reason = str(error) if isinstance(error, LAYER_READ_ERRORS) else f"{type(error).__name__}: {error}"
+        self._show_layers(self.detected, f"Layer names unknown: {reason}")
+
+    def layers_pending(self) -> bool:
+        """Whether the model's layer names are still unread (it changed while another model's were read)."""
+        model = self.draft.config.model
+        return bool(model.name_or_path) and (model.name_or_path, model.trust_remote_code) not in self._layers
+
+    def _show_layers(self, modules: LinearModules | None, text: str = "") -> None:
+        self.detected = modules
+        self.layers_tip = text or describe_layers(modules)
+        # An error or a notice in explicit lines, cut between words (the label clips, it does not wrap).
+        self.layers_text = self.layers_tip if "\n" in self.layers_tip else textwrap.fill(
+            self.layers_tip, LAYER_LINE_CHARS, break_long_words=False, break_on_hyphens=False)
+        self._notify("layers")
+
+    def set_target_shortcut(self, which: str) -> None:
+        """Target modules: attention-only, attention+MLP (by the model's own names) or PEFT's all-linear."""
+        self.draft.update("lora", target_modules=target_shortcut(which, self.detected))
+
+    # --- copy as command ------------------------------------------------------------------------------------
+    def copy_command(self) -> str | None:
+        """Save the config to a TOML file and return `finetune-studio train FILE`; None (the message says why) for
+        a config not ready to train or a file that cannot be written."""
+        config = self.current_config()
+        try:
+            config.validate()
+        except ConfigError as error:
+            self.say(f"Not ready to train yet: {error}", error=True)
+            return None
+        path = command_config_path(config)
+        try:
+            save_config(config, path)
+        except OSError as error:
+            self.say(f"Could not save {path}: {error}", error=True)
+            return None
+        command = train_command(path)
+        self.say(f"Copied to the clipboard: {command}")
+        return command
+
+    def say(self, text: str, *, error: bool = False) -> None:
+        self.message, self.message_is_error = text, error
+        self._notify("message")
 
 
 # --------------------------------------------------------------------------------------- the training method
 
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": (),
-    "dpo": ("beta", "dpo_sft_weight"),
-    "orpo": ("beta",),
-    "kto": ("beta",),
-    "grpo": ("num_generations", "max_completion_length", "generation_temperature", "rewards", "reward_pattern",
-             "length_penalty", "kl_coefficient"),
-}
-"""The training settings each method reads beyond the shared ones: the Config tab shows only the chosen method's."""
-
-_METHOD_DATA = {
-    "sft": "Reads conversations, instruction/response or prompt/completion records, or plain text.",
-    "dpo": "Reads prompt / chosen / rejected records: the model learns to prefer the chosen reply.",
-    "orpo": "Reads prompt / chosen / rejected records; learns the chosen replies and the preference at once.",
-    "kto": "Reads prompt / completion / label records (label true = a good reply), or chosen/rejected pairs.",
-    "grpo": "Reads prompts with their expected reply; the model writes replies, the rewards below score them.",
-}
+def method_labels() -> dict[str, str]:
+    """The Config tab's method list: each method's entry, in the usual order (core.methods.registry)."""
+    return {spec.name: spec.label for spec in METHODS}
 
 
-def method_shows(method: str, name: str) -> bool:
-    """Whether the Config tab shows training.`name` for `method` (every setting no method owns is shared)."""
-    owned = {field for fields in METHOD_FIELDS.values() for field in fields}
-    return name not in owned or name in METHOD_FIELDS.get(method, ())
+def method_fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every method's own settings as (its section, the field), in order: the Config tab builds a row for each from
+    the field's metadata (label, help, range, widget) and shows only the chosen method's (method_shows)."""
+    return [(spec.name, f) for spec in METHODS for f in dataclasses.fields(spec.settings)]
+
+
+def method_shows(method: str, section: str) -> bool:
+    """Whether the Config tab shows a method section's setting while `method` is chosen: only the method's own."""
+    return section == method
 
 
 def method_data_note(method: str) -> str:
     """The one line under the method choice: what data the method reads."""
-    return _METHOD_DATA.get(method, "")
+    return method_spec(method).data.note if method in method_names() else ""
 
 
 def reward_choices() -> list[MetricInfo]:
@@ -109,7 +441,7 @@ def reward_choices() -> list[MetricInfo]:
 
 
 def reward_weights(entries: list[str]) -> dict[str, float]:
-    """training.rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
+    """GRPO's rewards (`["tool_call=1.0", "exact"]`) as metric → weight; an entry that does not parse or names
     no metric is left out (the run's own check names it)."""
     try:
         parsed = parse_rewards(entries)
@@ -126,7 +458,7 @@ def reward_weights(entries: list[str]) -> dict[str, float]:
 
 
 def reward_entries(weights: dict[str, float], *, shown: list[str] | None = None) -> list[str]:
-    """metric → weight as training.rewards' metric=weight entries, in the registry's order; `shown` itself (the
+    """metric → weight as [grpo] rewards' metric=weight entries, in the registry's order; `shown` itself (the
     entries as the config wrote them, "tool_call=1.0") while they still say the same."""
     if shown is not None and reward_weights(shown) == weights:
         return list(shown)
@@ -226,8 +558,6 @@ def model_positions(config: dict) -> int | None:
 
 # --------------------------------------------------------------------------------------- the estimate
 
-RAM_ESTIMATE_TITLE, GPU_ESTIMATE_TITLE = "RAM estimate (a CPU run)", "GPU memory estimate"
-CPU_AGAINST = "available on this computer: no NVIDIA GPU, so the CPU demo trains in RAM"
 
 
 def memory_estimate(shape: ModelShape, config: RunConfig, card: Card) -> VramEstimate:

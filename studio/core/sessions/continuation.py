@@ -5,40 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config
+from studio.core.methods.registry import continue_methods, default_method, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.runs.store import RunDirectory
 from studio.core.train.init_adapter import adapter_folder
-from studio.core.train.methods import PREFERENCE_METHODS
 
-CONTINUE_METHODS = ("sft", *PREFERENCE_METHODS)
-
-CONTINUE_LABELS = {"sft": "SFT (more supervised steps)", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO",
-                   "grpo": "GRPO (rewards from the metrics)"}
+CONTINUE_METHODS = tuple(spec.name for spec in continue_methods())
+CONTINUE_LABELS = {spec.name: spec.continue_label for spec in continue_methods()}
 """The Runs view's 'Continue with…' menu, in the usual order: more SFT, then preference tuning."""
 
-PAIRED_DATA = {"dpo": "prompt/chosen/rejected", "orpo": "prompt/chosen/rejected", "kto": "prompt/completion/label"}
-"""What a preference method reads, which an SFT run's chat data is not."""
-
-CONTINUED_LEARNING_RATE_SHARE = 0.1
-"""DPO, KTO and GRPO continuing an adapter train at this share of its run's learning rate: a rate that taught a
-skill from nothing is strong enough to unteach it again (see continue_config)."""
-
-SLOWED_METHODS = ("dpo", "kto", "grpo")
-"""The methods whose loss has no supervised term of its own; ORPO's has one and keeps the run's rate."""
-
-CONTINUATION_NOTES = {
-    "dpo": "Continuing an adapter: DPO at the SFT run's learning rate without a supervised term unlearns what SFT "
-           "taught (measured: 7 of 10 right tool calls became 0 of 10). 'Continue with…' sets a tenth of that rate "
-           "and Supervised weight 1 (10 of 10 kept).",
-    "kto": "Continuing an adapter: KTO at the SFT run's learning rate unlearns what SFT taught (measured: 7 of 10 "
-           "right tool calls became 0 of 10). 'Continue with…' sets a tenth of that rate (10 of 10 kept).",
-    "grpo": "Continuing an adapter: GRPO at the SFT run's learning rate unlearns what SFT taught (measured: 7 of 10 "
-            "right tool calls became 0 of 10). 'Continue with…' sets a tenth of that rate (8 of 10).",
-    "orpo": "Continuing an adapter: ORPO's loss has its own supervised term, which keeps what SFT taught at the SFT "
-            "run's learning rate (measured: 7 of 10 right tool calls became 9 of 10).",
-}
-"""Why a continuation's defaults are what they are, shown on the Config tab (numbers: the demo model, ten tool-call
-prompts, 30 steps of each method from a 60-step SFT adapter, GRPO with 4 replies at temperature 0.7;
-tests/core/test_preference.py measures DPO and KTO)."""
+PAIRED_DATA = {spec.name: spec.data.needs for spec in continue_methods() if spec.data.needs}
+"""What a method with records of its own reads, which an SFT run's chat data is not."""
 
 
 def continue_config(run_dir: Path | str, method: str) -> RunConfig:
@@ -49,12 +26,14 @@ def continue_config(run_dir: Path | str, method: str) -> RunConfig:
     their data file is left empty for the user to choose, and the config does not validate until one is. The name is
     cleared: the new run gets its own. ConfigError names the key when the run has no config or no finished adapter.
 
-    A preference method refines what SFT taught and must not overwrite it (CONTINUATION_NOTES has the measurements):
-    from an SFT run, DPO, KTO and GRPO train at a tenth of its learning rate, and DPO keeps a supervised term on the
-    chosen replies (dpo_sft_weight 1); ORPO's loss has its own and keeps the rate.
+    A preference method refines what SFT taught and must not overwrite it (each method's continue_note has the
+    measurements: the demo model, ten tool-call prompts, 30 steps of each method from a 60-step SFT adapter, GRPO
+    with 4 replies at temperature 0.7; tests/core/test_preference.py measures DPO and KTO): from an SFT run, DPO, KTO and GRPO train at a tenth of its learning rate
+    (continued_rate_share), and DPO keeps a supervised term on the chosen replies ([dpo] sft_weight 1); ORPO's loss has its own and keeps the rate.
     """
     if method not in CONTINUE_METHODS:
         raise ConfigError("training.method", method, f"must be one of {', '.join(CONTINUE_METHODS)}")
+    spec = method_spec(method)
     run = RunDirectory(Path(run_dir))
     if not run.config_path.is_file():
         raise ConfigError("model.init_adapter", str(run.path), "the run has no run.toml to continue from")
@@ -62,13 +41,13 @@ def continue_config(run_dir: Path | str, method: str) -> RunConfig:
     config = load_config(run.config_path)
     config.name = ""
     config.model.init_adapter = str(run.path.resolve())
-    continues_sft = config.training.method == "sft"  # a preference run's rate was already lowered (or chosen)
+    # A preference run's rate was already lowered (or chosen): only an SFT run's is.
+    continues_sft = config.training.method == default_method()
     config.training.method = method
-    if method in SLOWED_METHODS and continues_sft:
-        config.training.learning_rate = float(f"{config.training.learning_rate * CONTINUED_LEARNING_RATE_SHARE:.6g}")
-    if method == "dpo":
-        config.training.dpo_sft_weight = max(config.training.dpo_sft_weight, 1.0)
-    if method in PAIRED_DATA:
+    if continues_sft and spec.continued_rate_share != 1.0:
+        config.training.learning_rate = float(f"{config.training.learning_rate * spec.continued_rate_share:.6g}")
+    spec.continue_settings(getattr(config, method))
+    if spec.data.needs:  # records of its own shape, which the run's chat data is not
         config.data.train_file = ""
         config.data.eval_file = ""
         config.data.column_mapping = []
@@ -90,7 +69,8 @@ def continuation_note(config: RunConfig) -> str:
     if not (source := source_run_name(config)):
         return ""
     starts = f"Starts from the adapter of run {source} (model.init_adapter)."
-    return "\n".join(line for line in (starts, CONTINUATION_NOTES.get(config.training.method, "")) if line)
+    note = method_spec(config.training.method).continue_note if config.training.method in method_names() else ""
+    return "\n".join(line for line in (starts, note) if line)
 
 
 def opened_settings_text(config: RunConfig) -> str:
@@ -99,9 +79,11 @@ def opened_settings_text(config: RunConfig) -> str:
     method = config.training.method
     if not (source := source_run_name(config)):
         return f"Loaded the settings of run {config.name}." if config.name else "Loaded a run's settings."
-    label = CONTINUE_LABELS.get(method, method.upper()).split(" (")[0]
+    spec = method_spec(method) if method in method_names() else None
+    label = spec.title if spec else method.upper()
     text = (f"Loaded the settings of run {config.name}, which continue run {source}'s adapter with {label}"
             if config.name else f"Continuing run {source}'s adapter with {label}")
-    if not config.data.train_file and method in PAIRED_DATA:
-        return f"{text}: choose a {PAIRED_DATA[method]} file on the Dataset tab, then Start."
+    if not config.data.train_file and spec is not None and spec.data.needs:
+        return f"{text}: choose a {spec.data.needs} file on the Dataset tab, then Start."
     return f"{text}."
+

@@ -7,14 +7,15 @@ session says is wanted (`needs_read`, `wants_tokenizer`, `stats_wanted`) on its 
 The data settings live in the one `RunDraft` the Config tab edits too; this session writes every data edit
 into it and follows every change made elsewhere (another model, another max_length, a config loaded from a run).
 The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
-and a task state (`progress(...)`, `partial(value)`, `cancelled()`, as `studio.ui.background.TaskState`
-gives them); `importing` is how they import the heavy libraries (the window pauses garbage collection then).
+and a `core.system.tasks.TaskState` (`progress(...)`, `partial(value)`, `cancelled()`; the window's is
+`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage
+collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by
-`core.train.preference_data.load_preference_data`, the reader the run itself uses, so the rows, the shape and
+`core.methods.reading.load_preference_data`, the reader the run itself uses, so the rows, the shape and
 the `file:line: reason` problems shown are the ones that train; the preview renders each pair's chosen and
 rejected reply after the prompt with the model's chat template, the reply's tokens trained as TRL trains them.
-What the session knows of methods is the one table `METHOD_DATA`.
+What the session knows of methods comes from the methods wing's registry (`method_data`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from studio.core.config.settings import (
     DataSettings, RunConfig, TrainingSettings, auto_eval_fraction, config_field, describe_evaluation, field_bounds,
@@ -40,13 +41,18 @@ from studio.core.data.loading import ScanCancelled, load_data
 from studio.core.data.shape import FORMAT_NAMES, PREFERENCE_FORMAT_NAMES, format_column_mapping, parse_column_mapping
 from studio.core.data.sources import FILE_DIALOG_FILTER, resolve_source
 from studio.core.data.table import LoadedData
+from studio.core.methods.registry import default_method, method_names
+from studio.core.methods.registry import method as method_spec
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.system.tasks import TaskState, reporting
 
-__all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "METHOD_DATA", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
+__all__ = ["EVERYTHING", "FILE_DIALOG_FILTER", "MODEL", "PREVIEW", "PROGRESS", "READ", "READ_ERRORS",
            "ROWS", "SETTINGS", "STATS", "TEXT_SPLIT_LABELS", "DatasetSession", "EvaluationView", "MethodData",
            "ProblemsView", "ReadRequest", "RowPreview", "StatsRequest", "StatsView", "eval_fraction_range",
            "example_cells", "format_name", "load_model_tokenizer", "measure_lengths", "method_data", "read_source",
            "table_headers"]
+
+DEFAULT_METHOD = default_method()
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +76,6 @@ RED, GREEN, GREY = "#b3261e", "#1e7b34", "#8a8a8a"
 Importing = Callable[[], AbstractContextManager]
 
 
-class TaskState(Protocol):
-    def progress(self, *values: Any) -> None: ...
-    def partial(self, value: Any) -> None: ...
-    def cancelled(self) -> bool: ...
-
-
 # --------------------------------------------------------------------------------------------- the methods
 
 
@@ -96,18 +96,10 @@ class MethodData:
         return not self.example
 
 
-METHOD_DATA = {
-    "sft": MethodData("SFT", ("Turns", "Prompt", "Response"), ""),
-    "dpo": MethodData("DPO", ("Prompt", "Chosen", "Rejected"), "pair"),
-    "orpo": MethodData("ORPO", ("Prompt", "Chosen", "Rejected"), "pair"),
-    "kto": MethodData("KTO", ("Prompt", "Completion", "Label"), "reply"),
-    "grpo": MethodData("GRPO", ("Prompt", "Expected reply"), "prompt"),
-}
-"""The one place this session names methods (the methods wing's registry can take its place)."""
-
-
 def method_data(method: str) -> MethodData:
-    return METHOD_DATA.get(method, METHOD_DATA["sft"])
+    """What the Dataset tab shows of `method`'s data, from the methods wing (an unknown name: the default method's)."""
+    spec = method_spec(method if method in method_names() else DEFAULT_METHOD)
+    return MethodData(spec.title, spec.data.columns, spec.data.kind if spec.reads_own_records else "")
 
 
 def format_name(fmt: str) -> str:
@@ -163,11 +155,11 @@ class ReadRequest:
     encoding: str
     split: str
     text_split: str
-    method: str = "sft"
+    method: str = DEFAULT_METHOD
     """training.method: beyond SFT the source is read as that method's training reads it."""
 
     @classmethod
-    def of(cls, data: DataSettings, method: str = "sft") -> ReadRequest:
+    def of(cls, data: DataSettings, method: str = DEFAULT_METHOD) -> ReadRequest:
         return cls(data.train_file, data.format, tuple(data.column_mapping), data.encoding, data.split,
                    data.text_split, method)
 
@@ -197,8 +189,7 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
         with importing():
             warm_up_arrow()
         return load_data(request.spec, request.fmt, mapping=list(request.mapping), encoding=request.encoding,
-                         split=request.split, text_split=request.text_split, progress=progress,
-                         on_head=state.partial, should_stop=state.cancelled)
+                         split=request.split, text_split=request.text_split, task=reporting(state, progress))
     except (ScanCancelled, DataError):
         raise
     except Exception as error:
@@ -209,11 +200,11 @@ def read_source(request: ReadRequest, state: TaskState, *, importing: Importing 
 def read_method_source(request: ReadRequest, state: TaskState) -> LoadedData:
     """A source read for a method beyond SFT by the run's own reader, as the tab's LoadedData (examples in
     TRL's form: prompt/chosen/rejected, prompt/completion/label, or prompt/expected)."""
-    from studio.core.train.preference_data import load_preference_data
+    from studio.core.methods.reading import load_preference_data
 
     try:
         read = load_preference_data(request.spec, request.method, mapping=list(request.mapping) or None,
-                                    encoding=request.encoding, split=request.split, should_stop=state.cancelled)
+                                    encoding=request.encoding, split=request.split, task=state)
     except InterruptedError:
         raise ScanCancelled() from None
     except DataError:
@@ -260,8 +251,7 @@ def measure_lengths(request: StatsRequest, state: TaskState, *, importing: Impor
                                      importing=importing)
     try:
         return measure_tokens(tokenizer, request.data, train_on_responses_only=request.train_on_responses_only,
-                              max_length=request.max_length, limit=request.limit, on_partial=state.partial,
-                              should_stop=state.cancelled)
+                              max_length=request.max_length, limit=request.limit, task=state)
     except ScanCancelled:
         return None
 

@@ -13,7 +13,7 @@ import json
 import platform
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio.core.config.settings import RunConfig
@@ -74,8 +74,19 @@ def examine(config: RunConfig | None = None, *, display: str | None = None,
             ) -> DoctorReport:
     """Every check against this machine and `config`'s needs (seconds; run it off the GUI thread)."""
     needs = needs_for(config)
-    facts = (gather or gather_facts)(display=display, progress=progress)
+    facts = (gather or gather_machine)(display=display, progress=progress)
     return DoctorReport(facts, tuple(run_checks(facts, needs)), needs)
+
+
+def gather_machine(*, display: str | None = None, progress: Callable[[str], None] = lambda _: None) -> Facts:
+    """The machine's facts, with the export tools found exactly as the exports find them."""
+    from studio.core.export.ollama_server import find_ollama, ollama_install_hint
+    from studio.core.export.quantize import find_quantizer, install_hint
+
+    quantizer = find_quantizer()
+    return replace(gather_facts(display=display, progress=progress),
+                   quantizer=quantizer.describe() if quantizer else None, quantizer_hint=install_hint(),
+                   ollama=find_ollama(), ollama_hint=ollama_install_hint())
 
 
 def banner_checks(checks: tuple[Check, ...] | list[Check]) -> list[Check]:

@@ -89,8 +89,12 @@ class Facts:
     bitsandbytes: str | None = None  # bitsandbytes' version; None when it does not import
     bitsandbytes_error: str = ""  # why the 4-bit matmul failed or gave wrong numbers; "" when right
     display: str | None = None  # why Qt cannot open a window (studio.ui.display_check); None when it can
-    quantizer: str | None = None  # llama.cpp's quantizer (the llama-quantize tool or llama-cpp-python), if found
+    # The export tools, found the way the exports find them (export.quantize.find_quantizer,
+    # export.ollama_server.find_ollama; the doctor session fills these in), with the exports' own install hints.
+    quantizer: str | None = None
     ollama: str | None = None
+    quantizer_hint: str = ""
+    ollama_hint: str = ""
     versions: Mapping[str, str | None] = field(default_factory=dict)  # installed version of each tested package
     tested: Mapping[str, str] = field(default_factory=dict)  # the version CI tests (ci-constraints.txt)
     python: str = ""
@@ -214,16 +218,16 @@ def _window_check(f: Facts) -> Check:
 
 
 def _export_checks(f: Facts) -> list[Check]:
-    pip = f"{sys.executable} -m pip install llama-cpp-python" if f.os_name != "windows" else \
-        "py -m pip install llama-cpp-python"
+    quantizer_fix = f.quantizer_hint or 'pip install "finetune-studio[llama-cpp]" (or ./install.sh --with-llama-cpp)'
     return [
         Check("quantizer", "llama.cpp's quantizer (K-quant GGUF)", OK if f.quantizer else WARN,
-              f"found: {f.quantizer}" if f.quantizer else "not found: GGUF exports are f16/q8_0 only",
-              "" if f.quantizer else f"{pip} (or ./install.sh --with-llama-cpp)"),
+              f"found: {f.quantizer}" if f.quantizer else "not found: GGUF exports are f16, bf16, q8_0 and the "
+                                                          "legacy q5_1 and q4_0 only",
+              "" if f.quantizer else quantizer_fix),
         Check("ollama", "Ollama", OK if f.ollama else WARN,
               f"found: {f.ollama}" if f.ollama else "not found: exports write a Modelfile, but cannot load it into "
                                                     "Ollama here",
-              "" if f.ollama else "install Ollama from https://ollama.com/download"),
+              "" if f.ollama else (f.ollama_hint or "install Ollama from https://ollama.com/download")),
     ]
 
 
@@ -360,16 +364,10 @@ def _ram() -> tuple[int, int]:
         return pages, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _quantizer() -> str | None:
-    if tool := (shutil.which("llama-quantize") or shutil.which("quantize")):
-        return tool
-    version = _installed("llama_cpp_python")
-    return f"llama-cpp-python {version}" if version else None
-
-
 def gather_facts(*, display: str | None = None, progress: Callable[[str], None] = lambda _: None) -> Facts:
     """This machine's facts (seconds: imports torch and runs the 4-bit matmul). `display` is the window's own check
-    (studio.ui.display_check.display_problem), handed in by the caller since core knows nothing of Qt."""
+    (studio.ui.display_check.display_problem), handed in by the caller since core knows nothing of Qt; the export
+    tools are looked up above this package (sessions.doctor), where the exports' own lookups can be used."""
     os_name = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
     progress("reading the GPU")
     gpu = detect_gpu()
@@ -385,7 +383,7 @@ def gather_facts(*, display: str | None = None, progress: Callable[[str], None] 
     tested = tested_versions()
     return Facts(os_name=os_name, machine=platform.machine(), cpu=_cpu_name(), gpu=gpu, driver=driver, torch=torch,
                  ram_total_bytes=total, ram_available_bytes=available, disks=disks, bitsandbytes=bnb,
-                 bitsandbytes_error=bnb_error, display=display, quantizer=_quantizer(), ollama=shutil.which("ollama"),
+                 bitsandbytes_error=bnb_error, display=display,
                  versions={name: _installed(name) for name in tested}, tested=tested,
                  python=platform.python_version())
 

@@ -25,6 +25,13 @@ _FILE_ENDINGS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".tab", ".parquet
 """Name endings that make `books/moby-dick.txt` or `models/x.gguf` a missing file, not a Hub repository."""
 
 
+def safe_name(text: str, fallback: str) -> str:
+    """`text` as a file or folder name on every system (a run, a user preset, an export check): each run of
+    characters other than letters, digits, '.', '_' and '-' becomes one '-', none left at either end; `fallback`
+    when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or fallback
+
+
 def looks_like_hub_id(text: str) -> bool:
     """The one rule for "a Hub id, not a path", for models and datasets alike: `org/name` (one slash, no
     leading `/`, `./`, `../` or `~`), not ending like a file name, and nothing at that path on this machine.

@@ -22,7 +22,7 @@ class StudioCallback(TrainerCallback):
     event once.
     """
 
-    def __init__(self, emit: Emit, should_stop: Callable[[], bool], *, config_digest: str,
+    def __init__(self, emit: Emit, stop_requested: Callable[[], bool], *, config_digest: str,
                  num_train_rows: int, resumed_from: str | None = None, device: str | None = None,
                  compute_dtype: str | None = None):
         self.emit = emit
@@ -30,7 +30,7 @@ class StudioCallback(TrainerCallback):
         # this dtype, so it gets the NF4 codes the adapter trained against (trained_base).
         self.device = device
         self.compute_dtype = compute_dtype
-        self.should_stop = should_stop
+        self.stop_requested = stop_requested
         self.config_digest = config_digest
         self.num_train_rows = num_train_rows
         self.resumed_from = resumed_from
@@ -54,7 +54,7 @@ class StudioCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopped:
             return
-        wanted = state.is_world_process_zero and (self.should_stop()
+        wanted = state.is_world_process_zero and (self.stop_requested()
                                                   or hooks.reached("step_end", step=state.global_step))
         if args.world_size > 1:
             # Every process must stop after the same step, or the others wait forever in the next step's

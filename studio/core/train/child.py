@@ -155,7 +155,8 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
     from studio.core.train.preflight import check_run, refusal_line
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path)  # validated as it is read
+        overridden = any((model, data, max_steps is not None, allow_pickle, skip_bad_rows, encoding))
         if model:
             config.model.name_or_path = model
         if data:
@@ -168,8 +169,11 @@ def _load_config(config_path: Path, *, model: str | None, data: str | None, max_
             config.data.skip_bad_rows = True
         if encoding:
             config.data.encoding = encoding
-        config.validate()
-        check_run(config)  # everything the run would refuse, before its folder exists
+        if overridden:
+            config.validate()  # the values the command line changed (a window's run has none)
+        # Everything the run would refuse, before its folder exists: the one check of this process (run_training
+        # trusts it rather than checking again).
+        check_run(config)
     except DataError as error:  # told for the command line: its flags, not the window's Skip bad rows box
         raise TrainInputError(refusal_line(error, skip_bad_rows="add --skip-bad-rows",
                                            encoding=lambda codec: f"--encoding {codec}")) from None

@@ -170,26 +170,20 @@ def extra_callbacks(config: RunConfig, *, has_eval: bool) -> list[Any]:
             SaveEachNewBestCallback()]
 
 
-def sft_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool,
-               padding_free: bool = False) -> Any:
-    """TRL SFTConfig from the run config; the dataset arrives pre-tokenised (see chat_tokens) and already
-    truncated to max_length (see data_prepare.truncate), which TRL would refuse to do for padding-free batches."""
-    from trl import SFTConfig
-
+def trainer_config(config: RunConfig, hardware: Hardware, output_dir: Path, *, has_eval: bool,
+                   padding_free: bool = False) -> Any:
+    """The run's TRL config (SFTConfig, DPOConfig, …): the TrainingArguments every method shares and its method's
+    own, from the method's trainer half (core.methods)."""
+    from studio.core.methods.trainers import method_training
     from studio.core.plan.speedups import activation_offloading_applies
 
-    t = config.training
-    return SFTConfig(
-        **training_arguments(config, hardware, output_dir, has_eval=has_eval),
-        max_length=None if padding_free else t.max_length,
-        padding_free=padding_free,
-        dataset_num_proc=None,
-        packing=t.packing,
-        assistant_only_loss=False,  # labels arrive pre-computed by chat_tokens.encode_example
-        completion_only_loss=False,
-        # TRL's offloading needs a CUDA device (it fails to build on a CPU-only torch); the run's log says so.
-        activation_offloading=activation_offloading_applies(config, hardware.device),
-    )
+    return method_training(config).args(training_arguments(config, hardware, output_dir, has_eval=has_eval),
+                                        offloading=activation_offloading_applies(config, hardware.device),
+                                        padding_free=padding_free)
+
+
+sft_config = trainer_config
+"""Its name from when SFT was the only method (tests and benchmarks build an SFT run's config with it)."""
 
 
 def _require_every_n_layers() -> None:

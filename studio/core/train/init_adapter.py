@@ -32,12 +32,11 @@ class InitAdapter:
 
     def describe(self, method: str) -> str:
         """The log line: which adapter, on which base, and which reference the method compares against."""
+        from studio.core.methods.registry import method as method_spec
+
         where = f"Continuing from the adapter {self.adapter_dir} (trained on the {self.trained.describe()} base)"
-        if method in ("dpo", "kto"):
-            return f"{where}; the reference model is a frozen copy of that adapter, as it was before this run"
-        if method == "grpo":
-            return f"{where}; the KL reference (when training.kl_coefficient > 0) is a frozen copy of that adapter"
-        return where
+        reference = method_spec(method).reference  # which frozen copy, if any, the method compares against
+        return f"{where}; {reference}" if reference else where
 
 
 def adapter_folder(value: str) -> Path:

@@ -2,10 +2,11 @@
 
 `config.preflight.check_sources` checks what the config layer can see (the model's files, the data files, the
 remote-code opt-in). What only training knows is checked here, by the very code the run uses a moment later, so
-the two can never disagree: the method and its GRPO rewards (`train.methods`), the adapter a run continues from
+the two can never disagree: the method and its GRPO rewards (`methods.trainers`), the adapter a run continues from
 (`train.init_adapter`: missing, not a run, trained on another quantisation), and the data, read by the training's
-own reader (`data.loading.training_data` for SFT, `train.preference_data` for the other methods) with the run's
-skip_bad_rows. Found only in the training child, each of these used to leave a `failed` run in the history.
+own reader (`data.loading.training_data` for SFT, `methods.reading` for the methods with records of their own)
+with the run's skip_bad_rows. Found only in the training child, each of these used to leave a `failed` run in the
+history.
 
 The data is read whole. For SFT that read is the one the run then reuses: `data.loading` keeps the normalised
 rows in its on-disk cache (keyed by the file's size and modification time and the reading settings), so the
@@ -32,15 +33,14 @@ def check_run(config: RunConfig) -> None:
     from studio.core.config.preflight import check_sources
     from studio.core.data.loading import training_data
     from studio.core.train.init_adapter import resolve_init_adapter
-    from studio.core.train.methods import reward_functions, training_method
+    from studio.core.methods.trainers import method_training
 
     check_sources(config)
-    method = training_method(config)  # an unknown method is a ConfigError naming training.method
+    method = method_training(config)  # an unknown method is a ConfigError naming training.method
     resolve_init_adapter(config)  # missing, not a run or an adapter, trained on another quantisation
-    if method is not None and method.name == "grpo":
-        reward_functions(config)  # unknown metric, a reward pattern that does not compile
-    if method is not None:
-        method.read(emit=None)  # the method's reader, its checks (kto labels, grpo expected replies) included
+    method.check()  # what only its trainer half knows (GRPO: an unknown metric, a pattern that does not compile)
+    if method.reads_own_records:
+        method.read(emit=None)  # the method's reader, its checks (both labels, expected replies) included
         return
     training_data(config.data)
     if config.data.eval_file:

@@ -26,7 +26,7 @@ ENCODING_VERSION = 1
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer with a chat template and a pad token, as training uses it. A tokenizer that needs
     the model's own code without `trust_remote_code` is refused by name (trained_base.RemoteCodeRefused)."""
-    from studio.core.models.trained_base import load_tokenizer as load_trusted_tokenizer
+    from studio.core.models.trained_base import load_trusted_tokenizer
 
     tokenizer = load_trusted_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer)
@@ -95,15 +95,19 @@ def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data
         kept, held_out = held_out_split(len(train_set), config.data.eval_fraction, config.training.seed)
         train_set, eval_set = train_set.select(kept), train_set.select(held_out)
     max_length = config.training.max_length
-    train_set = truncate(train_set, max_length)
-    return train_set, None if eval_set is None else truncate(eval_set, max_length)
+    train_set = truncate_dataset(train_set, max_length)
+    return train_set, None if eval_set is None else truncate_dataset(eval_set, max_length)
 
 
 def _truncate_batch(batch: dict[str, list], max_length: int) -> dict[str, list]:
-    return {key: [row[:max_length] for row in batch[key]] for key in ("input_ids", "labels")}
+    from studio.core.data.preview import truncate  # the one rule, as the Dataset tab's preview shows it
+
+    kept = [truncate({"input_ids": ids, "labels": labels}, max_length)
+            for ids, labels in zip(batch["input_ids"], batch["labels"])]
+    return {key: [row[key] for row in kept] for key in ("input_ids", "labels")}
 
 
-def truncate(dataset: Any, max_length: int) -> Any:
+def truncate_dataset(dataset: Any, max_length: int) -> Any:
     """Keep the first max_length tokens of each row, as TRL would, so that every path trains on the same tokens.
 
     Done here rather than left to TRL because TRL does not truncate padding-free batches (see fast_path).

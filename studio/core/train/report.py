@@ -108,13 +108,12 @@ class TrainReport:
         lines = [adapter, f"run folder: {run}", f"time taken: {took}"]
         if event["status"] == "stopped":
             lines.append(f"continue training: {resume}")
-        from studio.core.export.gguf import DEFAULT_GGUF_TYPE
         from studio.core.export.jobs import ExportKind, default_exports_dir
         from studio.core.system.paths import runs_dir
 
         # Beside a run given --output; a run in the studio's runs folder exports where the Export dialog does.
         folder = default_exports_dir() if run.resolve().parent == runs_dir().resolve() else run.parent
-        gguf_kind = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
+        gguf_kind = ExportKind.GGUF  # --type auto: the type that fits this machine, named in the file by the export
         commands = [("chat with it", f"finetune-studio chat --model {_quoted(run)}"),
                     ("merge it (16-bit)", f"finetune-studio merge {_quoted(run)} --output "
                                           f"{_quoted(ExportKind.MERGED.default_output(run.name, folder))}"),

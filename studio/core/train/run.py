@@ -1,6 +1,6 @@
 """The training entry: data → tokens → (Q)LoRA model → TRL SFTTrainer → adapter, reported as events.
 
-`run_training(config, run_dir, emit, should_stop)` is a plain function (the Orange3 long-task
+`run_training(config, run_dir, emit, stop_requested)` is a plain function (the Orange3 long-task
 pattern): the CLI calls it in the training child process with `emit` writing events.jsonl, and tests
 call it with a list's `append`. It never touches Qt.
 """
@@ -287,27 +287,27 @@ def run_training(
     config: RunConfig,
     run_dir: RunDirectory,
     emit: Emit,
-    should_stop: Callable[[], bool] = lambda: False,
+    stop_requested: Callable[[], bool] = lambda: False,
     *,
     resume_from: Path | None = None,
 ) -> str:
-    """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller."""
-    config.validate()
-    from studio.core.config.preflight import check_sources
+    """Train one run to its end; returns "completed" or "stopped". Errors propagate to the caller.
 
-    check_sources(config)
+    `config` is a checked one: the training child has validated it and run the preflight (train.preflight.check_run)
+    before making the run folder, and the window before that in its own process; checked a third time here it was.
+    """
     # Each preparation step before the first training step is a log event with a `phase` (data, libraries,
     # tokenizer, tokenising, model), so the window can say what the first minute of a run is spent on.
     emit(make_event("log", level="info", message=f"Reading {config.data.train_file}", phase="data"))
     # The same reader, column mapping and encoding as the Dataset tab; bad rows stop the run unless
     # data.skip_bad_rows is on (then each skipped row is logged).
-    from studio.core.train.methods import training_method
+    from studio.core.methods.trainers import method_training
 
-    method = training_method(config)  # None for sft; dpo, orpo, kto, grpo read and train their own way
+    method = method_training(config)  # the method's trainer half; some read and tokenise records of their own
     from studio.core.train.init_adapter import load_trainable_adapter, resolve_init_adapter
 
     init = resolve_init_adapter(config)  # before any data or model loads: a mismatched base is refused at once
-    if method is not None:
+    if method.reads_own_records:
         train_data, eval_data = method.read(emit)
     else:
         train_data = training_data(config.data, emit=emit)
@@ -321,8 +321,6 @@ def run_training(
     emit(make_event("log", level="info", message="Importing PyTorch, transformers and TRL", phase="libraries"))
     import datasets
     import transformers
-    from trl import SFTTrainer
-
     from studio.core.plan.speedups import (
         apply_liger,
         detect_capabilities,
@@ -338,7 +336,7 @@ def run_training(
         keep_adapter_in_compute_dtype,
         lora_config,
         resolve_hardware,
-        sft_config,
+        trainer_config,
     )
 
     transformers.set_seed(config.training.seed)
@@ -359,7 +357,7 @@ def run_training(
         return _finish_from_checkpoint(run_dir, tokenizer, emit, Path(resume_from), *done)
 
     emit(make_event("log", level="info", message=f"Tokenising {len(train_data.examples)} rows", phase="tokenising"))
-    if method is not None:  # TRL's preference and GRPO trainers tokenise with the chat template themselves
+    if method.reads_own_records:  # TRL's preference and GRPO trainers tokenise with the chat template themselves
         train_set, eval_set = method.datasets(train_data, eval_data)
     else:
         train_set, eval_set = encode_splits(tokenizer, config, train_data, eval_data)
@@ -388,20 +386,19 @@ def run_training(
                                        base=config.model.name_or_path)
         emit(make_event("log", level="info", message=init.describe(config.training.method)))
 
-    callback = StudioCallback(emit, should_stop, config_digest=config.digest(), num_train_rows=len(train_set),
+    callback = StudioCallback(emit, stop_requested, config_digest=config.digest(), num_train_rows=len(train_set),
                               resumed_from=str(resume_from) if resume_from else None,
                               device=hardware.device, compute_dtype=hardware.compute_dtype)
-    # Scores while training are an SFT feature: the cases are chat examples with an expected reply.
-    scoring = None if method is not None else scores_callback(
+    # Scores while training need chat examples with an expected reply, which only SFT data has.
+    scoring = None if not method.spec.scores_while_training else scores_callback(
         config, tokenizer, held_out_cases(config, train_data, eval_data), emit,
-        has_eval=eval_set is not None, should_stop=should_stop)
-    trainer_class = _atomic_checkpoint_trainer(SFTTrainer if method is None else method.trainer_class())
+        has_eval=eval_set is not None, stop_requested=stop_requested)
+    trainer_class = _atomic_checkpoint_trainer(method.trainer_class())
     trainer = trainer_class(
         model=model,
-        args=sft_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None,
-                        padding_free=fast.padding_free) if method is None else
-        method.args(hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None),
-        **({} if method is None else method.trainer_kwargs()),
+        args=trainer_config(config, hardware, run_dir.checkpoints_dir, has_eval=eval_set is not None,
+                            padding_free=fast.padding_free),
+        **method.trainer_kwargs(),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,

@@ -24,6 +24,7 @@ from studio.core.eval.cases import EvalCase, cases_from_examples
 from studio.core.metrics.registry import Metric, build_metric
 from studio.core.metrics.tool_calls import expected_tool_calls
 from studio.core.runs.events import Emit, make_event
+from studio.core.system.tasks import NO_TASK, Task, TaskState
 
 AUTO_METRIC = "auto"
 REPLY_MARGIN_TOKENS = 16
@@ -79,8 +80,8 @@ class Scores:
 
 
 def score_model(model: Any, tokenizer: Any, cases: Sequence[EvalCase], metric: Metric, *, max_new_tokens: int,
-                should_stop: Callable[[], bool] = lambda: False, batch_size: int | None = None) -> Scores | None:
-    """Generate and score `cases` with `model` as it is (its adapter active); None when `should_stop` cut it.
+                task: TaskState = NO_TASK, batch_size: int | None = None) -> Scores | None:
+    """Generate and score `cases` with `model` as it is (its adapter active); None when the task was cancelled.
 
     The model is put in eval mode (no dropout) and back in the mode it was in, whatever happens."""
     from studio.core.chat.model import ChatModel
@@ -104,8 +105,7 @@ def score_model(model: Any, tokenizer: Any, cases: Sequence[EvalCase], metric: M
     try:
         for start in range(0, len(cases), batch_size):
             batch = cases[start:start + batch_size]
-            replies = generate_batch(chat, None, batch, max_new_tokens=max_new_tokens, should_stop=should_stop,
-                                     with_loss=False)
+            replies = generate_batch(chat, None, batch, max_new_tokens=max_new_tokens, task=task, with_loss=False)
             for case, reply in zip(batch, replies):
                 result = metric(reply.reply, case.expected)
                 passed += int(result.passed)
@@ -132,9 +132,10 @@ def describe_schedule(config: RunConfig, *, has_eval: bool) -> str | None:
 
 
 def scores_callback(config: RunConfig, tokenizer: Any, cases: Sequence[EvalCase], emit: Emit, *, has_eval: bool,
-                    should_stop: Callable[[], bool] = lambda: False) -> Any | None:
+                    stop_requested: Callable[[], bool] = lambda: False) -> Any | None:
     """The TrainerCallback that scores `cases` during the run (None when it never would), after saying in a log
-    event what is scored, with which metric and when."""
+    event what is scored, with which metric and when. A scoring under way ends when `stop_requested()` (the run's
+    Stop) turns true."""
     if config.training.score_examples <= 0:
         return None
     if not cases:
@@ -154,6 +155,7 @@ def scores_callback(config: RunConfig, tokenizer: Any, cases: Sequence[EvalCase]
     from transformers import TrainerCallback
 
     every = config.training.score_steps
+    stopping = Task(cancel=stop_requested)
 
     class TrainingScoresCallback(TrainerCallback):
         """Scores at each evaluation (score_steps 0) or every score_steps steps, on the main process only: the
@@ -173,7 +175,7 @@ def scores_callback(config: RunConfig, tokenizer: Any, cases: Sequence[EvalCase]
             if not state.is_world_process_zero or model is None or state.global_step == self.scored_step:
                 return
             self.scored_step = state.global_step
-            scores = score_model(model, tokenizer, cases, metric, max_new_tokens=budget, should_stop=should_stop)
+            scores = score_model(model, tokenizer, cases, metric, max_new_tokens=budget, task=stopping)
             if scores is not None:  # Stop was pressed meanwhile: no half scoring
                 emit(scores.event(state.global_step, metric.name))
 

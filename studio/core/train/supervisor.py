@@ -20,7 +20,6 @@ pattern): the window runs it on a background task (studio.ui.training_supervisor
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,29 +27,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.core.runs.events import (
-    TERMINAL_EVENTS,
+    Event,
     EventReader,
+    FailedEvent,
+    FinishedEvent,
     append_event,
     make_event,
+    parse_event,
 )
 from studio.core.runs.store import RunDirectory
+from studio.core.system.processes import describe_exit
 
 POLL_INTERVAL_S = 0.1
 
-OnEvent = Callable[[dict], Any]
+OnEvent = Callable[[Event], Any]
 OnEnded = Callable[[str, str], Any]
-
-
-def describe_exit(returncode: int | None) -> str:
-    """'exit code 3', 'killed by SIGKILL', or — for a process another window started — 'exit status unknown'."""
-    if returncode is None:
-        return "exit status unknown: it was started by an earlier window"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def training_command(run_dir: RunDirectory, *, resume: bool = False, resume_from: Path | None = None) -> list[str]:
@@ -172,7 +163,7 @@ class TrainingSupervisor:
         self.pid: int | None = attach_pid
         self._stop_deadline: float | None = None
         self._kill_now = False
-        self._terminal: dict | None = None  # the finished/failed event of the supervised process
+        self._terminal: FinishedEvent | FailedEvent | None = None  # the finished/failed event of the supervised process
         self._own_events = False  # whether the events read so far have reached that process's own
 
     @classmethod
@@ -250,9 +241,9 @@ class TrainingSupervisor:
     def _end(self, returncode: int | None, on_event: OnEvent, on_ended: OnEnded) -> None:
         terminal = self._terminal
         failed_exit = returncode is not None and returncode != 0
-        if terminal is not None and not (terminal["event"] == "finished" and failed_exit):
-            status = terminal.get("status", "completed") if terminal["event"] == "finished" else "failed"
-            on_ended(status, terminal.get("message") or terminal.get("hint") or "")
+        if terminal is not None and not (isinstance(terminal, FinishedEvent) and failed_exit):
+            status = terminal.status if isinstance(terminal, FinishedEvent) else "failed"
+            on_ended(status, terminal.message or (terminal.hint if isinstance(terminal, FailedEvent) else ""))
             return
         if not self._own_events and (busy := self.run_dir.busy_message()) is not None:
             # Our child was turned away because another process trains into the folder: its events are that
@@ -270,11 +261,11 @@ class TrainingSupervisor:
         for the curves but say nothing about how this process ended. This process's events begin with the
         first one carrying its pid.
         """
-        for event in reader.read_new():
+        for event in map(parse_event, reader.read_new()):
             on_event(event)
-            if event.get("pid") is not None and event.get("pid") == self.pid:
+            if event.pid is not None and event.pid == self.pid:
                 self._own_events = True
-            elif event["event"] in TERMINAL_EVENTS and self._own_events:
+            elif isinstance(event, (FinishedEvent, FailedEvent)) and self._own_events:
                 self._terminal = event
             if self._own_events and self._stop_deadline is not None:
                 # Still working towards the stop (an evaluation reporting progress, a checkpoint being
@@ -285,5 +276,5 @@ class TrainingSupervisor:
         event = make_event("failed", kind="crash", message=message,
                            hint="Resume from the last checkpoint, or read train.log for the cause.")
         append_event(self.run_dir.events_path, event)
-        on_event(event)
+        on_event(parse_event(event))
         on_ended("failed", message)

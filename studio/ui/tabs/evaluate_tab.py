@@ -327,7 +327,7 @@ class QtEvaluateTab(QWidget):
         def work(state):
             job = session.build_job()  # reads the eval set: off the GUI thread
             state.partial(("job", job))
-            return run_eval(job, progress=state.progress, should_stop=state.cancelled,
+            return run_eval(job, task=state,
                             on_result=lambda record: state.partial(("result", record)),
                             on_start=lambda columns, kept: state.partial(("start", columns, kept)))
 

@@ -4,6 +4,9 @@ Each kind is one core function (`studio.core.export.jobs.run_export`) run on a b
 `on_progress(fraction, message)` drives the progress bar and Cancel sets its `threading.Event`. After a merged
 model or a GGUF file is written, "Verify export" runs `jobs.verify_export` the same way: the run's cases answered
 by the studio and by the export, the result shown under the status and stated on the export's model card.
+
+The GGUF type list, its sizes, what fits, the preselection and why, and the verification's result are the
+`core.sessions.export.ExportSession`'s: the dialog renders it and hands the user's choices to it.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
+from superqt.utils import signals_blocked
 
 from studio.core.export.staging import ExportError, OutputHoldsOtherFiles, OutputNeedsOverwrite
 from studio.core.export.jobs import (
-    ExportKind, check_output, default_exports_dir, run_export, runs_with_adapters, verify_export,
+    ExportKind, check_target, default_exports_dir, run_export, runs_with_adapters, verify_export,
 )
-from studio.core.export.gguf import DEFAULT_GGUF_TYPE
+from studio.core.sessions.export import ExportSession
 from studio.ui.background import TaskRunner, TaskState, describe_error
 
 
@@ -30,26 +34,26 @@ _CANCELLED = object()
 """What the export task returns when Cancel stopped it (ExportCancelled)."""
 
 
-def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrite: bool, cancel: threading.Event,
-            state: TaskState) -> Any:
+def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrite: bool, gguf_type: str,
+            context: int, cancel: threading.Event, state: TaskState) -> Any:
     """One export on the background task; Cancel ends it as `_CANCELLED`, a result like any other."""
     from studio.core.export.staging import ExportCancelled
 
     try:
-        return run_export(kind, source, output, weights=weights, overwrite=overwrite, on_progress=state.progress,
-                          cancel=cancel)
+        return run_export(kind, source, output, weights=weights, overwrite=overwrite, gguf_type=gguf_type,
+                          context=context, task=state.stopping_on(cancel))
     except ExportCancelled:
         return _CANCELLED
 
 
-VERIFIABLE = (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+VERIFIABLE = (ExportKind.MERGED, ExportKind.GGUF)
 """The kinds that answer on their own, so their replies can be compared with the studio's."""
 
 
 def _verified_text(result: Any) -> str:
     """The result line: the headline, then the first differing replies side by side."""
     lines = [result.headline()]
-    for case in result.differing[:3]:
+    for case in result.differing[:2]:
         export = case.error or repr(_clip(case.export))
         lines.append(f"case {case.case} ({_clip(case.question, 40)}): studio {_clip(case.studio)!r}, export {export}")
     return "\n".join(lines)
@@ -73,8 +77,10 @@ class QtExportDialog(QDialog):
     export_finished = Signal(str, str)
     verify_finished = Signal(str, str)
 
-    def __init__(self, source: Path | None = None, *, runs_root: Path | None = None, parent: QWidget | None = None):
+    def __init__(self, source: Path | None = None, *, runs_root: Path | None = None, parent: QWidget | None = None,
+                 session: ExportSession | None = None):
         super().__init__(parent)
+        self.session = session if session is not None else ExportSession()
         self.setWindowTitle("Export a trained model")
         self.setMinimumWidth(640)
         self.tasks = TaskRunner(self)
@@ -112,19 +118,37 @@ class QtExportDialog(QDialog):
         kinds_layout = QVBoxLayout(kinds)
         group = QButtonGroup(self)
         for kind in ExportKind:
+            # One line each: the description is the tooltip, so the dialog stays short enough for a laptop screen.
             button = QRadioButton(kind.label)
             button.setToolTip(kind.description)
-            note = QLabel(kind.description)
-            note.setStyleSheet("color: #666; margin-left: 22px;")
-            note.setWordWrap(True)
             kinds_layout.addWidget(button)
-            kinds_layout.addWidget(note)
             group.addButton(button)
-            button.toggled.connect(lambda on, kind=kind: on and self._suggest_output())
+            button.toggled.connect(lambda on, kind=kind: on and self._kind_changed())
             self.kind_buttons[kind] = button
-        # The GGUF type `finetune-studio export gguf` defaults to as well (gguf_export says why it is q8_0).
-        default_gguf = ExportKind.GGUF_Q8_0 if DEFAULT_GGUF_TYPE == "q8_0" else ExportKind.GGUF_F16
-        self.kind_buttons[default_gguf].setChecked(True)
+        # The GGUF type list: each type's file size and the memory it needs at the context, what fits this machine,
+        # and the type preselected (the one `finetune-studio export gguf --type auto` picks).
+        self.type_combo = QComboBox()
+        self.type_combo.activated.connect(lambda index: self.session.set_gguf_type(self.type_combo.itemData(index)))
+        self.context_spin = QSpinBox()
+        self.context_spin.setRange(256, 131072)
+        self.context_spin.setSingleStep(1024)
+        self.context_spin.setSuffix(" tokens")
+        self.context_spin.setToolTip("The context the types are sized for; the Modelfile sets it (PARAMETER num_ctx)")
+        self.context_spin.editingFinished.connect(lambda: self.session.set_context(self.context_spin.value()))
+        self.type_why = QLabel()
+        self.type_why.setWordWrap(True)
+        self.type_why.setStyleSheet("color: #444;")
+        self.gguf_box = QWidget()
+        gguf_form = QFormLayout(self.gguf_box)
+        gguf_form.setContentsMargins(22, 0, 0, 0)
+        type_row = QHBoxLayout()
+        type_row.addWidget(self.type_combo, stretch=1)
+        type_row.addWidget(QLabel("at"))
+        type_row.addWidget(self.context_spin)
+        gguf_form.addRow("GGUF type", type_row)
+        gguf_form.addRow(self.type_why)
+        kinds_layout.addWidget(self.gguf_box)
+        self.kind_buttons[ExportKind.GGUF].setChecked(True)
         # The default merges into the weights the adapter trained on (a QLoRA run's 4-bit base, dequantised), so
         # the export answers like the trained model; the original weights are a choice whose effect is measured.
         self.original_weights = QCheckBox("Merge into the original 16-bit weights, not the ones it was trained on")
@@ -169,6 +193,7 @@ class QtExportDialog(QDialog):
         self.last_verification: Any = None
         self.verify_label = QLabel()
         self.verify_label.setWordWrap(True)
+        self.verify_label.setToolTip(self.session.verify_rule)
         self.verify_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.verify_label.setVisible(False)
 
@@ -187,6 +212,75 @@ class QtExportDialog(QDialog):
         layout.addWidget(self.verify_label)
         layout.addStretch(1)
         layout.addWidget(self.buttons)
+        # Methods, not lambdas: Qt drops a bound method's connection when the dialog goes, a lambda's it keeps.
+        self._unsubscribe = self.session.subscribe(self._render_session)
+        self.destroyed.connect(self._unsubscribe)
+        self._source_changed()
+        self.source_combo.currentIndexChanged.connect(self._source_changed)
+        self.source_combo.lineEdit().editingFinished.connect(self._source_changed)
+
+    def _source_changed(self) -> None:
+        self.session.set_source(self.source)
+
+    # --- the session ------------------------------------------------------------------------------------------
+    def _render_session(self) -> None:
+        session = self.session
+        with signals_blocked(self.type_combo):
+            self.type_combo.clear()
+            for gguf_type, label, sizes, fits, available in session.rows():
+                mark = "fits" if fits else "does not fit"
+                self.type_combo.addItem(f"{label} — {sizes.split(' (')[0]}, {mark}"
+                                        + ("" if available else " (needs llama.cpp)"), gguf_type)
+                item = self.type_combo.model().item(self.type_combo.count() - 1)
+                item.setEnabled(available)
+                item.setToolTip(sizes)
+            index = self.type_combo.findData(session.gguf_type)
+            if index >= 0:
+                self.type_combo.setCurrentIndex(index)
+        with signals_blocked(self.context_spin):
+            self.context_spin.setValue(session.context)
+        self.type_why.setText(session.why())
+        self._render_verification()
+        self._fit_labels()
+        self._suggest_output()
+
+    def _render_verification(self) -> None:
+        text = self.session.verification_text()
+        if not text:
+            return
+        result = self.session.verification
+        if result is None:  # the check could not run: no score, only why
+            colour, shown = "#b00020", text
+        else:
+            colour = "#1b7f3b" if result.passes and not result.differing else "#8a6d00" if result.passes else "#b00020"
+            shown = result.headline()  # the first differing token of each case says where; the replies in full:
+            self.verify_label.setToolTip(_verified_text(result) + "\n\n" + self.session.verify_rule)
+        self.verify_label.setText(f"<span style='color:{colour}; font-weight:600'>{_html(shown)}</span>"
+                                  f"<br><span style='color:#666'>{_html(self.session.verify_rule)}</span>")
+        self.verify_label.setVisible(True)
+        self._fit_labels()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """As tall as the wrapped labels need at the dialog's width: Qt's own hint takes a wrapped label at its
+        narrowest height, so a long result would be squashed into two lines."""
+        hint = super().minimumSizeHint()
+        layout = self.layout()
+        if layout is None or not layout.hasHeightForWidth():
+            return hint
+        width = max(hint.width(), self.minimumWidth(), self.width() if self.isVisible() else 0)
+        return QSize(hint.width(), max(hint.height(), layout.minimumHeightForWidth(width)))
+
+    def _fit_labels(self) -> None:
+        """Grow to the height the labels need now (a verification's result, a long status)."""
+        self.setMinimumHeight(self.minimumSizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit_labels()
+
+    def _kind_changed(self) -> None:
+        self.gguf_box.setVisible(self.kind is ExportKind.GGUF)
         self._suggest_output()
 
     # --- choices ------------------------------------------------------------------------------------------
@@ -219,7 +313,8 @@ class QtExportDialog(QDialog):
             return
         run_name = source.parent.name if source.name == "adapter" else source.name
         folder = default_exports_dir()
-        self.output_edit.setText(str(self.kind.default_output(run_name or "model", folder)))
+        gguf_type = self.session.gguf_type if self.kind is ExportKind.GGUF else None
+        self.output_edit.setText(str(self.kind.default_output(run_name or "model", folder, gguf_type)))
 
     def _browse_source(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a run or adapter folder")
@@ -229,7 +324,7 @@ class QtExportDialog(QDialog):
     def _browse_output(self) -> None:
         current = self.output_edit.text().strip()
         if self.kind.is_file:
-            suffix = ".gguf" if self.kind in (ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0) else ".zip"
+            suffix = ".gguf" if self.kind is ExportKind.GGUF else ".zip"
             path, _ = QFileDialog.getSaveFileName(self, "Export to", current, f"*{suffix}")
             # The save dialog has already asked before choosing an existing file: do not ask twice.
             self._confirmed_output = Path(path).resolve() if path else None
@@ -256,7 +351,7 @@ class QtExportDialog(QDialog):
         # a question; anything else there is refused with a free name offered instead, never deleted.
         overwrite = False
         try:
-            target = check_output(self.kind, source, Path(output))
+            target = check_target(self.kind, source, Path(output))
         except OutputNeedsOverwrite as error:
             target = error.output
             if target != self._confirmed_output and not self.confirm_replace(target):
@@ -271,7 +366,7 @@ class QtExportDialog(QDialog):
         except ExportError as error:
             self._finish("failed", str(error))
             return None
-        merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF_F16, ExportKind.GGUF_Q8_0)
+        merges = self.kind in (ExportKind.MERGED, ExportKind.GGUF)
         weights = "original" if merges and self.original_weights.isChecked() else "trained"
         from studio.core.models.source import ModelLoadError
 
@@ -283,8 +378,9 @@ class QtExportDialog(QDialog):
         self.verify_button.setVisible(False)
         self.verify_label.setVisible(False)
         self._set_running(True)
-        kind = self.kind
-        self.tasks.start(lambda state: _export(kind, source, target, weights, overwrite, cancel, state),
+        kind, gguf_type, context = self.kind, self.session.gguf_type, self.session.context
+        self.tasks.start(lambda state: _export(kind, source, target, weights, overwrite, gguf_type, context, cancel,
+                                               state),
                          on_progress=self._on_progress,
                          on_result=lambda result: self._on_result(result, kind=kind, source=source),
                          on_error=lambda error: self._finish("failed", describe_error(error)),
@@ -364,24 +460,23 @@ class QtExportDialog(QDialog):
         self.status_label.setText(f"Verifying {written}: the studio's replies first…")
         self.verify_label.setVisible(False)
         self._set_running(True, verifying=True)
-        self.tasks.start(lambda state: verify_export(source, written, on_progress=state.progress, cancel=cancel),
+        self.tasks.start(lambda state: verify_export(source, written, task=state.stopping_on(cancel)),
                          on_progress=self._on_progress, on_result=self._on_verified,
-                         on_error=lambda error: self._finish("failed", f"Verification failed: {describe_error(error)}",
-                                                              verifying=True),
+                         on_error=self._on_verify_error,
                          on_done=lambda: self._set_running(False),
                          expected_errors=(ExportCheckError, ExportError, ModelLoadError), name="verify export")
         return True
+
+    def _on_verify_error(self, error: BaseException) -> None:
+        self.session.set_verification(error=describe_error(error))
+        self._finish("failed", f"Verification failed: {describe_error(error)}", verifying=True)
 
     def _on_verified(self, result: Any) -> None:
         self.last_verification = result
         if result.status != "completed":
             self._finish("cancelled", "Verification cancelled; the model card was left as it was.", verifying=True)
             return
-        same = result.identical == result.total
-        colour = "#1b7f3b" if same else "#8a6d00"
-        self.verify_label.setText(f"<span style='color:{colour}; font-weight:600'>{_html(_verified_text(result))}"
-                                  "</span>")
-        self.verify_label.setVisible(True)
+        self.session.set_verification(result)
         self.progress_bar.setValue(1000)
         self._finish("succeeded", f"Verified with {result.engine} on {result.cases_from}; recorded on the model "
                                   f"card {result.readme}", verifying=True)
@@ -392,6 +487,7 @@ class QtExportDialog(QDialog):
                                   f"{_html(message)}")
         if status != "succeeded":
             self.progress_bar.setValue(0)
+        self._fit_labels()
         (self.verify_finished if verifying else self.export_finished).emit(status, message)
 
     def _set_running(self, running: bool, *, verifying: bool = False) -> None:
@@ -401,7 +497,7 @@ class QtExportDialog(QDialog):
         self.cancel_button.setText("Cancel verification" if verifying else "Cancel export")
         self.close_button.setEnabled(not running)
         for widget in (self.source_combo, self.output_edit, *self._browse_buttons, *self.kind_buttons.values(),
-                       self.original_weights):
+                       self.original_weights, self.type_combo, self.context_spin):
             widget.setEnabled(not running)
 
     def shutdown(self) -> None:

@@ -7,13 +7,13 @@ whether they run at start-up (a first launch, another device) and which findings
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QMainWindow, QMenu, QPlainTextEdit, QToolBar,
                                QVBoxLayout)
 
-from studio.core.config.settings import RunConfig
 from studio.core.sessions.doctor import DoctorReport, DoctorSession, diagnostics_report, examine, format_checks
 from studio.ui.background import TaskRunner
 from studio.ui.widgets.qt_system_banner import QtSystemBanner
@@ -49,7 +49,7 @@ class QtSystemCheckDialog(QDialog):
 class QtSystemCheck:
     """Owns the doctor session, its task, the banner (a fixed tool bar at the top of `window`) and the dialog."""
 
-    def __init__(self, window: QMainWindow, *, config: Callable[[], RunConfig | None],
+    def __init__(self, window: QMainWindow, *, config: Callable[[], Any],
                  session: DoctorSession | None = None, examine_fn: Callable[..., DoctorReport] = examine):
         self.window, self._config, self._examine = window, config, examine_fn
         self.session = session or DoctorSession()

@@ -1,13 +1,14 @@
 """Training tab: Start / Stop / Resume, progress, live curves, GPU memory, the run's log, and the ending.
 
-One run at a time goes through a QtTrainingSupervisor. The tab draws everything from the run's
-events (the supervisor relays events.jsonl from its first line), so a fresh run, a resumed run and
-a run re-attached after the window was reopened are all shown by the same code path.
+A view of the Training session (`studio.core.sessions.training.TrainingSession`): Start hands the config to the
+session (validated and preflight-checked once, its run folder and run.toml written once), the session folds the
+run's events into the series the plots draw and into the status, failure and retry texts shown here. One run at a
+time goes through a QtTrainingSupervisor, which relays events.jsonl from its first line, so a fresh run, a resumed
+run and a run re-attached after the window was reopened are all shown by the same code path.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -17,11 +18,8 @@ from PySide6.QtWidgets import (
     QProgressDialog, QPushButton, QSplitter, QStyle, QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget,
 )
 
-from studio.core.config.settings import ConfigError, RunConfig, copy_config, load_config, save_config
-from studio.core.system.gpu import TelemetrySource, detect_telemetry
-from studio.core.system.units import format_duration
-from studio.core.runs.store import RunDirectory, RunStore, default_run_name, renamed_note
 from studio.core.sessions.run_name import RunNaming
+from studio.core.sessions.training import RunConfig, RunDirectory, TrainingSession, default_telemetry
 from studio.ui.training_supervisor import QtTrainingSupervisor
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets.qt_gpu_panel import QtGpuPanel
@@ -34,31 +32,9 @@ STATUS_COLOURS = {"completed": "#1b7f3b", "stopped": "#8a6d00", "failed": "#b000
                   "not started": "#8a6d00", "merging": "#1f4e9c", "merged": "#1b7f3b", "merge failed": "#b00020",
                   "saved": "#1b7f3b", "not saved": "#b00020", "deleted": "#8a6d00"}
 
-_SETTING_NAMES = {"max_length": "max length", "per_device_train_batch_size": "batch size",
-                  "gradient_checkpointing": "gradient checkpointing", "r": "LoRA rank", "quantization": "base weights"}
-
-
-PREPARATION_PHASES = ("data", "libraries", "tokenizer", "tokenising", "model")
-"""The `phase` of the log events a training process writes before its first step (run_training), in order."""
-
-
-def retry_name(run_name: str) -> str:
-    """demo → demo-retry; a retry of demo-retry (or of the folder demo-retry-2) is demo-retry again, which the
-    run store numbers, never demo-retry-retry."""
-    return re.sub(r"-retry(-\d+)?$", "", run_name) + "-retry"
-
-
-def _describe_settings(settings: dict) -> str:
-    parts = []
-    for key, value in settings.items():
-        if isinstance(value, bool):
-            value = "on" if value else "off"
-        parts.append(f"{_SETTING_NAMES.get(key, key)} {value}")
-    return ", ".join(parts)
-
 
 class QtTrainingTab(QWidget):
-    """Runs one training at a time through a QtTrainingSupervisor.
+    """Runs one training at a time through a QtTrainingSupervisor, shown from its TrainingSession.
 
     Signals: `run_started(RunDirectory)`, `run_ended(RunDirectory, status, message)`,
     `config_adjusted(RunConfig)` when a retry changed the settings (the window keeps them).
@@ -71,18 +47,14 @@ class QtTrainingTab(QWidget):
     #: Runs that trained at least this long announce their ending (tray message or status bar).
     NOTIFY_AFTER_S = 60.0
 
-    def __init__(self, store: RunStore, telemetry: TelemetrySource | None = None, parent=None):
+    def __init__(self, store, telemetry=None, parent=None, *, session: TrainingSession | None = None):
         super().__init__(parent)
+        self.session = session if session is not None else TrainingSession(store)
         self.store = store
         self.supervisor: QtTrainingSupervisor | None = None
-        self.run_dir: RunDirectory | None = None
-        self.last_status: str | None = None
-        self.last_failure: dict | None = None  # the `failed` event of the latest process, if any
         self.last_notification: tuple[str, str] | None = None
         self.tasks = TaskRunner(self)  # the merge
         self._tray: QSystemTrayIcon | None = None
-        self._last_checkpoint_step: int | None = None
-        self._evaluating: dict | None = None  # the last `evaluating` event of the evaluation under way
 
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("startButton")
@@ -108,7 +80,7 @@ class QtTrainingTab(QWidget):
         self.name_edit.setMaximumWidth(280)
         self.naming: RunNaming | None = None
 
-        self.status_label = QLabel("Ready. Press Start to train with the settings of the Config tab.")
+        self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.progress = QProgressBar()
@@ -134,9 +106,9 @@ class QtTrainingTab(QWidget):
         self.save_adapter_button.clicked.connect(self._save_adapter)
         self.merge_button.clicked.connect(self._merge)
 
-        self.metrics_plots = QtMetricsPlots()
+        self.metrics_plots = QtMetricsPlots(self.session.series)
         self.loss_plot = self.metrics_plots.loss_plot
-        self.gpu_panel = QtGpuPanel(telemetry or detect_telemetry())
+        self.gpu_panel = QtGpuPanel(telemetry or default_telemetry(), readings=self.session.memory)
         self.gpu_panel.setMinimumWidth(330)
         self.log_panel = QtLogPanel()
 
@@ -186,37 +158,36 @@ class QtTrainingTab(QWidget):
         self._progress_timer.setSingleShot(True)
         self._progress_timer.setInterval(250)
         self._progress_timer.timeout.connect(self._refresh_progress)
+        self.session.subscribe(self._show_status)
+        self.session.run_started.append(self.run_started.emit)
+        self.session.run_ended.append(self._announce_end)
+        self._show_status()
 
-    # --- starting, resuming, re-attaching and stopping -------------------------------------------------------
+    # --- the session's state, read here (tests, the window) --------------------------------------------------------
+    @property
+    def run_dir(self) -> RunDirectory | None:
+        return self.session.run_dir
+
+    @run_dir.setter
+    def run_dir(self, run_dir: RunDirectory | None) -> None:  # the run shown, as after it ended (tests)
+        self.session.run_dir = run_dir
+
+    @property
+    def last_status(self) -> str | None:
+        return self.session.last_status
+
     @property
     def is_running(self) -> bool:
         return self.supervisor is not None and self.supervisor.running
 
+    # --- starting, resuming, re-attaching and stopping -------------------------------------------------------
     def start(self, config: RunConfig) -> RunDirectory | None:
-        """Validate the config, create the run directory and start the training child."""
+        """Start a run of `config` (the session validates it, checks it and makes its folder)."""
         if self.is_running:
             return None
-        config = copy_config(config)
-        from studio.core.data.issues import DataError
-        from studio.core.train.preflight import check_run, refusal_line
-
-        try:
-            config.validate()
-            check_run(config)  # the CLI's preflight: nothing the run would refuse becomes a failed run
-        except ConfigError as error:
-            self._set_status("not started", f"Cannot start: {error}")
-            return None
-        except DataError as error:
-            line = refusal_line(error, skip_bad_rows="tick Skip bad rows when training on the Dataset tab")
-            self._set_status("not started", f"Cannot start: {line}")
-            return None
-        wanted = config.name or default_run_name(config.data.train_file, config.model.name_or_path)
-        run_dir = self.store.new_run(wanted, config.model.name_or_path)
-        config.name = run_dir.name
-        save_config(config, run_dir.config_path)
-        self._attach(run_dir, QtTrainingSupervisor(run_dir, parent=self))
-        if (note := renamed_note(wanted, run_dir)) is not None:
-            self._set_status("running", f"{note} Starting run {run_dir.name}…")
+        run_dir = self.session.start(config)
+        if run_dir is not None:
+            self._attach(run_dir, self.session.supervisor(run_dir))
         return run_dir
 
     def bind_naming(self, naming: RunNaming) -> None:
@@ -237,34 +208,23 @@ class QtTrainingTab(QWidget):
     def resume(self, run_dir: RunDirectory | None = None, checkpoint: Path | None = None) -> bool:
         """Continue a run (default: the one shown) from a checkpoint (default: its latest) in a new process."""
         run_dir = run_dir or self.run_dir
-        if self.is_running or run_dir is None:
+        if self.is_running or not self.session.can_resume(run_dir, checkpoint):
             return False
-        if (busy := run_dir.busy_message()) is not None:
-            # A second writer would interleave its events with the live run's and set its checkpoints aside.
-            self._set_status("not started", f"Cannot resume: {busy}")
-            return False
-        if checkpoint is None and run_dir.latest_checkpoint() is None:
-            self._set_status("failed", f"Run {run_dir.name} has no checkpoint to resume from.")
-            return False
-        self._attach(run_dir, QtTrainingSupervisor(run_dir, resume=True, resume_from=checkpoint, parent=self),
-                     verb="Resuming")
+        self._attach(run_dir, self.session.supervisor(run_dir, resume=True, resume_from=checkpoint), verb="Resuming")
         return True
 
     def reattach(self, run_dir: RunDirectory) -> bool:
         """Show and supervise a run whose training process is alive (kept training after a window closed)."""
         if self.is_running:
             return False
-        supervisor = QtTrainingSupervisor.attach(run_dir, parent=self)
-        if supervisor is None:
+        core = self.session.attachable(run_dir)
+        if core is None:
             return False
-        self._attach(run_dir, supervisor, verb="Re-attached to")
+        self._attach(run_dir, core, verb="Re-attached to")
         return True
 
-    def _attach(self, run_dir: RunDirectory, supervisor: QtTrainingSupervisor, *, verb: str = "Starting") -> None:
-        self.run_dir, self.supervisor = run_dir, supervisor
-        self.last_status, self.last_failure, self._last_checkpoint_step = None, None, None
-        self._evaluating = None
-        self.metrics_plots.reset()  # the supervisor replays the whole events file, earlier processes too
+    def _attach(self, run_dir: RunDirectory, core, *, verb: str = "Starting") -> None:
+        self.supervisor = supervisor = QtTrainingSupervisor(core, parent=self)
         self.gpu_panel.clear()
         self.log_panel.set_path(run_dir.log_path)
         self.log_panel.start()
@@ -282,7 +242,6 @@ class QtTrainingTab(QWidget):
         self.progress.setRange(0, 0)  # busy until the run reports its step count
         self.progress.setFormat("starting…")
         self.detail_label.setText("")
-        self._set_status("running", f"{verb} run {run_dir.name}…")
         window = self.window()
         if isinstance(window, QMainWindow):
             window.statusBar().clearMessage()  # an earlier run's ending notice would hide the news of this one
@@ -290,20 +249,17 @@ class QtTrainingTab(QWidget):
             self.gpu_panel.set_pid(supervisor.pid)
         self.gpu_panel.start()
         self._clock.start()
-        self.run_started.emit(run_dir)
+        self.session.began(run_dir, verb)  # the plots empty: the supervisor replays the whole events file
 
     def follow_rename(self, old: Path, new: Path) -> None:
         """The run shown here was renamed (never one training: the Runs view refuses that)."""
-        if self.run_dir is not None and not self.is_running and self.run_dir.path == Path(old):
-            self.run_dir = RunDirectory(Path(new))
+        if not self.is_running:
+            self.session.follow_rename(old, new)
 
     def forget_runs(self, folders: list[Path]) -> None:
         """Runs deleted in the Runs view: the one shown here (if not training) is shown no more."""
-        if self.run_dir is None or self.is_running or self.run_dir.path not in set(map(Path, folders)):
+        if self.is_running or not self.session.forget(folders):
             return
-        name = self.run_dir.name
-        self.run_dir = None
-        self.metrics_plots.reset()
         self.gpu_panel.clear()
         for button in (self.save_adapter_button, self.merge_button, self.resume_button):
             button.setEnabled(False)
@@ -313,7 +269,6 @@ class QtTrainingTab(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("")
         self.detail_label.setText("")
-        self._set_status("deleted", f"Run {name} was deleted. Start training for a new run.")
 
     def stop(self) -> None:
         """First press: save and stop; second press: kill."""
@@ -322,91 +277,41 @@ class QtTrainingTab(QWidget):
         if not self.supervisor.stopping:
             self.supervisor.request_stop()
             self.stop_button.setText("Kill now")
-            self._set_status("running", "Stopping: saving a checkpoint and the adapter…")
+            self.session.stop_requested()
         else:
             self.supervisor.kill()
 
     # --- events from the run -----------------------------------------------------------------------------------
-    def handle_event(self, event: dict) -> None:
-        self.metrics_plots.feed(event)
-        kind = event["event"]
-        if event.get("pid") is not None:
-            self.last_failure = None  # a new process: an earlier one's failure is history
-            if self.supervisor is not None and event["pid"] == self.supervisor.pid:
-                # Its first event (before the libraries, the data and the model load, a minute or more): the
-                # memory panel follows the process from then on, not from its first step.
-                self.gpu_panel.set_pid(event["pid"])
-        if kind == "evaluating":
-            self._evaluating = event
-            self._refresh_progress()
+    def handle_event(self, event) -> None:
+        event = self.session.feed(event)
+        supervisor_pid = self.supervisor.pid if self.supervisor is not None else None
+        if event.pid is not None and event.pid == supervisor_pid:
+            # Its first event (before the libraries, the data and the model load, a minute or more): the memory
+            # panel follows the process from then on, not from its first step.
+            self.gpu_panel.set_pid(event.pid)
+        if event.name == "step":
+            if not self._progress_timer.isActive():
+                self._progress_timer.start()
             return
-        if self._evaluating is not None and kind != "log":
-            self._evaluating = None  # the evaluation ended (its result, the next step, a save or the end)
-            self._refresh_progress()
-        if kind == "log":
-            if not (self.supervisor is not None and self.supervisor.stopping):
-                message = event.get("message", "")
-                if event.get("phase") in PREPARATION_PHASES:
-                    number = PREPARATION_PHASES.index(event["phase"]) + 1
-                    message = f"Preparing the run ({number} of {len(PREPARATION_PHASES)}): {message}"
-                self._set_status("running", message)
-        elif kind == "started":
-            metrics = self.metrics_plots.metrics
-            start = event.get("start_step") or 0
-            if self._last_checkpoint_step is not None and self._last_checkpoint_step > start:
-                # Resumed from an older checkpoint: the later saves were of the steps retrained now.
-                self._last_checkpoint_step = start
-            if self.supervisor is not None and self.supervisor.pid:
-                self.gpu_panel.set_pid(self.supervisor.pid)
+        if event.name == "log":
+            return  # the status line says it; the clock moves the progress text on
+        if event.name == "started":
+            if supervisor_pid:
+                self.gpu_panel.set_pid(supervisor_pid)
+            metrics = self.session.series.metrics
             if metrics.total_steps:
                 self.progress.setRange(0, metrics.total_steps)
                 self.progress.setValue(min(metrics.start_step, metrics.total_steps))
-            resumed = f" from step {metrics.start_step}" if metrics.start_step else ""
-            self._set_status("running", f"Training {self.run_dir.name if self.run_dir else ''}{resumed}")
-            self._refresh_progress()
-        elif kind == "step":
-            if not self._progress_timer.isActive():
-                self._progress_timer.start()
-        elif kind == "checkpoint":
-            self._last_checkpoint_step = event.get("step")
-            self._refresh_progress()
-        elif kind == "eval_scores":
-            self._refresh_progress()
-        elif kind == "failed":
-            self.last_failure = event
+        self._refresh_progress()
 
     def _refresh_progress(self) -> None:
         self._progress_timer.stop()
-        metrics = self.metrics_plots.metrics
-        details = []
-        if metrics.final_loss is not None:
-            details.append(f"loss {metrics.final_loss:.4f}")
-        if metrics.eval_loss:
-            details.append(f"eval {metrics.eval_loss[-1]:.4f}")
-        if scores := self.metrics_plots.scores.points:
-            details.append(f"held-out {scores[-1].label}")
-        if self._last_checkpoint_step is not None:
-            details.append(f"saved at {self._last_checkpoint_step}")
-        self.detail_label.setText(" · ".join(details))
-        if not metrics.total_steps:
-            if self.is_running:
-                self.progress.setFormat(f"starting… {format_duration(metrics.elapsed(time.time()))}")
-            return
-        step = metrics.current_step
-        self.progress.setValue(min(step, metrics.total_steps))
-        parts = [f"step {step}/{metrics.total_steps}"]
-        if metrics.current_epoch is not None:
-            parts.append(f"epoch {metrics.current_epoch:.2f}")
-        live = self.is_running and metrics.ending is None
-        parts.append(format_duration(metrics.elapsed(time.time() if live else None)))
-        eta = metrics.eta()
-        if eta is not None and live:
-            parts.append(f"ETA {format_duration(eta)}")
-        if self._evaluating is not None and live:
-            done, total = self._evaluating.get("done"), self._evaluating.get("total")
-            parts.append(f"evaluating {done}/{total} batches" if total
-                         else f"evaluating, {done} batch" + ("" if done == 1 else "es"))
-        self.progress.setFormat(" · ".join(parts))
+        self.detail_label.setText(self.session.details_text())
+        metrics = self.session.series.metrics
+        if metrics.total_steps:
+            self.progress.setValue(min(metrics.current_step, metrics.total_steps))
+        if (text := self.session.progress_text(time.time(), running=self.is_running)) is not None:
+            self.progress.setFormat(text)
 
     def _on_ended(self, status: str, message: str) -> None:
         self._clock.stop()
@@ -416,116 +321,57 @@ class QtTrainingTab(QWidget):
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stop")
-        metrics = self.metrics_plots.metrics
+        session, metrics = self.session, self.session.series.metrics
         self.progress.setRange(0, max(1, metrics.total_steps or 1))
         self.progress.setValue(min(metrics.current_step, self.progress.maximum()))
-        has_adapter = self.run_dir is not None and (self.run_dir.adapter_dir / "adapter_config.json").is_file()
-        self.save_adapter_button.setEnabled(has_adapter and status != "failed")
-        self.merge_button.setEnabled(has_adapter and status != "failed")
-        can_resume = status in ("stopped", "failed") and self.run_dir is not None and bool(self.run_dir.checkpoints())
-        self.resume_button.setEnabled(can_resume)
-        name = self.run_dir.name if self.run_dir else "run"
-        duration = format_duration(metrics.elapsed())
+        self.save_adapter_button.setEnabled(session.has_adapter and status != "failed")
+        self.merge_button.setEnabled(session.has_adapter and status != "failed")
+        self.resume_button.setEnabled(status in ("stopped", "failed") and bool(session.checkpoints))
         if status == "failed":
-            self.progress.setFormat(f"failed at step {metrics.current_step} · {duration}")
-            self._set_status("failed", self._failure_text(name, message), rich_tail=self._failure_hint())
-            self._offer_retry()
-        elif status == "stopped":
-            self.progress.setFormat(f"stopped at step {metrics.current_step} · {duration}")
-            self._set_status("stopped", f"Run {name} stopped at step {metrics.current_step}; checkpoint and adapter "
-                                        "saved. " + (f"{message} " if message else "")
-                                        + "Resume continues it; the Chat tab talks to it.")
-        else:
+            retry, resume = session.retry_offer()
+            for button, text in ((self.retry_button, retry), (self.resume_changed_button, resume)):
+                if text:
+                    button.setText(text)
+                button.setVisible(bool(text))
+        session.ended(status, message)  # the status, then the ending announced (_announce_end)
+
+    def _announce_end(self, run_dir: RunDirectory | None, status: str, message: str) -> None:
+        if status == "completed":
             self.progress.setValue(self.progress.maximum())
-            self.progress.setFormat(f"completed · {metrics.current_step} steps · {duration}")
-            self._set_status("completed", f"Run {name} completed in {duration}; its adapter loads. "
-                                          + (f"{message} " if message else "") + "Open the Chat tab to talk to it.")
-        self.last_status = status
-        if metrics.elapsed() >= self.NOTIFY_AFTER_S:
-            self._notify(f"Training {status}", f"Run {name}: {status} after {duration}"
-                         + (f" — {message}" if status == "failed" and message else ""))
-        self.run_ended.emit(self.run_dir, status, message)
-
-    def _failure_text(self, name: str, message: str) -> str:
-        failure = self.last_failure or {}
-        kind = failure.get("kind")
-        if kind == "oom":
-            return (f"Run {name} ran out of memory ({failure.get('message', message)}). "
-                    f"Settings: {_describe_settings(failure.get('settings') or {})}.")
-        if kind in ("data", "config"):
-            return f"Run {name} failed ({kind}): {failure.get('message') or message}"
-        return f"Run {name} failed: {failure.get('message') or message}"
-
-    def _failure_hint(self) -> str:
-        failure = self.last_failure or {}
-        hint = failure.get("hint") or ""
-        if self.run_dir is not None and self.run_dir.checkpoints() and failure.get("kind") not in ("data", "config"):
-            hint += f" Resume continues from {self.run_dir.latest_checkpoint().name}."
-        return hint.strip()
+        self.progress.setFormat(self.session.closing_text)
+        if self.session.series.metrics.elapsed() >= self.NOTIFY_AFTER_S:
+            self._notify(*self.session.notice(status, message))
+        self.run_ended.emit(run_dir, status, message)
 
     # --- an out-of-memory failure: one-click retry -------------------------------------------------------------
-    def _offer_retry(self) -> None:
-        failure = self.last_failure or {}
-        suggestion = failure.get("suggestion")
-        if failure.get("kind") == "oom" and suggestion:
-            self.retry_button.setText(f"Retry: {suggestion}")
-            self.retry_button.setVisible(True)
-            checkpoint = self.run_dir.latest_checkpoint() if self.run_dir is not None else None
-            if failure.get("suggestion_resumable") and checkpoint is not None:
-                self.resume_changed_button.setText(f"Resume from {checkpoint.name} and {suggestion}")
-                self.resume_changed_button.setVisible(True)
-
     def retry_config(self) -> RunConfig | None:
         """The failed run's config with the memory suggestion applied (None unless the run ran out of memory)."""
-        from studio.core.train.failures import oom_retry_config
-
-        if self.run_dir is None or (self.last_failure or {}).get("kind") != "oom":
-            return None
-        try:
-            config = load_config(self.run_dir.config_path)
-        except ConfigError as error:
-            self._set_status("failed", f"Cannot retry: {error}")
-            return None
-        retry = oom_retry_config(config)
-        if retry is None:
-            return None
-        adjusted, _ = retry
-        adjusted.name = retry_name(self.run_dir.name)
-        return adjusted
+        return self.session.retry_config()
 
     def retry_with_suggestion(self) -> RunDirectory | None:
         """Start a new run with the suggested change; the window's config takes the change too."""
-        adjusted = self.retry_config()
-        if adjusted is None or self.is_running:
+        adjusted = None if self.is_running else self.retry_config()
+        if adjusted is None:
             return None
-        self.config_adjusted.emit(copy_config(adjusted))
+        self.config_adjusted.emit(adjusted)
         return self.start(adjusted)
 
     def resume_with_suggestion(self) -> bool:
         """Continue the run that ran out of memory from its latest checkpoint with the memory saving applied
         (written into its run.toml: the run goes on with it); the window's config takes the change too."""
-        from studio.core.train.failures import oom_retry_config
-
-        if self.run_dir is None or self.is_running or not (self.last_failure or {}).get("suggestion_resumable"):
+        adjusted = None if self.is_running else self.session.resume_config()
+        if adjusted is None:
             return False
-        try:
-            retry = oom_retry_config(load_config(self.run_dir.config_path))
-        except ConfigError as error:
-            self._set_status("failed", f"Cannot resume: {error}")
-            return False
-        if retry is None or not retry[1].resumable:
-            return False
-        adjusted, _ = retry
-        save_config(adjusted, self.run_dir.config_path)
-        self.config_adjusted.emit(copy_config(adjusted))
+        self.config_adjusted.emit(adjusted)
         return self.resume()
 
     # --- showing the run ------------------------------------------------------------------------------------------
-    def _set_status(self, status: str, text: str, *, rich_tail: str = "") -> None:
-        colour = STATUS_COLOURS.get(status, "#333")
-        tail = f"<br><b>What to do:</b> {_escape(rich_tail)}" if rich_tail else ""
-        self.status_label.setText(f"<span style='color:{colour}; font-weight:600'>{status.upper()}</span>"
-                                  f" &nbsp;{_escape(text)}{tail}")
+    def _show_status(self) -> None:
+        status = self.session.status
+        colour = STATUS_COLOURS.get(status.word, "#333")
+        tail = f"<br><b>What to do:</b> {_escape(status.hint)}" if status.hint else ""
+        word = f"<span style='color:{colour}; font-weight:600'>{status.word.upper()}</span> &nbsp;"
+        self.status_label.setText((word if status.word != "ready" else "") + _escape(status.text) + tail)
 
     def _fill_resume_menu(self) -> None:
         self.resume_menu.clear()
@@ -563,45 +409,26 @@ class QtTrainingTab(QWidget):
             self.save_adapter_to(Path(folder) / f"{self.run_dir.name}-adapter")
 
     def save_adapter_to(self, target: Path) -> Path | None:
-        """Copy the run's adapter folder (PEFT standard, with tokenizer, chat template and model card) — the
-        Export dialog's adapter export, which never replaces a folder of the user's own files."""
-        from studio.core.export.adapter import export_adapter
-        from studio.core.export.staging import ExportError
-
-        try:
-            written = export_adapter(self.run_dir.path, target)
-        except (ExportError, OSError) as error:
-            self._set_status("not saved", str(error))
-            return None
-        self._set_status("saved", f"Run {self.run_dir.name}: adapter saved to {written}")
-        return written
+        """The Export dialog's adapter export of the run shown (the status says where it went)."""
+        return self.session.save_adapter(target)
 
     def _merge(self) -> None:
         if self.run_dir is None:
             return
         folder = QFileDialog.getExistingDirectory(self, "Write the merged model into folder")
         if folder:
-            from studio.core.export.staging import next_free_name
-
-            target = Path(folder) / f"{self.run_dir.name}-merged"
-            # A new folder beside an earlier merge (NAME-merged-2): the button never replaces one.
-            self.merge_to(next_free_name(target, is_dir=True) if target.exists() else target)
+            self.merge_to(self.session.merge_target(Path(folder)))
 
     def merge_to(self, target: Path) -> BackgroundTask:
         """Merge in a background thread; the status line says when it is done."""
-        from studio.core.models.source import ModelLoadError
-        from studio.core.export.staging import ExportError
-        from studio.core.export.merge import merge_adapter
-
         self.merge_button.setEnabled(False)
-        adapter, name = self.run_dir.adapter_dir, self.run_dir.name
+        name, said = self.run_dir.name, self.session.merge_said
+        merge, expected = self.session.merge_work(target)
         return self.tasks.start(
-            lambda state: merge_adapter(adapter, target, progress=state.progress),
-            on_progress=lambda message: self._set_status("merging", message),
-            on_result=lambda out: self._set_status("merged", f"Run {name}: merged model written to {out}"),
-            on_error=lambda error: self._set_status("merge failed", f"Run {name}: {describe_error(error)}"),
-            on_done=lambda: self.merge_button.setEnabled(True),
-            expected_errors=(ModelLoadError, ExportError, OSError), name="merge")
+            lambda state: merge(state), on_progress=lambda fraction, message: said("merging", message),
+            on_result=lambda out: said("merged", f"Run {name}: merged model written to {out}"),
+            on_error=lambda error: said("merge failed", f"Run {name}: {describe_error(error)}"),
+            on_done=lambda: self.merge_button.setEnabled(True), expected_errors=expected, name="merge")
 
     # --- closing ---------------------------------------------------------------------------------------------
     def confirm_close(self) -> bool:

@@ -6,8 +6,13 @@ screenshots and docs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyqtgraph as pg
+
+if TYPE_CHECKING:
+    from superqt.utils._throttler import ThrottledCallable
 
 BACKGROUND = "w"
 FOREGROUND = "#303030"
@@ -146,19 +151,22 @@ def stabilise_auto_range(plot_item: pg.PlotItem, left_axis_width: int = 52) -> N
 REDRAW_INTERVAL_MS = 100
 
 
-def host_plot(owner, plot_widget: pg.PlotWidget, redraw) -> "QTimer":
-    """Fill `owner` with `plot_widget` (no margins); returns its coalescing single-shot redraw timer."""
-    from PySide6.QtCore import QTimer
+def host_plot(owner, plot_widget: pg.PlotWidget, redraw) -> "ThrottledCallable":
+    """Fill `owner` with `plot_widget` (no margins); returns `redraw` throttled (redraw_soon)."""
     from PySide6.QtWidgets import QVBoxLayout
 
     layout = QVBoxLayout(owner)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(plot_widget)
-    timer = QTimer(owner)
-    timer.setSingleShot(True)
-    timer.setInterval(REDRAW_INTERVAL_MS)
-    timer.timeout.connect(redraw)
-    return timer
+    return redraw_soon(redraw)
+
+
+def redraw_soon(redraw) -> "ThrottledCallable":
+    """`redraw`, throttled: calls within REDRAW_INTERVAL_MS of each other make one redraw at the end of it (a plot
+    fed at every logged step repaints at most ten times a second); `.cancel()` drops a pending one."""
+    from superqt.utils import qthrottled
+
+    return qthrottled(redraw, timeout=REDRAW_INTERVAL_MS, leading=False)
 
 
 def clock_axis() -> pg.DateAxisItem:

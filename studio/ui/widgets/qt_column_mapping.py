@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from superqt.utils import signals_blocked
 from PySide6.QtWidgets import (
     QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
@@ -77,9 +78,8 @@ class QtColumnMapping(QWidget):
                                         "Choose the shape and the columns, then apply.")
         shown_format = fmt if fmt != "auto" else (self.detected_format or self._suggested_format(data))
         index = self.format_combo.findData(shown_format if (fmt != "auto" or not self.detected_format) else "auto")
-        self.format_combo.blockSignals(True)
-        self.format_combo.setCurrentIndex(max(index, 0))
-        self.format_combo.blockSignals(False)
+        with signals_blocked(self.format_combo):
+            self.format_combo.setCurrentIndex(max(index, 0))
         self._rebuild_fields(mapping=mapping or self._suggested)
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QGuiApplication
+from superqt.utils import signals_blocked
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFrame, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
@@ -132,9 +133,8 @@ class QtDataErrorsPanel(QWidget):
         layout.addLayout(controls)
 
     def set_skip_bad_rows(self, skip: bool) -> None:
-        self.skip_check.blockSignals(True)
-        self.skip_check.setChecked(skip)
-        self.skip_check.blockSignals(False)
+        with signals_blocked(self.skip_check):
+            self.skip_check.setChecked(skip)
         self._refresh_summary()
 
     def set_encoding(self, codec: str) -> None:

@@ -1,4 +1,8 @@
-"""GPU (or host RAM) telemetry panel: memory over time plus live stats."""
+"""GPU (or host RAM) telemetry panel: memory over time plus live stats.
+
+A view of the Training session's memory readings (`studio.core.sessions.training.MemoryReadings`: the history,
+the peaks, the warning); the panel's own part is sampling the telemetry source off the GUI thread and drawing.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from studio.core.sessions.training import MemoryReadings
 from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource
 from studio.core.system.units import format_bytes
 from studio.ui.background import TaskRunner, TaskState
 from studio.ui.widgets import _plot_style as style
-from studio.ui.widgets._growing_buffer import GrowingBuffer
 
 __all__ = ["QtGpuPanel"]
 
@@ -23,8 +27,6 @@ _log = logging.getLogger(__name__)
 
 _GIB = float(1024**3)
 _JOIN_TIMEOUT_MS = 5000
-# Column layout of the history buffer; host readings fill only the first two.
-_TIME, _CARD, _PROCESS = 0, 1, 2
 
 
 class _Watched:
@@ -64,15 +66,13 @@ class QtGpuPanel(QWidget):
     readings directly.
     """
 
-    #: Fraction of the card (or host RAM) above which memory shows as a warning.
-    WARNING_FRACTION = 0.95
-
     def __init__(
         self,
         source: TelemetrySource,
         parent: QWidget | None = None,
         *,
         interval_s: float = 0.5,
+        readings: MemoryReadings | None = None,
     ) -> None:
         super().__init__(parent)
         self._source = source
@@ -80,12 +80,8 @@ class QtGpuPanel(QWidget):
         self._pid: int | None = None
         self._watched = _Watched(None)
         self._sampler = TaskRunner(self)
-        self._history = GrowingBuffer(3, capacity=512)
-        self._total_bytes: int | None = None
-        self._peak_bytes: int | None = None
-        self._process_peak_bytes: int | None = None
+        self.readings = readings if readings is not None else MemoryReadings()
         self._memory_warning = False
-        self._latest: GpuReading | HostReading | None = None
 
         self._header = QLabel(self._header_text(source))
         self._header.setObjectName("gpuPanelHeader")
@@ -104,10 +100,7 @@ class QtGpuPanel(QWidget):
         layout.addWidget(self._legend)
         layout.addLayout(stats)
 
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_soon = style.redraw_soon(self._redraw)
 
         app = QApplication.instance()
         if app is not None:
@@ -267,31 +260,16 @@ class QtGpuPanel(QWidget):
         self._set_warning(False)
 
     def add_reading(self, reading: GpuReading | HostReading | None) -> None:
-        """Record one reading: update the labels now and the plot shortly."""
+        """Record one reading in the session's readings: update the labels now and the plot shortly."""
         if reading is None:
             return
-        self._latest = reading
-        if isinstance(reading, GpuReading):
-            used, total = reading.card_used_bytes, reading.card_total_bytes
-            process = reading.process_used_bytes
-            self._history.append(
-                reading.time, used / _GIB, np.nan if process is None else process / _GIB
-            )
-            self._track_peaks(used, process)
-        else:
-            used, total = reading.process_rss_bytes, reading.host_total_bytes
-            self._history.append(reading.time, np.nan, used / _GIB)
-            self._track_peaks(used, None)
-        self._total_bytes = total or None
-        self._update_labels(reading, used, total)
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        self.readings.add(reading)
+        self._update_labels(reading)
+        self._redraw_soon()
 
     def clear(self) -> None:
         """Forget the history and peaks."""
-        self._history.clear()
-        self._latest = None
-        self.reset_peak()
+        self.readings.clear()
         for label in self._value_labels.values():
             label.setText("—")
         self._set_warning(False)
@@ -299,34 +277,28 @@ class QtGpuPanel(QWidget):
 
     def reset_peak(self) -> None:
         """Restart peak tracking (a new run began)."""
-        self._peak_bytes = None
-        self._process_peak_bytes = None
+        self.readings.reset_peak()
         if "peak" in self._value_labels:
             self._value_labels["peak"].setText("—")
 
     @property
     def reading_count(self) -> int:
         """Readings recorded since construction or :meth:`clear`."""
-        return len(self._history)
-
-    @property
-    def latest_reading(self) -> GpuReading | HostReading | None:
-        """The most recent reading, if any."""
-        return self._latest
+        return len(self.readings.times)
 
     @property
     def peak_bytes(self) -> int | None:
         """Highest card usage (GPU) or process RSS (host) since the last reset."""
-        return self._peak_bytes
+        return self.readings.peak_bytes
 
     @property
     def process_peak_bytes(self) -> int | None:
         """Highest per-process card usage since the last reset (GPU only)."""
-        return self._process_peak_bytes
+        return self.readings.process_peak_bytes
 
     @property
     def memory_warning(self) -> bool:
-        """Whether the latest reading is above :attr:`WARNING_FRACTION` of total."""
+        """Whether the latest reading is above MemoryReadings.WARNING_FRACTION of total."""
         return self._memory_warning
 
     def value_text(self, key: str) -> str:
@@ -342,29 +314,19 @@ class QtGpuPanel(QWidget):
 
     # ------------------------------------------------------------ internals
 
-    def _track_peaks(self, used: int, process: int | None) -> None:
-        self._peak_bytes = used if self._peak_bytes is None else max(self._peak_bytes, used)
-        if process is not None:
-            self._process_peak_bytes = (
-                process
-                if self._process_peak_bytes is None
-                else max(self._process_peak_bytes, process)
-            )
-
-    def _update_labels(self, reading: GpuReading | HostReading, used: int, total: int) -> None:
-        labels = self._value_labels
-        fraction = used / total if total else 0.0
-        labels["memory"].setText(_fmt_used_of_total(used, total))
+    def _update_labels(self, reading: GpuReading | HostReading) -> None:
+        labels, readings = self._value_labels, self.readings
+        labels["memory"].setText(_fmt_used_of_total(readings.used_bytes, readings.total_bytes or 0))
         if isinstance(reading, GpuReading):
             process = format_bytes(reading.process_used_bytes, style='memory')
-            if self._process_peak_bytes is not None:
-                process += f" (peak {format_bytes(self._process_peak_bytes, style='memory')})"
+            if readings.process_peak_bytes is not None:
+                process += f" (peak {format_bytes(readings.process_peak_bytes, style='memory')})"
             labels["process"].setText(process)
             labels["utilization"].setText(_fmt(reading.utilization_pct, "{:.0f}%"))
             labels["temperature"].setText(_fmt(reading.temperature_c, "{:.0f} °C"))
             labels["power"].setText(_fmt(reading.power_w, "{:.0f} W"))
-        labels["peak"].setText(format_bytes(self._peak_bytes, style='memory'))
-        self._set_warning(bool(total) and fraction > self.WARNING_FRACTION)
+        labels["peak"].setText(format_bytes(readings.peak_bytes, style='memory'))
+        self._set_warning(readings.nearly_full)
 
     def _set_warning(self, warning: bool) -> None:
         if warning == self._memory_warning:
@@ -390,8 +352,9 @@ class QtGpuPanel(QWidget):
         self._placeholder.setVisible(True)
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
-        if not len(self._history):
+        self._redraw_soon.cancel()
+        readings = self.readings
+        if not readings.times:
             self._process_curve.setData([], [])
             for curve in (self._card_curve, self._total_curve):
                 if curve is not None:
@@ -401,17 +364,17 @@ class QtGpuPanel(QWidget):
         if self._placeholder.isVisible():
             self._placeholder.setVisible(False)
             self._plot_widget.getPlotItem().enableAutoRange(x=True)
-        times = self._history.column(_TIME)
-        process = self._history.column(_PROCESS)
+        times = np.asarray(readings.times)
+        process = np.asarray(readings.process_used) / _GIB
         self._process_curve.setData(times, process, connect="finite")
         top = float(np.nanmax(process)) if len(process) and np.isfinite(process).any() else 0.0
         if self._card_curve is not None:
-            card = self._history.column(_CARD)
+            card = np.asarray(readings.card_used) / _GIB
             self._card_curve.setData(times, card, connect="finite")
             if len(card) and np.isfinite(card).any():
                 top = max(top, float(np.nanmax(card)))
-        if self._total_curve is not None and self._total_bytes and len(times):
-            total = self._total_bytes / _GIB
+        if self._total_curve is not None and readings.total_bytes and len(times):
+            total = readings.total_bytes / _GIB
             self._total_curve.setData([times[0], times[-1]], [total, total])
             top = max(top, total)
         plot = self._plot_widget.getPlotItem()

@@ -123,10 +123,6 @@ class QtLogPanel(QWidget):
         self._timer.stop()
         self.poll(until_end=True)
 
-    @property
-    def is_following(self) -> bool:
-        return self._timer.isActive()
-
     def poll(self, *, until_end: bool = False) -> int:
         """Read the next chunk (all that is left with `until_end`); returns the number of new lines."""
         if self._path is None:

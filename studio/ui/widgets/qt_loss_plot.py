@@ -61,7 +61,7 @@ class QtLossPlot(QWidget):
         style.enable_fast_downsampling(self._raw_curve, "peak")
         style.enable_fast_downsampling(self._smooth_curve, "mean")
 
-        self._redraw_timer = style.host_plot(self, self._plot_widget, self._redraw)
+        self._redraw_soon = style.host_plot(self, self._plot_widget, self._redraw)
 
     # ------------------------------------------------------------------ API
 
@@ -169,11 +169,10 @@ class QtLossPlot(QWidget):
         return out
 
     def _schedule_redraw(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        self._redraw_soon()
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         steps = self._train.column(_STEP)
         self._raw_curve.setData(steps, self._train.column(_LOSS), connect="finite")
         self._smooth_curve.setData(steps, self._train.column(_SMOOTH), connect="finite")

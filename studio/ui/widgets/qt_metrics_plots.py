@@ -1,33 +1,34 @@
 """The Training tab's live curves: loss (raw, smoothed, eval), held-out score, learning rate, grad norm, tokens/s.
 
-Events go in through :meth:`QtMetricsPlots.feed`; :class:`studio.core.runs.history.RunMetrics` (the
-same code the Runs view reads finished runs with) turns them into series, and the plots are fed
-from it: one point per logged step, appended to growing numpy buffers and redrawn by a frame timer
-that repaints one plot per tick. When a resumed run drops steps it trains again, or the x axis switches between
-steps and training time, the plots are reloaded from the series in one go. Scores while training
-(`eval_scores` events) are read by core.train.scores.ScoreSeries the same way. A method beyond SFT adds its
-own curves (reward margins and accuracies, log-probabilities; GRPO's rewards, spread, reply length, KL) from
-each step's `metrics`, in a row of their own (qt_method_plots) shown once a step carries them.
+A view of the Training session's series (`studio.core.sessions.training.TrainingSeries`, which folds the run's
+events): told of each change, the plots take the new point from the series, appended to growing numpy buffers
+and redrawn by a frame timer that repaints one plot per tick. When a resumed run drops steps it trains again, or
+the x axis switches between steps and training time, the plots are reloaded from the series in one go. A method
+beyond SFT adds its own curves (qt_method_plots), in a row of their own shown once a step carries them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
 from superqt import QLabeledDoubleSlider
+from superqt.utils import qthrottled, signals_blocked
 
-from studio.core.runs.history import RunMetrics
+from studio.core.sessions.training import TrainingSeries
 from studio.core.system.units import format_duration
-from studio.core.train.scores import ScorePoint, ScoreSeries
 from studio.ui.widgets import _plot_style as style
 from studio.ui.widgets._growing_buffer import GrowingBuffer
 from studio.ui.widgets.qt_loss_plot import QtLossPlot
 from studio.ui.widgets.qt_method_plots import QtMethodPlots
+
+if TYPE_CHECKING:
+    from studio.core.train.scores import ScorePoint
 
 __all__ = ["QtMetricsPlots", "QtScoresPlot", "QtSeriesPlot", "TrainingXAxis"]
 
@@ -147,7 +148,7 @@ class QtSeriesPlot(QWidget):
         # (peak-downsampled) series costs ten times as much per repaint.
         self._curve = self._plot_widget.getPlotItem().plot(pen=pg.mkPen(colour, width=1))
         style.enable_fast_downsampling(self._curve, "peak")
-        self._redraw_timer = style.host_plot(self, self._plot_widget, self._redraw)
+        self._redraw_soon = style.host_plot(self, self._plot_widget, self._redraw)
 
     @property
     def plot_widget(self) -> pg.PlotWidget:
@@ -174,8 +175,8 @@ class QtSeriesPlot(QWidget):
         self._data.append(x, y)
         if self._scheduler is not None:
             self._scheduler.request(self._redraw)
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        else:
+            self._redraw_soon()
 
     def set_points(self, xs: Sequence[float], ys: Sequence[float]) -> None:
         xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
@@ -188,7 +189,7 @@ class QtSeriesPlot(QWidget):
         self.set_points([], [])
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if self._scheduler is not None:
             self._scheduler.cancel(self._redraw)
         self._curve.setData(self._data.column(0), self._data.column(1))
@@ -224,10 +225,7 @@ class QtScoresPlot(QWidget):
         layout.setSpacing(0)
         layout.addWidget(self._plot_widget)
         layout.addWidget(self.caption)
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(style.REDRAW_INTERVAL_MS)
-        self._redraw_timer.timeout.connect(self._redraw)
+        self._redraw_soon = style.redraw_soon(self._redraw)
 
     @property
     def plot_widget(self) -> pg.PlotWidget:
@@ -253,8 +251,8 @@ class QtScoresPlot(QWidget):
         self._xs.append(float(x))
         if self._scheduler is not None:
             self._scheduler.request(self._redraw)
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+        else:
+            self._redraw_soon()
 
     def set_points(self, xs: Sequence[float], points: Sequence[ScorePoint]) -> None:
         self._xs, self._points = [float(x) for x in xs], list(points)
@@ -262,7 +260,7 @@ class QtScoresPlot(QWidget):
         self._plot_widget.getPlotItem().enableAutoRange(axis="x")
 
     def _redraw(self) -> None:
-        self._redraw_timer.stop()
+        self._redraw_soon.cancel()
         if self._scheduler is not None:
             self._scheduler.cancel(self._redraw)
         xs, ys = self.points()
@@ -286,14 +284,15 @@ class QtScoresPlot(QWidget):
 class QtMetricsPlots(QWidget):
     """Every live training curve, with a smoothing slider and a steps / training-time toggle."""
 
-    def __init__(self, parent: QWidget | None = None, *, smoothing: float = 0.6):
+    def __init__(self, series: TrainingSeries | None = None, parent: QWidget | None = None, *,
+                 smoothing: float = 0.6):
         super().__init__(parent)
-        self.metrics = RunMetrics()
+        self.series = series if series is not None else TrainingSeries()
         self.x_mode = X_STEPS
 
         self._scheduler = _FrameScheduler(self)
         self.loss_plot = _QtScheduledLossPlot(self._scheduler, smoothing=smoothing)
-        self.loss_plot.setMinimumHeight(200)
+        self.loss_plot.setMinimumHeight(180)
         self._loss_axis = _install_x_axis(self.loss_plot.plot_widget, X_STEPS)
         legend = self.loss_plot.plot_widget.getPlotItem().legend
         if legend is not None:
@@ -304,11 +303,9 @@ class QtMetricsPlots(QWidget):
         self.tokens_plot = QtSeriesPlot("Tokens / s", style.GREY, scheduler=self._scheduler)
         self.series_plots = {"learning_rate": self.lr_plot, "grad_norm": self.grad_norm_plot,
                              "tokens_per_second": self.tokens_plot}
-        self.scores = ScoreSeries()
         self.scores_plot = QtScoresPlot(scheduler=self._scheduler)
         self.scores_plot.setVisible(False)  # shown with a run's first scoring (training.score_examples)
-        self.method_plots = QtMethodPlots()
-        self._method_metrics: dict[int, dict] = {}  # step → its event's metrics (a resumed step's newest)
+        self.method_plots = QtMethodPlots(self.series)
 
         self.steps_button = QRadioButton("Steps")
         self.time_button = QRadioButton("Training time")
@@ -328,11 +325,9 @@ class QtMetricsPlots(QWidget):
         self.smoothing_slider.setMaximumWidth(220)
         self.smoothing_slider.setToolTip("Weight of the previous smoothed value (exponential moving average); "
                                          "0 = the raw loss")
-        self._smoothing_timer = QTimer(self)
-        self._smoothing_timer.setSingleShot(True)
-        self._smoothing_timer.setInterval(60)  # a dragged slider recomputes at most ~16 times a second
-        self._smoothing_timer.timeout.connect(self._apply_smoothing)
-        self.smoothing_slider.valueChanged.connect(lambda _: self._smoothing_timer.start())
+        # A dragged slider recomputes the smoothed curve at most ~16 times a second.
+        self._apply_smoothing_soon = qthrottled(self._apply_smoothing, timeout=60, leading=False)
+        self.smoothing_slider.valueChanged.connect(lambda _: self._apply_smoothing_soon())
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -362,64 +357,43 @@ class QtMetricsPlots(QWidget):
         layout.addLayout(top, stretch=3)
         layout.addLayout(small, stretch=2)
         layout.addWidget(self.method_plots, stretch=2)
+        self.series.subscribe(self._on_change)
 
-    # --- feeding -------------------------------------------------------------------------------------
-    def feed(self, event: dict) -> None:
-        """Take one run event; step and eval events become points, a resume may redraw everything."""
-        change = self.metrics.feed(event)
-        scored = self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
-        if scored == "point":
-            point = self.scores.points[-1]
-            self.scores_plot.add_point(point.step if self.x_mode == X_STEPS else point.seconds, point)
-        elif scored == "truncated" and change != "truncated":
-            self._reload_scores()
+    # --- drawing the series ----------------------------------------------------------------------------
+    def _on_change(self, change: str) -> None:
+        """The series changed: draw its new point, or everything again after a reset."""
+        by_time = self.x_mode == X_TIME
+        m = self.series.metrics
         if change == "step":
-            m = self.metrics
-            x = m.steps[-1] if self.x_mode == X_STEPS else m.times[-1]
+            x = m.times[-1] if by_time else m.steps[-1]
             self.loss_plot.add_train_point(x, m.series["loss"][-1])
             for name, plot in self.series_plots.items():
                 plot.add_point(x, m.series[name][-1])
-            if metrics := event.get("metrics"):
-                self._method_metrics[m.steps[-1]] = metrics
-                self.method_plots.add_step(m.steps[-1], metrics)
+            if self.series.method_steps:
+                self.method_plots.refresh()
         elif change == "eval":
-            m = self.metrics
-            self.loss_plot.add_eval_point(m.eval_steps[-1] if self.x_mode == X_STEPS else m.eval_times[-1],
-                                          m.eval_loss[-1])
-        elif change == "truncated":
+            self.loss_plot.add_eval_point(self.series.eval_xs(by_time)[-1], m.eval_loss[-1])
+        elif change == "score":
+            self.scores_plot.add_point(self.series.score_xs(by_time)[-1], self.series.score_points[-1])
+        elif change == "reset":
             self.reload()
 
-    def feed_all(self, events: list[dict]) -> None:
-        """Replace everything with a whole run's events (drawn once, not point by point)."""
-        self.metrics, self.scores = RunMetrics(), ScoreSeries()
-        self._method_metrics = {}
-        for event in events:
-            if self.metrics.feed(event) == "step" and event.get("metrics"):
-                self._method_metrics[self.metrics.steps[-1]] = event["metrics"]
-            self.scores.feed(event, self.metrics.training_seconds_at(event.get("time")))
-        self.reload()
-
-    def reset(self) -> None:
-        """Empty plots for a new run."""
-        self.metrics, self.scores = RunMetrics(), ScoreSeries()
-        self._method_metrics = {}
-        self.reload()
+    @property
+    def metrics(self):
+        """The series' RunMetrics (steps, losses, timing)."""
+        return self.series.metrics
 
     def reload(self) -> None:
-        """Redraw every curve from the series (after a truncation or an x-axis change)."""
-        m = self.metrics
-        xs = m.steps if self.x_mode == X_STEPS else m.times
+        """Redraw every curve from the series (after a truncation, a new run or an x-axis change)."""
+        by_time = self.x_mode == X_TIME
+        m, xs = self.series.metrics, self.series.xs(by_time)
         self.loss_plot.set_points(np.asarray(xs, dtype=float), np.asarray(m.series["loss"], dtype=float))
-        self.loss_plot.set_eval_points(m.eval_steps if self.x_mode == X_STEPS else m.eval_times, m.eval_loss)
+        self.loss_plot.set_eval_points(self.series.eval_xs(by_time), m.eval_loss)
         self.loss_plot.plot_widget.getPlotItem().enableAutoRange()
         for name, plot in self.series_plots.items():
             plot.set_points(xs, m.series[name])
-        self.method_plots.set_steps(m.steps, [self._method_metrics.get(step) for step in m.steps])
-        self._reload_scores()
-
-    def _reload_scores(self) -> None:
-        points = self.scores.points
-        self.scores_plot.set_points([p.step if self.x_mode == X_STEPS else p.seconds for p in points], points)
+        self.method_plots.clear()
+        self.scores_plot.set_points(self.series.score_xs(by_time), self.series.score_points)
 
     # --- controls ----------------------------------------------------------------------------------------
     def set_x_mode(self, mode: str) -> None:
@@ -429,10 +403,9 @@ class QtMetricsPlots(QWidget):
         if mode == self.x_mode:
             return
         self.x_mode = mode
-        with_signals_blocked = self.time_button.blockSignals(True)
-        self.time_button.setChecked(mode == X_TIME)
-        self.steps_button.setChecked(mode == X_STEPS)
-        self.time_button.blockSignals(with_signals_blocked)
+        with signals_blocked(self.time_button):
+            self.time_button.setChecked(mode == X_TIME)
+            self.steps_button.setChecked(mode == X_STEPS)
         for axis in [self._loss_axis, self.scores_plot.x_axis] + [plot.x_axis for plot in self.series_plots.values()]:
             axis.set_mode(mode)
         self.reload()
@@ -442,7 +415,7 @@ class QtMetricsPlots(QWidget):
         self._apply_smoothing()
 
     def _apply_smoothing(self) -> None:
-        self._smoothing_timer.stop()
+        self._apply_smoothing_soon.cancel()
         value = round(float(self.smoothing_slider.value()), 2)
         if value != self.loss_plot.smoothing:
             self.loss_plot.smoothing = value

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt, Signal
 from PySide6.QtGui import QAction
+from superqt.utils import signals_blocked
 from PySide6.QtWidgets import (
     QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSizePolicy,
     QVBoxLayout, QWidget,
@@ -114,9 +115,8 @@ class QtModelPicker(QWidget):
         if name_or_path != self.model():
             self._clear_download_error()
         self.model_edit.setText(name_or_path)
-        self.trust_remote_code.blockSignals(True)
-        self.trust_remote_code.setChecked(trust_remote_code)
-        self.trust_remote_code.blockSignals(False)
+        with signals_blocked(self.trust_remote_code):
+            self.trust_remote_code.setChecked(trust_remote_code)
         self._trusted_for = name_or_path if trust_remote_code else None
         self.trust_warning.setVisible(trust_remote_code)
         self._update_download_button()
@@ -198,7 +198,7 @@ class QtModelPicker(QWidget):
         # (DownloadCancelled says what was kept), which a cancelled task's error would not.
         cancel = self._cancel
         self.download_worker = self._tasks.start(
-            lambda state: download_model(repo_id, progress=state.progress, should_cancel=cancel.is_set),
+            lambda state: download_model(repo_id, task=state.stopping_on(cancel)),
             on_progress=self._on_download_progress, on_result=self._on_download_done,
             on_error=self._on_download_error, on_done=self._on_download_ended,
             expected_errors=(ModelSourceError,), name=f"download {repo_id}")

@@ -1,4 +1,4 @@
-"""GRPO's reward functions: a checkbox per evaluation metric, each with its weight (training.rewards)."""
+"""GRPO's reward functions: a checkbox per evaluation metric, each with its weight ([grpo] rewards)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ WEIGHT_RANGE = (0.01, 100.0)
 
 
 class QtRewardPicker(QWidget):
-    """Shows and edits training.rewards as metric=weight entries; signals `changed()` on every user edit."""
+    """Shows and edits [grpo] rewards as metric=weight entries; signals `changed()` on every user edit."""
 
     changed = Signal()
 
@@ -46,12 +46,12 @@ class QtRewardPicker(QWidget):
         self._shown: list[str] = []
 
     def rewards(self) -> list[str]:
-        """The checked metrics as training.rewards entries."""
+        """The checked metrics as [grpo] rewards entries."""
         return reward_entries({name: self.weights[name].value() for name, check in self.checks.items()
                                if check.isChecked()}, shown=self._shown)
 
     def set_rewards(self, entries: list[str]) -> None:
-        """Show training.rewards (does not signal `changed`)."""
+        """Show [grpo] rewards (does not signal `changed`)."""
         chosen = reward_weights(list(entries))
         self._shown = list(entries)
         self._loading = True
@@ -62,9 +62,6 @@ class QtRewardPicker(QWidget):
                     self.weights[name].setValue(chosen[name])
         finally:
             self._loading = False
-
-    def is_checked(self, name: str) -> bool:
-        return self.checks[name].isChecked()
 
     def _on_edit(self, *_args) -> None:
         if not self._loading:

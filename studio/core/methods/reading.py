@@ -1,10 +1,11 @@
-"""The data of the methods beyond SFT (dpo, orpo, kto, grpo): read, checked and held out as TRL takes it.
+"""The data of the methods that read records of their own (preference pairs, labelled replies, prompts): read,
+checked and held out as TRL takes it. Each method's settings half says which records it reads (`DataShape`).
 
 The same sources, column mapping, encodings and `file:line: reason` issues as SFT data
 (`core.data.loading`), but the examples stay in TRL's conversational form (prompt turns plus chosen and
 rejected replies, or a labelled completion, or a prompt with its expected reply): TRL's trainers
 tokenise those themselves with the model's chat template. A pair whose two replies are the same is a bad
-row; a kto set with one label only cannot be trained and says so.
+row; a set with one label only, for a method that learns from both, cannot be trained and says so.
 
 Preference sets are far smaller than SFT corpora (each row is written or judged by someone), so the
 examples are held as a list and handed to `datasets` in one go.
@@ -20,17 +21,13 @@ from typing import Any
 
 from studio.core.data.issues import DataError, DataIssue
 from studio.core.data.normalise import normalise_preference, unpair
-from studio.core.data.shape import (
-    FORMAT_NAMES,
-    PREFERENCE_FORMAT_NAMES,
-    _apply_mapping,
-    detect_method_format,
-    parse_column_mapping,
-)
+from studio.core.data.shape import FORMAT_NAMES, PREFERENCE_FORMAT_NAMES, _apply_mapping, parse_column_mapping
 from studio.core.data.sources import BrokenDocumentError, open_records, resolve_source
 from studio.core.data.split import held_out_split
 from studio.core.data.table import LoadedData
+from studio.core.methods.registry import method as method_spec
 from studio.core.runs.events import make_event
+from studio.core.system.tasks import NO_TASK, TaskState
 
 MAX_KEPT_ISSUES = 1000
 
@@ -42,7 +39,8 @@ class PreferenceData:
     path: str
     method: str
     format: str
-    """The shape most records were read as (a PREFERENCE_FORMATS or, for grpo, an SFT FORMATS name)."""
+    """The shape most records were read as (a PREFERENCE_FORMATS name, or an SFT FORMATS name for a method that
+    takes a chat record's last reply as the expected one)."""
     evidence: str
     examples: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
@@ -74,8 +72,12 @@ class PreferenceData:
 
 def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str, str] | list[str] | None = None,
                          encoding: str = "utf-8", split: str = "train",
-                         should_stop: Callable[[], bool] | None = None) -> PreferenceData:
-    """Read a whole source for `method`, collecting every bad row as a DataIssue (unreadable source: DataError)."""
+                         task: TaskState = NO_TASK) -> PreferenceData:
+    """Read a whole source for `method`, collecting every bad row as a DataIssue (unreadable source: DataError;
+    InterruptedError once `task.cancelled()`)."""
+    shape = method_spec(method).data
+    if shape.detect is None:
+        raise ValueError(f"{method} reads SFT data (core.data.loading), not records of its own")
     source = resolve_source(path)
     try:
         columns = parse_column_mapping(mapping)
@@ -94,7 +96,7 @@ def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str,
 
     try:
         for number, item in enumerate(stream, start=1):
-            if should_stop is not None and number % 500 == 0 and should_stop():
+            if number % 500 == 0 and task.cancelled():
                 raise InterruptedError("reading was cancelled")
             if isinstance(item, DataIssue):
                 add_issue(item.line, item.reason)
@@ -102,14 +104,14 @@ def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str,
             line, record = item
             try:
                 record = _apply_mapping(record, columns) if columns and isinstance(record, dict) else record
-                fmt, why = detect_method_format(record, method)
+                fmt, why = shape.detect(record)
                 examples = normalise_preference(record, fmt)
             except ValueError as error:
                 add_issue(line, str(error))
                 continue
             shapes[fmt] += 1
             evidence.setdefault(fmt, why)
-            if method == "kto" and fmt == "preference":
+            if shape.unpair and fmt == "preference":
                 examples = [half for example in examples for half in unpair(example)]
             data.examples.extend(examples)
             data.lines.extend([line] * len(examples))
@@ -127,7 +129,8 @@ def load_preference_data(path: str | Path, method: str, *, mapping: Mapping[str,
 
 
 def require_preference_trainable(data: PreferenceData, *, skip_bad_rows: bool) -> PreferenceData:
-    """The data itself, or a DataError: bad rows (unless skipped), no rows, or kto with one label only."""
+    """The data itself, or a DataError: bad rows (unless skipped), no rows, or one label only for a method that
+    learns from the difference between desirable and undesirable replies."""
     if data.issues and not skip_bad_rows:
         raise DataError(f"{data.path}: {data.issue_count} bad row(s) for {data.method}", data.issues,
                         total=data.issue_count)
@@ -135,12 +138,13 @@ def require_preference_trainable(data: PreferenceData, *, skip_bad_rows: bool) -
         raise DataError(f"{data.path}: no usable examples for {data.method}"
                         + (f" ({data.issue_count} bad row(s))" if data.issues else ""), data.issues,
                         total=data.issue_count)
-    if data.method == "kto":
+    if method_spec(data.method).data.needs_both_labels:
         labels = data.labels()
         if len(labels) < 2:
             only = "desirable (true)" if True in labels else "undesirable (false)"
-            raise DataError(f"{data.path}: every one of the {len(data.examples)} rows is labelled {only}; kto "
-                            "learns from the difference between desirable and undesirable replies, so it needs both")
+            raise DataError(f"{data.path}: every one of the {len(data.examples)} rows is labelled {only}; "
+                            f"{data.method} learns from the difference between desirable and undesirable replies, "
+                            "so it needs both")
     return data
 
 

@@ -1,0 +1,73 @@
+"""Turkish call-centre dialogues that end in a tool call, generated deterministically (for benchmarks and tests).
+
+Each conversation: a system prompt naming the tools, a customer's request in Turkish carrying a value (a mobile
+number said in groups, "0532 123 45 67", an order number, a city), and the assistant's reply ending in the call with
+that value in its own form (`<tool_code>get_bill({"phone": "05321234567"})</tool_code>`). `held_out=True` gives
+conversations with numbers no training row has and requests worded differently — what a model meets after training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+SYSTEM = ("Sen Nimbus Telekom'un çağrı merkezi asistanısın. Araçlar: get_bill(phone), close_line(phone), "
+          "change_tariff(phone, tariff), check_outage(city), track_order(order_id). Gerekirse tek bir araç çağır.")
+CITIES = ["İzmir", "Ankara", "İstanbul", "Muğla", "Eskişehir", "Diyarbakır", "Çanakkale", "Şanlıurfa"]
+TARIFFS = ["fiber_100", "fiber_500", "mobil_20gb", "mobil_sinirsiz"]
+
+_REQUESTS = {  # (training wordings, held-out wordings) per tool
+    "get_bill": (["Faturamı öğrenmek istiyorum, numaram {phone_spoken}.", "{phone_spoken} numaralı hattın bu ayki "
+                  "faturası ne kadar?", "Son faturamı söyler misiniz? Hattım {phone_spoken}."],
+                 ["Bu ay ne kadar ödeyeceğim acaba? Numara {phone_spoken}.", "{phone_spoken} için borcumu "
+                  "öğrenebilir miyim?"]),
+    "close_line": (["{phone_spoken} numaralı hattımı kapatmak istiyorum.", "Hattımı iptal edin lütfen: "
+                    "{phone_spoken}."],
+                   ["{phone_spoken} hattımı kapatmanızı istiyorum.", "Artık {phone_spoken} numarasını kullanmayacağım, "
+                    "kapatın."]),
+    "change_tariff": (["{phone_spoken} hattımın tarifesini {tariff} yapın.", "Tarifemi {tariff} olarak değiştirmek "
+                       "istiyorum, numaram {phone_spoken}."],
+                      ["{phone_spoken} numarasını {tariff} paketine geçirir misiniz?"]),
+    "check_outage": (["{city} bölgesinde arıza var mı?", "{city}'de internet çalışmıyor, bir kesinti mi var?"],
+                     ["{city} tarafında bir sorun mu var, bağlanamıyorum."]),
+    "track_order": (["{order_id} numaralı siparişim nerede?", "Siparişimin durumunu öğrenmek istiyorum: {order_id}."],
+                    ["{order_id} kodlu modem ne zaman gelir?"]),
+}
+_REPLIES = {
+    "get_bill": "Faturanızı hemen kontrol ediyorum.", "close_line": "Hat kapatma talebinizi açıyorum.",
+    "change_tariff": "Tarife değişikliğinizi yapıyorum.", "check_outage": "Bölgedeki arızaları kontrol ediyorum.",
+    "track_order": "Siparişinizi sorguluyorum.",
+}
+
+
+def _phone(rng: random.Random) -> str:
+    return "05" + str(rng.choice([30, 31, 32, 33, 34, 35, 36, 41, 42, 43, 44, 45, 46, 52, 53, 54, 55])) + \
+        "".join(str(rng.randrange(10)) for _ in range(7))
+
+
+def _spoken(phone: str) -> str:
+    return f"{phone[:4]} {phone[4:7]} {phone[7:9]} {phone[9:]}"
+
+
+def conversation(rng: random.Random, *, held_out: bool) -> dict:
+    tool = rng.choice(sorted(_REQUESTS))
+    phone, city, tariff = _phone(rng), rng.choice(CITIES), rng.choice(TARIFFS)
+    order_id = "SP" + "".join(str(rng.randrange(10)) for _ in range(8))
+    wording = rng.choice(_REQUESTS[tool][1 if held_out else 0])
+    request = wording.format(phone_spoken=_spoken(phone), city=city, tariff=tariff, order_id=order_id)
+    arguments = {"get_bill": {"phone": phone}, "close_line": {"phone": phone},
+                 "change_tariff": {"phone": phone, "tariff": tariff}, "check_outage": {"city": city},
+                 "track_order": {"order_id": order_id}}[tool]
+    call = f"<tool_code>{tool}({json.dumps(arguments, ensure_ascii=False)})</tool_code>"
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": request},
+                         {"role": "assistant", "content": f"{_REPLIES[tool]} {call}"}]}
+
+
+def write_callcentre(path: Path, rows: int, *, seed: int = 0, held_out: bool = False) -> Path:
+    """`rows` dialogues to a JSONL file; a held-out file uses another seed stream and the held-out wordings."""
+    rng = random.Random(f"{seed}-{'held-out' if held_out else 'train'}")
+    path = Path(path)
+    path.write_text("".join(json.dumps(conversation(rng, held_out=held_out), ensure_ascii=False) + "\n"
+                            for _ in range(rows)), encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""DPO: its settings half (settings.py) and its trainer half (trainer.py)."""

@@ -1,0 +1,1 @@
+"""GRPO: its settings half (settings.py) and its trainer half (trainer.py)."""

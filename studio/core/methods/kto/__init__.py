@@ -1,0 +1,1 @@
+"""KTO: its settings half (settings.py) and its trainer half (trainer.py)."""
