@@ -54,6 +54,9 @@ def test_an_nvidia_card_with_a_cpu_only_torch_is_a_loud_warning_with_the_install
     assert "RTX 4060" in torch.found and "CPU-only" in torch.found
     assert '"torch==2.13.0+cu128" --extra-index-url https://download.pytorch.org/whl/cu128' in torch.fix
     assert banner_checks(checks) == [torch]  # the banner shows this warning; quieter ones stay in the dialog
+    # and the presets must not plan for a card the run will not train on
+    report = examine(None, gather=lambda **_: facts(os_name=os_name, torch=TorchFacts("2.13.0+cpu")))
+    assert report.training_gpu is None and examine(None, gather=lambda **_: facts()).training_gpu == RTX_4060
 
 
 def test_without_a_driver_the_fix_for_a_cpu_torch_under_a_seen_card_stays_the_cpu_build():

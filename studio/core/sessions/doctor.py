@@ -64,6 +64,12 @@ class DoctorReport:
     def level(self) -> str:
         return worst(self.checks)
 
+    @property
+    def training_gpu(self):
+        """The card runs will train on, for the Config tab's presets and its fit: NVML's card only where torch can use
+        it (None under a CPU-only torch, where a run trains in RAM whatever the card)."""
+        return self.facts.gpu if self.facts.torch.cuda_available and not self.facts.torch.hip else None
+
     def to_dict(self) -> dict:
         return {"level": self.level, "checks": [c.__dict__ for c in self.checks], "facts": self.facts.to_dict(),
                 "needs": self.needs.__dict__}
