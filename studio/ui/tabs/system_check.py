@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QMainWindow, QMenu, QPlainTextEdit, QToolBar,
                                QVBoxLayout)
@@ -17,6 +17,9 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QMainWindow, Q
 from studio.core.sessions.doctor import DoctorReport, DoctorSession, diagnostics_report, examine, format_checks
 from studio.ui.background import TaskRunner
 from studio.ui.widgets.qt_system_banner import QtSystemBanner
+
+
+START_DELAY_MS = 2000
 
 
 class CheckCancelled(Exception):
@@ -70,7 +73,9 @@ class QtSystemCheck:
         due, recorded = self.session.start_up()
         self._show_banner(recorded)
         if due:
-            self.run()
+            # After the first paint: the checks import torch, which would hold the interpreter while the window
+            # paints (and the first paint imports nothing of the training stack; benchmarks/first_paint.py).
+            QTimer.singleShot(START_DELAY_MS, window, self._run_if_open)
 
     def add_actions(self, menu: QMenu) -> None:
         self.check_action = QAction("System check…", self.window)
@@ -97,6 +102,10 @@ class QtSystemCheck:
         self.tasks.start(check, on_result=self.session.apply, name="system check",
                          on_error=lambda error: self._dialog_text(f"The check itself failed: "
                                                                   f"{type(error).__name__}: {error}"))
+
+    def _run_if_open(self) -> None:
+        if self.window.isVisible():  # a window closed before the delay has no one to wait for the checks
+            self.run()
 
     def open_dialog(self) -> None:
         if self.dialog is None:
