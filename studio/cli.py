@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="finetune-studio",
                                      description="Point-and-click LoRA/QLoRA fine-tuning. No command opens the window.")
+    from studio import __version__
+
+    parser.add_argument("--version", action="version", version=f"finetune-studio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="build the offline demo model, dataset and config")
@@ -202,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "template, not llama.cpp's inference), and count its replies equal to the run's")
     evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     _add_weights_arguments(evaluate, verb="evaluate on")
+
+    doctor = sub.add_parser("doctor", help="what will go wrong on this machine before the first run, with the fix "
+                                           "(exit 2 when a check fails)")
+    doctor.add_argument("config", type=Path, nargs="?", metavar="CONFIG.toml",
+                        help="the run to check memory and disk for (default: the window's saved settings)")
+    doctor.add_argument("--model", help="check for this model instead of the config's")
+    doctor.add_argument("--json", action="store_true", help="print the findings and facts as one JSON document")
+    doctor.add_argument("--report", action="store_true", help="the diagnostics to paste into a bug report (home "
+                                                              "folder and user name replaced, no token)")
     return parser
 
 
@@ -253,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hide_weight_loading_bars()
     handler = {"demo": cmd_demo, "train": cmd_train, "chat": cmd_chat, "merge": cmd_merge,
                "estimate": cmd_estimate, "data": cmd_data, "export": cmd_export, "eval": cmd_eval,
-               "convert": cmd_convert}[args.command]
+               "convert": cmd_convert, "doctor": cmd_doctor}[args.command]
     try:
         return handler(args)
     except BadInput as error:
@@ -375,6 +387,32 @@ def _parse_size(text: str) -> int:
         raise BadInput(f"--gpu-memory {text!r}: expected a size such as 8GiB or 7600MiB")
     value, unit = float(match.group(1)), match.group(2) or "gib"
     return int(value * (1024**2 if unit.startswith("m") else 1024**3))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from studio.core.sessions.doctor import diagnostics_report, examine, format_checks
+    from studio.core.system.paths import user_data_dir
+    from studio.ui.display_check import display_problem  # imports no Qt: the window's own start-up check
+
+    config_path = args.config or user_data_dir() / "last-config.toml"  # the window's saved settings
+    if args.config or config_path.is_file():
+        config = _config_without_data(config_path, args.model)
+    elif args.model:
+        from studio.core.config.settings import RunConfig
+
+        config = RunConfig()  # the documented defaults, for this model
+        config.model.name_or_path = args.model
+    else:
+        config = None
+    report = examine(config, display=display_problem())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    elif args.report:
+        print(diagnostics_report(report))
+    else:
+        print(format_checks(report.checks))
+        print(f"overall: {report.level}" + (f" (checked for {report.needs.model})" if report.needs.model else ""))
+    return EXIT_BAD_INPUT if report.level == "fail" else EXIT_OK
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

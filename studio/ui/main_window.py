@@ -28,6 +28,7 @@ from studio.ui.tabs.config_tab import QtConfigTab
 from studio.ui.tabs.dataset_tab import QtDatasetTab
 from studio.ui.tabs.evaluate_tab import QtEvaluateTab
 from studio.ui.tabs.runs_view import QtRunsView
+from studio.ui.tabs.system_check import QtSystemCheck
 from studio.ui.tabs.training_tab import QtTrainingTab
 
 LAST_CONFIG_NAME = "last-config.toml"
@@ -95,6 +96,8 @@ class QtMainWindow(QMainWindow):
         self.runs_view.runs_deleted.connect(lambda _: self.evaluate_tab.refresh_runs())
         self.runs_view.run_renamed.connect(self._on_run_renamed)
         self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
+        # Issue 24, the doctor: its banner at the top, its checks off the GUI thread at a first launch or a new device.
+        self.system_check = QtSystemCheck(self, config=lambda: self.config)
         self._build_menus()
 
         geometry = QSettings().value("window/geometry")
@@ -169,6 +172,7 @@ class QtMainWindow(QMainWindow):
                                                 "events, checkpoints and adapter")
         self.open_runs_folder_action.triggered.connect(self._open_runs_folder)
         help_menu.addAction(self.open_runs_folder_action)
+        self.system_check.add_actions(help_menu)  # Help → System check…, Help → Copy diagnostics (issue 24)
         help_menu.addSeparator()
         about = QAction("About Finetune Studio", self)
         about.triggered.connect(lambda: QMessageBox.about(self, "Finetune Studio", self.about_text()))

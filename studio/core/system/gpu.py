@@ -30,6 +30,7 @@ __all__ = [
     "TelemetrySource",
     "detect_gpu",
     "detect_telemetry",
+    "driver_version",
 ]
 
 #: Phrase shown whenever the app is running without NVML; the UI keys off it.
@@ -333,3 +334,11 @@ def detect_gpu(index: int = 0) -> GpuInfo | None:
         compute_capability=capability,
         index=index,
     )
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version as NVML reports it ("550.54.14"); ``None`` without NVML or a driver."""
+    try:
+        return _text(_nvml().nvmlSystemGetDriverVersion())
+    except Exception:  # noqa: BLE001 - see detect_telemetry
+        return None
