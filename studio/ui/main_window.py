@@ -98,6 +98,8 @@ class QtMainWindow(QMainWindow):
         self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
         # Issue 24, the doctor: its banner at the top, its checks off the GUI thread at a first launch or a new device.
         self.system_check = QtSystemCheck(self, config=lambda: self.config)
+        # The Config tab's presets and fit plan for the card runs will train on: none under a CPU-only torch.
+        self.system_check.session.subscribe(self._on_system_report)
         self._build_menus()
 
         geometry = QSettings().value("window/geometry")
@@ -136,6 +138,9 @@ class QtMainWindow(QMainWindow):
                   available.top() + max(0, (available.height() - self.height() - FRAME_ALLOWANCE.height()) // 2))
 
     # --- menus --------------------------------------------------------------------------------------
+    def _on_system_report(self, report) -> None:
+        self.config_tab.session.set_device(report.training_gpu)
+
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
         for text, shortcut, slot in (

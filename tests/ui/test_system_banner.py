@@ -87,3 +87,20 @@ def test_the_real_window_has_the_help_entries(qtbot, studio_home):
     texts = [a.text() for a in window.menuBar().actions()[-1].menu().actions()]
     assert "System check…" in texts and "Copy diagnostics" in texts
     qtbot.waitUntil(lambda: not window.system_check.tasks.busy, timeout=120_000)
+
+
+def test_the_config_tab_plans_for_the_card_runs_train_on(qtbot, studio_home):
+    """The doctor's finding reaches the Config tab's presets and fit: an RTX 4060 under a CPU-only torch trains in
+    RAM, so the tab plans without the card; with a CUDA torch it plans for the card."""
+    from studio.core.sessions.doctor import DoctorReport
+    from studio.ui.main_window import QtMainWindow
+
+    window = QtMainWindow(offer_demo=False)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: not window.system_check.tasks.busy, timeout=120_000)
+    cuda = replace(CARD_WITH_CPU_TORCH, torch=TorchFacts("2.13.0+cu128", cuda="12.8", cuda_available=True))
+
+    window.system_check.session.apply(DoctorReport(facts=cuda, checks=()))
+    assert window.config_tab.session.gpu.name == "NVIDIA GeForce RTX 4060"
+    window.system_check.session.apply(DoctorReport(facts=CARD_WITH_CPU_TORCH, checks=()))
+    assert window.config_tab.session.gpu is None
