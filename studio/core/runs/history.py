@@ -177,8 +177,9 @@ class RunMetrics:
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """One row of the run history."""
+class RunRow:
+    """One row of the Runs view: a run as the history lists it (not what a model card states about a run, which is
+    `runs.record.RunRecord`)."""
 
     path: Path
     name: str
@@ -305,11 +306,11 @@ def latest_scores(run: RunDirectory, evals: Iterable[EvalSummary] | None = None)
     return latest[0].scores(latest[1]) if latest is not None else None
 
 
-def score_metrics(summaries: Iterable[RunSummary]) -> list[str]:
+def score_metrics(rows: Iterable[RunRow]) -> list[str]:
     """The metrics any of these runs has a score for, in the order they first appear: the score columns."""
     names: list[str] = []
-    for summary in summaries:
-        for name in (summary.scores.metrics if summary.scores is not None else ()):
+    for row in rows:
+        for name in (row.scores.metrics if row.scores is not None else ()):
             if name not in names:
                 names.append(name)
     return names
@@ -341,8 +342,8 @@ def run_metrics(run: RunDirectory) -> RunMetrics:
     return RunMetrics(run.events())
 
 
-def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
-                  evals: Iterable[EvalSummary] | None = None) -> RunSummary:
+def run_row(run: RunDirectory, metrics: RunMetrics | None = None,
+            evals: Iterable[EvalSummary] | None = None) -> RunRow:
     """The run-history row of one run directory; its scores come from `evals` (default: its own evals folder)."""
     metrics = metrics if metrics is not None else run_metrics(run)
     model, dataset = _read_config_fields(run.config_path)
@@ -355,7 +356,7 @@ def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
     else:
         message = ""
     adapter = run.adapter_dir
-    return RunSummary(
+    return RunRow(
         path=run.path,
         name=run.name,
         model=model,
@@ -376,8 +377,8 @@ def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
     )
 
 
-def summarize_runs(store: RunStore) -> list[RunSummary]:
+def run_rows(store: RunStore) -> list[RunRow]:
     """Every run of the store, newest first, each scored by the newest eval in the store that scored it."""
     runs = store.runs()
     evals = [summary for run in runs for summary in read_eval_summaries(run.path)]
-    return [summarize_run(run, evals=evals) for run in runs]
+    return [run_row(run, evals=evals) for run in runs]

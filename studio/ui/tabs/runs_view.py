@@ -26,7 +26,7 @@ from studio.core.config.settings import ConfigError, RunConfig, load_config
 from studio.core.system.units import format_bytes, format_duration
 from studio.core.metrics.registry import METRICS
 from studio.core.runs.history import (
-    RunMetrics, RunSummary, run_metrics, score_metrics, summarize_runs,
+    RunMetrics, RunRow, run_metrics, score_metrics, run_rows,
 )
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA, continue_config
@@ -102,7 +102,7 @@ class QtRunsView(QWidget):
     def __init__(self, store: RunStore, parent: QWidget | None = None):
         super().__init__(parent)
         self.store = store
-        self.summaries: list[RunSummary] = []
+        self.summaries: list[RunRow] = []
         self.score_columns: list[str] = []  # the metrics shown after COLUMNS
         self._metrics_cache: dict[Path, tuple[tuple[int, int], RunMetrics]] = {}
         self.tasks = TaskRunner(self)  # the summaries
@@ -184,7 +184,7 @@ class QtRunsView(QWidget):
             self._refresh_again = True
             return
         store = self.store
-        self.tasks.start(lambda state: summarize_runs(store), on_result=self._show,
+        self.tasks.start(lambda state: run_rows(store), on_result=self._show,
                          on_error=lambda error: self.info_label.setText(f"Cannot read the runs: "
                                                                        f"{describe_error(error)}"),
                          on_done=self._after_refresh, name="run summaries")
@@ -195,14 +195,14 @@ class QtRunsView(QWidget):
 
     def refresh_now(self) -> None:
         """Re-read every run directory on this thread (start-up and tests)."""
-        self._show(summarize_runs(self.store))
+        self._show(run_rows(self.store))
 
     def _after_refresh(self) -> None:
         if self._refresh_again:
             self._refresh_again = False
             self.refresh()
 
-    def _show(self, summaries: list[RunSummary]) -> None:
+    def _show(self, summaries: list[RunRow]) -> None:
         selected = set(self.selected_paths())
         self.summaries = summaries
         self.score_columns = score_metrics(summaries)
@@ -227,7 +227,7 @@ class QtRunsView(QWidget):
         self._on_selection_changed()
         self.refreshed.emit()
 
-    def _row_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+    def _row_items(self, s: RunRow) -> list[QTableWidgetItem]:
         steps = "—" if s.step is None else (f"{s.step}/{s.total_steps}" if s.total_steps else str(s.step))
         started = (datetime.datetime.fromtimestamp(s.started_at).strftime("%Y-%m-%d %H:%M")
                    if s.started_at else "—")
@@ -254,7 +254,7 @@ class QtRunsView(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return items
 
-    def _score_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+    def _score_items(self, s: RunRow) -> list[QTableWidgetItem]:
         items = []
         for name in self.score_columns:
             count = s.scores.metrics.get(name) if s.scores is not None else None
@@ -276,7 +276,7 @@ class QtRunsView(QWidget):
         return [Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)) for row in rows
                 if self.table.item(row, 0) is not None]
 
-    def selected_summaries(self) -> list[RunSummary]:
+    def selected_summaries(self) -> list[RunRow]:
         by_path = {s.path: s for s in self.summaries}
         return [by_path[p] for p in self.selected_paths() if p in by_path]
 
