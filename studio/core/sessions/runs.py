@@ -18,7 +18,7 @@ from typing import Callable
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.metrics.registry import METRICS
-from studio.core.runs.history import RunMetrics, RunRow, run_metrics, run_row, run_rows
+from studio.core.runs.history import RunMetrics, RunRow, run_metrics, run_row, run_rows, score_metrics
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 __all__ = ["RunActionError", "RunRow", "RunsChange", "RunsSession", "rename_run", "score_title"]
@@ -77,6 +77,8 @@ class RunsSession:
         """Newest first, as the last scan (and the window's own actions since) found them."""
         self.scans = 0
         """How many times the runs folder was listed."""
+        self.generation = 0
+        """Counts the changes of `rows`: a background scan begun at an older generation missed a change."""
         self.training_here: Path | None = None
         """The run this window's Training tab is running (one at a time)."""
         self._observers: list[Callable[[RunsChange], None]] = []
@@ -99,8 +101,13 @@ class RunsSession:
         self.scans += 1
         return run_rows(self.store)
 
-    def apply(self, rows: list[RunRow], *, renamed: tuple[tuple[Path, Path], ...] = ()) -> RunsChange:
-        """Take a scan's rows and tell every observer what changed since the rows held before."""
+    def apply(self, rows: list[RunRow], *, renamed: tuple[tuple[Path, Path], ...] = (),
+              since: int | None = None) -> RunsChange | None:
+        """Take a scan's rows and tell every observer what changed since the rows held before. A scan begun at
+        generation `since`, before a run was renamed, deleted, started or ended here, is stale: None, nothing
+        taken (scan again)."""
+        if since is not None and since != self.generation:
+            return None
         before = {row.path: row for row in self.rows}
         for old, new in renamed:
             if old in before:
@@ -114,6 +121,7 @@ class RunsSession:
         self._live |= {path for path, row in after.items() if row.status == "running"}
         updated = tuple(path for path in after if path in before and after[path] != before[path])
         self.rows = list(rows)
+        self.generation += 1
         for path in removed:
             self._metrics.pop(path, None)
         change = RunsChange(added=added, ended=ended, renamed=tuple((o, n) for o, n in renamed if n in after),
@@ -140,6 +148,10 @@ class RunsSession:
     # --- reading -------------------------------------------------------------------------------------------
     def row(self, path: Path) -> RunRow | None:
         return next((row for row in self.rows if row.path == Path(path)), None)
+
+    def score_columns(self) -> list[str]:
+        """The metrics any listed run has a score for, in the order they first appear."""
+        return score_metrics(self.rows)
 
     def finished_runs(self) -> list[RunRow]:
         """The runs with an adapter to evaluate, chat with or export, newest first."""
@@ -175,6 +187,16 @@ class RunsSession:
         """A run's run.toml; RunActionError saying why it cannot be read."""
         try:
             return load_config(RunDirectory(path).config_path)
+        except ConfigError as error:
+            raise RunActionError(str(error)) from error
+
+    def continue_with(self, path: Path, method: str) -> RunConfig:
+        """A new run's config that trains this run's adapter further with `method` (sessions.continuation);
+        RunActionError saying why it cannot (no config, no finished adapter)."""
+        from studio.core.sessions.continuation import continue_config
+
+        try:
+            return continue_config(path, method)
         except ConfigError as error:
             raise RunActionError(str(error)) from error
 
