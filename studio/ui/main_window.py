@@ -326,9 +326,16 @@ class QtMainWindow(QMainWindow):
             self._scan_runs()
 
     def _watch_runs_folder(self) -> None:
-        root = str(self.runs.root)
-        if self.runs.root.is_dir() and root not in self._runs_folder_watch.directories():
-            self._runs_folder_watch.addPath(root)
+        """Watch the runs folder for runs made, renamed or removed by another process; before the folder exists,
+        its parent, for the folder's making (a run copied in, the first run of `finetune-studio train`)."""
+        root, watched = self.runs.root, set(self._runs_folder_watch.directories())
+        if root.is_dir():
+            if str(root.parent) in watched:
+                self._runs_folder_watch.removePath(str(root.parent))
+            if str(root) not in watched:
+                self._runs_folder_watch.addPath(str(root))
+        elif root.parent.is_dir() and str(root.parent) not in watched:
+            self._runs_folder_watch.addPath(str(root.parent))
 
     def open_export_dialog(self, source: Path | None = None):
         """The Export dialog for a run or adapter folder (Chat's Export model…, the Export menu)."""

@@ -155,3 +155,14 @@ def test_a_refresh_asks_the_scanner_the_window_set(store):
     session.set_scanner(lambda: asked.append(1))
     session.request_refresh()
     assert asked == [1] and session.scans == 0 and session.rows == []
+
+
+def test_a_background_scan_begun_before_a_change_made_here_is_not_taken(store):
+    session = RunsSession(store)
+    session.refresh_now()
+    since = session.generation
+    rows = session.scan()  # a scan under way on the window's worker thread...
+    session.rename(store.root / "newest", "renamed")  # ...while the Runs view renames a run
+    assert session.apply(rows, since=since) is None, "it still lists the old name: scan again"
+    assert "renamed" in [row.name for row in session.rows]
+    assert session.apply(session.scan(), since=session.generation) is not None
