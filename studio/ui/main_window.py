@@ -98,14 +98,16 @@ class QtMainWindow(QMainWindow):
         self._export_dialog = None
         self._build_menus()
 
-        # The one scan at launch, on this thread: the window must know a run still training before it shows (to
-        # re-attach it) and the newest adapter (to offer it in Chat). Later scans run in the background; another
-        # process creating or removing a run folder asks for one.
-        self.runs.refresh_now()
+        # The one scan at launch: the folder is listed and each run's status, model and adapter read on this thread
+        # (a run still training is re-attached, the newest adapter offered in Chat, before the window shows); the
+        # rest of each row (curves, times, scores) is read in the background. Later scans run in the background;
+        # another process creating or removing a run folder asks for one.
+        self.runs.scan_quickly()
+        self._read_runs_fully()
         self._rescan_soon = qdebounced(self.runs.request_refresh, timeout=RESCAN_DEBOUNCE_MS, parent=self)
         self._runs_folder_watch = QFileSystemWatcher(self)
         self._runs_folder_watch.directoryChanged.connect(lambda _path: self._rescan_soon())
-        self._watch_runs_folder()
+        self._watch_runs_folder(scanned=True)
 
         geometry = QSettings().value("window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
@@ -315,25 +317,35 @@ class QtMainWindow(QMainWindow):
                                on_error=lambda error: self.banner.setText(f"Cannot read the runs folder: {error}"),
                                on_done=self._after_scan, name="scan the runs folder")
 
+    def _read_runs_fully(self) -> None:
+        """Complete the launch scan's quick rows on a background thread (no second listing of the folder)."""
+        rows, since = list(self.runs.rows), self.runs.generation
+        self._runs_tasks.start(lambda state: self.runs.read_fully(rows),
+                               on_result=lambda full: self._apply_scan(full, since),
+                               on_error=lambda error: self.banner.setText(f"Cannot read the runs folder: {error}"),
+                               on_done=self._after_scan, name="read the runs")
+
     def _apply_scan(self, rows, since: int) -> None:
         if self.runs.apply(rows, since=since) is None:
             self._rescan_after = True  # a run was renamed or deleted here while the scan ran: scan again
 
     def _after_scan(self) -> None:
-        self._watch_runs_folder()
+        self._watch_runs_folder(scanned=True)
         if self._rescan_after:
             self._rescan_after = False
             self._scan_runs()
 
-    def _watch_runs_folder(self) -> None:
+    def _watch_runs_folder(self, *, scanned: bool = False) -> None:
         """Watch the runs folder for runs made, renamed or removed by another process; before the folder exists,
         its parent, for the folder's making (a run copied in, the first run of `finetune-studio train`)."""
         root, watched = self.runs.root, set(self._runs_folder_watch.directories())
         if root.is_dir():
             if str(root.parent) in watched:
-                self._runs_folder_watch.removePath(str(root.parent))
+                self._runs_folder_watch.removePath(str(root.parent))  # a change it saw but did not tell yet is lost
             if str(root) not in watched:
                 self._runs_folder_watch.addPath(str(root))
+                if not scanned:
+                    self._rescan_soon()  # the folder appeared since the last scan: what is in it was never read
         elif root.parent.is_dir() and str(root.parent) not in watched:
             self._runs_folder_watch.addPath(str(root.parent))
 

@@ -493,3 +493,25 @@ def test_the_model_fields_follow_the_runs_session_renamed_deleted_and_ended_runs
     (trained.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
     ended = runs.run_ended(trained.path)
     assert fields_after(ended, fields) == ("the-base", str(trained.adapter_dir)), "the run just trained answers"
+
+
+def test_every_reply_is_labelled_with_the_adapter_that_produced_it():
+    model = FakeChatModel(adapters=("demo", "demo-2"))
+    session = _session(model, compare=True)
+    assert session.ask("first?")
+    _answer(session)
+    session.set_adapter("demo-2")
+    assert session.ask("second?")
+    _answer(session)
+
+    labels = [(i, session.reply_label(TUNED, i)) for i, m in enumerate(session.history) if m["role"] == "assistant"]
+    assert labels == [(1, "demo"), (3, "demo-2")], "each reply keeps the adapter it came from"
+    assert [session.reply_label(BASE, i) for i, m in enumerate(session.base_history)
+            if m["role"] == "assistant"] == ["base model, no adapter"] * 2
+    assert [adapter for adapter, _ in model.asked] == [None, BASE_MODEL, None, BASE_MODEL]
+
+    session.set_adapter("demo")
+    assert session.regenerate()
+    _answer(session)
+    assert session.reply_label(TUNED, 3) == "demo", "a regenerated reply names the adapter that answered again"
+    assert session.reply_label(TUNED, 1) == "demo"

@@ -166,3 +166,20 @@ def test_a_background_scan_begun_before_a_change_made_here_is_not_taken(store):
     assert session.apply(rows, since=since) is None, "it still lists the old name: scan again"
     assert "renamed" in [row.name for row in session.rows]
     assert session.apply(session.scan(), since=session.generation) is not None
+
+
+def test_the_launch_reads_the_statuses_at_once_and_the_rest_without_listing_again(store, monkeypatch):
+    listings = _counting_listings(monkeypatch)
+    session = RunsSession(store)
+    session.scan_quickly()
+    assert listings == [1]
+    assert [run.name for run in session.running_runs()] == ["live"], "known before the window shows"
+    assert session.latest_adapter_for("tiny") == store.root / "newest" / "adapter"
+    assert all(not row.read_fully and row.step is None for row in session.rows)
+
+    since = session.generation
+    full = session.read_fully(session.rows)  # the window's background thread
+    change = session.apply(full, since=since)
+    assert listings == [1], "completing the rows lists nothing"
+    assert sorted(path.name for path in change.updated) == ["live", "newest", "old", "stopped-early"]
+    assert all(row.read_fully and row.step == 1 for row in session.rows)

@@ -199,6 +199,8 @@ class RunRow:
     checkpoint_steps: list[int] = field(default_factory=list)
     scores: RunScores | None = None
     """The latest complete eval that scored this run's adapter; None when none did."""
+    read_fully: bool = True
+    """False for a `quick_row`: the numbers read from the whole events file are not there yet."""
 
     @property
     def run_dir(self) -> RunDirectory:
@@ -379,6 +381,23 @@ def run_row(run: RunDirectory, metrics: RunMetrics | None = None,
 
 def run_rows(store: RunStore) -> list[RunRow]:
     """Every run of the store, newest first, each scored by the newest eval in the store that scored it."""
-    runs = store.runs()
+    return read_rows(store.runs())
+
+
+def read_rows(runs: list[RunDirectory]) -> list[RunRow]:
+    """These runs' rows, in their order, each scored by the newest eval stored under any of them that scored it."""
     evals = [summary for run in runs for summary in read_eval_summaries(run.path)]
     return [run_row(run, evals=evals) for run in runs]
+
+
+def quick_row(run: RunDirectory) -> RunRow:
+    """A run's row from what reads at once: its status (from the events file's last event while it is terminal),
+    model and data (run.toml), adapter and checkpoints. Its curve's numbers, times and scores are unknown (None)
+    until `run_row` reads the whole events file."""
+    model, dataset = _read_config_fields(run.config_path)
+    adapter = run.adapter_dir
+    return RunRow(path=run.path, name=run.name, model=model, dataset=dataset, status=run.status(), step=None,
+                  total_steps=None, final_loss=None, best_loss=None, best_eval_loss=None, duration_s=None,
+                  adapter_bytes=_folder_bytes(adapter) if (adapter / "adapter_config.json").is_file() else None,
+                  started_at=None, checkpoint_steps=[int(p.name.split("-")[1]) for p in run.checkpoints()],
+                  read_fully=False)

@@ -18,7 +18,9 @@ from typing import Callable
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.metrics.registry import METRICS
-from studio.core.runs.history import RunMetrics, RunRow, run_metrics, run_row, run_rows, score_metrics
+from studio.core.runs.history import (
+    RunMetrics, RunRow, quick_row, read_rows, run_metrics, run_row, run_rows, score_metrics,
+)
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 __all__ = ["RunActionError", "RunRow", "RunsChange", "RunsSession", "rename_run", "score_title"]
@@ -133,6 +135,17 @@ class RunsSession:
     def refresh_now(self) -> RunsChange:
         """Scan on this thread and notify."""
         return self.apply(self.scan())
+
+    def scan_quickly(self) -> RunsChange:
+        """The window's launch: list the runs folder and read each run's quick row (status, model, adapter) on this
+        thread, so a run still training is known at once; `read_fully` then completes the rows in the background
+        without listing the folder again."""
+        self.scans += 1
+        return self.apply([quick_row(run) for run in self.store.runs()])
+
+    def read_fully(self, rows: list[RunRow]) -> list[RunRow]:
+        """These rows read whole (curves, times, scores), for `apply` (any thread; no listing of the folder)."""
+        return read_rows([row.run_dir for row in rows if row.path.is_dir()])  # one deleted meanwhile is gone
 
     def set_scanner(self, scanner: Callable[[], None] | None) -> None:
         """How `request_refresh` scans: the window's background task (which ends in `apply`)."""
