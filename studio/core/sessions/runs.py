@@ -159,9 +159,6 @@ class RunsSession:
             self.refresh_now()
 
     # --- reading -------------------------------------------------------------------------------------------
-    def row(self, path: Path) -> RunRow | None:
-        return next((row for row in self.rows if row.path == Path(path)), None)
-
     def score_columns(self) -> list[str]:
         """The metrics any listed run has a score for, in the order they first appear."""
         return score_metrics(self.rows)
