@@ -1,27 +1,29 @@
 """The main window: Dataset, Config, Training, Runs, Evaluate and Chat tabs around one current RunConfig.
 
 The config is a `RunDraft` (studio.core.sessions.draft) that the Dataset and Config tabs both edit and observe;
-the window gives it a new config (an opened file, a run's settings, the demo) and hands it to a run.
+the window gives it a new config (an opened file, a run's settings, the demo) and hands it to a run. The runs are a
+`RunsSession` (studio.core.sessions.runs): the window scans the runs folder through it, in the background, and the
+Runs view, Evaluate and Chat observe it, so a run that starts, ends, is renamed or deleted shows in each of them
+without a signal from one tab to another.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRect, QSettings, QSize, QUrl
+from PySide6.QtCore import QFileSystemWatcher, QRect, QSettings, QSize, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 from superqt.utils import qdebounced
 
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
-from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.sessions.continuation import opened_settings_text
 from studio.core.sessions.dataset import DatasetSession
 from studio.core.sessions.draft import Change, RunDraft
+from studio.core.sessions.launch import document, keep_settings, last_config_path, prepare_demo
 from studio.core.sessions.run_name import RunNaming
+from studio.core.sessions.runs import RunsChange, RunsSession
 from studio.core.system.gpu import TelemetrySource
-from studio.core.config.docs import reference_location
-from studio.core.system.paths import document_location, user_data_dir
 from studio.ui.background import BackgroundTask, TaskRunner, wait_for_all
 from studio.ui.tabs.chat_tab import QtChatTab
 from studio.ui.tabs.config_tab import QtConfigTab
@@ -31,9 +33,12 @@ from studio.ui.tabs.runs_view import QtRunsView
 from studio.ui.tabs.system_check import QtSystemCheck
 from studio.ui.tabs.training_tab import QtTrainingTab
 
-LAST_CONFIG_NAME = "last-config.toml"
+__all__ = ["QtMainWindow", "last_config_path"]
+
 PRESET_SETTING = "config/preset"  # the preset chosen on the Config tab, restored with the last config
 SAVE_DEBOUNCE_MS = 500
+RESCAN_DEBOUNCE_MS = 300
+"""A burst of changes in the runs folder (another process creating a run, files moving) is one scan."""
 DEFAULT_SIZE = QSize(1180, 780)
 # Room left around a default-sized window for what the window manager adds (title bar, borders), which is
 # not part of the size given to resize() and not known before the window is shown.
@@ -41,18 +46,18 @@ FRAME_ALLOWANCE = QSize(16, 48)
 DEMO_SELECTED = "The offline demo is selected"
 
 
-def last_config_path() -> Path:
-    return user_data_dir() / LAST_CONFIG_NAME
-
-
 class QtMainWindow(QMainWindow):
-    def __init__(self, *, store: RunStore | None = None, telemetry: TelemetrySource | None = None,
-                 offer_demo: bool = True):
+    def __init__(self, *, store=None, telemetry: TelemetrySource | None = None, offer_demo: bool = True):
+        """`store`: the RunStore whose runs the window shows (default: the user data folder's)."""
         super().__init__()
         self.setWindowTitle("Finetune Studio")
         self.resize(DEFAULT_SIZE)
         self.draft = RunDraft()
-        self.store = store or RunStore()
+        self.runs = RunsSession(store)
+        self.store = self.runs.store
+        self._runs_tasks = TaskRunner(self)  # the scans of the runs folder, off the GUI thread
+        self._rescan_after = False
+        self.runs.set_scanner(self._scan_runs)
         self._demo_tasks = TaskRunner(self)
         self._demo_choice: tuple[str, str] | None = None  # the demo's model and data, while the banner offers it
 
@@ -65,9 +70,9 @@ class QtMainWindow(QMainWindow):
         self.training_tab = QtTrainingTab(self.store, telemetry)
         self.run_naming = RunNaming(self.draft)  # the Name field: the user's name, or the data's and the model's
         self.training_tab.bind_naming(self.run_naming)
-        self.runs_view = QtRunsView(self.store)
-        self.evaluate_tab = QtEvaluateTab(self.store)
-        self.chat_tab = QtChatTab(runs_root=self.store.root)
+        self.runs_view = QtRunsView(self.runs)
+        self.evaluate_tab = QtEvaluateTab(self.runs)
+        self.chat_tab = QtChatTab(runs=self.runs)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for widget, title in ((self.dataset_tab, "Dataset"), (self.config_tab, "Config"),
@@ -82,25 +87,32 @@ class QtMainWindow(QMainWindow):
         self.dataset_tab.dataset_chosen.connect(self._on_dataset_chosen)
         self.dataset_tab.loaded.connect(lambda _: self.config_tab.refresh_evaluation())  # "5 of 47 rows held out"
         self.training_tab.start_button.clicked.connect(self.start_training)
+        # The Training tab's run goes to the runs session, which every tab showing runs observes.
+        self.training_tab.run_started.connect(self._on_run_started)
         self.training_tab.run_ended.connect(self._on_run_ended)
-        # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
-        self.training_tab.run_started.connect(lambda _: self.banner.clear())
-        self.training_tab.run_started.connect(lambda _: self.runs_view.refresh())
-        self.training_tab.run_started.connect(lambda _: self.runs_view.set_training_busy(True))
-        self.training_tab.run_ended.connect(lambda *_: self.runs_view.set_training_busy(False))
         self.training_tab.config_adjusted.connect(self._on_config_adjusted)
+        self.runs.subscribe(self._on_runs_changed)
         self.runs_view.open_config_requested.connect(self._open_run_config)
         self.runs_view.resume_requested.connect(self._resume_run)
-        self.runs_view.runs_deleted.connect(self.training_tab.forget_runs)
-        self.runs_view.runs_deleted.connect(self.chat_tab.forget_runs)
-        self.runs_view.runs_deleted.connect(lambda _: self.evaluate_tab.refresh_runs())
-        self.runs_view.run_renamed.connect(self._on_run_renamed)
         self.evaluate_tab.open_in_chat.connect(self._open_in_chat)
+        self.chat_tab.export_requested.connect(self.open_export_dialog)
+        self._export_dialog = None
         # Issue 24, the doctor: its banner at the top, its checks off the GUI thread at a first launch or a new device.
         self.system_check = QtSystemCheck(self, config=lambda: self.config)
         # The Config tab's presets and fit plan for the card runs will train on: none under a CPU-only torch.
         self.system_check.session.subscribe(self._on_system_report)
         self._build_menus()
+
+        # The one scan at launch: the folder is listed and each run's status, model and adapter read on this thread
+        # (a run still training is re-attached, the newest adapter offered in Chat, before the window shows); the
+        # rest of each row (curves, times, scores) is read in the background. Later scans run in the background;
+        # another process creating or removing a run folder asks for one.
+        self.runs.scan_quickly()
+        self._read_runs_fully()
+        self._rescan_soon = qdebounced(self.runs.request_refresh, timeout=RESCAN_DEBOUNCE_MS, parent=self)
+        self._runs_folder_watch = QFileSystemWatcher(self)
+        self._runs_folder_watch.directoryChanged.connect(lambda _path: self._rescan_soon())
+        self._watch_runs_folder(scanned=True)
 
         geometry = QSettings().value("window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
@@ -159,7 +171,7 @@ class QtMainWindow(QMainWindow):
         self.export_action = QAction("Export a trained model…", self)
         self.export_action.setShortcut("Ctrl+E")
         self.export_action.setToolTip("Adapter folder or zip, merged 16-bit model, GGUF + Ollama Modelfile")
-        self.export_action.triggered.connect(self.chat_tab.open_export_dialog)
+        self.export_action.triggered.connect(lambda: self.open_export_dialog(self.chat_tab.export_source()))
         export_menu.addAction(self.export_action)
         help_menu = self.menuBar().addMenu("&Help")
         self.help_actions: dict[str, QAction] = {}
@@ -169,7 +181,7 @@ class QtMainWindow(QMainWindow):
         ):
             action = QAction(text, self)
             action.setToolTip(tip)
-            action.triggered.connect(lambda _=False, key=key: self._open_location(self._document(key)))
+            action.triggered.connect(lambda _=False, key=key: self._open_location(document(key)))
             help_menu.addAction(action)
             self.help_actions[key] = action
         self.open_runs_folder_action = QAction("Open the runs folder (each run's train.log)", self)
@@ -188,12 +200,6 @@ class QtMainWindow(QMainWindow):
 
         return (f"Finetune Studio {__version__}\nPoint-and-click LoRA/QLoRA fine-tuning on one GPU.\nTraining runs in "
                 f"its own process; runs are kept in {self.store.root}.")
-
-    @staticmethod
-    def _document(key: str) -> Path | str:
-        if key == "docs/CONFIG.md":
-            return reference_location()  # generated from the installed code where no docs folder exists
-        return document_location(key)
 
     def _open_location(self, location: Path | str) -> None:
         url = QUrl.fromLocalFile(str(location)) if isinstance(location, Path) else QUrl(location)
@@ -217,17 +223,9 @@ class QtMainWindow(QMainWindow):
 
     def _offer_latest_adapter(self) -> None:
         """The Chat tab starts with the newest finished adapter trained on the current base model."""
-        from studio.core.config.settings import read_toml
-        from studio.core.export.jobs import runs_with_adapters
-
-        for run_path in runs_with_adapters(self.store.root):
-            try:
-                base = read_toml(run_path / "run.toml").get("model", {}).get("name_or_path")
-            except ConfigError:
-                continue
-            if base == self.config.model.name_or_path:
-                self.chat_tab.set_model(base, RunDirectory(run_path).adapter_dir)
-                return
+        base = self.config.model.name_or_path
+        if (adapter := self.runs.latest_adapter_for(base)) is not None:
+            self.chat_tab.set_model(base, adapter)
 
     def _clear_demo_banner_unless(self, model: str, train_file: str) -> None:
         # "The offline demo is selected… press Start" stops being true once the user picks other data or model.
@@ -268,17 +266,9 @@ class QtMainWindow(QMainWindow):
     # --- first launch: the offline demo --------------------------------------------------------------
     def prepare_demo(self) -> BackgroundTask:
         """Build the demo (seconds, once) in the background and select it, so Start works at once."""
-        from studio.core.config.presets import write_demo_config
-        from studio.core.system.demo import build_demo
-
-        def build(state):
-            assets = build_demo(progress=state.progress)
-            write_demo_config(assets)
-            return assets
-
         self.banner.setText("Preparing the offline demo model and dataset…")
         return self._demo_tasks.start(
-            build, on_progress=lambda message: self.banner.setText(f"Preparing the offline demo: {message}"),
+            lambda state: prepare_demo(state.progress), on_progress=lambda message: self.banner.setText(f"Preparing the offline demo: {message}"),
             on_result=self._on_demo_ready,
             on_error=lambda error: self.banner.setText(
                 f"The demo could not be built: {type(error).__name__}: {error}"),
@@ -295,28 +285,88 @@ class QtMainWindow(QMainWindow):
     def _save_settings(self) -> None:
         """Keep the current settings where the next launch restores them from."""
         try:
-            save_config(self.config, last_config_path())
+            keep_settings(self.config)
         except OSError as error:
             self.banner.setText(f"Could not keep your settings for the next launch: {error}")
 
-    def start_training(self) -> RunDirectory | None:
+    def start_training(self):
+        """Start the draft's run on the Training tab; its RunDirectory, or None when it did not start."""
         run_dir = self.training_tab.start(self.config)
         if run_dir is not None:
             self._save_settings()
         return run_dir
 
-    def _on_run_ended(self, run_dir: RunDirectory, status: str, message: str) -> None:
-        if status != "failed" and (run_dir.adapter_dir / "adapter_config.json").is_file():
-            self.chat_tab.set_model(self.config.model.name_or_path, run_dir.adapter_dir)
-        self.banner.setText(f"Run {run_dir.name}: {status}.")
-        self.runs_view.refresh()
-        self.evaluate_tab.refresh_runs()
+    def _on_run_started(self, run_dir) -> None:
+        # "Press Start training" and an earlier run's "Run X: stopped." are stale once a run is under way.
+        self.banner.clear()
+        self.runs.run_started(run_dir.path)
+        self._watch_runs_folder()  # the first run made the folder
 
-    def _on_run_renamed(self, old: Path, new: Path) -> None:
-        """A run renamed in the Runs view: the tabs that show it show it under its new folder."""
-        self.training_tab.follow_rename(old, new)
-        self.chat_tab.follow_rename(old, new)
-        self.evaluate_tab.refresh_runs()
+    def _on_run_ended(self, run_dir, status: str, message: str) -> None:
+        self.banner.setText(f"Run {run_dir.name}: {status}.")
+        self.runs.run_ended(run_dir.path)  # Runs, Evaluate and Chat follow the session
+
+    def _on_runs_changed(self, change: RunsChange) -> None:
+        """The Training tab has no session of its own yet: the window tells it of runs renamed or deleted."""
+        if change.removed:
+            self.training_tab.forget_runs(list(change.removed))
+        for old, new in change.renamed:
+            self.training_tab.follow_rename(old, new)
+
+    # --- the runs folder ---------------------------------------------------------------------------------
+    def _scan_runs(self) -> None:
+        """The runs session's scan, on a background thread; one at a time, and one more after it when asked
+        meanwhile (the running one may have missed the latest change)."""
+        if self._runs_tasks.busy:
+            self._rescan_after = True
+            return
+        since = self.runs.generation
+        self._runs_tasks.start(lambda state: self.runs.scan(),
+                               on_result=lambda rows: self._apply_scan(rows, since),
+                               on_error=lambda error: self.banner.setText(f"Cannot read the runs folder: {error}"),
+                               on_done=self._after_scan, name="scan the runs folder")
+
+    def _read_runs_fully(self) -> None:
+        """Complete the launch scan's quick rows on a background thread (no second listing of the folder)."""
+        rows, since = list(self.runs.rows), self.runs.generation
+        self._runs_tasks.start(lambda state: self.runs.read_fully(rows),
+                               on_result=lambda full: self._apply_scan(full, since),
+                               on_error=lambda error: self.banner.setText(f"Cannot read the runs folder: {error}"),
+                               on_done=self._after_scan, name="read the runs")
+
+    def _apply_scan(self, rows, since: int) -> None:
+        if self.runs.apply(rows, since=since) is None:
+            self._rescan_after = True  # a run was renamed or deleted here while the scan ran: scan again
+
+    def _after_scan(self) -> None:
+        self._watch_runs_folder(scanned=True)
+        if self._rescan_after:
+            self._rescan_after = False
+            self._scan_runs()
+
+    def _watch_runs_folder(self, *, scanned: bool = False) -> None:
+        """Watch the runs folder for runs made, renamed or removed by another process; before the folder exists,
+        its parent, for the folder's making (a run copied in, the first run of `finetune-studio train`)."""
+        root, watched = self.runs.root, set(self._runs_folder_watch.directories())
+        if root.is_dir():
+            if str(root.parent) in watched:
+                self._runs_folder_watch.removePath(str(root.parent))  # a change it saw but did not tell yet is lost
+            if str(root) not in watched:
+                self._runs_folder_watch.addPath(str(root))
+                if not scanned:
+                    self._rescan_soon()  # the folder appeared since the last scan: what is in it was never read
+        elif root.parent.is_dir() and str(root.parent) not in watched:
+            self._runs_folder_watch.addPath(str(root.parent))
+
+    def open_export_dialog(self, source: Path | None = None):
+        """The Export dialog for a run or adapter folder (Chat's Export model…, the Export menu)."""
+        from studio.ui.tabs.export_dialog import QtExportDialog
+
+        if self._export_dialog is not None:
+            self._export_dialog.shutdown()
+        self._export_dialog = QtExportDialog(source, runs_root=self.runs.root, parent=self)
+        self._export_dialog.show()
+        return self._export_dialog
 
     def _open_in_chat(self, model, messages) -> None:
         """An eval case in the Chat tab, to ask again (the Evaluate tab's "Open in Chat")."""
@@ -325,7 +375,7 @@ class QtMainWindow(QMainWindow):
 
     def _reattach_running_run(self) -> None:
         """A run kept training after a window closed shows up again, live, with its whole curve so far."""
-        for run_dir in self.store.running_runs():
+        for run_dir in self.runs.running_runs():
             if self.training_tab.reattach(run_dir):
                 self.tabs.setCurrentWidget(self.training_tab)
                 self.banner.setText(f"Run {run_dir.name} is still training: showing it live again.")
@@ -340,7 +390,7 @@ class QtMainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.config_tab)
         self.banner.setText(opened_settings_text(config))
 
-    def _resume_run(self, run_dir: RunDirectory) -> None:
+    def _resume_run(self, run_dir) -> None:
         if self.training_tab.resume(run_dir):
             self.tabs.setCurrentWidget(self.training_tab)
         elif self.training_tab.is_running:
@@ -360,6 +410,8 @@ class QtMainWindow(QMainWindow):
         self.evaluate_tab.shutdown()
         self.chat_tab.shutdown()
         self.config_tab.shutdown()
-        self.runs_view.shutdown()
+        self._runs_tasks.shutdown()
+        if self._export_dialog is not None:
+            self._export_dialog.shutdown()
         wait_for_all()  # whatever else still runs (a layer-name read): no thread may outlive the window
         event.accept()

@@ -457,3 +457,61 @@ def test_the_reply_loop_answers_trained_on_the_tuned_side_and_otherwise_on_the_b
     assert session.history[-1]["content"] == answer == "".join(streamed[TUNED])
     assert session.base_history[-1]["content"] != answer and session.base_history[-1]["content"]
     assert session.last_stats[TUNED].tokens > 0 and not session.last_stats[TUNED].stopped
+
+
+def test_the_model_fields_follow_the_runs_session_renamed_deleted_and_ended_runs(tmp_path):
+    from studio.core.config.settings import RunConfig, save_config
+    from studio.core.runs.events import EventWriter, make_event
+    from studio.core.runs.store import RunStore
+    from studio.core.sessions.chat import fields_after
+    from studio.core.sessions.runs import RunsSession
+
+    store = RunStore(tmp_path / "runs")
+    runs = RunsSession(store)
+    first = store.new_run("first")
+    first.adapter_dir.mkdir()
+    (first.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    runs.refresh_now()
+    fields = ("base", str(first.adapter_dir))
+
+    changes = []
+    runs.subscribe(changes.append)
+    renamed = runs.rename(first.path, "second")
+    assert fields_after(changes[-1], fields) == ("base", str(renamed.adapter_dir)), "the field follows the rename"
+    assert fields_after(changes[-1], ("base", "elsewhere/adapter")) == ("base", "elsewhere/adapter")
+    runs.delete([renamed.path])
+    assert fields_after(changes[-1], ("base", str(renamed.adapter_dir))) == ("base", ""), "a deleted run's is cleared"
+
+    trained = store.new_run("trained")
+    config = RunConfig(name="trained")
+    config.model.name_or_path = "the-base"
+    save_config(config, trained.config_path)
+    runs.run_started(trained.path)
+    with EventWriter(trained.events_path) as writer:
+        writer.write(make_event("finished", status="completed", step=1, final_loss=1.0))
+    trained.adapter_dir.mkdir()
+    (trained.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    ended = runs.run_ended(trained.path)
+    assert fields_after(ended, fields) == ("the-base", str(trained.adapter_dir)), "the run just trained answers"
+
+
+def test_every_reply_is_labelled_with_the_adapter_that_produced_it():
+    model = FakeChatModel(adapters=("demo", "demo-2"))
+    session = _session(model, compare=True)
+    assert session.ask("first?")
+    _answer(session)
+    session.set_adapter("demo-2")
+    assert session.ask("second?")
+    _answer(session)
+
+    labels = [(i, session.reply_label(TUNED, i)) for i, m in enumerate(session.history) if m["role"] == "assistant"]
+    assert labels == [(1, "demo"), (3, "demo-2")], "each reply keeps the adapter it came from"
+    assert [session.reply_label(BASE, i) for i, m in enumerate(session.base_history)
+            if m["role"] == "assistant"] == ["base model, no adapter"] * 2
+    assert [adapter for adapter, _ in model.asked] == [None, BASE_MODEL, None, BASE_MODEL]
+
+    session.set_adapter("demo")
+    assert session.regenerate()
+    _answer(session)
+    assert session.reply_label(TUNED, 3) == "demo", "a regenerated reply names the adapter that answered again"
+    assert session.reply_label(TUNED, 1) == "demo"

@@ -151,9 +151,9 @@ def test_cancelling_a_llama_cpp_check_stops_its_process(tmp_path):
 
 def test_a_gguf_cards_agreement_row_is_replaced_or_added_and_a_merges_note_follows(tmp_path):
     from studio.core.export.model_card import write_model_card
-    from studio.core.runs.record import RunSummary
+    from studio.core.runs.record import RunRecord
 
-    summary = RunSummary(run_name="demo", base_model="/models/tiny", settings={"lora": {"r": 8}})
+    summary = RunRecord(run_name="demo", base_model="/models/tiny", settings={"lora": {"r": 8}})
     readme = write_model_card(tmp_path, summary, "gguf", files={"gguf": "demo.gguf"}, name="demo")  # demo.md
     record_agreement(tmp_path / "demo.gguf", "9/10 replies identical to the studio's")
     lines = readme.read_text(encoding="utf-8").splitlines()
@@ -215,13 +215,13 @@ def test_an_f16_gguf_of_the_demo_answers_10_of_10_like_the_studio_and_its_card_s
 @pytest.mark.slow
 def test_a_merged_folder_is_checked_and_its_card_and_summary_state_the_result(run_copy, tmp_path):
     from studio.core.export.merge import merge_adapter
-    from studio.core.runs.record import SUMMARY_FILE, RunSummary
+    from studio.core.runs.record import SUMMARY_FILE, RunRecord
 
     merged = merge_adapter(run_copy, tmp_path / "merged")
     result = verify_export(run_copy / "adapter", merged, max_new_tokens=MAX_NEW_TOKENS)
     assert result.kind == "merged" and result.engine == "transformers"
     assert (result.identical, result.total) == (10, 10), [(c.studio, c.export) for c in result.differing]
-    assert RunSummary.from_json((merged / SUMMARY_FILE).read_text(encoding="utf-8")).agreement == result.text()
+    assert RunRecord.from_json((merged / SUMMARY_FILE).read_text(encoding="utf-8")).agreement == result.text()
     assert _card_row(merged / "README.md") == f"| {AGREEMENT_ROW} | {result.text()} |"
     assert "merged model answered by transformers" in result.text()
 

@@ -262,7 +262,7 @@ def test_the_progress_bar_class_prints_nothing(capsys):
 
 
 def test_a_base_from_the_hub_cache_is_named_by_its_hub_id_on_model_cards(tmp_path):
-    from studio.core.runs.record import RunSummary
+    from studio.core.runs.record import RunRecord
     from studio.core.export.model_card import model_card
     from studio.core.system.paths import hub_id_of
 
@@ -271,7 +271,7 @@ def test_a_base_from_the_hub_cache_is_named_by_its_hub_id_on_model_cards(tmp_pat
     assert hub_id_of("meta-llama/Llama-3.2-3B-Instruct") == "meta-llama/Llama-3.2-3B-Instruct"
     assert hub_id_of(str(tmp_path / "my-model")) == str(tmp_path / "my-model")
 
-    card = model_card(RunSummary(run_name="r", base_model=str(snapshot)), "merged")
+    card = model_card(RunRecord(run_name="r", base_model=str(snapshot)), "merged")
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card
     assert str(snapshot) not in card
 

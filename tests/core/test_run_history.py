@@ -11,7 +11,7 @@ import pytest
 
 from studio.core.config.settings import RunConfig, save_config
 from studio.core.runs.events import EventWriter
-from studio.core.runs.history import RunMetrics, summarize_run, summarize_runs
+from studio.core.runs.history import RunMetrics, run_row, run_rows
 from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
 
 
@@ -103,7 +103,7 @@ def test_summary_of_a_completed_run(tmp_path):
     (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"\0" * 2046)
     (run.checkpoints_dir / "checkpoint-3").mkdir(parents=True)
 
-    summary = summarize_run(run)
+    summary = run_row(run)
     assert summary.name == "demo" and summary.status == "completed"
     assert summary.model == "/models/tiny-llama" and summary.dataset == "/data/support.jsonl"
     assert (summary.step, summary.total_steps) == (3, 3)
@@ -112,7 +112,7 @@ def test_summary_of_a_completed_run(tmp_path):
     assert summary.adapter_bytes == 2048
     assert summary.checkpoint_steps == [3]
     assert summary.failure_kind is None and summary.message == ""
-    assert [s.name for s in summarize_runs(store)] == ["demo"]
+    assert [s.name for s in run_rows(store)] == ["demo"]
 
 
 def test_summary_of_a_failed_and_of_a_vanished_run(tmp_path):
@@ -120,21 +120,21 @@ def test_summary_of_a_failed_and_of_a_vanished_run(tmp_path):
     oom = store.new_run("oom")
     _write(oom, [ev("started", 1.0, pid=_dead_pid(), total_steps=5),
                  ev("failed", 2.0, kind="oom", message="CUDA out of memory", hint="turn on gradient checkpointing")])
-    summary = summarize_run(oom)
+    summary = run_row(oom)
     assert summary.status == "failed" and summary.failure_kind == "oom"
     assert summary.message == "CUDA out of memory"
     assert summary.adapter_bytes is None and summary.step is None
 
     vanished = store.new_run("vanished")
     _write(vanished, [ev("started", 1.0, pid=_dead_pid(), total_steps=5), step(1, 2.0, 1.0)])
-    summary = summarize_run(vanished)
+    summary = run_row(vanished)
     assert summary.status == "failed" and "vanished" in summary.message and summary.step == 1
 
 
 def test_summary_of_a_broken_or_empty_run_directory(tmp_path):
     run = RunStore(tmp_path).new_run("empty")
     run.config_path.write_text("this is [not toml", encoding="utf-8")
-    summary = summarize_run(run)
+    summary = run_row(run)
     assert summary.status == "new" and summary.model == "" and summary.duration_s is None
 
 
@@ -142,7 +142,7 @@ def test_a_running_run_cannot_be_deleted(tmp_path):
     store = RunStore(tmp_path)
     run = store.new_run("live")
     _write(run, [ev("started", 1e12, pid=os.getpid(), total_steps=5)])  # this process: alive
-    assert store.running_runs() == [run]
+    assert run.status() == "running"
     with pytest.raises(RunBusyError):
         store.delete(run)
     assert run.path.is_dir()
@@ -201,7 +201,7 @@ def _eval_summary(run: RunDirectory, name: str, columns: dict, *, complete: bool
 def test_a_run_is_scored_by_its_newest_complete_eval_of_its_own_adapter(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = _finished_run(store, "tuned")
-    assert summarize_run(run).scores is None, "never evaluated: no scores"
+    assert run_row(run).scores is None, "never evaluated: no scores"
     _eval_summary(run, "first", {"base": (None, {"exact": (0, 10), "tool_call": (1, 10)}),
                                  "tuned": (run.adapter_dir, {"exact": (6, 10), "tool_call": (7, 10)})}, when=1000.0)
     _eval_summary(run, "second", {"tuned": (run.adapter_dir, {"exact": (8, 10), "tool_call": (9, 10)})}, when=2000.0)
@@ -210,7 +210,7 @@ def test_a_run_is_scored_by_its_newest_complete_eval_of_its_own_adapter(tmp_path
     (run.path / "evals" / "broken").mkdir()
     (run.path / "evals" / "broken" / "summary.json").write_text("{not json", encoding="utf-8")
 
-    scores = summarize_run(run).scores
+    scores = run_row(run).scores
     assert scores.eval_name == "second" and scores.column == "tuned" and scores.eval_set == "second.jsonl"
     assert list(scores.metrics) == ["exact", "tool_call"]
     assert scores.metrics["tool_call"].text == "9/10" and scores.metrics["exact"].fraction == 0.8
@@ -227,7 +227,7 @@ def test_an_eval_of_several_runs_scores_each_run_it_named(tmp_path):
                                      "gguf": (tmp_path / "x.gguf", {"tool_call": (41, 47)})},
                   metric_names=["tool_call"])
 
-    by_name = {s.name: s for s in summarize_runs(store)}
+    by_name = {s.name: s for s in run_rows(store)}
     assert by_name["lr-1e-4"].scores.metrics["tool_call"].text == "41/47"
     assert by_name["lr-2e-4"].scores.metrics["tool_call"].text == "30/47"
     assert by_name["lr-2e-4"].scores.column == "lr-2e-4"

@@ -26,7 +26,10 @@ def _demo_pairs(demo_assets) -> list[tuple[str, str]]:
 def tab(qtbot, tmp_path):
     from studio.ui.tabs.chat_tab import QtChatTab
 
-    tab = QtChatTab(runs_root=tmp_path / "runs")
+    from studio.core.runs.store import RunStore
+    from studio.core.sessions.runs import RunsSession
+
+    tab = QtChatTab(runs=RunsSession(RunStore(tmp_path / "runs")))
     tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
     qtbot.addWidget(tab)
     tab.resize(1160, 700)
@@ -202,7 +205,9 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
     from studio.core.export.jobs import ExportKind
 
     tab.set_model("", trained_run / "adapter")
-    dialog = tab.open_export_dialog()
+    from studio.ui.tabs.export_dialog import QtExportDialog
+
+    dialog = QtExportDialog(tab.export_source(), runs_root=tab.runs.root)  # what Export model… opens
     qtbot.addWidget(dialog)
     assert dialog.source == trained_run, "the chat's adapter, as its run"
 
@@ -241,6 +246,7 @@ def test_a_run_still_training_in_the_history_counts_as_holding_the_gpu(tab, tmp_
     writer = EventWriter(run.events_path)
     writer.write(make_event("log", level="info", message="Training process started", pid=os.getpid()))
     writer.close()
+    tab.runs.refresh_now()  # the runs session's next scan (the window's, when the folder changes) sees it
     assert tab.training_running()
 
 

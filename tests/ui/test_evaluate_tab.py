@@ -37,7 +37,11 @@ def store(trained_run, demo_assets, run_studio, tmp_path_factory) -> RunStore:
 def tab(qtbot, store):
     from studio.ui.tabs.evaluate_tab import QtEvaluateTab
 
-    widget = QtEvaluateTab(store)
+    from studio.core.sessions.runs import RunsSession
+
+    runs = RunsSession(store)
+    runs.refresh_now()
+    widget = QtEvaluateTab(runs)
     qtbot.addWidget(widget)
     widget.resize(1280, 860)
     widget.show()

@@ -15,7 +15,9 @@ def view(qtbot, trained_run, tmp_path):
 
     store = RunStore(tmp_path / "runs")
     shutil.copytree(trained_run, store.root / "sft-demo")
-    view = QtRunsView(store)
+    from studio.core.sessions.runs import RunsSession
+
+    view = QtRunsView(RunsSession(store))
     qtbot.addWidget(view)
     view.refresh_now()
     return view
@@ -39,7 +41,7 @@ def test_continue_with_dpo_opens_a_config_that_trains_the_runs_adapter_on_prefer
         view.continue_button.menu().actions()[1].trigger()
     config = opened.args[0]
     assert config.training.method == "dpo"
-    assert config.model.init_adapter == str((view.store.root / "sft-demo").resolve())
+    assert config.model.init_adapter == str((view.runs.root / "sft-demo").resolve())
     assert config.data.train_file == "" and config.name == ""  # an SFT run's chat data holds no pairs
     assert "prompt/chosen/rejected" in view.info_label.text()
 
@@ -52,7 +54,7 @@ def test_continue_with_grpo_keeps_the_runs_data(qtbot, view):
 
 def test_a_run_without_a_finished_adapter_cannot_be_continued(qtbot, view):
     _select(view, "sft-demo")
-    shutil.rmtree(view.store.root / "sft-demo" / "adapter")
+    shutil.rmtree(view.runs.root / "sft-demo" / "adapter")
     assert view.continue_selected("dpo") is None
     assert view.info_label.text().startswith("Cannot continue this run:")
     assert "model.init_adapter" in view.info_label.text()

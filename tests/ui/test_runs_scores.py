@@ -52,7 +52,9 @@ def view_and_store(qtbot, tmp_path):
     _run(store, "new", 0.5)  # never evaluated
     # The run with the lower loss learned less: the scores tell them apart where the loss misleads.
     _eval(low_loss, "compare", {low_loss: {"tool_call": (30, 47)}, learned: {"tool_call": (41, 47)}}, when=1000.0)
-    view = QtRunsView(store)
+    from studio.core.sessions.runs import RunsSession
+
+    view = QtRunsView(RunsSession(store))
     qtbot.addWidget(view)
     view.refresh_now()
     return view, store

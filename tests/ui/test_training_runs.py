@@ -376,7 +376,9 @@ def test_the_window_will_not_resume_a_run_another_process_is_training(qtbot, tab
         assert not tab.is_running
         assert "Cannot resume" in tab.status_label.text() and "still training" in tab.status_label.text()
 
-        view = QtRunsView(tab.store)
+        from studio.core.sessions.runs import RunsSession
+
+        view = QtRunsView(RunsSession(tab.store))
         qtbot.addWidget(view)
         view.refresh_now()
         view.select_runs(["live"])

@@ -333,7 +333,9 @@ def runs_view(qtbot, tmp_path):
     _make_run(store, "run-a", [3.0, 2.0, 1.5, 1.2])
     _make_run(store, "run-b", [3.0, 2.5, 2.2, 2.0, 1.9, 1.8])
     _make_run(store, "run-oom", [3.0], status="failed")
-    view = QtRunsView(store)
+    from studio.core.sessions.runs import RunsSession
+
+    view = QtRunsView(RunsSession(store))
     qtbot.addWidget(view)
     view.refresh_now()
     return view
@@ -379,7 +381,9 @@ def test_the_runs_view_says_what_to_do_when_there_are_no_runs_and_hides_an_empty
     runs_view.select_runs(["run-a"])
     assert runs_view._legend.isVisible()
 
-    empty = QtRunsView(RunStore(tmp_path / "no-runs"))
+    from studio.core.sessions.runs import RunsSession
+
+    empty = QtRunsView(RunsSession(RunStore(tmp_path / "no-runs")))
     qtbot.addWidget(empty)
     empty.refresh_now()
     assert empty.info_label.text().startswith("No runs yet. Start one on the Training tab")
@@ -404,24 +408,25 @@ def test_delete_asks_and_only_deletes_when_confirmed(runs_view, monkeypatch):
     runs_view.select_runs(["run-a", "run-oom"])
     assert sorted(runs_view.delete_selected()) == ["run-a", "run-oom"]
     assert runs_view.table.rowCount() == 1
-    assert [run.name for run in runs_view.store.runs()] == ["run-b"]
+    assert [run.name for run in runs_view.runs.store.runs()] == ["run-b"]
 
 
 def test_the_background_refresh_sees_a_new_run(qtbot, runs_view):
-    _make_run(runs_view.store, "run-c", [1.0, 0.5])
+    _make_run(runs_view.runs.store, "run-c", [1.0, 0.5])
     with qtbot.waitSignal(runs_view.refreshed, timeout=10_000):
         runs_view.refresh()
     assert runs_view.table.rowCount() == 4
 
 
 def test_resume_from_the_runs_view_waits_while_another_run_trains(runs_view):
-    (runs_view.store.root / "run-oom" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (runs_view.runs.root / "run-oom" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     runs_view.refresh_now()
     runs_view.select_runs(["run-oom"])
     assert runs_view.resume_button.isEnabled()
-    runs_view.set_training_busy(True)
+    live = runs_view.runs.root / "run-a"  # the window's Training tab runs one: the runs session says so
+    runs_view.runs.run_started(live)
     assert not runs_view.resume_button.isEnabled() and "one run at a time" in runs_view.resume_button.toolTip()
-    runs_view.set_training_busy(False)
+    runs_view.runs.run_ended(live)
     assert runs_view.resume_button.isEnabled()
 
 

@@ -24,7 +24,7 @@ from studio.core.export.staging import (
 )
 from studio.core.models.adapters import resolve_adapter_dir
 from studio.core.models.source import ModelLoadError
-from studio.core.runs.record import RunSummary
+from studio.core.runs.record import RunRecord
 from studio.core.system.tasks import NO_TASK, TaskState
 
 
@@ -41,7 +41,7 @@ def _folder_size(folder: Path) -> int:
 
 def _write_adapter_folder(adapter: Path, target: Path, report: Reporter) -> None:
     """The adapter's files (PEFT's placeholder README.md replaced by our model card) into `target`."""
-    summary = RunSummary.find(adapter)
+    summary = RunRecord.find(adapter)
     copy_folder(adapter, target, report, end=0.9, skip=lambda rel: rel.name == "README.md")
     base = summary.base_model if summary and summary.base_model else None
     # The run record travels with the adapter: chat and merge read from it how the base was loaded (trained_base).

@@ -584,7 +584,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
     from transformers import AutoTokenizer
 
     from studio.core.export.quantize import read_tensor_types, quantize_gguf, require_quantizer
-    from studio.core.runs.record import RunSummary
+    from studio.core.runs.record import RunRecord
 
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"GGUF type {gguf_type!r}: choose one of {', '.join(GGUF_TYPES)}")
@@ -600,7 +600,7 @@ def _write_gguf(model_dir: Path, output: Path, gguf_type: str, name: str | None,
         raise ExportError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from None
     embedded_template, fmt, end_of_turn = _chat_templates(tokenizer, conversations)
     planned = _plan_tensors(model_dir, config, family, written_type)
-    summary = RunSummary.find(model_dir)
+    summary = RunRecord.find(model_dir)
     model_name = name or (summary.run_name if summary and summary.run_name else model_dir.name)
 
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, family.arch)]

@@ -34,7 +34,7 @@ from studio.core.models.trained_base import (
     load_dequantized_trained_base,
 )
 from studio.core.models.weights import check_weights
-from studio.core.runs.record import RunSummary
+from studio.core.runs.record import RunRecord
 from studio.core.system.tasks import NO_TASK, TaskState
 
 
@@ -136,7 +136,7 @@ def _merge(adapter_dir: Path, trained: TrainedBase, weights: BaseWeights, output
         report.check()
         tokenizer.save_pretrained(str(staging))
         generation_config.save_pretrained(str(staging))
-        summary = RunSummary.find(adapter_dir)
+        summary = RunRecord.find(adapter_dir)
         if summary is not None:
             summary.merged_into = merged_into_text(trained, weights)
         write_model_card(staging, summary, "merged", keep_summary=True)

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from studio.core.runs.record import SUMMARY_FILE, RunSummary
+from studio.core.runs.record import SUMMARY_FILE, RunRecord
 
 LOSS_CURVE_FILE = "loss-curve.svg"
 AGREEMENT_ROW = "Agreement with the trained model"
@@ -133,12 +133,12 @@ def _usage(kind: str, files: dict[str, str]) -> str:
             f"`{gguf_name}`, carries the same chat template and its stop token(s).\n")
 
 
-def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] | None = None,
+def model_card(summary: RunRecord | None, kind: str, *, files: dict[str, str] | None = None,
                notes: list[str] = (), loss_curve: str = LOSS_CURVE_FILE) -> str:
     """The README.md text of an export of `kind` ('adapter', 'merged' or 'gguf')."""
     files = dict(files or {})
     what, library = _KIND_TEXT[kind]
-    s = summary or RunSummary()
+    s = summary or RunRecord()
     if s.base_model:
         files.setdefault("base", s.base_model_id)
     front = ["---", f"library_name: {library}"]
@@ -185,7 +185,7 @@ def model_card(summary: RunSummary | None, kind: str, *, files: dict[str, str] |
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, summary: RunSummary | None, kind: str, *, files: dict[str, str] | None = None,
+def write_model_card(folder: Path, summary: RunRecord | None, kind: str, *, files: dict[str, str] | None = None,
                      notes: list[str] = (), keep_summary: bool = False, name: str = "") -> Path:
     """Write README.md (and the loss curve) into `folder`; returns the README path. With `name` (a GGUF's stem)
     they are NAME.md and NAME.loss-curve.svg instead, so the cards of two GGUF files in one folder stay apart."""
@@ -203,7 +203,7 @@ def write_model_card(folder: Path, summary: RunSummary | None, kind: str, *, fil
 
 def record_agreement(export: Path, text: str) -> Path:
     """State `text` (how the export's replies compare with the trained model's) on the export's model card, in
-    the row a merge's own agreement fills (RunSummary.agreement); returns the README path.
+    the row a merge's own agreement fills (RunRecord.agreement); returns the README path.
 
     A merged folder keeps its facts in finetune_studio.json, so its card is written again from them (and a GGUF
     exported from it later states the same). A GGUF's card (NAME.md) has no such file beside it: its row is replaced
@@ -216,7 +216,7 @@ def record_agreement(export: Path, text: str) -> Path:
     manifest = manifest_path(export, is_dir=export.is_dir())
     recorded = read_manifest(manifest)  # before the card changes: only the files the export wrote are recorded again
     if export.is_dir():
-        summary = RunSummary.find(export)
+        summary = RunRecord.find(export)
         if summary is not None:
             summary.agreement = text
             readme = write_model_card(export, summary, "merged", keep_summary=True)

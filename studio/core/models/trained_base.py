@@ -78,10 +78,10 @@ class TrainedBase:
     def of_adapter(cls, adapter_dir: Path, base: str | None = None) -> TrainedBase:
         """Read it from the run the adapter belongs to (run.toml and its events), or from the record an export
         kept beside the adapter (finetune_studio.json); `base` overrides the recorded base model."""
-        from studio.core.runs.record import RunSummary
+        from studio.core.runs.record import RunRecord
 
         adapter_dir = Path(adapter_dir)
-        summary = RunSummary.find(adapter_dir)
+        summary = RunRecord.find(adapter_dir)
         recorded_base = base or _adapter_config_base(adapter_dir)
         if summary is None or not summary.settings:
             return cls(base=recorded_base, known=False)

@@ -290,9 +290,10 @@ def read_last_event(path: Path) -> Event | None:
             tail = f.read()
     except FileNotFoundError:
         return None
-    events = _parse_lines(tail[: tail.rfind(b"\n") + 1])
-    if events:
-        return events[-1]
+    # From the last line back: the first complete event is the answer (a run's tail holds hundreds of steps).
+    for line in reversed(tail[: tail.rfind(b"\n") + 1].splitlines()):
+        if events := _parse_lines(line):
+            return events[-1]
     if size > _TAIL_BYTES:  # one event longer than the tail: rare, read it all
         events = read_events(path)
         return events[-1] if events else None

@@ -177,8 +177,9 @@ class RunMetrics:
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """One row of the run history."""
+class RunRow:
+    """One row of the Runs view: a run as the history lists it (not what a model card states about a run, which is
+    `runs.record.RunRecord`)."""
 
     path: Path
     name: str
@@ -198,6 +199,8 @@ class RunSummary:
     checkpoint_steps: list[int] = field(default_factory=list)
     scores: RunScores | None = None
     """The latest complete eval that scored this run's adapter; None when none did."""
+    read_fully: bool = True
+    """False for a `quick_row`: the numbers read from the whole events file are not there yet."""
 
     @property
     def run_dir(self) -> RunDirectory:
@@ -305,11 +308,11 @@ def latest_scores(run: RunDirectory, evals: Iterable[EvalSummary] | None = None)
     return latest[0].scores(latest[1]) if latest is not None else None
 
 
-def score_metrics(summaries: Iterable[RunSummary]) -> list[str]:
+def score_metrics(rows: Iterable[RunRow]) -> list[str]:
     """The metrics any of these runs has a score for, in the order they first appear: the score columns."""
     names: list[str] = []
-    for summary in summaries:
-        for name in (summary.scores.metrics if summary.scores is not None else ()):
+    for row in rows:
+        for name in (row.scores.metrics if row.scores is not None else ()):
             if name not in names:
                 names.append(name)
     return names
@@ -341,8 +344,8 @@ def run_metrics(run: RunDirectory) -> RunMetrics:
     return RunMetrics(run.events())
 
 
-def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
-                  evals: Iterable[EvalSummary] | None = None) -> RunSummary:
+def run_row(run: RunDirectory, metrics: RunMetrics | None = None,
+            evals: Iterable[EvalSummary] | None = None) -> RunRow:
     """The run-history row of one run directory; its scores come from `evals` (default: its own evals folder)."""
     metrics = metrics if metrics is not None else run_metrics(run)
     model, dataset = _read_config_fields(run.config_path)
@@ -355,7 +358,7 @@ def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
     else:
         message = ""
     adapter = run.adapter_dir
-    return RunSummary(
+    return RunRow(
         path=run.path,
         name=run.name,
         model=model,
@@ -376,8 +379,25 @@ def summarize_run(run: RunDirectory, metrics: RunMetrics | None = None,
     )
 
 
-def summarize_runs(store: RunStore) -> list[RunSummary]:
+def run_rows(store: RunStore) -> list[RunRow]:
     """Every run of the store, newest first, each scored by the newest eval in the store that scored it."""
-    runs = store.runs()
+    return read_rows(store.runs())
+
+
+def read_rows(runs: list[RunDirectory]) -> list[RunRow]:
+    """These runs' rows, in their order, each scored by the newest eval stored under any of them that scored it."""
     evals = [summary for run in runs for summary in read_eval_summaries(run.path)]
-    return [summarize_run(run, evals=evals) for run in runs]
+    return [run_row(run, evals=evals) for run in runs]
+
+
+def quick_row(run: RunDirectory) -> RunRow:
+    """A run's row from what reads at once: its status (from the events file's last event while it is terminal),
+    model and data (run.toml), adapter and checkpoints. Its curve's numbers, times and scores are unknown (None)
+    until `run_row` reads the whole events file."""
+    model, dataset = _read_config_fields(run.config_path)
+    adapter = run.adapter_dir
+    return RunRow(path=run.path, name=run.name, model=model, dataset=dataset, status=run.status(), step=None,
+                  total_steps=None, final_loss=None, best_loss=None, best_eval_loss=None, duration_s=None,
+                  adapter_bytes=_folder_bytes(adapter) if (adapter / "adapter_config.json").is_file() else None,
+                  started_at=None, checkpoint_steps=[int(p.name.split("-")[1]) for p in run.checkpoints()],
+                  read_fully=False)

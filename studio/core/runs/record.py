@@ -1,4 +1,4 @@
-"""What a run states about itself: `RunSummary` read from a run folder (run.toml and events.jsonl) or from the
+"""What a run states about itself: `RunRecord` read from a run folder (run.toml and events.jsonl) or from the
 `finetune_studio.json` an export keeps beside its files, so a model card, a merge and chat all know how the
 adapter was trained (base, quantisation, compute dtype, losses, agreement) wherever it travelled.
 """
@@ -19,8 +19,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 @dataclass
-class RunSummary:
-    """The facts about a training run that a model card states."""
+class RunRecord:
+    """The facts about a training run that a model card and an export state (not the Runs view's row, which is
+    `runs.history.RunRow`)."""
 
     run_name: str = ""
     base_model: str = ""
@@ -40,7 +41,7 @@ class RunSummary:
     """The dtype the run loaded its base in (from its `started` event): how a merge re-creates that base."""
 
     @classmethod
-    def from_run(cls, run_dir: Path) -> RunSummary:
+    def from_run(cls, run_dir: Path) -> RunRecord:
         """Read a run directory (run.toml + events.jsonl); missing pieces stay empty."""
         from studio.core.runs.events import read_events
 
@@ -78,7 +79,7 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> RunSummary:
+    def from_json(cls, text: str) -> RunRecord:
         data = json.loads(text)
         data["losses"] = [tuple(p) for p in data.get("losses", [])]
         data["eval_losses"] = [tuple(p) for p in data.get("eval_losses", [])]
@@ -86,7 +87,7 @@ class RunSummary:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def find(cls, folder: Path) -> RunSummary | None:
+    def find(cls, folder: Path) -> RunRecord | None:
         """The summary kept in an exported folder, or the run's own when `folder` is a run directory."""
         folder = Path(folder)
         if (folder / SUMMARY_FILE).is_file():

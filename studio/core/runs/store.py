@@ -291,15 +291,12 @@ class RunStore:
                 candidate, n = self.root / f"{base}-{n}", n + 1
 
     def runs(self) -> list[RunDirectory]:
-        """Every run directory, newest first."""
+        """Every run directory, newest first. The window lists them once per refresh, through
+        `sessions.runs.RunsSession.scan`; ask that session rather than calling this again."""
         if not self.root.is_dir():
             return []
         dirs = [RunDirectory(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(dirs, key=lambda r: r.path.stat().st_mtime, reverse=True)
-
-    def running_runs(self) -> list[RunDirectory]:
-        """Runs whose training process is alive (e.g. kept training after the window closed)."""
-        return [run for run in self.runs() if run.status() == "running"]
 
     def rename(self, run: RunDirectory, name: str) -> RunDirectory:
         """Move a run's folder to another name under the root. ValueError for a name that is not a plain folder name

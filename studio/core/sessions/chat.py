@@ -21,12 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.core.chat.conversations import Conversation, single_turn_warning
+from studio.core.chat.conversations import (
+    Conversation, ConversationError, load_conversation, save_conversation, single_turn_warning,
+)
 from studio.core.chat.model import BASE_MODEL, ChatModel, GenerationSettings, ReplyStats
+from studio.core.models.source import ModelLoadError
+from studio.core.sessions.runs import RunsChange
 
 log = logging.getLogger(__name__)
 
 TUNED, BASE = "tuned", "base"
+LOAD_ERRORS: tuple[type[Exception], ...] = (ModelLoadError,)
+"""A load that fails with one of these says why in one line (a missing folder, an adapter of another base)."""
+ADD_ADAPTER_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, ValueError)
+CONVERSATION_ERRORS: tuple[type[Exception], ...] = (ConversationError,)
 Message = dict[str, str]
 Job = tuple[str, str | None, list[Message]]
 """One reply to generate: the side it is for, the adapter (None: the active one; BASE_MODEL: none) and the
@@ -345,6 +353,20 @@ class ChatSession:
             compare_adapter=(model.active_adapter or "") if model and self.compare else "",
         )
 
+    def save(self, path: Path, generation: dict[str, Any], fields: tuple[str, str]) -> Path:
+        """Write the chat as a conversation file (JSON, OpenAI messages)."""
+        return save_conversation(Path(path), self.conversation(generation, fields))
+
+    @staticmethod
+    def read(path: Path) -> Conversation:
+        """A saved conversation; ConversationError (one of CONVERSATION_ERRORS) names the file and what is wrong."""
+        return load_conversation(Path(path))
+
+    @staticmethod
+    def turns(messages: list[Message]) -> Conversation:
+        """Messages (an eval case's turns before its question) as a conversation to continue."""
+        return Conversation(messages=list(messages))
+
     def open(self, conversation: Conversation) -> None:
         """Continue a saved conversation: its system prompt, its turns and (if it compared) the base side's."""
         self.system_prompt = conversation.system_prompt
@@ -386,11 +408,27 @@ def generate_replies(chat_model: Any, jobs: Iterable[Job], settings: GenerationS
         on_reply(side, "".join(pieces), stats)
 
 
-def training_in_progress(runs_root: Path | None) -> bool:
-    """Whether any recent run in the run history is still training (it then holds the GPU)."""
-    from studio.core.runs.store import RunStore
+def detected_gpu() -> Any:
+    """The GPU a load is checked against (None without one)."""
+    from studio.core.system.gpu import detect_gpu
 
-    return any(run.status() == "running" for run in RunStore(runs_root).runs()[:20])
+    return detect_gpu()
+
+
+def fields_after(change: RunsChange, fields: tuple[str, str]) -> tuple[str, str]:
+    """What the Base model and Adapter fields say after the runs changed: an adapter field inside a renamed run
+    follows it, one inside a deleted run is cleared (a loaded adapter stays in memory until Unload), and a run that
+    ended with an adapter fills both, so the next Send answers with the model just trained."""
+    base, adapter = (text.strip() for text in fields)
+    for old, new in change.renamed:
+        if adapter_in_runs(adapter, [old]):
+            adapter = str(Path(new) / Path(adapter).relative_to(old))
+    if adapter_in_runs(adapter, change.removed):
+        adapter = ""
+    finished = [row for row in change.ended if row.status != "failed" and row.adapter_bytes is not None]
+    if finished:
+        base, adapter = finished[0].model, str(finished[0].run_dir.adapter_dir)
+    return base, adapter
 
 
 def adapter_in_runs(adapter_field: str, folders: Iterable[Path]) -> bool:

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.core.system.tasks import TaskState
 from studio.core.eval.cases import HELD_OUT
 from studio.core.eval.command import EvalInputError, build_job
 from studio.core.eval.results import summarise
-from studio.core.eval.runner import BASE_COLUMN, DEFAULT_MAX_NEW_TOKENS, EvalJob, EvalOutcome
+from studio.core.eval.runner import BASE_COLUMN, DEFAULT_MAX_NEW_TOKENS, EvalError, EvalJob, EvalOutcome
 from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
 from studio.core.metrics.tool_calls import expected_tool_calls, extract_tool_calls
+from studio.core.models.source import ModelLoadError
 
 ALL, TUNED_WRONG, REGRESSIONS = "all", "tuned wrong", "regressions"
 FILTERS = (ALL, TUNED_WRONG, REGRESSIONS)
@@ -95,6 +97,29 @@ class Count:
         return f"{self.passed}/{self.total}"
 
 
+@dataclass(frozen=True)
+class MetricChoice:
+    """A metric as the Metrics box offers it."""
+
+    name: str
+    title: str
+    description: str
+    default_on: bool
+
+
+def metric_choices() -> list[MetricChoice]:
+    """Every metric the registry scores with, in its order, ticked by default or not."""
+    return [MetricChoice(name, info.title, info.description, name in DEFAULT_METRICS) for name, info in METRICS.items()]
+
+
+def metric_title(name: str) -> str:
+    return METRICS[name].title
+
+
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (EvalError, ModelLoadError)
+"""What an eval ends with that is said in one line (a refused setting, a model that does not load), not a bug."""
+
+
 NO_FINISHED_RUNS = "No finished runs yet: train one on the Training tab, then evaluate it here."
 READY_HINT = "Pick runs and an eval set, then Start."
 
@@ -136,6 +161,10 @@ class EvaluateSession:
     # --- choices ----------------------------------------------------------------------------------------------
     def set_runs(self, runs: Sequence[Path]) -> None:
         self.runs = [Path(run) for run in runs]
+
+    def choose_eval_set(self, source: str | None) -> None:
+        """A data file (saved dataset folder, Hub id) to evaluate on; None: the first run's held-out split."""
+        self.eval_source = HELD_OUT if source is None else source
 
     def problem(self) -> str | None:
         """Why Start cannot run with these choices (before anything is read or loaded), or None."""
@@ -195,6 +224,16 @@ class EvaluateSession:
                          metrics=self.metric_names(), pattern=self.pattern.strip() or None,
                          base=self.include_base, adapters=others, last_turn=self.last_turn_only,
                          max_new_tokens=self.max_new_tokens)
+
+    def evaluate(self, *, task: TaskState) -> EvalOutcome:
+        """Build the job and run it (a background thread's work): `task.partial` gets ("job", job), ("start", columns,
+        kept) and ("result", record) as they come, for `start`, `started` and `add_result` on the tab's thread."""
+        from studio.core.eval.runner import run_eval
+
+        job = self.build_job()  # reads the eval set: off the GUI thread
+        task.partial(("job", job))
+        return run_eval(job, task=task, on_result=lambda record: task.partial(("result", record)),
+                        on_start=lambda columns, kept: task.partial(("start", columns, kept)))
 
     # --- the eval as it runs ------------------------------------------------------------------------------------
     def start(self, job: EvalJob) -> None:

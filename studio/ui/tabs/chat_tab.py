@@ -22,9 +22,10 @@ from PySide6.QtWidgets import (
 
 from studio.core.chat.model import GenerationSettings, ReplyStats
 from studio.core.sessions.chat import (
-    AS_TRAINED, BASE, NF4, ORIGINAL, STOPPED_NOTE, TUNED, ChatSession, LoadRequest, adapter_in_runs, generate_replies,
-    run_adapter, saved_generation, training_in_progress,
+    ADD_ADAPTER_ERRORS, AS_TRAINED, BASE, CONVERSATION_ERRORS, LOAD_ERRORS, NF4, ORIGINAL, STOPPED_NOTE, TUNED,
+    ChatSession, LoadRequest, detected_gpu, fields_after, generate_replies, run_adapter, saved_generation,
 )
+from studio.core.sessions.runs import RunsChange, RunsSession
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 
 _PLACEHOLDER_FLAGS = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
@@ -104,7 +105,8 @@ class QtTranscript(QTextBrowser):
 class QtChatTab(QWidget):
     """Signals: `piece_received(str)` as the (tuned) reply streams in, `reply_finished(str)` when it is
     complete, `base_reply_finished(str)` for the base side in compare mode, `generation_finished()` when
-    every reply of a prompt is done (or stopped), `model_loaded()`, `model_unloaded()`."""
+    every reply of a prompt is done (or stopped), `model_loaded()`, `model_unloaded()`, `export_requested(source)`
+    (Export model…: the window opens the dialog)."""
 
     reply_finished = Signal(str)
     base_reply_finished = Signal(str)
@@ -112,31 +114,32 @@ class QtChatTab(QWidget):
     generation_finished = Signal()
     model_loaded = Signal()
     model_unloaded = Signal()
+    export_requested = Signal(object)  # the run or adapter folder to export (None: none chosen)
 
-    def __init__(self, parent=None, *, runs_root: Path | None = None):
+    def __init__(self, parent=None, *, runs: RunsSession | None = None):
         super().__init__(parent)
         self.session = ChatSession()
+        self.runs = runs if runs is not None else RunsSession()
         self.last_memory_warning: str | None = None
-        self.runs_root = runs_root
         # Hooks the window (and tests) may replace: the GPU to check before loading, and whether a
         # training run is using it now.
-        from studio.core.system.gpu import detect_gpu
-
-        self.gpu_info: Callable[[], Any] = detect_gpu
-        self.training_running: Callable[[], bool] = lambda: training_in_progress(self.runs_root)
+        self.gpu_info: Callable[[], Any] = detected_gpu
+        self.training_running: Callable[[], bool] = self.runs.training_in_progress
         # Two runners, because a runner's next task cancels its last: a reply must not drop the result of an
         # adapter still loading, nor a load the reply under way. A new load does replace the old one.
         self._model_tasks = TaskRunner(self)
         self._replies = TaskRunner(self)
         self._generator: BackgroundTask | None = None  # the replies under way
         self._stop: threading.Event | None = None  # Stop: ends the reply under way, which still arrives
-        self._export_dialog = None
         self._send_after_load: str | None = None  # a message sent while the model its fields name was loading
 
         self._build_model_box()
         self._build_settings_box()
         self._build_conversation()
         self._update_buttons()
+        # A run that ends fills the fields; a run renamed or deleted anywhere takes the adapter field along.
+        unsubscribe = self.runs.subscribe(self._on_runs_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
 
     # What the tests and the window read, from the session.
     @property
@@ -345,7 +348,8 @@ class QtChatTab(QWidget):
         self.save_button.clicked.connect(self._save_conversation_dialog)
         self.export_button = QPushButton("Export model…")
         self.export_button.setToolTip("Export the adapter, a merged model or GGUF + Ollama Modelfile")
-        self.export_button.clicked.connect(self.open_export_dialog)
+        # The window opens the Export dialog (a tab opens no other tab or dialog).
+        self.export_button.clicked.connect(lambda: self.export_requested.emit(self.export_source()))
         footer = QHBoxLayout()
         footer.addWidget(self.stats_label, stretch=1)
         footer.addWidget(self.open_button)
@@ -368,17 +372,12 @@ class QtChatTab(QWidget):
         self.base_edit.setText(base)
         self.adapter_edit.setText(str(adapter) if adapter else "")
 
-    def follow_rename(self, old: Path, new: Path) -> None:
-        """A run renamed in the Runs view: an adapter field pointing into it points into its new folder."""
-        if adapter_in_runs(self.adapter_edit.text(), [old]):
-            inside = Path(self.adapter_edit.text().strip()).relative_to(old)
-            self.adapter_edit.setText(str(Path(new) / inside))
-
-    def forget_runs(self, folders: list[Path]) -> None:
-        """Runs deleted in the Runs view: an adapter field pointing into one of them is cleared (an adapter
-        already loaded stays in memory until Unload)."""
-        if adapter_in_runs(self.adapter_edit.text(), folders):
-            self.adapter_edit.clear()
+    def _on_runs_changed(self, change: RunsChange) -> None:
+        fields = self._fields()
+        base, adapter = fields_after(change, fields)
+        if (base, adapter) != fields:
+            self.base_edit.setText(base)
+            self.adapter_edit.setText(adapter)
 
     def _browse_base(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")
@@ -391,15 +390,13 @@ class QtChatTab(QWidget):
             self.adapter_edit.setText(folder)
 
     def _fill_runs_menu(self) -> None:
-        from studio.core.export.jobs import runs_with_adapters
-
         self.runs_menu.clear()
-        runs = runs_with_adapters(self.runs_root)
+        runs = self.runs.finished_runs()  # the runs session's last scan: opening the menu lists no folder
         if not runs:
             self.runs_menu.addAction("No finished runs yet").setEnabled(False)
-        for run in runs[:30]:
-            action = self.runs_menu.addAction(run.name)
-            action.triggered.connect(lambda checked=False, run=run: self.choose_run(run))
+        for row in runs[:30]:
+            action = self.runs_menu.addAction(row.name)
+            action.triggered.connect(lambda checked=False, path=row.path: self.choose_run(path))
 
     def choose_run(self, run_dir: Path) -> None:
         """Use a run's adapter, with the base model it was trained on."""
@@ -425,8 +422,6 @@ class QtChatTab(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def load_model(self) -> BackgroundTask | None:
-        from studio.core.models.source import ModelLoadError
-
         request = self.load_request()
         if (problem := request.problem()) is not None:
             self.model_status.setText(problem)
@@ -444,7 +439,7 @@ class QtChatTab(QWidget):
             on_error=self._on_load_failed,
             # A load replaced by the next one ends while that one runs: the button waits for the last.
             on_done=lambda: self.load_button.setEnabled(not self._model_tasks.busy),
-            expected_errors=(ModelLoadError,), name="chat-load")
+            expected_errors=LOAD_ERRORS, name="chat-load")
 
     def _on_load_failed(self, error: BaseException) -> None:
         self._send_after_load = None  # the message stays in the prompt field
@@ -465,8 +460,6 @@ class QtChatTab(QWidget):
 
     def add_adapter(self) -> BackgroundTask | None:
         """Load the adapter field's adapter beside the loaded ones (the base weights stay)."""
-        from studio.core.models.source import ModelLoadError
-
         folder = self.adapter_edit.text().strip()
         model = self.chat_model
         if model is None or not folder or self.session.generating:
@@ -483,7 +476,7 @@ class QtChatTab(QWidget):
         return self._model_tasks.start(
             lambda state: model.add_adapter(folder), on_result=added,
             on_error=lambda error: self.model_status.setText(f"Could not add the adapter: {describe_error(error)}"),
-            on_done=self._update_buttons, expected_errors=(ModelLoadError, ValueError), name="chat-add-adapter")
+            on_done=self._update_buttons, expected_errors=ADD_ADAPTER_ERRORS, name="chat-add-adapter")
 
     def _refresh_adapters(self) -> None:
         with QSignalBlocker(self.active_adapter):
@@ -656,15 +649,11 @@ class QtChatTab(QWidget):
         return self.session.conversation(dict(self.generation_settings().__dict__), self._fields())
 
     def save_conversation_to(self, path: Path) -> Path:
-        from studio.core.chat.conversations import save_conversation
-
-        return save_conversation(Path(path), self.conversation())
+        return self.session.save(Path(path), dict(self.generation_settings().__dict__), self._fields())
 
     def open_conversation_from(self, path: Path) -> None:
         """Show a saved conversation; the next message continues it."""
-        from studio.core.chat.conversations import load_conversation
-
-        conversation = load_conversation(Path(path))
+        conversation = self.session.read(Path(path))
         if self.chat_model is None and conversation.model and not self.base_edit.text().strip():
             self.base_edit.setText(conversation.model)
             if conversation.adapters:
@@ -689,14 +678,12 @@ class QtChatTab(QWidget):
     def open_prompt(self, model: Path | str, messages: list[dict[str, str]]) -> None:
         """An eval case to ask again: a run's adapter (Path) or a base model (str) in the fields, the turns
         before the question as the conversation, the question in the prompt field, ready to send."""
-        from studio.core.chat.conversations import Conversation
-
         if isinstance(model, Path):
             self.choose_run(model)
         else:
             self.set_model(model)
         *before, question = messages
-        self.open_conversation(Conversation(messages=list(before)))
+        self.open_conversation(self.session.turns(before))
         self.prompt_edit.setText(question["content"] if question["role"] == "user" else "")
 
     def _save_conversation_dialog(self) -> None:
@@ -706,27 +693,17 @@ class QtChatTab(QWidget):
             self.stats_label.setText(f"Saved {path}")
 
     def _open_conversation_dialog(self) -> None:
-        from studio.core.chat.conversations import ConversationError
-
         path, _ = QFileDialog.getOpenFileName(self, "Open conversation", "", "JSON (*.json)")
         if path:
             try:
                 self.open_conversation_from(Path(path))
-            except ConversationError as error:
+            except CONVERSATION_ERRORS as error:
                 QMessageBox.warning(self, "Cannot open the conversation", str(error))
 
     # --- export -----------------------------------------------------------------------------------------------
     def export_source(self) -> Path | None:
         """The run (or adapter folder) to export: the active adapter's, else the adapter field's."""
         return self.session.export_source(self.adapter_edit.text())
-
-    def open_export_dialog(self):
-        from studio.ui.tabs.export_dialog import QtExportDialog
-
-        dialog = QtExportDialog(self.export_source(), runs_root=self.runs_root, parent=self)
-        self._export_dialog = dialog
-        dialog.show()
-        return dialog
 
     def shutdown(self) -> None:
         self.stop_generation()
@@ -736,5 +713,3 @@ class QtChatTab(QWidget):
             # cannot be interrupted inside from_pretrained, and one destroyed while it runs aborts the process.
             if not runner.shutdown() and task is not None:
                 task.wait()
-        if self._export_dialog is not None:
-            self._export_dialog.shutdown()

@@ -22,15 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.eval.cases import HELD_OUT
-from studio.core.eval.runner import EvalError
-from studio.core.models.source import ModelLoadError
-from studio.core.metrics.registry import DEFAULT_METRICS, METRICS
-from studio.core.runs.store import RunStore
 from studio.core.sessions.evaluate import (
-    EXTRA, FILTER_HINTS, FILTERS, MISSING, READY_HINT, WRONG, EvaluateSession, ExampleRow, Highlight, runs_list_status,
-    segments,
+    EXPECTED_ERRORS, EXTRA, FILTER_HINTS, FILTERS, MISSING, READY_HINT, WRONG, EvaluateSession, ExampleRow, Highlight,
+    metric_choices, metric_title, runs_list_status, segments,
 )
+from studio.core.sessions.runs import RunsChange, RunsSession
 from studio.ui.background import BackgroundTask, TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
@@ -104,9 +100,9 @@ class QtEvaluateTab(QWidget):
     open_in_chat = Signal(object, object)
     eval_finished = Signal(str)
 
-    def __init__(self, store: RunStore, parent: QWidget | None = None):
+    def __init__(self, runs: RunsSession, parent: QWidget | None = None):
         super().__init__(parent)
-        self.store = store
+        self.runs = runs
         self.session = EvaluateSession()
         self.tasks = TaskRunner(self)
         self._task: BackgroundTask | None = None
@@ -124,6 +120,9 @@ class QtEvaluateTab(QWidget):
         layout.addLayout(self.choices)
         layout.addLayout(self.start_row)
         layout.addWidget(self.results, stretch=1)
+        # The runs listed are the runs session's: a run that ends, is renamed or deleted anywhere shows here.
+        unsubscribe = runs.subscribe(self._on_runs_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
         self.refresh_runs()
         self._update_buttons()
 
@@ -136,7 +135,7 @@ class QtEvaluateTab(QWidget):
         self.base_check = QCheckBox("The base model alone (adapters off)")
         self.base_check.setChecked(True)
         refresh = QPushButton("Refresh")
-        refresh.clicked.connect(self.refresh_runs)
+        refresh.clicked.connect(self.runs.request_refresh)
         box = QGridLayout(models)
         box.addWidget(self.runs_list, 0, 0, 1, 2)
         box.addWidget(self.base_check, 1, 0)
@@ -168,16 +167,17 @@ class QtEvaluateTab(QWidget):
         metrics = QGroupBox("Metrics")
         self.metric_checks: dict[str, QCheckBox] = {}
         box = QGridLayout(metrics)
-        for i, (name, info) in enumerate(METRICS.items()):
-            check = QCheckBox(info.title)
-            check.setToolTip(info.description)
-            check.setChecked(name in DEFAULT_METRICS)
-            self.metric_checks[name] = check
+        choices = metric_choices()
+        for i, choice in enumerate(choices):
+            check = QCheckBox(choice.title)
+            check.setToolTip(choice.description)
+            check.setChecked(choice.default_on)
+            self.metric_checks[choice.name] = check
             box.addWidget(check, i // 2, i % 2)
         self.pattern_edit = QLineEdit()
         self.pattern_edit.setPlaceholderText("regex, e.g. get_bill\\(.*\"phone\"")
         self.pattern_edit.textEdited.connect(lambda text: self.metric_checks["regex"].setChecked(bool(text)))
-        box.addWidget(self.pattern_edit, (len(METRICS) + 1) // 2, 0, 1, 2)
+        box.addWidget(self.pattern_edit, (len(choices) + 1) // 2, 0, 1, 2)
 
         self.choices = QHBoxLayout()
         self.choices.addWidget(models, stretch=3)
@@ -255,18 +255,23 @@ class QtEvaluateTab(QWidget):
         self.results.setSizes([220, 560])  # the table is what a user reads; the chart is the overview
 
     # --- choices ------------------------------------------------------------------------------------------
-    def refresh_runs(self) -> None:
-        """List the runs with a finished adapter (newest first), keeping the ticks of those still there."""
-        from studio.core.export.jobs import runs_with_adapters
+    def _on_runs_changed(self, change: RunsChange) -> None:
+        # A renamed run keeps its tick under its new folder.
+        renamed = dict(change.renamed)
+        self._run_order = [renamed.get(run, run) for run in self._run_order]
+        self.refresh_runs(renamed)
 
-        ticked = set(self.chosen_runs())
+    def refresh_runs(self, renamed: dict[Path, Path] | None = None) -> None:
+        """List the runs session's runs with a finished adapter (newest first), keeping the ticks of those still
+        there."""
+        ticked = {(renamed or {}).get(run, run) for run in self.chosen_runs()}
         self.runs_list.clear()
-        for run in runs_with_adapters(self.store.root):
-            item = QListWidgetItem(run.name)
-            item.setData(Qt.ItemDataRole.UserRole, str(run))
+        for row in self.runs.finished_runs():
+            item = QListWidgetItem(row.name)
+            item.setData(Qt.ItemDataRole.UserRole, str(row.path))
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if run in ticked else Qt.CheckState.Unchecked)
-            item.setToolTip(str(run))
+            item.setCheckState(Qt.CheckState.Checked if row.path in ticked else Qt.CheckState.Unchecked)
+            item.setToolTip(str(row.path))
             self.runs_list.addItem(item)
         self.status.setText(runs_list_status(self.runs_list.count(), self.status.text()))
 
@@ -301,7 +306,7 @@ class QtEvaluateTab(QWidget):
         runs.sort(key=lambda run: order.index(run) if run in order else len(order))
         self.session.set_runs(runs)
         self.session.include_base = self.base_check.isChecked()
-        self.session.eval_source = self.data_edit.text().strip() if self.file_radio.isChecked() else HELD_OUT
+        self.session.choose_eval_set(self.data_edit.text().strip() if self.file_radio.isChecked() else None)
         self.session.last_turn_only = self.last_turn_check.isChecked()
         self.session.max_new_tokens = self.max_tokens.value()
         self.session.metrics = [name for name, check in self.metric_checks.items() if check.isChecked()]
@@ -314,8 +319,6 @@ class QtEvaluateTab(QWidget):
 
     def start(self) -> BackgroundTask | None:
         """Start (or resume) the eval the widgets describe; None when a choice is missing (the status says)."""
-        from studio.core.eval.runner import run_eval
-
         if self.is_running:
             return None
         self.read_choices()
@@ -325,18 +328,14 @@ class QtEvaluateTab(QWidget):
         session = self.session
 
         def work(state):
-            job = session.build_job()  # reads the eval set: off the GUI thread
-            state.partial(("job", job))
-            return run_eval(job, task=state,
-                            on_result=lambda record: state.partial(("result", record)),
-                            on_start=lambda columns, kept: state.partial(("start", columns, kept)))
+            return session.evaluate(task=state)
 
         self.status.setText("Reading the eval set and loading the model…")
         self.progress.setRange(0, 0)
         self._task = self.tasks.start(
             work, on_partial=self._on_partial, on_progress=self._on_progress, on_result=self._on_finished,
             on_error=self._on_error, on_cancelled=self._on_cancelled, on_done=self._update_buttons,
-            expected_errors=(EvalError, ModelLoadError), name="evaluate")
+            expected_errors=EXPECTED_ERRORS, name="evaluate")
         self._update_buttons()
         return self._task
 
@@ -400,7 +399,7 @@ class QtEvaluateTab(QWidget):
         self.judge_box.blockSignals(True)
         self.judge_box.clear()
         for name in self.session.metric_names():
-            self.judge_box.addItem(METRICS[name].title, name)
+            self.judge_box.addItem(metric_title(name), name)
         self.judge_box.setCurrentIndex(max(0, self.judge_box.findData(current)))
         self.judge_box.blockSignals(False)
 
@@ -515,7 +514,7 @@ class QtEvaluateTab(QWidget):
                 continue
             ok = score["passed"]
             verdicts.append(f'<span style="color:{PASS_COLOUR if ok else FAIL_COLOUR}">'
-                            f'{"✓" if ok else "✗"} {html.escape(METRICS[name].title)}</span>')
+                            f'{"✓" if ok else "✗"} {html.escape(metric_title(name))}</span>')
         notes = "".join(f'<br><span style="{MARKS[MISSING]}">{html.escape(note)}</span>' for note in mark.notes)
         cut = f' <span style="color:{style.MUTED}">(cut at max tokens)</span>' if record.get("truncated") else ""
         limit = CUT_CELL_CHARS if record.get("truncated") else CELL_CHARS

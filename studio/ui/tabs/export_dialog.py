@@ -425,9 +425,9 @@ class QtExportDialog(QDialog):
         for note in getattr(result, "notes", []):
             extra += f"\nNote: {note}"
         if isinstance(result, Path):
-            from studio.core.runs.record import RunSummary
+            from studio.core.runs.record import RunRecord
 
-            summary = RunSummary.find(result)
+            summary = RunRecord.find(result)
             if summary is not None and summary.agreement:
                 extra += f"\nAgreement: {summary.agreement}"
         self.progress_bar.setValue(1000)

@@ -4,8 +4,8 @@ After the fixed columns come the runs' latest eval scores, one column per metric
 ("Tool call": 41/47), sorted by the fraction passed: runs with different settings are compared by what they
 learned, not only by their loss.
 
-Everything shown is read from the run directories by Qt-free core functions
-(`studio.core.runs.history`), in a background thread, so a long history never stalls the window.
+Everything shown is the runs session's (`studio.core.sessions.runs`): its one scan of the runs folder, run by the
+window in the background, fills the table, and the view redraws whenever the session says the runs changed.
 """
 
 from __future__ import annotations
@@ -22,16 +22,9 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.core.config.settings import ConfigError, RunConfig, load_config
+from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA
+from studio.core.sessions.runs import RunActionError, RunRow, RunsChange, RunsSession, score_title
 from studio.core.system.units import format_bytes, format_duration
-from studio.core.metrics.registry import METRICS
-from studio.core.runs.history import (
-    RunMetrics, RunSummary, run_metrics, score_metrics, summarize_runs,
-)
-from studio.core.runs.store import RunBusyError, RunDirectory, RunStore
-from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA, continue_config
-from studio.core.sessions.runs import rename_run
-from studio.ui.background import TaskRunner, describe_error
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtRunsView"]
@@ -68,12 +61,6 @@ def _short_name(value: str) -> str:
     return f"{path.parent.name}/{path.name}" if path.is_absolute() and path.parent.name else value
 
 
-def score_title(metric: str) -> str:
-    """A score column's header: the metric's title ("Tool call")."""
-    info = METRICS.get(metric)
-    return info.title if info is not None else metric
-
-
 def _loss_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
@@ -88,25 +75,21 @@ def _ema(values: list[float], weight: float) -> np.ndarray:
 
 
 class QtRunsView(QWidget):
-    """Every run under a RunStore.
+    """Every run of a RunsSession, redrawn when the session says the runs changed.
 
-    Signals: `open_config_requested(RunConfig)`, `resume_requested(RunDirectory)`, `refreshed()`.
+    Signals: `open_config_requested(RunConfig)`, `resume_requested(RunDirectory)`, `refreshed()` (the table shows
+    the session's rows).
     """
 
     open_config_requested = Signal(object)
     resume_requested = Signal(object)
     refreshed = Signal()
-    runs_deleted = Signal(object)  # list[Path]: the folders just deleted
-    run_renamed = Signal(object, object)  # (old folder, new folder)
 
-    def __init__(self, store: RunStore, parent: QWidget | None = None):
+    def __init__(self, runs: RunsSession, parent: QWidget | None = None):
         super().__init__(parent)
-        self.store = store
-        self.summaries: list[RunSummary] = []
+        self.runs = runs
+        self.summaries: list[RunRow] = []
         self.score_columns: list[str] = []  # the metrics shown after COLUMNS
-        self._metrics_cache: dict[Path, tuple[tuple[int, int], RunMetrics]] = {}
-        self.tasks = TaskRunner(self)  # the summaries
-        self._refresh_again = False
         self.overlay: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # run name -> (steps, raw losses) drawn
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -126,7 +109,6 @@ class QtRunsView(QWidget):
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.table.doubleClicked.connect(lambda _: self.open_selected_config())
 
-        self.training_busy = False
         self.refresh_button = QPushButton("Refresh")
         self.open_config_button = QPushButton("Open config")
         self.open_config_button.setToolTip("Load the selected run's settings into the Config tab")
@@ -174,38 +156,32 @@ class QtRunsView(QWidget):
         splitter.setSizes([330, 360])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
-        self._update_buttons()
+        unsubscribe = runs.subscribe(self._on_runs_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
+        self._show(runs.rows)
+
+    @property
+    def training_busy(self) -> bool:
+        """Whether the window's Training tab is running a run (then no other can be resumed from here)."""
+        return self.runs.training_here is not None
 
     # --- loading -------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Re-read every run directory in the background; `refreshed` is emitted when the table is current."""
-        if self.tasks.busy:
-            # One read at a time, and one more after it: the running read may have missed the latest change.
-            self._refresh_again = True
-            return
-        store = self.store
-        self.tasks.start(lambda state: summarize_runs(store), on_result=self._show,
-                         on_error=lambda error: self.info_label.setText(f"Cannot read the runs: "
-                                                                       f"{describe_error(error)}"),
-                         on_done=self._after_refresh, name="run summaries")
-
-    def shutdown(self) -> None:
-        """Drop a read under way and wait for its thread (the window's closeEvent)."""
-        self.tasks.shutdown()
+        """Ask the session to scan the runs folder again (in the window, in the background); `refreshed` is
+        emitted when the table shows the result."""
+        self.runs.request_refresh()
 
     def refresh_now(self) -> None:
-        """Re-read every run directory on this thread (start-up and tests)."""
-        self._show(summarize_runs(self.store))
+        """Scan the runs folder on this thread (tests)."""
+        self.runs.refresh_now()
 
-    def _after_refresh(self) -> None:
-        if self._refresh_again:
-            self._refresh_again = False
-            self.refresh()
+    def _on_runs_changed(self, _change: RunsChange) -> None:
+        self._show(self.runs.rows)
 
-    def _show(self, summaries: list[RunSummary]) -> None:
+    def _show(self, summaries: list[RunRow]) -> None:
         selected = set(self.selected_paths())
         self.summaries = summaries
-        self.score_columns = score_metrics(summaries)
+        self.score_columns = self.runs.score_columns()
         self.table.setSortingEnabled(False)
         self.table.blockSignals(True)
         self.table.clearContents()
@@ -227,7 +203,7 @@ class QtRunsView(QWidget):
         self._on_selection_changed()
         self.refreshed.emit()
 
-    def _row_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+    def _row_items(self, s: RunRow) -> list[QTableWidgetItem]:
         steps = "—" if s.step is None else (f"{s.step}/{s.total_steps}" if s.total_steps else str(s.step))
         started = (datetime.datetime.fromtimestamp(s.started_at).strftime("%Y-%m-%d %H:%M")
                    if s.started_at else "—")
@@ -254,7 +230,7 @@ class QtRunsView(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return items
 
-    def _score_items(self, s: RunSummary) -> list[QTableWidgetItem]:
+    def _score_items(self, s: RunRow) -> list[QTableWidgetItem]:
         items = []
         for name in self.score_columns:
             count = s.scores.metrics.get(name) if s.scores is not None else None
@@ -276,7 +252,7 @@ class QtRunsView(QWidget):
         return [Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)) for row in rows
                 if self.table.item(row, 0) is not None]
 
-    def selected_summaries(self) -> list[RunSummary]:
+    def selected_summaries(self) -> list[RunRow]:
         by_path = {s.path: s for s in self.summaries}
         return [by_path[p] for p in self.selected_paths() if p in by_path]
 
@@ -290,19 +266,6 @@ class QtRunsView(QWidget):
                 self.table.selectRow(row)
         self.table.setSelectionMode(mode)
 
-    def _metrics(self, path: Path) -> RunMetrics:
-        run = RunDirectory(path)
-        try:
-            stat = run.events_path.stat()
-            key = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            key = (0, 0)
-        cached = self._metrics_cache.get(path)
-        if cached is None or cached[0] != key:
-            cached = (key, run_metrics(run))
-            self._metrics_cache[path] = cached
-        return cached[1]
-
     def _on_selection_changed(self) -> None:
         for curve in self._curves:
             self._plot_widget.getPlotItem().removeItem(curve)
@@ -310,7 +273,7 @@ class QtRunsView(QWidget):
         self._curves, self.overlay = [], {}
         selected = self.selected_summaries()
         for i, summary in enumerate(selected):
-            metrics = self._metrics(summary.path)
+            metrics = self.runs.metrics(summary.path)
             steps = np.asarray(metrics.steps, dtype=float)
             losses = np.asarray(metrics.series["loss"], dtype=float)
             self.overlay[summary.name] = (steps, losses)
@@ -323,7 +286,7 @@ class QtRunsView(QWidget):
         self._legend.setVisible(bool(selected))  # an empty legend is a stray box in the corner
         if not self.summaries:
             self.info_label.setText(f"No runs yet. Start one on the Training tab; every run is kept in "
-                                    f"{self.store.root} and listed here.")
+                                    f"{self.runs.root} and listed here.")
         elif not selected:
             self.info_label.setText(SELECT_HINT)
         if len(selected) == 1:
@@ -336,11 +299,6 @@ class QtRunsView(QWidget):
             self.info_label.setText(text)
         elif selected:
             self.info_label.setText(f"{len(selected)} runs overlaid.")
-        self._update_buttons()
-
-    def set_training_busy(self, busy: bool) -> None:
-        """Whether the Training tab is running a run (then no other can be resumed from here)."""
-        self.training_busy = busy
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -363,20 +321,20 @@ class QtRunsView(QWidget):
         if len(selected) != 1:
             return
         try:
-            config = load_config(selected[0].run_dir.config_path)
-        except ConfigError as error:
+            config = self.runs.settings_of(selected[0].path)
+        except RunActionError as error:
             self.info_label.setText(f"Cannot open this run's config: {error}")
             return
         self.open_config_requested.emit(config)
 
-    def continue_selected(self, method: str) -> RunConfig | None:
+    def continue_selected(self, method: str):
         """Open on the Config tab a new run that trains the selected run's adapter further with `method`."""
         selected = self.selected_summaries()
         if len(selected) != 1:
             return None
         try:
-            config = continue_config(selected[0].run_dir.path, method)
-        except ConfigError as error:
+            config = self.runs.continue_with(selected[0].path, method)
+        except RunActionError as error:
             self.info_label.setText(f"Cannot continue this run: {error}")
             return None
         if method in PAIRED_DATA:
@@ -395,23 +353,13 @@ class QtRunsView(QWidget):
         selected = [s for s in self.selected_summaries() if s.status != "running"]
         if not selected or not self.ask_delete_choice([s.name for s in selected]):
             return []
-        deleted, folders = [], []
-        for summary in selected:
-            try:
-                self.store.delete(summary.run_dir)
-            except (RunBusyError, OSError) as error:
-                self.info_label.setText(f"Cannot delete {summary.name}: {error}")
-                continue
-            self._metrics_cache.pop(summary.path, None)
-            deleted.append(summary.name)
-            folders.append(summary.path)
         self.table.clearSelection()
-        self.refresh_now()
-        if folders:
-            self.runs_deleted.emit(folders)
+        deleted, refused = self.runs.delete([s.path for s in selected])  # the session tells every tab
+        if refused:
+            self.info_label.setText(refused[-1])
         return deleted
 
-    def rename_selected(self) -> RunDirectory | None:
+    def rename_selected(self):
         """Rename the selected run to a name asked for; says why when the name is refused."""
         selected = self.selected_summaries()
         if len(selected) != 1:
@@ -421,15 +369,12 @@ class QtRunsView(QWidget):
         if not name or name.strip() == old.name:
             return None
         try:
-            renamed = rename_run(self.store, old.run_dir, name)
-        except (RunBusyError, ValueError, OSError) as error:
+            renamed = self.runs.rename(old.path, name)  # the session tells every tab
+        except RunActionError as error:
             self.info_label.setText(f"Cannot rename {old.name}: {error}")
             return None
-        self._metrics_cache.pop(old.path, None)
-        self.refresh_now()
         self.select_runs([renamed.name])
         self.info_label.setText(f"Renamed {old.name} to {renamed.name}.")
-        self.run_renamed.emit(old.path, renamed.path)
         return renamed
 
     def ask_new_name(self, current: str) -> str | None:
