@@ -6,7 +6,7 @@ A tab never subclasses QThread. It hands a Qt-free function to a `TaskRunner` it
     self.tasks.start(lambda state: load_data(spec, task=state),
                      on_result=self._show, on_error=self._show_error, on_partial=self._show_head)
 
-The function receives a `TaskState`, the only thing it needs to know about threads: `progress(...)` and
+The function receives a `WindowTaskState`, the only thing it needs to know about threads: `progress(...)` and
 `partial(value)` to report, `cancelled()` to poll (the protocol every long core function takes as its `task`,
 core.system.tasks.TaskState), and `wait(seconds)` for an interruptible sleep. Everything the function reports,
 returns or raises arrives on the GUI thread as a call of the matching `on_...` callback; an exception never
@@ -44,7 +44,7 @@ _RUNNING: set[BackgroundTask] = set()
 """Every task whose thread has not ended: kept referenced so Python never destroys a running QThread."""
 
 
-class TaskState(tasks.TaskState):
+class WindowTaskState(tasks.TaskState):
     """What a background function sees of its task: report, poll for cancellation, sleep interruptibly."""
 
     def __init__(self, task: BackgroundTask):
@@ -83,11 +83,11 @@ class BackgroundTask(QThread):
     succeeded = Signal(object)
     failed = Signal(object)
 
-    def __init__(self, function: Callable[[TaskState], Any], *, name: str = "",
+    def __init__(self, function: Callable[[WindowTaskState], Any], *, name: str = "",
                  expected_errors: tuple[type[BaseException], ...] = ()):
         super().__init__()
         self.setObjectName(name or getattr(function, "__name__", "task"))
-        self.state = TaskState(self)
+        self.state = WindowTaskState(self)
         self._function = function
         self._expected = expected_errors
         _RUNNING.add(self)
@@ -135,7 +135,7 @@ class TaskRunner(QObject):
         self.current: BackgroundTask | None = None
         self._callbacks: dict[BackgroundTask, dict[str, Callback]] = {}
 
-    def start(self, function: Callable[[TaskState], Any], *, on_result: Callback = None, on_error: Callback = None,
+    def start(self, function: Callable[[WindowTaskState], Any], *, on_result: Callback = None, on_error: Callback = None,
               on_progress: Callback = None, on_partial: Callback = None, on_cancelled: Callback = None,
               on_done: Callback = None, expected_errors: tuple[type[BaseException], ...] = (),
               name: str = "") -> BackgroundTask:

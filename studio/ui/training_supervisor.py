@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from studio.core.sessions.training import RunDirectory, TrainingSupervisor
-from studio.ui.background import BackgroundTask, TaskRunner, TaskState
+from studio.ui.background import BackgroundTask, TaskRunner, WindowTaskState
 
 __all__ = ["QtTrainingSupervisor"]
 
@@ -62,7 +62,7 @@ class QtTrainingSupervisor(QObject):
         self._task = self._tasks.start(self._supervise, on_partial=self.event.emit, on_progress=self._on_ended,
                                        name=f"supervisor of {self.core.run_dir.name}")
 
-    def _supervise(self, state: TaskState) -> None:
+    def _supervise(self, state: WindowTaskState) -> None:
         self.core.supervise(state.partial, state.progress, detached=state.cancelled, wait=state.wait)
 
     def _on_ended(self, status: str, message: str) -> None:

@@ -141,7 +141,6 @@ def test_no_two_modules_define_the_same_name():
 
     allowed = {
         "main",  # the entry point of each program: the CLI, docs' generator, the llama.cpp child
-        "TaskState",  # the protocol (core.system.tasks) and the window's implementation of it (ui.background)
         "_short_name", "_text",  # private helpers of different things
     }
     places = collections.defaultdict(list)

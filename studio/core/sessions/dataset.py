@@ -8,7 +8,7 @@ The data settings live in the one `RunDraft` the Config tab edits too; this sess
 into it and follows every change made elsewhere (another model, another max_length, a config loaded from a run).
 The tasks (`read_source`, `load_model_tokenizer`, `measure_lengths`) are plain functions of a request
 and a `core.system.tasks.TaskState` (`progress(...)`, `partial(value)`, `cancelled()`; the window's is
-`studio.ui.background.TaskState`); `importing` is how they import the heavy libraries (the window pauses garbage
+`studio.ui.background.WindowTaskState`); `importing` is how they import the heavy libraries (the window pauses garbage
 collection then).
 
 For a method beyond SFT (training.method dpo, orpo, kto, grpo) the source is read by

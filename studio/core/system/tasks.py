@@ -7,7 +7,7 @@ an export) takes `task: TaskState = NO_TASK` and nothing else for it: it reports
 spelling everywhere, so a caller never has to learn whether this function wants a stop callable, an Event
 or a cancel flag.
 
-The window's implementation is `studio.ui.background.TaskState` (reports become Qt signals, cancel comes from
+The window's implementation is `studio.ui.background.WindowTaskState` (reports become Qt signals, cancel comes from
 the TaskRunner); the CLI and the tests use `Task` (plain callbacks, an optional Event) or `NO_TASK`.
 """
 

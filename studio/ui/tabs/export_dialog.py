@@ -27,7 +27,7 @@ from studio.core.export.jobs import (
     ExportKind, check_target, default_exports_dir, run_export, runs_with_adapters, verify_export,
 )
 from studio.core.sessions.export import ExportSession
-from studio.ui.background import TaskRunner, TaskState, describe_error
+from studio.ui.background import TaskRunner, WindowTaskState, describe_error
 
 
 _CANCELLED = object()
@@ -35,7 +35,7 @@ _CANCELLED = object()
 
 
 def _export(kind: ExportKind, source: Path, output: Path, weights: str, overwrite: bool, gguf_type: str,
-            context: int, cancel: threading.Event, state: TaskState) -> Any:
+            context: int, cancel: threading.Event, state: WindowTaskState) -> Any:
     """One export on the background task; Cancel ends it as `_CANCELLED`, a result like any other."""
     from studio.core.export.staging import ExportCancelled
 

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QVBoxLayout, QW
 from studio.core.sessions.training import MemoryReadings
 from studio.core.system.gpu import NO_GPU_TEXT, GpuReading, HostReading, TelemetrySource
 from studio.core.system.units import format_bytes
-from studio.ui.background import TaskRunner, TaskState
+from studio.ui.background import TaskRunner, WindowTaskState
 from studio.ui.widgets import _plot_style as style
 
 __all__ = ["QtGpuPanel"]
@@ -36,7 +36,7 @@ class _Watched:
         self.pid = pid
 
 
-def _sample(source: TelemetrySource, interval_s: float, watched: _Watched, state: TaskState) -> None:
+def _sample(source: TelemetrySource, interval_s: float, watched: _Watched, state: WindowTaskState) -> None:
     """Call ``source.read(pid)`` every ``interval_s`` until cancelled, each reading as a partial result.
 
     An interruptible wait rather than a QTimer: stop() wakes the loop at once, so closing the window never
