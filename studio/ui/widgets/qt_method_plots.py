@@ -30,7 +30,7 @@ class _QtGroupPlot(QWidget):
         super().__init__(parent)
         self.spec = spec
         self.plot_widget = style.make_plot_widget(spec.title, "step", None)
-        self.plot_widget.setMinimumHeight(120)
+        self.plot_widget.setMinimumHeight(100)
         style.make_axes_cheap(self.plot_widget.getPlotItem())
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.points: dict[str, tuple[list[float], list[float]]] = {}

@@ -142,7 +142,7 @@ class QtSeriesPlot(QWidget):
         self._scheduler = scheduler
         self._data = GrowingBuffer(2, capacity=256)
         self._plot_widget = style.make_plot_widget(title, None, y_label)
-        self._plot_widget.setMinimumHeight(120)
+        self._plot_widget.setMinimumHeight(100)
         self.x_axis = _install_x_axis(self._plot_widget, X_STEPS)
         # A 1-pixel pen: Qt strokes it on a fast path, while a wider antialiased pen along a noisy
         # (peak-downsampled) series costs ten times as much per repaint.
@@ -206,7 +206,7 @@ class QtScoresPlot(QWidget):
         self._points: list[ScorePoint] = []
         self._xs: list[float] = []
         self._plot_widget = style.make_plot_widget("Held-out score", None, "passed")
-        self._plot_widget.setMinimumHeight(120)
+        self._plot_widget.setMinimumHeight(100)
         self.x_axis = _install_x_axis(self._plot_widget, X_STEPS)
         plot = self._plot_widget.getPlotItem()
         # A fixed axis: 3/8 sits at the same height in every run, and a flat curve does not zoom into noise.
@@ -292,7 +292,7 @@ class QtMetricsPlots(QWidget):
 
         self._scheduler = _FrameScheduler(self)
         self.loss_plot = _QtScheduledLossPlot(self._scheduler, smoothing=smoothing)
-        self.loss_plot.setMinimumHeight(180)
+        self.loss_plot.setMinimumHeight(150)
         self._loss_axis = _install_x_axis(self.loss_plot.plot_widget, X_STEPS)
         legend = self.loss_plot.plot_widget.getPlotItem().legend
         if legend is not None:
