@@ -32,6 +32,23 @@ def pytest_configure(config):
     os.environ[HOOKS_ENV_VAR] = str(Path(__file__).with_name("fault_injection.py"))
 
 
+SLOW_LANE = Path(__file__).with_name("slow")
+"""The folder of the slow tests: each test in it is marked `slow`, and only there (`pytest -m "not slow"`, the fast lane,
+runs in under two minutes)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test under tests/slow/ `slow`; refuse the mark anywhere else, so the folder stays the one rule."""
+    misplaced = [item.nodeid for item in items
+                 if SLOW_LANE not in item.path.parents and item.get_closest_marker("slow") is not None]
+    if misplaced:
+        raise pytest.UsageError("marked slow outside tests/slow/ (move them there; the folder marks them): "
+                                + ", ".join(misplaced))
+    for item in items:
+        if SLOW_LANE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_unconfigure(config):
     if _SESSION_HOME is not None:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
@@ -65,41 +82,3 @@ def _run_studio(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedPr
 def run_studio():
     """Call as `run_studio("train", config, "--output", run_dir)`; returns the CompletedProcess."""
     return _run_studio
-
-
-@pytest.fixture(scope="session")
-def trained_run(demo_assets, tmp_path_factory) -> Path:
-    """The one full demo training run of the session (the CLI, as a user runs it); returns the run dir."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = _run_studio("train", demo_assets.config_path, "--output", run_dir)
-    assert result.returncode == 0, f"demo training failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def sensitive_run(demo_assets, tmp_path_factory) -> Path:
-    """A QLoRA run (NF4 + double quantisation, the studio's defaults) on the NF4-sensitive demo model
-    (demo.make_nf4_sensitive): its adapter answers its training prompts on the 4-bit base it trained on and
-    mostly not on the 16-bit weights — the case where chat, merge and export must use the trained weights."""
-    from studio.core.config.settings import load_config, save_config
-    from studio.core.system.demo import make_nf4_sensitive
-    from studio.core.runs.events import EventWriter
-    from studio.core.runs.store import RunDirectory
-    from studio.core.train.run import run_training
-
-    root = tmp_path_factory.mktemp("nf4-sensitive")
-    model_dir = root / "model"
-    shutil.copytree(demo_assets.model_dir, model_dir)
-    make_nf4_sensitive(model_dir)
-    config = load_config(demo_assets.config_path)
-    config.model.name_or_path = str(model_dir)
-    config.training.max_steps = 120  # until the adapter answers every training prompt on the 4-bit base
-    run = RunDirectory(root / "run")
-    run.path.mkdir()
-    save_config(config, run.config_path)
-    writer = EventWriter(run.events_path)
-    try:
-        assert run_training(config, run, writer.write) == "completed"
-    finally:
-        writer.close()
-    return run.path

@@ -1,0 +1,33 @@
+"""Where an eval writes and what stops it, through `finetune-studio eval` on real folders: a name is a plain folder
+name under <run>/evals, a folder has one writer and one set of settings (other settings go to NAME-2), a GGUF is
+known by its content, a run still training is not evaluated, bad numbers and cut files are refused before anything
+is generated or written, prompts longer than the context are cut to fit and counted, a full disk is one line."""
+
+from __future__ import annotations
+
+
+import pytest
+
+
+# ------------------------------------------------------------------ the rules alone
+
+
+def test_a_prompt_and_its_reply_fit_the_context():
+    from studio.core.eval.generate import ContextFit, fit_to_context
+
+    assert fit_to_context(100, 256, 512) == ContextFit(100, 256), "it fits: nothing changes"
+    assert fit_to_context(20_000, 256, 512) == ContextFit(256, 256), "the prompt keeps its last 512 - 256 tokens"
+    assert fit_to_context(300, 256, 512) == ContextFit(256, 256)
+    assert fit_to_context(40, 10**9, 512) == ContextFit(40, 472), "a reply beyond the context: capped after the prompt"
+    assert fit_to_context(900, 10**9, 512) == ContextFit(256, 256)
+    assert fit_to_context(900, 10**9, None) == ContextFit(900, 10**9), "a model that states no context"
+
+
+def test_an_eval_name_is_a_plain_folder_name():
+    from studio.core.eval.runner import EvalError, check_eval_name, default_eval_name
+
+    assert check_eval_name("held-out v2") == "held-out v2"
+    for name in ("../../../x", "/tmp/x", "..", ".", "", " ", ".hidden", "a/b", "a\\b", "C:x"):
+        with pytest.raises(EvalError, match="give a plain folder name"):
+            check_eval_name(name)
+    assert default_eval_name(".hidden") == "hidden" and default_eval_name("...") == "eval"

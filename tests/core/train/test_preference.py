@@ -1,0 +1,143 @@
+"""Training methods beyond SFT: DPO, ORPO, KTO and GRPO on the demo model, and the data they read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from studio.core.config.settings import ConfigError, RunConfig, load_config
+from studio.core.data.issues import DataError
+from studio.core.data.normalise import normalise_preference
+from studio.core.data.shape import detect_method_format
+from studio.core.train.preference_data import load_preference_data, require_preference_trainable
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _config(demo_assets, method: str, train_file: Path, **training) -> RunConfig:
+    config = load_config(demo_assets.config_path)
+    config.data.train_file = str(train_file)
+    config.training.method = method
+    config.training.max_steps = 4
+    if method == "grpo":
+        config.training.num_generations = 2
+        config.training.max_completion_length = 16
+        config.training.kl_coefficient = 0.04  # so the KL is computed and logged
+    for key, value in training.items():
+        setattr(config.training, key, value)
+    return config
+
+
+# ------------------------------------------------------------------ shapes and validation (no model)
+
+
+def test_each_method_reads_its_shape_conversational_or_plain():
+    plain = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}
+    assert detect_method_format(plain, "dpo")[0] == "preference"
+    assert normalise_preference(plain, "preference") == [{
+        "prompt": [{"role": "user", "content": "Hi?"}],
+        "chosen": [{"role": "assistant", "content": "Hello."}],
+        "rejected": [{"role": "assistant", "content": "Go away."}]}]
+    # TRL's implicit prompt: two whole conversations whose shared first turns are the prompt.
+    implicit = {"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+                "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}
+    (pair,) = normalise_preference(implicit, detect_method_format(implicit, "orpo")[0])
+    assert pair["prompt"] == [{"role": "user", "content": "Hi?"}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "No."}]
+
+    unpaired = {"prompt": "Hi?", "completion": "Hello.", "label": "false"}
+    assert detect_method_format(unpaired, "kto")[0] == "unpaired_preference"
+    assert normalise_preference(unpaired, "unpaired_preference")[0]["label"] is False
+
+    chat = {"messages": [{"role": "user", "content": "Outage?"}, {"role": "assistant", "content": "CALL x()"}]}
+    fmt, why = detect_method_format(chat, "grpo")
+    assert fmt == "messages" and "expected" in why
+    assert normalise_preference(chat, fmt) == [{"prompt": [{"role": "user", "content": "Outage?"}],
+                                                "expected": "CALL x()"}]
+    with pytest.raises(ValueError, match="needs 'chosen' and 'rejected'"):
+        detect_method_format({"prompt": "a", "completion": "b"}, "dpo")
+
+
+def test_identical_pairs_and_bad_labels_are_reported_by_line(tmp_path):
+    path = _write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."},
+        {"prompt": "Hi?", "chosen": "Same.", "rejected": "Same."},
+        {"prompt": "Hi?", "chosen": "Hello."},
+    ])
+    data = load_preference_data(path, "dpo")
+    assert len(data.examples) == 1
+    assert [str(i) for i in data.issues] == [
+        f"{path}:2: 'chosen' and 'rejected' are identical: there is nothing to prefer",
+        f"{path}:3: dpo trains on pairs: needs 'chosen' and 'rejected' (and 'prompt', unless both are whole "
+        "conversations) (keys: chosen, prompt)"]
+    with pytest.raises(DataError, match="2 bad row"):
+        require_preference_trainable(data, skip_bad_rows=False)
+    assert require_preference_trainable(data, skip_bad_rows=True) is data
+
+    labels = _write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "Hi?", "completion": "Hello.", "label": 1},
+                                                   {"prompt": "Yo?", "completion": "Hey.", "label": "maybe"}])
+    data = load_preference_data(labels, "kto")
+    assert [str(i) for i in data.issues] == [f"{labels}:2: 'label' must be true or false (or 1/0), got 'maybe'"]
+    with pytest.raises(DataError, match="labelled desirable .true.; kto .* needs both"):
+        require_preference_trainable(data, skip_bad_rows=True)
+
+
+def test_kto_splits_pairs_and_the_column_mapping_applies(tmp_path):
+    path = _write_jsonl(tmp_path / "pairs.jsonl", [{"question": "Hi?", "good": "Hello.", "bad": "Go away."}])
+    data = load_preference_data(path, "kto", mapping=["prompt=question", "chosen=good", "rejected=bad"])
+    assert [(e["completion"][0]["content"], e["label"]) for e in data.examples] == [("Hello.", True),
+                                                                                    ("Go away.", False)]
+    assert data.lines == [1, 1]
+    assert "split into a desirable and an undesirable reply" in data.evidence
+
+
+@pytest.mark.timeout(120)  # a regex reward without a bound would stall here for hours
+def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
+    from studio.core.train.methods import reward_functions
+
+    config = RunConfig()
+    config.training.method = "grpo"
+    config.training.rewards = ["tool_call=2", "contains=0.5"]
+    config.training.length_penalty = 0.1
+    config.training.max_completion_length = 10
+    functions, weights = reward_functions(config)
+    assert [f.__name__ for f in functions] == ["tool_call", "contains", "length_penalty"]
+    assert weights == [2.0, 0.5, 0.1]
+    tool_call, _, length = functions
+    want = '<tool_code>get_bill({"phone": "0532"})</tool_code>'
+    replies = [want, '<tool_code>get_bill({"phone": "0000"})</tool_code>', '<tool_code>get_plan({})</tool_code>',
+               "no call"]
+    # Partial credit: the right call 1; right function, valid JSON, wrong argument 0.5; wrong function 0.25.
+    assert tool_call([None] * 4, replies, expected=[want] * 4) == [1.0, 0.5, 0.25, 0.0]
+    conversational = [[{"role": "assistant", "content": want}]]
+    assert tool_call([None], conversational, expected=[want]) == [1.0]
+    assert length([None, None], ["", ""], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["regex=1"], r"(a|aa)+$"
+    config.training.length_penalty = 0.0
+    (regex,), _ = reward_functions(config)
+    # A catastrophically backtracking pattern is stopped after a second per reply and scores 0: one bad reward
+    # pattern cannot stall a GRPO step (with `re` this reply would take hours).
+    assert regex([None] * 2, ["a" * 80 + "!", "baaaa"], expected=["", ""]) == [0.0, 1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["bleu=1"], ""
+    with pytest.raises(ConfigError, match="training.rewards.*unknown metric 'bleu'"):
+        reward_functions(config)
+    config.training.rewards = ["regex"]
+    with pytest.raises(ConfigError, match="training.reward_pattern"):
+        reward_functions(config)
+    config.model.name_or_path, config.data.train_file = "model", "data.jsonl"
+    config.training.rewards, config.training.num_generations = ["exact=x"], 2
+    with pytest.raises(ConfigError, match="training.rewards.*not a number"):
+        config.validate()
+
+
+def test_grpo_needs_a_batch_that_holds_whole_groups(demo_assets, tmp_path):
+    config = _config(demo_assets, "grpo", tmp_path / "x.jsonl", num_generations=3)
+    with pytest.raises(ConfigError, match="training.num_generations.*multiple"):
+        config.validate()

@@ -1,0 +1,65 @@
+"""The Export dialog never destroys the user's files: a folder of their own is refused before any work,
+an earlier export is replaced only after the user says yes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from studio.core.export.jobs import ExportKind
+
+
+def _shown(label) -> str:
+    """A rich-text label's text as the user reads it."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", label.text().replace("<br>", "\n")))
+
+
+@pytest.fixture
+def demo_run(trained_run, tmp_path) -> Path:
+    """The demo run copied: the check's replies go under its evals folder."""
+    import shutil
+
+    run = tmp_path / "demo-run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def test_verify_export_shows_that_the_gguf_answers_like_the_studio_and_the_card_says_so(qtbot, demo_run, tmp_path):
+    from studio.ui.tabs.export_dialog import QtExportDialog
+
+    widget = QtExportDialog(demo_run, runs_root=tmp_path / "runs")
+    qtbot.addWidget(widget)
+    widget.set_kind(ExportKind.GGUF_F16)
+    output = tmp_path / "gguf" / "demo-f16.gguf"
+    widget.set_output(output)
+    assert widget.verify_button.isHidden(), "nothing to verify before an export is written"
+    with qtbot.waitSignal(widget.export_finished, timeout=120_000) as finished:
+        widget.start_export()
+    assert finished.args[0] == "succeeded", finished.args[1]
+    qtbot.waitUntil(lambda: widget.verify_button.isEnabled(), timeout=10_000)
+    assert not widget.verify_button.isHidden() and output.name in widget.verify_button.toolTip()
+
+    with qtbot.waitSignal(widget.verify_finished, timeout=120_000) as verified:
+        qtbot.mouseClick(widget.verify_button, Qt.MouseButton.LeftButton)
+        assert widget.cancel_button.isEnabled() and widget.cancel_button.text() == "Cancel verification"
+        assert not widget.export_button.isEnabled()
+    assert verified.args[0] == "succeeded", verified.args[1]
+    assert not widget.verify_label.isHidden()
+    assert _shown(widget.verify_label) == "10/10 replies identical to the studio's"
+    assert "recorded on the model card" in _shown(widget.status_label)
+    card = (output.parent / "demo-f16.md").read_text(encoding="utf-8")
+    assert "| Agreement with the trained model | 10/10 replies identical to the studio's" in card
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=10_000)
+    assert widget.export_button.isEnabled() and widget.cancel_button.text() == "Cancel export"
+
+    # Cancel stops a second check; the card keeps what the first one stated.
+    with qtbot.waitSignal(widget.verify_finished, timeout=60_000) as cancelled:
+        assert widget.start_verify()
+        widget.cancel_export()
+    assert cancelled.args[0] == "cancelled", cancelled.args[1]
+    assert (output.parent / "demo-f16.md").read_text(encoding="utf-8") == card
