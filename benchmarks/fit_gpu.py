@@ -14,7 +14,7 @@ batch 1), every probe in a fresh process (benchmarks/gpu_speed.py's child runner
 4. **the estimate against the measured peak** with activation offloading off and on, and with each of the next
    memory levers (`LEVER_PROBES`): partial checkpointing (every 2nd layer), LoRA dropout 0, and the input
    embedding in CPU RAM (the 8B shape: the 3B one ties it to the output head). Their estimate terms are measured
-   on the CPU (tests/core/test_planner.py); their savings on a card are what these probes take.
+   on the CPU (tests/core/plan/test_planner.py); their savings on a card are what these probes take.
 
 The probes run in priority order and the script starts none it cannot finish before the deadline
 (`--budget`, default 480 s), learning each shape's probe time from the probes run; what was not run is

@@ -189,7 +189,7 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
 
 def test_a_4_bit_trained_run_answers_on_the_weights_it_was_trained_on(qtbot, tab, sensitive_run, demo_assets):
     """The default 'As trained' loads a QLoRA run's base in 4 bits; on this model the 16-bit weights would make
-    the adapter miss most of its answers (tests/core/test_trained_base.py)."""
+    the adapter miss most of its answers (tests/slow/test_trained_base.py)."""
     assert tab.precision_trained.isChecked()
     tab.choose_run(sensitive_run)
     with qtbot.waitSignal(tab.model_loaded, timeout=LOAD_TIMEOUT_MS):

@@ -35,7 +35,7 @@ PRESET = "8gb"
 TABS = ("Dataset", "Config", "Training", "Runs", "Evaluate", "Chat")
 STEPS = 12
 
-# The live metrics each method's trainer logs (TRL's keys, as in tests/core/test_preference.py): the Training tab
+# The live metrics each method's trainer logs (TRL's keys, as in tests/slow/test_preference_e2e.py): the Training tab
 # shows a plot for each, so a method's run is drawn with its own plots.
 METHOD_METRICS = {
     "sft": (),

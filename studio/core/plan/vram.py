@@ -26,7 +26,7 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
   saved tensors plus the stash of the largest (the MLP's). With **partial checkpointing** (transformers'
   `every_n_layers`, SFT only: `checkpointing_every_n_layers`) the checkpointed layers keep their input and the
   others all they save. Each lever's term is measured with `saved_tensors_hooks` on the CPU
-  (tests/core/test_planner.py): no checkpointing, partial checkpointing, LoRA dropout 0 against 0.05.
+  (tests/core/plan/test_planner.py): no checkpointing, partial checkpointing, LoRA dropout 0 against 0.05.
 - **the input embedding in CPU RAM** (`training.embedding_on_cpu`): accelerate copies it to the card for each
   forward pass's lookup; the frozen lookup saves nothing, so it counts only where it is larger than the
   activations, the workspace and the loss it never meets.
@@ -34,7 +34,7 @@ hand and calibrated against `benchmarks/vram_accuracy.py` on a real GPU:
 - **logits / loss**: TRL's `SFTTrainer` scores tokens with a chunked LM head that never builds the
   (tokens × vocab) logits, only one (≤4096 × 32768) tile — with PEFT too: TRL 1.16 puts the fused head
   on the PEFT model's base model (`add_fused_lm_head(model.get_base_model())`) and refuses an adapter on
-  `lm_head`, and `tests/core/test_planner.py` checks that a PEFT model's loss comes from it; the classic
+  `lm_head`, and `tests/core/plan/test_planner.py` checks that a PEFT model's loss comes from it; the classic
   transformers loss (`logits=
   "full"`) holds about 12 bytes per token per vocabulary entry (bf16 logits, their fp32 copy, the
   log-softmax and its gradient), which dominates for 128k-vocabulary models such as Llama 3. The loss
@@ -346,7 +346,7 @@ def layer_activation_bytes_per_token(
     else:  # lora_A keeps its input, once per distinct input tensor
         inputs = {_LAYER_INPUT.get(layer.name, layer.name): layer.in_features for layer in adapted}
         # o_proj's input is the attention kernel's output, which the kernel keeps already (counted above): measured
-        # with saved_tensors_hooks on the CPU (tests/core/test_planner.py), it is one storage.
+        # with saved_tensors_hooks on the CPU (tests/core/plan/test_planner.py), it is one storage.
         inputs.pop("attention output", None)
         lora += c * sum(inputs.values())
     if lora_in_fp32:

@@ -38,7 +38,7 @@ CONTINUATION_NOTES = {
 }
 """Why a continuation's defaults are what they are, shown on the Config tab (numbers: the demo model, ten tool-call
 prompts, 30 steps of each method from a 60-step SFT adapter, GRPO with 4 replies at temperature 0.7;
-tests/core/test_preference.py measures DPO and KTO)."""
+tests/slow/test_preference_e2e.py measures DPO and KTO)."""
 
 
 def continue_config(run_dir: Path | str, method: str) -> RunConfig:

@@ -20,7 +20,7 @@ def silence_known_library_warnings() -> None:
     # (peft/peft_model.py:184), a property transformers 5.x deprecated for `is_activation_checkpointing`. Every
     # get_peft_model (TRL's SFTTrainer in training) and PeftModel.from_pretrained (chat, merge, export) passes
     # there, so a clean run printed a FutureWarning addressed to PEFT's developers. The studio never reads the old
-    # name; tests/core/test_library_output.py fails once PEFT stops warning, so the filter goes with the cause.
+    # name; tests/core/system/test_library_output.py fails once PEFT stops warning, so the filter goes with the cause.
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
                             module=r"transformers\.modeling_utils")
     # bitsandbytes 0.50 (backends/cpu/ops.py), on a CPU with AVX512-BF16, asks the Hub's `kernels` package for
@@ -29,7 +29,7 @@ def silence_known_library_warnings() -> None:
     # process that loads a 4-bit model. The studio never runs Hub code it was not allowed to (that would need
     # trust_remote_code), and there is no setting that skips the attempt: bitsandbytes then uses its own C++
     # kernel, for inference only (training keeps the weights unpacked: trained_base.keep_4bit_weights_unpacked).
-    # Installing `kernels` does not help; the line only misled. tests/core/test_library_output.py fails once
+    # Installing `kernels` does not help; the line only misled. tests/core/system/test_library_output.py fails once
     # bitsandbytes stops logging it.
     cpu_ops = logging.getLogger("bitsandbytes.backends.cpu.ops")  # the same logger bitsandbytes takes on import
     if _HUB_KERNEL_FALLBACK not in cpu_ops.filters:

@@ -103,7 +103,7 @@ def test_every_term_of_a_qlora_estimate_matches_a_hand_computation():
     # The frozen base layers save no input; with no LoRA dropout, lora_A keeps its input once per
     # distinct tensor: the attention norm's output (q, k, v), the MLP norm's output (gate, up) and the MLP
     # product (down); o's input is the attention kernel's output, which the kernel keeps already (one storage,
-    # measured in tests/core/test_planner.py).
+    # measured in tests/core/plan/test_planner.py).
     tokens = 16
     per_layer = (
         2 * 4 * H  # two RMSNorms: their fp32 copy of the input
