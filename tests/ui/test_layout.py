@@ -135,7 +135,7 @@ def layout_problems(root: QWidget, chrome_height: int = 0) -> list[str]:
     return problems + overlaps(root) + cut_labels(root)
 
 
-def _settle(ms: int = 400) -> None:
+def _settle(ms: int = 250) -> None:
     """Let the layouts, the deferred resizes and the debounced updates (the estimate, the saved settings) run."""
     QTest.qWait(ms)
     QApplication.processEvents()
@@ -180,14 +180,39 @@ def offline_hub(tmp_path_factory):
         yield
 
 
+def _finished_run(store: RunStore, name: str, method: str) -> None:
+    """A finished run of `method` in the runs folder, as its training wrote it: config, events and adapter files."""
+    from studio.core.config.settings import RunConfig, save_config
+    from studio.core.runs.events import EventWriter
+
+    run = store.new_run(name)
+    config = RunConfig(name=name)
+    config.model.name_or_path = "meta-llama/Llama-3.2-3B-Instruct"
+    config.data.train_file = "/data/turkish-call-centre.jsonl"
+    config.training.method = method
+    save_config(config, run.config_path)
+    with EventWriter(run.events_path) as writer:
+        for event in _method_events(method):
+            writer.write(event)
+        writer.write({"event": "finished", "time": 1000.0 + STEPS + 1, "status": "completed", "step": STEPS,
+                      "final_loss": 2.0 / STEPS})
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
+
+
 @pytest.fixture(scope="module", params=METHODS)
 def window(request, private_settings, offline_hub, tmp_path_factory):
-    """The real window at 1366×690 with the 8 GB preset and a run of the method drawn on the Training tab."""
+    """The real window at 1366×690 with the 8 GB preset, two finished runs of the method in the runs folder and a run of
+    the method drawn on the Training tab."""
     from studio.ui.main_window import QtMainWindow, last_config_path
 
     method = request.param
     last_config_path().unlink(missing_ok=True)
-    win = QtMainWindow(store=RunStore(tmp_path_factory.mktemp("runs")), telemetry=HostTelemetry(), offer_demo=False)
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    for name in (f"turkish-call-centre-{method}", f"turkish-call-centre-{method}-with-a-longer-name-2"):
+        _finished_run(store, name, method)
+    win = QtMainWindow(store=store, telemetry=HostTelemetry(), offer_demo=False)
     win.chat_tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
     win.config_tab.apply_preset(PRESET)
     win.draft.update("training", method=method)
