@@ -340,3 +340,38 @@ def test_the_export_dialog_fits_1366x768_before_and_after_verify(window, tmp_pat
         assert not problems, f"Export dialog after Verify, method {window.method}:\n  " + "\n  ".join(problems)
     finally:
         dialog.close()
+
+
+# ------------------------------------------------------------------------------------------- the rules themselves
+
+
+def test_the_rules_see_a_squeezed_wrapped_label_a_clipped_line_and_overlapping_widgets(qtbot):
+    """The rules above fail where they must: a panel held below its layout's minimum, as a short screen holds it."""
+    from PySide6.QtWidgets import QPushButton, QVBoxLayout
+
+    panel = QWidget()
+    qtbot.addWidget(panel)
+    layout = QVBoxLayout(panel)
+    wrapped = QLabel("A note long enough to wrap onto several lines at this width, " * 4)
+    wrapped.setWordWrap(True)
+    line = QLabel("One line that must be shown whole")
+    # Widgets that hold their own minimum height (as plots do) overlap once the layout has less room than they need.
+    upper, lower = QPushButton("Upper button"), QPushButton("Lower button")
+    for widget in (wrapped, line, upper, lower):
+        layout.addWidget(widget)
+    for button in (upper, lower):
+        button.setMinimumHeight(30)
+    panel.setFixedSize(120, 40)
+    panel.show()
+    qtbot.waitExposed(panel)
+    _settle(50)
+
+    cut = cut_labels(panel)
+    assert any("A note long enough" in problem for problem in cut), cut
+    assert any("One line that must" in problem for problem in cut), cut
+    assert any("'Upper button'" in p and "'Lower button'" in p for p in overlaps(panel)), overlaps(panel)
+    assert "more than the 690 px" in layout_problems(panel, chrome_height=690)[0]
+
+    panel.setFixedSize(900, 300)
+    _settle(50)
+    assert layout_problems(panel) == []
