@@ -34,6 +34,7 @@ METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
 PRESET = "8gb"
 TABS = ("Dataset", "Config", "Training", "Runs", "Evaluate", "Chat")
 STEPS = 12
+STARTED = 1_764_950_000.0  # 5 December 2025, as a run's events give it
 
 # The live metrics each method's trainer logs (TRL's keys, as in tests/slow/test_preference_e2e.py): the Training tab
 # shows a plot for each, so a method's run is drawn with its own plots.
@@ -157,10 +158,10 @@ def private_settings(tmp_path_factory, qapp):
 
 def _method_events(method: str) -> list[dict]:
     """A run of `method` as its events file tells it: started, then steps carrying the method's live metrics."""
-    events = [{"event": "started", "time": 1000.0, "total_steps": STEPS, "start_step": 0, "pid": None}]
+    events = [{"event": "started", "time": STARTED, "total_steps": STEPS, "start_step": 0, "pid": None}]
     for step in range(1, STEPS + 1):
         metrics = {key: 0.1 * step for key in METHOD_METRICS[method]}
-        event = {"event": "step", "time": 1000.0 + step, "step": step, "epoch": step / STEPS, "loss": 2.0 / step,
+        event = {"event": "step", "time": STARTED + step, "step": step, "epoch": step / STEPS, "loss": 2.0 / step,
                  "learning_rate": 2e-4, "grad_norm": 1.0, "tokens_per_second": 500.0}
         if metrics:
             event["metrics"] = metrics
@@ -194,7 +195,7 @@ def _finished_run(store: RunStore, name: str, method: str) -> None:
     with EventWriter(run.events_path) as writer:
         for event in _method_events(method):
             writer.write(event)
-        writer.write({"event": "finished", "time": 1000.0 + STEPS + 1, "status": "completed", "step": STEPS,
+        writer.write({"event": "finished", "time": STARTED + STEPS + 1, "status": "completed", "step": STEPS,
                       "final_loss": 2.0 / STEPS})
     run.adapter_dir.mkdir()
     (run.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
