@@ -17,39 +17,6 @@ def test_help_lists_the_subcommands(run_studio):
         assert command in result.stdout
 
 
-def test_demo_builds_the_model_dataset_and_config(tmp_path, run_studio):
-    folder = tmp_path / "my demo"
-    result = run_studio("demo", "--output", folder)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (folder / "model" / "config.json").is_file()
-    assert (folder / "model" / "tokenizer_config.json").is_file()
-    assert list((folder / "model").glob("*.safetensors"))
-    rows = (folder / "dataset.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 10 and all("messages" in json.loads(row) for row in rows)
-    config = load_config(folder / "demo.toml")
-    assert config.model.name_or_path == str((folder / "model").resolve())
-    assert config.data.train_file == str((folder / "dataset.jsonl").resolve())
-    # What the user is told: where things are, and how to train.
-    assert str(folder / "demo.toml") in result.stdout
-    assert "finetune-studio train" in result.stderr
-
-    # The folder can be moved: the config refers to its model and data relative to itself.
-    moved = tmp_path / "moved"
-    folder.rename(moved)
-    assert load_config(moved / "demo.toml").model.name_or_path == str((moved / "model").resolve())
-
-
-def test_demo_twice_keeps_the_built_demo(tmp_path, run_studio):
-    folder = tmp_path / "demo"
-    assert run_studio("demo", "--output", folder).returncode == 0
-    weights = next((folder / "model").glob("*.safetensors"))
-    built = weights.stat().st_mtime_ns
-    second = run_studio("demo", "--output", folder)
-    assert second.returncode == 0
-    assert weights.stat().st_mtime_ns == built
-
-
 def test_train_with_a_missing_config_is_bad_input_naming_it(tmp_path, run_studio):
     missing = tmp_path / "nope.toml"
     result = run_studio("train", missing, "--output", tmp_path / "run")
@@ -62,13 +29,6 @@ def test_an_unknown_subcommand_is_refused(run_studio):
     result = run_studio("fly")
     assert result.returncode == 2
     assert "fly" in result.stderr
-
-
-def test_chat_with_a_missing_model_is_bad_input(tmp_path, run_studio):
-    result = run_studio("chat", "--model", tmp_path / "no-model", "--prompt", "hi")
-    assert result.returncode == 2
-    assert str(tmp_path / "no-model") in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_merge_of_a_folder_without_an_adapter_is_bad_input(tmp_path, run_studio):
@@ -84,35 +44,6 @@ def test_a_missing_config_file_reads_path_then_reason_and_json_still_gets_a_docu
     assert result.returncode == 2
     assert result.stderr.strip() == f"finetune-studio estimate: {missing}: cannot be read: No such file or directory"
     assert json.loads(result.stdout) == {"ok": False, "error": f"{missing}: cannot be read: No such file or directory"}
-
-
-def test_data_inspect_names_a_missing_model_folder_without_hub_jargon(tmp_path, run_studio, demo_assets):
-    result = run_studio("data", "inspect", demo_assets.dataset_path, "--model", tmp_path / "no-model")
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"finetune-studio data inspect: --model {tmp_path / 'no-model'}: no such folder"
-
-
-def test_data_inspect_of_a_folder_of_unlike_files_names_them(tmp_path, run_studio, demo_assets):
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    (folder / "chats.jsonl").write_text(demo_assets.dataset_path.read_text(encoding="utf-8"), encoding="utf-8")
-    (folder / "settings.json").write_text('{"version": 2}', encoding="utf-8")
-    result = run_studio("data", "inspect", folder)
-    assert result.returncode == 2
-    assert "its data files (chats.jsonl, settings.json) cannot be read as one dataset" in result.stderr
-    assert "Open one of the files instead" in result.stderr
-
-
-def test_data_inspect_offers_a_detected_mapping_without_claiming_it_was_applied(tmp_path, run_studio):
-    data = tmp_path / "qa.csv"
-    data.write_text("question,answer\nWhat is 2+2?,4\n", encoding="utf-8")
-    result = run_studio("data", "inspect", data)
-    assert result.returncode == 2
-    assert "suggested:  prompt=question, completion=answer — not applied" in result.stdout
-    assert "--columns prompt=question,completion=answer" in result.stdout
-    applied = run_studio("data", "inspect", data, "--columns", "prompt=question,completion=answer")
-    assert applied.returncode == 0, applied.stderr
-    assert "mapping:    prompt=question, completion=answer" in applied.stdout
 
 
 def test_the_terminal_shows_evaluation_progress_and_its_result():
@@ -227,29 +158,6 @@ def _fake_stopped_run(demo_assets, folder):
     return run
 
 
-def _snapshot(folder):
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-@pytest.mark.parametrize("resume", [["--resume"], ["--resume", "CKPT2"]])
-def test_resuming_a_run_that_is_still_training_is_bad_input_and_touches_nothing(tmp_path, demo_assets, run_studio,
-                                                                                 resume):
-    run = _fake_stopped_run(demo_assets, tmp_path / "run")
-    resume = [str(run.checkpoints_dir / "checkpoint-2") if arg == "CKPT2" else arg for arg in resume]
-    lock = run.writer_lock()
-    assert lock.acquire()  # this test process plays the live training process
-    before = _snapshot(run.path)
-    try:
-        result = run_studio("train", run.config_path, "--output", run.path, *resume)
-    finally:
-        lock.release()
-
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "still training" in result.stderr and str(run.path) in result.stderr
-    assert "Traceback" not in result.stderr
-    assert _snapshot(run.path) == before, "no event, no set-aside move, no rewritten file"
-
-
 def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):
     """The window's child prints into train.log already (the supervisor redirects stdout there)."""
     import subprocess
@@ -336,33 +244,6 @@ def test_a_resume_on_a_still_full_disk_ends_with_one_line_and_leaves_no_temp_con
     assert run.busy_message() is None, "the lock went with the ended run"
 
 
-# ------------------------------------------------------------------ what the terminal shows (issue 12, item 16)
-
-
-def test_train_ends_with_a_summary_and_the_next_commands_without_bars_or_library_warnings(tmp_path, run_studio,
-                                                                                          demo_assets):
-    run_dir = tmp_path / "my run"
-    result = run_studio("train", demo_assets.config_path, "--output", run_dir, "--max-steps", 2)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
-    assert "training 2 steps on 10 rows" in out
-    assert f"step 2: checkpoint saved in {run_dir / 'checkpoints' / 'checkpoint-2'}" in out
-    assert "run completed at step 2 of 2, final loss " in out
-    assert f"adapter:    {run_dir / 'adapter'}" in out and "time taken: " in out
-    quoted = f"'{run_dir}'"  # a folder name with a space is pasted as one word
-    assert f"finetune-studio chat --model {quoted}" in out
-    assert f"finetune-studio merge {quoted} --output '{tmp_path / 'my run-merged'}'" in out
-    assert f"finetune-studio export gguf {quoted} --output '{tmp_path / 'my run-gguf' / 'my run-q8_0.gguf'}'" in out
-    assert "{" not in out, "no raw JSON event lines"
-    both = out + result.stderr
-    assert "Loading weights" not in both and "it/s]" not in both, "no tqdm bars"
-    assert "Warning" not in both, "a clean run prints no warning (the FutureWarning from inside PEFT is gone)"
-
-    chat = run_studio("chat", "--model", run_dir, "--prompt", "hello", "--max-new-tokens", 2)
-    assert chat.returncode == 0, chat.stderr[-3000:]
-    assert "Loading weights" not in chat.stderr and "Warning" not in chat.stderr
-
-
 class _FakeRun:
     """The parts of a RunDirectory the train report reads."""
 
@@ -446,32 +327,6 @@ def test_export_gguf_and_the_export_dialog_share_one_default_type():
 
     args = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"])
     assert args.gguf_type == DEFAULT_GGUF_TYPE == "q8_0"
-
-
-def test_data_inspect_counts_tokens_against_the_configs_max_length_and_responses_setting(tmp_path, run_studio,
-                                                                                          demo_assets):
-    from studio.core.config.settings import RunConfig, save_config
-
-    def tokens(*extra):
-        result = run_studio("data", "inspect", demo_assets.dataset_path, "--json", *extra)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return json.loads(result.stdout)["tokens"]
-
-    config = load_config(demo_assets.config_path)
-    config.training.max_length, config.data.train_on_responses_only = 32, False
-    short = tmp_path / "short.toml"
-    save_config(config, short)
-
-    default = tokens("--model", demo_assets.model_dir)
-    assert default["max_length"] == RunConfig().training.max_length  # a new run's, not a literal of its own
-    from_config = tokens("--config", short)  # the config's model counts the tokens
-    assert from_config["max_length"] == 32 and from_config["truncated_rows"] == 10  # every demo row is longer
-    assert from_config["trained_tokens"] == from_config["total_tokens"] > default["trained_tokens"]
-    assert tokens("--config", short, "--max-length", 64)["max_length"] == 64, "the option wins over the config"
-
-    missing = run_studio("data", "inspect", demo_assets.dataset_path, "--config", tmp_path / "nope.toml")
-    assert missing.returncode == 2 and str(tmp_path / "nope.toml") in missing.stderr
-    assert "Traceback" not in missing.stderr
 
 
 def test_estimate_names_a_local_model_by_what_it_is_not_its_folder(tmp_path, run_studio, demo_assets):

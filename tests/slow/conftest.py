@@ -1,4 +1,5 @@
-"""The slow lane: tests that train the demo model or run `finetune-studio train/eval/export` end to end.
+"""The slow lane: tests that train the demo model, run `finetune-studio train/eval/export/chat/merge` end to end, or
+load and run a model for seconds (each took 2 s or more on the loaded 2-core machine).
 
 Every test in this folder is marked `slow` (tests/conftest.py does it by folder), so `pytest -m "not slow"` is the fast
 lane a developer runs between edits, and CI runs both. The session's trainings below are fixtures of this folder only:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import weakref
 
 import pytest
 from PySide6.QtCore import Qt
@@ -207,3 +209,15 @@ def test_a_4_bit_trained_run_answers_on_the_weights_it_was_trained_on(qtbot, tab
     with qtbot.waitSignal(tab.model_loaded, timeout=LOAD_TIMEOUT_MS):
         qtbot.mouseClick(tab.load_button, Qt.MouseButton.LeftButton)
     assert "original weights" in tab.model_status.text()
+
+
+def test_unloading_lets_the_model_be_collected(qtbot, tab, demo_assets):
+    _load(qtbot, tab, demo_assets.model_dir)
+    model = weakref.ref(tab.chat_model.model)
+
+    with qtbot.waitSignal(tab.model_unloaded, timeout=10_000):
+        qtbot.mouseClick(tab.unload_button, Qt.MouseButton.LeftButton)
+    gc.collect()
+
+    assert model() is None, "nothing keeps the weights alive after Unload"
+    assert tab.chat_model is None and not tab.send_button.isEnabled()

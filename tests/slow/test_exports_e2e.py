@@ -26,6 +26,7 @@ import pytest
 
 from studio.core.export.adapter import export_adapter, export_adapter_zip
 from studio.core.export.gguf import export_gguf, permute_qk
+from studio.core.export.staging import ExportError
 
 MERGE_LOGIT_TOLERANCE = 0.25
 
@@ -200,3 +201,90 @@ def test_the_adapter_exports_as_a_peft_folder_and_a_zip(trained_run, tmp_path):
     assert "support-adapter/adapter_model.safetensors" in names
     assert all(name.startswith("support-adapter/") for name in names)
     shutil.rmtree(folder)
+
+
+LLAMA_CPP_LOGIT_TOLERANCE = 0.05
+
+
+def test_gguf_export_refuses_an_unsupported_architecture(tmp_path, run_studio):
+    model = tmp_path / "gpt2"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+
+    with pytest.raises(ExportError, match="LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"):
+        export_gguf(model, tmp_path / "out.gguf")
+    result = run_studio("export", "gguf", model, "--output", tmp_path / "out.gguf")
+    assert result.returncode == 2
+    assert str(model) in result.stderr and "GPT2LMHeadModel" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _tiny_model(family: str, folder: Path, tokenizer_dir: Path):
+    import torch
+    from transformers import (
+        AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+    )
+
+    dims = dict(vocab_size=1088, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
+                eos_token_id=4, pad_token_id=5, tie_word_embeddings=False)
+    if family == "qwen2":
+        model_class, config = Qwen2ForCausalLM, Qwen2Config(**dims)
+    elif family == "mistral":
+        model_class, config = MistralForCausalLM, MistralConfig(**dims, sliding_window=None)
+    else:  # Llama 3.1 with its rope scaling, short original context so that the scaling matters
+        model_class, config = LlamaForCausalLM, LlamaConfig(**dims, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_class(config).eval()
+        if family == "qwen2":  # Qwen2 has q/k/v biases: make them matter
+            with torch.no_grad():
+                for layer in model.model.layers:
+                    for bias in (layer.self_attn.q_proj.bias, layer.self_attn.k_proj.bias, layer.self_attn.v_proj.bias):
+                        bias.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("family, arch, permuted", [("llama3.1", "llama", True), ("mistral", "llama", True),
+                                                    ("qwen2", "qwen2", False)])
+def test_each_family_is_written_with_llama_cpp_names_and_layout(tmp_path, demo_assets, family, arch, permuted):
+    import gguf
+    import torch
+    from transformers import AutoTokenizer
+
+    model = _tiny_model(family, tmp_path / "model", demo_assets.model_dir)
+    result = export_gguf(tmp_path / "model", tmp_path / "out" / "model.gguf")
+    reader = gguf.GGUFReader(str(result.path))
+
+    assert reader.fields["general.architecture"].contents() == arch
+    tensors = {t.name: t for t in reader.tensors}
+    assert "output.weight" in tensors  # untied: the output head is its own tensor
+    q = model.model.layers[1].self_attn.q_proj.weight.detach()
+    k = model.model.layers[1].self_attn.k_proj.weight.detach()
+    if permuted:
+        q, k = permute_qk(q, 4, 4), permute_qk(k, 4, 2)
+    assert np.array_equal(tensors["blk.1.attn_q.weight"].data, q.numpy().astype(np.float16))
+    assert np.array_equal(tensors["blk.1.attn_k.weight"].data, k.numpy().astype(np.float16))
+    if family == "qwen2":
+        assert np.array_equal(tensors["blk.0.attn_q.bias"].data, model.model.layers[0].self_attn.q_proj.bias.detach().numpy())
+    if family == "llama3.1":
+        assert "rope_freqs.weight" in tensors
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra (pip install -e .[llama-cpp]; it compiles llama.cpp)")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "model"))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What are your support hours on Saturday?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] * 10)[:200]  # past the llama3.1 scaling edge
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(model_path=str(result.path), n_ctx=256, logits_all=True, verbose=False)
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    assert np.abs(got - expected).max() < LLAMA_CPP_LOGIT_TOLERANCE

@@ -394,3 +394,44 @@ def test_grpo_continuing_from_a_tool_call_sft_adapter_raises_the_tool_call_rewar
     assert sum(r > 0 for r in rewards) >= len(rewards) // 2, "the SFT start writes calls that earn a reward"
     assert any(e["metrics"]["frac_reward_zero_std"] < 1 for e in steps), "some group's replies are scored apart"
     assert last > first, "GRPO raises the mean tool-call reward"
+
+
+@pytest.mark.timeout(120)  # a regex reward without a bound would stall here for hours
+def test_grpo_rewards_come_from_the_metrics_with_weights_and_a_length_penalty():
+    from studio.core.train.methods import reward_functions
+
+    config = RunConfig()
+    config.training.method = "grpo"
+    config.training.rewards = ["tool_call=2", "contains=0.5"]
+    config.training.length_penalty = 0.1
+    config.training.max_completion_length = 10
+    functions, weights = reward_functions(config)
+    assert [f.__name__ for f in functions] == ["tool_call", "contains", "length_penalty"]
+    assert weights == [2.0, 0.5, 0.1]
+    tool_call, _, length = functions
+    want = '<tool_code>get_bill({"phone": "0532"})</tool_code>'
+    replies = [want, '<tool_code>get_bill({"phone": "0000"})</tool_code>', '<tool_code>get_plan({})</tool_code>',
+               "no call"]
+    # Partial credit: the right call 1; right function, valid JSON, wrong argument 0.5; wrong function 0.25.
+    assert tool_call([None] * 4, replies, expected=[want] * 4) == [1.0, 0.5, 0.25, 0.0]
+    conversational = [[{"role": "assistant", "content": want}]]
+    assert tool_call([None], conversational, expected=[want]) == [1.0]
+    assert length([None, None], ["", ""], completion_ids=[[1] * 5, [1] * 20]) == [-0.5, -1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["regex=1"], r"(a|aa)+$"
+    config.training.length_penalty = 0.0
+    (regex,), _ = reward_functions(config)
+    # A catastrophically backtracking pattern is stopped after a second per reply and scores 0: one bad reward
+    # pattern cannot stall a GRPO step (with `re` this reply would take hours).
+    assert regex([None] * 2, ["a" * 80 + "!", "baaaa"], expected=["", ""]) == [0.0, 1.0]
+
+    config.training.rewards, config.training.reward_pattern = ["bleu=1"], ""
+    with pytest.raises(ConfigError, match="training.rewards.*unknown metric 'bleu'"):
+        reward_functions(config)
+    config.training.rewards = ["regex"]
+    with pytest.raises(ConfigError, match="training.reward_pattern"):
+        reward_functions(config)
+    config.model.name_or_path, config.data.train_file = "model", "data.jsonl"
+    config.training.rewards, config.training.num_generations = ["exact=x"], 2
+    with pytest.raises(ConfigError, match="training.rewards.*not a number"):
+        config.validate()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from studio.core.config.settings import RunConfig, load_config, save_config
+from studio.core.config.settings import load_config, save_config
 from studio.core.eval.cases import EvalCase
 from studio.core.runs.store import RunDirectory
+from studio.core.config.settings import AUTO_EVAL_MAX_ROWS, AUTO_EVAL_MIN_ROWS, RunConfig, held_out_count
 
 
 # ------------------------------------------------------------------ scoring in a real run
@@ -143,3 +144,11 @@ def test_scoring_counts_right_replies_and_gives_the_model_back_in_train_mode(tra
     assert score_model(chat.model, chat.tokenizer, cases, build_metric("exact"), max_new_tokens=budget,
                        should_stop=lambda: True) is None
     assert chat.model.training
+
+
+def test_the_held_out_count_is_the_one_the_split_holds_out():
+    from studio.core.data.split import held_out_split
+
+    for rows in range(AUTO_EVAL_MIN_ROWS, AUTO_EVAL_MAX_ROWS, 7):
+        for fraction in (0.1, 0.05, 0.3):
+            assert held_out_count(rows, fraction) == len(held_out_split(rows, fraction, 42)[1]), (rows, fraction)

@@ -93,46 +93,6 @@ def test_a_dataset_whose_labels_are_all_masked_is_refused_before_training(tokeni
     assert len(encode_dataset(tokenizer, data, train_on_responses_only=False)) == 1
 
 
-# ------------------------------------------------------------------ finetune-studio data inspect
-
-
-def test_data_inspect_reports_format_counts_and_token_stats(run_studio, demo_assets):
-    result = run_studio("data", "inspect", demo_assets.dataset_path, "--model", demo_assets.model_dir)
-    assert result.returncode == 0, result.stderr
-    assert "format:     messages" in result.stdout and "10 usable, 0 bad" in result.stdout
-    assert "tokens:     min" in result.stdout
-
-    result = run_studio("data", "inspect", demo_assets.dataset_path, "--model", demo_assets.model_dir, "--json")
-    assert result.returncode == 0
-    report = json.loads(result.stdout)
-    assert report["ok"] and report["format"] == "messages" and report["rows"] == 10
-    assert report["tokens"]["rows_measured"] == 10 and report["tokens"]["truncated_rows"] == 0
-
-
-def test_data_inspect_exits_2_naming_file_and_line(run_studio, tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"\n{"prompt": 1, "completion": "b"}\n',
-                    encoding="utf-8")
-    result = run_studio("data", "inspect", path, "--json")
-    assert result.returncode == 2
-    # One line on stderr, naming the file and the first bad line; the document on stdout lists each error once.
-    assert result.stderr == f"finetune-studio data inspect: {path}: 2 bad rows, the first at line 2 (listed in " \
-                            "the JSON document)\n"
-    report = json.loads(result.stdout)  # still one JSON document
-    assert not report["ok"] and [e["line"] for e in report["errors"]] == [2, 3]
-    plain = run_studio("data", "inspect", path)
-    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "the first at line 2 (listed above)" in plain.stderr
-    for error in (f"{path}:2: malformed JSON", f"{path}:3: 'prompt' must be a string"):
-        assert (plain.stdout + plain.stderr).count(error) == 1, error
-
-    turkish = tmp_path / "tr.csv"
-    turkish.write_bytes("prompt,completion\nİzmir?,Güneşli.\n".encode("cp1254"))
-    result = run_studio("data", "inspect", turkish)
-    assert result.returncode == 2 and f"{turkish}:2: not UTF-8" in result.stderr and "cp1254" in result.stderr
-    assert run_studio("data", "inspect", turkish, "--encoding", "cp1254").returncode == 0
-    assert run_studio("data", "inspect", tmp_path / "missing.jsonl").returncode == 2
-
-
 def test_preview_pieces_render_multibyte_characters_once(tokenizer):
     preview = preview_example(tokenizer, {"messages": [{"role": "user", "content": "Şişli, İzmir, Beşiktaş"},
                                                        {"role": "assistant", "content": "Güneşli ve ılık."}]})

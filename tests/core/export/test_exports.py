@@ -23,15 +23,13 @@ import xml.etree.ElementTree as ElementTree
 from collections import namedtuple
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from studio.core.models.source import ModelLoadError
 from studio.core.export.adapter import export_adapter, export_adapter_zip
 from studio.core.export.staging import ExportCancelled, ExportError
-from studio.core.export.gguf import export_gguf, permute_qk
+from studio.core.export.gguf import export_gguf
 from studio.core.export.model_card import loss_curve_svg
-LLAMA_CPP_LOGIT_TOLERANCE = 0.05
 
 
 def _fake_adapter(folder: Path, base: str = "/nonexistent/base-model") -> Path:
@@ -166,19 +164,6 @@ def test_merging_onto_a_missing_base_model_names_it(tmp_path):
     assert _nothing_left(tmp_path / "merged")
 
 
-def test_gguf_export_refuses_an_unsupported_architecture(tmp_path, run_studio):
-    model = tmp_path / "gpt2"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
-
-    with pytest.raises(ExportError, match="LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"):
-        export_gguf(model, tmp_path / "out.gguf")
-    result = run_studio("export", "gguf", model, "--output", tmp_path / "out.gguf")
-    assert result.returncode == 2
-    assert str(model) in result.stderr and "GPT2LMHeadModel" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_gguf_export_of_a_missing_folder_is_bad_input(tmp_path, run_studio):
     result = run_studio("export", "gguf", tmp_path / "nothing", "--output", tmp_path / "x.gguf", "--type", "q8_0")
     assert result.returncode == 2
@@ -225,47 +210,6 @@ def _tiny_model(family: str, folder: Path, tokenizer_dir: Path):
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(folder)
     return model
-
-
-@pytest.mark.parametrize("family, arch, permuted", [("llama3.1", "llama", True), ("mistral", "llama", True),
-                                                    ("qwen2", "qwen2", False)])
-def test_each_family_is_written_with_llama_cpp_names_and_layout(tmp_path, demo_assets, family, arch, permuted):
-    import gguf
-    import torch
-    from transformers import AutoTokenizer
-
-    model = _tiny_model(family, tmp_path / "model", demo_assets.model_dir)
-    result = export_gguf(tmp_path / "model", tmp_path / "out" / "model.gguf")
-    reader = gguf.GGUFReader(str(result.path))
-
-    assert reader.fields["general.architecture"].contents() == arch
-    tensors = {t.name: t for t in reader.tensors}
-    assert "output.weight" in tensors  # untied: the output head is its own tensor
-    q = model.model.layers[1].self_attn.q_proj.weight.detach()
-    k = model.model.layers[1].self_attn.k_proj.weight.detach()
-    if permuted:
-        q, k = permute_qk(q, 4, 4), permute_qk(k, 4, 2)
-    assert np.array_equal(tensors["blk.1.attn_q.weight"].data, q.numpy().astype(np.float16))
-    assert np.array_equal(tensors["blk.1.attn_k.weight"].data, k.numpy().astype(np.float16))
-    if family == "qwen2":
-        assert np.array_equal(tensors["blk.0.attn_q.bias"].data, model.model.layers[0].self_attn.q_proj.bias.detach().numpy())
-    if family == "llama3.1":
-        assert "rope_freqs.weight" in tensors
-
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is an optional extra (pip install -e .[llama-cpp]; it compiles llama.cpp)")
-    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "model"))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What are your support hours on Saturday?"}],
-                                           tokenize=False, add_generation_prompt=True)
-    ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] * 10)[:200]  # past the llama3.1 scaling edge
-    with torch.no_grad():
-        expected = model(torch.tensor([ids])).logits[0].numpy()
-    llm = llama_cpp.Llama(model_path=str(result.path), n_ctx=256, logits_all=True, verbose=False)
-    try:
-        llm.eval(ids)
-        got = np.array(llm.scores[: len(ids)])
-    finally:
-        llm.close()
-    assert np.abs(got - expected).max() < LLAMA_CPP_LOGIT_TOLERANCE
 
 
 def test_cancelling_a_gguf_export_midway_leaves_no_file_and_no_modelfile(tmp_path, demo_assets):

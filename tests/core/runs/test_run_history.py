@@ -148,22 +148,11 @@ def test_a_running_run_cannot_be_deleted(tmp_path):
     assert run.path.is_dir()
 
 
-def test_the_status_is_read_from_the_end_of_a_long_event_file(tmp_path):
-    run = RunStore(tmp_path).new_run("long")
-    _write(run, [ev("started", 1.0, pid=_dead_pid(), total_steps=5000)]
-           + [step(n, 1.0 + n, 1.0) for n in range(1, 3000)]
-           + [ev("finished", 5000.0, status="stopped", step=2999)])
-    assert run.events_path.stat().st_size > 64 * 1024
-    assert run.last_event()["status"] == "stopped"
-    assert run.status() == "stopped"
-
-
 def test_a_reused_pid_is_not_mistaken_for_the_run():
     from studio.core.runs.store import _pid_alive
 
     assert _pid_alive(os.getpid())
     assert not _pid_alive(os.getpid(), started_by=1.0), "this process was created long after 1970"
-
 
 
 # ------------------------------------------------------------------ scores from the run's evals

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from studio.core.config.settings import (
-    AUTO_EVAL_MAX_ROWS, AUTO_EVAL_MIN_ROWS, ConfigError, DataSettings, RunConfig, TrainingSettings, apply_auto_eval, auto_eval_fraction, config_field, describe_evaluation, held_out_count, loads,
+    AUTO_EVAL_MAX_ROWS, AUTO_EVAL_MIN_ROWS, ConfigError, DataSettings, RunConfig, TrainingSettings, apply_auto_eval, auto_eval_fraction, config_field, describe_evaluation, loads,
 )
 from studio.core.eval.cases import EvalCase
 
@@ -46,14 +46,6 @@ def test_an_eval_split_turned_off_says_no_evaluation():
     data = DataSettings(eval_auto=False)
     assert describe_evaluation(data, TrainingSettings(), 47) == \
         "No evaluation: no eval rows are chosen (Dataset tab, Evaluation split)."
-
-
-def test_the_held_out_count_is_the_one_the_split_holds_out():
-    from studio.core.data.split import held_out_split
-
-    for rows in range(AUTO_EVAL_MIN_ROWS, AUTO_EVAL_MAX_ROWS, 7):
-        for fraction in (0.1, 0.05, 0.3):
-            assert held_out_count(rows, fraction) == len(held_out_split(rows, fraction, 42)[1]), (rows, fraction)
 
 
 def _config(text: str) -> RunConfig:
