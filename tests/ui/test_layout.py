@@ -139,7 +139,11 @@ def layout_problems(root: QWidget, chrome_height: int = 0) -> list[str]:
 def _settle(ms: int = 250) -> None:
     """Let the layouts, the deferred resizes and the debounced updates (the estimate, the saved settings) run."""
     QTest.qWait(ms)
-    QApplication.processEvents()
+    # A text set during the wait (a background task's result) has posted its layout request, not yet run: run it, and
+    # those of the layouts around it, so the check sees what the next frame shows.
+    for _ in range(3):
+        QCoreApplication.sendPostedEvents()
+        QApplication.processEvents()
 
 
 # ---------------------------------------------------------------------------------------------- the window
