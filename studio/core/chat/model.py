@@ -225,6 +225,17 @@ class ChatModel:
             pass
 
     # --- generation ---------------------------------------------------------------------------------------
+    def end_token_ids(self) -> list[int]:
+        """The tokens a reply ends at: the generation config's eos ids, the tokenizer's, and the chat template's end of
+        turn (a model whose generation config names only <eos> still stops where training taught it to)."""
+        from studio.core.data.tokens import end_of_turn_ids
+
+        ids = set(end_of_turn_ids(self.tokenizer))
+        for value in (getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+                      self.tokenizer.eos_token_id):
+            ids.update([value] if isinstance(value, int) else list(value or []))
+        return sorted(ids)
+
     def stream_reply(self, messages: list[dict[str, str]], settings: GenerationSettings | None = None, *,
                      adapter: str | None = None, stop: threading.Event | None = None,
                      stats: ReplyStats | None = None, **overrides: Any) -> Iterator[str]:
@@ -263,7 +274,8 @@ class ChatModel:
         streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         generate_kwargs: dict[str, Any] = dict(
             **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
-            pad_token_id=self.tokenizer.pad_token_id, **settings.generate_kwargs(),
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.end_token_ids(),
+            **settings.generate_kwargs(),
         )
         errors: list[BaseException] = []
         model = self.model

@@ -40,6 +40,29 @@ def render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_pro
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+def end_of_turn_ids(tokenizer: Any) -> set[int]:
+    """The special token the chat template closes an assistant reply with (<|eot_id|>, <|im_end|>, Gemma's
+    <end_of_turn>, Mistral's </s>), found by rendering a reply and reading the first special token after it.
+
+    A reply must stop there even where the model's generation config names only <eos> (a Gemma folder converted from
+    GGUF does): training teaches the model to write this token, not <eos>."""
+    marker = "\u2063R\u2063"
+    try:
+        text = render(tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker},
+                                  {"role": "user", "content": "ok"}])
+    except Exception:  # a template that refuses this conversation: no end of turn to add
+        return set()
+    after = text.split(marker, 1)[1] if marker in text else ""
+    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    found = [(after.find(token), token) for token in specials if token and token in after]
+    if not found:
+        return set()
+    first = min(found)[1]
+    token_id = tokenizer.convert_tokens_to_ids(first)
+    return {int(token_id)} if isinstance(token_id, int) and token_id >= 0 else set()
+
+
 def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the [start, end) character span of each assistant reply."""
     full = render(tokenizer, messages)

@@ -105,15 +105,9 @@ def loss_ids(tokenizer: Any, case: EvalCase) -> tuple[list[int], list[int]] | No
 
 
 def end_token_ids(chat: ChatModel) -> set[int]:
-    """Every token that ends a reply: the generation config's eos ids (a list for Llama 3) and the tokenizer's."""
-    ids: set[int] = set()
-    config_eos = getattr(getattr(chat.model, "generation_config", None), "eos_token_id", None)
-    for value in (config_eos, chat.tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
+    """Every token that ends a reply (ChatModel.end_token_ids: the generation config's, the tokenizer's and the chat
+    template's end of turn), as the batched generation stops the same way the chat does."""
+    return set(chat.end_token_ids())
 
 
 def choose_batch_size(chat: ChatModel, longest_tokens: int, requested: int | None = None) -> int:

@@ -138,3 +138,18 @@ def test_an_existing_chat_template_is_kept(tokenizer):
     before = tokenizer.chat_template
     assert before and "<|start_header_id|>" in before
     assert ensure_chat_template(tokenizer) == before
+
+
+@pytest.mark.parametrize("template, end", [
+    (None, "<|eot_id|>"),  # the demo's Llama 3 template
+    ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}", "<|im_end|>"),
+], ids=["llama3", "chatml"])
+def test_a_reply_ends_at_the_token_the_chat_template_closes_it_with(tokenizer, template, end):
+    """Not only at the generation config's <eos>: a Gemma folder converted from GGUF names only <eos>, and its replies
+    ran on past <end_of_turn> into a second copy of the call."""
+    from studio.core.data.tokens import end_of_turn_ids
+
+    if template is not None:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tokenizer.chat_template = template
+    assert end_of_turn_ids(tokenizer) == {tokenizer.convert_tokens_to_ids(end)}
