@@ -364,7 +364,8 @@ class QtMainWindow(QMainWindow):
 
         if self._export_dialog is not None:
             self._export_dialog.shutdown()
-        self._export_dialog = QtExportDialog(source, runs_root=self.runs.root, parent=self)
+        self._export_dialog = QtExportDialog(source, runs=[row.path for row in self.runs.finished_runs()],
+                                             parent=self)
         self._export_dialog.show()
         return self._export_dialog
 

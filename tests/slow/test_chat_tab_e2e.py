@@ -179,7 +179,7 @@ def test_the_export_dialog_writes_gguf_with_progress_and_cancel_leaves_nothing(q
     tab.set_model("", trained_run / "adapter")
     from studio.ui.tabs.export_dialog import QtExportDialog
 
-    dialog = QtExportDialog(tab.export_source(), runs_root=tab.runs.root)  # what Export model… opens
+    dialog = QtExportDialog(tab.export_source(), runs=[r.path for r in tab.runs.finished_runs()])  # what Export model… opens
     qtbot.addWidget(dialog)
     assert dialog.source == trained_run, "the chat's adapter, as its run"
 

@@ -32,7 +32,7 @@ def demo_run(trained_run, tmp_path) -> Path:
 def test_verify_export_shows_that_the_gguf_answers_like_the_studio_and_the_card_says_so(qtbot, demo_run, tmp_path):
     from studio.ui.tabs.export_dialog import QtExportDialog
 
-    widget = QtExportDialog(demo_run, runs_root=tmp_path / "runs")
+    widget = QtExportDialog(demo_run)
     qtbot.addWidget(widget)
     widget.set_kind(ExportKind.GGUF)
     widget.session.set_gguf_type("f16")
@@ -88,7 +88,7 @@ def test_create_in_ollama_says_how_without_ollama_and_checks_the_model_with_it(q
     from ollama_standin import StandInOllama, build_go_renderer, install_fake_ollama_cli
     from studio.ui.tabs.export_dialog import QtExportDialog
 
-    widget = QtExportDialog(demo_run, runs_root=tmp_path / "runs")
+    widget = QtExportDialog(demo_run)
     qtbot.addWidget(widget)
     output = tmp_path / "gguf" / "support-bot.gguf"
     _gguf_export(qtbot, widget, output)

@@ -202,3 +202,24 @@ def test_a_run_that_ends_fills_chat_and_evaluate_from_the_session(qtbot, make_wi
     assert win.chat_tab.base_edit.text() == "tiny-base"
     assert win.chat_tab.adapter_edit.text() == str(run.adapter_dir), "the run just trained answers the next Send"
     assert win.banner.text() == "Run training-now: completed."
+
+
+def test_the_export_dialog_lists_the_sessions_runs_without_a_scan_of_its_own(qtbot, make_window, store,
+                                                                             monkeypatch):
+    listings: list[str] = []
+    original = RunStore.runs
+
+    def counted(self):
+        listings.append(threading.current_thread().name)
+        return original(self)
+
+    monkeypatch.setattr(RunStore, "runs", counted)
+    win = make_window()
+    _settle(qtbot, win)
+    before = len(listings)
+    dialog = win.open_export_dialog()
+    offered = [dialog.source_combo.itemText(i) for i in range(dialog.source_combo.count())]
+
+    assert len(listings) == before, "the dialog lists no runs folder: the window's one scan gives it the runs"
+    assert offered[:2] == ["second", "first"], "newest first, as the runs session holds them"
+    dialog.close()

@@ -119,10 +119,3 @@ def verify_export(source: Path, export: Path, *, engine: str = "auto", limit: in
     if result.status == "completed":
         result.readme = record_agreement(result.export, result.text())
     return result
-
-
-def runs_with_adapters(store_root: Path | None = None) -> list[Path]:
-    """Run directories (newest first) that hold a finished adapter: what Chat and Export offer."""
-    from studio.core.runs.store import RunStore
-
-    return [run.path for run in RunStore(store_root).runs() if (run.adapter_dir / "adapter_config.json").is_file()]

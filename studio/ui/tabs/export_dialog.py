@@ -12,6 +12,7 @@ The GGUF type list, its sizes, what fits, the preselection and why, and the veri
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from superqt.utils import signals_blocked
 
 from studio.core.export.staging import ExportError, OutputHoldsOtherFiles, OutputNeedsOverwrite
 from studio.core.export.jobs import (
-    ExportKind, check_target, default_exports_dir, run_export, runs_with_adapters, verify_export,
+    ExportKind, check_target, default_exports_dir, run_export, verify_export,
 )
 from studio.core.sessions.export import ExportSession
 from studio.ui.background import TaskRunner, WindowTaskState, describe_error
@@ -77,7 +78,7 @@ class QtExportDialog(QDialog):
     export_finished = Signal(str, str)
     verify_finished = Signal(str, str)
 
-    def __init__(self, source: Path | None = None, *, runs_root: Path | None = None, parent: QWidget | None = None,
+    def __init__(self, source: Path | None = None, *, runs: Sequence[Path] = (), parent: QWidget | None = None,
                  session: ExportSession | None = None):
         super().__init__(parent)
         self.session = session if session is not None else ExportSession()
@@ -96,7 +97,7 @@ class QtExportDialog(QDialog):
         self.source_combo.setEditable(True)
         self.source_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.source_combo.lineEdit().setPlaceholderText("a run folder or an adapter folder")
-        for run in runs_with_adapters(runs_root):
+        for run in runs:  # the finished runs, newest first: the window's one scan (sessions.runs)
             self.source_combo.addItem(run.name, str(run))
         if source is not None:
             index = self.source_combo.findData(str(source))

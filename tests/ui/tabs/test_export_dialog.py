@@ -22,7 +22,7 @@ def _fake_adapter(folder: Path, base: str = "/none") -> Path:
 def dialog(qtbot, tmp_path):
     from studio.ui.tabs.export_dialog import QtExportDialog
 
-    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter"), runs_root=tmp_path / "runs")
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter"))
     qtbot.addWidget(widget)
     widget.set_kind(ExportKind.ADAPTER)
     return widget
@@ -116,7 +116,7 @@ def test_a_run_still_training_is_not_exported_and_the_dialog_says_why(qtbot, tmp
     lock = run.writer_lock()
     assert lock.acquire()
     try:
-        widget = QtExportDialog(run.path, runs_root=tmp_path / "runs")
+        widget = QtExportDialog(run.path)
         qtbot.addWidget(widget)
         widget.set_kind(ExportKind.ADAPTER)
         widget.set_output(tmp_path / "out")
@@ -133,7 +133,7 @@ def test_the_dialog_opens_on_the_gguf_type_the_cli_defaults_to(qtbot, tmp_path):
     from studio.ui.tabs.export_dialog import QtExportDialog
 
     adapter = _fake_adapter(tmp_path / "adapter", base="meta-llama/Llama-3.1-8B")  # the bundled shape, offline
-    widget = QtExportDialog(adapter, runs_root=tmp_path / "runs")
+    widget = QtExportDialog(adapter)
     qtbot.addWidget(widget)
     cli_default = build_parser().parse_args(["export", "gguf", "m", "--output", "x.gguf"]).gguf_type
     assert cli_default == "auto" and widget.kind is ExportKind.GGUF and widget.session.preselected
@@ -160,7 +160,7 @@ def test_an_8gb_card_at_4096_tokens_preselects_q6_k_and_says_why(qtbot, tmp_path
     #     Q6_K:  6.59 GB file → 6283 MiB − 4096 × 128256 × 210/256 B (411 MiB)                ≈ 5872 MiB
     #            → 5872 + 512 + 312 = 6696 MiB ≤ 7000: fits, and it is the best quality that does.
     session = ExportSession(Budget(8 * 1024**3, "cuda", "NVIDIA GeForce RTX 4060"), k_quants=True)
-    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B), runs_root=tmp_path / "runs",
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B),
                             session=session)
     qtbot.addWidget(widget)
     widget.context_spin.setValue(4096)
@@ -189,7 +189,7 @@ def test_on_the_cpu_the_dialog_names_the_ram(qtbot, tmp_path):
     from studio.ui.tabs.export_dialog import QtExportDialog
 
     session = ExportSession(Budget(16 * 1024**3, "cpu", "RAM"), k_quants=True)
-    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B), runs_root=tmp_path / "runs",
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B),
                             session=session)
     qtbot.addWidget(widget)
     session.set_context(4096)
@@ -204,7 +204,7 @@ def test_without_llama_cpp_the_k_quants_are_listed_but_not_offered(qtbot, tmp_pa
     from studio.ui.tabs.export_dialog import QtExportDialog
 
     session = ExportSession(Budget(8 * 1024**3, "cuda", "RTX 4060"), k_quants=False)
-    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B), runs_root=tmp_path / "runs",
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B),
                             session=session)
     qtbot.addWidget(widget)
     session.set_context(4096)
@@ -221,7 +221,7 @@ def test_the_dialog_fits_a_laptop_screen_also_with_verify_results(qtbot, tmp_pat
     from studio.ui.tabs.export_dialog import QtExportDialog
 
     session = ExportSession(Budget(8 * 1024**3, "cuda", "NVIDIA GeForce RTX 4060"), k_quants=True)
-    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B), runs_root=tmp_path / "runs",
+    widget = QtExportDialog(_fake_adapter(tmp_path / "adapter", base=LLAMA_8B),
                             session=session)
     qtbot.addWidget(widget)
     widget.show()
