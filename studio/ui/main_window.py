@@ -98,7 +98,8 @@ class QtMainWindow(QMainWindow):
         self.chat_tab.export_requested.connect(self.open_export_dialog)
         self._export_dialog = None
         # Issue 24, the doctor: its banner at the top, its checks off the GUI thread at a first launch or a new device.
-        self.system_check = QtSystemCheck(self, config=lambda: self.config)
+        self.system_check = QtSystemCheck(self, config=lambda: self.config,
+                                          runs=lambda: [row.path for row in self.runs.rows])
         # The Config tab's presets and fit plan for the card runs will train on: none under a CPU-only torch.
         self.system_check.session.subscribe(self._on_system_report)
         self._build_menus()

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio.core.config.settings import RunConfig
-from studio.core.runs.store import RunStore
+from studio.core.runs.store import RunDirectory, RunStore
 from studio.core.system.doctor import FAIL, WARN, Check, Facts, Needs, gather_facts, redact, run_checks, worst
 from studio.core.system.gpu import detect_gpu, driver_version
 from studio.core.system.paths import user_data_dir
@@ -170,9 +170,11 @@ def format_checks(checks: tuple[Check, ...] | list[Check]) -> str:
     return "\n".join(lines)
 
 
-def _last_failure(store: RunStore | None) -> str:
-    store = store or RunStore()
-    for run in store.runs():
+def _last_failure(runs: Iterable[Path] | None) -> str:
+    """The newest failed run's kind and message; `runs` are the run folders newest first (the window's runs session
+    holds them: no second listing of the runs folder), else the runs folder is listed (the CLI)."""
+    folders = [run.path for run in RunStore().runs()] if runs is None else list(runs)
+    for run in map(RunDirectory, folders):
         if run.status() != "failed":
             continue
         ending = next((e for e in reversed(run.events()) if e.get("event") == "failed"), {})
@@ -183,7 +185,7 @@ def _last_failure(store: RunStore | None) -> str:
     return "no failed run"
 
 
-def diagnostics_report(report: DoctorReport, *, store: RunStore | None = None, home: str | None = None) -> str:
+def diagnostics_report(report: DoctorReport, *, runs: Iterable[Path] | None = None, home: str | None = None) -> str:
     """The text to paste into a bug report: the findings, versions, OS, card and driver, and the last failed run's
     kind and message; the home folder and the user's name replaced in every path, no token, no data file's name."""
     from studio import __version__
@@ -203,7 +205,7 @@ def diagnostics_report(report: DoctorReport, *, store: RunStore | None = None, h
         f"versions: {versions}",
         f"overall: {report.level}",
         format_checks(report.checks),
-        _last_failure(store),
+        _last_failure(runs),
     ]
     return redact("\n".join(lines), home=home)
 

@@ -7,6 +7,7 @@ whether they run at start-up (a first launch, another device) and which findings
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -53,8 +54,10 @@ class QtSystemCheck:
     """Owns the doctor session, its task, the banner (a fixed tool bar at the top of `window`) and the dialog."""
 
     def __init__(self, window: QMainWindow, *, config: Callable[[], Any],
-                 session: DoctorSession | None = None, examine_fn: Callable[..., DoctorReport] = examine):
+                 session: DoctorSession | None = None, examine_fn: Callable[..., DoctorReport] = examine,
+                 runs: Callable[[], list[Path]] | None = None):
         self.window, self._config, self._examine = window, config, examine_fn
+        self._runs = runs  # the run folders newest first, from the window's runs session
         self.session = session or DoctorSession()
         self.tasks = TaskRunner(window)
         self.banner = QtSystemBanner()
@@ -121,7 +124,8 @@ class QtSystemCheck:
             if not self.tasks.busy:
                 self.run()
             return
-        QGuiApplication.clipboard().setText(diagnostics_report(self.session.report))
+        runs = self._runs() if self._runs is not None else None
+        QGuiApplication.clipboard().setText(diagnostics_report(self.session.report, runs=runs))
         self.window.statusBar().showMessage("Diagnostics copied: paste them into the bug report.", 8000)
 
     def _on_report(self, report: DoctorReport) -> None:

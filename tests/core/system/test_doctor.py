@@ -213,7 +213,7 @@ def test_the_diagnostics_report_hides_the_user_the_token_and_the_data(tmp_path):
     report = examine(None, gather=lambda **_: facts(disks=(
         Disk("the Hugging Face cache", "/media/alice/big/hf", 50 * GIB),
         Disk("the runs folder", "C:\\Users\\alice\\AppData\\Local\\finetune-studio\\runs", 50 * GIB))))
-    text = diagnostics_report(report, store=store, home="/home/alice")
+    text = diagnostics_report(report, runs=[run.path for run in store.runs()], home="/home/alice")
     assert "alice" not in text and "customers_2026" not in text and "hf_abcdefghij" not in text
     assert "/media/<user>/big/hf" in text and "C:\\Users\\<user>\\AppData" in text
     assert "kind data" in text and "<data file>" in text and "no assistant turn" in text
