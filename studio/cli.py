@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the context the type is sized for and the Modelfile's PARAMETER num_ctx (default: twice "
                            "the run's max_length, at least 2048)")
     _add_weights_arguments(gguf, verb="merge into")
+    gguf.add_argument("--llama-quantize", type=Path, metavar="PROGRAM",
+                      help="a llama-quantize program for the K-quants where llama-cpp-python is not installed; "
+                           "remembered for later exports and the Export dialog")
     gguf.add_argument("--verify", action="store_true",
                       help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
                            "where llama-cpp-python is installed), compare the replies and state the result on the "
@@ -532,6 +535,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             from studio.core.export.gguf import export_gguf
             from studio.core.export.jobs import verify_export
 
+            if args.llama_quantize is not None:
+                from studio.core.system.tools import LLAMA_QUANTIZE, ToolError, remember_tool
+
+                try:
+                    remember_tool(LLAMA_QUANTIZE, args.llama_quantize)
+                except ToolError as error:
+                    raise BadInput(f"--llama-quantize: {error}") from None
             try:
                 if args.verify:  # before minutes of export: a merged folder has no adapter to answer as the studio
                     check_verifiable(args.model)

@@ -59,10 +59,14 @@ def llama_cpp_installed() -> bool:
 
 
 def find_quantizer() -> Quantizer | None:
+    """llama-cpp-python where installed; else the program in FINETUNE_STUDIO_LLAMA_QUANTIZE, the one chosen once in
+    the settings (system.tools), or `llama-quantize` on PATH."""
+    from studio.core.system.tools import LLAMA_QUANTIZE, remembered_tool
+
     if llama_cpp_installed():
         return Quantizer(LLAMA_CPP_PYTHON)
     named = os.environ.get(QUANTIZE_ENV, "").strip()
-    program = shutil.which(named) if named else shutil.which("llama-quantize")
+    program = shutil.which(named) if named else (remembered_tool(LLAMA_QUANTIZE) or shutil.which("llama-quantize"))
     return Quantizer("llama-quantize", Path(program)) if program else None
 
 

@@ -64,6 +64,16 @@ class ExportSession:
             self._k_quants = find_quantizer() is not None
         return self._k_quants
 
+    def use_quantizer(self, program: Path) -> Path:
+        """Remember a `llama-quantize` program for the K-quants (system.tools.ToolError when it is not one) and list
+        the types again with it."""
+        from studio.core.system.tools import LLAMA_QUANTIZE, remember_tool
+
+        chosen = remember_tool(LLAMA_QUANTIZE, program)
+        self._k_quants = None
+        self._rechoose()
+        return chosen
+
     def set_source(self, source: Path | None) -> None:
         """The run (or adapter, or merged folder) to export: its model's shape and max_length, read offline."""
         from studio.core.export.gguf import model_shape_config

@@ -144,6 +144,12 @@ class QtExportDialog(QDialog):
         gguf_form.setContentsMargins(22, 0, 0, 0)
         type_row = QHBoxLayout()
         type_row.addWidget(self.type_combo, stretch=1)
+        # Without llama.cpp's quantizer the K-quants are listed, not offered: point the studio at a llama-quantize once.
+        self.quantizer_button = QPushButton("Use llama-quantize…")
+        self.quantizer_button.setToolTip("Choose a llama-quantize program (from a llama.cpp release or Homebrew); "
+                                         "the studio remembers it and makes the K-quants with it")
+        self.quantizer_button.clicked.connect(lambda: self.choose_quantizer())
+        type_row.addWidget(self.quantizer_button)
         type_row.addWidget(QLabel("at"))
         type_row.addWidget(self.context_spin)
         gguf_form.addRow("GGUF type", type_row)
@@ -245,6 +251,7 @@ class QtExportDialog(QDialog):
         with signals_blocked(self.context_spin):
             self.context_spin.setValue(session.context)
         self.type_why.setText(session.why())
+        self.quantizer_button.setVisible(not session.k_quants)
         self._render_verification()
         self._fit_labels()
         self._suggest_output()
@@ -473,6 +480,21 @@ class QtExportDialog(QDialog):
                          on_error=self._on_verify_error,
                          on_done=lambda: self._set_running(False),
                          expected_errors=(ExportCheckError, ExportError, ModelLoadError), name="verify export")
+        return True
+
+    def choose_quantizer(self, program: Path | None = None) -> bool:
+        """Point the studio at a llama-quantize program (asked with a file dialog when not given); False if none."""
+        if program is None:
+            chosen, _ = QFileDialog.getOpenFileName(self, "The llama-quantize program")
+            if not chosen:
+                return False
+            program = Path(chosen)
+        try:
+            used = self.session.use_quantizer(program)
+        except ValueError as error:  # not a program this machine can run
+            self.status_label.setText(_html(str(error)))
+            return False
+        self.status_label.setText(_html(f"K-quants are made with {used} from now on."))
         return True
 
     # --- Ollama ---------------------------------------------------------------------------------------------------
