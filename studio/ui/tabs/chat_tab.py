@@ -12,13 +12,14 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
     QHBoxLayout, QLabel, QLineEdit, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QRadioButton,
     QSpinBox, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
+from superqt.utils import signals_blocked
 
 from studio.core.chat.model import GenerationSettings, ReplyStats
 from studio.core.sessions.chat import (
@@ -479,7 +480,7 @@ class QtChatTab(QWidget):
             on_done=self._update_buttons, expected_errors=ADD_ADAPTER_ERRORS, name="chat-add-adapter")
 
     def _refresh_adapters(self) -> None:
-        with QSignalBlocker(self.active_adapter):
+        with signals_blocked(self.active_adapter):
             self.active_adapter.clear()
             if self.chat_model is not None:
                 self.active_adapter.addItems(self.chat_model.adapters)

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QSplitter, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem, QVBoxLayout,
     QWidget,
 )
+from superqt.utils import signals_blocked
 
 from studio.core.sessions.evaluate import (
     EXPECTED_ERRORS, EXTRA, FILTER_HINTS, FILTERS, MISSING, READY_HINT, WRONG, EvaluateSession, ExampleRow, Highlight,
@@ -396,12 +397,11 @@ class QtEvaluateTab(QWidget):
     # --- drawing ----------------------------------------------------------------------------------------------
     def _fill_judges(self) -> None:
         current = self.session.judging_metric
-        self.judge_box.blockSignals(True)
-        self.judge_box.clear()
-        for name in self.session.metric_names():
-            self.judge_box.addItem(metric_title(name), name)
-        self.judge_box.setCurrentIndex(max(0, self.judge_box.findData(current)))
-        self.judge_box.blockSignals(False)
+        with signals_blocked(self.judge_box):
+            self.judge_box.clear()
+            for name in self.session.metric_names():
+                self.judge_box.addItem(metric_title(name), name)
+            self.judge_box.setCurrentIndex(max(0, self.judge_box.findData(current)))
 
     def _on_judge_chosen(self, _index: int) -> None:
         self.session.judge = self.judge_box.currentData() or ""

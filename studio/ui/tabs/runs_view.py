@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QSplitter,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
+from superqt.utils import signals_blocked
 
 from studio.core.sessions.continuation import CONTINUE_LABELS, PAIRED_DATA
 from studio.core.sessions.runs import RunActionError, RunRow, RunsChange, RunsSession, score_title
@@ -183,23 +184,22 @@ class QtRunsView(QWidget):
         self.summaries = summaries
         self.score_columns = self.runs.score_columns()
         self.table.setSortingEnabled(False)
-        self.table.blockSignals(True)
-        self.table.clearContents()
-        self.table.setColumnCount(len(COLUMNS) + len(self.score_columns))
-        self.table.setHorizontalHeaderLabels([*COLUMNS, *(score_title(name) for name in self.score_columns)])
-        for offset, name in enumerate(self.score_columns):
-            header = self.table.horizontalHeaderItem(len(COLUMNS) + offset)
-            header.setToolTip(f"{score_title(name)}: how many replies passed in the run's latest eval")
-        self.table.setRowCount(len(summaries))
-        for row, summary in enumerate(summaries):
-            for column, item in enumerate(self._row_items(summary) + self._score_items(summary)):
-                item.setData(Qt.ItemDataRole.UserRole, str(summary.path))
-                self.table.setItem(row, column, item)
-        self.table.setSortingEnabled(True)
-        for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) in {str(p) for p in selected}:
-                self.table.selectRow(row)
-        self.table.blockSignals(False)
+        with signals_blocked(self.table):
+            self.table.clearContents()
+            self.table.setColumnCount(len(COLUMNS) + len(self.score_columns))
+            self.table.setHorizontalHeaderLabels([*COLUMNS, *(score_title(name) for name in self.score_columns)])
+            for offset, name in enumerate(self.score_columns):
+                header = self.table.horizontalHeaderItem(len(COLUMNS) + offset)
+                header.setToolTip(f"{score_title(name)}: how many replies passed in the run's latest eval")
+            self.table.setRowCount(len(summaries))
+            for row, summary in enumerate(summaries):
+                for column, item in enumerate(self._row_items(summary) + self._score_items(summary)):
+                    item.setData(Qt.ItemDataRole.UserRole, str(summary.path))
+                    self.table.setItem(row, column, item)
+            self.table.setSortingEnabled(True)
+            for row in range(self.table.rowCount()):
+                if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) in {str(p) for p in selected}:
+                    self.table.selectRow(row)
         self._on_selection_changed()
         self.refreshed.emit()
 
