@@ -25,10 +25,14 @@ and re-run (`finetune-studio data grow RECIPE.toml`).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from studio.core.data.grow.slots import KINDS
 from studio.core.data.issues import DataError

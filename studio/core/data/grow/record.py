@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from studio.core.data.grow.build import GROWN_KEY, Grown, grow
 from studio.core.data.grow.recipe import RECIPE_SUFFIX, Recipe, load_recipe, recipe_text

@@ -285,7 +285,7 @@ def detect(messages: list[dict[str, Any]], kinds: dict[str, str] | None = None) 
         except ValueError:
             report.untied.append(f"{key}={value!r}: not a {kind}")
             continue
-        places = [p for p in places if not _overlaps(p, taken)]
+        places = sorted((p for p in places if not _overlaps(p, taken)), key=lambda p: (p.turn, p.start))
         said = any(messages[p.turn].get("role") == "user" for p in places)
         if untied:
             report.untied.append(f"{key}={value!r}: {', '.join(untied)} (suffix not known)")
