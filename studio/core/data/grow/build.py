@@ -93,8 +93,11 @@ def _variants(base: list[dict[str, Any]], slots: list[Slot], recipe: Recipe, rng
         values = {}
         for slot in slots:
             shape = slot_shape(recipe.slots.get(slot.key, "")) or default_shape(slot.kind, slot.value)
+            # A name comes from its pool (held-out names already left out of it); other values avoid every real
+            # conversation's.
+            off_limits = used if slot.kind == "name" else avoid | used
             try:
-                values[slot.key] = new_value(slot, shape, rng, avoid=avoid | used, pool=pools.get(slot.key, []))
+                values[slot.key] = new_value(slot, shape, rng, avoid=off_limits, pool=pools.get(slot.key, []))
             except NoNewValue:
                 continue
             used.add(str(values[slot.key]))
