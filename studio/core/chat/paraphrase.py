@@ -159,9 +159,11 @@ def _clean(reply: str) -> str:
 
 def paraphrase(conversations: list[tuple[str, list[dict[str, Any]]]], writer: Writer, *, per_turn: int = 2,
                tries: int = 4, max_length: int = 512, seed: int = 0, state: TaskState | None = None,
-               kinds: dict[str, str] | None = None) -> ParaphraseOutcome:
+               kinds: dict[str, str] | None = None, count: Callable[[str], int] | None = None,
+               ) -> ParaphraseOutcome:
     """Up to `per_turn` accepted paraphrases of each user turn of each (hash, messages), asking the writer at
-    most `tries` times per wanted one. `state.progress(done, total, eta_text)`; `state.cancelled()` stops after
+    most `tries` times per wanted one. `count(text)` measures a turn against `max_length` (the tokenizer's
+    tokens; characters without one). `state.progress(done, total, eta_text)`; `state.cancelled()` stops after
     the current reply, keeping what was accepted."""
     outcome = ParaphraseOutcome()
     jobs = [(h, messages, turn) for h, messages in conversations
@@ -183,7 +185,7 @@ def paraphrase(conversations: list[tuple[str, list[dict[str, Any]]]], writer: Wr
             candidate = _clean(writer.write(prompt, seed=seed * 1000 + attempt))
             outcome.asked += 1
             verdict = judge(candidate, original, values=values, siblings=siblings, max_length=max_length,
-                            original_language=lang)
+                            original_language=lang, count=count)
             if verdict.accepted:
                 siblings.append(candidate)
                 outcome.accepted.append(Paraphrase(h, turn, candidate))

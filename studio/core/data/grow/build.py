@@ -132,7 +132,8 @@ def grow(recipe: Recipe, examples: list[dict[str, Any]]) -> Grown:
             held_rows.append(Row(f"{h}:original", messages, h, "original"))
             continue
         problems += [f"row {row_number}: {line}" for line in reports[h].untied]
-        if h in seen:  # a duplicate conversation grows once
+        if h in seen:  # a duplicate conversation stays as the data has it, and grows once
+            train.append(Row(f"{h}:original", messages, h, "original"))
             continue
         seen.add(h)
         rng = random.Random(f"{recipe.seed}:{h}")
