@@ -148,11 +148,13 @@ def split_refusal(data_settings: Any) -> str | None:
     """Why a run must not split this data by a fraction (it is grown: the fraction would evaluate on variants of
     training rows), naming the held-out file to evaluate on instead; None when nothing leaks."""
     record = record_of(data_settings.train_file)
-    if record is None or data_settings.eval_file or data_settings.eval_fraction <= 0:
+    # data.eval_auto gives a new run a fraction after this check; it would split the grown rows the same way.
+    fraction = data_settings.eval_fraction > 0 or getattr(data_settings, "eval_auto", False)
+    if record is None or data_settings.eval_file or not fraction:
         return None
     held_out = record.with_name(record.name[: -len(RECORD_SUFFIX)] + HELD_OUT_SUFFIX)
     return (f"{data_settings.train_file} was grown from its originals ({record.name}); a held-out fraction of it "
-            f"would evaluate on variants of the rows it trains on: set data.eval_file = \"{held_out}\" "
+            f"(data.eval_fraction, data.eval_auto) would evaluate on variants of the rows it trains on: set data.eval_file = \"{held_out}\" "
             "(the held-out originals)")
 
 
