@@ -118,7 +118,10 @@ def test_a_fraction_split_of_grown_rows_is_refused_before_the_run(tmp_path, demo
     assert reason and "calls.grown.jsonl" in reason and str(outputs.held_out) in reason
     with pytest.raises(DataError, match="variants of the rows it trains on"):
         check_run(config)
-    config.data.eval_file, config.data.eval_fraction = str(outputs.held_out), 0.0
+    config.data.eval_fraction, config.data.eval_auto = 0.0, True  # the automatic fraction, applied after this
+    with pytest.raises(DataError, match="data.eval_auto"):
+        check_run(config)
+    config.data.eval_file = str(outputs.held_out)
     check_run(config)  # evaluated on the held-out originals: nothing leaks
 
 
