@@ -86,3 +86,36 @@ def test_a_grown_file_is_not_grown_again(session):
     session.write()
     read_into(session.dataset, Path(session.dataset.settings.train_file))
     assert "already grown" in session.can_take and not session.take()
+
+
+class Scripted:
+    def __init__(self):
+        self.prompts = []
+
+    def write(self, prompt, *, seed):
+        self.prompts.append(prompt)
+        values = prompt.split("Keep these values exactly as written: ", 1)[1].split(". Reply", 1)[0]
+        return f"Merhaba, {values} konusunda yardımınızı rica ediyorum, lütfen ilgilenir misiniz?"
+
+
+class State:
+    def progress(self, *values):
+        self.last = values
+
+    def cancelled(self):
+        return False
+
+
+def test_paraphrase_asks_only_about_training_originals_and_keeps_what_passes(session):
+    writer = Scripted()
+    state = State()
+    outcome = session.paraphrase_task(writer, per_turn=1)(state)
+    assert session.paraphrasing
+    session.paraphrase_done(outcome)
+    held = {json.dumps(r.messages[1]["content"], ensure_ascii=False) for r in session.grown.held_out}
+    asked = {json.dumps(p.rsplit("Message: ", 1)[1], ensure_ascii=False) for p in writer.prompts}
+    assert asked and not asked & held  # a held-out conversation is never shown to the model
+    assert session.recipe.paraphrases == outcome.accepted and outcome.accepted
+    assert any(r.variant == "p1" for r in session.grown.train)
+    assert session.paraphrase_summary().startswith(f"{len(outcome.accepted)} accepted of {outcome.asked} asked")
+    assert state.last[0] == state.last[1] and not session.paraphrasing
