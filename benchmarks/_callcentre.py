@@ -29,7 +29,7 @@ _REQUESTS = {  # (training wordings, held-out wordings) per tool
     "change_tariff": (["{phone_spoken} hattımın tarifesini {tariff} yapın.", "Tarifemi {tariff} olarak değiştirmek "
                        "istiyorum, numaram {phone_spoken}."],
                       ["{phone_spoken} numarasını {tariff} paketine geçirir misiniz?"]),
-    "check_outage": (["{city} bölgesinde arıza var mı?", "{city}'de internet çalışmıyor, bir kesinti mi var?"],
+    "check_outage": (["{city} bölgesinde arıza var mı?", "{city_in} internet çalışmıyor, bir kesinti mi var?"],
                      ["{city} tarafında bir sorun mu var, bağlanamıyorum."]),
     "track_order": (["{order_id} numaralı siparişim nerede?", "Siparişimin durumunu öğrenmek istiyorum: {order_id}."],
                     ["{order_id} kodlu modem ne zaman gelir?"]),
@@ -46,6 +46,13 @@ def _phone(rng: random.Random) -> str:
         "".join(str(rng.randrange(10)) for _ in range(7))
 
 
+def _locative(city: str) -> str:
+    """"İzmir'de", "Ankara'da", "Muğla'da", "Eskişehir'de": the suffix follows the last vowel (and hardens after
+    a voiceless consonant), as a Turkish speaker writes it."""
+    vowel = next(c for c in reversed(city.lower()) if c in "aeıioöuü")
+    return f"{city}'{'t' if city[-1] in 'çfhkpsşt' else 'd'}{'e' if vowel in 'eiöü' else 'a'}"
+
+
 def _spoken(phone: str) -> str:
     return f"{phone[:4]} {phone[4:7]} {phone[7:9]} {phone[9:]}"
 
@@ -55,7 +62,8 @@ def conversation(rng: random.Random, *, held_out: bool) -> dict:
     phone, city, tariff = _phone(rng), rng.choice(CITIES), rng.choice(TARIFFS)
     order_id = "SP" + "".join(str(rng.randrange(10)) for _ in range(8))
     wording = rng.choice(_REQUESTS[tool][1 if held_out else 0])
-    request = wording.format(phone_spoken=_spoken(phone), city=city, tariff=tariff, order_id=order_id)
+    request = wording.format(phone_spoken=_spoken(phone), city=city, city_in=_locative(city), tariff=tariff,
+                             order_id=order_id)
     arguments = {"get_bill": {"phone": phone}, "close_line": {"phone": phone},
                  "change_tariff": {"phone": phone, "tariff": tariff}, "check_outage": {"city": city},
                  "track_order": {"order_id": order_id}}[tool]

@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--all-tokens", action="store_true", help="count prompts as trained (default: responses "
                                                                    "only, unless the config trains on all tokens)")
     inspect.add_argument("--sample", type=int, metavar="N", help="count tokens on N random rows (default: all)")
+    grow = data_sub.add_parser("grow", help="grow a small tool-call dataset by its recipe: value variants and kept "
+                                            "paraphrases, the held-out originals apart (writes X.grown.jsonl, "
+                                            "X.held-out.jsonl and the record X.grown.toml beside the recipe)")
+    grow.add_argument("recipe", metavar="RECIPE.toml", type=Path, help="a grow recipe (the Dataset tab's Grow "
+                                                                       "panel saves one)")
 
     evaluate = sub.add_parser("eval", help="score a run (and the base) on held-out examples: exact, tool calls, ...")
     evaluate.add_argument("model", metavar="RUN_OR_ADAPTER", help="a run directory or adapter folder (or a model, "
@@ -615,6 +620,8 @@ def _verify_in_ollama(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "grow":
+        return cmd_data_grow(args)
     from studio.core.train.prepare import load_tokenizer
     from studio.core.data.stats import format_report, inspection_report, measure_tokens
     from studio.core.data.issues import DataError
@@ -681,6 +688,24 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not len(data.examples):
         print(f"{name}: {data.path}: no examples", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_data_grow(args: argparse.Namespace) -> int:
+    from studio.core.data.grow.record import grow_recipe
+    from studio.core.data.issues import DataError
+
+    try:
+        grown, outputs = grow_recipe(args.recipe)
+    except DataError as error:
+        raise BadInput(str(error).splitlines()[0]) from None
+    generated = sum(row.generated for row in grown.train)
+    print(f"{outputs.train}: {len(grown.train)} training rows ({generated} generated)\n"
+          f"{outputs.held_out}: {len(grown.held_out)} held-out originals (nothing grown from them)\n"
+          f"{outputs.record}: the record (recipe, held-out hashes, sha256 of both files)\n"
+          f"train with data.train_file = \"{outputs.train}\" and data.eval_file = \"{outputs.held_out}\"")
+    for line in grown.problems:
+        print(f"not varied: {line}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -17,3 +17,27 @@ def held_out_split(rows: int, fraction: float, seed: int) -> tuple[list[int], li
         return list(range(rows)), []
     split = datasets.Dataset.from_dict({"row": list(range(rows))}).train_test_split(test_size=fraction, seed=seed)
     return list(split["train"]["row"]), list(split["test"]["row"])
+
+
+def content_hash(example: dict) -> str:
+    """A conversation's identity by content (its turns, not its row number): the same in every file it is in."""
+    import hashlib
+    import json
+
+    body = example.get("messages", example) if isinstance(example, dict) else example
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def held_out_originals(hashes: list[str], fraction: float, seed: int) -> set[str]:
+    """The content hashes held out of `hashes`: ranked by a seeded hash of each, so the choice of one
+    conversation does not depend on the row count, the order or the rows added later (what growing a dataset
+    changes); identical conversations share a hash and fall on the same side."""
+    import hashlib
+
+    unique = sorted(set(hashes))
+    if len(unique) < 2 or fraction <= 0:
+        return set()
+    count = min(len(unique) - 1, max(1, round(len(unique) * fraction)))
+    ranked = sorted(unique, key=lambda h: hashlib.sha256(f"{seed}:{h}".encode()).hexdigest())
+    return set(ranked[:count])

@@ -105,6 +105,7 @@ def load_eval_set(source: str | Path, *, fmt: str = "auto", mapping: Any = None,
 def held_out_set(run_dir: Path, *, turns: str = "all") -> EvalSet:
     """The run's held-out split: the eval file's rows, or the eval fraction of its training rows."""
     from studio.core.config.settings import ConfigError, load_config
+    from studio.core.data.grow.record import split_refusal
     from studio.core.data.loading import training_data
     from studio.core.data.split import held_out_split
 
@@ -121,6 +122,8 @@ def held_out_set(run_dir: Path, *, turns: str = "all") -> EvalSet:
     if config.data.eval_fraction <= 0:
         raise EvalSetError(f"{run_dir}: the run held out no eval data (data.eval_fraction = 0 and no "
                            "data.eval_file); give an eval set with --data FILE")
+    if (leak := split_refusal(config.data)) is not None:
+        raise EvalSetError(f"{run_dir.name}: {leak}")
     data = training_data(config.data)
     _, indices = held_out_split(len(data.examples), config.data.eval_fraction, config.training.seed)
     examples = [data.examples[i] for i in indices]

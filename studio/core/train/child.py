@@ -284,6 +284,7 @@ def train_child(config_path: Path, *, model: str | None = None, data: str | None
 
 def _train(config: Any, run_dir: Any, resume_from: Path | None, lock: Any, main_process: bool) -> int:
     from studio.core.config.settings import save_config
+    from studio.core.data.grow.record import copy_record_into
     from studio.core.runs.events import EventWriter, make_event
     from studio.core.train.failures import failure_event
 
@@ -309,6 +310,7 @@ def _train(config: Any, run_dir: Any, resume_from: Path | None, lock: Any, main_
             if not config.name:
                 config.name = run_dir.name
             save_config(config, run_dir.config_path)
+            copy_record_into(run_dir.path, config.data.train_file)  # the grow record (held-out hashes) with the run
         install_stop_signals(run_dir, run_log)
 
         from studio.core.train.run import run_training

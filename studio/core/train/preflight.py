@@ -31,11 +31,14 @@ def check_run(config: RunConfig) -> None:
     """Raise ConfigError (naming the key) or DataError (naming the file and its first bad row) for anything that
     would stop this run before its first step; return when it can start."""
     from studio.core.config.preflight import check_sources
+    from studio.core.data.grow.record import split_refusal
     from studio.core.data.loading import training_data
     from studio.core.train.init_adapter import resolve_init_adapter
     from studio.core.methods.trainers import method_training
 
     check_sources(config)
+    if (leak := split_refusal(config.data)) is not None:  # a grown file is evaluated on its held-out originals
+        raise DataError(leak)
     method = method_training(config)  # an unknown method is a ConfigError naming training.method
     resolve_init_adapter(config)  # missing, not a run or an adapter, trained on another quantisation
     method.check()  # what only its trainer half knows (GRPO: an unknown metric, a pattern that does not compile)

@@ -15,6 +15,7 @@ from typing import Any
 
 from studio.core.config.settings import ConfigError
 from studio.core.data.issues import DataError
+from studio.core.data.grow.record import split_refusal
 from studio.core.data.split import held_out_split
 from studio.core.data.table import LoadedData
 from studio.core.data.tokens import IGNORE_INDEX, encode_examples, ensure_chat_template
@@ -89,6 +90,8 @@ def encode_splits(tokenizer: Any, config: Any, train_data: LoadedData, eval_data
     if eval_data is not None:
         eval_set = encode_dataset(tokenizer, eval_data, train_on_responses_only=responses_only)
     elif config.data.eval_fraction > 0:
+        if (leak := split_refusal(config.data)) is not None:
+            raise DataError(leak)
         if len(train_set) < 2:
             raise DataError(f"{train_data.path}: {len(train_set)} row(s) cannot be split for evaluation; "
                             "set data.eval_fraction = 0 or give an eval file")

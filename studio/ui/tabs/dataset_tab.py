@@ -27,10 +27,12 @@ from studio.core.sessions.dataset import (
     TEXT_SPLIT_LABELS, DatasetSession, EvaluationView, eval_fraction_range, example_cells, load_model_tokenizer,
     measure_lengths, read_source, table_headers,
 )
+from studio.core.sessions.grow import GrowSession
 from studio.ui.background import TaskRunner, freeze_heap, no_gc_while_importing
 from studio.ui.widgets.qt_column_mapping import QtColumnMapping
 from studio.ui.widgets.qt_data_errors import QtDataErrorsPanel
 from studio.ui.widgets.qt_examples_table import QtExamplesTable
+from studio.ui.widgets.qt_grow_panel import QtGrowPanel
 from studio.ui.widgets.qt_token_histogram import QtTokenHistogram
 from studio.ui.widgets.qt_token_view import MASKED_TEXT, QtTokenView, legend_html
 
@@ -178,6 +180,8 @@ class QtDatasetTab(QWidget):
         self.bottom_tabs.addTab(self.errors_panel, "Problems")
         self.bottom_tabs.addTab(self.mapping_panel, "Columns")
         self.bottom_tabs.addTab(self.split_panel, "Eval split")
+        self.grow_panel = QtGrowPanel(GrowSession(self.session))  # more tool-call rows, the held-out apart
+        self.bottom_tabs.addTab(self.grow_panel, "Grow")
 
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.table)
@@ -470,5 +474,5 @@ class QtDatasetTab(QWidget):
     def shutdown(self, timeout_ms: int = 10_000) -> None:
         """Stop every background task of the tab and wait for it (before the window closes)."""
         self._tokenizer_timer.stop()
-        for runner in (self._reads, self._measures, self._tokenizers):
+        for runner in (self._reads, self._measures, self._tokenizers, self.grow_panel.paraphrases):
             runner.shutdown(timeout_ms)

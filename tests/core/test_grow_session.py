@@ -1,0 +1,121 @@
+"""The Grow panel's session without Qt (issue 25): take the Dataset tab's rows, edit slots, preview, write beside
+the data and point the run at the grown and held-out files, list rows apart, drop a row and a whole variant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.core.data.issues import DataError
+from studio.core.data.loading import load_data
+from studio.core.sessions.dataset import DatasetSession
+from studio.core.sessions.grow import GrowSession
+
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _callcentre import write_callcentre  # noqa: E402
+
+
+def read_into(dataset: DatasetSession, path: Path) -> None:
+    dataset.open(str(path))
+    dataset.begin_read()
+    dataset.read_done(load_data(path, "auto"))
+
+
+@pytest.fixture
+def session(tmp_path):
+    dataset = DatasetSession()
+    read_into(dataset, write_callcentre(tmp_path / "calls.jsonl", 10, seed=6))
+    grow = GrowSession(dataset)
+    changes = []
+    grow.subscribe(changes.append)
+    assert grow.take()
+    grow.changes = changes
+    return grow
+
+
+def test_slots_edit_preview_write_list_and_drop(session, tmp_path):
+    rows = {row.key: row for row in session.slot_rows()}
+    assert rows["phone"].kind == "digits" and rows["phone"].shape == "05#########"
+    assert rows["order_id"].shape == "SP########"
+    session.set_slot("phone", "0555#######")  # a shape changed: every new phone starts 0555
+    previews = [p for p in session.preview(100) if "phone" in p.difference]
+    assert previews and all(" → 0555" in p.difference for p in previews)
+    session.drop_slot("order_id")
+    assert not any("order_id" in p.difference for p in session.preview(100))
+    assert "order_id" in {r.key for r in session.slot_rows() if not r.used}
+
+    outputs = session.write()
+    assert (tmp_path / "calls.grow.toml").read_text().startswith("# finetune-studio grow recipe")
+    settings = session.dataset.settings
+    assert (settings.train_file, settings.eval_file, settings.eval_fraction) == \
+        (str(outputs.train), str(outputs.held_out), 0.0)
+    originals, generated = session.rows_apart()
+    held_out = outputs.held_out.read_text().splitlines()
+    assert len(originals) + len(held_out) == 10 and len(held_out) >= 2  # a duplicate goes where its twin goes
+    # Four variants of each phone, fewer of a city (its pool of other cities is small), none of an order now.
+    phones = [o for o in originals if "0" in o.question and "SP" not in o.question]
+    assert len(generated) >= 4 * len(phones) and all("→" in g.difference for g in generated)
+
+    session.drop(generated[0].id)
+    session.drop("v4")  # the fourth variant of every original
+    written = [json.loads(line) for line in outputs.train.read_text().splitlines()]
+    ids = {f"{r['grown']['original']}:{r['grown']['variant']}" for r in written}
+    assert generated[0].id not in ids and not any(i.endswith(":v4") for i in ids)
+    assert generated[0].id in (tmp_path / "calls.grow.toml").read_text()
+
+    # Opened again later, the recipe beside the data comes back with its edits and drops.
+    again = GrowSession(session.dataset)
+    read_into(again.dataset, tmp_path / "calls.jsonl")
+    assert again.take() and again.recipe.slots == {"phone": "0555#######", "order_id": ""}
+    assert generated[0].id in again.recipe.drop
+
+
+def test_a_users_recipe_file_is_never_overwritten(session, tmp_path):
+    (tmp_path / "calls.grow.toml").write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(DataError, match="was not saved by the studio"):
+        session.write()
+    assert (tmp_path / "calls.grow.toml").read_text() == "my notes\n"
+
+
+def test_a_grown_file_is_not_grown_again(session):
+    session.write()
+    read_into(session.dataset, Path(session.dataset.settings.train_file))
+    assert "already grown" in session.can_take and not session.take()
+
+
+class Scripted:
+    def __init__(self):
+        self.prompts = []
+
+    def write(self, prompt, *, seed):
+        self.prompts.append(prompt)
+        values = prompt.split("Keep these values exactly as written: ", 1)[1].split(". Reply", 1)[0]
+        return f"Merhaba, {values} konusunda yardımınızı rica ediyorum, lütfen ilgilenir misiniz?"
+
+
+class State:
+    def progress(self, *values):
+        self.last = values
+
+    def cancelled(self):
+        return False
+
+
+def test_paraphrase_asks_only_about_training_originals_and_keeps_what_passes(session):
+    writer = Scripted()
+    state = State()
+    outcome = session.paraphrase_task(writer, per_turn=1)(state)
+    assert session.paraphrasing
+    session.paraphrase_done(outcome)
+    held = {json.dumps(r.messages[1]["content"], ensure_ascii=False) for r in session.grown.held_out}
+    asked = {json.dumps(p.rsplit("Message: ", 1)[1], ensure_ascii=False) for p in writer.prompts}
+    assert asked and not asked & held  # a held-out conversation is never shown to the model
+    assert session.recipe.paraphrases == outcome.accepted and outcome.accepted
+    assert any(r.variant == "p1" for r in session.grown.train)
+    assert session.paraphrase_summary().startswith(f"{len(outcome.accepted)} accepted of {outcome.asked} asked")
+    assert state.last[0] == state.last[1] and not session.paraphrasing
