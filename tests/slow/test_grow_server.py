@@ -11,11 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
@@ -68,7 +65,6 @@ class State:
         return False
 
 
-@pytest.mark.slow
 def test_the_paraphrase_loop_against_a_local_llama_cpp_server(server, tmp_path):
     from _callcentre import write_callcentre
     from studio.core.chat.paraphrase import REASONS, ServerWriter, paraphrase
