@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 
 from studio.core.config.settings import load_config, save_config
 from studio.ui.tabs.dataset_tab import QtDatasetTab
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _callcentre import write_callcentre  # noqa: E402

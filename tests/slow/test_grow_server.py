@@ -9,10 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 import time
 import urllib.request
 
 import pytest
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from studio.core.system.tasks import TaskState
 from studio.core.data.grow.recipe import Paraphrase
 from studio.core.data.grow.slots import Slot, detect
 from studio.core.metrics.text import chrf
@@ -37,11 +38,6 @@ PROMPT = ("Rewrite the customer's message below in other words, as another custo
 
 class ParaphraseError(RuntimeError):
     """A writer that cannot be used (a remote host, a server that does not answer); one line naming it."""
-
-
-class TaskState(Protocol):
-    def progress(self, *values: Any) -> None: ...
-    def cancelled(self) -> bool: ...
 
 
 def language(text: str) -> str:

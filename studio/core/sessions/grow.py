@@ -154,9 +154,6 @@ class GrowSession:
     def drop_slot(self, key: str) -> None:
         self.set_slot(key, "")
 
-    def add_slot(self, key: str, kind: str) -> None:
-        self.set_slot(key, kind)
-
     def set_variants(self, count: int) -> None:
         self.recipe.variants = max(0, min(100, int(count)))
         self._regrow()

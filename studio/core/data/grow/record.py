@@ -118,7 +118,7 @@ def write_grown(recipe: Recipe, recipe_path: str | Path, grown: Grown) -> GrowOu
     return outputs
 
 
-def read_source(recipe: Recipe, recipe_path: str | Path) -> list[dict[str, Any]]:
+def read_recipe_source(recipe: Recipe, recipe_path: str | Path) -> list[dict[str, Any]]:
     """The source's rows as training reads them (every bad row an error naming it)."""
     from studio.core.data.loading import load_data, require_trainable
 
@@ -129,7 +129,7 @@ def read_source(recipe: Recipe, recipe_path: str | Path) -> list[dict[str, Any]]
 def grow_recipe(recipe_path: str | Path) -> tuple[Grown, GrowOutputs]:
     """`finetune-studio data grow RECIPE.toml`: read, grow, write; the same recipe gives the same rows."""
     recipe = load_recipe(recipe_path)
-    grown = grow(recipe, read_source(recipe, recipe_path))
+    grown = grow(recipe, read_recipe_source(recipe, recipe_path))
     return grown, write_grown(recipe, recipe_path, grown)
 
 
@@ -169,5 +169,5 @@ def copy_record_into(run_folder: str | Path, train_file: str | Path | None) -> P
 
 
 __all__ = ["GrowOutputs", "GROWN_SUFFIX", "HELD_OUT_SUFFIX", "RECORD_SUFFIX", "RUN_RECORD", "outputs_of",
-           "write_grown", "grow_recipe", "record_of", "split_refusal", "copy_record_into", "read_source",
+           "write_grown", "grow_recipe", "record_of", "split_refusal", "copy_record_into", "read_recipe_source",
            "source_path", "check_outputs"]

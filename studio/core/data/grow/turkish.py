@@ -54,7 +54,7 @@ def _last_vowel(word: str) -> str:
     return next((c for c in reversed(lower(word)) if c in VOWELS), "e")
 
 
-def _render(template: str, word: str) -> str:
+def _fill_suffix(template: str, word: str) -> str:
     vowel = _last_vowel(word)
     a = "e" if vowel in FRONT else "a"
     i = ("ü" if vowel in ROUNDED else "i") if vowel in FRONT else ("u" if vowel in ROUNDED else "ı")
@@ -78,9 +78,9 @@ def suffix_template(word: str, suffix: str) -> str | None:
     """The template `suffix` instantiates on `word` ("Ahmet", "e" → "(y)A"), or None when it is none of the known
     case suffixes (then the value is left alone and reported)."""
     wanted = lower(suffix)
-    return next((template for template in _TEMPLATES if _render(template, word) == wanted), None)
+    return next((template for template in _TEMPLATES if _fill_suffix(template, word) == wanted), None)
 
 
 def inflect(word: str, template: str) -> str:
     """The suffix `template` takes after `word`: inflect("Ayşe", "(y)A") == "ye"."""
-    return _render(template, word)
+    return _fill_suffix(template, word)

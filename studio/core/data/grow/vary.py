@@ -82,7 +82,7 @@ def _digits_into(text: str, digits: str) -> str:
     return "".join(out)
 
 
-def render(place: Place, slot: Slot, value: Any) -> str:
+def render_value(place: Place, slot: Slot, value: Any) -> str:
     """`value` written the way `place` writes the slot's old value."""
     if slot.kind == "digits":
         target = {"same": str(value), "country": "90" + str(value)[1:], "national": str(value)[1:]}[place.form]
@@ -125,7 +125,7 @@ def apply(messages: list[dict[str, Any]], slots: list[Slot], values: dict[str, A
             continue
         replaced[slot.key] = [slot.value, values[slot.key]]
         for place in slot.places:
-            edits.setdefault(place.turn, []).append((place.start, place.end, render(place, slot, values[slot.key])))
+            edits.setdefault(place.turn, []).append((place.start, place.end, render_value(place, slot, values[slot.key])))
     out = copy.deepcopy(messages)
     for turn, changes in edits.items():
         text = str(out[turn].get("content") or "")
@@ -135,4 +135,4 @@ def apply(messages: list[dict[str, Any]], slots: list[Slot], values: dict[str, A
     return Variant(out, replaced)
 
 
-__all__ = ["Variant", "NoNewValue", "new_value", "render", "apply"]
+__all__ = ["Variant", "NoNewValue", "new_value", "render_value", "apply"]
