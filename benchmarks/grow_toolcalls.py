@@ -1,7 +1,7 @@
 """Issue 25's measurement: the tool-call score on held-out call-centre dialogues with new numbers and reworded
 requests, trained on 40 originals without growth, with value variation, and (given a local server) with paraphrase.
 
-    PYTHONPATH=$PWD python benchmarks/grow_toolcalls.py [--model FOLDER] [--steps N] [--variants K]
+    PYTHONPATH=$PWD python benchmarks/grow_toolcalls.py [--model FOLDER] [--config RUN.toml] [--steps N] [--variants K]
                                                        [--paraphrase-server http://127.0.0.1:8080]
 
 Each condition runs the studio's own commands: `finetune-studio data grow RECIPE.toml`, `train`, then
@@ -74,6 +74,8 @@ def condition(work: Path, name: str, *, variants: int, config: Path, held: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a local model folder (default: the offline demo model)")
+    parser.add_argument("--config", type=Path, help="a run config to take the training settings from (default: the "
+                                                    "demo's); --model still names the model")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--paraphrase-server", help="an OpenAI-compatible server on this machine")
@@ -82,7 +84,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="grow-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     studio("demo", "--output", work / "demo")
-    config = work / "demo" / "demo.toml"
+    config = args.config or work / "demo" / "demo.toml"
     if args.model:
         from studio.core.config.settings import load_config, save_config
 
