@@ -32,3 +32,21 @@ def test_an_eval_name_is_a_plain_folder_name():
         with pytest.raises(EvalError, match="give a plain folder name"):
             check_eval_name(name)
     assert default_eval_name(".hidden") == "hidden" and default_eval_name("...") == "eval"
+
+
+def test_an_eval_never_writes_into_or_removes_a_folder_holding_the_users_files(tmp_path):
+    """A folder of the user's under evals/ is passed by (NAME-2), and a claim's clean-up removes only what it made."""
+    from studio.core.eval.runner import EvalFolder
+
+    asked = tmp_path / "evals" / "support"
+    asked.mkdir(parents=True)
+    (asked / "notes.txt").write_text("my notes", encoding="utf-8")
+
+    claimed = EvalFolder.claim(asked, {"base": "demo"})
+    assert claimed.path == tmp_path / "evals" / "support-2" and claimed.created
+    (claimed.path / "notes.txt").write_text("the user's, written into the new folder", encoding="utf-8")
+    claimed.release(keep=False)  # an early failure: the claim tidies what it made, and only that
+
+    assert (asked / "notes.txt").read_text(encoding="utf-8") == "my notes"
+    assert sorted(p.name for p in asked.iterdir()) == ["notes.txt"]
+    assert (claimed.path / "notes.txt").is_file(), "a file it did not write keeps its folder"
