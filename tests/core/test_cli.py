@@ -8,6 +8,7 @@ import re
 import pytest
 
 from studio.core.config.settings import load_config
+from cli_shared import _fake_stopped_run  # noqa: F401  (shared with the other half)
 
 
 def test_help_lists_the_subcommands(run_studio):
@@ -138,24 +139,6 @@ def test_train_refuses_what_cannot_train_before_a_run_folder_exists(tmp_path, ca
     assert not run.exists(), "bad input costs a message, not a failed run in the history"
 
 
-def _fake_stopped_run(demo_assets, folder):
-    """A run folder as a stopped run leaves it: run.toml, events, checkpoint-2 and checkpoint-4 (no weights)."""
-    from studio.core.config.settings import save_config
-    from studio.core.runs.events import EventWriter, make_event
-    from studio.core.runs.store import RunDirectory
-
-    run = RunDirectory(folder)
-    config = load_config(demo_assets.config_path)
-    config.training.max_steps = 8
-    save_config(config, run.config_path)
-    with EventWriter(run.events_path) as writer:
-        writer.write(make_event("log", level="info", message="Training process 1 started", pid=1))
-        writer.write(make_event("finished", status="stopped", step=4))
-    for step in (2, 4):
-        checkpoint = run.checkpoints_dir / f"checkpoint-{step}"
-        checkpoint.mkdir(parents=True)
-        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 8}))
-    return run
 
 
 def test_a_window_run_whose_stdout_is_train_log_gets_each_line_once(tmp_path):

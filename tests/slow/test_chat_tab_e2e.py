@@ -7,11 +7,10 @@ import json
 import shutil
 import weakref
 
-import pytest
 from PySide6.QtCore import Qt
+from chat_tab_shared import LOAD_TIMEOUT_MS, tab  # noqa: F401  (shared with the other half)
 
 
-LOAD_TIMEOUT_MS = 120_000
 REPLY_TIMEOUT_MS = 120_000
 
 
@@ -20,21 +19,6 @@ def _demo_pairs(demo_assets) -> list[tuple[str, str]]:
     return [(m[0]["content"], m[1]["content"]) for m in rows]
 
 
-@pytest.fixture
-def tab(qtbot, tmp_path):
-    from studio.ui.tabs.chat_tab import QtChatTab
-
-    from studio.core.runs.store import RunStore
-    from studio.core.sessions.runs import RunsSession
-
-    tab = QtChatTab(runs=RunsSession(RunStore(tmp_path / "runs")))
-    tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
-    qtbot.addWidget(tab)
-    tab.resize(1160, 700)
-    tab.show()
-    yield tab
-    tab.shutdown()
-    tab.unload_model()
 
 
 def _load(qtbot, tab, base, adapter=None):

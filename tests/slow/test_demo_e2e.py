@@ -7,33 +7,14 @@ import json
 import pytest
 
 from studio.core.system import demo
-from studio.core.system.demo import DemoAssets, build_demo, is_demo_built, load_demo_conversations
-from studio.core.system.paths import HOME_ENV_VAR
+from studio.core.system.demo import build_demo, is_demo_built, load_demo_conversations
+from demo_shared import assets, home, tokenizer  # noqa: F401  (shared with the other half)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A throwaway user data folder for this module, set as FINETUNE_STUDIO_HOME."""
-    folder = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(HOME_ENV_VAR, str(folder))
-        yield folder
 
 
-@pytest.fixture(scope="module")
-def assets(home) -> DemoAssets:
-    """The demo, built once into the default folder under `home`."""
-    messages: list[str] = []
-    built = build_demo(progress=messages.append)
-    assert messages and messages[-1] == "Demo ready."
-    return built
 
 
-@pytest.fixture(scope="module")
-def tokenizer(assets):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(assets.model_dir)
 
 
 def test_build_is_deterministic(assets, tmp_path):

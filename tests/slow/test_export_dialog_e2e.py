@@ -9,14 +9,9 @@ import pytest
 from PySide6.QtCore import Qt
 
 from studio.core.export.jobs import ExportKind
+from export_dialog_shared import _shown  # noqa: F401  (shared with the other half)
 
 
-def _shown(label) -> str:
-    """A rich-text label's text as the user reads it."""
-    import html
-    import re
-
-    return html.unescape(re.sub(r"<[^>]+>", "", label.text().replace("<br>", "\n")))
 
 
 @pytest.fixture

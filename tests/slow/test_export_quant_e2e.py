@@ -7,37 +7,21 @@ this environment (the `llama-cpp` extra, .ci/run): these tests run llama.cpp, in
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
 
-import pytest
 
-from studio.core.export.gguf import export_gguf
 from studio.core.export.quantize import read_tensor_types
+from export_quant_shared import _bench, kquant_exports, kquant_run  # noqa: F401  (shared with the other half)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("gguf_quants", ROOT / "benchmarks" / "gguf_quants.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gguf_quants"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-@pytest.fixture(scope="module")
-def kquant_run(tmp_path_factory) -> Path:
-    """The studio's QLoRA run (the demo's 60 steps, ~15 s) of the 256-multiple test model."""
-    return _bench().train_kquant_run(tmp_path_factory.mktemp("kquant"))
 
 
-@pytest.fixture(scope="module")
-def kquant_exports(kquant_run, tmp_path_factory) -> dict[str, object]:
-    out = tmp_path_factory.mktemp("kquant-gguf")
-    return {t: export_gguf(kquant_run, out / f"kquant-{t}.gguf", gguf_type=t) for t in ("q4_k_m", "q5_k_m", "q6_k")}
 
 
 def test_the_k_quants_answer_in_llama_cpp_and_agree_with_the_trained_model(kquant_run, kquant_exports):

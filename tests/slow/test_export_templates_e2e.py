@@ -9,25 +9,15 @@ Turkish text.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 
 
-from ollama_standin import build_go_renderer, ollama_prompt
+
+from ollama_standin import ollama_prompt
+from export_templates_shared import go_renderer, tokenizer  # noqa: F401  (shared with the other half)
 
 
-@pytest.fixture(scope="session")
-def go_renderer(tmp_path_factory) -> Path:
-    """Go's text/template, built once: the prompt Ollama builds from a Modelfile TEMPLATE."""
-    return build_go_renderer(tmp_path_factory.mktemp("go"))
 
 
-@pytest.fixture
-def tokenizer(demo_assets):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(demo_assets.model_dir))
 
 
 def test_an_exported_modelfile_builds_the_run_s_own_prompts_in_go(trained_run, tmp_path, go_renderer):

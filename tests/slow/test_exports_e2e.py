@@ -28,6 +28,7 @@ from studio.core.export.adapter import export_adapter, export_adapter_zip
 from studio.core.export.staging import ExportError
 from studio.core.export.gguf import export_gguf, permute_qk
 from studio.core.system.tasks import NO_TASK
+from exports_shared import _tiny_model  # noqa: F401  (shared with the other half)
 
 MERGE_LOGIT_TOLERANCE = 0.25
 LLAMA_CPP_LOGIT_TOLERANCE = 0.05
@@ -49,34 +50,6 @@ def test_gguf_export_refuses_an_unsupported_architecture(tmp_path, run_studio):
 # --- GGUF for each supported family, checked against llama.cpp itself where it is installed ----------------------
 
 
-def _tiny_model(family: str, folder: Path, tokenizer_dir: Path):
-    import torch
-    from transformers import (
-        AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-    )
-
-    dims = dict(vocab_size=1088, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
-                eos_token_id=4, pad_token_id=5, tie_word_embeddings=False)
-    if family == "qwen2":
-        model_class, config = Qwen2ForCausalLM, Qwen2Config(**dims)
-    elif family == "mistral":
-        model_class, config = MistralForCausalLM, MistralConfig(**dims, sliding_window=None)
-    else:  # Llama 3.1 with its rope scaling, short original context so that the scaling matters
-        model_class, config = LlamaForCausalLM, LlamaConfig(**dims, rope_parameters={
-            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = model_class(config).eval()
-        if family == "qwen2":  # Qwen2 has q/k/v biases: make them matter
-            with torch.no_grad():
-                for layer in model.model.layers:
-                    for bias in (layer.self_attn.q_proj.bias, layer.self_attn.k_proj.bias, layer.self_attn.v_proj.bias):
-                        bias.normal_(0, 0.5)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(folder)
-    return model
 
 
 @pytest.mark.parametrize("family, arch, permuted", [("llama3.1", "llama", True), ("mistral", "llama", True),

@@ -10,6 +10,7 @@ import pytest
 from studio.core.config.settings import ConfigError, RunConfig, load_config, save_config
 from studio.core.methods.registry import method as method_spec
 from studio.core.runs.store import RunDirectory
+from preference_shared import _config, _write_jsonl  # noqa: F401  (shared with the other half)
 
 
 def _demo_pairs(dataset: Path) -> list[tuple[str, str, str]]:
@@ -18,9 +19,6 @@ def _demo_pairs(dataset: Path) -> list[tuple[str, str, str]]:
     return [(m[0]["content"], m[1]["content"], rows[(i + 3) % len(rows)][1]["content"]) for i, m in enumerate(rows)]
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def _method_data(method: str, demo_assets, folder: Path) -> Path:
@@ -35,20 +33,6 @@ def _method_data(method: str, demo_assets, folder: Path) -> Path:
     return _write_jsonl(folder / f"{method}.jsonl", records)
 
 
-def _config(demo_assets, method: str, train_file: Path, **training) -> RunConfig:
-    config = load_config(demo_assets.config_path)
-    config.data.train_file = str(train_file)
-    config.training.method = method
-    config.training.max_steps = 4
-    if method == "grpo":
-        config.grpo.num_generations = 2
-        config.grpo.max_completion_length = 16
-        config.grpo.kl_coefficient = 0.04  # so the KL is computed and logged
-    for key, value in training.items():  # a [training] setting, or one of the method's own section
-        section = config.training if hasattr(config.training, key) else getattr(config, method)
-        assert hasattr(section, key), key
-        setattr(section, key, value)
-    return config
 
 
 def _train(config: RunConfig, folder: Path, should_stop=lambda: False, **kwargs):

@@ -12,24 +12,9 @@ from studio.core.config.settings import load_config, save_config
 from studio.core.runs.store import RunStore
 from studio.core.train import supervisor as supervisor_module
 from studio.core.train.supervisor import TrainingSupervisor
+from supervisor_shared import Record  # noqa: F401  (shared with the other half)
 
 
-class Record:
-    """The callbacks, recording what a supervisor reported."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.endings: list[tuple[str, str]] = []
-
-    def on_event(self, event: dict) -> None:
-        self.events.append(event)
-
-    def on_ended(self, status: str, message: str) -> None:
-        self.endings.append((status, message))
-
-    @property
-    def kinds(self) -> list[str]:
-        return [event["event"] for event in self.events]
 
 
 def test_the_real_training_child_on_the_demo_completes(tmp_path, demo_assets):

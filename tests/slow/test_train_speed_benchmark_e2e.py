@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from train_speed_benchmark_shared import BENCHMARKS, _load, train_speed  # noqa: F401  (shared with the other half)
 
 
-@pytest.fixture(scope="module")
-def train_speed():
-    return _load("train_speed")
+
+
+
 
 
 def test_the_script_and_the_studio_train_the_same_steps_and_are_compared(train_speed, tmp_path, monkeypatch):

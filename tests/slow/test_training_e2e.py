@@ -16,6 +16,7 @@ import pytest
 
 from studio.core.config.settings import load_config, save_config
 from studio.core.runs.store import RunDirectory
+from training_shared import _config_with  # noqa: F401  (shared with the other half)
 
 
 def _demo_conversations(dataset_path: Path) -> list[list[dict[str, str]]]:
@@ -329,15 +330,6 @@ def test_a_refused_resume_leaves_no_empty_run_in_the_history(tmp_path, demo_asse
 # ------------------------------------------------------------------ (e) failures a user can act on
 
 
-def _config_with(demo_assets, folder: Path, **changes) -> Path:
-    """The demo config with absolute paths and `section__key=value` changes, saved into `folder`."""
-    config = load_config(demo_assets.config_path)
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        setattr(getattr(config, section), key, value)
-    path = folder / "config.toml"
-    save_config(config, path)
-    return path
 
 
 def test_a_new_run_into_a_folder_holding_a_run_or_other_files_is_refused(tmp_path, demo_assets, run_studio,

@@ -3,28 +3,15 @@ windows really painted. No timing is asserted: the figures are measured side by 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
-import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from ui_benchmarks_shared import BENCHMARKS, _load, first_paint  # noqa: F401  (shared with the other half)
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-@pytest.fixture(scope="module")
-def first_paint():
-    return _load("first_paint")
+
 
 
 # ------------------------------------------------------------------------------------------- first paint

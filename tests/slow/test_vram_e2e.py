@@ -1,6 +1,7 @@
 """The VRAM estimate: every term against a hand computation, the verdict, and `finetune-studio estimate`."""
 
 from __future__ import annotations
+from vram_shared import LLAMA_8B_TOML  # noqa: F401  (shared with the other half)
 
 
 
@@ -9,19 +10,6 @@ from __future__ import annotations
 # ------------------------------------------------------------------ the command line
 
 
-LLAMA_8B_TOML = """
-[model]
-name_or_path = "llama-3.1-8b"
-
-[lora]
-r = 16
-
-[training]
-max_length = 2048
-per_device_train_batch_size = 1
-gradient_checkpointing = true
-optim = "paged_adamw_8bit"
-"""
 
 
 def test_estimate_command_rejects_bad_input_with_exit_2(tmp_path, run_studio):

@@ -9,19 +9,9 @@ from pathlib import Path
 import pytest
 
 from studio.core.config.settings import load_config, save_config
+from preflight_shared import assert_refused_before_a_run_folder  # noqa: F401  (shared with the other half)
 
 
-def assert_refused_before_a_run_folder(result, run_folder: Path, studio_home: Path | None = None) -> str:
-    """The refusal's one line (stderr), after checking what every refusal must be."""
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert not run_folder.exists(), "no failed run folder for bad input"
-    if studio_home is not None:
-        runs = studio_home / "runs"
-        assert not runs.exists() or not any(runs.iterdir()), "no run in the history either"
-    return lines[0]
 
 
 def test_a_relative_model_folder_missing_next_to_the_config_is_named_with_the_folder_looked_in(

@@ -9,7 +9,6 @@ Turkish text.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jinja2
 import pytest
@@ -20,7 +19,8 @@ from studio.core.export.ollama import (
 )
 from studio.core.system.demo import CHAT_TEMPLATE
 
-from ollama_standin import build_go_renderer, ollama_prompt
+from ollama_standin import ollama_prompt
+from export_templates_shared import go_renderer, tokenizer  # noqa: F401  (shared with the other half)
 
 QWEN25_STYLE = (
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
@@ -98,17 +98,8 @@ FAMILIES = {  # template, its end-of-turn stop tokens, the default system prompt
 }
 
 
-@pytest.fixture(scope="session")
-def go_renderer(tmp_path_factory) -> Path:
-    """Go's text/template, built once: the prompt Ollama builds from a Modelfile TEMPLATE."""
-    return build_go_renderer(tmp_path_factory.mktemp("go"))
 
 
-@pytest.fixture
-def tokenizer(demo_assets):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(demo_assets.model_dir))
 
 
 def test_the_embedded_template_renders_like_training_without_generation_markers(tokenizer):

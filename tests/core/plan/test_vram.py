@@ -13,6 +13,7 @@ from studio.core.models.source import bundled_shapes
 from studio.core.plan.vram import (
     ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, FITS, GIB, TIGHT, WONT_FIT, ModelShape, ShapeError, estimate_vram,
 )
+from vram_shared import LLAMA_8B_TOML  # noqa: F401  (shared with the other half)
 
 # A toy Llama: hidden 64, MLP 128, 2 layers, 4 heads of 16, 2 key/value heads, vocabulary 256.
 TOY = {
@@ -234,19 +235,6 @@ def test_verdict_thresholds():
 # ------------------------------------------------------------------ the command line
 
 
-LLAMA_8B_TOML = """
-[model]
-name_or_path = "llama-3.1-8b"
-
-[lora]
-r = 16
-
-[training]
-max_length = 2048
-per_device_train_batch_size = 1
-gradient_checkpointing = true
-optim = "paged_adamw_8bit"
-"""
 
 
 def test_estimate_command_prints_the_breakdown_and_json(tmp_path, run_studio):

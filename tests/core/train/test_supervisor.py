@@ -19,6 +19,7 @@ from studio.core.runs.store import RunDirectory
 from studio.core.train import supervisor as supervisor_module
 from studio.core.system.processes import describe_exit
 from studio.core.train.supervisor import TrainingSupervisor, training_command
+from supervisor_shared import Record  # noqa: F401  (shared with the other half)
 
 CHILD = """
 import os, sys, time
@@ -57,22 +58,6 @@ def fake_child(tmp_path, monkeypatch):
     return behaviour
 
 
-class Record:
-    """The callbacks, recording what a supervisor reported."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.endings: list[tuple[str, str]] = []
-
-    def on_event(self, event: dict) -> None:
-        self.events.append(event)
-
-    def on_ended(self, status: str, message: str) -> None:
-        self.endings.append((status, message))
-
-    @property
-    def kinds(self) -> list[str]:
-        return [event["event"] for event in self.events]
 
 
 def _run(tmp_path) -> RunDirectory:

@@ -6,12 +6,11 @@ other runs here train for a few steps only. Tests that train (or load the model)
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from studio.core.config.settings import load_config, save_config
 from studio.core.runs.store import RunDirectory
+from training_shared import _config_with  # noqa: F401  (shared with the other half)
 
 
 def test_an_evaluation_leaves_a_4bit_layer_passing_its_gradient():
@@ -50,15 +49,6 @@ def test_an_evaluation_leaves_a_4bit_layer_passing_its_gradient():
 # ------------------------------------------------------------------ (e) failures a user can act on
 
 
-def _config_with(demo_assets, folder: Path, **changes) -> Path:
-    """The demo config with absolute paths and `section__key=value` changes, saved into `folder`."""
-    config = load_config(demo_assets.config_path)
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        setattr(getattr(config, section), key, value)
-    path = folder / "config.toml"
-    save_config(config, path)
-    return path
 
 
 @pytest.mark.parametrize(

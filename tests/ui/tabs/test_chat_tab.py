@@ -5,28 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from studio.core.system.gpu import GpuInfo
+from chat_tab_shared import LOAD_TIMEOUT_MS, tab  # noqa: F401  (shared with the other half)
 
-LOAD_TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def tab(qtbot, tmp_path):
-    from studio.ui.tabs.chat_tab import QtChatTab
-
-    from studio.core.runs.store import RunStore
-    from studio.core.sessions.runs import RunsSession
-
-    tab = QtChatTab(runs=RunsSession(RunStore(tmp_path / "runs")))
-    tab.gpu_info = lambda: None  # the CPU path, whatever machine runs the tests
-    qtbot.addWidget(tab)
-    tab.resize(1160, 700)
-    tab.show()
-    yield tab
-    tab.shutdown()
-    tab.unload_model()
 
 
 def test_loading_while_a_run_trains_on_the_gpu_warns_with_the_estimated_need(qtbot, tab, demo_assets):

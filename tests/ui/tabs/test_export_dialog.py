@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from studio.core.export.jobs import ExportKind
+from export_dialog_shared import _shown  # noqa: F401  (shared with the other half)
 
 
 def _fake_adapter(folder: Path, base: str = "/none") -> Path:
@@ -258,9 +259,3 @@ def test_an_adapter_export_offers_no_verification(qtbot, dialog, tmp_path):
     assert dialog.verify_button.isHidden() and not dialog.start_verify(), "an adapter alone answers nothing"
 
 
-def _shown(label) -> str:
-    """A rich-text label's text as the user reads it."""
-    import html
-    import re
-
-    return html.unescape(re.sub(r"<[^>]+>", "", label.text().replace("<br>", "\n")))

@@ -1,0 +1,23 @@
+"""What tests/ui/test_ui_benchmarks.py and tests/slow/test_ui_benchmarks_e2e.py share (their helpers and fixtures, written once)."""
+
+from __future__ import annotations
+import importlib.util
+import sys
+from pathlib import Path
+import pytest
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def first_paint():
+    return _load("first_paint")
