@@ -11,7 +11,9 @@ whose model ships inside the package (nothing is downloaded at run time); closen
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +31,7 @@ NEAR_DUPLICATE = 0.85
 """chrF (0..1) at or above which a candidate says the same words as its original or a sibling."""
 MAX_GROWTH = 2.5
 """A candidate longer than this many times its original (in characters) is rejected as too long."""
-REASONS = ("empty", "slot value missing", "language changed", "near-duplicate of the original",
+REASONS = ("empty", "slot value missing", "number added", "language changed", "near-duplicate of the original",
            "near-duplicate of a sibling", "too long")
 PROMPT = ("Rewrite the customer's message below in other words, as another customer might say it. Write in the "
           "same language ({language}). Keep these values exactly as written: {values}. Reply with the rewritten "
@@ -44,6 +46,21 @@ def language(text: str) -> str:
     import langid
 
     return langid.classify(text)[0]
+
+
+def _scripts(text: str) -> set[str]:
+    """The writing systems a text's letters come from ("LATIN", "CYRILLIC", "HANGUL", "CJK", ...)."""
+    return {unicodedata.name(ch, "UNKNOWN").split()[0] for ch in text if ch.isalpha()}
+
+
+def _numbers_added(candidate: str, original: str, values: list[str]) -> list[str]:
+    """Digit runs the candidate says beyond its slot values that the original does not say: a date, a time or
+    an amount the tool call cannot carry, so training on it would teach the model to ignore a number the user
+    gave."""
+    for value in sorted(values, key=len, reverse=True):
+        candidate, original = candidate.replace(value, " "), original.replace(value, " ")
+    said = set(re.findall(r"\d+", original))
+    return [run for run in re.findall(r"\d+", candidate) if run not in said]
 
 
 def values_said(text: str, slots: list[Slot], turn: int) -> list[str]:
@@ -65,7 +82,11 @@ def judge(candidate: str, original: str, *, values: list[str], siblings: list[st
         return Verdict(False, "empty")
     if any(value not in text for value in values):
         return Verdict(False, "slot value missing")
-    if language(text) != (original_language or language(original)):
+    if _numbers_added(text, original, values):
+        return Verdict(False, "number added")
+    # langid reads a Turkish sentence with a Korean word at its end as Turkish; a letter from a script the
+    # original does not use is a language change all the same (small base models drift into other scripts).
+    if language(text) != (original_language or language(original)) or not _scripts(text) <= _scripts(original):
         return Verdict(False, "language changed")
     if chrf(text, original).score >= NEAR_DUPLICATE:
         return Verdict(False, "near-duplicate of the original")

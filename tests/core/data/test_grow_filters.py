@@ -23,6 +23,12 @@ VALUES = ["0532 123 45 67"]
     ("", "empty"),
     ("Lütfen hattımı kapatın.", "slot value missing"),
     ("Please close my line 0532 123 45 67 right now, thank you.", "language changed"),
+    # What the Gemma 3 270M base model wrote through llama-cpp-python's server (benchmarks/grow_toolcalls.py):
+    # the value kept, Turkish to langid, and yet no request — a date and a time the call cannot carry.
+    ("Re: 0532 123 45 67, 15/08/2003 - 06:49:25", "number added"),
+    ("0532 123 45 67 numaralı hattımı kapatın, 2 gün içinde.", "number added"),
+    ("İyiyi hatırlayabilir miyim? 0532 123 45 67. 그런데", "language changed"),
+    ("0532 123 45 67 номер hattımı kapatın lütfen.", "language changed"),
     ("0532 123 45 67 numaralı hattımı kapatmak istiyorum!", "near-duplicate of the original"),
     ("0532 123 45 67 hattımın kapatılmasını rica ediyorum, lütfen bugün kapatın, artık kullanmıyorum, teşekkürler, "
      "iyi günler dilerim, kolay gelsin.", "too long"),
@@ -37,6 +43,9 @@ def test_a_sibling_near_copy_is_rejected_and_a_real_paraphrase_accepted():
     assert judge(good + " ", ORIGINAL, values=VALUES, siblings=[good], max_length=512).reason == \
         "near-duplicate of a sibling"
     assert judge(good, ORIGINAL, values=VALUES, siblings=[], max_length=20).reason == "too long"
+    # A number the original says besides its slot values may be said again.
+    assert judge("2 hattımdan 0532 123 45 67 olanın kapatılmasını rica ediyorum.", "2 hattım var, 0532 123 45 67 "
+                 "numaralı olanı kapatmak istiyorum.", values=VALUES, siblings=[], max_length=512).accepted
 
 
 class Scripted:
