@@ -16,6 +16,10 @@ from studio.core.system.library_output import hide_weight_loading_bars, silence_
 from studio.core.system.tasks import Task
 from studio.core.train.child import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK
 
+EXIT_BROKEN_EXPORT = 3
+"""`--verify` ran and found the export answering worse than the trained model: the file stands, the verdict is
+printed and recorded, and a script can tell it from a good export without reading it."""
+
 
 class BadInput(Exception):
     """A user error: printed as one clear line, exit status 2 (and, under --json, as a JSON document unless the
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--verify", action="store_true",
                       help="then answer the run's examples with the studio's model and with the GGUF file (llama.cpp "
                            "where llama-cpp-python is installed), compare the replies and state the result on the "
-                           "model card")
+                           "model card; exit 3 when the verdict is a broken export")
     _add_overwrite_argument(gguf)
     ollama = export_sub.add_parser("ollama", help="put an exported GGUF into Ollama: ollama create NAME -f "
                                                   "NAME.Modelfile (Ollama must be installed)")
@@ -145,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace a model of that name already in `ollama list` (otherwise refused)")
     ollama.add_argument("--verify", type=Path, metavar="RUN_DIR",
                         help="then answer the run's examples with the studio's model and with the model in Ollama "
-                             "(its chat API on this machine) and compare the replies")
+                             "(its chat API on this machine) and compare the replies; exit 3 when the verdict is a "
+                             "broken export")
     ollama.add_argument("--host", default="", help="Ollama's address (default: $OLLAMA_HOST, else http://127.0.0.1:11434)")
     adapter_export = export_sub.add_parser("adapter", help="the adapter folder (PEFT format) with a model card")
     adapter_export.add_argument("source", type=Path, metavar="RUN_DIR_OR_ADAPTER")
@@ -564,6 +569,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                         print(f"{_command_name(args)}: --verify could not run: {error}", file=sys.stderr)
                         return EXIT_INTERNAL
                     print(f"verify: {checked.text()}")
+                    if not checked.passes:
+                        return EXIT_BROKEN_EXPORT
             except ExportCheckError as error:
                 raise BadInput(f"--verify: {error}") from None
         elif args.export_command == "ollama":
@@ -616,7 +623,7 @@ def _verify_in_ollama(args: argparse.Namespace) -> int:
     except ExportCheckError as error:
         raise BadInput(f"--verify: {error}") from None
     print(f"verify: {checked.text()}")
-    return EXIT_OK
+    return EXIT_OK if checked.passes else EXIT_BROKEN_EXPORT
 
 
 def cmd_data(args: argparse.Namespace) -> int:

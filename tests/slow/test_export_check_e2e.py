@@ -133,13 +133,15 @@ class Llama:
     def __init__(self, model_path, **kwargs):
         repacking = native.llama_model_default_params().use_extra_bufts
         print(f"fake llama.cpp: loading {os.path.basename(model_path)}, repacking {repacking}", flush=True)
-        if repacking or os.environ["FAKE_LLAMA"] == "always-crash":
+        if os.environ["FAKE_LLAMA"] != "answers-wrongly" and (repacking or os.environ["FAKE_LLAMA"] == "always-crash"):
             os.kill(os.getpid(), signal.SIGSEGV)
         answers = [json.loads(line) for line in open(os.environ["FAKE_LLAMA_ANSWERS"], encoding="utf-8")]
         self.answers = {json.dumps(r["prompt"], ensure_ascii=False): r["reply"] for r in answers}
 
     def create_chat_completion(self, messages, **kwargs):
         reply = self.answers[json.dumps(messages, ensure_ascii=False)]
+        if os.environ["FAKE_LLAMA"] == "answers-wrongly":  # a file that loads and answers, but not as trained
+            reply = "?"
         return {"choices": [{"message": {"content": reply}, "finish_reason": "stop"}]}
 
     def close(self):
@@ -204,3 +206,17 @@ def test_cli_verify_passing_only_with_repacking_off_says_llama_cpps_default_cras
     card = "\n".join(p.read_text(encoding="utf-8") for p in output.parent.glob("*.md"))
     assert "repacking) crashed on this CPU; checked with repacking off" in card
     assert "Loading weights" not in result.stderr, "the check's model loads print no bars: progress lines only"
+
+
+def test_cli_verify_of_a_broken_export_prints_the_verdict_and_exits_3(run_copy, tmp_path, run_studio):
+    """A script (or CI) exporting with --verify must be able to tell a broken export from a good one without parsing
+    the verdict: the export stands, its verdict is printed and recorded, and the status is 3."""
+    output = tmp_path / "ollama" / "demo.gguf"
+    studio_answers = run_copy / "evals" / CHECK_FOLDER / "studio" / "results.jsonl"
+    env = _fake_llama_cpp(tmp_path / "fake", "answers-wrongly", studio_answers)
+    result = run_studio("export", "gguf", run_copy, "--output", output, "--type", "f16", "--verify", env=env)
+    assert result.returncode == 3, result.stderr[-3000:]
+    verify_line = next(line for line in result.stdout.splitlines() if line.startswith("verify: "))
+    assert "0/10 replies identical" in verify_line and "broken export:" in verify_line, verify_line
+    assert output.is_file() and str(output) in result.stdout, "the export itself stands"
+    assert "broken export:" in "\n".join(p.read_text(encoding="utf-8") for p in output.parent.glob("*.md"))
