@@ -156,12 +156,13 @@ def _clean(reply: str) -> str:
 def paraphrase(conversations: list[tuple[str, list[dict[str, Any]]]], writer: Writer, *, per_turn: int = 2,
                tries: int = 4, max_length: int = 512, seed: int = 0, state: TaskState | None = None,
                kinds: dict[str, str] | None = None, count: Callable[[str], int] | None = None,
-               ) -> ParaphraseOutcome:
+               into: ParaphraseOutcome | None = None) -> ParaphraseOutcome:
     """Up to `per_turn` accepted paraphrases of each user turn of each (hash, messages), asking the writer at
     most `tries` times per wanted one. `count(text)` measures a turn against `max_length` (the tokenizer's
     tokens; characters without one). `state.progress(done, total, eta_text)`; `state.cancelled()` stops after
-    the current reply, keeping what was accepted."""
-    outcome = ParaphraseOutcome()
+    the current reply, keeping what was accepted. `into` is filled as the loop goes, so a caller that never gets
+    the return value (a cancelled or failed background task) still holds every reply judged until then."""
+    outcome = into if into is not None else ParaphraseOutcome()
     jobs = [(h, messages, turn) for h, messages in conversations
             for turn, m in enumerate(messages) if m.get("role") == "user" and str(m.get("content") or "").strip()]
     started = time.monotonic()
