@@ -156,3 +156,22 @@ def test_a_failed_paraphrase_job_is_its_error_and_keeps_nothing_it_did_not_accep
     session.paraphrase_stopped(str(raised.value))
     assert session.error == str(raised.value) and not session.paraphrasing
     assert session.last_paraphrase is None and session.recipe.paraphrases == []
+
+
+def test_a_server_that_stops_answering_mid_run_keeps_what_was_accepted_before(session):
+    from studio.core.chat.paraphrase import ParaphraseError
+
+    class StopsAnswering(Scripted):
+        def write(self, prompt, *, seed):
+            if self.prompts:
+                raise ParaphraseError("http://127.0.0.1:9/v1/chat/completions: [Errno 111] Connection refused")
+            return super().write(prompt, seed=seed)
+
+    job = session.paraphrase_task(StopsAnswering(), per_turn=1)
+    with pytest.raises(ParaphraseError) as raised:
+        job(State())
+    session.paraphrase_stopped(str(raised.value))
+    assert session.error == str(raised.value) and not session.paraphrasing
+    outcome = session.last_paraphrase
+    assert outcome.asked == 1 and len(outcome.accepted) == 1 and not outcome.cancelled
+    assert session.recipe.paraphrases == outcome.accepted
