@@ -31,6 +31,9 @@ NEAR_DUPLICATE = 0.85
 """chrF (0..1) at or above which a candidate says the same words as its original or a sibling."""
 MAX_GROWTH = 2.5
 """A candidate longer than this many times its original (in characters) is rejected as too long."""
+MAX_REPLY_TOKENS = 160
+"""The most tokens a writer is asked for (a server's max_tokens, a folder's max_new_tokens): one rewritten
+message, not an essay."""
 REASONS = ("empty", "slot value missing", "number added", "language changed", "near-duplicate of the original",
            "near-duplicate of a sibling", "too long")
 PROMPT = ("Rewrite the customer's message below in other words, as another customer might say it. Write in the "
@@ -122,7 +125,7 @@ class ServerWriter:
         endpoint = self.url if self.url.endswith("/chat/completions") else \
             self.url + ("/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions")
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": self.temperature, "seed": seed, "max_tokens": 160}).encode()
+                           "temperature": self.temperature, "seed": seed, "max_tokens": MAX_REPLY_TOKENS}).encode()
         request = urllib.request.Request(endpoint, body, {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -138,22 +141,27 @@ class FolderWriter:
 
     folder: str
     temperature: float = 0.9
+    max_new_tokens: int = MAX_REPLY_TOKENS
     _model: Any = field(default=None, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
 
     def write(self, prompt: str, *, seed: int) -> str:
         import torch
 
-        from studio.core.models.trained_base import load_causal_lm, load_tokenizer
+        from studio.core.data.tokens import ensure_chat_template
+        from studio.core.models.trained_base import load_causal_lm, load_trusted_tokenizer
 
-        if self._model is None:
-            self._tokenizer = load_tokenizer(self.folder, trust_remote_code=False)
-            self._model = load_causal_lm(self.folder, trust_remote_code=False)
+        if self._model is None:  # once: every reply after the first reuses the loaded model
+            # As the Chat tab loads a model (chat.model): a folder without a chat template gets the fallback one.
+            self._tokenizer = load_trusted_tokenizer(self.folder, trust_remote_code=False)
+            ensure_chat_template(self._tokenizer)
+            self._model = load_causal_lm(self.folder, trust_remote_code=False).eval()
         torch.manual_seed(seed)
         ids = self._tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                   return_tensors="pt", return_dict=True)
         with torch.no_grad():
-            out = self._model.generate(**ids, do_sample=True, temperature=self.temperature, max_new_tokens=160,
+            out = self._model.generate(**ids, do_sample=True, temperature=self.temperature,
+                                       max_new_tokens=self.max_new_tokens,
                                        pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
         return self._tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -177,12 +185,13 @@ def _clean(reply: str) -> str:
 def paraphrase(conversations: list[tuple[str, list[dict[str, Any]]]], writer: Writer, *, per_turn: int = 2,
                tries: int = 4, max_length: int = 512, seed: int = 0, state: TaskState | None = None,
                kinds: dict[str, str] | None = None, count: Callable[[str], int] | None = None,
-               ) -> ParaphraseOutcome:
+               into: ParaphraseOutcome | None = None) -> ParaphraseOutcome:
     """Up to `per_turn` accepted paraphrases of each user turn of each (hash, messages), asking the writer at
     most `tries` times per wanted one. `count(text)` measures a turn against `max_length` (the tokenizer's
     tokens; characters without one). `state.progress(done, total, eta_text)`; `state.cancelled()` stops after
-    the current reply, keeping what was accepted."""
-    outcome = ParaphraseOutcome()
+    the current reply, keeping what was accepted. `into` is filled as the loop goes, so a caller that never gets
+    the return value (a cancelled or failed background task) still holds every reply judged until then."""
+    outcome = into if into is not None else ParaphraseOutcome()
     jobs = [(h, messages, turn) for h, messages in conversations
             for turn, m in enumerate(messages) if m.get("role") == "user" and str(m.get("content") or "").strip()]
     started = time.monotonic()

@@ -73,6 +73,7 @@ class GrowSession:
         self.error = ""
         self.paraphrasing = False
         self.last_paraphrase: ParaphraseOutcome | None = None
+        self._running: ParaphraseOutcome | None = None
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -225,16 +226,34 @@ class GrowSession:
         # Without the tokenizer a turn is measured in characters, about four to a token.
         max_length = self.dataset.max_length * (1 if count else 4)
         self.paraphrasing = True
+        # Filled as the job goes: a job that is cancelled or fails returns nothing, and what it had accepted is
+        # kept all the same (paraphrase_stopped).
+        running = self._running = ParaphraseOutcome()
         self._changed(PARAPHRASE)
         return lambda state: paraphrase(conversations, writer, per_turn=per_turn, seed=seed, state=state,
-                                        kinds=kinds, max_length=max_length, count=count)
+                                        kinds=kinds, max_length=max_length, count=count, into=running)
 
-    def paraphrase_done(self, outcome: ParaphraseOutcome | None) -> None:
+    def paraphrase_done(self, outcome: ParaphraseOutcome) -> None:
+        """The job returned: what it accepted goes into the recipe."""
         self.paraphrasing = False
-        if outcome is not None:
-            self.last_paraphrase = outcome
-            self.recipe.paraphrases += outcome.accepted
-            self._regrow()
+        self._running = None
+        self.last_paraphrase = outcome
+        self.recipe.paraphrases += outcome.accepted
+        self._regrow()
+        self._changed(PARAPHRASE)
+
+    def paraphrase_stopped(self, error: str = "") -> None:
+        """The job ended without returning: cancelled (it stops after the reply in flight), or failed with
+        `error` (a server that does not answer). Call it once the job has returned, so what it judged is final:
+        the paraphrases it accepted until then are kept, as after a finished run."""
+        outcome, self._running = self._running, None
+        if outcome is not None and outcome.asked:
+            outcome.cancelled = outcome.cancelled or not error
+            self.paraphrase_done(outcome)
+        else:
+            self.paraphrasing = False
+        if error:
+            self.error = error
         self._changed(PARAPHRASE)
 
     def paraphrase_summary(self) -> str:

@@ -194,7 +194,7 @@ class QtGrowPanel(QWidget):
         job = self.session.paraphrase_task(writer)
         self.progress_bar.setValue(0)
         self.paraphrases.start(job, on_result=self.session.paraphrase_done, on_progress=self._progressed,
-                                on_error=self._failed, on_cancelled=lambda: self.session.paraphrase_done(None),
+                                on_error=self._failed, on_cancelled=self.session.paraphrase_stopped,
                                 expected_errors=(ParaphraseError,), name="paraphrase")
 
     def _progressed(self, done: int, total: int, eta: str) -> None:
@@ -203,5 +203,4 @@ class QtGrowPanel(QWidget):
         self.eta_label.setText(eta)
 
     def _failed(self, error: BaseException) -> None:
-        self.session.error = str(error)
-        self.session.paraphrase_done(None)
+        self.session.paraphrase_stopped(str(error))

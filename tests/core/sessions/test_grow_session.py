@@ -119,3 +119,59 @@ def test_paraphrase_asks_only_about_training_originals_and_keeps_what_passes(ses
     assert any(r.variant == "p1" for r in session.grown.train)
     assert session.paraphrase_summary().startswith(f"{len(outcome.accepted)} accepted of {outcome.asked} asked")
     assert state.last[0] == state.last[1] and not session.paraphrasing
+
+
+class CancelledAfter(State):
+    """Cancel is pressed once the writer has answered `replies` times."""
+
+    def __init__(self, writer, replies):
+        self.writer, self.replies = writer, replies
+
+    def cancelled(self):
+        return len(self.writer.prompts) >= self.replies
+
+
+def test_a_cancelled_paraphrase_job_keeps_what_it_accepted(session):
+    writer = Scripted()
+    job = session.paraphrase_task(writer, per_turn=1)
+    job(CancelledAfter(writer, 2))  # a cancelled background task's return value never reaches the session
+    session.paraphrase_stopped()
+    outcome = session.last_paraphrase
+    assert outcome.cancelled and outcome.asked == 2 and len(outcome.accepted) == 2
+    assert session.recipe.paraphrases == outcome.accepted and not session.paraphrasing
+    assert any(r.variant == "p1" for r in session.grown.train)
+    assert session.paraphrase_summary().startswith("2 accepted of 2 asked (cancelled)")
+
+
+def test_a_failed_paraphrase_job_is_its_error_and_keeps_nothing_it_did_not_accept(session):
+    from studio.core.chat.paraphrase import ParaphraseError
+
+    class Refused:
+        def write(self, prompt, *, seed):
+            raise ParaphraseError("http://127.0.0.1:9/v1/chat/completions: [Errno 111] Connection refused")
+
+    job = session.paraphrase_task(Refused())
+    with pytest.raises(ParaphraseError) as raised:
+        job(State())
+    session.paraphrase_stopped(str(raised.value))
+    assert session.error == str(raised.value) and not session.paraphrasing
+    assert session.last_paraphrase is None and session.recipe.paraphrases == []
+
+
+def test_a_server_that_stops_answering_mid_run_keeps_what_was_accepted_before(session):
+    from studio.core.chat.paraphrase import ParaphraseError
+
+    class StopsAnswering(Scripted):
+        def write(self, prompt, *, seed):
+            if self.prompts:
+                raise ParaphraseError("http://127.0.0.1:9/v1/chat/completions: [Errno 111] Connection refused")
+            return super().write(prompt, seed=seed)
+
+    job = session.paraphrase_task(StopsAnswering(), per_turn=1)
+    with pytest.raises(ParaphraseError) as raised:
+        job(State())
+    session.paraphrase_stopped(str(raised.value))
+    assert session.error == str(raised.value) and not session.paraphrasing
+    outcome = session.last_paraphrase
+    assert outcome.asked == 1 and len(outcome.accepted) == 1 and not outcome.cancelled
+    assert session.recipe.paraphrases == outcome.accepted
