@@ -79,3 +79,57 @@ def write_callcentre(path: Path, rows: int, *, seed: int = 0, held_out: bool = F
     path.write_text("".join(json.dumps(conversation(rng, held_out=held_out), ensure_ascii=False) + "\n"
                             for _ in range(rows)), encoding="utf-8")
     return path
+
+
+# Paraphrases written by hand, three per tool, none of them a held-out wording: a stand-in for a competent local
+# paraphraser (an instruct model), used by benchmarks/grow_toolcalls.py `--paraphrase-by-hand` to measure what the
+# paraphrase path adds when the writer is good. They pass through the studio's own loop and filters.
+_BY_HAND = {
+    "get_bill": ["{phone_spoken} numaralı hattın fatura tutarını öğrenebilir miyim?",
+                 "Hattım {phone_spoken}, bu dönemki faturam ne kadar geldi?",
+                 "{phone_spoken} için son fatura bilgisini rica ediyorum."],
+    "close_line": ["{phone_spoken} numaralı aboneliğimi sonlandırmak istiyorum.",
+                   "Hattımı kapattırmak istiyorum, numara {phone_spoken}.",
+                   "{phone_spoken} hattını artık kullanmıyorum, iptal eder misiniz?"],
+    "change_tariff": ["{phone_spoken} hattımı {tariff} tarifesine geçirmek istiyorum.",
+                      "Paketimi {tariff} ile değiştirir misiniz? Hattım {phone_spoken}.",
+                      "{phone_spoken} numarasında {tariff} paketine geçiş yapmak istiyorum."],
+    "check_outage": ["{city_in} bağlantım kesildi, bölgede arıza mı var?",
+                     "{city_in} internetim gidip geliyor, bir sorun mu var?",
+                     "{city_in} yaşanan bir kesinti var mı acaba?"],
+    "track_order": ["{order_id} numaralı siparişim ne zaman elime ulaşır?",
+                    "Kargom hâlâ gelmedi, sipariş numarası {order_id}.",
+                    "{order_id} siparişinin teslimat durumunu öğrenebilir miyim?"],
+}
+_FIELDS = {"phone_spoken": r"05\d\d \d{3} \d\d \d\d", "tariff": r"\w+", "city": r"\w+", "city_in": r"\w+'\w+",
+           "order_id": r"SP\d{8}"}
+
+
+def _fields(request: str) -> tuple[str, dict[str, str]]:
+    """The tool and the values of a training request, read back through the training wordings."""
+    import re
+
+    for tool, (wordings, _) in _REQUESTS.items():
+        for wording in wordings:
+            pattern = re.escape(wording)
+            for name, value in _FIELDS.items():
+                pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{value})")
+            found = re.fullmatch(pattern, request)
+            if found:
+                fields = found.groupdict()
+                if "city_in" in fields:
+                    fields["city"] = fields["city_in"].split("'")[0]
+                elif "city" in fields:
+                    fields["city_in"] = _locative(fields["city"])
+                return tool, fields
+    raise ValueError(f"not a training request: {request!r}")
+
+
+class HandParaphraser:
+    """A paraphrase `Writer` (studio.core.chat.paraphrase) that answers the studio's prompt with the hand-written
+    wordings above, filled with the request's own values; the seed picks the wording."""
+
+    def write(self, prompt: str, *, seed: int) -> str:
+        request = prompt.rsplit("Message: ", 1)[1].strip()
+        tool, fields = _fields(request)
+        return _BY_HAND[tool][seed % len(_BY_HAND[tool])].format(**fields)
