@@ -137,33 +137,23 @@ class ServerWriter:
 
 @dataclass
 class FolderWriter:
-    """A local model folder (the base model, any HF folder with a chat template), sampled with transformers."""
+    """A local model folder (the base model, any HF folder), loaded and sampled as the Chat tab does (ChatModel: on
+    the GPU where there is one, in its dtype, 4-bit when asked, a fallback chat template, stopping at the end of
+    the turn), so paraphrasing with a 3B or 8B base model runs on the user's card, not on the CPU."""
 
     folder: str
     temperature: float = 0.9
     max_new_tokens: int = MAX_REPLY_TOKENS
+    load_in_4bit: bool = False
     _model: Any = field(default=None, repr=False)
-    _tokenizer: Any = field(default=None, repr=False)
 
     def write(self, prompt: str, *, seed: int) -> str:
-        import torch
-
-        from studio.core.data.tokens import ensure_chat_template
-        from studio.core.models.trained_base import load_causal_lm, load_trusted_tokenizer
+        from studio.core.chat.model import ChatModel, GenerationSettings
 
         if self._model is None:  # once: every reply after the first reuses the loaded model
-            # As the Chat tab loads a model (chat.model): a folder without a chat template gets the fallback one.
-            self._tokenizer = load_trusted_tokenizer(self.folder, trust_remote_code=False)
-            ensure_chat_template(self._tokenizer)
-            self._model = load_causal_lm(self.folder, trust_remote_code=False).eval()
-        torch.manual_seed(seed)
-        ids = self._tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                  return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            out = self._model.generate(**ids, do_sample=True, temperature=self.temperature,
-                                       max_new_tokens=self.max_new_tokens,
-                                       pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
-        return self._tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            self._model = ChatModel.load(self.folder, load_in_4bit=self.load_in_4bit)
+        settings = GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=seed)
+        return self._model.reply([{"role": "user", "content": prompt}], settings)
 
 
 @dataclass

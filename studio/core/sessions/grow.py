@@ -211,8 +211,14 @@ class GrowSession:
         """The model to paraphrase with: a server URL on this machine, or a local model folder ("" = the
         run's base model)."""
         where = where.strip() or self.dataset.model_name
-        return ServerWriter(where, model or "local") if where.startswith(("http://", "https://")) else \
-            FolderWriter(where)
+        if where.startswith(("http://", "https://")):
+            return ServerWriter(where, model or "local")
+        # On a card, the folder loads as the run will train it: in 4-bit where the run is QLoRA (the card is small
+        # for the 16-bit weights), so paraphrasing fits where training does. The CPU keeps its float32 load.
+        from studio.core.system.gpu import detect_gpu
+
+        four_bit = self.dataset.draft.config.quantization.mode == "4bit" and detect_gpu() is not None
+        return FolderWriter(where, load_in_4bit=four_bit)
 
     def paraphrase_task(self, writer: Any, *, per_turn: int = 2) -> Callable[[Any], ParaphraseOutcome]:
         """The background job: paraphrase the training originals' user turns (held-out ones are never shown

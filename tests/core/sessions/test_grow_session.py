@@ -175,3 +175,16 @@ def test_a_server_that_stops_answering_mid_run_keeps_what_was_accepted_before(se
     outcome = session.last_paraphrase
     assert outcome.asked == 1 and len(outcome.accepted) == 1 and not outcome.cancelled
     assert session.recipe.paraphrases == outcome.accepted
+
+
+@pytest.mark.parametrize("mode, gpu, four_bit", [("4bit", True, True), ("none", True, False), ("4bit", False, False)])
+def test_a_model_folder_paraphrases_as_the_run_will_train_it(session, monkeypatch, mode, gpu, four_bit):
+    """On a card, a QLoRA run's base model paraphrases in 4-bit too (an 8B base in 16-bit would not fit the 8 GB card
+    the run was made 4-bit for); the CPU keeps its float32 load; a server URL is a server whatever the run."""
+    import studio.core.system.gpu as gpu_module
+
+    monkeypatch.setattr(gpu_module, "detect_gpu", lambda index=0: object() if gpu else None)
+    session.dataset.draft.update("quantization", mode=mode)
+    writer = session.writer("/models/Llama-3.1-8B")
+    assert (writer.folder, writer.load_in_4bit) == ("/models/Llama-3.1-8B", four_bit)
+    assert session.writer("http://127.0.0.1:8080").url == "http://127.0.0.1:8080"
