@@ -82,3 +82,15 @@ def _run_studio(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedPr
 def run_studio():
     """Call as `run_studio("train", config, "--output", run_dir)`; returns the CompletedProcess."""
     return _run_studio
+
+
+@pytest.fixture
+def qt_settings(tmp_path, qapp):
+    """A private Qt settings store, so no saved state of another test (or of the user) is restored."""
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    QCoreApplication.setOrganizationName("finetune-studio-tests")
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
+    QSettings().clear()
+    yield QSettings()
+    QSettings().clear()

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 import pytest
-from PySide6.QtCore import QCoreApplication, QSettings
 from studio.core.runs.store import RunStore
 from studio.core.system.gpu import HostTelemetry
-
-
-@pytest.fixture
-def qt_settings(tmp_path, qapp):
-    """A private Qt settings store, so no saved state of another test (or of the user) is restored."""
-    QCoreApplication.setOrganizationName("finetune-studio-tests")
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
-    QSettings().clear()
-    yield QSettings()
-    QSettings().clear()
 
 
 @pytest.fixture

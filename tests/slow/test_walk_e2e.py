@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 
 from studio.core.runs.store import RunStore
-from walk_shared import make_window, qt_settings  # noqa: F401  (shared with the other half)
+from walk_shared import make_window  # noqa: F401  (shared with the other half)
 
 LOAD_TIMEOUT_MS = 120_000
 TRAINING_TIMEOUT_MS = 300_000

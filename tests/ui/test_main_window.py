@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QRect, QSettings, QUrl
+from PySide6.QtCore import QRect, QSettings, QUrl
 from PySide6.QtGui import QDesktopServices
 
 from studio.core.system.gpu import HostTelemetry
 from studio.core.runs.store import RunStore
-
-
-@pytest.fixture
-def qt_settings(tmp_path, qapp):
-    """A private Qt settings store, so no saved geometry of another test (or of the user) is restored."""
-    QCoreApplication.setOrganizationName("finetune-studio-tests")
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
-    QSettings().clear()
-    yield QSettings()
-    QSettings().clear()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QSettings
 
 from studio.core.config.settings import RunConfig, save_config
 from studio.core.runs.events import EventWriter, make_event
@@ -58,15 +57,6 @@ staging.adapter_dir.mkdir()
 (staging.adapter_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
 staging.path.rename(root / name)
 """
-
-
-@pytest.fixture
-def qt_settings(tmp_path, qapp):
-    QCoreApplication.setOrganizationName("finetune-studio-tests")
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
-    QSettings().clear()
-    yield QSettings()
-    QSettings().clear()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 
 from studio.core.runs.store import RunStore
-from walk_shared import make_window, qt_settings  # noqa: F401  (shared with the other half)
+from walk_shared import make_window  # noqa: F401  (shared with the other half)
 
 
 

@@ -102,18 +102,6 @@ def test_a_finished_runs_events_draw_its_scores_at_once(qtbot, tab):
 # ------------------------------------------------------------------ the automatic held-out split, as the tabs show it
 
 
-@pytest.fixture
-def qt_settings(tmp_path, qapp):
-    """A private Qt settings store, so no saved geometry of another test (or of the user) is restored."""
-    from PySide6.QtCore import QCoreApplication, QSettings
-
-    QCoreApplication.setOrganizationName("finetune-studio-tests")
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qt-settings"))
-    QSettings().clear()
-    yield QSettings()
-    QSettings().clear()
-
-
 def test_a_47_row_file_gets_5_rows_held_out_and_the_config_tab_says_so(qtbot, tmp_path, qt_settings):
     import json
 
